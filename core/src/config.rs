@@ -1,0 +1,198 @@
+//! Configuration, with the same variable names on every host.
+
+use crate::secret::ApiKey;
+use std::collections::HashSet;
+use std::fmt;
+
+/// Default for `GEMINI_UPSTREAM_URL`.
+pub const DEFAULT_GEMINI_UPSTREAM: &str = "https://generativelanguage.googleapis.com/v1beta";
+/// Default for `OPENAI_UPSTREAM_URL`.
+pub const DEFAULT_OPENAI_UPSTREAM: &str = "https://generativelanguage.googleapis.com/v1beta/openai";
+
+/// A configuration variable that was missing or malformed. Its `Display`
+/// is one line that names the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {why}")]
+pub struct ConfigError {
+    /// The variable's name.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// URL scheme of an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP (local fakes and tests).
+    Http,
+    /// HTTPS (Google).
+    Https,
+}
+
+/// An upstream base URL: `scheme://authority/path`, without query or
+/// fragment. Requests are only ever sent below this path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamBase {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// `host[:port]`.
+    pub authority: String,
+    /// The path prefix, without a trailing slash (may be empty).
+    pub path: String,
+}
+
+impl UpstreamBase {
+    /// Parses a base URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url.trim();
+        let (scheme, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (Scheme::Https, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (Scheme::Http, r)
+        } else {
+            return Err(format!("{url:?} is not an http:// or https:// URL"));
+        };
+        if rest.contains(['?', '#', '\\', ' ']) {
+            return Err(format!("{url:?} must not have a query, fragment, backslash or space"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!("{url:?} needs a host (and no user info)"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (h, Some(p)),
+            _ => (authority, None),
+        };
+        if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c)) {
+            return Err(format!("{url:?} has an invalid host"));
+        }
+        if let Some(p) = port
+            && p.parse::<u16>().is_err()
+        {
+            return Err(format!("{url:?} has an invalid port"));
+        }
+        if path.split('/').any(|seg| seg == ".." || seg == ".") {
+            return Err(format!("{url:?} has dot segments"));
+        }
+        Ok(Self {
+            scheme,
+            authority: authority.to_ascii_lowercase(),
+            path: path.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The origin, `scheme://authority`.
+    pub fn origin(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        format!("{scheme}://{}", self.authority)
+    }
+}
+
+impl fmt::Display for UpstreamBase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.origin(), self.path)
+    }
+}
+
+/// What the request handler needs: everything but the key pool itself
+/// (which the host's key store holds).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The key clients must present, if any.
+    pub proxy_key: Option<ApiKey>,
+    /// Where Gemini-native requests go.
+    pub gemini_upstream: UpstreamBase,
+    /// Where OpenAI-style requests go.
+    pub openai_upstream: UpstreamBase,
+}
+
+impl Config {
+    /// Reads the configuration through `lookup` (an environment, a Worker's
+    /// `env`, …). Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
+        let base = |var: &'static str, default: &str| {
+            UpstreamBase::parse(&get(var).unwrap_or_else(|| default.to_owned()))
+                .map_err(|why| ConfigError { var, why })
+        };
+        Ok(Self {
+            proxy_key: get("PROXY_API_KEY").map(ApiKey::new),
+            gemini_upstream: base("GEMINI_UPSTREAM_URL", DEFAULT_GEMINI_UPSTREAM)?,
+            openai_upstream: base("OPENAI_UPSTREAM_URL", DEFAULT_OPENAI_UPSTREAM)?,
+        })
+    }
+}
+
+/// Parses `API_KEYS`: comma- or newline-separated, trimmed, empty entries
+/// and duplicates dropped, order kept. At least one key is required.
+pub fn parse_api_keys(value: Option<&str>) -> Result<Vec<ApiKey>, ConfigError> {
+    let err = |why: &str| ConfigError { var: "API_KEYS", why: why.to_owned() };
+    let value = value.ok_or_else(|| err("not set; give one or more Gemini API keys, comma- or newline-separated"))?;
+    let mut seen = HashSet::new();
+    let mut keys = Vec::new();
+    for part in value.split([',', '\n', '\r']) {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        if part.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err("an entry contains whitespace; separate keys with commas or newlines"));
+        }
+        if seen.insert(part.to_owned()) {
+            keys.push(ApiKey::new(part));
+        }
+    }
+    if keys.is_empty() {
+        return Err(err("holds no key; give one or more Gemini API keys, comma- or newline-separated"));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_with_separators_and_duplicates() {
+        let keys = parse_api_keys(Some(" a1,b2\n\nc3 ,a1\r\n")).expect("keys");
+        let v: Vec<&str> = keys.iter().map(|k| k.expose()).collect();
+        assert_eq!(v, ["a1", "b2", "c3"]);
+    }
+
+    #[test]
+    fn no_keys_names_the_variable() {
+        for v in [None, Some(""), Some(" , \n")] {
+            let e = parse_api_keys(v).expect_err("no keys");
+            assert_eq!(e.var, "API_KEYS");
+            assert!(e.to_string().starts_with("API_KEYS: "));
+        }
+        assert!(parse_api_keys(Some("a b")).is_err());
+    }
+
+    #[test]
+    fn defaults_and_bad_urls() {
+        let c = Config::from_lookup(|_| None).expect("defaults");
+        assert_eq!(c.gemini_upstream.to_string(), DEFAULT_GEMINI_UPSTREAM);
+        assert_eq!(c.openai_upstream.path, "/v1beta/openai");
+        assert!(c.proxy_key.is_none());
+        let e = Config::from_lookup(|v| (v == "OPENAI_UPSTREAM_URL").then(|| "ftp://x".to_owned())).expect_err("bad");
+        assert_eq!(e.var, "OPENAI_UPSTREAM_URL");
+        let e = Config::from_lookup(|v| (v == "GEMINI_UPSTREAM_URL").then(|| "not a url".to_owned())).expect_err("bad");
+        assert_eq!(e.var, "GEMINI_UPSTREAM_URL");
+    }
+
+    #[test]
+    fn base_urls() {
+        let b = UpstreamBase::parse("http://127.0.0.1:8080/v1beta/").expect("ok");
+        assert_eq!((b.scheme, b.authority.as_str(), b.path.as_str()), (Scheme::Http, "127.0.0.1:8080", "/v1beta"));
+        for bad in ["http://", "http://a:99999/", "http://u@h/", "https://h/x?y", "https://h/../x", "h/x"] {
+            assert!(UpstreamBase::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The one error type of the request boundary, and its rendering as an HTTP
+//! answer in the caller's own API dialect.
+
+use crate::time::UnixMillis;
+use serde_json::json;
+
+/// Which API the caller speaks; errors are answered in the same shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// Gemini native: `{"error":{"code","message","status"}}`.
+    Gemini,
+    /// OpenAI style: `{"error":{"message","type","code"}}`.
+    OpenAi,
+}
+
+/// Everything the proxy itself can answer with instead of an upstream
+/// response. Each variant says what went wrong and what to do about it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProxyError {
+    /// The path is not one the proxy serves.
+    #[error("no route for {method} {path}; the proxy serves /v1beta/models/… and /v1/models/… (Gemini) and /v1/chat/completions, /v1/embeddings, /v1/models (OpenAI)")]
+    NotFound {
+        /// Request method.
+        method: String,
+        /// Request path, without the query.
+        path: String,
+    },
+    /// The route exists but not for this method.
+    #[error("method {method} is not allowed here; use {allowed}")]
+    MethodNotAllowed {
+        /// Request method.
+        method: String,
+        /// The method(s) the route accepts.
+        allowed: &'static str,
+    },
+    /// A proxy key is configured and the request did not carry it.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request body is over the limit.
+    #[error("request body is larger than the proxy's limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// Every key is exhausted or cooling down for this model.
+    #[error("all {keys} usable keys are rate-limited for model {model}; the soonest frees up at {} (in {}s). Retry then, or add keys", until.to_rfc3339(), retry_after_ms.div_ceil(1000))]
+    AllKeysLimited {
+        /// The model asked for.
+        model: String,
+        /// How many keys are limited.
+        keys: usize,
+        /// When the soonest key frees up.
+        until: UnixMillis,
+        /// Milliseconds until then.
+        retry_after_ms: u64,
+    },
+    /// No key can serve at all (every key disabled, or none configured).
+    #[error("no usable API key for model {model}: {why}")]
+    NoUsableKey {
+        /// The model asked for.
+        model: String,
+        /// Why none is usable.
+        why: String,
+    },
+    /// Every attempt was answered with a 429 by a different key.
+    #[error("every key tried ({attempts}) was rate-limited upstream; last: {last}. Retry in a minute, or add keys")]
+    RateLimitedEverywhere {
+        /// How many keys were tried.
+        attempts: usize,
+        /// The last reason, redacted.
+        last: String,
+    },
+    /// Every attempt failed upstream with a server or transport error.
+    #[error("the upstream failed on {attempts} attempt(s) with different keys; last error: {last}. Try again later")]
+    UpstreamFailed {
+        /// How many keys were tried.
+        attempts: usize,
+        /// The last failure, redacted.
+        last: String,
+    },
+    /// A proxy bug or host failure.
+    #[error("internal proxy error: {0}")]
+    Internal(String),
+}
+
+/// An answer the proxy produces itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers, besides `content-type`.
+    pub headers: Vec<(String, String)>,
+    /// Content type of `body`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+impl Response {
+    /// A JSON answer.
+    pub fn json(status: u16, body: String) -> Self {
+        Self { status, headers: Vec::new(), content_type: "application/json; charset=utf-8", body }
+    }
+}
+
+impl ProxyError {
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound { .. } => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::Unauthorized(_) => 401,
+            Self::BadRequest(_) => 400,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => 429,
+            Self::NoUsableKey { .. } => 503,
+            Self::UpstreamFailed { .. } => 502,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    fn gemini_status(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "NOT_FOUND",
+            Self::MethodNotAllowed { .. } => "UNIMPLEMENTED",
+            Self::Unauthorized(_) => "UNAUTHENTICATED",
+            Self::BadRequest(_) | Self::PayloadTooLarge { .. } => "INVALID_ARGUMENT",
+            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => "RESOURCE_EXHAUSTED",
+            Self::NoUsableKey { .. } | Self::UpstreamFailed { .. } => "UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    fn openai_type_and_code(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::NotFound { .. } => ("invalid_request_error", "not_found"),
+            Self::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
+            Self::Unauthorized(_) => ("authentication_error", "invalid_api_key"),
+            Self::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+            Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
+            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            Self::NoUsableKey { .. } => ("server_error", "no_usable_key"),
+            Self::UpstreamFailed { .. } => ("server_error", "upstream_failed"),
+            Self::Internal(_) => ("server_error", "internal_error"),
+        }
+    }
+
+    /// Renders the error as the HTTP answer a client of `dialect` expects.
+    pub fn to_response(&self, dialect: Dialect) -> Response {
+        let status = self.status();
+        let message = self.to_string();
+        let body = match dialect {
+            Dialect::Gemini => json!({
+                "error": { "code": status, "message": message, "status": self.gemini_status() }
+            }),
+            Dialect::OpenAi => {
+                let (kind, code) = self.openai_type_and_code();
+                json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
+            }
+        };
+        let mut response = Response::json(status, body.to_string());
+        match self {
+            Self::MethodNotAllowed { allowed, .. } => {
+                response.headers.push(("allow".into(), (*allowed).into()));
+            }
+            Self::AllKeysLimited { retry_after_ms, .. } => {
+                response.headers.push(("retry-after".into(), retry_after_ms.div_ceil(1000).max(1).to_string()));
+            }
+            Self::Unauthorized(_) if dialect == Dialect::OpenAi => {
+                response.headers.push(("www-authenticate".into(), "Bearer".into()));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Joins an error and its `source()` chain into one line:
+/// `outer: cause: root cause`.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        cur = e.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn parse(r: &Response) -> Value {
+        serde_json::from_str(&r.body).expect("json")
+    }
+
+    #[test]
+    fn gemini_shape() {
+        let r = ProxyError::Unauthorized("missing key").to_response(Dialect::Gemini);
+        assert_eq!(r.status, 401);
+        let v = parse(&r);
+        assert_eq!(v["error"]["code"], 401);
+        assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
+        assert_eq!(v["error"]["message"], "missing key");
+    }
+
+    #[test]
+    fn openai_shape() {
+        let e = ProxyError::AllKeysLimited {
+            model: "gemini-2.5-flash".into(),
+            keys: 3,
+            until: UnixMillis(1_800_000_000_000),
+            retry_after_ms: 1_500,
+        };
+        let r = e.to_response(Dialect::OpenAi);
+        assert_eq!(r.status, 429);
+        assert!(r.headers.contains(&("retry-after".into(), "2".into())));
+        let v = parse(&r);
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        let msg = v["error"]["message"].as_str().expect("message");
+        assert!(msg.contains("gemini-2.5-flash") && msg.contains("2027-01-15T08:00:00Z"), "{msg}");
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_method() {
+        let r = ProxyError::MethodNotAllowed { method: "GET".into(), allowed: "POST" }.to_response(Dialect::Gemini);
+        assert_eq!(r.status, 405);
+        assert!(r.headers.contains(&("allow".into(), "POST".into())));
+    }
+
+    #[test]
+    fn chain_joins_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(chain(&e), "outer: inner");
+    }
+}

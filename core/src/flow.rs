@@ -1,0 +1,270 @@
+//! One request's path through the proxy, as the hosts drive it:
+//! [`admit`] decides what the request is and whether it may pass;
+//! [`Attempts`] remembers which keys it tried and decides when to stop;
+//! [`upstream_request`] builds what goes upstream for a lease.
+
+use crate::auth::Credentials;
+use crate::config::{Config, UpstreamBase};
+use crate::error::{Dialect, ProxyError};
+use crate::headers::{self, forward_request_header};
+use crate::pool::{Lease, Outcome, Unavailable};
+use crate::route::{self, Forward, MAX_BODY_BYTES, Routed};
+use crate::secret::KeyId;
+
+/// At most this many upstream attempts (so keys) per request.
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// The largest upstream error body read for classification and relaying.
+pub const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+
+/// Decides what a request is and whether it may pass: routing, dialect,
+/// authorisation, and the declared body size.
+pub fn admit(cfg: &Config, method: &str, path_and_query: &str, headers: &[(String, Vec<u8>)]) -> Result<Routed, (ProxyError, Dialect)> {
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let creds = Credentials::from_request(headers, query);
+    let routed = route::route(method, path, query, &creds);
+    let dialect = match &routed {
+        Ok(r) => r.dialect,
+        Err(_) => route::fallback_dialect(path, &creds),
+    };
+    creds.authorize(cfg.proxy_key.as_ref()).map_err(|e| (e, dialect))?;
+    let routed = routed.map_err(|e| (e, dialect))?;
+    if let Some(len) = headers::get(headers, "content-length") {
+        match len.trim().parse::<u64>() {
+            Ok(n) if n > MAX_BODY_BYTES => return Err((ProxyError::PayloadTooLarge { limit: MAX_BODY_BYTES }, dialect)),
+            Ok(_) => {}
+            Err(_) => return Err((ProxyError::BadRequest("invalid content-length header".into()), dialect)),
+        }
+    }
+    Ok(routed)
+}
+
+/// The keys one request tried, and what happened.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    tried: Vec<KeyId>,
+    last_failure: Option<Outcome>,
+    all_rate_limited: bool,
+}
+
+impl Attempts {
+    /// A fresh context.
+    pub fn new() -> Self {
+        Self { tried: Vec::new(), last_failure: None, all_rate_limited: true }
+    }
+
+    /// The keys not to hand out again.
+    pub fn tried(&self) -> &[KeyId] {
+        &self.tried
+    }
+
+    /// Whether another attempt is allowed.
+    pub fn may_try_again(&self) -> bool {
+        self.tried.len() < MAX_ATTEMPTS
+    }
+
+    /// Records a failed attempt that will be retried.
+    pub fn failed(&mut self, id: KeyId, outcome: Outcome) {
+        self.all_rate_limited &= matches!(outcome, Outcome::RateLimited(_));
+        self.tried.push(id);
+        self.last_failure = Some(outcome);
+    }
+
+    /// Records the key of an attempt that succeeded or is relayed.
+    pub fn used(&mut self, id: KeyId) {
+        self.tried.push(id);
+    }
+
+    /// The error to answer with once no further attempt is possible:
+    /// `unavailable` is why the pool had no key (or `None` when the
+    /// attempt limit was hit).
+    pub fn give_up(&self, model: &str, unavailable: Option<Unavailable>) -> ProxyError {
+        let last = || match &self.last_failure {
+            Some(Outcome::RateLimited(rl)) => format!("rate-limited: {}", rl.reason),
+            Some(Outcome::KeyRejected { reason }) => format!("key rejected: {reason}"),
+            Some(Outcome::UpstreamError { status, reason }) => format!("HTTP {status}: {reason}"),
+            Some(Outcome::TransportError { reason }) => format!("could not reach the upstream: {reason}"),
+            Some(Outcome::Success | Outcome::ClientError { .. }) | None => "none".to_owned(),
+        };
+        match unavailable {
+            Some(Unavailable::AllLimited { until, retry_after_ms, keys }) => {
+                ProxyError::AllKeysLimited { model: model.to_owned(), keys, until, retry_after_ms }
+            }
+            Some(Unavailable::NoUsableKey { why }) => ProxyError::NoUsableKey { model: model.to_owned(), why },
+            Some(Unavailable::AllTried) | None if self.all_rate_limited && !self.tried.is_empty() => {
+                ProxyError::RateLimitedEverywhere { attempts: self.tried.len(), last: last() }
+            }
+            Some(Unavailable::AllTried) | None => ProxyError::UpstreamFailed { attempts: self.tried.len(), last: last() },
+        }
+    }
+}
+
+/// An upstream request, ready to send.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamRequest<'a> {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The upstream (scheme and authority).
+    pub base: &'a UpstreamBase,
+    /// Path and query, below the base path.
+    pub path_and_query: String,
+    /// Headers, including the pool key as the one credential.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for UpstreamRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither headers (the pool key) nor the query are shown.
+        f.debug_struct("UpstreamRequest")
+            .field("method", &self.method)
+            .field("base", &self.base.to_string())
+            .field("path", &self.path_and_query.split('?').next())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the upstream request for `fwd` with the leased key: the client's
+/// headers minus every credential and hop-by-hop header, plus exactly one
+/// credential, the pool key, in the upstream API's own form.
+pub fn upstream_request<'a>(
+    cfg: &'a Config,
+    fwd: &Forward,
+    client_headers: &[(String, Vec<u8>)],
+    lease: &Lease,
+    body_len: usize,
+) -> UpstreamRequest<'a> {
+    let (base, cred_name, cred_value) = match fwd.dialect {
+        Dialect::Gemini => (&cfg.gemini_upstream, "x-goog-api-key", lease.secret.expose().to_owned()),
+        Dialect::OpenAi => (&cfg.openai_upstream, "authorization", format!("Bearer {}", lease.secret.expose())),
+    };
+    let mut headers: Vec<(String, Vec<u8>)> = client_headers
+        .iter()
+        .filter(|(name, _)| forward_request_header(name))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .collect();
+    headers.push((cred_name.to_owned(), cred_value.into_bytes()));
+    let method = fwd.op.method();
+    if method == "POST" {
+        headers.push(("content-length".to_owned(), body_len.to_string().into_bytes()));
+        if headers::get(&headers, "content-type").is_none() {
+            headers.push(("content-type".to_owned(), b"application/json".to_vec()));
+        }
+    }
+    let mut path_and_query = format!("{}{}", base.path, fwd.upstream_path);
+    if !fwd.upstream_query.is_empty() {
+        path_and_query.push('?');
+        path_and_query.push_str(&fwd.upstream_query);
+    }
+    UpstreamRequest { method, base, path_and_query, headers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{RateLimit, RateLimitScope};
+    use crate::route::Target;
+    use crate::secret::ApiKey;
+    use crate::time::UnixMillis;
+
+    fn cfg(proxy_key: Option<&str>) -> Config {
+        Config::from_lookup(|v| match v {
+            "PROXY_API_KEY" => proxy_key.map(str::to_owned),
+            "GEMINI_UPSTREAM_URL" => Some("http://127.0.0.1:9/v1beta".into()),
+            "OPENAI_UPSTREAM_URL" => Some("http://127.0.0.1:9/v1beta/openai/".into()),
+            _ => None,
+        })
+        .expect("config")
+    }
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect()
+    }
+    fn lease() -> Lease {
+        let secret = ApiKey::new("AIzaSyPOOLKEYpoolkeyPOOLKEYpoolkey00001");
+        Lease { id: secret.id(), secret }
+    }
+    fn forward(r: Routed) -> Forward {
+        match r.target {
+            Target::Forward(f) => f,
+            t => panic!("{t:?}"),
+        }
+    }
+
+    #[test]
+    fn auth_is_checked_before_anything_else() {
+        let c = cfg(Some("proxy-key-123456"));
+        let (e, d) = admit(&c, "POST", "/v1/chat/completions", &h(&[("authorization", "Bearer wrong")])).expect_err("401");
+        assert_eq!((e.status(), d), (401, Dialect::OpenAi));
+        let (e, d) = admit(&c, "POST", "/v1beta/models/m:generateContent", &[]).expect_err("401");
+        assert_eq!((e.status(), d), (401, Dialect::Gemini));
+        let (e, _) = admit(&c, "GET", "/nope", &[]).expect_err("401 first");
+        assert_eq!(e.status(), 401);
+        assert!(admit(&c, "POST", "/v1beta/models/m:generateContent?key=proxy-key-123456", &[]).is_ok());
+        assert!(admit(&c, "POST", "/v1beta/models/m:generateContent", &h(&[("x-goog-api-key", "proxy-key-123456")])).is_ok());
+        let (e, _) = admit(&cfg(None), "GET", "/nope", &[]).expect_err("404");
+        assert_eq!(e.status(), 404);
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_by_header() {
+        let (e, _) = admit(&cfg(None), "POST", "/v1/chat/completions", &h(&[("content-length", "99999999999")])).expect_err("413");
+        assert_eq!(e.status(), 413);
+    }
+
+    #[test]
+    fn upstream_gets_exactly_one_credential_the_pool_key() {
+        let c = cfg(None);
+        let client = h(&[
+            ("Authorization", "Bearer client-secret"),
+            ("X-Goog-Api-Key", "client-secret"),
+            ("Host", "proxy.local"),
+            ("Connection", "keep-alive"),
+            ("Content-Type", "application/json"),
+            ("User-Agent", "google-genai-sdk/1.0"),
+            ("Cookie", "gp_session=x"),
+        ]);
+        let f = forward(admit(&c, "POST", "/v1/models/gemini-2.5-flash:generateContent?key=client-secret&alt=sse", &client).expect("ok"));
+        let up = upstream_request(&c, &f, &client, &lease(), 10);
+        assert_eq!(up.path_and_query, "/v1beta/models/gemini-2.5-flash:generateContent?alt=sse");
+        assert_eq!(up.method, "POST");
+        let creds: Vec<&str> = up.headers.iter().map(|(n, _)| n.as_str()).filter(|n| *n == "authorization" || *n == "x-goog-api-key").collect();
+        assert_eq!(creds, ["x-goog-api-key"]);
+        assert_eq!(headers::get(&up.headers, "x-goog-api-key"), Some("AIzaSyPOOLKEYpoolkeyPOOLKEYpoolkey00001"));
+        for gone in ["host", "connection", "cookie"] {
+            assert!(headers::get(&up.headers, gone).is_none(), "{gone}");
+        }
+        assert!(!format!("{up:?}").contains("AIzaSyPOOL"));
+        assert!(!format!("{up:?}").contains("alt=sse"));
+
+        let mut f = forward(admit(&c, "POST", "/v1/chat/completions", &client).expect("ok"));
+        f.bind_body(br#"{"model":"gemini-2.5-flash"}"#).expect("body");
+        let up = upstream_request(&c, &f, &client, &lease(), 28);
+        assert_eq!(up.path_and_query, "/v1beta/openai/chat/completions");
+        assert_eq!(headers::get(&up.headers, "authorization"), Some("Bearer AIzaSyPOOLKEYpoolkeyPOOLKEYpoolkey00001"));
+        assert!(headers::get(&up.headers, "x-goog-api-key").is_none());
+
+        let f = forward(admit(&c, "GET", "/v1/models", &h(&[("authorization", "Bearer x")])).expect("ok"));
+        let up = upstream_request(&c, &f, &[], &lease(), 0);
+        assert_eq!((up.method, up.path_and_query.as_str()), ("GET", "/v1beta/openai/models"));
+    }
+
+    #[test]
+    fn attempts_are_bounded_and_explain_themselves() {
+        let mut a = Attempts::new();
+        let rl = Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerMinute, retry_after_ms: None, reason: "slow down".into() });
+        for i in 0..MAX_ATTEMPTS {
+            assert!(a.may_try_again());
+            a.failed(KeyId::from_string(format!("k{i}")), rl.clone());
+        }
+        assert!(!a.may_try_again());
+        assert_eq!(a.give_up("m", None).status(), 429);
+        let mut b = Attempts::new();
+        b.failed(KeyId::from_string("k"), Outcome::UpstreamError { status: 503, reason: "overloaded".into() });
+        let e = b.give_up("m", Some(Unavailable::AllTried));
+        assert_eq!(e.status(), 502);
+        assert!(e.to_string().contains("overloaded"));
+        let e = Attempts::new().give_up("m", Some(Unavailable::AllLimited { until: UnixMillis(5_000), retry_after_ms: 1_000, keys: 2 }));
+        assert_eq!(e.status(), 429);
+        let e = Attempts::new().give_up("m", Some(Unavailable::NoUsableKey { why: "all disabled".into() }));
+        assert_eq!(e.status(), 503);
+    }
+}

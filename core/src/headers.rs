@@ -1,0 +1,84 @@
+//! Header filtering: what crosses the proxy in each direction.
+
+/// A header list as it arrives: names in any case, raw byte values.
+pub type Headers = Vec<(String, Vec<u8>)>;
+
+/// The first value of header `name` (case-insensitive), as text.
+pub fn get<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and others that must not be
+/// relayed verbatim in either direction.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+    "host",
+];
+
+/// Client headers never forwarded upstream, besides hop-by-hop ones: every
+/// credential (the upstream gets exactly one: the pool key), the proxy's
+/// own cookie, and `accept-encoding`, so that error bodies arrive readable
+/// for classification. `content-length` is set anew for the body sent.
+const REQUEST_DROP: &[&str] = &[
+    "authorization",
+    "x-goog-api-key",
+    "cookie",
+    "accept-encoding",
+    "content-length",
+    "expect",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// Whether a client request header is relayed to the upstream.
+pub fn forward_request_header(name: &str) -> bool {
+    !HOP_BY_HOP.iter().chain(REQUEST_DROP).any(|h| name.eq_ignore_ascii_case(h))
+        && !name.to_ascii_lowercase().starts_with("cf-")
+}
+
+/// Whether an upstream response header is relayed to the client.
+pub fn forward_response_header(name: &str) -> bool {
+    !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        && !name.eq_ignore_ascii_case("set-cookie")
+        && !name.eq_ignore_ascii_case("alt-svc")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_hop_by_hop_never_forwarded() {
+        for h in ["Authorization", "x-goog-api-key", "X-Goog-Api-Key", "Host", "Connection", "Transfer-Encoding", "Cookie", "TE"] {
+            assert!(!forward_request_header(h), "{h}");
+        }
+        for h in ["content-type", "user-agent", "x-goog-api-client", "accept"] {
+            assert!(forward_request_header(h), "{h}");
+        }
+        assert!(forward_response_header("content-type"));
+        assert!(!forward_response_header("transfer-encoding"));
+        assert!(!forward_response_header("Set-Cookie"));
+    }
+
+    #[test]
+    fn get_is_case_insensitive() {
+        let h: Headers = vec![("X-Goog-Api-Key".into(), b"abc".to_vec())];
+        assert_eq!(get(&h, "x-goog-api-key"), Some("abc"));
+        assert_eq!(get(&h, "authorization"), None);
+    }
+}

@@ -1,0 +1,29 @@
+//! The sans-IO heart of gemini-proxy.
+//!
+//! Every decision the proxy makes lives here as plain functions and state
+//! machines: which dialect a request speaks, whether it is authorised, which
+//! pool key serves it, what an upstream answer means for that key, when a
+//! daily quota mark expires, and how errors and statistics are rendered.
+//! Nothing here performs I/O or reads a clock: time comes in as
+//! [`time::UnixMillis`]. The WASI component and the Cloudflare Worker both
+//! link this crate, so both hosts behave the same.
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod cron;
+pub mod error;
+pub mod flow;
+pub mod headers;
+pub mod pool;
+pub mod route;
+pub mod secret;
+pub mod stats;
+pub mod time;
+pub mod upstream;
+
+pub use config::Config;
+pub use error::{Dialect, ProxyError};
+pub use pool::{KeyPool, Lease, Outcome, RateLimit, RateLimitScope, Unavailable};
+pub use secret::{ApiKey, KeyId};
+pub use time::UnixMillis;

@@ -1,0 +1,442 @@
+//! Routing and dialect detection: what a request asks for, and where it goes.
+
+use crate::auth::{Credentials, strip_key_param};
+use crate::error::{Dialect, ProxyError};
+use matchit::Router;
+use std::sync::OnceLock;
+
+/// Pseudo-model under which calls that name no model (lists) are counted.
+pub const NO_MODEL: &str = "(models)";
+
+/// The largest request body the proxy accepts.
+pub const MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+
+/// What a forwarded request does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `GET models` (either API).
+    ListModels,
+    /// `GET models/{model}` (either API).
+    GetModel,
+    /// Gemini `:generateContent`.
+    GenerateContent,
+    /// Gemini `:streamGenerateContent` (JSON array, or SSE with `alt=sse`).
+    StreamGenerateContent,
+    /// Gemini `:countTokens`.
+    CountTokens,
+    /// Gemini `:embedContent`.
+    EmbedContent,
+    /// Gemini `:batchEmbedContents`.
+    BatchEmbedContents,
+    /// Gemini `:predict` (Imagen).
+    Predict,
+    /// OpenAI `chat/completions`.
+    ChatCompletions,
+    /// OpenAI `embeddings`.
+    Embeddings,
+    /// OpenAI `images/generations`.
+    ImagesGenerations,
+}
+
+impl Op {
+    /// The HTTP method the operation takes.
+    pub fn method(self) -> &'static str {
+        match self {
+            Op::ListModels | Op::GetModel => "GET",
+            _ => "POST",
+        }
+    }
+
+    fn gemini_action(action: &str) -> Option<Op> {
+        Some(match action {
+            "generateContent" => Op::GenerateContent,
+            "streamGenerateContent" => Op::StreamGenerateContent,
+            "countTokens" => Op::CountTokens,
+            "embedContent" => Op::EmbedContent,
+            "batchEmbedContents" => Op::BatchEmbedContents,
+            "predict" => Op::Predict,
+            _ => return None,
+        })
+    }
+}
+
+/// A request to relay upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// The API, and so the upstream base and the credential header.
+    pub dialect: Dialect,
+    /// What it does.
+    pub op: Op,
+    /// The model it uses; `None` until the body is read for OpenAI posts.
+    pub model: Option<String>,
+    /// Path below the upstream base, starting with `/`.
+    pub upstream_path: String,
+    /// Query to send upstream (no `key`), without the `?`.
+    pub upstream_query: String,
+    /// Whether the client asked for a stream.
+    pub streaming: bool,
+}
+
+impl Forward {
+    /// The model for key choice and statistics.
+    pub fn model(&self) -> &str {
+        self.model.as_deref().unwrap_or(NO_MODEL)
+    }
+
+    /// Whether the body must be read before a key can be chosen (OpenAI
+    /// posts name their model in the body).
+    pub fn needs_body_model(&self) -> bool {
+        self.model.is_none() && self.op.method() == "POST"
+    }
+
+    /// Inspects the (complete) request body: an OpenAI body must be a JSON
+    /// object naming a model; a Gemini body is relayed as it is.
+    pub fn bind_body(&mut self, body: &[u8]) -> Result<(), ProxyError> {
+        if self.dialect != Dialect::OpenAi || self.op.method() != "POST" {
+            return Ok(());
+        }
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| ProxyError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| ProxyError::BadRequest("request body must be a JSON object".into()))?;
+        let model = match obj.get("model") {
+            Some(serde_json::Value::String(m)) => normalize_model(m)
+                .ok_or_else(|| ProxyError::BadRequest(format!("invalid model name {m:?}")))?,
+            Some(_) => return Err(ProxyError::BadRequest("`model` must be a string".into())),
+            None => return Err(ProxyError::BadRequest("`model` is required, e.g. \"gemini-2.5-flash\"".into())),
+        };
+        self.model = Some(model);
+        self.streaming = obj.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+        Ok(())
+    }
+}
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Relay upstream.
+    Forward(Forward),
+    /// `GET /stat.json`.
+    StatsJson,
+    /// `POST /stat/reset`.
+    StatsReset,
+    /// `GET /stat`.
+    StatsPage,
+}
+
+/// A routed request: its target, and the dialect to answer errors in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routed {
+    /// Dialect of the caller.
+    pub dialect: Dialect,
+    /// What to do.
+    pub target: Target,
+}
+
+#[derive(Clone, Copy)]
+enum Pattern {
+    GeminiModels,
+    GeminiModel,
+    GoogleOpenAi,
+    OpenAiChat,
+    OpenAiEmbeddings,
+    OpenAiImages,
+    OpenAiModels,
+    OpenAiModel,
+    StatsJson,
+    StatsReset,
+    StatsPage,
+}
+
+fn router() -> &'static Router<Pattern> {
+    static ROUTER: OnceLock<Router<Pattern>> = OnceLock::new();
+    ROUTER.get_or_init(|| {
+        let mut r = Router::new();
+        let routes: &[(&str, Pattern)] = &[
+            ("/{version}/models", Pattern::GeminiModels),
+            ("/{version}/models/{target}", Pattern::GeminiModel),
+            ("/{version}/openai/{*rest}", Pattern::GoogleOpenAi),
+            ("/v1/chat/completions", Pattern::OpenAiChat),
+            ("/chat/completions", Pattern::OpenAiChat),
+            ("/v1/embeddings", Pattern::OpenAiEmbeddings),
+            ("/embeddings", Pattern::OpenAiEmbeddings),
+            ("/v1/images/generations", Pattern::OpenAiImages),
+            ("/images/generations", Pattern::OpenAiImages),
+            ("/models", Pattern::OpenAiModels),
+            ("/models/{target}", Pattern::OpenAiModel),
+            ("/stat.json", Pattern::StatsJson),
+            ("/stat/reset", Pattern::StatsReset),
+            ("/stat", Pattern::StatsPage),
+        ];
+        for (path, pattern) in routes {
+            if r.insert(*path, *pattern).is_err() {
+                unreachable!("route table conflict at {path}");
+            }
+        }
+        r
+    })
+}
+
+/// A model name as it may appear in a path or body, `models/` prefix
+/// stripped; `None` when it has characters no model name has.
+pub fn normalize_model(raw: &str) -> Option<String> {
+    let m = raw.strip_prefix("models/").unwrap_or(raw);
+    let ok = !m.is_empty()
+        && m.len() <= 128
+        && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._@".contains(&b))
+        && !m.starts_with('.');
+    ok.then(|| m.to_owned())
+}
+
+fn is_version(v: &str) -> bool {
+    matches!(v, "v1" | "v1beta" | "v1alpha")
+}
+
+/// Rejects paths that could climb out of the upstream base or smuggle a
+/// separator past the router.
+fn path_is_safe(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains('\\') || path.contains("//") {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2f", "%5c", "%2e", "%00", "%3f", "%23"].iter().any(|bad| lower.contains(bad)) {
+        return false;
+    }
+    !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// Routes a request. `path` is the raw request path (no query), `query`
+/// the raw query (no `?`).
+pub fn route(method: &str, path: &str, query: &str, creds: &Credentials) -> Result<Routed, ProxyError> {
+    let guess = if path.starts_with("/v1beta") || creds.is_gemini_style() { Dialect::Gemini } else { Dialect::OpenAi };
+    let not_found = || ProxyError::NotFound { method: method.to_owned(), path: path.to_owned() };
+    if !path_is_safe(path) {
+        return Err(not_found());
+    }
+    let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let Ok(m) = router().at(trimmed) else { return Err(not_found()) };
+    let upstream_query = strip_key_param(query);
+    let check_method = |op: Op, dialect: Dialect| -> Result<(), (ProxyError, Dialect)> {
+        if method.eq_ignore_ascii_case(op.method()) {
+            Ok(())
+        } else {
+            Err((ProxyError::MethodNotAllowed { method: method.to_owned(), allowed: op.method() }, dialect))
+        }
+    };
+    let forward = |dialect, op, model: Option<String>, upstream_path: String| -> Result<Routed, (ProxyError, Dialect)> {
+        check_method(op, dialect)?;
+        let streaming = op == Op::StreamGenerateContent;
+        Ok(Routed {
+            dialect,
+            target: Target::Forward(Forward {
+                dialect,
+                op,
+                model,
+                upstream_path,
+                upstream_query: upstream_query.clone(),
+                streaming,
+            }),
+        })
+    };
+    let stat = |target: Target, allowed: &'static str| -> Result<Routed, (ProxyError, Dialect)> {
+        if method.eq_ignore_ascii_case(allowed) {
+            Ok(Routed { dialect: guess, target })
+        } else {
+            Err((ProxyError::MethodNotAllowed { method: method.to_owned(), allowed }, guess))
+        }
+    };
+    let result = match *m.value {
+        Pattern::GeminiModels | Pattern::GeminiModel => {
+            let version = m.params.get("version").unwrap_or_default();
+            if !is_version(version) {
+                return Err(not_found());
+            }
+            let target = m.params.get("target");
+            // `/v1/models` and `/v1/models/{id}` are shared with OpenAI
+            // clients: the credential decides. google-genai sends
+            // `x-goog-api-key`, the openai SDK `Authorization: Bearer`.
+            let openai_models = version == "v1" && !creds.is_gemini_style();
+            match target {
+                None if openai_models => forward(Dialect::OpenAi, Op::ListModels, None, "/models".into()),
+                None => forward(Dialect::Gemini, Op::ListModels, None, "/models".into()),
+                Some(t) => match t.split_once(':') {
+                    Some((model, action)) => {
+                        let op = Op::gemini_action(action).ok_or_else(not_found)?;
+                        let model = normalize_model(model).ok_or_else(not_found)?;
+                        let path = format!("/models/{model}:{action}");
+                        forward(Dialect::Gemini, op, Some(model), path)
+                    }
+                    None => {
+                        let model = normalize_model(t).ok_or_else(not_found)?;
+                        let path = format!("/models/{model}");
+                        let dialect = if openai_models { Dialect::OpenAi } else { Dialect::Gemini };
+                        forward(dialect, Op::GetModel, Some(model), path)
+                    }
+                },
+            }
+        }
+        Pattern::GoogleOpenAi => {
+            let version = m.params.get("version").unwrap_or_default();
+            if !is_version(version) {
+                return Err(not_found());
+            }
+            let rest = m.params.get("rest").unwrap_or_default();
+            return route_openai(method, &format!("/{rest}"), query, creds).map_err(|e| match e {
+                ProxyError::NotFound { .. } => not_found(),
+                other => other,
+            });
+        }
+        Pattern::OpenAiChat => forward(Dialect::OpenAi, Op::ChatCompletions, None, "/chat/completions".into()),
+        Pattern::OpenAiEmbeddings => forward(Dialect::OpenAi, Op::Embeddings, None, "/embeddings".into()),
+        Pattern::OpenAiImages => forward(Dialect::OpenAi, Op::ImagesGenerations, None, "/images/generations".into()),
+        Pattern::OpenAiModels => forward(Dialect::OpenAi, Op::ListModels, None, "/models".into()),
+        Pattern::OpenAiModel => {
+            let model = m.params.get("target").and_then(normalize_model).ok_or_else(not_found)?;
+            let path = format!("/models/{model}");
+            forward(Dialect::OpenAi, Op::GetModel, Some(model), path)
+        }
+        Pattern::StatsJson => stat(Target::StatsJson, "GET"),
+        Pattern::StatsReset => stat(Target::StatsReset, "POST"),
+        Pattern::StatsPage => stat(Target::StatsPage, "GET"),
+    };
+    result.map_err(|(e, _)| e)
+}
+
+/// Routes the part of a `/v1beta/openai/…` path after `openai`.
+fn route_openai(method: &str, rest: &str, query: &str, creds: &Credentials) -> Result<Routed, ProxyError> {
+    let routed = route(method, rest, query, creds)?;
+    match &routed.target {
+        Target::Forward(f) if f.dialect == Dialect::OpenAi => Ok(routed),
+        Target::Forward(f) if f.op == Op::ListModels || f.op == Op::GetModel => {
+            let mut f = f.clone();
+            f.dialect = Dialect::OpenAi;
+            Ok(Routed { dialect: Dialect::OpenAi, target: Target::Forward(f) })
+        }
+        _ => Err(ProxyError::NotFound { method: method.to_owned(), path: rest.to_owned() }),
+    }
+}
+
+/// The dialect to answer in when routing itself failed.
+pub fn fallback_dialect(path: &str, creds: &Credentials) -> Dialect {
+    if path.starts_with("/v1beta") || creds.is_gemini_style() || (creds.bearer.is_none() && path.contains(':')) {
+        Dialect::Gemini
+    } else {
+        Dialect::OpenAi
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer() -> Credentials {
+        Credentials { bearer: Some("k".into()), ..Default::default() }
+    }
+    fn goog() -> Credentials {
+        Credentials { goog_api_key: Some("k".into()), ..Default::default() }
+    }
+    fn fwd(method: &str, path: &str, query: &str, c: &Credentials) -> Forward {
+        match route(method, path, query, c).expect("routes").target {
+            Target::Forward(f) => f,
+            t => panic!("not a forward: {t:?}"),
+        }
+    }
+
+    #[test]
+    fn detection_table() {
+        let none = Credentials::default();
+        // (method, path, query, creds, dialect, op, model, upstream path)
+        let cases: Vec<(&str, &str, &str, Credentials, Dialect, Op, Option<&str>, &str)> = vec![
+            ("POST", "/v1beta/models/gemini-2.5-flash:generateContent", "", goog(), Dialect::Gemini, Op::GenerateContent, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:generateContent"),
+            ("POST", "/v1/models/gemini-2.5-flash:streamGenerateContent", "alt=sse", goog(), Dialect::Gemini, Op::StreamGenerateContent, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:streamGenerateContent"),
+            ("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", "", none.clone(), Dialect::Gemini, Op::StreamGenerateContent, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:streamGenerateContent"),
+            ("POST", "/v1beta/models/gemini-2.5-flash:countTokens", "", goog(), Dialect::Gemini, Op::CountTokens, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:countTokens"),
+            ("POST", "/v1beta/models/text-embedding-004:embedContent", "", goog(), Dialect::Gemini, Op::EmbedContent, Some("text-embedding-004"), "/models/text-embedding-004:embedContent"),
+            ("POST", "/v1/models/gemini-embedding-001:batchEmbedContents", "", goog(), Dialect::Gemini, Op::BatchEmbedContents, Some("gemini-embedding-001"), "/models/gemini-embedding-001:batchEmbedContents"),
+            ("GET", "/v1beta/models", "", goog(), Dialect::Gemini, Op::ListModels, None, "/models"),
+            ("GET", "/v1beta/models/gemini-2.5-pro", "", goog(), Dialect::Gemini, Op::GetModel, Some("gemini-2.5-pro"), "/models/gemini-2.5-pro"),
+            // The ambiguous /v1/models: credential decides.
+            ("GET", "/v1/models", "", goog(), Dialect::Gemini, Op::ListModels, None, "/models"),
+            ("GET", "/v1/models", "key=abc", Credentials { query_key: Some("abc".into()), ..Default::default() }, Dialect::Gemini, Op::ListModels, None, "/models"),
+            ("GET", "/v1/models", "", bearer(), Dialect::OpenAi, Op::ListModels, None, "/models"),
+            ("GET", "/v1/models/gemini-2.5-flash", "", bearer(), Dialect::OpenAi, Op::GetModel, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash"),
+            ("GET", "/v1/models/gemini-2.5-flash", "", goog(), Dialect::Gemini, Op::GetModel, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash"),
+            // OpenAI style, with and without /v1, and under Google's own /v1beta/openai.
+            ("POST", "/v1/chat/completions", "", bearer(), Dialect::OpenAi, Op::ChatCompletions, None, "/chat/completions"),
+            ("POST", "/chat/completions", "", bearer(), Dialect::OpenAi, Op::ChatCompletions, None, "/chat/completions"),
+            ("POST", "/v1/embeddings", "", bearer(), Dialect::OpenAi, Op::Embeddings, None, "/embeddings"),
+            ("POST", "/embeddings", "", bearer(), Dialect::OpenAi, Op::Embeddings, None, "/embeddings"),
+            ("POST", "/v1/images/generations", "", bearer(), Dialect::OpenAi, Op::ImagesGenerations, None, "/images/generations"),
+            ("GET", "/models", "", bearer(), Dialect::OpenAi, Op::ListModels, None, "/models"),
+            ("GET", "/models/gemini-2.5-flash", "", bearer(), Dialect::OpenAi, Op::GetModel, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash"),
+            ("POST", "/v1beta/openai/chat/completions", "", bearer(), Dialect::OpenAi, Op::ChatCompletions, None, "/chat/completions"),
+            ("GET", "/v1beta/openai/models", "", bearer(), Dialect::OpenAi, Op::ListModels, None, "/models"),
+        ];
+        for (method, path, query, creds, dialect, op, model, up) in cases {
+            let f = fwd(method, path, query, &creds);
+            assert_eq!((f.dialect, f.op, f.model.as_deref(), f.upstream_path.as_str()), (dialect, op, model, up), "{method} {path}?{query}");
+        }
+    }
+
+    #[test]
+    fn query_kept_except_key() {
+        let f = fwd("POST", "/v1beta/models/m:streamGenerateContent", "key=secret&alt=sse", &Credentials::default());
+        assert_eq!(f.upstream_query, "alt=sse");
+        assert!(f.streaming);
+    }
+
+    #[test]
+    fn unknown_and_unsafe_paths_are_404() {
+        let c = goog();
+        for path in [
+            "/",
+            "/v2/models",
+            "/v1beta/files",
+            "/v1beta/models/gemini:unknownAction",
+            "/v1beta/models/../../evil:generateContent",
+            "/v1beta/models/..%2F..%2Fevil:generateContent",
+            "/v1beta/models/x%2fy:generateContent",
+            "/v1beta/models/%2e%2e:generateContent",
+            "//evil.example/v1beta/models",
+            "/v1beta/models/a\\b:generateContent",
+            "/v1beta/openai/../../x",
+            "/v1beta/openai/unknown",
+            "http://evil.example/v1beta/models",
+        ] {
+            let e = route("POST", path, "", &c).expect_err(path);
+            assert!(matches!(e, ProxyError::NotFound { .. } | ProxyError::MethodNotAllowed { .. }), "{path}: {e:?}");
+            if path != "/v1beta/models" {
+                assert_eq!(e.status(), 404, "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_method_is_405() {
+        let e = route("GET", "/v1beta/models/m:generateContent", "", &goog()).expect_err("405");
+        assert_eq!(e.status(), 405);
+        let e = route("POST", "/v1/models", "", &bearer()).expect_err("405");
+        assert_eq!(e.status(), 405);
+        let e = route("GET", "/stat/reset", "", &bearer()).expect_err("405");
+        assert_eq!(e.status(), 405);
+        assert_eq!(route("GET", "/stat.json", "", &bearer()).expect("ok").target, Target::StatsJson);
+    }
+
+    #[test]
+    fn openai_body_binding() {
+        let mut f = fwd("POST", "/v1/chat/completions", "", &bearer());
+        assert!(f.needs_body_model());
+        f.bind_body(br#"{"model":"models/gemini-2.5-flash","stream":true,"messages":[]}"#).expect("ok");
+        assert_eq!(f.model(), "gemini-2.5-flash");
+        assert!(f.streaming);
+        for bad in [&b"{not json"[..], b"[1]", br#"{"messages":[]}"#, br#"{"model":5}"#, br#"{"model":"a/b"}"#] {
+            let mut f = fwd("POST", "/v1/chat/completions", "", &bearer());
+            let e = f.bind_body(bad).expect_err("bad body");
+            assert_eq!(e.status(), 400);
+        }
+        let mut g = fwd("POST", "/v1beta/models/m:generateContent", "", &goog());
+        g.bind_body(b"not json is relayed as is").expect("gemini bodies are not parsed");
+        assert_eq!(fwd("GET", "/v1beta/models", "", &goog()).model(), NO_MODEL);
+    }
+}

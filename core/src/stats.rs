@@ -1,0 +1,192 @@
+//! Statistics snapshots and their JSON form (`GET /stat.json`). Keys appear
+//! only masked, with their stable id.
+
+use crate::secret::KeyId;
+use crate::time::UnixMillis;
+use serde_json::{Map, Value, json};
+
+/// Why and since when a key is disabled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisabledInfo {
+    /// Google's reason, redacted.
+    pub reason: String,
+    /// When it was disabled.
+    pub since: UnixMillis,
+}
+
+/// The state of a key for one model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Usable.
+    Ok,
+    /// Cooling down after a per-minute limit.
+    Cooling {
+        /// Until when.
+        until: UnixMillis,
+    },
+    /// Out of daily quota.
+    Exhausted {
+        /// Until when (the next Pacific midnight).
+        until: UnixMillis,
+    },
+    /// The key is disabled for every model.
+    Disabled,
+}
+
+/// One key × model cell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelStats {
+    /// The model.
+    pub model: String,
+    /// Requests.
+    pub requests: u64,
+    /// 2xx answers.
+    pub successes: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// Errors.
+    pub errors: u64,
+    /// Last use.
+    pub last_used: Option<UnixMillis>,
+    /// State.
+    pub state: KeyState,
+    /// The reason for the state (or the last error), redacted.
+    pub reason: Option<String>,
+}
+
+/// One key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyStats {
+    /// Stable id.
+    pub id: KeyId,
+    /// Masked key.
+    pub masked: String,
+    /// Disabled, and why.
+    pub disabled: Option<DisabledInfo>,
+    /// Per-model cells, by model name.
+    pub models: Vec<ModelStats>,
+}
+
+/// Everything `/stat` and `/stat.json` show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// When it was taken.
+    pub now: UnixMillis,
+    /// When Google's daily quotas next reset (Pacific midnight).
+    pub next_quota_reset: UnixMillis,
+    /// Every key, in configuration order.
+    pub keys: Vec<KeyStats>,
+}
+
+fn time(t: UnixMillis) -> Value {
+    Value::String(t.to_rfc3339())
+}
+
+impl Snapshot {
+    /// The `/stat.json` document.
+    pub fn to_json(&self) -> Value {
+        let mut totals_by_model: Map<String, Value> = Map::new();
+        let mut grand = [0u64; 4];
+        let keys: Vec<Value> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let mut totals = [0u64; 4];
+                let mut models = Map::new();
+                for m in &k.models {
+                    let counts = [m.requests, m.successes, m.rate_limited, m.errors];
+                    for i in 0..4 {
+                        totals[i] += counts[i];
+                        grand[i] += counts[i];
+                    }
+                    let entry = totals_by_model.entry(m.model.clone()).or_insert_with(|| json!([0, 0, 0, 0]));
+                    if let Some(arr) = entry.as_array_mut() {
+                        for i in 0..4 {
+                            arr[i] = json!(arr[i].as_u64().unwrap_or(0) + counts[i]);
+                        }
+                    }
+                    let (state, until) = match m.state {
+                        KeyState::Ok => ("ok", None),
+                        KeyState::Cooling { until } => ("cooling", Some(until)),
+                        KeyState::Exhausted { until } => ("exhausted", Some(until)),
+                        KeyState::Disabled => ("disabled", None),
+                    };
+                    models.insert(
+                        m.model.clone(),
+                        json!({
+                            "requests": m.requests,
+                            "successes": m.successes,
+                            "rate_limited": m.rate_limited,
+                            "errors": m.errors,
+                            "last_used": m.last_used.map(time),
+                            "state": state,
+                            "until": until.map(time),
+                            "reason": m.reason,
+                        }),
+                    );
+                }
+                json!({
+                    "id": k.id.as_str(),
+                    "key": k.masked,
+                    "disabled": k.disabled.as_ref().map(|d| json!({"reason": d.reason, "since": time(d.since)})),
+                    "totals": counts_json(totals),
+                    "models": models,
+                })
+            })
+            .collect();
+        let by_model: Map<String, Value> = totals_by_model
+            .into_iter()
+            .map(|(model, arr)| {
+                let c = arr.as_array().map(|a| [0, 1, 2, 3].map(|i| a[i].as_u64().unwrap_or(0))).unwrap_or([0; 4]);
+                (model, counts_json(c))
+            })
+            .collect();
+        json!({
+            "now": time(self.now),
+            "next_quota_reset": time(self.next_quota_reset),
+            "key_count": self.keys.len(),
+            "disabled_count": self.keys.iter().filter(|k| k.disabled.is_some()).count(),
+            "totals": counts_json(grand),
+            "models": by_model,
+            "keys": keys,
+        })
+    }
+}
+
+fn counts_json(c: [u64; 4]) -> Value {
+    json!({ "requests": c[0], "successes": c[1], "rate_limited": c[2], "errors": c[3] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{KeyPool, Outcome, RateLimit, RateLimitScope};
+    use crate::secret::ApiKey;
+
+    #[test]
+    fn json_masks_keys_and_totals_counts() {
+        let secret = "AIzaSyDUMMYdummyDUMMYdummyDUMMYdummy123";
+        let mut p = KeyPool::new(vec![ApiKey::new(secret), ApiKey::new("AQ.FAKEfakeFAKEfakeFAKEfake")]);
+        let now = UnixMillis(1_800_000_000_000);
+        let a = p.acquire("gemini-2.5-flash", &[], now).expect("key");
+        p.report(&a.id, "gemini-2.5-flash", &Outcome::Success, now);
+        p.report(
+            &a.id,
+            "gemini-2.5-flash",
+            &Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerDay, retry_after_ms: None, reason: "Quota exceeded".into() }),
+            now,
+        );
+        let v = p.snapshot(now).to_json();
+        let text = v.to_string();
+        assert!(!text.contains(secret));
+        assert!(!text.contains("AQ.FAKEfakeFAKEfakeFAKEfake"));
+        assert_eq!(v["keys"][0]["key"], "AIza…y123");
+        assert_eq!(v["keys"][0]["id"], a.id.as_str());
+        let cell = &v["keys"][0]["models"]["gemini-2.5-flash"];
+        assert_eq!(cell["requests"], 2);
+        assert_eq!(cell["state"], "exhausted");
+        assert_eq!(cell["reason"], "Quota exceeded");
+        assert_eq!(v["totals"]["requests"], 2);
+        assert_eq!(v["models"]["gemini-2.5-flash"]["rate_limited"], 1);
+    }
+}
