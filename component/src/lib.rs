@@ -1,1 +1,141 @@
+//! The gemini-proxy WASI 0.2 component: `wasi:http` glue around
+//! `gemini-proxy-core`. It converts types and moves bytes; every decision is
+//! `core`'s.
+#![deny(missing_docs)]
 
+mod convert;
+mod http;
+
+/// Bindings generated from the WIT world in `../wit`.
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "gemini-proxy:host/proxy",
+        generate_all,
+    });
+}
+
+use bindings::exports::wasi::http::incoming_handler::Guest;
+use bindings::gemini_proxy::host::key_store;
+use bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
+use proxy_core::error::{Dialect, ProxyError, Response};
+use proxy_core::flow::{self, Attempts};
+use proxy_core::route::{Forward, MAX_BODY_BYTES, Target};
+use proxy_core::upstream::{self, Verdict};
+use proxy_core::{Config, Outcome, secret};
+
+struct Component;
+
+impl Guest for Component {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let config = match Config::from_lookup(|var| std::env::var(var).ok()) {
+            Ok(c) => c,
+            Err(e) => {
+                let err = ProxyError::Internal(format!("bad configuration: {e}"));
+                return http::respond(out, &err.to_response(Dialect::Gemini));
+            }
+        };
+        let method = http::method_name(&request.method());
+        let path_and_query = request.path_with_query().unwrap_or_else(|| "/".to_owned());
+        let headers = http::header_list(&request.headers());
+        let routed = match flow::admit(&config, &method, &path_and_query, &headers) {
+            Ok(r) => r,
+            Err((e, dialect)) => return http::respond(out, &e.to_response(dialect)),
+        };
+        match routed.target {
+            Target::StatsJson | Target::StatsPage => {
+                let snapshot = convert::snapshot(key_store::snapshot());
+                let mut r = Response::json(200, snapshot.to_json().to_string());
+                r.headers.push(("cache-control".into(), "no-store".into()));
+                http::respond(out, &r);
+            }
+            Target::StatsReset => {
+                key_store::reset();
+                http::respond(out, &Response::json(200, r#"{"reset":true}"#.to_owned()));
+            }
+            Target::Forward(fwd) => forward(&config, fwd, request, &headers, out),
+        }
+    }
+}
+
+/// Relays one request upstream, trying further keys while `core` says so.
+fn forward(
+    config: &Config,
+    mut fwd: Forward,
+    request: IncomingRequest,
+    headers: &[(String, Vec<u8>)],
+    out: ResponseOutparam,
+) {
+    let dialect = fwd.dialect;
+    let fail = |out, e: ProxyError| http::respond(out, &e.to_response(dialect));
+    let body = match http::read_request_body(request, MAX_BODY_BYTES) {
+        Ok(b) => b,
+        Err(e) => return fail(out, e),
+    };
+    if let Err(e) = fwd.bind_body(&body) {
+        return fail(out, e);
+    }
+    let model = fwd.model().to_owned();
+    let mut attempts = Attempts::new();
+    let mut settle: Option<key_store::AttemptReport> = None;
+    loop {
+        if !attempts.may_try_again() {
+            if let Some(r) = settle.take() {
+                key_store::report(&r);
+            }
+            return fail(out, attempts.give_up(&model, None));
+        }
+        let exclude: Vec<String> = attempts.tried().iter().map(|id| id.as_str().to_owned()).collect();
+        let lease = match key_store::acquire(&model, &exclude, settle.take().as_ref()) {
+            Ok(l) => convert::lease(l),
+            Err(u) => return fail(out, attempts.give_up(&model, Some(convert::unavailable(u)))),
+        };
+        let upstream = flow::upstream_request(config, &fwd, headers, &lease, body.len());
+        let report = |outcome: &Outcome| convert::report(&lease.id, &model, outcome);
+        let response = match http::send(&upstream, &body) {
+            Ok(r) => r,
+            Err(reason) => {
+                let outcome = Outcome::TransportError { reason };
+                settle = Some(report(&outcome));
+                attempts.failed(lease.id.clone(), outcome);
+                continue;
+            }
+        };
+        let status = response.status();
+        if (200..300).contains(&status) {
+            let outcome = match http::stream_response(response, out) {
+                Ok(()) => Outcome::Success,
+                Err(reason) => Outcome::TransportError { reason },
+            };
+            key_store::report(&report(&outcome));
+            return;
+        }
+        let (resp_headers, error_body) = http::read_error_response(response, flow::MAX_ERROR_BODY_BYTES);
+        let redact = |text: &str| secret::redact(text, &[&lease.secret]);
+        match upstream::classify(status, &error_body, redact) {
+            Verdict::Retry(outcome) => {
+                settle = Some(report(&outcome));
+                attempts.failed(lease.id.clone(), outcome);
+            }
+            Verdict::Relay(outcome) => {
+                key_store::report(&report(&outcome));
+                let body = redact(&String::from_utf8_lossy(&error_body));
+                return http::relay(out, status, &resp_headers, body.into_bytes());
+            }
+            Verdict::Success => return unreachable_success(out, dialect),
+        }
+    }
+}
+
+/// `classify` only says `Success` for 2xx, which are streamed above.
+fn unreachable_success(out: ResponseOutparam, dialect: Dialect) {
+    let e = ProxyError::Internal("a 2xx answer was classified as an error".into());
+    http::respond(out, &e.to_response(dialect));
+}
+
+/// The component's exports, as the bindings generate them.
+mod export {
+    #![expect(unsafe_code, reason = "the generated export glue is unsafe FFI")]
+    use super::Component;
+    crate::bindings::export!(Component with_types_in crate::bindings);
+}
