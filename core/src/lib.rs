@@ -24,6 +24,6 @@ pub mod upstream;
 
 pub use config::Config;
 pub use error::{Dialect, ProxyError};
-pub use pool::{KeyPool, Lease, Outcome, RateLimit, RateLimitScope, Unavailable};
+pub use pool::{KeyPool, Lease, Outcome, RateLimit, RateLimitScope, Report, Unavailable};
 pub use secret::{ApiKey, KeyId};
 pub use time::UnixMillis;

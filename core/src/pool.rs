@@ -77,6 +77,17 @@ pub enum Outcome {
     },
 }
 
+/// One attempt's result, as a host's key store receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The key used.
+    pub key: KeyId,
+    /// The model asked for.
+    pub model: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
 /// A key handed out for one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {

@@ -1,1 +1,95 @@
-fn main() {}
+//! `cargo run -p host-runner`: serves gemini-proxy on 127.0.0.1:8787.
+
+use anyhow::Context;
+use clap::Parser;
+use host_runner::clock::SystemClock;
+use host_runner::config::HostConfig;
+use host_runner::server::{Server, ServerOptions};
+use proxy_core::cron::Cron;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// gemini-proxy on Wasmtime: one endpoint for a pool of Gemini API keys.
+///
+/// Configuration comes from the environment (API_KEYS, PROXY_API_KEY,
+/// GEMINI_UPSTREAM_URL, OPENAI_UPSTREAM_URL), then `.dev.vars` and the
+/// `vars` of `wrangler.jsonc` in the working directory.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+    /// SQLite file of the key store.
+    #[arg(long, default_value = ".gemini-proxy/keys.sqlite3")]
+    db: PathBuf,
+    /// When quota marks are cleared each day (5-field cron, UTC).
+    #[arg(long, default_value = "0 7 * * *")]
+    reset_cron: Cron,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "host_runner=info,warn".into()),
+        )
+        .init();
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let config = HostConfig::load(&env, &cwd)?;
+    if config.proxy.proxy_key.is_none() {
+        tracing::warn!("PROXY_API_KEY is not set: anyone who can reach this port can use your keys");
+    }
+    let keys = config.api_keys.len();
+    let (gemini, openai) = (config.proxy.gemini_upstream.to_string(), config.proxy.openai_upstream.to_string());
+    let server = Server::start(ServerOptions {
+        listen: args.listen,
+        db: args.db.clone(),
+        reset_cron: args.reset_cron.clone(),
+        config,
+        clock: Arc::new(SystemClock),
+        component_path: host_runner::COMPONENT_PATH.to_owned(),
+    })
+    .await?;
+    tracing::info!(
+        addr = %server.addr(), keys, db = %args.db.display(), reset_cron = %args.reset_cron, %gemini, %openai,
+        "gemini-proxy listening on http://{}", server.addr()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

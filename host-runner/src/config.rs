@@ -1,0 +1,205 @@
+//! Configuration of this host: the environment first, then `.dev.vars` and
+//! the `vars` of `wrangler.jsonc` in the working directory (the files the
+//! Worker uses), so one set of files configures both hosts.
+
+use proxy_core::config::{ConfigError, parse_api_keys};
+use proxy_core::{ApiKey, Config};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The variables the proxy reads.
+pub const VARS: [&str; 4] = ["API_KEYS", "PROXY_API_KEY", "GEMINI_UPSTREAM_URL", "OPENAI_UPSTREAM_URL"];
+
+/// Everything this host needs to start.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The pool.
+    pub api_keys: Vec<ApiKey>,
+    /// The request handler's configuration.
+    pub proxy: Config,
+    /// The resolved variables handed to the component as its environment
+    /// (all but `API_KEYS`, which only the key store holds).
+    pub component_env: Vec<(String, String)>,
+}
+
+/// Errors reading configuration files.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A variable is missing or malformed.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// `wrangler.jsonc` is not valid JSONC.
+    #[error("wrangler.jsonc: {0}")]
+    Wrangler(String),
+}
+
+impl HostConfig {
+    /// Resolves configuration from `env` (the process environment, usually)
+    /// and the files in `dir`.
+    pub fn load(env: &HashMap<String, String>, dir: &Path) -> Result<Self, LoadError> {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(dir.join("wrangler.jsonc")) {
+            vars.extend(wrangler_vars(&text).map_err(LoadError::Wrangler)?);
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join(".dev.vars")) {
+            vars.extend(parse_dotenv(&text));
+        }
+        for var in VARS {
+            if let Some(v) = env.get(var) {
+                vars.insert(var.to_owned(), v.clone());
+            }
+        }
+        Self::from_vars(&vars)
+    }
+
+    /// Resolves configuration from variables alone.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, LoadError> {
+        let api_keys = parse_api_keys(vars.get("API_KEYS").map(String::as_str))?;
+        let proxy = Config::from_lookup(|v| vars.get(v).cloned())?;
+        let component_env = VARS[1..]
+            .iter()
+            .filter_map(|v| vars.get(*v).map(|value| ((*v).to_owned(), value.clone())))
+            .collect();
+        Ok(Self { api_keys, proxy, component_env })
+    }
+}
+
+/// Parses `KEY=value` lines (`#` comments, optional quotes, `export`).
+pub fn parse_dotenv(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else { continue };
+        let v = v.trim();
+        let v = if v.len() >= 2 && (v.starts_with('"') && v.ends_with('"') || v.starts_with('\'') && v.ends_with('\'')) {
+            v[1..v.len() - 1].replace("\\n", "\n")
+        } else {
+            v.to_owned()
+        };
+        out.insert(k.trim().to_owned(), v);
+    }
+    out
+}
+
+/// Removes `//` and `/* */` comments and trailing commas from JSONC.
+pub fn strip_jsonc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if c == '\\' {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('"', _) => {
+                in_string = true;
+                out.push(c);
+            }
+            ('/', Some('/')) => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut prev = ' ';
+                for n in chars.by_ref() {
+                    if prev == '*' && n == '/' {
+                        break;
+                    }
+                    prev = n;
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    // Trailing commas: a comma followed only by whitespace before } or ].
+    let mut cleaned = String::with_capacity(out.len());
+    let bytes: Vec<char> = out.chars().collect();
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if in_string {
+            cleaned.push(c);
+            if c == '\\' && i + 1 < bytes.len() {
+                cleaned.push(bytes[i + 1]);
+                i += 1;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            cleaned.push(c);
+        } else if c == ',' {
+            let next = bytes[i + 1..].iter().find(|c| !c.is_whitespace());
+            if !matches!(next, Some('}') | Some(']')) {
+                cleaned.push(c);
+            }
+        } else {
+            cleaned.push(c);
+        }
+        i += 1;
+    }
+    cleaned
+}
+
+/// The string `vars` of a `wrangler.jsonc`.
+pub fn wrangler_vars(text: &str) -> Result<HashMap<String, String>, String> {
+    let v: serde_json::Value = serde_json::from_str(&strip_jsonc(text)).map_err(|e| e.to_string())?;
+    Ok(v.get("vars")
+        .and_then(|vars| vars.as_object())
+        .map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect())
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonc_vars() {
+        let text = r#"{
+            // comment with "quotes"
+            "name": "gemini-proxy", /* block */
+            "vars": { "GEMINI_UPSTREAM_URL": "http://127.0.0.1:1/v1beta", "URL_WITH_SLASHES": "a//b", },
+        }"#;
+        let vars = wrangler_vars(text).expect("parses");
+        assert_eq!(vars["GEMINI_UPSTREAM_URL"], "http://127.0.0.1:1/v1beta");
+        assert_eq!(vars["URL_WITH_SLASHES"], "a//b");
+    }
+
+    #[test]
+    fn dotenv_and_precedence() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join(".dev.vars"), "# keys\nAPI_KEYS=\"AIzaSyFILE000000000000000000000000000000\"\nPROXY_API_KEY=from-file\n").expect("write");
+        std::fs::write(dir.path().join("wrangler.jsonc"), r#"{"vars":{"OPENAI_UPSTREAM_URL":"http://127.0.0.1:2/openai","PROXY_API_KEY":"from-wrangler"}}"#).expect("write");
+        let env = HashMap::from([("PROXY_API_KEY".to_owned(), "from-env".to_owned())]);
+        let c = HostConfig::load(&env, dir.path()).expect("loads");
+        assert_eq!(c.api_keys.len(), 1);
+        assert!(c.proxy.proxy_key.as_ref().is_some_and(|k| k.matches("from-env")));
+        assert_eq!(c.proxy.openai_upstream.to_string(), "http://127.0.0.1:2/openai");
+        assert!(c.component_env.iter().all(|(k, _)| k != "API_KEYS"));
+    }
+
+    #[test]
+    fn missing_keys_name_the_variable() {
+        let e = HostConfig::from_vars(&HashMap::new()).expect_err("no keys");
+        assert!(e.to_string().starts_with("API_KEYS:"), "{e}");
+    }
+}

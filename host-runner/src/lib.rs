@@ -1,0 +1,18 @@
+//! host-runner: serves the gemini-proxy WASI component with Wasmtime, an
+//! embedded SQLite key store and a pooled upstream client.
+//!
+//! The binary (`cargo run -p host-runner`) is a thin `main` over
+//! [`server::Server`]; the integration tests drive the same server
+//! in-process with an injected [`clock::Clock`].
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod key_store;
+pub mod outbound;
+pub mod proxy;
+pub mod server;
+pub mod store;
+
+/// The component this host serves, built by `build.rs`.
+pub const COMPONENT_PATH: &str = env!("COMPONENT_PATH");

@@ -1,0 +1,110 @@
+//! The component's outgoing HTTP: a pooled client (rustls for Google,
+//! `TCP_NODELAY`), allowed to reach only the two configured upstream
+//! origins.
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+type Pooled = Client<HttpsConnector<HttpConnector>, WasiBody>;
+
+/// Outgoing HTTP for the component.
+#[derive(Clone)]
+pub struct Outbound {
+    client: Pooled,
+    allowed: Arc<Vec<(Scheme, Authority)>>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound").field("allowed", &self.allowed).finish_non_exhaustive()
+    }
+}
+
+/// Why an origin could not be allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid upstream origin {0:?}")]
+pub struct OriginError(String);
+
+impl Outbound {
+    /// A client that may reach only `origins` (`scheme://authority`).
+    pub fn new(origins: &[String]) -> Result<Self, OriginError> {
+        let mut allowed = Vec::new();
+        for o in origins {
+            let uri: http::Uri = o.parse().map_err(|_| OriginError(o.clone()))?;
+            let (Some(s), Some(a)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+                return Err(OriginError(o.clone()));
+            };
+            allowed.push((s, a));
+        }
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|_| OriginError("TLS configuration".into()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(https);
+        Ok(Self { client, allowed: Arc::new(allowed) })
+    }
+
+    fn is_allowed(&self, uri: &http::Uri) -> bool {
+        match (uri.scheme(), uri.authority()) {
+            (Some(s), Some(a)) => self.allowed.iter().any(|(os, oa)| os == s && oa.as_str().eq_ignore_ascii_case(a.as_str())),
+            _ => false,
+        }
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        if !self.is_allowed(request.uri()) {
+            tracing::warn!(path = request.uri().path(), "blocked an outgoing request to an origin that is not a configured upstream");
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        let client = self.client.clone();
+        let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::from_secs(300));
+        Box::new(async move {
+            let response = match tokio::time::timeout(first_byte, client.request(request)).await {
+                Err(_) => return Err(HttpError::HttpResponseTimeout),
+                Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
+                Ok(Err(_)) => return Err(HttpError::ConnectionTerminated),
+                Ok(Ok(r)) => r,
+            };
+            let response = response.map(|body| body.map_err(HttpError::Hyper).map_frame(|f| f.map_data(Bytes::from)).boxed_unsync());
+            let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
+            Ok((response, done))
+        })
+    }
+}

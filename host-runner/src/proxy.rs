@@ -1,0 +1,135 @@
+//! The component, compiled once and instantiated per request.
+
+use crate::key_store::{KeyStoreCtx, KeyStoreView};
+use crate::outbound::Outbound;
+use crate::store::KeyBackend;
+use std::sync::Arc;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Bindings generated from the WIT world in `../wit`.
+#[expect(missing_docs, reason = "bindgen-generated code")]
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "gemini-proxy:host/proxy",
+        exports: { default: async },
+        require_store_data_send: true,
+        with: {
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}
+
+/// Errors preparing the component.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Wasmtime refused the configuration, the component or the linking.
+    #[error("cannot prepare the proxy component")]
+    Wasmtime(#[source] wasmtime::Error),
+}
+
+impl From<wasmtime::Error> for ProxyError {
+    fn from(e: wasmtime::Error) -> Self {
+        Self::Wasmtime(e)
+    }
+}
+
+/// Per-request state of a store.
+#[expect(missing_debug_implementations, reason = "holds WASI contexts that are not Debug")]
+pub struct RequestState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    keys: KeyStoreCtx,
+    outbound: Outbound,
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+    }
+}
+
+impl KeyStoreView for RequestState {
+    fn key_store(&mut self) -> &mut KeyStoreCtx {
+        &mut self.keys
+    }
+}
+
+/// The compiled, pre-linked component and what each request's store needs.
+#[derive(Clone)]
+pub struct ProxyComponent {
+    pre: bindings::ProxyPre<RequestState>,
+    env: Arc<Vec<(String, String)>>,
+    backend: Arc<dyn KeyBackend>,
+    outbound: Outbound,
+}
+
+impl std::fmt::Debug for ProxyComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyComponent").finish_non_exhaustive()
+    }
+}
+
+/// Most requests in flight at once (pooling allocator slots).
+pub const MAX_CONCURRENT_INSTANCES: u32 = 1000;
+
+impl ProxyComponent {
+    /// Compiles the component at `path` and links it against WASI, wasi:http
+    /// (through `outbound`) and the key store `backend`. `env` is the
+    /// component's environment (its configuration).
+    pub fn new(
+        path: &str,
+        env: Vec<(String, String)>,
+        backend: Arc<dyn KeyBackend>,
+        outbound: Outbound,
+    ) -> Result<Self, ProxyError> {
+        let mut config = wasmtime::Config::new();
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(MAX_CONCURRENT_INSTANCES)
+            .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
+            .total_memories(MAX_CONCURRENT_INSTANCES)
+            .total_tables(MAX_CONCURRENT_INSTANCES * 4)
+            .max_memory_size(256 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config)?;
+        let component = Component::from_file(&engine, path)?;
+        let mut linker = Linker::<RequestState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        crate::key_store::add_to_linker(&mut linker)?;
+        let pre = bindings::ProxyPre::new(linker.instantiate_pre(&component)?)?;
+        Ok(Self { pre, env: Arc::new(env), backend, outbound })
+    }
+
+    /// A fresh store for one request.
+    pub fn new_store(&self) -> Store<RequestState> {
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&self.env);
+        let state = RequestState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            keys: KeyStoreCtx::new(self.backend.clone()),
+            outbound: self.outbound.clone(),
+        };
+        Store::new(self.pre.engine(), state)
+    }
+
+    /// The pre-instantiated component.
+    pub fn pre(&self) -> &bindings::ProxyPre<RequestState> {
+        &self.pre
+    }
+}

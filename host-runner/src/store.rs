@@ -1,0 +1,324 @@
+//! The key store of this host: `core`'s [`KeyPool`] in memory, persisted to
+//! SQLite (WAL) by a writer thread so that no request waits on the disk.
+
+use crate::clock::Clock;
+use proxy_core::pool::{Change, KeyRecord, MarkKind, UsageRecord};
+use proxy_core::stats::Snapshot;
+use proxy_core::{ApiKey, KeyId, KeyPool, Lease, Report, Unavailable};
+use rusqlite::{Connection, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+
+/// A key store as the component's `key-store` import sees it. One backend
+/// per host; this crate's is [`SqliteKeyStore`].
+pub trait KeyBackend: Send + Sync + 'static {
+    /// Applies `settle` (the previous attempt's report), then hands out a
+    /// key for `model` that is not in `exclude`.
+    fn acquire(&self, model: &str, exclude: &[KeyId], settle: Option<Report>) -> Result<Lease, Unavailable>;
+    /// Applies an attempt's outcome.
+    fn report(&self, report: Report);
+    /// Clears every mark and counter, and re-enables disabled keys.
+    fn reset(&self);
+    /// The daily job: clears the day's counters and expired marks.
+    fn daily_reset(&self);
+    /// Statistics now.
+    fn snapshot(&self) -> Snapshot;
+}
+
+/// Errors opening or writing the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("key store database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database file could not be prepared.
+    #[error("cannot prepare the key store at {path}")]
+    Path {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+enum Write {
+    Change(Change),
+    Rewrite(Vec<KeyRecord>, Vec<UsageRecord>),
+    Flush(mpsc::Sender<()>),
+}
+
+/// `core`'s key pool, persisted in SQLite.
+pub struct SqliteKeyStore {
+    pool: Mutex<KeyPool>,
+    clock: Arc<dyn Clock>,
+    writes: Mutex<mpsc::Sender<Write>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SqliteKeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteKeyStore").field("keys", &self.pool().len()).finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    disabled_reason TEXT,
+    disabled_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS usage (
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    successes INTEGER NOT NULL DEFAULT 0,
+    rate_limited INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    last_used INTEGER,
+    mark_kind TEXT,
+    mark_until INTEGER,
+    mark_reason TEXT,
+    last_error TEXT,
+    PRIMARY KEY (key_id, model)
+);
+";
+
+impl SqliteKeyStore {
+    /// Opens (or creates) the store at `path` for the configured `keys`.
+    /// Rows of keys no longer configured are deleted; keys that stay keep
+    /// their statistics and marks.
+    pub fn open(path: &Path, keys: Vec<ApiKey>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Path { path: path.display().to_string(), source })?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let (key_records, usage_records) = load(&conn)?;
+        let pool = KeyPool::restore(keys, key_records, usage_records);
+        let (k, u) = pool.records();
+        rewrite(&mut conn, &k, &u)?;
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("key-store-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|source| StoreError::Path { path: path.display().to_string(), source })?;
+        Ok(Self { pool: Mutex::new(pool), clock, writes: Mutex::new(tx), writer: Mutex::new(Some(writer)) })
+    }
+
+    fn pool(&self) -> MutexGuard<'_, KeyPool> {
+        self.pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn send(&self, w: Write) {
+        let tx = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        if tx.send(w).is_err() {
+            tracing::error!("key store writer has stopped; statistics are no longer persisted");
+        }
+    }
+
+    fn apply(&self, pool: &mut KeyPool, report: &Report) {
+        if let Some(change) = pool.report(&report.key, &report.model, &report.outcome, self.clock.now()) {
+            self.send(Write::Change(change));
+        }
+    }
+
+    fn rewrite_all(&self, pool: &KeyPool) {
+        let (k, u) = pool.records();
+        self.send(Write::Rewrite(k, u));
+    }
+
+    /// Waits until every change so far is on disk.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.send(Write::Flush(tx));
+        let _ = rx.recv();
+    }
+
+    /// Flushes and stops the writer.
+    pub fn close(&self) {
+        self.flush();
+        let (dead, _) = mpsc::channel();
+        *self.writes.lock().unwrap_or_else(|p| p.into_inner()) = dead;
+        if let Some(handle) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl KeyBackend for SqliteKeyStore {
+    fn acquire(&self, model: &str, exclude: &[KeyId], settle: Option<Report>) -> Result<Lease, Unavailable> {
+        let mut pool = self.pool();
+        if let Some(report) = settle {
+            self.apply(&mut pool, &report);
+        }
+        pool.acquire(model, exclude, self.clock.now())
+    }
+
+    fn report(&self, report: Report) {
+        let mut pool = self.pool();
+        self.apply(&mut pool, &report);
+    }
+
+    fn reset(&self) {
+        let mut pool = self.pool();
+        pool.reset_all();
+        self.rewrite_all(&pool);
+    }
+
+    fn daily_reset(&self) {
+        let mut pool = self.pool();
+        pool.daily_reset(self.clock.now());
+        self.rewrite_all(&pool);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.pool().snapshot(self.clock.now())
+    }
+}
+
+fn mark_kind_text(k: MarkKind) -> &'static str {
+    match k {
+        MarkKind::Cooling => "cooling",
+        MarkKind::Exhausted => "exhausted",
+    }
+}
+
+fn load(conn: &Connection) -> Result<(Vec<KeyRecord>, Vec<UsageRecord>), rusqlite::Error> {
+    let mut stmt = conn.prepare("SELECT key_id, disabled_reason, disabled_at FROM keys")?;
+    let keys = stmt
+        .query_map([], |r| {
+            Ok(KeyRecord { key_id: r.get(0)?, disabled_reason: r.get(1)?, disabled_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64) })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT key_id, model, requests, successes, rate_limited, errors, last_used, mark_kind, mark_until, mark_reason, last_error FROM usage",
+    )?;
+    let usage = stmt
+        .query_map([], |r| {
+            let kind: Option<String> = r.get(7)?;
+            Ok(UsageRecord {
+                key_id: r.get(0)?,
+                model: r.get(1)?,
+                requests: r.get::<_, i64>(2)? as u64,
+                successes: r.get::<_, i64>(3)? as u64,
+                rate_limited: r.get::<_, i64>(4)? as u64,
+                errors: r.get::<_, i64>(5)? as u64,
+                last_used: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                mark_kind: match kind.as_deref() {
+                    Some("cooling") => Some(MarkKind::Cooling),
+                    Some("exhausted") => Some(MarkKind::Exhausted),
+                    _ => None,
+                },
+                mark_until: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+                mark_reason: r.get(9)?,
+                last_error: r.get(10)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((keys, usage))
+}
+
+fn upsert_key(conn: &Connection, k: &KeyRecord) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO keys (key_id, disabled_reason, disabled_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key_id) DO UPDATE SET disabled_reason = excluded.disabled_reason, disabled_at = excluded.disabled_at",
+    )?
+    .execute(params![k.key_id, k.disabled_reason, k.disabled_at.map(|v| v as i64)])?;
+    Ok(())
+}
+
+fn upsert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO usage (key_id, model, requests, successes, rate_limited, errors, last_used, mark_kind, mark_until, mark_reason, last_error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT(key_id, model) DO UPDATE SET requests = excluded.requests, successes = excluded.successes,
+           rate_limited = excluded.rate_limited, errors = excluded.errors, last_used = excluded.last_used,
+           mark_kind = excluded.mark_kind, mark_until = excluded.mark_until, mark_reason = excluded.mark_reason,
+           last_error = excluded.last_error",
+    )?
+    .execute(params![
+        u.key_id,
+        u.model,
+        u.requests as i64,
+        u.successes as i64,
+        u.rate_limited as i64,
+        u.errors as i64,
+        u.last_used.map(|v| v as i64),
+        u.mark_kind.map(mark_kind_text),
+        u.mark_until.map(|v| v as i64),
+        u.mark_reason,
+        u.last_error,
+    ])?;
+    Ok(())
+}
+
+fn rewrite(conn: &mut Connection, keys: &[KeyRecord], usage: &[UsageRecord]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM keys", [])?;
+    tx.execute("DELETE FROM usage", [])?;
+    for k in keys {
+        upsert_key(&tx, k)?;
+    }
+    for u in usage {
+        upsert_usage(&tx, u)?;
+    }
+    tx.commit()
+}
+
+fn apply_write(conn: &mut Connection, w: Write, flushes: &mut Vec<mpsc::Sender<()>>) -> Result<(), rusqlite::Error> {
+    match w {
+        Write::Change(c) => {
+            if let Some(k) = &c.key {
+                upsert_key(conn, k)?;
+            }
+            upsert_usage(conn, &c.usage)
+        }
+        Write::Rewrite(k, u) => {
+            conn.execute("DELETE FROM keys", [])?;
+            conn.execute("DELETE FROM usage", [])?;
+            for k in &k {
+                upsert_key(conn, k)?;
+            }
+            for u in &u {
+                upsert_usage(conn, u)?;
+            }
+            Ok(())
+        }
+        Write::Flush(done) => {
+            flushes.push(done);
+            Ok(())
+        }
+    }
+}
+
+/// Applies writes in batches: one transaction for whatever queued up while
+/// the previous one committed.
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
+    while let Ok(first) = rx.recv() {
+        let mut flushes = Vec::new();
+        let result = (|| -> Result<(), rusqlite::Error> {
+            conn.execute_batch("BEGIN")?;
+            apply_write(&mut conn, first, &mut flushes)?;
+            for _ in 0..10_000 {
+                match rx.try_recv() {
+                    Ok(w) => apply_write(&mut conn, w, &mut flushes)?,
+                    Err(_) => break,
+                }
+            }
+            conn.execute_batch("COMMIT")
+        })();
+        if let Err(e) = result {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %proxy_core::error::chain(&e), "persisting key statistics failed");
+        }
+        for f in flushes {
+            let _ = f.send(());
+        }
+    }
+}
