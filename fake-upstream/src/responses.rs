@@ -1,0 +1,180 @@
+//! Response bodies in the shapes Google sends and the SDKs parse.
+
+use serde_json::{Value, json};
+
+pub fn error(code: u16, message: &str, status: &str) -> Value {
+    json!({"error": {"code": code, "message": message, "status": status}})
+}
+
+pub fn per_day(model: &str) -> Value {
+    json!({"error": {
+        "code": 429,
+        "message": format!("You exceeded your current quota, please check your plan and billing details. Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 50, model: {model}"),
+        "status": "RESOURCE_EXHAUSTED",
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                "quotaDimensions": {"location": "global", "model": model},
+                "quotaValue": "50"
+            }]},
+            {"@type": "type.googleapis.com/google.rpc.Help", "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "43s"}
+        ]
+    }})
+}
+
+pub fn per_minute(seconds: u32) -> Value {
+    json!({"error": {
+        "code": 429,
+        "message": "You exceeded your current quota. Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 10",
+        "status": "RESOURCE_EXHAUSTED",
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{seconds}s")},
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                "quotaValue": "10"
+            }]}
+        ]
+    }})
+}
+
+pub fn invalid_key() -> Value {
+    json!({"error": {
+        "code": 400,
+        "message": "API key not valid. Please pass a valid API key.",
+        "status": "INVALID_ARGUMENT",
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": "API key not valid. Please pass a valid API key."}
+        ]
+    }})
+}
+
+pub fn suspended(key: &str) -> Value {
+    json!({"error": {
+        "code": 403,
+        "message": format!("Permission denied: Consumer 'api_key:{key}' has been suspended."),
+        "status": "PERMISSION_DENIED",
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CONSUMER_SUSPENDED", "domain": "googleapis.com",
+             "metadata": {"containerInfo": key, "consumer": "projects/123456789012", "service": "generativelanguage.googleapis.com"}}
+        ]
+    }})
+}
+
+fn usage() -> Value {
+    json!({"promptTokenCount": 3, "candidatesTokenCount": 5, "totalTokenCount": 8})
+}
+
+/// The fake's answer text: it names the model, so tests can check it.
+pub fn text(model: &str) -> String {
+    format!("Hello from the fake {model}.")
+}
+
+pub fn generate(model: &str, _key: &str) -> Value {
+    json!({
+        "candidates": [{"content": {"parts": [{"text": text(model)}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": usage(),
+        "modelVersion": model,
+        "responseId": "fake-response"
+    })
+}
+
+pub fn generate_chunk(model: &str, i: usize, n: usize) -> Value {
+    let mut c = json!({
+        "candidates": [{"content": {"parts": [{"text": format!("chunk {i} ")}], "role": "model"}, "index": 0}],
+        "usageMetadata": usage(),
+        "modelVersion": model,
+        "responseId": "fake-stream"
+    });
+    if i + 1 == n {
+        c["candidates"][0]["finishReason"] = json!("STOP");
+    }
+    c
+}
+
+pub fn vector(model: &str, i: usize) -> Vec<f32> {
+    let seed = model.len() as f32 + i as f32;
+    vec![0.25 + seed / 100.0, -0.5, 0.125, 1.0]
+}
+
+fn model_entry(name: &str) -> Value {
+    let embed = name.contains("embedding");
+    json!({
+        "name": format!("models/{name}"),
+        "version": "001",
+        "displayName": name,
+        "description": "A fake model",
+        "inputTokenLimit": 1_048_576,
+        "outputTokenLimit": 65_536,
+        "supportedGenerationMethods": if embed { json!(["embedContent", "batchEmbedContents"]) } else { json!(["generateContent", "countTokens"]) }
+    })
+}
+
+const MODELS: [&str; 3] = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-embedding-001"];
+
+pub fn models() -> Value {
+    json!({"models": MODELS.iter().map(|m| model_entry(m)).collect::<Vec<_>>()})
+}
+
+pub fn model(name: &str) -> Value {
+    model_entry(name)
+}
+
+pub fn openai_chat(model: &str, _key: &str) -> Value {
+    json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_764_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text(model)}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    })
+}
+
+pub fn openai_chat_stream(model: &str, n: usize) -> Vec<String> {
+    let mut events: Vec<String> = (0..n)
+        .map(|i| {
+            let chunk = json!({
+                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_764_000_000, "model": model,
+                "choices": [{"index": 0, "delta": if i == 0 { json!({"role": "assistant", "content": format!("chunk {i} ")}) } else { json!({"content": format!("chunk {i} ")}) },
+                             "finish_reason": if i + 1 == n { json!("stop") } else { Value::Null }}]
+            });
+            format!("data: {chunk}\n\n")
+        })
+        .collect();
+    events.push("data: [DONE]\n\n".into());
+    events
+}
+
+pub fn openai_embeddings(model: &str, body: &Value) -> Value {
+    let inputs = match body.get("input") {
+        Some(Value::Array(a)) => a.len().max(1),
+        _ => 1,
+    };
+    let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let data: Vec<Value> = (0..inputs)
+        .map(|i| {
+            let v = vector(model, i);
+            let embedding = if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+}
+
+pub fn openai_models() -> Value {
+    json!({"object": "list", "data": MODELS.iter().map(|m| openai_model(m)).collect::<Vec<_>>()})
+}
+
+pub fn openai_model(name: &str) -> Value {
+    json!({"id": format!("models/{name}"), "object": "model", "created": 0, "owned_by": "google"})
+}

@@ -1,0 +1,8 @@
+//! host-runner integration tests: the real component in the real host,
+//! against the in-process fake upstream on 127.0.0.1:0, with an injected
+//! clock.
+
+mod harness;
+mod proxying;
+mod rotation;
+mod persistence;

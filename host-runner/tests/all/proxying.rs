@@ -1,0 +1,188 @@
+use crate::harness::{Harness, PROXY_KEY, pool_keys};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[tokio::test]
+async fn native_generate_carries_one_pool_key() {
+    let h = Harness::new(2).await;
+    let r = h
+        .http
+        .post(h.url("/v1beta/models/gemini-2.5-flash:generateContent?key=client-key&foo=bar"))
+        .header("x-goog-api-key", "client-key")
+        .header("authorization", "Bearer client-key")
+        .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["candidates"][0]["content"]["parts"][0]["text"], "Hello from the fake gemini-2.5-flash.");
+    let seen = h.fake.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(seen[0].query.as_deref(), Some("foo=bar"));
+    assert!(!seen[0].header_names.iter().any(|h| h == "cookie" || h == "connection"));
+    h.assert_only_pool_keys_upstream();
+}
+
+#[tokio::test]
+async fn every_native_operation_and_version() {
+    let h = Harness::new(1).await;
+    for version in ["v1beta", "v1"] {
+        let r = h.gemini(&format!("/{version}/models/gemini-2.5-flash:countTokens"), json!({"contents": []})).await;
+        assert_eq!(r.json::<Value>().await.expect("json")["totalTokens"], 7);
+        let r = h.gemini(&format!("/{version}/models/gemini-embedding-001:embedContent"), json!({"content": {"parts": [{"text": "x"}]}})).await;
+        assert!(r.json::<Value>().await.expect("json")["embedding"]["values"].is_array());
+        let r = h
+            .gemini(&format!("/{version}/models/gemini-embedding-001:batchEmbedContents"), json!({"requests": [{}, {}]}))
+            .await;
+        assert_eq!(r.json::<Value>().await.expect("json")["embeddings"].as_array().map(Vec::len), Some(2));
+        let r = h.http.get(h.url(&format!("/{version}/models"))).header("x-goog-api-key", "k").send().await.expect("list");
+        assert_eq!(r.status(), 200);
+        assert!(r.json::<Value>().await.expect("json")["models"].is_array());
+        let r = h.http.get(h.url(&format!("/{version}/models/gemini-2.5-pro"))).header("x-goog-api-key", "k").send().await.expect("get");
+        assert_eq!(r.json::<Value>().await.expect("json")["name"], "models/gemini-2.5-pro");
+    }
+    let paths: Vec<String> = h.fake.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(paths.iter().all(|p| p.starts_with("/v1beta/models")), "{paths:?}");
+    h.assert_only_pool_keys_upstream();
+}
+
+#[tokio::test]
+async fn openai_routes_use_bearer_pool_key() {
+    let h = Harness::new(2).await;
+    for path in ["/v1/chat/completions", "/chat/completions", "/v1beta/openai/chat/completions"] {
+        let r = h.openai(path, json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]})).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["choices"][0]["message"]["content"], "Hello from the fake gemini-2.5-flash.");
+    }
+    let r = h.openai("/v1/embeddings", json!({"model": "gemini-embedding-001", "input": ["a", "b"], "encoding_format": "base64"})).await;
+    let v: Value = r.json().await.expect("json");
+    assert!(v["data"][1]["embedding"].is_string());
+    let r = h.http.get(h.url("/v1/models")).bearer_auth("client").send().await.expect("models");
+    assert!(r.json::<Value>().await.expect("json")["data"].is_array());
+    let seen = h.fake.requests();
+    assert!(seen.iter().all(|r| r.path.starts_with("/v1beta/openai/")), "{seen:?}");
+    assert_eq!(seen.last().map(|r| r.path.as_str()), Some("/v1beta/openai/models"));
+    h.assert_only_pool_keys_upstream();
+}
+
+#[tokio::test]
+async fn v1_models_is_decided_by_the_credential() {
+    let h = Harness::new(1).await;
+    h.http.get(h.url("/v1/models")).header("x-goog-api-key", "k").send().await.expect("gemini");
+    h.http.get(h.url("/v1/models?key=k")).send().await.expect("gemini by query");
+    h.http.get(h.url("/v1/models")).bearer_auth("k").send().await.expect("openai");
+    let paths: Vec<String> = h.fake.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/v1beta/models", "/v1beta/models", "/v1beta/openai/models"]);
+}
+
+async fn first_chunk_arrives_before_upstream_finishes(h: &Harness, req: reqwest::RequestBuilder, marker: &str) {
+    h.fake.hold_streams(true);
+    let mut r = req.send().await.expect("stream");
+    assert_eq!(r.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(10), r.chunk()).await.expect("first chunk in time").expect("chunk");
+    let first = String::from_utf8(first.expect("some bytes").to_vec()).expect("utf8");
+    assert!(first.contains(marker), "{first}");
+    assert!(!first.contains("chunk 1"), "the proxy buffered: {first}");
+    h.fake.release();
+    let mut rest = String::new();
+    while let Some(c) = r.chunk().await.expect("rest") {
+        rest.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(rest.contains("chunk 2"), "{rest}");
+}
+
+#[tokio::test]
+async fn streams_pass_through_unbuffered() {
+    let h = Harness::new(1).await;
+    let body = json!({"contents": [{"parts": [{"text": "hi"}]}]});
+    let sse = h.http.post(h.url("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")).header("x-goog-api-key", "k").json(&body);
+    first_chunk_arrives_before_upstream_finishes(&h, sse, "data: ").await;
+    let array = h.http.post(h.url("/v1/models/gemini-2.5-flash:streamGenerateContent")).header("x-goog-api-key", "k").json(&body);
+    first_chunk_arrives_before_upstream_finishes(&h, array, "[").await;
+    let openai = h
+        .http
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth("k")
+        .json(&json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}));
+    first_chunk_arrives_before_upstream_finishes(&h, openai, "chat.completion.chunk").await;
+}
+
+#[tokio::test]
+async fn a_stream_cut_upstream_aborts_the_client_response() {
+    let h = Harness::new(1).await;
+    h.fake.set(&h.keys[0], fake_upstream::Behavior::CutMidStream);
+    // The client sees an error, before or after the head, never a clean end.
+    let sent = h
+        .http
+        .post(h.url("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"))
+        .header("x-goog-api-key", "k")
+        .json(&json!({}))
+        .send()
+        .await;
+    let outcome = match sent {
+        Err(e) => Err(e),
+        Ok(mut r) => loop {
+            match r.chunk().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        },
+    };
+    assert!(outcome.is_err(), "a cut stream must not end cleanly");
+}
+
+#[tokio::test]
+async fn proxy_key_guards_every_mechanism() {
+    let h = Harness::with(pool_keys(1), Some(PROXY_KEY)).await;
+    let body = json!({"contents": []});
+    let path = "/v1beta/models/gemini-2.5-flash:generateContent";
+    let r = h.http.post(h.url(path)).json(&body).send().await.expect("no key");
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
+    let r = h.http.post(h.url("/v1/chat/completions")).bearer_auth("wrong").json(&json!({"model": "m"})).send().await.expect("wrong");
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["type"], "authentication_error");
+    assert!(h.fake.requests().is_empty(), "the upstream must not be called without the proxy key");
+    assert_eq!(h.http.get(h.url("/stat.json")).send().await.expect("stat").status(), 401);
+
+    assert_eq!(h.http.post(h.url(path)).header("x-goog-api-key", PROXY_KEY).json(&body).send().await.expect("goog").status(), 200);
+    assert_eq!(h.http.post(h.url(&format!("{path}?key={PROXY_KEY}"))).json(&body).send().await.expect("query").status(), 200);
+    assert_eq!(h.http.post(h.url(path)).bearer_auth(PROXY_KEY).json(&body).send().await.expect("bearer").status(), 200);
+    h.assert_only_pool_keys_upstream();
+    for r in h.fake.requests() {
+        assert!(r.query.as_deref().is_none_or(|q| !q.contains(PROXY_KEY)));
+    }
+}
+
+#[tokio::test]
+async fn the_proxys_own_errors_are_in_the_callers_dialect() {
+    let h = Harness::new(1).await;
+    let r = h.http.post(h.url("/v1/chat/completions")).bearer_auth("k").body("{not json").send().await.expect("bad json");
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("not valid JSON")));
+
+    let r = h.http.get(h.url("/v1beta/models/gemini-2.5-flash:generateContent")).header("x-goog-api-key", "k").send().await.expect("405");
+    assert_eq!(r.status(), 405);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], 405);
+
+    let r = h.http.get(h.url("/v1beta/files")).header("x-goog-api-key", "k").send().await.expect("404");
+    assert_eq!(r.status(), 404);
+    let r = h.http.get(h.url("/v1beta/models/..%2F..%2Fetc:generateContent")).header("x-goog-api-key", "k").send().await.expect("404");
+    assert_eq!(r.status(), 404);
+
+    let big = vec![b'a'; 33 * 1024 * 1024];
+    let r = h.http.post(h.url("/v1beta/models/m:generateContent")).header("x-goog-api-key", "k").body(big).send().await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    assert!(h.fake.requests().is_empty());
+}
