@@ -343,11 +343,13 @@ mod tests {
         }
     }
 
+    /// (method, path, query, creds, dialect, op, model, upstream path)
+    type Case<'a> = (&'a str, &'a str, &'a str, Credentials, Dialect, Op, Option<&'a str>, &'a str);
+
     #[test]
     fn detection_table() {
         let none = Credentials::default();
-        // (method, path, query, creds, dialect, op, model, upstream path)
-        let cases: Vec<(&str, &str, &str, Credentials, Dialect, Op, Option<&str>, &str)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("POST", "/v1beta/models/gemini-2.5-flash:generateContent", "", goog(), Dialect::Gemini, Op::GenerateContent, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:generateContent"),
             ("POST", "/v1/models/gemini-2.5-flash:streamGenerateContent", "alt=sse", goog(), Dialect::Gemini, Op::StreamGenerateContent, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:streamGenerateContent"),
             ("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", "", none.clone(), Dialect::Gemini, Op::StreamGenerateContent, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:streamGenerateContent"),
