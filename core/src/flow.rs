@@ -248,6 +248,34 @@ mod tests {
     }
 
     #[test]
+    fn no_input_panics() {
+        // A deterministic spray of hostile request lines through admission
+        // and body binding.
+        let pieces = [
+            "/", "v1", "v1beta", "models", "openai", "..", ".", "%2e", "%2F", "%", "%%", ":", "::", "gemini-2.5-flash",
+            ":generateContent", "?", "&", "key=", "=", "\\", "é", "\u{0}", "//", "stat", "chat", "completions", "*",
+        ];
+        let c = cfg(Some("k-123456789012"));
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut path = String::new();
+            for _ in 0..(seed % 9) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                path.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            for method in ["GET", "POST", "DELETE", ""] {
+                let headers = h(&[("x-goog-api-key", "k-123456789012"), ("content-length", "12")]);
+                if let Ok(Routed { target: Target::Forward(mut f), .. }) = admit(&c, method, &path, &headers) {
+                    let _ = f.bind_body(path.as_bytes());
+                    let _ = upstream_request(&c, &f, &headers, &lease(), path.len());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn attempts_are_bounded_and_explain_themselves() {
         let mut a = Attempts::new();
         let rl = Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerMinute, retry_after_ms: None, reason: "slow down".into() });

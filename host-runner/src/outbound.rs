@@ -108,3 +108,19 @@ impl WasiHttpHooks for Outbound {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configured_origins_are_allowed() {
+        let o = Outbound::new(&["https://generativelanguage.googleapis.com".into(), "http://127.0.0.1:8080".into()]).expect("origins");
+        for ok in ["https://generativelanguage.googleapis.com/v1beta/models", "http://127.0.0.1:8080/x"] {
+            assert!(o.is_allowed(&ok.parse().expect("uri")), "{ok}");
+        }
+        for bad in ["http://generativelanguage.googleapis.com/v1beta", "https://evil.example/v1beta", "http://127.0.0.1:8081/x", "/relative"] {
+            assert!(!o.is_allowed(&bad.parse().expect("uri")), "{bad}");
+        }
+    }
+}
