@@ -25,6 +25,8 @@ fn main() {
         .args(["build", "--release", "--locked", "-p", "gemini-proxy-component", "--target", TARGET])
         .arg("--target-dir")
         .arg(&target_dir);
+    // A lean guest: no debug info (the host's release profile keeps some).
+    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "true");
     // The outer build's flags are for the host, not the guest.
     for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"] {
         cmd.env_remove(var);

@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             for _ in 0..n {
                 let mut s = component.new_store();
-                component.pre().instantiate_async(&mut s).await?;
+                component.pre().instantiate_async(&mut s).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
             }
             anyhow::Ok(t.elapsed())
         }
