@@ -15,6 +15,7 @@ pub mod cron;
 pub mod error;
 pub mod flow;
 pub mod headers;
+pub mod persist;
 pub mod pool;
 pub mod route;
 pub mod secret;

@@ -36,7 +36,7 @@ pub enum RateLimitScope {
 }
 
 /// A 429, classified.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
     /// Which quota.
     pub scope: RateLimitScope,
@@ -47,7 +47,8 @@ pub struct RateLimit {
 }
 
 /// What happened when a key was used, as `core` classified it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Outcome {
     /// 2xx.
     Success,
@@ -78,7 +79,7 @@ pub enum Outcome {
 }
 
 /// One attempt's result, as a host's key store receives it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// The key used.
     pub key: KeyId,
@@ -98,7 +99,8 @@ pub struct Lease {
 }
 
 /// Why no key was handed out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Unavailable {
     /// Every key not disabled is cooling or exhausted for this model.
     AllLimited {

@@ -70,7 +70,8 @@ pub fn mask(secret: &str) -> String {
 
 /// A stable identifier for a key: derived from a hash of the secret, so it
 /// is the same on every host and across restarts, yet reveals nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct KeyId(String);
 
 impl KeyId {

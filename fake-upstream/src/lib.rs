@@ -9,7 +9,9 @@
 //!
 //! Remote control (for tests in other processes): `POST /_fake/behavior`
 //! with `{"key": "...", "behavior": "per-day"}` (or `"key": "*"` for the
-//! default), `GET /_fake/requests`, `POST /_fake/reset`.
+//! default), `GET /_fake/requests`, `POST /_fake/reset`, and `POST
+//! /_fake/hold` / `POST /_fake/release` to hold streams after their first
+//! chunk.
 #![deny(missing_docs)]
 
 mod responses;
@@ -416,6 +418,17 @@ async fn control(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             lock(&st.requests).clear();
             lock(&st.behaviors).clear();
             *lock(&st.default) = None;
+            *lock(&st.hold) = false;
+            st.release.notify_waiters();
+            json(StatusCode::OK, &serde_json::json!({"ok": true}))
+        }
+        "/_fake/hold" => {
+            *lock(&st.hold) = true;
+            json(StatusCode::OK, &serde_json::json!({"ok": true}))
+        }
+        "/_fake/release" => {
+            *lock(&st.hold) = false;
+            st.release.notify_waiters();
             json(StatusCode::OK, &serde_json::json!({"ok": true}))
         }
         "/_fake/behavior" => {

@@ -2,6 +2,7 @@
 //! SQLite (WAL) by a writer thread so that no request waits on the disk.
 
 use crate::clock::Clock;
+use proxy_core::persist;
 use proxy_core::pool::{Change, KeyRecord, MarkKind, UsageRecord};
 use proxy_core::stats::Snapshot;
 use proxy_core::{ApiKey, KeyId, KeyPool, Lease, Report, Unavailable};
@@ -63,27 +64,6 @@ impl std::fmt::Debug for SqliteKeyStore {
     }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS keys (
-    key_id TEXT PRIMARY KEY,
-    disabled_reason TEXT,
-    disabled_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS usage (
-    key_id TEXT NOT NULL,
-    model TEXT NOT NULL,
-    requests INTEGER NOT NULL DEFAULT 0,
-    successes INTEGER NOT NULL DEFAULT 0,
-    rate_limited INTEGER NOT NULL DEFAULT 0,
-    errors INTEGER NOT NULL DEFAULT 0,
-    last_used INTEGER,
-    mark_kind TEXT,
-    mark_until INTEGER,
-    mark_reason TEXT,
-    last_error TEXT,
-    PRIMARY KEY (key_id, model)
-);
-";
 
 impl SqliteKeyStore {
     /// Opens (or creates) the store at `path` for the configured `keys`.
@@ -98,7 +78,7 @@ impl SqliteKeyStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(persist::SCHEMA)?;
         let (key_records, usage_records) = load(&conn)?;
         let pool = KeyPool::restore(keys, key_records, usage_records);
         let (k, u) = pool.records();
@@ -190,15 +170,13 @@ fn mark_kind_text(k: MarkKind) -> &'static str {
 }
 
 fn load(conn: &Connection) -> Result<(Vec<KeyRecord>, Vec<UsageRecord>), rusqlite::Error> {
-    let mut stmt = conn.prepare("SELECT key_id, disabled_reason, disabled_at FROM keys")?;
+    let mut stmt = conn.prepare(persist::SELECT_KEYS)?;
     let keys = stmt
         .query_map([], |r| {
             Ok(KeyRecord { key_id: r.get(0)?, disabled_reason: r.get(1)?, disabled_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64) })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT key_id, model, requests, successes, rate_limited, errors, last_used, mark_kind, mark_until, mark_reason, last_error FROM usage",
-    )?;
+    let mut stmt = conn.prepare(persist::SELECT_USAGE)?;
     let usage = stmt
         .query_map([], |r| {
             let kind: Option<String> = r.get(7)?;
@@ -225,23 +203,13 @@ fn load(conn: &Connection) -> Result<(Vec<KeyRecord>, Vec<UsageRecord>), rusqlit
 }
 
 fn upsert_key(conn: &Connection, k: &KeyRecord) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(
-        "INSERT INTO keys (key_id, disabled_reason, disabled_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT(key_id) DO UPDATE SET disabled_reason = excluded.disabled_reason, disabled_at = excluded.disabled_at",
-    )?
+    conn.prepare_cached(persist::UPSERT_KEY)?
     .execute(params![k.key_id, k.disabled_reason, k.disabled_at.map(|v| v as i64)])?;
     Ok(())
 }
 
 fn upsert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(
-        "INSERT INTO usage (key_id, model, requests, successes, rate_limited, errors, last_used, mark_kind, mark_until, mark_reason, last_error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT(key_id, model) DO UPDATE SET requests = excluded.requests, successes = excluded.successes,
-           rate_limited = excluded.rate_limited, errors = excluded.errors, last_used = excluded.last_used,
-           mark_kind = excluded.mark_kind, mark_until = excluded.mark_until, mark_reason = excluded.mark_reason,
-           last_error = excluded.last_error",
-    )?
+    conn.prepare_cached(persist::UPSERT_USAGE)?
     .execute(params![
         u.key_id,
         u.model,
@@ -260,8 +228,7 @@ fn upsert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), rusqlite::Erro
 
 fn rewrite(conn: &mut Connection, keys: &[KeyRecord], usage: &[UsageRecord]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
-    tx.execute("DELETE FROM keys", [])?;
-    tx.execute("DELETE FROM usage", [])?;
+    tx.execute_batch(persist::DELETE_ALL)?;
     for k in keys {
         upsert_key(&tx, k)?;
     }
@@ -280,8 +247,7 @@ fn apply_write(conn: &mut Connection, w: Write, flushes: &mut Vec<mpsc::Sender<(
             upsert_usage(conn, &c.usage)
         }
         Write::Rewrite(k, u) => {
-            conn.execute("DELETE FROM keys", [])?;
-            conn.execute("DELETE FROM usage", [])?;
+            conn.execute_batch(persist::DELETE_ALL)?;
             for k in &k {
                 upsert_key(conn, k)?;
             }

@@ -1,0 +1,113 @@
+//! The end-to-end scenario list, run over HTTP against a proxy whose URL
+//! comes from the environment, in front of the fake upstream (driven
+//! through its `/_fake/…` control routes). The same list runs against
+//! host-runner and against the Worker in `wrangler dev`.
+//!
+//! Environment: `E2E_PROXY_URL`, `E2E_FAKE_ORIGIN`, `E2E_POOL_KEYS`
+//! (comma-separated, as configured in the proxy), `E2E_PROXY_KEY`.
+#![deny(missing_docs)]
+
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The proxy under test and its fake upstream.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Proxy base URL.
+    pub proxy: String,
+    /// Fake upstream origin.
+    pub fake: String,
+    /// Pool keys configured in the proxy.
+    pub keys: Vec<String>,
+    /// The proxy's access key.
+    pub proxy_key: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl Target {
+    /// From the environment; `None` when `E2E_PROXY_URL` is unset.
+    pub fn from_env() -> Option<Self> {
+        let proxy = std::env::var("E2E_PROXY_URL").ok()?;
+        let get = |v: &str| std::env::var(v).unwrap_or_else(|_| panic!("{v} must be set with E2E_PROXY_URL"));
+        Some(Self {
+            proxy: proxy.trim_end_matches('/').to_owned(),
+            fake: get("E2E_FAKE_ORIGIN"),
+            keys: get("E2E_POOL_KEYS").split(',').map(str::to_owned).collect(),
+            proxy_key: get("E2E_PROXY_KEY"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+        })
+    }
+
+    /// `POST /_fake/…` on the fake.
+    pub async fn fake(&self, path: &str, body: Value) {
+        let r = self.http.post(format!("{}/_fake/{path}", self.fake)).json(&body).send().await.expect("fake control");
+        assert!(r.status().is_success(), "fake control {path}");
+    }
+
+    /// Scripts a key's behavior on the fake.
+    pub async fn behave(&self, key: &str, behavior: &str) {
+        self.fake("behavior", json!({"key": key, "behavior": behavior})).await;
+    }
+
+    /// The requests the fake recorded.
+    pub async fn upstream_requests(&self) -> Vec<Value> {
+        let r = self.http.get(format!("{}/_fake/requests", self.fake)).send().await.expect("requests");
+        r.json::<Vec<Value>>().await.expect("json")
+    }
+
+    /// Keys the upstream saw, in order (asserting one credential each).
+    pub async fn keys_seen(&self) -> Vec<String> {
+        self.upstream_requests()
+            .await
+            .iter()
+            .map(|r| {
+                let creds = r["credentials"].as_array().expect("credentials");
+                assert_eq!(creds.len(), 1, "exactly one credential upstream: {r}");
+                creds[0][1].as_str().expect("key").to_owned()
+            })
+            .collect()
+    }
+
+    /// Fresh state: fake reset, proxy marks and counters cleared.
+    pub async fn fresh(&self) {
+        self.fake("reset", json!({})).await;
+        let r = self.http.post(format!("{}/stat/reset", self.proxy)).bearer_auth(&self.proxy_key).send().await.expect("reset");
+        assert_eq!(r.status(), 200, "POST /stat/reset");
+    }
+
+    /// A Gemini-native generateContent.
+    pub async fn generate(&self, model: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1beta/models/{model}:generateContent", self.proxy))
+            .header("x-goog-api-key", &self.proxy_key)
+            .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+            .send()
+            .await
+            .expect("generate")
+    }
+
+    /// An OpenAI chat completion.
+    pub async fn chat(&self, model: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.proxy))
+            .bearer_auth(&self.proxy_key)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("chat")
+    }
+
+    /// `/stat.json`.
+    pub async fn stats(&self) -> Value {
+        let r = self.http.get(format!("{}/stat.json", self.proxy)).bearer_auth(&self.proxy_key).send().await.expect("stats");
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("json")
+    }
+
+    /// The stats row of a pool key, by its masked form.
+    pub fn key_row<'a>(&self, stats: &'a Value, key: &str) -> &'a Value {
+        let masked = format!("{}…{}", &key[..4], &key[key.len() - 4..]);
+        stats["keys"].as_array().expect("keys").iter().find(|k| k["key"] == masked.as_str()).expect("key row")
+    }
+}

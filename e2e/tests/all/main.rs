@@ -1,0 +1,197 @@
+//! The scenario list. Each test starts from fresh state; the runner
+//! (`scripts/e2e`) runs them one at a time against one host.
+
+use e2e::Target;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+macro_rules! target {
+    () => {
+        match Target::from_env() {
+            Some(t) => {
+                t.fresh().await;
+                t
+            }
+            None => {
+                eprintln!("E2E_PROXY_URL is unset: scenario skipped (scripts/e2e runs these)");
+                return;
+            }
+        }
+    };
+}
+
+#[tokio::test]
+async fn native_and_openai_requests_carry_one_pool_key() {
+    let t = target!();
+    let r = t.generate("e2e-basic").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["candidates"][0]["content"]["parts"][0]["text"], "Hello from the fake e2e-basic.");
+    let r = t.chat("e2e-basic").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from the fake e2e-basic.");
+    let reqs = t.upstream_requests().await;
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0]["path"], "/v1beta/models/e2e-basic:generateContent");
+    assert_eq!(reqs[0]["credentials"][0][0], "goog-api-key");
+    assert_eq!(reqs[1]["path"], "/v1beta/openai/chat/completions");
+    assert_eq!(reqs[1]["credentials"][0][0], "bearer");
+    for k in t.keys_seen().await {
+        assert!(t.keys.contains(&k), "a non-pool credential went upstream");
+    }
+}
+
+#[tokio::test]
+async fn v1_models_follows_the_credential() {
+    let t = target!();
+    t.http.get(format!("{}/v1/models", t.proxy)).header("x-goog-api-key", &t.proxy_key).send().await.expect("gemini");
+    t.http.get(format!("{}/v1/models", t.proxy)).bearer_auth(&t.proxy_key).send().await.expect("openai");
+    let paths: Vec<String> = t.upstream_requests().await.iter().map(|r| r["path"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(paths, ["/v1beta/models", "/v1beta/openai/models"]);
+}
+
+#[tokio::test]
+async fn streams_arrive_before_the_upstream_finishes() {
+    let t = target!();
+    t.fake("hold", json!({})).await;
+    let mut r = t
+        .http
+        .post(format!("{}/v1beta/models/e2e-stream:streamGenerateContent?alt=sse", t.proxy))
+        .header("x-goog-api-key", &t.proxy_key)
+        .json(&json!({"contents": []}))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(r.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(10), r.chunk()).await.expect("first chunk while the upstream holds");
+    let first = String::from_utf8(first.expect("chunk").expect("bytes").to_vec()).expect("utf8");
+    assert!(first.starts_with("data: ") && !first.contains("chunk 1"), "{first}");
+    t.fake("release", json!({})).await;
+    let mut rest = String::new();
+    while let Some(c) = r.chunk().await.expect("rest") {
+        rest.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(rest.contains("chunk 2"));
+}
+
+#[tokio::test]
+async fn per_day_429_rotates_and_marks_the_key() {
+    let t = target!();
+    t.behave(&t.keys[0], "per-day").await;
+    for _ in 0..4 {
+        assert_eq!(t.generate("e2e-day").await.status(), 200);
+    }
+    let seen = t.keys_seen().await;
+    assert_eq!(seen.iter().filter(|k| **k == t.keys[0]).count(), 1, "the exhausted key was tried again: {seen:?}");
+    let stats = t.stats().await;
+    let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-day"];
+    assert_eq!(cell["state"], "exhausted");
+    assert!(cell["reason"].as_str().is_some_and(|r| r.contains("quota")));
+    assert!(!stats.to_string().contains(&t.keys[0]), "a secret in /stat.json");
+}
+
+#[tokio::test]
+async fn per_minute_429_cools_the_key() {
+    let t = target!();
+    t.behave(&t.keys[0], "per-minute:600").await;
+    for _ in 0..3 {
+        assert_eq!(t.generate("e2e-minute").await.status(), 200);
+    }
+    let stats = t.stats().await;
+    assert_eq!(t.key_row(&stats, &t.keys[0])["models"]["e2e-minute"]["state"], "cooling");
+}
+
+#[tokio::test]
+async fn invalid_keys_are_disabled() {
+    let t = target!();
+    t.behave(&t.keys[1], "invalid").await;
+    for _ in 0..4 {
+        assert_eq!(t.chat("e2e-invalid").await.status(), 200);
+    }
+    let seen = t.keys_seen().await;
+    assert_eq!(seen.iter().filter(|k| **k == t.keys[1]).count(), 1);
+    let stats = t.stats().await;
+    assert!(t.key_row(&stats, &t.keys[1])["disabled"]["reason"].as_str().is_some_and(|r| r.contains("API key not valid")));
+}
+
+#[tokio::test]
+async fn all_keys_exhausted_answer_429_in_the_callers_dialect() {
+    let t = target!();
+    t.behave("*", "per-day").await;
+    let r = t.generate("e2e-all").await;
+    assert_eq!(r.status(), 429);
+    let r = t.chat("e2e-all").await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+}
+
+#[tokio::test]
+async fn the_proxy_key_is_required() {
+    let t = target!();
+    let r = t
+        .http
+        .post(format!("{}/v1beta/models/e2e-auth:generateContent", t.proxy))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 401);
+    let r = t.http.get(format!("{}/stat.json", t.proxy)).send().await.expect("stats");
+    assert_eq!(r.status(), 401);
+    let r = t
+        .http
+        .post(format!("{}/v1beta/models/e2e-auth:generateContent?key={}", t.proxy, t.proxy_key))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let reqs = t.upstream_requests().await;
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0]["query"].is_null(), "the client's ?key= went upstream");
+}
+
+/// Phase 1 of the restart scenario (E2E_PHASE=before-restart): leaves a mark.
+#[tokio::test]
+async fn persistence_before_restart() {
+    if std::env::var("E2E_PHASE").as_deref() != Ok("before-restart") {
+        return;
+    }
+    let t = target!();
+    t.behave(&t.keys[0], "per-day").await;
+    for _ in 0..3 {
+        t.generate("e2e-persist").await;
+    }
+    let stats = t.stats().await;
+    assert_eq!(t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"]["state"], "exhausted");
+}
+
+/// Phase 2 (E2E_PHASE=after-restart): the mark and counts survived.
+#[tokio::test]
+async fn persistence_after_restart() {
+    if std::env::var("E2E_PHASE").as_deref() != Ok("after-restart") {
+        return;
+    }
+    let Some(t) = Target::from_env() else { return };
+    let stats = t.stats().await;
+    let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];
+    assert_eq!(cell["state"], "exhausted", "{stats}");
+    assert_eq!(cell["requests"], 1);
+}
+
+/// The daily job (E2E_PHASE=after-cron, after the runner fired it): counters
+/// cleared, the unexpired per-day mark kept.
+#[tokio::test]
+async fn daily_reset_keeps_unexpired_marks() {
+    if std::env::var("E2E_PHASE").as_deref() != Ok("after-cron") {
+        return;
+    }
+    let Some(t) = Target::from_env() else { return };
+    let stats = t.stats().await;
+    let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];
+    assert_eq!(cell["state"], "exhausted", "{stats}");
+    assert_eq!(cell["requests"], 0, "{stats}");
+}
