@@ -7,7 +7,7 @@ use proxy_core::config::parse_api_keys;
 use proxy_core::persist;
 use proxy_core::pool::{Change, KeyRecord, MarkKind, UsageRecord};
 use proxy_core::{KeyPool, Report, UnixMillis};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use worker::{Date, DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State, durable_object};
 
 struct Loaded {
@@ -23,6 +23,11 @@ pub struct ApiKeyManager {
     sql: SqlStorage,
     env: Env,
     loaded: RefCell<Option<Loaded>>,
+    /// Proxy traffic this instance served since it started: acquires and
+    /// reports (shown in `/stat.json` as `durable_object_requests`, so DO
+    /// traffic per proxied request can be measured).
+    acquires: Cell<u64>,
+    reports: Cell<u64>,
 }
 
 fn now() -> UnixMillis {
@@ -124,7 +129,7 @@ impl DurableObject for ApiKeyManager {
         if let Err(e) = sql.exec(persist::SCHEMA, None) {
             worker::console_error!("creating the key store schema failed: {e}");
         }
-        Self { sql, env, loaded: RefCell::new(None) }
+        Self { sql, env, loaded: RefCell::new(None), acquires: Cell::new(0), reports: Cell::new(0) }
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
@@ -140,6 +145,7 @@ impl DurableObject for ApiKeyManager {
         let pool = &mut loaded.pool;
         match path.as_str() {
             "/acquire" => {
+                self.acquires.set(self.acquires.get() + 1);
                 let a: AcquireRequest = serde_json::from_str(&body)?;
                 if let Some(report) = &a.settle {
                     self.apply(pool, report, now)?;
@@ -151,11 +157,17 @@ impl DurableObject for ApiKeyManager {
                 Response::from_json(&answer)
             }
             "/report" => {
+                self.reports.set(self.reports.get() + 1);
                 let report: Report = serde_json::from_str(&body)?;
                 self.apply(pool, &report, now)?;
                 Response::ok("")
             }
-            "/snapshot" => Response::ok(pool.snapshot(now).to_json().to_string()),
+            "/snapshot" => {
+                let mut json = pool.snapshot(now).to_json();
+                json["durable_object_requests"] =
+                    serde_json::json!({"acquire": self.acquires.get(), "report": self.reports.get()});
+                Response::ok(json.to_string())
+            }
             "/reset" => {
                 pool.reset_all();
                 self.rewrite(pool)?;

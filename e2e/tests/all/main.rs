@@ -195,3 +195,49 @@ async fn daily_reset_keeps_unexpired_marks() {
     assert_eq!(cell["state"], "exhausted", "{stats}");
     assert_eq!(cell["requests"], 0, "{stats}");
 }
+
+/// Worker only (its `/stat.json` counts the Durable Object's acquires and
+/// reports): a plain success costs 2 DO requests (the acquire on the
+/// critical path, the report after the response), a request retried once
+/// after a 429 costs 3 (acquire, an acquire carrying the 429's report, the
+/// final report).
+#[tokio::test]
+async fn durable_object_requests_per_proxied_request() {
+    let t = target!();
+    let counts = |s: &Value| {
+        let d = &s["durable_object_requests"];
+        Some((d["acquire"].as_u64()?, d["report"].as_u64()?))
+    };
+    let Some(_) = counts(&t.stats().await) else { return };
+    // Reports land a moment after the response (waitUntil): poll for them.
+    let measure = |model: &'static str| {
+        let t = t.clone();
+        async move {
+            let (a0, r0) = counts(&t.stats().await).expect("counts");
+            let upstream0 = t.upstream_requests().await.len();
+            assert_eq!(t.generate(model).await.status(), 200);
+            let attempts = t.upstream_requests().await.len() - upstream0;
+            let mut now = (a0, r0);
+            for _ in 0..100 {
+                now = counts(&t.stats().await).expect("counts");
+                if now.1 > r0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (attempts, now.0 - a0 + now.1 - r0)
+        }
+    };
+    let (attempts, plain) = measure("e2e-do").await;
+    assert_eq!(attempts, 1);
+    // Rotation is round-robin in configuration order: make the key after
+    // the one that just served answer a per-minute 429.
+    let served = t.keys_seen().await.last().cloned().expect("a key served");
+    let i = t.keys.iter().position(|k| *k == served).expect("pool key");
+    t.behave(&t.keys[(i + 1) % t.keys.len()], "per-minute:600").await;
+    let (attempts_retried, retried) = measure("e2e-do").await;
+    eprintln!("durable object requests: plain success {plain}, with one 429 retry {retried} ({attempts_retried} attempts)");
+    assert_eq!(plain, 2, "DO requests for a plain success");
+    assert_eq!(attempts_retried, 2);
+    assert_eq!(retried, 3, "DO requests for a request retried once");
+}
