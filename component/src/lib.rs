@@ -18,9 +18,9 @@ mod bindings {
 use bindings::exports::wasi::http::incoming_handler::Guest;
 use bindings::gemini_proxy::host::key_store;
 use bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
-use proxy_core::error::{Dialect, ProxyError, Response};
-use proxy_core::flow::{self, Attempts};
-use proxy_core::route::{Forward, MAX_BODY_BYTES, Target};
+use proxy_core::error::{Dialect, ProxyError};
+use proxy_core::flow::{self, Attempts, Decision};
+use proxy_core::route::{Forward, MAX_BODY_BYTES};
 use proxy_core::upstream::{self, Verdict};
 use proxy_core::{Config, Outcome, secret};
 
@@ -38,22 +38,19 @@ impl Guest for Component {
         let method = http::method_name(&request.method());
         let path_and_query = request.path_with_query().unwrap_or_else(|| "/".to_owned());
         let headers = http::header_list(&request.headers());
-        let routed = match flow::admit(&config, &method, &path_and_query, &headers) {
-            Ok(r) => r,
-            Err((e, dialect)) => return http::respond(out, &e.to_response(dialect)),
-        };
-        match routed.target {
-            Target::StatsJson | Target::StatsPage => {
-                let snapshot = convert::snapshot(key_store::snapshot());
-                let mut r = Response::json(200, snapshot.to_json().to_string());
-                r.headers.push(("cache-control".into(), "no-store".into()));
-                http::respond(out, &r);
-            }
-            Target::StatsReset => {
+        match flow::decide(&config, &method, &path_and_query, &headers) {
+            Decision::Respond(r) => http::respond(out, &r),
+            Decision::StatsJson => http::respond(out, &flow::stats_json(&convert::snapshot(key_store::snapshot()))),
+            Decision::StatsPage => http::respond(out, &flow::stats_page(&convert::snapshot(key_store::snapshot()))),
+            Decision::StatsReset => {
                 key_store::reset();
-                http::respond(out, &Response::json(200, r#"{"reset":true}"#.to_owned()));
+                http::respond(out, &flow::reset_done());
             }
-            Target::Forward(fwd) => forward(&config, fwd, request, &headers, out),
+            Decision::StatsLogin => match http::read_request_body(request, 64 * 1024) {
+                Ok(body) => http::respond(out, &flow::login(&config, &headers, &body)),
+                Err(e) => http::respond(out, &e.to_response(Dialect::Gemini)),
+            },
+            Decision::Forward(fwd) => forward(&config, fwd, request, &headers, out),
         }
     }
 }

@@ -39,6 +39,9 @@ pub enum ProxyError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// Authenticated, but not allowed this way.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// The request body is over the limit.
     #[error("request body is larger than the proxy's limit of {limit} bytes")]
     PayloadTooLarge {
@@ -104,6 +107,31 @@ impl Response {
     pub fn json(status: u16, body: String) -> Self {
         Self { status, headers: Vec::new(), content_type: "application/json; charset=utf-8", body }
     }
+
+    /// An HTML page, never cached, locked down to its own inline style and
+    /// script and same-origin requests.
+    pub fn html(status: u16, body: String) -> Self {
+        let headers = vec![
+            ("cache-control".into(), "no-store".into()),
+            (
+                "content-security-policy".into(),
+                "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; \
+                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+                    .into(),
+            ),
+            ("x-content-type-options".into(), "nosniff".into()),
+            ("referrer-policy".into(), "no-referrer".into()),
+        ];
+        Self { status, headers, content_type: "text/html; charset=utf-8", body }
+    }
+
+    /// A `303 See Other` to `location`.
+    pub fn redirect(location: &str) -> Self {
+        let mut r = Self { status: 303, headers: Vec::new(), content_type: "text/plain; charset=utf-8", body: String::new() };
+        r.headers.push(("location".into(), location.into()));
+        r.headers.push(("cache-control".into(), "no-store".into()));
+        r
+    }
 }
 
 impl ProxyError {
@@ -114,6 +142,7 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => 405,
             Self::Unauthorized(_) => 401,
             Self::BadRequest(_) => 400,
+            Self::Forbidden(_) => 403,
             Self::PayloadTooLarge { .. } => 413,
             Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => 429,
             Self::NoUsableKey { .. } => 503,
@@ -128,6 +157,7 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => "UNIMPLEMENTED",
             Self::Unauthorized(_) => "UNAUTHENTICATED",
             Self::BadRequest(_) | Self::PayloadTooLarge { .. } => "INVALID_ARGUMENT",
+            Self::Forbidden(_) => "PERMISSION_DENIED",
             Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => "RESOURCE_EXHAUSTED",
             Self::NoUsableKey { .. } | Self::UpstreamFailed { .. } => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
@@ -140,6 +170,7 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
             Self::Unauthorized(_) => ("authentication_error", "invalid_api_key"),
             Self::BadRequest(_) => ("invalid_request_error", "invalid_request"),
+            Self::Forbidden(_) => ("permission_error", "forbidden"),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
             Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => ("rate_limit_error", "rate_limit_exceeded"),
             Self::NoUsableKey { .. } => ("server_error", "no_usable_key"),

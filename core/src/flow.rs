@@ -3,12 +3,13 @@
 //! [`Attempts`] remembers which keys it tried and decides when to stop;
 //! [`upstream_request`] builds what goes upstream for a lease.
 
-use crate::auth::Credentials;
+use crate::auth::{Credentials, percent_decode};
 use crate::config::{Config, UpstreamBase};
-use crate::error::{Dialect, ProxyError};
+use crate::error::{Dialect, ProxyError, Response};
 use crate::headers::{self, forward_request_header};
 use crate::pool::{Lease, Outcome, Unavailable};
-use crate::route::{self, Forward, MAX_BODY_BYTES, Routed};
+use crate::route::{self, Forward, MAX_BODY_BYTES, Routed, Target};
+use crate::session;
 use crate::secret::KeyId;
 
 /// At most this many upstream attempts (so keys) per request.
@@ -37,6 +38,127 @@ pub fn admit(cfg: &Config, method: &str, path_and_query: &str, headers: &[(Strin
         }
     }
     Ok(routed)
+}
+
+/// Header the `/stat` page sends with its reset; a cross-site form cannot
+/// set it, so a cookie alone never resets.
+pub const ACTION_HEADER: &str = "x-gemini-proxy-action";
+
+/// What a host does with a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Answer this, as it is.
+    Respond(Response),
+    /// Relay upstream.
+    Forward(Forward),
+    /// `/stat.json`: render the snapshot with [`stats_json`].
+    StatsJson,
+    /// `/stat`: render the snapshot with [`stats_page`].
+    StatsPage,
+    /// `POST /stat/reset`: reset the store, answer [`reset_done`].
+    StatsReset,
+    /// `POST /stat/login`: read the form body, answer [`login`].
+    StatsLogin,
+}
+
+/// Decides what to do with a request: the API routes through [`admit`];
+/// the `/stat` routes also accept the page's session cookie, answer a
+/// browser without credentials with the login page, and turn a `?key=`
+/// visit into a session and a redirect to the clean URL.
+pub fn decide(cfg: &Config, method: &str, path_and_query: &str, headers: &[(String, Vec<u8>)]) -> Decision {
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let creds = Credentials::from_request(headers, query);
+    let target = match route::route(method, path, query, &creds) {
+        Ok(Routed { target: Target::Forward(_), .. }) | Err(_) => None,
+        Ok(Routed { target, dialect }) => Some((target, dialect)),
+    };
+    let Some((target, dialect)) = target else {
+        return match admit(cfg, method, path_and_query, headers) {
+            Ok(Routed { target: Target::Forward(f), .. }) => Decision::Forward(f),
+            Ok(_) => Decision::Respond(ProxyError::Internal("unexpected route".into()).to_response(Dialect::Gemini)),
+            Err((e, d)) => Decision::Respond(e.to_response(d)),
+        };
+    };
+    let key = cfg.proxy_key.as_ref();
+    let by_credential = creds.authorize(key).is_ok();
+    let by_cookie = key.is_some_and(|k| session::is_valid(headers, k));
+    let unauthorized = |why| Decision::Respond(ProxyError::Unauthorized(why).to_response(dialect));
+    match target {
+        Target::StatsPage => match (key, &creds.query_key) {
+            (Some(k), Some(q)) if k.matches(q) => {
+                let mut r = Response::redirect("/stat");
+                r.headers.push(("set-cookie".into(), session::set_cookie(k, session::is_https(headers))));
+                Decision::Respond(r)
+            }
+            _ if by_credential || by_cookie => Decision::StatsPage,
+            _ => {
+                let error = creds.query_key.is_some().then_some("That is not this proxy's key.");
+                Decision::Respond(Response::html(401, crate::page::login(error)))
+            }
+        },
+        Target::StatsJson if by_credential || by_cookie => Decision::StatsJson,
+        Target::StatsJson => unauthorized("this proxy needs its access key (PROXY_API_KEY) for /stat.json"),
+        Target::StatsReset => {
+            let header_credential = creds.bearer.is_some() || creds.goog_api_key.is_some();
+            let from_page = headers::get(headers, ACTION_HEADER).is_some_and(|v| v == "reset");
+            if !(by_credential || by_cookie) {
+                unauthorized("this proxy needs its access key (PROXY_API_KEY) to reset")
+            } else if (by_credential && header_credential) || from_page {
+                Decision::StatsReset
+            } else {
+                Decision::Respond(
+                    ProxyError::Forbidden(
+                        "a reset needs the key in a header (Authorization: Bearer or x-goog-api-key) or the /stat page's button",
+                    )
+                    .to_response(dialect),
+                )
+            }
+        }
+        Target::StatsLogin => Decision::StatsLogin,
+        Target::Forward(_) => unreachable_forward(),
+    }
+}
+
+fn unreachable_forward() -> Decision {
+    Decision::Respond(ProxyError::Internal("unexpected forward".into()).to_response(Dialect::Gemini))
+}
+
+/// Answers the login form (`key=…`, form-encoded): a session and a
+/// redirect to `/stat`, or the login page again.
+pub fn login(cfg: &Config, headers: &[(String, Vec<u8>)], body: &[u8]) -> Response {
+    let form = String::from_utf8_lossy(body);
+    let given = form
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == "key")
+        .map(|(_, v)| percent_decode(v))
+        .unwrap_or_default();
+    match &cfg.proxy_key {
+        None => Response::redirect("/stat"),
+        Some(k) if k.matches(&given) => {
+            let mut r = Response::redirect("/stat");
+            r.headers.push(("set-cookie".into(), session::set_cookie(k, session::is_https(headers))));
+            r
+        }
+        Some(_) => Response::html(401, crate::page::login(Some("That is not this proxy's key."))),
+    }
+}
+
+/// The `/stat.json` answer.
+pub fn stats_json(snapshot: &crate::stats::Snapshot) -> Response {
+    let mut r = Response::json(200, snapshot.to_json().to_string());
+    r.headers.push(("cache-control".into(), "no-store".into()));
+    r
+}
+
+/// The `/stat` answer.
+pub fn stats_page(snapshot: &crate::stats::Snapshot) -> Response {
+    Response::html(200, crate::page::render(snapshot))
+}
+
+/// The answer to a reset.
+pub fn reset_done() -> Response {
+    Response::json(200, r#"{"reset":true}"#.to_owned())
 }
 
 /// The keys one request tried, and what happened.
@@ -245,6 +367,58 @@ mod tests {
         let f = forward(admit(&c, "GET", "/v1/models", &h(&[("authorization", "Bearer x")])).expect("ok"));
         let up = upstream_request(&c, &f, &[], &lease(), 0);
         assert_eq!((up.method, up.path_and_query.as_str()), ("GET", "/v1beta/openai/models"));
+    }
+
+    #[test]
+    fn stat_routes_take_credentials_or_the_session() {
+        let c = cfg(Some("proxy-key-123456"));
+        let key = c.proxy_key.clone().expect("key");
+        // A browser without anything: the login page.
+        match decide(&c, "GET", "/stat", &[]) {
+            Decision::Respond(r) => {
+                assert_eq!(r.status, 401);
+                assert!(r.content_type.starts_with("text/html") && r.body.contains("/stat/login"));
+            }
+            d => panic!("{d:?}"),
+        }
+        // ?key= opens a session and redirects to the clean URL.
+        match decide(&c, "GET", "/stat?key=proxy-key-123456", &[]) {
+            Decision::Respond(r) => {
+                assert_eq!(r.status, 303);
+                assert!(r.headers.contains(&("location".into(), "/stat".into())));
+                let cookie = &r.headers.iter().find(|(k, _)| k == "set-cookie").expect("cookie").1;
+                assert!(cookie.contains("HttpOnly") && !cookie.contains("proxy-key-123456"));
+            }
+            d => panic!("{d:?}"),
+        }
+        let session = h(&[("cookie", &format!("gp_session={}", session::token(&key)))]);
+        assert_eq!(decide(&c, "GET", "/stat", &session), Decision::StatsPage);
+        assert_eq!(decide(&c, "GET", "/stat.json", &session), Decision::StatsJson);
+        assert_eq!(decide(&c, "GET", "/stat", &h(&[("authorization", "Bearer proxy-key-123456")])), Decision::StatsPage);
+        assert_eq!(decide(&c, "GET", "/stat", &h(&[("x-goog-api-key", "proxy-key-123456")])), Decision::StatsPage);
+        // Reset: a cookie alone is not enough (cross-site forms carry none of the header).
+        match decide(&c, "POST", "/stat/reset", &session) {
+            Decision::Respond(r) => assert_eq!(r.status, 403),
+            d => panic!("{d:?}"),
+        }
+        let mut from_page = session.clone();
+        from_page.push((ACTION_HEADER.into(), b"reset".to_vec()));
+        assert_eq!(decide(&c, "POST", "/stat/reset", &from_page), Decision::StatsReset);
+        assert_eq!(decide(&c, "POST", "/stat/reset", &h(&[("authorization", "Bearer proxy-key-123456")])), Decision::StatsReset);
+        match decide(&c, "POST", "/stat/reset", &[]) {
+            Decision::Respond(r) => assert_eq!(r.status, 401),
+            d => panic!("{d:?}"),
+        }
+        // The login form.
+        let r = login(&c, &[], b"key=proxy-key-123456");
+        assert_eq!(r.status, 303);
+        assert!(r.headers.iter().any(|(k, v)| k == "set-cookie" && v.contains(&session::token(&key))));
+        assert_eq!(login(&c, &[], b"key=wrong").status, 401);
+        // API routes still answer JSON.
+        match decide(&c, "POST", "/v1/chat/completions", &[]) {
+            Decision::Respond(r) => assert!(r.content_type.starts_with("application/json")),
+            d => panic!("{d:?}"),
+        }
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub enum Target {
     StatsReset,
     /// `GET /stat`.
     StatsPage,
+    /// `POST /stat/login` (the page's login form).
+    StatsLogin,
 }
 
 /// A routed request: its target, and the dialect to answer errors in.
@@ -147,6 +149,7 @@ enum Pattern {
     StatsJson,
     StatsReset,
     StatsPage,
+    StatsLogin,
 }
 
 fn router() -> &'static Router<Pattern> {
@@ -168,6 +171,7 @@ fn router() -> &'static Router<Pattern> {
             ("/stat.json", Pattern::StatsJson),
             ("/stat/reset", Pattern::StatsReset),
             ("/stat", Pattern::StatsPage),
+            ("/stat/login", Pattern::StatsLogin),
         ];
         for (path, pattern) in routes {
             if r.insert(*path, *pattern).is_err() {
@@ -299,6 +303,7 @@ pub fn route(method: &str, path: &str, query: &str, creds: &Credentials) -> Resu
         Pattern::StatsJson => stat(Target::StatsJson, "GET"),
         Pattern::StatsReset => stat(Target::StatsReset, "POST"),
         Pattern::StatsPage => stat(Target::StatsPage, "GET"),
+        Pattern::StatsLogin => stat(Target::StatsLogin, "POST"),
     };
     result.map_err(|(e, _)| e)
 }

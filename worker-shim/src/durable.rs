@@ -168,6 +168,7 @@ impl DurableObject for ApiKeyManager {
                     serde_json::json!({"acquire": self.acquires.get(), "report": self.reports.get()});
                 Response::ok(json.to_string())
             }
+            "/page" => Response::ok(proxy_core::page::render(&pool.snapshot(now))),
             "/reset" => {
                 pool.reset_all();
                 self.rewrite(pool)?;

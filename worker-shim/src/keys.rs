@@ -66,6 +66,10 @@ impl KeyStore {
         call(&self.stub, "/snapshot", None).await?.text().await
     }
 
+    pub async fn page_html(&self) -> worker::Result<String> {
+        call(&self.stub, "/page", None).await?.text().await
+    }
+
     pub async fn reset(&self) -> worker::Result<()> {
         call(&self.stub, "/reset", Some(String::new())).await.map(drop)
     }

@@ -11,9 +11,9 @@ mod wire;
 
 use keys::KeyStore;
 use proxy_core::error::{Dialect, ProxyError, Response as CoreResponse};
-use proxy_core::flow::{self, Attempts, MAX_ERROR_BODY_BYTES};
+use proxy_core::flow::{self, Attempts, Decision, MAX_ERROR_BODY_BYTES};
 use proxy_core::headers::forward_response_header;
-use proxy_core::route::{Forward, MAX_BODY_BYTES, Target};
+use proxy_core::route::{Forward, MAX_BODY_BYTES};
 use proxy_core::upstream::{self, Verdict};
 use proxy_core::{Config, Outcome, Report, secret};
 use worker::{
@@ -52,24 +52,25 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     };
     let method = req.method().to_string();
     let headers: Vec<(String, Vec<u8>)> = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
-    let routed = match flow::admit(&config, &method, &path_and_query, &headers) {
-        Ok(r) => r,
-        Err((e, dialect)) => return fail(&e, dialect),
-    };
     let store = KeyStore::new(&env)?;
-    match routed.target {
-        Target::StatsJson | Target::StatsPage => {
+    match flow::decide(&config, &method, &path_and_query, &headers) {
+        Decision::Respond(r) => respond(&r),
+        Decision::StatsJson => {
             let json = store.snapshot_json().await?;
-            let headers = Headers::new();
-            headers.set("content-type", "application/json; charset=utf-8")?;
-            headers.set("cache-control", "no-store")?;
-            Ok(Response::from_bytes(json.into_bytes())?.with_headers(headers))
+            let mut r = CoreResponse::json(200, json);
+            r.headers.push(("cache-control".into(), "no-store".into()));
+            respond(&r)
         }
-        Target::StatsReset => {
+        Decision::StatsPage => respond(&CoreResponse::html(200, store.page_html().await?)),
+        Decision::StatsReset => {
             store.reset().await?;
-            respond(&CoreResponse::json(200, r#"{"reset":true}"#.to_owned()))
+            respond(&flow::reset_done())
         }
-        Target::Forward(fwd) => {
+        Decision::StatsLogin => {
+            let body = req.bytes().await?;
+            respond(&flow::login(&config, &headers, &body))
+        }
+        Decision::Forward(fwd) => {
             let body = req.bytes().await?;
             forward(&config, fwd, &headers, body, &store, &ctx).await
         }

@@ -166,8 +166,11 @@ async fn reset_clears_marks_and_the_daily_job_keeps_disabled_keys() {
     assert_eq!(s["keys"][0]["models"]["gemini-2.5-pro"]["state"], "exhausted");
     assert_eq!(s["keys"][0]["models"]["gemini-2.5-pro"]["requests"], 0);
     assert!(!s["keys"][1]["disabled"].is_null());
-    // POST /stat/reset clears everything.
+    // A bare POST (what a cross-site form can send) is refused, even on an open proxy.
     let r = h.http.post(h.url("/stat/reset")).send().await.expect("reset");
+    assert_eq!(r.status(), 403);
+    // POST /stat/reset with a header credential clears everything.
+    let r = h.http.post(h.url("/stat/reset")).bearer_auth("any").send().await.expect("reset");
     assert_eq!(r.status(), 200);
     let s = h.stats().await;
     assert!(s["keys"][0]["models"].as_object().is_some_and(|m| m.is_empty()));
