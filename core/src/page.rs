@@ -10,6 +10,10 @@ use std::fmt::Write;
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(s: &str, out: &mut String) {
+    if !s.contains(['&', '<', '>', '"', '\'']) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -20,6 +24,22 @@ pub fn escape(s: &str, out: &mut String) {
             c => out.push(c),
         }
     }
+}
+
+/// Appends a number without the formatting machinery (this runs for every
+/// cell).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
 }
 
 fn esc(s: &str) -> String {
@@ -73,7 +93,9 @@ function tick(){var now=Date.now();document.querySelectorAll("[data-until]").for
 function show(){var box=document.getElementById("reason");document.querySelectorAll("td.sel").forEach(function(c){c.classList.remove("sel");});
  var cell=sel&&document.querySelector('td[data-cell="'+CSS.escape(sel)+'"]');
  if(!cell){box.hidden=true;return;}cell.classList.add("sel");
- box.hidden=false;box.textContent="";var h=document.createElement("strong");h.textContent=cell.dataset.title;box.appendChild(h);
+ box.hidden=false;box.textContent="";var h=document.createElement("strong");
+ var col=cell.closest("table").querySelectorAll("thead th")[cell.cellIndex];
+ h.textContent=cell.closest("tr").querySelector("code").textContent+" · "+(col?col.textContent:"")+" · "+(cell.classList.contains("exhausted")?"exhausted for the day":"cooling down")+" until "+new Date(+cell.dataset.free).toISOString().replace(".000","");box.appendChild(h);
  box.appendChild(document.createTextNode("\n"+cell.dataset.reason));}
 document.addEventListener("click",function(ev){var c=ev.target.closest("td.mark");if(!c)return;sel=(sel===c.dataset.cell)?null:c.dataset.cell;show();});
 function refresh(){fetch(location.pathname,{credentials:"same-origin",headers:{accept:"text/html"}}).then(function(r){if(!r.ok)throw r;return r.text();}).then(function(t){
@@ -85,15 +107,6 @@ document.getElementById("reset").addEventListener("click",function(){if(!confirm
 setInterval(refresh,15000);setInterval(tick,1000);tick();
 })();
 "#;
-
-fn cell_class(state: &KeyState) -> (&'static str, &'static str) {
-    match state {
-        KeyState::Exhausted { .. } => ("mark exhausted", "exhausted for the day"),
-        KeyState::Cooling { .. } => ("mark cooling", "cooling down"),
-        KeyState::Disabled => ("", "disabled"),
-        KeyState::Ok => ("", ""),
-    }
-}
 
 fn until_span(out: &mut String, now: UnixMillis, until: UnixMillis) {
     let _ = write!(out, r#"<span data-until="{}">in {}</span>"#, until.0, duration(now.until(until)));
@@ -163,32 +176,39 @@ pub fn render(s: &Snapshot) -> String {
         }
         out.push_str("</td>");
         let mut total = 0;
+        // Both lists are sorted by model name: walk them together.
+        let mut cells = k.models.iter().peekable();
         for name in &model_names {
-            let Some(m) = k.models.iter().find(|m| m.model == *name) else {
+            while cells.next_if(|m| m.model.as_str() < *name).is_some() {}
+            let Some(m) = cells.next_if(|m| m.model == *name) else {
                 out.push_str("<td>0</td>");
                 continue;
             };
             total += m.requests;
-            let (class, what) = cell_class(&m.state);
-            if class.is_empty() {
-                let _ = write!(out, "<td>{}</td>", m.requests);
-                continue;
-            }
-            let until = match m.state {
-                KeyState::Exhausted { until } | KeyState::Cooling { until } => until,
-                _ => s.now,
+            let (class, badge) = match m.state {
+                KeyState::Exhausted { until } => ("exhausted", (r#"<span class="badge b-day">day</span>"#, until)),
+                KeyState::Cooling { until } => ("cooling", (r#"<span class="badge b-min">min</span>"#, until)),
+                KeyState::Ok | KeyState::Disabled => {
+                    out.push_str("<td>");
+                    push_u64(&mut out, m.requests);
+                    out.push_str("</td>");
+                    continue;
+                }
             };
-            let title = format!("{} · {} · {} until {}", k.masked, m.model, what, until.to_rfc3339());
-            let badge = if matches!(m.state, KeyState::Exhausted { .. }) { r#"<span class="badge b-day">day</span>"# } else { r#"<span class="badge b-min">min</span>"# };
-            let _ = write!(
-                out,
-                r#"<td class="{class}" data-cell="{}/{}" data-title="{}" data-reason="{}" title="{what}">{}{badge}</td>"#,
-                esc(k.id.as_str()),
-                esc(&m.model),
-                esc(&title),
-                esc(m.reason.as_deref().unwrap_or("no reason given")),
-                m.requests
-            );
+            out.push_str(r#"<td class="mark "#);
+            out.push_str(class);
+            out.push_str(r#"" data-cell=""#);
+            escape(k.id.as_str(), &mut out);
+            out.push('/');
+            escape(&m.model, &mut out);
+            out.push_str(r#"" data-free=""#);
+            push_u64(&mut out, badge.1.0);
+            out.push_str(r#"" data-reason=""#);
+            escape(m.reason.as_deref().unwrap_or("no reason given"), &mut out);
+            out.push_str(r#"">"#);
+            push_u64(&mut out, m.requests);
+            out.push_str(badge.0);
+            out.push_str("</td>");
         }
         let _ = write!(out, "<td>{total}</td></tr>");
     }

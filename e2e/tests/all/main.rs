@@ -241,3 +241,27 @@ async fn durable_object_requests_per_proxied_request() {
     assert_eq!(attempts_retried, 2);
     assert_eq!(retried, 3, "DO requests for a request retried once");
 }
+
+#[tokio::test]
+async fn the_stat_page_shows_marks_and_reasons_without_secrets() {
+    let t = target!();
+    t.behave(&t.keys[0], "per-day").await;
+    for _ in 0..3 {
+        t.generate("e2e-page").await;
+    }
+    let r = t.http.get(format!("{}/stat", t.proxy)).send().await.expect("page");
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.expect("text").contains(r#"action="/stat/login""#), "the login form");
+    let r = t.http.get(format!("{}/stat", t.proxy)).bearer_auth(&t.proxy_key).send().await.expect("page");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap_or_default().starts_with("text/html"));
+    let html = r.text().await.expect("html");
+    let masked = format!("{}…{}", &t.keys[0][..4], &t.keys[0][t.keys[0].len() - 4..]);
+    assert!(html.contains(&format!("<code>{masked}</code>")));
+    assert!(html.contains(r#"class="mark exhausted""#));
+    assert!(html.contains("e2e-page"));
+    assert!(html.contains("exceeded your current quota"));
+    for k in t.keys.iter().chain([&t.proxy_key]) {
+        assert!(!html.contains(k.as_str()), "a secret in /stat");
+    }
+}
