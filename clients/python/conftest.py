@@ -11,8 +11,15 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-POOL_KEYS = [f"AIzaSyPYTHONpoolKEY{i:0>20}" for i in range(3)]
-PROXY_KEY = "AQ.pythonPROXYkey0123456789abcdefXYZ"
+# Against a proxy someone else started (scripts/e2e, for every host), or
+# else against a host-runner this suite starts itself.
+EXTERNAL = os.environ.get("E2E_PROXY_URL")
+if EXTERNAL:
+    POOL_KEYS = os.environ["E2E_POOL_KEYS"].split(",")
+    PROXY_KEY = os.environ["E2E_PROXY_KEY"]
+else:
+    POOL_KEYS = [f"AIzaSyPYTHONpoolKEY{i:0>20}" for i in range(3)]
+    PROXY_KEY = "AQ.pythonPROXYkey0123456789abcdefXYZ"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -52,6 +59,12 @@ class Fake:
 
 @pytest.fixture(scope="session")
 def stack():
+    if EXTERNAL:
+        req = urllib.request.Request(EXTERNAL + "/stat/reset", data=b"", method="POST",
+                                     headers={"authorization": "Bearer " + PROXY_KEY})
+        urllib.request.urlopen(req).read()
+        yield {"url": EXTERNAL, "fake": Fake(os.environ["E2E_FAKE_ORIGIN"])}
+        return
     fake = subprocess.Popen(
         [os.path.join(TARGET, "debug", "fake-upstream"), "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

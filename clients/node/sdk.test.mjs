@@ -1,0 +1,104 @@
+// The official Node SDKs (openai, @google/genai) against a running proxy,
+// with only base URL and key changed. scripts/e2e runs this against every
+// host with E2E_PROXY_URL, E2E_FAKE_ORIGIN, E2E_POOL_KEYS, E2E_PROXY_KEY set.
+import { test, before } from "node:test";
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import { GoogleGenAI } from "@google/genai";
+
+const env = process.env;
+const external = env.E2E_PROXY_URL;
+const skip = external ? false : "E2E_PROXY_URL is unset (scripts/e2e runs this)";
+const MODEL = "gemini-2.5-flash";
+
+async function fake(path, body) {
+  const r = await fetch(`${env.E2E_FAKE_ORIGIN}/_fake/${path}`, body ? { method: "POST", body: JSON.stringify(body) } : {});
+  return r.json();
+}
+
+async function upstreamSawOnlyPoolKeys(prefix) {
+  const pool = env.E2E_POOL_KEYS.split(",");
+  const reqs = await fake("requests");
+  assert.ok(reqs.length > 0, "the upstream saw no request");
+  for (const r of reqs) {
+    assert.equal(r.credentials.length, 1, JSON.stringify(r));
+    const [mechanism, key] = r.credentials[0];
+    assert.ok(pool.includes(key), "a non-pool credential went upstream");
+    assert.ok(r.path.startsWith(prefix), r.path);
+    assert.equal(mechanism, r.path.startsWith("/v1beta/openai/") ? "bearer" : "goog-api-key");
+  }
+}
+
+before(async () => {
+  if (skip) return;
+  await fetch(`${external}/stat/reset`, { method: "POST", headers: { authorization: `Bearer ${env.E2E_PROXY_KEY}` } });
+});
+
+const fresh = () => fake("reset", {});
+const oai = () => new OpenAI({ baseURL: `${external}/v1`, apiKey: env.E2E_PROXY_KEY, maxRetries: 0 });
+
+test("openai: chat", { skip }, async () => {
+  await fresh();
+  const r = await oai().chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "hi" }] });
+  assert.equal(r.choices[0].message.content, `Hello from the fake ${MODEL}.`);
+  await upstreamSawOnlyPoolKeys("/v1beta/openai/chat/completions");
+});
+
+test("openai: chat stream", { skip }, async () => {
+  await fresh();
+  const stream = await oai().chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "hi" }], stream: true });
+  let text = "";
+  for await (const c of stream) text += c.choices[0]?.delta?.content ?? "";
+  assert.equal(text, "chunk 0 chunk 1 chunk 2 ");
+  await upstreamSawOnlyPoolKeys("/v1beta/openai/chat/completions");
+});
+
+test("openai: embeddings, float and the SDK's default base64", { skip }, async () => {
+  await fresh();
+  let r = await oai().embeddings.create({ model: "gemini-embedding-001", input: ["a", "b"], encoding_format: "float" });
+  assert.equal(r.data.length, 2);
+  assert.equal(r.data[0].embedding[1], -0.5);
+  r = await oai().embeddings.create({ model: "gemini-embedding-001", input: "a" });
+  assert.equal(r.data[0].embedding[1], -0.5);
+  await upstreamSawOnlyPoolKeys("/v1beta/openai/embeddings");
+});
+
+test("openai: models list", { skip }, async () => {
+  await fresh();
+  const ids = [];
+  for await (const m of oai().models.list()) ids.push(m.id);
+  assert.ok(ids.includes("models/gemini-2.5-flash"), ids.join());
+  await upstreamSawOnlyPoolKeys("/v1beta/openai/models");
+});
+
+for (const apiVersion of [undefined, "v1beta"]) {
+  const name = apiVersion ?? "SDK default version";
+  const genai = () => new GoogleGenAI({ apiKey: env.E2E_PROXY_KEY, httpOptions: { baseUrl: external, ...(apiVersion ? { apiVersion } : {}) } });
+
+  test(`@google/genai (${name}): generate`, { skip }, async () => {
+    await fresh();
+    const r = await genai().models.generateContent({ model: MODEL, contents: "hi" });
+    assert.equal(r.text, `Hello from the fake ${MODEL}.`);
+    await upstreamSawOnlyPoolKeys("/v1beta/models/");
+  });
+
+  test(`@google/genai (${name}): generate stream`, { skip }, async () => {
+    await fresh();
+    let text = "";
+    for await (const c of await genai().models.generateContentStream({ model: MODEL, contents: "hi" })) text += c.text ?? "";
+    assert.equal(text, "chunk 0 chunk 1 chunk 2 ");
+    await upstreamSawOnlyPoolKeys("/v1beta/models/");
+  });
+
+  test(`@google/genai (${name}): countTokens, embed, models`, { skip }, async () => {
+    await fresh();
+    const c = await genai().models.countTokens({ model: MODEL, contents: "hi" });
+    assert.equal(c.totalTokens, 7);
+    const e = await genai().models.embedContent({ model: "gemini-embedding-001", contents: ["a", "b"] });
+    assert.equal(e.embeddings.length, 2);
+    const names = [];
+    for await (const m of await genai().models.list()) names.push(m.name);
+    assert.ok(names.includes("models/gemini-2.5-flash"), names.join());
+    await upstreamSawOnlyPoolKeys("/v1beta/models");
+  });
+}
