@@ -174,11 +174,8 @@ fn filtered_headers(response: &Response, drop_length: bool) -> worker::Result<He
 /// Hands the upstream body stream back as it is: no chunk passes through wasm.
 fn pass_through(response: Response, status: u16) -> worker::Result<Response> {
     let headers = filtered_headers(&response, false)?;
-    let (_, body) = response.into_parts();
-    let body = match body {
-        ResponseBody::Stream(s) => ResponseBody::Stream(s),
-        other => other,
-    };
+    // The body stays a JS ReadableStream (or empty): never read into wasm.
+    let (_, body): (_, ResponseBody) = response.into_parts();
     Ok(Response::from_body(body)?.with_status(status).with_headers(headers))
 }
 

@@ -236,7 +236,10 @@ async fn durable_object_requests_per_proxied_request() {
     let i = t.keys.iter().position(|k| *k == served).expect("pool key");
     t.behave(&t.keys[(i + 1) % t.keys.len()], "per-minute:600").await;
     let (attempts_retried, retried) = measure("e2e-do").await;
-    eprintln!("durable object requests: plain success {plain}, with one 429 retry {retried} ({attempts_retried} attempts)");
+    #[expect(clippy::print_stderr, reason = "the measured figures, shown with --nocapture")]
+    {
+        eprintln!("durable object requests: plain success {plain}, with one 429 retry {retried} ({attempts_retried} attempts)");
+    }
     assert_eq!(plain, 2, "DO requests for a plain success");
     assert_eq!(attempts_retried, 2);
     assert_eq!(retried, 3, "DO requests for a request retried once");
