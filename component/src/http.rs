@@ -9,7 +9,7 @@ use crate::bindings::wasi::io::streams::StreamError;
 use proxy_core::config::Scheme as CoreScheme;
 use proxy_core::error::{ProxyError, Response};
 use proxy_core::flow::UpstreamRequest;
-use proxy_core::headers::forward_response_header;
+use proxy_core::headers::{CORS, forward_response_header};
 
 /// Most bytes one `blocking-write-and-flush` takes.
 const WRITE_CHUNK: usize = 4096;
@@ -35,6 +35,10 @@ pub fn header_list(fields: &Fields) -> Vec<(String, Vec<u8>)> {
     fields.entries()
 }
 
+fn cors() -> impl Iterator<Item = (String, Vec<u8>)> {
+    CORS.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+}
+
 fn fields_from(headers: &[(String, Vec<u8>)]) -> Fields {
     let fields = Fields::new();
     for (name, value) in headers {
@@ -53,17 +57,20 @@ pub fn respond(out: ResponseOutparam, r: &Response) {
 
 /// Relays an upstream error answer (already read and redacted).
 pub fn relay(out: ResponseOutparam, status: u16, upstream_headers: &[(String, Vec<u8>)], body: Vec<u8>) {
-    let headers: Vec<(String, Vec<u8>)> = upstream_headers
+    let mut headers: Vec<(String, Vec<u8>)> = upstream_headers
         .iter()
         .filter(|(n, _)| forward_response_header(n) && !n.eq_ignore_ascii_case("content-length"))
         .cloned()
         .collect();
+    headers.extend(cors());
     send_buffered(out, status, &headers, &body);
 }
 
 fn send_buffered(out: ResponseOutparam, status: u16, headers: &[(String, Vec<u8>)], body: &[u8]) {
     let mut headers = headers.to_vec();
-    headers.push(("content-length".into(), body.len().to_string().into_bytes()));
+    if status != 204 && status != 304 {
+        headers.push(("content-length".into(), body.len().to_string().into_bytes()));
+    }
     let response = OutgoingResponse::new(fields_from(&headers));
     let _ = response.set_status_code(status);
     let Ok(outgoing) = response.body() else { return };
@@ -181,8 +188,9 @@ pub fn read_error_response(response: IncomingResponse, limit: usize) -> (Vec<(St
 /// cleanly), so the client sees the truncation.
 pub fn stream_response(response: IncomingResponse, out: ResponseOutparam) -> Result<(), String> {
     let status = response.status();
-    let headers: Vec<(String, Vec<u8>)> =
+    let mut headers: Vec<(String, Vec<u8>)> =
         response.headers().entries().into_iter().filter(|(n, _)| forward_response_header(n)).collect();
+    headers.extend(cors());
     let outgoing_response = OutgoingResponse::new(fields_from(&headers));
     let _ = outgoing_response.set_status_code(status);
     let Ok(outgoing) = outgoing_response.body() else { return Err("response body unavailable".into()) };

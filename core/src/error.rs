@@ -193,6 +193,7 @@ impl ProxyError {
             }
         };
         let mut response = Response::json(status, body.to_string());
+        response.headers.extend(crate::headers::CORS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         match self {
             Self::MethodNotAllowed { allowed, .. } => {
                 response.headers.push(("allow".into(), (*allowed).into()));

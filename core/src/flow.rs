@@ -67,6 +67,11 @@ pub enum Decision {
 /// visit into a session and a redirect to the clean URL.
 pub fn decide(cfg: &Config, method: &str, path_and_query: &str, headers: &[(String, Vec<u8>)]) -> Decision {
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    if method.eq_ignore_ascii_case("OPTIONS") && !path.starts_with("/stat") {
+        let mut r = Response::json(204, String::new());
+        r.headers = headers::preflight(headers);
+        return Decision::Respond(r);
+    }
     let creds = Credentials::from_request(headers, query);
     let target = match route::route(method, path, query, &creds) {
         Ok(Routed { target: Target::Forward(_), .. }) | Err(_) => None,
@@ -419,6 +424,25 @@ mod tests {
             Decision::Respond(r) => assert!(r.content_type.starts_with("application/json")),
             d => panic!("{d:?}"),
         }
+    }
+
+    #[test]
+    fn browsers_get_cors() {
+        let c = cfg(Some("proxy-key-123456"));
+        match decide(&c, "OPTIONS", "/v1/chat/completions", &h(&[("access-control-request-headers", "authorization, content-type")])) {
+            Decision::Respond(r) => {
+                assert_eq!(r.status, 204);
+                assert!(r.headers.contains(&("access-control-allow-origin".into(), "*".into())));
+                assert!(r.headers.contains(&("access-control-allow-headers".into(), "authorization, content-type".into())));
+            }
+            d => panic!("{d:?}"),
+        }
+        match decide(&c, "POST", "/v1/chat/completions", &[]) {
+            Decision::Respond(r) => assert!(r.headers.contains(&("access-control-allow-origin".into(), "*".into()))),
+            d => panic!("{d:?}"),
+        }
+        // The /stat page stays same-origin.
+        assert!(!matches!(decide(&c, "OPTIONS", "/stat/reset", &[]), Decision::Respond(r) if r.status == 204));
     }
 
     #[test]

@@ -51,11 +51,32 @@ pub fn forward_request_header(name: &str) -> bool {
         && !name.to_ascii_lowercase().starts_with("cf-")
 }
 
-/// Whether an upstream response header is relayed to the client.
+/// Whether an upstream response header is relayed to the client. The
+/// proxy sets its own CORS headers ([`CORS`]).
 pub fn forward_response_header(name: &str) -> bool {
     !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
         && !name.eq_ignore_ascii_case("set-cookie")
         && !name.eq_ignore_ascii_case("alt-svc")
+        && !name.to_ascii_lowercase().starts_with("access-control-")
+}
+
+/// CORS headers on every API answer, so browser-based chat apps can call
+/// the proxy: credentials travel in headers, never cookies, so any origin
+/// may read the answers.
+pub const CORS: &[(&str, &str)] = &[("access-control-allow-origin", "*"), ("access-control-expose-headers", "*")];
+
+/// The answer to a CORS preflight (`OPTIONS`) on an API route: any origin,
+/// the methods the API uses, and the headers the browser asked for.
+pub fn preflight(headers: &[(String, Vec<u8>)]) -> Vec<(String, String)> {
+    let requested = get(headers, "access-control-request-headers")
+        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b", -_".contains(&b)))
+        .unwrap_or("authorization, content-type, x-goog-api-key, x-goog-api-client");
+    vec![
+        ("access-control-allow-origin".into(), "*".into()),
+        ("access-control-allow-methods".into(), "GET, POST, OPTIONS".into()),
+        ("access-control-allow-headers".into(), requested.to_owned()),
+        ("access-control-max-age".into(), "86400".into()),
+    ]
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod wire;
 use keys::KeyStore;
 use proxy_core::error::{Dialect, ProxyError, Response as CoreResponse};
 use proxy_core::flow::{self, Attempts, Decision, MAX_ERROR_BODY_BYTES};
-use proxy_core::headers::forward_response_header;
+use proxy_core::headers::{CORS, forward_response_header};
 use proxy_core::route::{Forward, MAX_BODY_BYTES};
 use proxy_core::upstream::{self, Verdict};
 use proxy_core::{Config, Outcome, Report, secret};
@@ -32,7 +32,9 @@ fn respond(r: &CoreResponse) -> worker::Result<Response> {
     for (k, v) in &r.headers {
         headers.set(k, v)?;
     }
-    Ok(Response::from_bytes(r.body.clone().into_bytes())?.with_status(r.status).with_headers(headers))
+    // A 204 must not have a body, not even an empty one.
+    let response = if r.body.is_empty() { Response::empty()? } else { Response::from_bytes(r.body.clone().into_bytes())? };
+    Ok(response.with_status(r.status).with_headers(headers))
 }
 
 fn fail(e: &ProxyError, dialect: Dialect) -> worker::Result<Response> {
@@ -167,6 +169,9 @@ fn filtered_headers(response: &Response, drop_length: bool) -> worker::Result<He
         if forward_response_header(&name) && !(drop_length && name.eq_ignore_ascii_case("content-length")) {
             headers.append(&name, &value)?;
         }
+    }
+    for (k, v) in CORS {
+        headers.set(k, v)?;
     }
     Ok(headers)
 }

@@ -268,3 +268,21 @@ async fn the_stat_page_shows_marks_and_reasons_without_secrets() {
         assert!(!html.contains(k.as_str()), "a secret in /stat");
     }
 }
+
+#[tokio::test]
+async fn browser_apps_get_cors() {
+    let t = target!();
+    let r = t
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/v1beta/models/e2e-cors:generateContent", t.proxy))
+        .header("origin", "https://chat.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "x-goog-api-key, content-type")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let r = t.generate("e2e-cors").await;
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+}

@@ -186,3 +186,23 @@ async fn the_proxys_own_errors_are_in_the_callers_dialect() {
     }
     assert!(h.fake.requests().is_empty());
 }
+
+#[tokio::test]
+async fn browsers_get_cors_on_api_routes() {
+    let h = Harness::new(1).await;
+    let r = h
+        .http
+        .request(reqwest::Method::OPTIONS, h.url("/v1/chat/completions"))
+        .header("origin", "https://chat.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization, content-type")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert_eq!(r.headers()["access-control-allow-headers"], "authorization, content-type");
+    let r = h.openai("/v1/chat/completions", json!({"model": "gemini-2.5-flash", "messages": []})).await;
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert!(h.fake.requests().iter().all(|r| r.method != "OPTIONS"), "preflights stay at the proxy");
+}
