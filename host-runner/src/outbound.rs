@@ -58,8 +58,9 @@ impl Outbound {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
+            // HTTP/1.1 only, as wasmtime's own sender: wasi-http hands over a
+            // `host` header, which HTTP/2 has no place for.
             .enable_http1()
-            .enable_http2()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
