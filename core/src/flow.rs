@@ -24,9 +24,21 @@ pub fn admit(cfg: &Config, method: &str, path_and_query: &str, headers: &[(Strin
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let creds = Credentials::from_request(headers, query);
     let routed = route::route(method, path, query, &creds);
+    check(cfg, path, &creds, routed, headers)
+}
+
+/// The checks of [`admit`] on an already routed request: authorisation
+/// first, then the routing outcome, then the declared body size.
+fn check(
+    cfg: &Config,
+    path: &str,
+    creds: &Credentials,
+    routed: Result<Routed, ProxyError>,
+    headers: &[(String, Vec<u8>)],
+) -> Result<Routed, (ProxyError, Dialect)> {
     let dialect = match &routed {
         Ok(r) => r.dialect,
-        Err(_) => route::fallback_dialect(path, &creds),
+        Err(_) => route::fallback_dialect(path, creds),
     };
     creds.authorize(cfg.proxy_key.as_ref()).map_err(|e| (e, dialect))?;
     let routed = routed.map_err(|e| (e, dialect))?;
@@ -73,16 +85,19 @@ pub fn decide(cfg: &Config, method: &str, path_and_query: &str, headers: &[(Stri
         return Decision::Respond(r);
     }
     let creds = Credentials::from_request(headers, query);
-    let target = match route::route(method, path, query, &creds) {
-        Ok(Routed { target: Target::Forward(_), .. }) | Err(_) => None,
-        Ok(Routed { target, dialect }) => Some((target, dialect)),
-    };
-    let Some((target, dialect)) = target else {
-        return match admit(cfg, method, path_and_query, headers) {
-            Ok(Routed { target: Target::Forward(f), .. }) => Decision::Forward(f),
-            Ok(_) => Decision::Respond(ProxyError::Internal("unexpected route".into()).to_response(Dialect::Gemini)),
-            Err((e, d)) => Decision::Respond(e.to_response(d)),
-        };
+    // Routed once: API routes (and routing errors) go through the API
+    // checks, the /stat routes through their own rules below.
+    let (target, dialect) = match route::route(method, path, query, &creds) {
+        Ok(Routed { target, dialect }) if !matches!(target, Target::Forward(_)) => (target, dialect),
+        routed => {
+            return match check(cfg, path, &creds, routed, headers) {
+                Ok(Routed { target: Target::Forward(f), .. }) => Decision::Forward(f),
+                Ok(Routed { dialect, .. }) => {
+                    Decision::Respond(ProxyError::Internal("a /stat route reached the API checks".into()).to_response(dialect))
+                }
+                Err((e, d)) => Decision::Respond(e.to_response(d)),
+            };
+        }
     };
     let key = cfg.proxy_key.as_ref();
     let by_credential = creds.authorize(key).is_ok();
@@ -120,12 +135,8 @@ pub fn decide(cfg: &Config, method: &str, path_and_query: &str, headers: &[(Stri
             }
         }
         Target::StatsLogin => Decision::StatsLogin,
-        Target::Forward(_) => unreachable_forward(),
+        Target::Forward(f) => Decision::Forward(f),
     }
-}
-
-fn unreachable_forward() -> Decision {
-    Decision::Respond(ProxyError::Internal("unexpected forward".into()).to_response(Dialect::Gemini))
 }
 
 /// Answers the login form (`key=…`, form-encoded): a session and a
