@@ -118,12 +118,6 @@ impl Server {
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
-
-    /// Waits until the server stops by itself (it does not, unless its
-    /// accept loop fails).
-    pub async fn wait(&mut self) {
-        let _ = (&mut self.task).await;
-    }
 }
 
 async fn accept_loop(listener: TcpListener, component: ProxyComponent, mut stopped: watch::Receiver<bool>) {

@@ -226,15 +226,21 @@ fn upsert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), rusqlite::Erro
     Ok(())
 }
 
-fn rewrite(conn: &mut Connection, keys: &[KeyRecord], usage: &[UsageRecord]) -> Result<(), rusqlite::Error> {
-    let tx = conn.transaction()?;
-    tx.execute_batch(persist::DELETE_ALL)?;
+/// Replaces every row (inside the caller's transaction).
+fn replace_all(conn: &Connection, keys: &[KeyRecord], usage: &[UsageRecord]) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(persist::DELETE_ALL)?;
     for k in keys {
-        upsert_key(&tx, k)?;
+        upsert_key(conn, k)?;
     }
     for u in usage {
-        upsert_usage(&tx, u)?;
+        upsert_usage(conn, u)?;
     }
+    Ok(())
+}
+
+fn rewrite(conn: &mut Connection, keys: &[KeyRecord], usage: &[UsageRecord]) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    replace_all(&tx, keys, usage)?;
     tx.commit()
 }
 
@@ -246,16 +252,7 @@ fn apply_write(conn: &mut Connection, w: Write, flushes: &mut Vec<mpsc::Sender<(
             }
             upsert_usage(conn, &c.usage)
         }
-        Write::Rewrite(k, u) => {
-            conn.execute_batch(persist::DELETE_ALL)?;
-            for k in &k {
-                upsert_key(conn, k)?;
-            }
-            for u in &u {
-                upsert_usage(conn, u)?;
-            }
-            Ok(())
-        }
+        Write::Rewrite(k, u) => replace_all(conn, &k, &u),
         Write::Flush(done) => {
             flushes.push(done);
             Ok(())
