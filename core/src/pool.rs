@@ -302,11 +302,7 @@ impl KeyPool {
         let mut pool = Self { keys: slots, index, models: BTreeMap::new() };
         for rec in usage {
             let Some(&slot) = pool.index.get(&KeyId::from_string(&rec.key_id)) else { continue };
-            if pool.models.len() >= MAX_MODELS && !pool.models.contains_key(&rec.model) {
-                continue;
-            }
-            let keys = &pool.keys;
-            let mp = pool.models.entry(rec.model.clone()).or_insert_with(|| ModelPool::new(keys));
+            let Some(mp) = model_pool(&mut pool.models, &pool.keys, &rec.model) else { continue };
             let mark = match (rec.mark_kind, rec.mark_until) {
                 (Some(kind), Some(until)) => {
                     mp.expiries.push(Reverse((UnixMillis(until), slot)));
@@ -357,13 +353,12 @@ impl KeyPool {
         if self.keys.is_empty() {
             return Err(Unavailable::NoUsableKey { why: "no keys are configured (API_KEYS)".into() });
         }
-        if !self.models.contains_key(model) && self.models.len() >= MAX_MODELS {
+        let keys = &self.keys;
+        let Some(mp) = model_pool(&mut self.models, keys, model) else {
             return Err(Unavailable::NoUsableKey {
                 why: format!("the proxy already tracks {MAX_MODELS} distinct models; check the model name"),
             });
-        }
-        let keys = &self.keys;
-        let mp = self.models.entry(model.to_owned()).or_insert_with(|| ModelPool::new(keys));
+        };
         mp.release_expired(now, keys);
         let mut tried_usable = false;
         for _ in 0..mp.ring.len() {
@@ -404,21 +399,14 @@ impl KeyPool {
     /// changed, or `None` for a key no longer in the pool.
     pub fn report(&mut self, id: &KeyId, model: &str, outcome: &Outcome, now: UnixMillis) -> Option<Change> {
         let slot = *self.index.get(id)?;
-        if !self.models.contains_key(model) && self.models.len() >= MAX_MODELS {
-            return None;
-        }
-        let keys = &self.keys;
-        let mp = self.models.entry(model.to_owned()).or_insert_with(|| ModelPool::new(keys));
+        let mp = model_pool(&mut self.models, &self.keys, model)?;
         let usage = mp.usage.entry(slot).or_default();
         usage.requests += 1;
         usage.last_used = Some(now);
         let mut disable = None;
         match outcome {
-            Outcome::Success | Outcome::ClientError { .. } => {
-                if matches!(outcome, Outcome::Success) {
-                    usage.successes += 1;
-                }
-            }
+            Outcome::Success => usage.successes += 1,
+            Outcome::ClientError { .. } => {}
             Outcome::RateLimited(rl) => {
                 usage.rate_limited += 1;
                 let (kind, until) = match rl.scope {
@@ -540,6 +528,18 @@ impl KeyPool {
         let known: Vec<&ApiKey> = self.secrets().collect();
         redact(text, &known)
     }
+}
+
+/// The state of `model`, created on first use; `None` once [`MAX_MODELS`]
+/// distinct models are tracked. A model already tracked costs no allocation.
+fn model_pool<'a>(models: &'a mut BTreeMap<String, ModelPool>, keys: &[Slot], model: &str) -> Option<&'a mut ModelPool> {
+    if !models.contains_key(model) {
+        if models.len() >= MAX_MODELS {
+            return None;
+        }
+        models.insert(model.to_owned(), ModelPool::new(keys));
+    }
+    models.get_mut(model)
 }
 
 fn usage_record(id: &KeyId, model: &str, u: &Usage) -> UsageRecord {
