@@ -4,6 +4,7 @@
 use crate::secret::KeyId;
 use crate::time::UnixMillis;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 /// Why and since when a key is disabled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +86,7 @@ fn time(t: UnixMillis) -> Value {
 impl Snapshot {
     /// The `/stat.json` document.
     pub fn to_json(&self) -> Value {
-        let mut totals_by_model: Map<String, Value> = Map::new();
+        let mut totals_by_model: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
         let mut grand = [0u64; 4];
         let keys: Vec<Value> = self
             .keys
@@ -95,15 +96,11 @@ impl Snapshot {
                 let mut models = Map::new();
                 for m in &k.models {
                     let counts = [m.requests, m.successes, m.rate_limited, m.errors];
+                    let by_model = totals_by_model.entry(m.model.as_str()).or_default();
                     for i in 0..4 {
                         totals[i] += counts[i];
                         grand[i] += counts[i];
-                    }
-                    let entry = totals_by_model.entry(m.model.clone()).or_insert_with(|| json!([0, 0, 0, 0]));
-                    if let Some(arr) = entry.as_array_mut() {
-                        for i in 0..4 {
-                            arr[i] = json!(arr[i].as_u64().unwrap_or(0) + counts[i]);
-                        }
+                        by_model[i] += counts[i];
                     }
                     let (state, until) = match m.state {
                         KeyState::Ok => ("ok", None),
@@ -134,13 +131,8 @@ impl Snapshot {
                 })
             })
             .collect();
-        let by_model: Map<String, Value> = totals_by_model
-            .into_iter()
-            .map(|(model, arr)| {
-                let c = arr.as_array().map(|a| [0, 1, 2, 3].map(|i| a[i].as_u64().unwrap_or(0))).unwrap_or([0; 4]);
-                (model, counts_json(c))
-            })
-            .collect();
+        let by_model: Map<String, Value> =
+            totals_by_model.into_iter().map(|(model, c)| (model.to_owned(), counts_json(c))).collect();
         json!({
             "now": time(self.now),
             "next_quota_reset": time(self.next_quota_reset),
