@@ -54,18 +54,19 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     };
     let method = req.method().to_string();
     let headers: Vec<(String, Vec<u8>)> = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
-    let store = KeyStore::new(&env)?;
+    // The Durable Object stub only for the decisions that use the key store.
+    let store = || KeyStore::new(&env);
     match flow::decide(&config, &method, &path_and_query, &headers) {
         Decision::Respond(r) => respond(&r),
         Decision::StatsJson => {
-            let json = store.snapshot_json().await?;
+            let json = store()?.snapshot_json().await?;
             let mut r = CoreResponse::json(200, json);
             r.headers.push(("cache-control".into(), "no-store".into()));
             respond(&r)
         }
-        Decision::StatsPage => respond(&CoreResponse::html(200, store.page_html().await?)),
+        Decision::StatsPage => respond(&CoreResponse::html(200, store()?.page_html().await?)),
         Decision::StatsReset => {
-            store.reset().await?;
+            store()?.reset().await?;
             respond(&flow::reset_done())
         }
         Decision::StatsLogin => {
@@ -74,7 +75,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         }
         Decision::Forward(fwd) => {
             let body = req.bytes().await?;
-            forward(&config, fwd, &headers, body, &store, &ctx).await
+            forward(&config, fwd, &headers, body, &store()?, &ctx).await
         }
     }
 }
