@@ -1,7 +1,7 @@
 //! Conversions between the WIT `key-store` types and `core`'s.
 
 use crate::bindings::gemini_proxy::host::key_store as ks;
-use proxy_core::pool::{Lease, Outcome, RateLimitScope, Unavailable};
+use proxy_core::pool::{Lease, Outcome, RateLimitScope, Report, Unavailable};
 use proxy_core::stats::{DisabledInfo, KeyState, KeyStats, ModelStats, Snapshot};
 use proxy_core::{ApiKey, KeyId, UnixMillis};
 
@@ -21,8 +21,8 @@ pub fn unavailable(u: ks::Unavailable) -> Unavailable {
     }
 }
 
-pub fn report(id: &KeyId, model: &str, outcome: &Outcome) -> ks::AttemptReport {
-    let outcome = match outcome {
+pub fn report(r: &Report) -> ks::AttemptReport {
+    let outcome = match &r.outcome {
         Outcome::Success => ks::Outcome::Success,
         Outcome::RateLimited(rl) => ks::Outcome::RateLimited(ks::RateLimit {
             scope: match rl.scope {
@@ -40,7 +40,7 @@ pub fn report(id: &KeyId, model: &str, outcome: &Outcome) -> ks::AttemptReport {
         }
         Outcome::TransportError { reason } => ks::Outcome::TransportError(reason.clone()),
     };
-    ks::AttemptReport { key: id.as_str().to_owned(), model: model.to_owned(), outcome }
+    ks::AttemptReport { key: r.key.as_str().to_owned(), model: r.model.clone(), outcome }
 }
 
 pub fn snapshot(s: ks::Stats) -> Snapshot {

@@ -19,10 +19,9 @@ use bindings::exports::wasi::http::incoming_handler::Guest;
 use bindings::gemini_proxy::host::key_store;
 use bindings::wasi::http::types::{IncomingRequest, ResponseOutparam};
 use proxy_core::error::{Dialect, ProxyError};
-use proxy_core::flow::{self, Attempts, Decision};
+use proxy_core::flow::{self, Attempts, Decision, Next};
 use proxy_core::route::{Forward, MAX_BODY_BYTES};
-use proxy_core::upstream::{self, Verdict};
-use proxy_core::{Config, Outcome, secret};
+use proxy_core::{Config, Report};
 
 struct Component;
 
@@ -74,60 +73,43 @@ fn forward(
     }
     let model = fwd.model().to_owned();
     let mut attempts = Attempts::new();
-    let mut settle: Option<key_store::AttemptReport> = None;
+    let mut settle: Option<Report> = None;
     loop {
         if !attempts.may_try_again() {
             if let Some(r) = settle.take() {
-                key_store::report(&r);
+                key_store::report(&convert::report(&r));
             }
             return fail(out, attempts.give_up(&model, None));
         }
         let exclude: Vec<String> = attempts.tried().iter().map(|id| id.as_str().to_owned()).collect();
-        let lease = match key_store::acquire(&model, &exclude, settle.take().as_ref()) {
+        let settled = settle.take().map(|r| convert::report(&r));
+        let lease = match key_store::acquire(&model, &exclude, settled.as_ref()) {
             Ok(l) => convert::lease(l),
             Err(u) => return fail(out, attempts.give_up(&model, Some(convert::unavailable(u)))),
         };
         let upstream = flow::upstream_request(config, &fwd, headers, &lease, body.len());
-        let report = |outcome: &Outcome| convert::report(&lease.id, &model, outcome);
         let response = match http::send(&upstream, &body) {
             Ok(r) => r,
             Err(reason) => {
-                let outcome = Outcome::TransportError { reason };
-                settle = Some(report(&outcome));
-                attempts.failed(lease.id.clone(), outcome);
+                settle = Some(attempts.transport_failed(&lease, &model, &reason));
                 continue;
             }
         };
         let status = response.status();
         if (200..300).contains(&status) {
-            let outcome = match http::stream_response(response, out) {
-                Ok(()) => Outcome::Success,
-                Err(reason) => Outcome::TransportError { reason },
-            };
-            key_store::report(&report(&outcome));
+            let report = flow::finished(&lease, &model, http::stream_response(response, out).err());
+            key_store::report(&convert::report(&report));
             return;
         }
         let (resp_headers, error_body) = http::read_error_response(response, flow::MAX_ERROR_BODY_BYTES);
-        let redact = |text: &str| secret::redact(text, &[&lease.secret]);
-        match upstream::classify(status, &error_body, redact) {
-            Verdict::Retry(outcome) => {
-                settle = Some(report(&outcome));
-                attempts.failed(lease.id.clone(), outcome);
-            }
-            Verdict::Relay(outcome) => {
-                key_store::report(&report(&outcome));
-                let body = redact(&String::from_utf8_lossy(&error_body));
+        match attempts.answered(&lease, &model, status, &error_body) {
+            Next::Retry(report) => settle = Some(report),
+            Next::Relay { report, body } => {
+                key_store::report(&convert::report(&report));
                 return http::relay(out, status, &resp_headers, body.into_bytes());
             }
-            Verdict::Success => return unreachable_success(out, dialect),
         }
     }
-}
-
-/// `classify` only says `Success` for 2xx, which are streamed above.
-fn unreachable_success(out: ResponseOutparam, dialect: Dialect) {
-    let e = ProxyError::Internal("a 2xx answer was classified as an error".into());
-    http::respond(out, &e.to_response(dialect));
 }
 
 /// The component's exports, as the bindings generate them.

@@ -7,10 +7,11 @@ use crate::auth::{Credentials, percent_decode};
 use crate::config::{Config, UpstreamBase};
 use crate::error::{Dialect, ProxyError, Response};
 use crate::headers::{self, forward_request_header};
-use crate::pool::{Lease, Outcome, Unavailable};
+use crate::pool::{Lease, Outcome, Report, Unavailable};
 use crate::route::{self, Forward, MAX_BODY_BYTES, Routed, Target};
 use crate::session;
-use crate::secret::KeyId;
+use crate::secret::{self, KeyId};
+use crate::upstream::{self, Verdict};
 
 /// At most this many upstream attempts (so keys) per request.
 pub const MAX_ATTEMPTS: usize = 5;
@@ -177,6 +178,30 @@ pub fn reset_done() -> Response {
     Response::json(200, r#"{"reset":true}"#.to_owned())
 }
 
+/// What to do after an upstream answer that is not a 2xx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Try another key; send this report along with the next acquire.
+    Retry(Report),
+    /// Relay the answer, with this redacted body, and send the report.
+    Relay {
+        /// The attempt's report.
+        report: Report,
+        /// The upstream body, redacted.
+        body: String,
+    },
+}
+
+/// The report of the attempt that ended a request with a 2xx: a success, or
+/// a transport error when the stream broke off on the way.
+pub fn finished(lease: &Lease, model: &str, stream_error: Option<String>) -> Report {
+    let outcome = match stream_error {
+        None => Outcome::Success,
+        Some(reason) => Outcome::TransportError { reason: secret::redact(&reason, &[&lease.secret]) },
+    };
+    Report { key: lease.id.clone(), model: model.to_owned(), outcome }
+}
+
 /// The keys one request tried, and what happened.
 #[derive(Debug, Default)]
 pub struct Attempts {
@@ -206,6 +231,30 @@ impl Attempts {
         self.all_rate_limited &= matches!(outcome, Outcome::RateLimited(_));
         self.tried.push(id);
         self.last_failure = Some(outcome);
+    }
+
+    /// An attempt that could not reach the upstream: recorded, to be retried;
+    /// returns its report.
+    pub fn transport_failed(&mut self, lease: &Lease, model: &str, reason: &str) -> Report {
+        let outcome = Outcome::TransportError { reason: secret::redact(reason, &[&lease.secret]) };
+        self.failed(lease.id.clone(), outcome.clone());
+        Report { key: lease.id.clone(), model: model.to_owned(), outcome }
+    }
+
+    /// Classifies a non-2xx answer from its (bounded) body: a failed
+    /// attempt to retry, or an answer to relay, redacted.
+    pub fn answered(&mut self, lease: &Lease, model: &str, status: u16, body: &[u8]) -> Next {
+        let redact = |text: &str| secret::redact(text, &[&lease.secret]);
+        let report = |outcome| Report { key: lease.id.clone(), model: model.to_owned(), outcome };
+        let relay = |outcome| Next::Relay { report: report(outcome), body: redact(&String::from_utf8_lossy(body)) };
+        match upstream::classify(status, body, redact) {
+            Verdict::Retry(outcome) => {
+                self.failed(lease.id.clone(), outcome.clone());
+                Next::Retry(report(outcome))
+            }
+            Verdict::Relay(outcome) => relay(outcome),
+            Verdict::Success => relay(Outcome::Success),
+        }
     }
 
     /// Records the key of an attempt that succeeded or is relayed.
@@ -482,6 +531,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn answers_are_classified_recorded_and_redacted() {
+        let l = lease();
+        let mut a = Attempts::new();
+        let per_day = br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}]}}"#;
+        match a.answered(&l, "m", 429, per_day) {
+            Next::Retry(r) => assert!(matches!(r.outcome, Outcome::RateLimited(_)) && r.key == l.id && r.model == "m"),
+            n => panic!("{n:?}"),
+        }
+        assert_eq!(a.tried(), std::slice::from_ref(&l.id));
+        let leaky = format!(r#"{{"error":{{"code":403,"message":"no access to tuned model for {}","status":"PERMISSION_DENIED"}}}}"#, l.secret.expose());
+        match a.answered(&l, "m", 403, leaky.as_bytes()) {
+            Next::Relay { report, body } => {
+                assert_eq!(report.outcome, Outcome::ClientError { status: 403 });
+                assert!(!body.contains(l.secret.expose()), "{body}");
+            }
+            n => panic!("{n:?}"),
+        }
+        let r = a.transport_failed(&l, "m", &format!("refused for {}", l.secret.expose()));
+        assert!(matches!(&r.outcome, Outcome::TransportError { reason } if !reason.contains(l.secret.expose())));
+        assert_eq!(finished(&l, "m", None).outcome, Outcome::Success);
+        assert!(matches!(finished(&l, "m", Some("cut".into())).outcome, Outcome::TransportError { .. }));
     }
 
     #[test]

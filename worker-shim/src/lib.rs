@@ -11,11 +11,10 @@ mod wire;
 
 use keys::KeyStore;
 use proxy_core::error::{Dialect, ProxyError, Response as CoreResponse};
-use proxy_core::flow::{self, Attempts, Decision, MAX_ERROR_BODY_BYTES};
+use proxy_core::flow::{self, Attempts, Decision, MAX_ERROR_BODY_BYTES, Next};
 use proxy_core::headers::{CORS, forward_response_header};
 use proxy_core::route::{Forward, MAX_BODY_BYTES};
-use proxy_core::upstream::{self, Verdict};
-use proxy_core::{Config, Outcome, Report, secret};
+use proxy_core::{Config, Report};
 use worker::{
     Context, Env, Fetch, Headers, Method, Request, RequestInit, Response, ResponseBody, ScheduleContext,
     ScheduledEvent, event, js_sys,
@@ -113,7 +112,6 @@ async fn forward(
             Ok(l) => l,
             Err(u) => return fail(&attempts.give_up(&model, Some(u)), dialect),
         };
-        let report = |outcome: Outcome| Report { key: lease.id.clone(), model: model.clone(), outcome };
         let up = flow::upstream_request(config, &fwd, headers, &lease, body.len());
         let out_headers = Headers::new();
         for (name, value) in &up.headers {
@@ -135,31 +133,23 @@ async fn forward(
         let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
-                let outcome = Outcome::TransportError { reason: secret::redact(&e.to_string(), &[&lease.secret]) };
-                settle = Some(report(outcome.clone()));
-                attempts.failed(lease.id.clone(), outcome);
+                settle = Some(attempts.transport_failed(&lease, &model, &e.to_string()));
                 continue;
             }
         };
         let status = response.status_code();
         if (200..300).contains(&status) {
-            store.report_later(ctx, report(Outcome::Success));
+            store.report_later(ctx, flow::finished(&lease, &model, None));
             return pass_through(response, status);
         }
         let mut error_body = response.bytes().await.unwrap_or_default();
         error_body.truncate(MAX_ERROR_BODY_BYTES);
-        let redact = |text: &str| secret::redact(text, &[&lease.secret]);
-        match upstream::classify(status, &error_body, redact) {
-            Verdict::Retry(outcome) => {
-                settle = Some(report(outcome.clone()));
-                attempts.failed(lease.id.clone(), outcome);
+        match attempts.answered(&lease, &model, status, &error_body) {
+            Next::Retry(report) => settle = Some(report),
+            Next::Relay { report, body } => {
+                store.report_later(ctx, report);
+                return relay(&response, status, body.into_bytes());
             }
-            Verdict::Relay(outcome) => {
-                store.report_later(ctx, report(outcome));
-                let text = redact(&String::from_utf8_lossy(&error_body));
-                return relay(&response, status, text.into_bytes());
-            }
-            Verdict::Success => return pass_through(response, status),
         }
     }
 }
