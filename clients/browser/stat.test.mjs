@@ -31,6 +31,7 @@ function start(cmd, args, env, cwd) {
     };
     p.stdout.on("data", onData);
     p.stderr.on("data", onData);
+    p.on("error", (e) => fail(new Error(`${cmd} could not start: ${e.message}`)));
     p.on("exit", (code) => fail(new Error(`${cmd} exited ${code}: ${seen}`)));
     setTimeout(() => fail(new Error(`${cmd} did not start: ${seen}`)), 60_000).unref();
   });
