@@ -3,7 +3,7 @@
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, IncomingBody, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
-    OutgoingResponse, RequestOptions, ResponseOutparam, Scheme,
+    OutgoingResponse, ResponseOutparam, Scheme,
 };
 use crate::bindings::wasi::io::streams::StreamError;
 use proxy_core::config::Scheme as CoreScheme;
@@ -132,11 +132,11 @@ pub fn send(up: &UpstreamRequest<'_>, body: &[u8]) -> Result<IncomingResponse, S
         return Err("the upstream request could not be built".into());
     }
     let outgoing = request.body().map_err(|()| "request body unavailable".to_owned())?;
-    let options = RequestOptions::new();
-    let _ = options.set_connect_timeout(Some(10_000_000_000));
-    let _ = options.set_first_byte_timeout(Some(300_000_000_000));
-    let _ = options.set_between_bytes_timeout(Some(300_000_000_000));
-    let pending = outgoing_handler::handle(request, Some(options)).map_err(|e| describe(&e))?;
+    // No request-options: the timeouts are the host's (host-runner: 10 s to
+    // connect, 300 s to the first byte). wasmtime 48 also keeps a passed
+    // request-options resource in the store's table for good, which would
+    // stop the host from reusing this instance.
+    let pending = outgoing_handler::handle(request, None).map_err(|e| describe(&e))?;
     if up.method == "POST" {
         write_all(&outgoing, body).map_err(|_| "sending the request body upstream failed".to_owned())?;
     }

@@ -22,12 +22,13 @@ use proxy_core::error::{Dialect, ProxyError};
 use proxy_core::flow::{self, Attempts, Decision, Next};
 use proxy_core::route::{Forward, MAX_BODY_BYTES};
 use proxy_core::{Config, Report};
+use std::sync::OnceLock;
 
 struct Component;
 
 impl Guest for Component {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let config = match Config::from_lookup(|var| std::env::var(var).ok()) {
+        let config = match config() {
             Ok(c) => c,
             Err(e) => {
                 let err = ProxyError::Internal(format!("bad configuration: {e}"));
@@ -37,7 +38,7 @@ impl Guest for Component {
         let method = http::method_name(&request.method());
         let path_and_query = request.path_with_query().unwrap_or_else(|| "/".to_owned());
         let headers = http::header_list(&request.headers());
-        match flow::decide(&config, &method, &path_and_query, &headers) {
+        match flow::decide(config, &method, &path_and_query, &headers) {
             Decision::Respond(r) => http::respond(out, &r),
             Decision::StatsJson => http::respond(out, &flow::stats_json(&convert::snapshot(key_store::snapshot()))),
             Decision::StatsPage => http::respond(out, &flow::stats_page(&convert::snapshot(key_store::snapshot()))),
@@ -46,12 +47,19 @@ impl Guest for Component {
                 http::respond(out, &flow::reset_done());
             }
             Decision::StatsLogin => match http::read_request_body(request, 64 * 1024) {
-                Ok(body) => http::respond(out, &flow::login(&config, &headers, &body)),
+                Ok(body) => http::respond(out, &flow::login(config, &headers, &body)),
                 Err(e) => http::respond(out, &e.to_response(Dialect::Gemini)),
             },
-            Decision::Forward(fwd) => forward(&config, fwd, request, &headers, out),
+            Decision::Forward(fwd) => forward(config, fwd, request, &headers, out),
         }
     }
+}
+
+/// The configuration, read from the environment once per instance (the host
+/// may serve many requests with one instance; its environment never changes).
+fn config() -> Result<&'static Config, &'static str> {
+    static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
+    CONFIG.get_or_init(|| Config::from_lookup(|var| std::env::var(var).ok()).map_err(|e| e.to_string())).as_ref().map_err(String::as_str)
 }
 
 /// Relays one request upstream, trying further keys while `core` says so.

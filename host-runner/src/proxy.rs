@@ -1,9 +1,12 @@
-//! The component, compiled once and instantiated per request.
+//! The component, compiled once; its instances are kept warm between
+//! requests (one request at a time per instance) and replaced after
+//! [`MAX_REQUESTS_PER_INSTANCE`] requests or any trap.
 
 use crate::key_store::{KeyStoreCtx, KeyStoreView};
 use crate::outbound::Outbound;
 use crate::store::KeyBackend;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -67,13 +70,26 @@ impl KeyStoreView for RequestState {
     }
 }
 
-/// The compiled, pre-linked component and what each request's store needs.
+/// The compiled, pre-linked component, what each store needs, and the
+/// instances waiting for their next request.
 #[derive(Clone)]
 pub struct ProxyComponent {
     pre: bindings::ProxyPre<RequestState>,
     env: Arc<Vec<(String, String)>>,
     backend: Arc<dyn KeyBackend>,
     outbound: Outbound,
+    idle: Arc<Mutex<Vec<Warm>>>,
+    created: Arc<AtomicU64>,
+}
+
+/// An instance of the component with its store, serving one request at a time.
+#[expect(missing_debug_implementations, reason = "holds a wasmtime store")]
+pub struct Warm {
+    /// The store (its data holds the WASI contexts and the resource table).
+    pub store: Store<RequestState>,
+    /// The instance's exports.
+    pub proxy: bindings::Proxy,
+    served: u32,
 }
 
 impl std::fmt::Debug for ProxyComponent {
@@ -84,6 +100,14 @@ impl std::fmt::Debug for ProxyComponent {
 
 /// Most requests in flight at once (pooling allocator slots).
 pub const MAX_CONCURRENT_INSTANCES: u32 = 1000;
+
+/// Idle instances kept for the next requests; a burst beyond this many
+/// concurrent requests instantiates more, which are dropped afterwards.
+pub const MAX_IDLE_INSTANCES: usize = 32;
+
+/// Requests one instance serves before it is replaced by a fresh one, which
+/// bounds whatever a guest might accumulate (heap fragmentation, a leak).
+pub const MAX_REQUESTS_PER_INSTANCE: u32 = 10_000;
 
 impl ProxyComponent {
     /// Compiles the component at `path` and links it against WASI, wasi:http
@@ -111,10 +135,49 @@ impl ProxyComponent {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         crate::key_store::add_to_linker(&mut linker)?;
         let pre = bindings::ProxyPre::new(linker.instantiate_pre(&component)?)?;
-        Ok(Self { pre, env: Arc::new(env), backend, outbound })
+        Ok(Self {
+            pre,
+            env: Arc::new(env),
+            backend,
+            outbound,
+            idle: Arc::new(Mutex::new(Vec::with_capacity(MAX_IDLE_INSTANCES))),
+            created: Arc::new(AtomicU64::new(0)),
+        })
     }
 
-    /// A fresh store for one request.
+    /// An instance for one request: the most recently used idle one, or a
+    /// new one.
+    pub async fn checkout(&self) -> wasmtime::Result<Warm> {
+        if let Some(warm) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(warm);
+        }
+        let mut store = self.new_store();
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        self.created.fetch_add(1, Ordering::Relaxed);
+        Ok(Warm { store, proxy, served: 0 })
+    }
+
+    /// Returns an instance whose request ended without a trap. It is kept
+    /// only if the guest released every resource it was handed (so nothing
+    /// of one request reaches the next), it has not reached
+    /// [`MAX_REQUESTS_PER_INSTANCE`], and the idle list has room.
+    pub fn checkin(&self, mut warm: Warm) {
+        warm.served += 1;
+        if warm.served >= MAX_REQUESTS_PER_INSTANCE || !warm.store.data().table.is_empty() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_INSTANCES {
+            idle.push(warm);
+        }
+    }
+
+    /// How many instances have been created so far.
+    pub fn instances_created(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
+    }
+
+    /// A fresh store for one instance.
     pub fn new_store(&self) -> Store<RequestState> {
         let mut wasi = WasiCtx::builder();
         wasi.envs(&self.env);

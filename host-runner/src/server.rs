@@ -4,7 +4,7 @@
 use crate::clock::Clock;
 use crate::config::HostConfig;
 use crate::outbound::{OriginError, Outbound};
-use crate::proxy::{ProxyComponent, ProxyError as ComponentError, RequestState};
+use crate::proxy::{ProxyComponent, ProxyError as ComponentError};
 use crate::store::{KeyBackend, SqliteKeyStore, StoreError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
-use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -71,6 +70,7 @@ pub enum StartError {
 pub struct Server {
     addr: SocketAddr,
     store: Arc<SqliteKeyStore>,
+    component: ProxyComponent,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -94,8 +94,8 @@ impl Server {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: opts.listen, source })?;
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(daily_reset_loop(store.clone(), opts.reset_cron.clone(), opts.clock.clone(), stopped.clone()));
-        let task = tokio::spawn(accept_loop(listener, component, stopped));
-        Ok(Self { addr, store, stop, task })
+        let task = tokio::spawn(accept_loop(listener, component.clone(), stopped));
+        Ok(Self { addr, store, component, stop, task })
     }
 
     /// The address served.
@@ -106,6 +106,12 @@ impl Server {
     /// The key store.
     pub fn store(&self) -> &Arc<SqliteKeyStore> {
         &self.store
+    }
+
+    /// How many instances of the component were created so far (the rest of
+    /// the requests reused one).
+    pub fn instances_created(&self) -> u64 {
+        self.component.instances_created()
     }
 
     /// Stops accepting, lets requests in flight finish (up to `grace`), and
@@ -183,22 +189,32 @@ async fn handle(component: ProxyComponent, req: hyper::Request<Incoming>) -> hyp
 }
 
 async fn run_component(component: ProxyComponent, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
-    let mut store: Store<RequestState> = component.new_store();
+    let mut warm = match component.checkout().await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot instantiate the proxy component");
+            return error_response(&ProxyError::Internal("the proxy is out of instances; try again".to_owned()));
+        }
+    };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let prepared = store
-        .data_mut()
-        .http()
-        .new_incoming_request(Scheme::Http, req)
-        .and_then(|r| Ok((r, store.data_mut().http().new_response_outparam(tx)?)));
+    let mut http = warm.store.data_mut().http();
+    let prepared = http.new_incoming_request(Scheme::Http, req).and_then(|r| Ok((r, http.new_response_outparam(tx)?)));
     let (request, out) = match prepared {
         Ok(p) => p,
-        Err(e) => return error_response(&ProxyError::BadRequest(format!("malformed request: {e}"))),
+        // Nothing was handed to the guest: the instance stays clean.
+        Err(e) => {
+            component.checkin(warm);
+            return error_response(&ProxyError::BadRequest(format!("malformed request: {e}")));
+        }
     };
-    let pre = component.pre().clone();
     let task = tokio::spawn(
         async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, request, out).await
+            let handled = warm.proxy.wasi_http_incoming_handler().call_handle(&mut warm.store, request, out).await;
+            // A trapped instance is dropped; a clean one serves again.
+            if handled.is_ok() {
+                component.checkin(warm);
+            }
+            handled
         }
         .in_current_span(),
     );

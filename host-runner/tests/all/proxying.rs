@@ -206,3 +206,24 @@ async fn browsers_get_cors_on_api_routes() {
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
     assert!(h.fake.requests().iter().all(|r| r.method != "OPTIONS"), "preflights stay at the proxy");
 }
+
+#[tokio::test]
+async fn instances_serve_many_requests_of_every_kind() {
+    let h = Harness::new(2).await;
+    for round in 0..10 {
+        let r = h.generate("gemini-2.5-flash").await;
+        assert_eq!(r.status(), 200, "round {round}");
+        let r = h.openai("/v1/chat/completions", json!({"model": "gemini-2.5-flash", "messages": []})).await;
+        assert_eq!(r.status(), 200, "round {round}");
+        let r = h.gemini("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", json!({})).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.expect("stream").contains("data: "), "round {round}");
+        let r = h.gemini("/v1beta/nowhere", json!({})).await;
+        assert_eq!(r.status(), 404, "round {round}");
+        assert_eq!(h.stats().await["keys"].as_array().map(Vec::len), Some(2));
+    }
+    let created = h.server.as_ref().expect("running").instances_created();
+    // 50 requests one after another: an instance can still be finishing a
+    // stream when the next request comes, so a few may exist, not 50.
+    assert!(created <= 4, "{created} instances for 50 sequential requests");
+}
