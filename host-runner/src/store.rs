@@ -1,5 +1,6 @@
 //! The key store of this host: `core`'s [`KeyPool`] in memory, persisted to
-//! SQLite (WAL) by a writer thread so that no request waits on the disk.
+//! SQLite (WAL) by a writer thread so that no request waits on the disk;
+//! the writer commits the latest state of changed rows every 100 ms.
 
 use crate::clock::Clock;
 use proxy_core::persist;
@@ -7,9 +8,11 @@ use proxy_core::pool::{Change, KeyRecord, MarkKind, UsageRecord};
 use proxy_core::stats::Snapshot;
 use proxy_core::{ApiKey, KeyId, KeyPool, Lease, Report, Unavailable};
 use rusqlite::{Connection, params};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// A key store as the component's `key-store` import sees it. One backend
 /// per host; this crate's is [`SqliteKeyStore`].
@@ -244,44 +247,119 @@ fn rewrite(conn: &mut Connection, keys: &[KeyRecord], usage: &[UsageRecord]) -> 
     tx.commit()
 }
 
-fn apply_write(conn: &mut Connection, w: Write, flushes: &mut Vec<mpsc::Sender<()>>) -> Result<(), rusqlite::Error> {
-    match w {
-        Write::Change(c) => {
-            if let Some(k) = &c.key {
-                upsert_key(conn, k)?;
+/// How long the writer lets changes gather before one transaction commits
+/// them: at most this much of the counters is lost if the process is
+/// killed (a clean shutdown flushes everything).
+const WRITE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Writes gathered for one transaction: only the latest state of each row.
+#[derive(Default)]
+struct Batch {
+    rewrite: Option<(Vec<KeyRecord>, Vec<UsageRecord>)>,
+    keys: HashMap<String, KeyRecord>,
+    usage: HashMap<(String, String), UsageRecord>,
+    flushes: Vec<mpsc::Sender<()>>,
+}
+
+impl Batch {
+    fn add(&mut self, w: Write) {
+        match w {
+            Write::Change(c) => {
+                if let Some(k) = c.key {
+                    self.keys.insert(k.key_id.clone(), k);
+                }
+                self.usage.insert((c.usage.key_id.clone(), c.usage.model.clone()), c.usage);
             }
-            upsert_usage(conn, &c.usage)
+            // A rewrite holds every row as of its time, so earlier changes
+            // are in it.
+            Write::Rewrite(k, u) => {
+                self.keys.clear();
+                self.usage.clear();
+                self.rewrite = Some((k, u));
+            }
+            Write::Flush(done) => self.flushes.push(done),
         }
-        Write::Rewrite(k, u) => replace_all(conn, &k, &u),
-        Write::Flush(done) => {
-            flushes.push(done);
-            Ok(())
+    }
+
+    fn commit(&mut self, conn: &mut Connection) -> Result<(), rusqlite::Error> {
+        let tx = conn.transaction()?;
+        if let Some((k, u)) = self.rewrite.take() {
+            replace_all(&tx, &k, &u)?;
+        }
+        for (_, k) in self.keys.drain() {
+            upsert_key(&tx, &k)?;
+        }
+        for (_, u) in self.usage.drain() {
+            upsert_usage(&tx, &u)?;
+        }
+        tx.commit()
+    }
+}
+
+/// Applies writes in batches: it sleeps [`WRITE_INTERVAL`] after the first
+/// write of a batch (so that senders do not wake it once per request), then
+/// commits the latest state of every row changed meanwhile. A flush is
+/// answered without the wait.
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
+    let mut batch = Batch::default();
+    while let Ok(first) = rx.recv() {
+        batch.add(first);
+        if batch.flushes.is_empty() {
+            std::thread::sleep(WRITE_INTERVAL);
+        }
+        while let Ok(w) = rx.try_recv() {
+            batch.add(w);
+        }
+        if let Err(e) = batch.commit(&mut conn) {
+            tracing::error!(error = %proxy_core::error::chain(&e), "persisting key statistics failed");
+            // The rows are dropped (the transaction rolled back); the
+            // flushes are still answered.
+            batch = Batch { flushes: std::mem::take(&mut batch.flushes), ..Batch::default() };
+        }
+        for f in batch.flushes.drain(..) {
+            let _ = f.send(());
         }
     }
 }
 
-/// Applies writes in batches: one transaction for whatever queued up while
-/// the previous one committed.
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
-    while let Ok(first) = rx.recv() {
-        let mut flushes = Vec::new();
-        let result = (|| -> Result<(), rusqlite::Error> {
-            conn.execute_batch("BEGIN")?;
-            apply_write(&mut conn, first, &mut flushes)?;
-            for _ in 0..10_000 {
-                match rx.try_recv() {
-                    Ok(w) => apply_write(&mut conn, w, &mut flushes)?,
-                    Err(_) => break,
-                }
-            }
-            conn.execute_batch("COMMIT")
-        })();
-        if let Err(e) = result {
-            let _ = conn.execute_batch("ROLLBACK");
-            tracing::error!(error = %proxy_core::error::chain(&e), "persisting key statistics failed");
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use proxy_core::pool::Outcome;
+
+    fn requests_on_disk(path: &Path) -> Vec<(String, i64)> {
+        let conn = Connection::open(path).expect("open");
+        let mut stmt = conn.prepare("SELECT model, requests FROM usage ORDER BY model").expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query").collect::<Result<_, _>>().expect("rows")
+    }
+
+    #[test]
+    fn batched_writes_keep_the_latest_row_and_respect_resets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.sqlite3");
+        let keys = vec![ApiKey::new("AIzaSySTOREtestKEY000000000000000000001")];
+        let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
+        let store = SqliteKeyStore::open(&path, keys, clock).expect("open");
+        let success = |model: &str| {
+            let lease = store.acquire(model, &[], None).expect("a key");
+            store.report(Report { key: lease.id, model: model.to_owned(), outcome: Outcome::Success });
+        };
+        for _ in 0..5 {
+            success("a");
         }
-        for f in flushes {
-            let _ = f.send(());
+        store.reset();
+        for _ in 0..3 {
+            success("b");
         }
+        success("a");
+        store.flush();
+        // The reset cleared a's five; what came after it is on disk.
+        assert_eq!(requests_on_disk(&path), vec![("a".to_owned(), 1), ("b".to_owned(), 3)]);
+        for _ in 0..250 {
+            success("b");
+        }
+        store.close();
+        assert_eq!(requests_on_disk(&path), vec![("a".to_owned(), 1), ("b".to_owned(), 253)]);
     }
 }
