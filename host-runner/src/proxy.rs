@@ -120,6 +120,10 @@ impl ProxyComponent {
         outbound: Outbound,
     ) -> Result<Self, ProxyError> {
         let mut config = wasmtime::Config::new();
+        // For `perf`: names the guest's compiled functions in /tmp/perf-PID.map.
+        if std::env::var_os("GEMINI_PROXY_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let mut pooling = PoolingAllocationConfig::default();
         pooling
             .total_component_instances(MAX_CONCURRENT_INSTANCES)
