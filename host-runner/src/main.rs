@@ -33,7 +33,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Log lines go to stderr from a background thread, so that a request
+    // never waits on the terminal or the pipe (see BENCHMARKS.md).
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
+        .with_writer(writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "host_runner=info,warn".into()),

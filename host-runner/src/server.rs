@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::Instrument;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -174,18 +173,22 @@ fn error_response(e: &ProxyError) -> hyper::Response<HyperOutgoingBody> {
     resp
 }
 
-/// Runs one request through a fresh instance of the component.
+/// Runs one request through an instance of the component and logs one
+/// line for it (method, path without the query, which can carry a key,
+/// status, time to the response head).
 async fn handle(component: ProxyComponent, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
-    // The path only: the query can carry a key.
-    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
-    async move {
-        let started = Instant::now();
-        let response = run_component(component, req).await;
-        tracing::info!(status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "answered");
-        response
-    }
-    .instrument(span)
-    .await
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = run_component(component, req).await;
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "answered"
+    );
+    response
 }
 
 async fn run_component(component: ProxyComponent, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
@@ -215,8 +218,7 @@ async fn run_component(component: ProxyComponent, req: hyper::Request<Incoming>)
                 component.checkin(warm);
             }
             handled
-        }
-        .in_current_span(),
+        },
     );
     match rx.await {
         Ok(Ok(response)) => response,
