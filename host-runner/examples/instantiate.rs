@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(SqliteKeyStore::open(&dir.path().join("k.sqlite3"), keys, Arc::new(SystemClock))?);
     let outbound = Outbound::new(&["http://127.0.0.1:9".to_owned()])?;
     let started = Instant::now();
-    let component = ProxyComponent::new(host_runner::COMPONENT_PATH, Vec::new(), store, outbound)?;
+    let component = ProxyComponent::new(host_runner::COMPONENT_PATH, Vec::new(), store, outbound, None)?;
     let compile = started.elapsed();
     let run = |n: usize| {
         let component = component.clone();

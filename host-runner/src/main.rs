@@ -69,6 +69,7 @@ async fn run() -> anyhow::Result<()> {
         config,
         clock: Arc::new(SystemClock),
         component_path: host_runner::COMPONENT_PATH.to_owned(),
+        compile_cache: Some(args.db.parent().unwrap_or(std::path::Path::new(".")).join("compiled")),
     })
     .await?;
     tracing::info!(

@@ -8,7 +8,8 @@ use crate::store::KeyBackend;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use std::path::Path;
+use wasmtime::{Cache, CacheConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -80,6 +81,7 @@ pub struct ProxyComponent {
     outbound: Outbound,
     idle: Arc<Mutex<Vec<Warm>>>,
     created: Arc<AtomicU64>,
+    cache: Option<Cache>,
 }
 
 /// An instance of the component with its store, serving one request at a time.
@@ -112,14 +114,27 @@ pub const MAX_REQUESTS_PER_INSTANCE: u32 = 10_000;
 impl ProxyComponent {
     /// Compiles the component at `path` and links it against WASI, wasi:http
     /// (through `outbound`) and the key store `backend`. `env` is the
-    /// component's environment (its configuration).
+    /// component's environment (its configuration). With `compile_cache`,
+    /// the machine code is kept in that directory and a later start with the
+    /// same component and Wasmtime loads it instead of compiling: faster, and
+    /// the compiler's working memory never becomes part of the process.
     pub fn new(
         path: &str,
         env: Vec<(String, String)>,
         backend: Arc<dyn KeyBackend>,
         outbound: Outbound,
+        compile_cache: Option<&Path>,
     ) -> Result<Self, ProxyError> {
         let mut config = wasmtime::Config::new();
+        let cache = match compile_cache {
+            Some(dir) => {
+                let mut c = CacheConfig::new();
+                c.with_directory(dir);
+                Some(Cache::new(c)?)
+            }
+            None => None,
+        };
+        config.cache(cache.clone());
         // For `perf`: names the guest's compiled functions in /tmp/perf-PID.map.
         if std::env::var_os("GEMINI_PROXY_PERFMAP").is_some_and(|v| v == "1") {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
@@ -146,6 +161,7 @@ impl ProxyComponent {
             outbound,
             idle: Arc::new(Mutex::new(Vec::with_capacity(MAX_IDLE_INSTANCES))),
             created: Arc::new(AtomicU64::new(0)),
+            cache,
         })
     }
 
@@ -176,6 +192,12 @@ impl ProxyComponent {
         }
     }
 
+    /// With a compile cache: whether this start loaded the machine code from
+    /// it (rather than compiling).
+    pub fn loaded_from_cache(&self) -> Option<bool> {
+        self.cache.as_ref().map(|c| c.cache_hits() > 0)
+    }
+
     /// How many instances have been created so far.
     pub fn instances_created(&self) -> u64 {
         self.created.load(Ordering::Relaxed)
@@ -198,5 +220,29 @@ impl ProxyComponent {
     /// The pre-instantiated component.
     pub fn pre(&self) -> &bindings::ProxyPre<RequestState> {
         &self.pre
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::SqliteKeyStore;
+
+    #[test]
+    fn a_second_start_loads_the_compiled_component_from_the_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
+        let store: Arc<dyn KeyBackend> =
+            Arc::new(SqliteKeyStore::open(&dir.path().join("k.sqlite3"), Vec::new(), clock).expect("store"));
+        let outbound = Outbound::new(&["http://127.0.0.1:9".to_owned()]).expect("outbound");
+        let cache = dir.path().join("compiled");
+        let start = || {
+            let c = ProxyComponent::new(crate::COMPONENT_PATH, Vec::new(), store.clone(), outbound.clone(), Some(&cache))
+                .expect("component");
+            c.loaded_from_cache()
+        };
+        assert_eq!(start(), Some(false));
+        assert_eq!(start(), Some(true));
     }
 }

@@ -40,6 +40,9 @@ pub struct ServerOptions {
     pub clock: Arc<dyn Clock>,
     /// The component to serve.
     pub component_path: String,
+    /// Where compiled machine code of the component is kept between starts
+    /// (none: compile at every start).
+    pub compile_cache: Option<PathBuf>,
 }
 
 /// Errors starting the server.
@@ -87,7 +90,18 @@ impl Server {
         let origins = vec![opts.config.proxy.gemini_upstream.origin(), opts.config.proxy.openai_upstream.origin()];
         let outbound = Outbound::new(&origins)?;
         let backend: Arc<dyn KeyBackend> = store.clone();
-        let component = ProxyComponent::new(&opts.component_path, opts.config.component_env.clone(), backend, outbound)?;
+        let component = ProxyComponent::new(
+            &opts.component_path,
+            opts.config.component_env.clone(),
+            backend,
+            outbound,
+            opts.compile_cache.as_deref(),
+        )?;
+        match component.loaded_from_cache() {
+            Some(true) => tracing::info!("loaded the compiled component from the cache"),
+            Some(false) => tracing::info!("compiled the component (kept in the cache for the next start)"),
+            None => {}
+        }
         let listener =
             TcpListener::bind(opts.listen).await.map_err(|source| StartError::Bind { addr: opts.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: opts.listen, source })?;

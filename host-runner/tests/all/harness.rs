@@ -72,6 +72,7 @@ impl Harness {
             config,
             clock: self.clock.clone(),
             component_path: host_runner::COMPONENT_PATH.to_owned(),
+            compile_cache: None,
         })
         .await
         .expect("server starts");
