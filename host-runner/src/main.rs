@@ -36,11 +36,12 @@ async fn main() -> std::process::ExitCode {
     // Log lines go to stderr from a background thread, so that a request
     // never waits on the terminal or the pipe (see BENCHMARKS.md). The queue
     // holds 8,192 lines (the default 128,000 preallocates 4 MiB); when it is
-    // full, logging waits rather than dropping lines.
+    // full, logging waits rather than dropping lines. Lines that queue up
+    // together leave in one write.
     let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(8192)
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     tracing_subscriber::fmt()
         .with_writer(writer)
         .with_env_filter(
