@@ -51,6 +51,26 @@ pub struct RequestState {
     table: ResourceTable,
     keys: KeyStoreCtx,
     outbound: Outbound,
+    memory: MemoryWatch,
+}
+
+/// Records the largest linear memory an instance asked for (wasm memory
+/// never shrinks), so that an instance grown by one big request is not
+/// kept idle with that memory.
+#[derive(Debug, Default)]
+struct MemoryWatch {
+    largest: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryWatch {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.largest = self.largest.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl WasiView for RequestState {
@@ -106,6 +126,10 @@ pub const MAX_CONCURRENT_INSTANCES: u32 = 1000;
 /// Idle instances kept for the next requests; a burst beyond this many
 /// concurrent requests instantiates more, which are dropped afterwards.
 pub const MAX_IDLE_INSTANCES: usize = 32;
+
+/// An instance whose linear memory grew past this (a large request body)
+/// is dropped after its request instead of being kept idle.
+pub const MAX_IDLE_MEMORY_BYTES: usize = 8 << 20;
 
 /// Requests one instance serves before it is replaced by a fresh one, which
 /// bounds whatever a guest might accumulate (heap fragmentation, a leak).
@@ -180,10 +204,12 @@ impl ProxyComponent {
     /// Returns an instance whose request ended without a trap. It is kept
     /// only if the guest released every resource it was handed (so nothing
     /// of one request reaches the next), it has not reached
-    /// [`MAX_REQUESTS_PER_INSTANCE`], and the idle list has room.
+    /// [`MAX_REQUESTS_PER_INSTANCE`] nor [`MAX_IDLE_MEMORY_BYTES`], and the
+    /// idle list has room.
     pub fn checkin(&self, mut warm: Warm) {
         warm.served += 1;
-        if warm.served >= MAX_REQUESTS_PER_INSTANCE || !warm.store.data().table.is_empty() {
+        let state = warm.store.data();
+        if warm.served >= MAX_REQUESTS_PER_INSTANCE || !state.table.is_empty() || state.memory.largest > MAX_IDLE_MEMORY_BYTES {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -196,6 +222,11 @@ impl ProxyComponent {
     /// it (rather than compiling).
     pub fn loaded_from_cache(&self) -> Option<bool> {
         self.cache.as_ref().map(|c| c.cache_hits() > 0)
+    }
+
+    /// How many instances wait for a request.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// How many instances have been created so far.
@@ -213,8 +244,11 @@ impl ProxyComponent {
             table: ResourceTable::new(),
             keys: KeyStoreCtx::new(self.backend.clone()),
             outbound: self.outbound.clone(),
+            memory: MemoryWatch::default(),
         };
-        Store::new(self.pre.engine(), state)
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|s| &mut s.memory);
+        store
     }
 
     /// The pre-instantiated component.

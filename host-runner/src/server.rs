@@ -127,6 +127,11 @@ impl Server {
         self.component.instances_created()
     }
 
+    /// How many instances of the component wait for a request.
+    pub fn idle_instances(&self) -> usize {
+        self.component.idle_instances()
+    }
+
     /// Stops accepting, lets requests in flight finish (up to `grace`), and
     /// flushes the key store to disk.
     pub async fn shutdown(self, grace: Duration) {

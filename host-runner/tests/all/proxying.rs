@@ -227,3 +227,24 @@ async fn instances_serve_many_requests_of_every_kind() {
     // stream when the next request comes, so a few may exist, not 50.
     assert!(created <= 4, "{created} instances for 50 sequential requests");
 }
+
+#[tokio::test]
+async fn an_instance_grown_by_a_large_body_is_not_kept_idle() {
+    let h = Harness::new(1).await;
+    let server = h.server.as_ref().expect("running");
+    let settle = || tokio::time::sleep(Duration::from_millis(200));
+    assert_eq!(h.generate("gemini-2.5-flash").await.status(), 200);
+    settle().await;
+    let idle = server.idle_instances();
+    assert!(idle >= 1, "a small request leaves its instance idle");
+    assert_eq!(h.generate("gemini-2.5-flash").await.status(), 200);
+    settle().await;
+    assert_eq!(server.idle_instances(), idle, "a small request's instance comes back");
+    // 12 MiB of text: the guest's memory grows past the idle limit.
+    let big = json!({"contents": [{"parts": [{"text": "x".repeat(12 << 20)}]}]});
+    let r = h.gemini("/v1beta/models/gemini-2.5-flash:generateContent", big).await;
+    assert_eq!(r.status(), 200);
+    settle().await;
+    assert_eq!(server.idle_instances(), idle - 1, "the grown instance was dropped");
+    assert_eq!(h.generate("gemini-2.5-flash").await.status(), 200);
+}
