@@ -15,7 +15,7 @@
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use gemini_proxy_bench::{now_ns, quantile, stamp_in};
+use gemini_proxy_bench::{event_end, now_ns, quantile, stamp_in};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -104,16 +104,6 @@ async fn one_stream(args: Arc<Args>, opened: &mut Option<oneshot::Sender<()>>) -
         }
     }
     Ok(times)
-}
-
-/// Where the first complete SSE event in `buf` ends (after its blank line).
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 fn summary(mut v: Vec<u64>) -> serde_json::Value {
