@@ -2,7 +2,7 @@
 
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
+    ErrorCode, Fields, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
     OutgoingResponse, ResponseOutparam, Scheme,
 };
 use crate::bindings::wasi::io::streams::StreamError;
@@ -95,14 +95,25 @@ fn write_all(body: &OutgoingBody, mut bytes: &[u8]) -> Result<(), StreamError> {
     Ok(())
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes.
-pub fn read_request_body(request: IncomingRequest, limit: u64) -> Result<Vec<u8>, ProxyError> {
+/// The request's `content-length`, if it has one.
+pub fn content_length(headers: &[(String, Vec<u8>)]) -> Option<usize> {
+    let (_, v) = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length"))?;
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes. With a
+/// `declared` length (`content-length`), it stops once that many bytes are in
+/// rather than asking the host again to learn that the stream ended.
+pub fn read_request_body(request: IncomingRequest, declared: Option<usize>, limit: u64) -> Result<Vec<u8>, ProxyError> {
+    if declared.is_some_and(|n| n as u64 > limit) {
+        return Err(ProxyError::PayloadTooLarge { limit });
+    }
     let body = request
         .consume()
         .map_err(|()| ProxyError::Internal("request body was already consumed".into()))?;
     let stream = body.stream().map_err(|()| ProxyError::Internal("request body stream unavailable".into()))?;
-    let mut buf = Vec::new();
-    loop {
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    while declared.is_none_or(|n| buf.len() < n) {
         match stream.blocking_read(READ_CHUNK) {
             Ok(chunk) => {
                 buf.extend_from_slice(&chunk);
@@ -116,8 +127,6 @@ pub fn read_request_body(request: IncomingRequest, limit: u64) -> Result<Vec<u8>
             }
         }
     }
-    drop(stream);
-    let _ = IncomingBody::finish(body);
     Ok(buf)
 }
 
@@ -146,13 +155,13 @@ pub fn send(up: &UpstreamRequest<'_>, body: &[u8]) -> Result<IncomingResponse, S
         write_all(&outgoing, body).map_err(|_| "sending the request body upstream failed".to_owned())?;
     }
     OutgoingBody::finish(outgoing, None).map_err(|e| describe(&e))?;
-    loop {
-        match pending.get() {
-            Some(Ok(Ok(response))) => return Ok(response),
-            Some(Ok(Err(e))) => return Err(describe(&e)),
-            Some(Err(())) => return Err("the upstream response was already taken".into()),
-            None => pending.subscribe().block(),
-        }
+    // The head is rarely there yet: wait first, then take it.
+    pending.subscribe().block();
+    match pending.get() {
+        Some(Ok(Ok(response))) => Ok(response),
+        Some(Ok(Err(e))) => Err(describe(&e)),
+        Some(Err(())) => Err("the upstream response was already taken".into()),
+        None => Err("the upstream response was not ready after waiting for it".into()),
     }
 }
 
@@ -214,9 +223,11 @@ pub fn stream_response(response: IncomingResponse, out: ResponseOutparam) -> Res
     drop(src);
     drop(dst);
     match result {
+        // The upstream body is dropped rather than finished: trailers are
+        // not relayed, and finishing would cost two more host calls.
         Ok(()) => {
             let _ = dst_finish(outgoing);
-            let _ = IncomingBody::finish(incoming);
+            drop(incoming);
             Ok(())
         }
         // Dropping the outgoing body unfinished aborts the client's response.

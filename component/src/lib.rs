@@ -46,7 +46,7 @@ impl Guest for Component {
                 key_store::reset();
                 http::respond(out, &flow::reset_done());
             }
-            Decision::StatsLogin => match http::read_request_body(request, 64 * 1024) {
+            Decision::StatsLogin => match http::read_request_body(request, http::content_length(&headers), 64 * 1024) {
                 Ok(body) => http::respond(out, &flow::login(config, &headers, &body)),
                 Err(e) => http::respond(out, &e.to_response(Dialect::Gemini)),
             },
@@ -72,7 +72,7 @@ fn forward(
 ) {
     let dialect = fwd.dialect;
     let fail = |out, e: ProxyError| http::respond(out, &e.to_response(dialect));
-    let body = match http::read_request_body(request, MAX_BODY_BYTES) {
+    let body = match http::read_request_body(request, http::content_length(headers), MAX_BODY_BYTES) {
         Ok(b) => b,
         Err(e) => return fail(out, e),
     };
