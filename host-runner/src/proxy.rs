@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use std::path::Path;
+use std::time::{Duration, Instant};
 use wasmtime::{Cache, CacheConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -99,7 +100,8 @@ pub struct ProxyComponent {
     env: Arc<Vec<(String, String)>>,
     backend: Arc<dyn KeyBackend>,
     outbound: Outbound,
-    idle: Arc<Mutex<Vec<Warm>>>,
+    /// Least recently used first, each with when it came back.
+    idle: Arc<Mutex<Vec<(Warm, Instant)>>>,
     created: Arc<AtomicU64>,
     cache: Option<Cache>,
 }
@@ -123,9 +125,17 @@ impl std::fmt::Debug for ProxyComponent {
 /// Most requests in flight at once (pooling allocator slots).
 pub const MAX_CONCURRENT_INSTANCES: u32 = 1000;
 
-/// Idle instances kept for the next requests; a burst beyond this many
-/// concurrent requests instantiates more, which are dropped afterwards.
-pub const MAX_IDLE_INSTANCES: usize = 32;
+/// Idle instances kept for the next requests: a burst of up to this many
+/// concurrent requests leaves its instances for the next burst (beyond it,
+/// the extra instances are dropped after their request).
+pub const MAX_IDLE_INSTANCES: usize = 256;
+
+/// Idle instances always kept, however long unused.
+pub const MIN_IDLE_INSTANCES: usize = 8;
+
+/// How long an idle instance beyond [`MIN_IDLE_INSTANCES`] is kept unused
+/// before [`ProxyComponent::trim_idle`] drops it and its memory.
+pub const IDLE_INSTANCE_TTL: Duration = Duration::from_secs(10);
 
 /// An instance whose linear memory grew past this (a large request body)
 /// is dropped after its request instead of being kept idle.
@@ -192,7 +202,7 @@ impl ProxyComponent {
     /// An instance for one request: the most recently used idle one, or a
     /// new one.
     pub async fn checkout(&self) -> wasmtime::Result<Warm> {
-        if let Some(warm) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        if let Some((warm, _)) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(warm);
         }
         let mut store = self.new_store();
@@ -214,8 +224,20 @@ impl ProxyComponent {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE_INSTANCES {
-            idle.push(warm);
+            idle.push((warm, Instant::now()));
         }
+    }
+
+    /// Drops the idle instances unused for `unused_for`, least recently used
+    /// first, keeping [`MIN_IDLE_INSTANCES`]; returns how many it dropped.
+    pub fn trim_idle(&self, unused_for: Duration) -> usize {
+        let stale: Vec<(Warm, Instant)> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let removable = idle.len().saturating_sub(MIN_IDLE_INSTANCES);
+            let n = idle.iter().take(removable).take_while(|(_, at)| at.elapsed() >= unused_for).count();
+            idle.drain(..n).collect()
+        };
+        stale.len()
     }
 
     /// With a compile cache: whether this start loaded the machine code from

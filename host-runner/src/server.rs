@@ -107,6 +107,7 @@ impl Server {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: opts.listen, source })?;
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(daily_reset_loop(store.clone(), opts.reset_cron.clone(), opts.clock.clone(), stopped.clone()));
+        tokio::spawn(trim_idle_loop(component.clone(), stopped.clone()));
         let task = tokio::spawn(accept_loop(listener, component.clone(), stopped));
         Ok(Self { addr, store, component, stop, task })
     }
@@ -130,6 +131,12 @@ impl Server {
     /// How many instances of the component wait for a request.
     pub fn idle_instances(&self) -> usize {
         self.component.idle_instances()
+    }
+
+    /// Drops the idle instances unused for `unused_for` (beyond the few
+    /// always kept), as the server does every few seconds; returns how many.
+    pub fn trim_idle_instances(&self, unused_for: Duration) -> usize {
+        self.component.trim_idle(unused_for)
     }
 
     /// Stops accepting, lets requests in flight finish (up to `grace`), and
@@ -250,6 +257,20 @@ async fn run_component(component: ProxyComponent, req: hyper::Request<Incoming>)
             };
             tracing::error!(error = %why, "the proxy component failed");
             error_response(&ProxyError::Internal(format!("the proxy component failed: {why}")))
+        }
+    }
+}
+
+/// Gives back the memory of instances left idle after a burst.
+async fn trim_idle_loop(component: ProxyComponent, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stopped.changed() => return,
+        }
+        let dropped = component.trim_idle(crate::proxy::IDLE_INSTANCE_TTL);
+        if dropped > 0 {
+            tracing::debug!(dropped, "dropped idle instances");
         }
     }
 }

@@ -248,3 +248,34 @@ async fn an_instance_grown_by_a_large_body_is_not_kept_idle() {
     assert_eq!(server.idle_instances(), idle - 1, "the grown instance was dropped");
     assert_eq!(h.generate("gemini-2.5-flash").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_burst_leaves_its_instances_until_they_are_trimmed() {
+    let h = Harness::new(2).await;
+    let server = h.server.as_ref().expect("running");
+    // 48 streams held open upstream after their first chunk: 48 instances
+    // are busy at once.
+    h.fake.hold_streams(true);
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..48 {
+        let req = h
+            .http
+            .post(h.url("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"))
+            .header("x-goog-api-key", "k")
+            .json(&json!({}));
+        burst.spawn(async move { req.send().await.expect("request").text().await.expect("stream") });
+    }
+    while h.fake.requests().len() < 48 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    h.fake.release();
+    while let Some(text) = burst.join_next().await {
+        assert!(text.expect("task").contains("data: "));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(server.idle_instances(), 48, "the burst's instances wait for the next one");
+    assert_eq!(server.trim_idle_instances(Duration::from_secs(3600)), 0, "none is old enough");
+    assert_eq!(server.trim_idle_instances(Duration::ZERO), 48 - host_runner::proxy::MIN_IDLE_INSTANCES);
+    assert_eq!(server.idle_instances(), host_runner::proxy::MIN_IDLE_INSTANCES);
+    assert_eq!(h.generate("gemini-2.5-flash").await.status(), 200);
+}
