@@ -9,7 +9,7 @@ use crate::bindings::wasi::io::streams::StreamError;
 use proxy_core::config::Scheme as CoreScheme;
 use proxy_core::error::{ProxyError, Response};
 use proxy_core::flow::UpstreamRequest;
-use proxy_core::headers::{CORS, forward_response_header};
+use proxy_core::headers::{self, CORS, forward_response_header};
 
 /// Most bytes one `blocking-write-and-flush` takes.
 const WRITE_CHUNK: usize = 4096;
@@ -97,8 +97,7 @@ fn write_all(body: &OutgoingBody, mut bytes: &[u8]) -> Result<(), StreamError> {
 
 /// The request's `content-length`, if it has one.
 pub fn content_length(headers: &[(String, Vec<u8>)]) -> Option<usize> {
-    let (_, v) = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length"))?;
-    std::str::from_utf8(v).ok()?.trim().parse().ok()
+    headers::get(headers, "content-length")?.trim().parse().ok()
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes. With a

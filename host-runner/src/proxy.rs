@@ -5,11 +5,11 @@
 use crate::key_store::{KeyStoreCtx, KeyStoreView};
 use crate::outbound::Outbound;
 use crate::store::KeyBackend;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use wasmtime::component::{Component, Linker, ResourceTable};
-use std::path::Path;
 use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Cache, CacheConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -231,6 +231,7 @@ impl ProxyComponent {
     /// Drops the idle instances unused for `unused_for`, least recently used
     /// first, keeping [`MIN_IDLE_INSTANCES`]; returns how many it dropped.
     pub fn trim_idle(&self, unused_for: Duration) -> usize {
+        // Taken out under the lock, dropped (stores freed) after it.
         let stale: Vec<(Warm, Instant)> = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let removable = idle.len().saturating_sub(MIN_IDLE_INSTANCES);

@@ -85,7 +85,7 @@ impl SqliteKeyStore {
         let (key_records, usage_records) = load(&conn)?;
         let pool = KeyPool::restore(keys, key_records, usage_records);
         let (k, u) = pool.records();
-        rewrite(&mut conn, &k, &u)?;
+        Batch { rewrite: Some((k, u)), ..Batch::default() }.commit(&mut conn)?;
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("key-store-writer".into())
@@ -239,12 +239,6 @@ fn replace_all(conn: &Connection, keys: &[KeyRecord], usage: &[UsageRecord]) -> 
         upsert_usage(conn, u)?;
     }
     Ok(())
-}
-
-fn rewrite(conn: &mut Connection, keys: &[KeyRecord], usage: &[UsageRecord]) -> Result<(), rusqlite::Error> {
-    let tx = conn.transaction()?;
-    replace_all(&tx, keys, usage)?;
-    tx.commit()
 }
 
 /// How long the writer lets changes gather before one transaction commits
