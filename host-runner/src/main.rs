@@ -8,7 +8,7 @@ use host_runner::server::{Server, ServerOptions};
 use proxy_core::cron::Cron;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,24 +68,36 @@ async fn run() -> anyhow::Result<()> {
     }
     let keys = config.api_keys.len();
     let (gemini, openai) = (config.proxy.gemini_upstream.to_string(), config.proxy.openai_upstream.to_string());
+    // A relative --db is relative to the working directory; everything
+    // after this line sees absolute paths (Wasmtime's cache insists on one).
+    let db = absolute(&cwd, &args.db);
+    let compile_cache = db.parent().unwrap_or(&cwd).join("compiled");
     let server = Server::start(ServerOptions {
         listen: args.listen,
-        db: args.db.clone(),
+        db: db.clone(),
         reset_cron: args.reset_cron.clone(),
         config,
         clock: Arc::new(SystemClock),
         component_path: host_runner::COMPONENT_PATH.to_owned(),
-        compile_cache: Some(args.db.parent().unwrap_or(std::path::Path::new(".")).join("compiled")),
+        compile_cache: Some(compile_cache.clone()),
     })
     .await?;
     tracing::info!(
-        addr = %server.addr(), keys, db = %args.db.display(), reset_cron = %args.reset_cron, %gemini, %openai,
+        addr = %server.addr(), keys, db = %db.display(), compile_cache = %compile_cache.display(),
+        reset_cron = %args.reset_cron, %gemini, %openai,
         "gemini-proxy listening on http://{}", server.addr()
     );
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown(Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// `path` resolved against `cwd` when relative, with `.` segments dropped
+/// (the file may not exist yet, so it is not canonicalised).
+fn absolute(cwd: &Path, path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() { path.to_path_buf() } else { cwd.join(path) };
+    joined.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
 }
 
 async fn shutdown_signal() {
@@ -103,4 +115,18 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute;
+    use std::path::Path;
+
+    #[test]
+    fn relative_paths_resolve_against_the_working_directory() {
+        let cwd = Path::new("/home/u/clone");
+        assert_eq!(absolute(cwd, Path::new(".gemini-proxy/keys.sqlite3")), Path::new("/home/u/clone/.gemini-proxy/keys.sqlite3"));
+        assert_eq!(absolute(cwd, Path::new("./x/./k.db")), Path::new("/home/u/clone/x/k.db"));
+        assert_eq!(absolute(cwd, Path::new("/var/lib/k.db")), Path::new("/var/lib/k.db"));
+    }
 }
