@@ -26,17 +26,28 @@ pub struct Target {
 }
 
 impl Target {
-    /// From the environment; `None` when `E2E_PROXY_URL` is unset.
-    pub fn from_env() -> Option<Self> {
-        let proxy = std::env::var("E2E_PROXY_URL").ok()?;
-        let get = |v: &str| std::env::var(v).unwrap_or_else(|_| panic!("{v} must be set with E2E_PROXY_URL"));
-        Some(Self {
+    /// From the environment. Panics, naming the variable, when one is unset:
+    /// a scenario without its proxy fails loudly rather than passing.
+    pub fn from_env() -> Self {
+        let get = |v: &str| {
+            std::env::var(v).unwrap_or_else(|_| panic!("{v} is unset: the e2e scenarios run against a proxy that scripts/e2e starts"))
+        };
+        let proxy = get("E2E_PROXY_URL");
+        Self {
             proxy: proxy.trim_end_matches('/').to_owned(),
             fake: get("E2E_FAKE_ORIGIN"),
             keys: get("E2E_POOL_KEYS").split(',').map(str::to_owned).collect(),
             proxy_key: get("E2E_PROXY_KEY"),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
-        })
+        }
+    }
+
+    /// From the environment, after resetting the fake and the proxy to a
+    /// fresh state.
+    pub async fn fresh_from_env() -> Self {
+        let t = Self::from_env();
+        t.fresh().await;
+        t
     }
 
     /// `POST /_fake/…` on the fake.

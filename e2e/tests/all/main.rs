@@ -1,28 +1,20 @@
-//! The scenario list. Each test starts from fresh state; the runner
-//! (`scripts/e2e`) runs them one at a time against one host.
+//! The scenario list, run by `scripts/e2e` against one running host at a
+//! time. Every scenario needs that proxy, so each is `#[ignore]`d for a plain
+//! `cargo test` (which reports it as ignored, not passed) and the runner
+//! passes `--ignored`; run without the runner's environment, a scenario
+//! fails loudly. Scenarios that apply to one host only sit in modules the
+//! runner filters by name (`worker_only::`), and the restart scenario's
+//! phases in `phases::`, run one at a time around a restart.
 
 use e2e::Target;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-macro_rules! target {
-    () => {
-        match Target::from_env() {
-            Some(t) => {
-                t.fresh().await;
-                t
-            }
-            None => {
-                eprintln!("E2E_PROXY_URL is unset: scenario skipped (scripts/e2e runs these)");
-                return;
-            }
-        }
-    };
-}
 
 #[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn native_and_openai_requests_carry_one_pool_key() {
-    let t = target!();
+    let t = Target::fresh_from_env().await;
     let r = t.generate("e2e-basic").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.expect("json");
@@ -43,8 +35,9 @@ async fn native_and_openai_requests_carry_one_pool_key() {
 }
 
 #[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn v1_models_follows_the_credential() {
-    let t = target!();
+    let t = Target::fresh_from_env().await;
     t.http.get(format!("{}/v1/models", t.proxy)).header("x-goog-api-key", &t.proxy_key).send().await.expect("gemini");
     t.http.get(format!("{}/v1/models", t.proxy)).bearer_auth(&t.proxy_key).send().await.expect("openai");
     let paths: Vec<String> = t.upstream_requests().await.iter().map(|r| r["path"].as_str().unwrap_or_default().to_owned()).collect();
@@ -52,8 +45,9 @@ async fn v1_models_follows_the_credential() {
 }
 
 #[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn streams_arrive_before_the_upstream_finishes() {
-    let t = target!();
+    let t = Target::fresh_from_env().await;
     t.fake("hold", json!({})).await;
     let mut r = t
         .http
@@ -76,8 +70,9 @@ async fn streams_arrive_before_the_upstream_finishes() {
 }
 
 #[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn per_day_429_rotates_and_marks_the_key() {
-    let t = target!();
+    let t = Target::fresh_from_env().await;
     t.behave(&t.keys[0], "per-day").await;
     for _ in 0..4 {
         assert_eq!(t.generate("e2e-day").await.status(), 200);
@@ -92,8 +87,9 @@ async fn per_day_429_rotates_and_marks_the_key() {
 }
 
 #[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn per_minute_429_cools_the_key() {
-    let t = target!();
+    let t = Target::fresh_from_env().await;
     t.behave(&t.keys[0], "per-minute:600").await;
     for _ in 0..3 {
         assert_eq!(t.generate("e2e-minute").await.status(), 200);
@@ -103,8 +99,9 @@ async fn per_minute_429_cools_the_key() {
 }
 
 #[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn invalid_keys_are_disabled() {
-    let t = target!();
+    let t = Target::fresh_from_env().await;
     t.behave(&t.keys[1], "invalid").await;
     for _ in 0..4 {
         assert_eq!(t.chat("e2e-invalid").await.status(), 200);
@@ -116,8 +113,9 @@ async fn invalid_keys_are_disabled() {
 }
 
 #[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn all_keys_exhausted_answer_429_in_the_callers_dialect() {
-    let t = target!();
+    let t = Target::fresh_from_env().await;
     t.behave("*", "per-day").await;
     let r = t.generate("e2e-all").await;
     assert_eq!(r.status(), 429);
@@ -129,8 +127,9 @@ async fn all_keys_exhausted_answer_429_in_the_callers_dialect() {
 }
 
 #[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn the_proxy_key_is_required() {
-    let t = target!();
+    let t = Target::fresh_from_env().await;
     let r = t
         .http
         .post(format!("{}/v1beta/models/e2e-auth:generateContent", t.proxy))
@@ -154,100 +153,14 @@ async fn the_proxy_key_is_required() {
     assert!(reqs[0]["query"].is_null(), "the client's ?key= went upstream");
 }
 
-/// Phase 1 of the restart scenario (E2E_PHASE=before-restart): leaves a mark.
-#[tokio::test]
-async fn persistence_before_restart() {
-    if std::env::var("E2E_PHASE").as_deref() != Ok("before-restart") {
-        return;
-    }
-    let t = target!();
-    t.behave(&t.keys[0], "per-day").await;
-    for _ in 0..3 {
-        t.generate("e2e-persist").await;
-    }
-    let stats = t.stats().await;
-    assert_eq!(t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"]["state"], "exhausted");
-}
 
-/// Phase 2 (E2E_PHASE=after-restart): the mark and counts survived.
-#[tokio::test]
-async fn persistence_after_restart() {
-    if std::env::var("E2E_PHASE").as_deref() != Ok("after-restart") {
-        return;
-    }
-    let Some(t) = Target::from_env() else { return };
-    let stats = t.stats().await;
-    let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];
-    assert_eq!(cell["state"], "exhausted", "{stats}");
-    assert_eq!(cell["requests"], 1);
-}
 
-/// The daily job (E2E_PHASE=after-cron, after the runner fired it): counters
-/// cleared, the unexpired per-day mark kept.
-#[tokio::test]
-async fn daily_reset_keeps_unexpired_marks() {
-    if std::env::var("E2E_PHASE").as_deref() != Ok("after-cron") {
-        return;
-    }
-    let Some(t) = Target::from_env() else { return };
-    let stats = t.stats().await;
-    let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];
-    assert_eq!(cell["state"], "exhausted", "{stats}");
-    assert_eq!(cell["requests"], 0, "{stats}");
-}
 
-/// Worker only (its `/stat.json` counts the Durable Object's acquires and
-/// reports): a plain success costs 2 DO requests (the acquire on the
-/// critical path, the report after the response), a request retried once
-/// after a 429 costs 3 (acquire, an acquire carrying the 429's report, the
-/// final report).
-#[tokio::test]
-async fn durable_object_requests_per_proxied_request() {
-    let t = target!();
-    let counts = |s: &Value| {
-        let d = &s["durable_object_requests"];
-        Some((d["acquire"].as_u64()?, d["report"].as_u64()?))
-    };
-    let Some(_) = counts(&t.stats().await) else { return };
-    // Reports land a moment after the response (waitUntil): poll for them.
-    let measure = |model: &'static str| {
-        let t = t.clone();
-        async move {
-            let (a0, r0) = counts(&t.stats().await).expect("counts");
-            let upstream0 = t.upstream_requests().await.len();
-            assert_eq!(t.generate(model).await.status(), 200);
-            let attempts = t.upstream_requests().await.len() - upstream0;
-            let mut now = (a0, r0);
-            for _ in 0..100 {
-                now = counts(&t.stats().await).expect("counts");
-                if now.1 > r0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (attempts, now.0 - a0 + now.1 - r0)
-        }
-    };
-    let (attempts, plain) = measure("e2e-do").await;
-    assert_eq!(attempts, 1);
-    // Rotation is round-robin in configuration order: make the key after
-    // the one that just served answer a per-minute 429.
-    let served = t.keys_seen().await.last().cloned().expect("a key served");
-    let i = t.keys.iter().position(|k| *k == served).expect("pool key");
-    t.behave(&t.keys[(i + 1) % t.keys.len()], "per-minute:600").await;
-    let (attempts_retried, retried) = measure("e2e-do").await;
-    #[expect(clippy::print_stderr, reason = "the measured figures, shown with --nocapture")]
-    {
-        eprintln!("durable object requests: plain success {plain}, with one 429 retry {retried} ({attempts_retried} attempts)");
-    }
-    assert_eq!(plain, 2, "DO requests for a plain success");
-    assert_eq!(attempts_retried, 2);
-    assert_eq!(retried, 3, "DO requests for a request retried once");
-}
 
 #[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn the_stat_page_shows_marks_and_reasons_without_secrets() {
-    let t = target!();
+    let t = Target::fresh_from_env().await;
     t.behave(&t.keys[0], "per-day").await;
     for _ in 0..3 {
         t.generate("e2e-page").await;
@@ -270,8 +183,9 @@ async fn the_stat_page_shows_marks_and_reasons_without_secrets() {
 }
 
 #[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn browser_apps_get_cors() {
-    let t = target!();
+    let t = Target::fresh_from_env().await;
     let r = t
         .http
         .request(reqwest::Method::OPTIONS, format!("{}/v1beta/models/e2e-cors:generateContent", t.proxy))
@@ -285,4 +199,105 @@ async fn browser_apps_get_cors() {
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
     let r = t.generate("e2e-cors").await;
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
+}
+
+/// The restart scenario, one phase per run of the runner: it runs
+/// `before_restart`, restarts the host, runs `after_restart`, and on the
+/// Worker fires the cron trigger and runs `after_cron`.
+mod phases {
+    use e2e::Target;
+
+    /// Phase 1 of the restart scenario: leaves a mark.
+    #[tokio::test]
+    #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+    async fn before_restart() {
+        let t = Target::fresh_from_env().await;
+        t.behave(&t.keys[0], "per-day").await;
+        for _ in 0..3 {
+            t.generate("e2e-persist").await;
+        }
+        let stats = t.stats().await;
+        assert_eq!(t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"]["state"], "exhausted");
+    }
+
+    /// Phase 2: the mark and counts survived.
+    #[tokio::test]
+    #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+    async fn after_restart() {
+        let t = Target::from_env();
+        let stats = t.stats().await;
+        let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];
+        assert_eq!(cell["state"], "exhausted", "{stats}");
+        assert_eq!(cell["requests"], 1);
+    }
+
+    /// The daily job (after the runner fired it): counters
+    /// cleared, the unexpired per-day mark kept.
+    #[tokio::test]
+    #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+    async fn after_cron() {
+        let t = Target::from_env();
+        let stats = t.stats().await;
+        let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];
+        assert_eq!(cell["state"], "exhausted", "{stats}");
+        assert_eq!(cell["requests"], 0, "{stats}");
+    }
+}
+
+/// Scenarios that apply to the Worker only; `scripts/e2e host-runner`
+/// filters them out.
+mod worker_only {
+    use e2e::Target;
+    use serde_json::Value;
+    use std::time::Duration;
+
+    /// Worker only (its `/stat.json` counts the Durable Object's acquires and
+    /// reports): a plain success costs 2 DO requests (the acquire on the
+    /// critical path, the report after the response), a request retried once
+    /// after a 429 costs 3 (acquire, an acquire carrying the 429's report, the
+    /// final report).
+    #[tokio::test]
+    #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+    async fn durable_object_requests_per_proxied_request() {
+        let t = Target::fresh_from_env().await;
+        let counts = |s: &Value| {
+            let d = &s["durable_object_requests"];
+            Some((d["acquire"].as_u64()?, d["report"].as_u64()?))
+        };
+        assert!(counts(&t.stats().await).is_some(), "the Worker's /stat.json counts its Durable Object requests");
+        // Reports land a moment after the response (waitUntil): poll for them.
+        let measure = |model: &'static str| {
+            let t = t.clone();
+            async move {
+                let (a0, r0) = counts(&t.stats().await).expect("counts");
+                let upstream0 = t.upstream_requests().await.len();
+                assert_eq!(t.generate(model).await.status(), 200);
+                let attempts = t.upstream_requests().await.len() - upstream0;
+                let mut now = (a0, r0);
+                for _ in 0..100 {
+                    now = counts(&t.stats().await).expect("counts");
+                    if now.1 > r0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (attempts, now.0 - a0 + now.1 - r0)
+            }
+        };
+        let (attempts, plain) = measure("e2e-do").await;
+        assert_eq!(attempts, 1);
+        // Rotation is round-robin in configuration order: make the key after
+        // the one that just served answer a per-minute 429.
+        let served = t.keys_seen().await.last().cloned().expect("a key served");
+        let i = t.keys.iter().position(|k| *k == served).expect("pool key");
+        t.behave(&t.keys[(i + 1) % t.keys.len()], "per-minute:600").await;
+        let (attempts_retried, retried) = measure("e2e-do").await;
+        #[expect(clippy::print_stderr, reason = "the measured figures, shown with --nocapture")]
+        {
+            eprintln!("durable object requests: plain success {plain}, with one 429 retry {retried} ({attempts_retried} attempts)");
+        }
+        assert_eq!(plain, 2, "DO requests for a plain success");
+        assert_eq!(attempts_retried, 2);
+        assert_eq!(retried, 3, "DO requests for a request retried once");
+    }
 }
