@@ -31,7 +31,8 @@ fn main() {
     // A lean guest: no debug info (the host's release profile keeps some).
     cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "true");
     // The outer build's flags are for the host, not the guest.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"]
+    for var in
+        ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"]
     {
         cmd.env_remove(var);
     }
@@ -42,7 +43,8 @@ fn main() {
     let wasm = release.join(format!("{CRATE}.wasm"));
     assert!(wasm.exists(), "component not found at {}", wasm.display());
 
-    for watched in ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "component/Cargo.toml", "core/Cargo.toml", "wit"] {
+    for watched in ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "component/Cargo.toml", "core/Cargo.toml", "wit"]
+    {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let dep_info = release.join(format!("{CRATE}.d"));
@@ -102,6 +104,9 @@ fn ensure_target(root: &Path) {
     if !installed {
         println!("cargo:warning=the {TARGET} target is missing; adding it with `rustup target add {TARGET}`");
         let status = Command::new("rustup").current_dir(root).args(["target", "add", TARGET]).status();
-        assert!(status.is_ok_and(|s| s.success()), "target {TARGET} is missing and `rustup target add {TARGET}` failed");
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "target {TARGET} is missing and `rustup target add {TARGET}` failed"
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    ErrorCode, Fields, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
-    OutgoingResponse, ResponseOutparam, Scheme,
+    ErrorCode, Fields, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
 };
 use crate::bindings::wasi::io::streams::StreamError;
 use proxy_core::config::Scheme as CoreScheme;
@@ -55,7 +55,8 @@ fn fields_from(headers: &[(String, Vec<u8>)]) -> Fields {
 
 /// Sends a response the proxy made itself.
 pub fn respond(out: ResponseOutparam, r: &Response) {
-    let mut headers: Vec<(String, Vec<u8>)> = r.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+    let mut headers: Vec<(String, Vec<u8>)> =
+        r.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     headers.push(("content-type".into(), r.content_type.as_bytes().to_vec()));
     send_buffered(out, r.status, &headers, r.body.as_bytes());
 }
@@ -107,9 +108,7 @@ pub fn read_request_body(request: IncomingRequest, declared: Option<usize>, limi
     if declared.is_some_and(|n| n as u64 > limit) {
         return Err(ProxyError::PayloadTooLarge { limit });
     }
-    let body = request
-        .consume()
-        .map_err(|()| ProxyError::Internal("request body was already consumed".into()))?;
+    let body = request.consume().map_err(|()| ProxyError::Internal("request body was already consumed".into()))?;
     let stream = body.stream().map_err(|()| ProxyError::Internal("request body stream unavailable".into()))?;
     let mut buf = Vec::with_capacity(declared.unwrap_or(0));
     while declared.is_none_or(|n| buf.len() < n) {
@@ -122,7 +121,10 @@ pub fn read_request_body(request: IncomingRequest, declared: Option<usize>, limi
             }
             Err(StreamError::Closed) => break,
             Err(StreamError::LastOperationFailed(e)) => {
-                return Err(ProxyError::BadRequest(format!("reading the request body failed: {}", e.to_debug_string())));
+                return Err(ProxyError::BadRequest(format!(
+                    "reading the request body failed: {}",
+                    e.to_debug_string()
+                )));
             }
         }
     }
@@ -216,7 +218,9 @@ pub fn stream_response(response: IncomingResponse, out: ResponseOutparam) -> Res
         match dst.blocking_splice(&src, READ_CHUNK) {
             Ok(_) => {}
             Err(StreamError::Closed) => break Ok(()),
-            Err(StreamError::LastOperationFailed(e)) => break Err(format!("stream broke off: {}", e.to_debug_string())),
+            Err(StreamError::LastOperationFailed(e)) => {
+                break Err(format!("stream broke off: {}", e.to_debug_string()));
+            }
         }
     };
     drop(src);

@@ -59,7 +59,10 @@ impl Guest for Component {
 /// may serve many requests with one instance; its environment never changes).
 fn config() -> Result<&'static Config, &'static str> {
     static CONFIG: OnceLock<Result<Config, String>> = OnceLock::new();
-    CONFIG.get_or_init(|| Config::from_lookup(|var| std::env::var(var).ok()).map_err(|e| e.to_string())).as_ref().map_err(String::as_str)
+    CONFIG
+        .get_or_init(|| Config::from_lookup(|var| std::env::var(var).ok()).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(String::as_str)
 }
 
 /// Relays one request upstream, trying further keys while `core` says so.

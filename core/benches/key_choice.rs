@@ -13,7 +13,8 @@ fn pool(keys: usize, now: UnixMillis) -> (KeyPool, Vec<String>) {
     let mut p = KeyPool::new((0..keys).map(|i| ApiKey::new(format!("AIzaSyBENCHkey{i:026}"))).collect());
     let models: Vec<String> = (0..MODELS).map(|m| format!("gemini-model-{m}")).collect();
     let ids: Vec<_> = p.ids().cloned().collect();
-    let day = Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerDay, retry_after_ms: None, reason: "daily".into() });
+    let day =
+        Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerDay, retry_after_ms: None, reason: "daily".into() });
     for (m, model) in models.iter().enumerate() {
         for (i, id) in ids.iter().enumerate() {
             if (i + m) % 3 == 0 {

@@ -15,7 +15,12 @@ fn main() {
             p.report(id, &model, &Outcome::Success, now);
             if (i + m) % 5 == 0 {
                 let scope = if i % 2 == 0 { RateLimitScope::PerDay } else { RateLimitScope::PerMinute };
-                p.report(id, &model, &Outcome::RateLimited(RateLimit { scope, retry_after_ms: None, reason: "quota".into() }), now);
+                p.report(
+                    id,
+                    &model,
+                    &Outcome::RateLimited(RateLimit { scope, retry_after_ms: None, reason: "quota".into() }),
+                    now,
+                );
             }
         }
     }

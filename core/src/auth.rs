@@ -155,12 +155,18 @@ mod tests {
         assert!(open.authorize(None).is_ok());
         assert!(matches!(open.authorize(Some(&key)), Err(ProxyError::Unauthorized(m)) if m.contains("needs")));
         let wrong = Credentials { bearer: Some("nope".into()), ..Default::default() };
-        assert!(matches!(wrong.authorize(Some(&key)), Err(ProxyError::Unauthorized(m)) if m.contains("not this proxy")));
+        assert!(
+            matches!(wrong.authorize(Some(&key)), Err(ProxyError::Unauthorized(m)) if m.contains("not this proxy"))
+        );
         for c in [
             Credentials { bearer: Some("proxy-key-0123456789".into()), ..Default::default() },
             Credentials { goog_api_key: Some("proxy-key-0123456789".into()), ..Default::default() },
             Credentials { query_key: Some("proxy-key-0123456789".into()), ..Default::default() },
-            Credentials { bearer: Some("other".into()), query_key: Some("proxy-key-0123456789".into()), ..Default::default() },
+            Credentials {
+                bearer: Some("other".into()),
+                query_key: Some("proxy-key-0123456789".into()),
+                ..Default::default()
+            },
         ] {
             assert!(c.authorize(Some(&key)).is_ok(), "{c:?}");
         }

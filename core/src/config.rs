@@ -77,11 +77,7 @@ impl UpstreamBase {
         if path.split('/').any(|seg| seg == ".." || seg == ".") {
             return Err(format!("{url:?} has dot segments"));
         }
-        Ok(Self {
-            scheme,
-            authority: authority.to_ascii_lowercase(),
-            path: path.trim_end_matches('/').to_owned(),
-        })
+        Ok(Self { scheme, authority: authority.to_ascii_lowercase(), path: path.trim_end_matches('/').to_owned() })
     }
 
     /// The origin, `scheme://authority`.
@@ -118,8 +114,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
         let base = |var: &'static str, default: &str| {
-            UpstreamBase::parse(&get(var).unwrap_or_else(|| default.to_owned()))
-                .map_err(|why| ConfigError { var, why })
+            UpstreamBase::parse(&get(var).unwrap_or_else(|| default.to_owned())).map_err(|why| ConfigError { var, why })
         };
         Ok(Self {
             proxy_key: get("PROXY_API_KEY").map(ApiKey::new),

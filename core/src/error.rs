@@ -18,7 +18,9 @@ pub enum Dialect {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProxyError {
     /// The path is not one the proxy serves.
-    #[error("no route for {method} {path}; the proxy serves /v1beta/models/… and /v1/models/… (Gemini) and /v1/chat/completions, /v1/embeddings, /v1/models (OpenAI)")]
+    #[error(
+        "no route for {method} {path}; the proxy serves /v1beta/models/… and /v1/models/… (Gemini) and /v1/chat/completions, /v1/embeddings, /v1/models (OpenAI)"
+    )]
     NotFound {
         /// Request method.
         method: String,
@@ -127,7 +129,8 @@ impl Response {
 
     /// A `303 See Other` to `location`.
     pub fn redirect(location: &str) -> Self {
-        let mut r = Self { status: 303, headers: Vec::new(), content_type: "text/plain; charset=utf-8", body: String::new() };
+        let mut r =
+            Self { status: 303, headers: Vec::new(), content_type: "text/plain; charset=utf-8", body: String::new() };
         r.headers.push(("location".into(), location.into()));
         r.headers.push(("cache-control".into(), "no-store".into()));
         r
@@ -172,7 +175,9 @@ impl ProxyError {
             Self::BadRequest(_) => ("invalid_request_error", "invalid_request"),
             Self::Forbidden(_) => ("permission_error", "forbidden"),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
-            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => {
+                ("rate_limit_error", "rate_limit_exceeded")
+            }
             Self::NoUsableKey { .. } => ("server_error", "no_usable_key"),
             Self::UpstreamFailed { .. } => ("server_error", "upstream_failed"),
             Self::Internal(_) => ("server_error", "internal_error"),

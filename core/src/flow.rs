@@ -9,8 +9,8 @@ use crate::error::{Dialect, ProxyError, Response};
 use crate::headers::{self, forward_request_header};
 use crate::pool::{Lease, Outcome, Report, Unavailable};
 use crate::route::{self, Forward, MAX_BODY_BYTES, Routed, Target};
-use crate::session;
 use crate::secret::{self, KeyId};
+use crate::session;
 use crate::upstream::{self, Verdict};
 
 /// At most this many upstream attempts (so keys) per request.
@@ -21,7 +21,12 @@ pub const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
 
 /// Decides what a request is and whether it may pass: routing, dialect,
 /// authorisation, and the declared body size.
-pub fn admit(cfg: &Config, method: &str, path_and_query: &str, headers: &[(String, Vec<u8>)]) -> Result<Routed, (ProxyError, Dialect)> {
+pub fn admit(
+    cfg: &Config,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(String, Vec<u8>)],
+) -> Result<Routed, (ProxyError, Dialect)> {
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let creds = Credentials::from_request(headers, query);
     let routed = route::route(method, path, query, &creds);
@@ -45,7 +50,9 @@ fn check(
     let routed = routed.map_err(|e| (e, dialect))?;
     if let Some(len) = headers::get(headers, "content-length") {
         match len.trim().parse::<u64>() {
-            Ok(n) if n > MAX_BODY_BYTES => return Err((ProxyError::PayloadTooLarge { limit: MAX_BODY_BYTES }, dialect)),
+            Ok(n) if n > MAX_BODY_BYTES => {
+                return Err((ProxyError::PayloadTooLarge { limit: MAX_BODY_BYTES }, dialect));
+            }
             Ok(_) => {}
             Err(_) => return Err((ProxyError::BadRequest("invalid content-length header".into()), dialect)),
         }
@@ -93,9 +100,9 @@ pub fn decide(cfg: &Config, method: &str, path_and_query: &str, headers: &[(Stri
         routed => {
             return match check(cfg, path, &creds, routed, headers) {
                 Ok(Routed { target: Target::Forward(f), .. }) => Decision::Forward(f),
-                Ok(Routed { dialect, .. }) => {
-                    Decision::Respond(ProxyError::Internal("a /stat route reached the API checks".into()).to_response(dialect))
-                }
+                Ok(Routed { dialect, .. }) => Decision::Respond(
+                    ProxyError::Internal("a /stat route reached the API checks".into()).to_response(dialect),
+                ),
                 Err((e, d)) => Decision::Respond(e.to_response(d)),
             };
         }
@@ -281,7 +288,9 @@ impl Attempts {
             Some(Unavailable::AllTried) | None if self.all_rate_limited && !self.tried.is_empty() => {
                 ProxyError::RateLimitedEverywhere { attempts: self.tried.len(), last: last() }
             }
-            Some(Unavailable::AllTried) | None => ProxyError::UpstreamFailed { attempts: self.tried.len(), last: last() },
+            Some(Unavailable::AllTried) | None => {
+                ProxyError::UpstreamFailed { attempts: self.tried.len(), last: last() }
+            }
         }
     }
 }
@@ -379,21 +388,26 @@ mod tests {
     #[test]
     fn auth_is_checked_before_anything_else() {
         let c = cfg(Some("proxy-key-123456"));
-        let (e, d) = admit(&c, "POST", "/v1/chat/completions", &h(&[("authorization", "Bearer wrong")])).expect_err("401");
+        let (e, d) =
+            admit(&c, "POST", "/v1/chat/completions", &h(&[("authorization", "Bearer wrong")])).expect_err("401");
         assert_eq!((e.status(), d), (401, Dialect::OpenAi));
         let (e, d) = admit(&c, "POST", "/v1beta/models/m:generateContent", &[]).expect_err("401");
         assert_eq!((e.status(), d), (401, Dialect::Gemini));
         let (e, _) = admit(&c, "GET", "/nope", &[]).expect_err("401 first");
         assert_eq!(e.status(), 401);
         assert!(admit(&c, "POST", "/v1beta/models/m:generateContent?key=proxy-key-123456", &[]).is_ok());
-        assert!(admit(&c, "POST", "/v1beta/models/m:generateContent", &h(&[("x-goog-api-key", "proxy-key-123456")])).is_ok());
+        assert!(
+            admit(&c, "POST", "/v1beta/models/m:generateContent", &h(&[("x-goog-api-key", "proxy-key-123456")]))
+                .is_ok()
+        );
         let (e, _) = admit(&cfg(None), "GET", "/nope", &[]).expect_err("404");
         assert_eq!(e.status(), 404);
     }
 
     #[test]
     fn oversized_bodies_are_refused_by_header() {
-        let (e, _) = admit(&cfg(None), "POST", "/v1/chat/completions", &h(&[("content-length", "99999999999")])).expect_err("413");
+        let (e, _) = admit(&cfg(None), "POST", "/v1/chat/completions", &h(&[("content-length", "99999999999")]))
+            .expect_err("413");
         assert_eq!(e.status(), 413);
     }
 
@@ -409,11 +423,19 @@ mod tests {
             ("User-Agent", "google-genai-sdk/1.0"),
             ("Cookie", "gp_session=x"),
         ]);
-        let f = forward(admit(&c, "POST", "/v1/models/gemini-2.5-flash:generateContent?key=client-secret&alt=sse", &client).expect("ok"));
+        let f = forward(
+            admit(&c, "POST", "/v1/models/gemini-2.5-flash:generateContent?key=client-secret&alt=sse", &client)
+                .expect("ok"),
+        );
         let up = upstream_request(&c, &f, &client, &lease(), 10);
         assert_eq!(up.path_and_query, "/v1beta/models/gemini-2.5-flash:generateContent?alt=sse");
         assert_eq!(up.method, "POST");
-        let creds: Vec<&str> = up.headers.iter().map(|(n, _)| n.as_str()).filter(|n| *n == "authorization" || *n == "x-goog-api-key").collect();
+        let creds: Vec<&str> = up
+            .headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| *n == "authorization" || *n == "x-goog-api-key")
+            .collect();
         assert_eq!(creds, ["x-goog-api-key"]);
         assert_eq!(headers::get(&up.headers, "x-goog-api-key"), Some("AIzaSyPOOLKEYpoolkeyPOOLKEYpoolkey00001"));
         for gone in ["host", "connection", "cookie"] {
@@ -459,7 +481,10 @@ mod tests {
         let session = h(&[("cookie", &format!("gp_session={}", session::token(&key)))]);
         assert_eq!(decide(&c, "GET", "/stat", &session), Decision::StatsPage);
         assert_eq!(decide(&c, "GET", "/stat.json", &session), Decision::StatsJson);
-        assert_eq!(decide(&c, "GET", "/stat", &h(&[("authorization", "Bearer proxy-key-123456")])), Decision::StatsPage);
+        assert_eq!(
+            decide(&c, "GET", "/stat", &h(&[("authorization", "Bearer proxy-key-123456")])),
+            Decision::StatsPage
+        );
         assert_eq!(decide(&c, "GET", "/stat", &h(&[("x-goog-api-key", "proxy-key-123456")])), Decision::StatsPage);
         // Reset: a cookie alone is not enough (cross-site forms carry none of the header).
         match decide(&c, "POST", "/stat/reset", &session) {
@@ -469,7 +494,10 @@ mod tests {
         let mut from_page = session.clone();
         from_page.push((ACTION_HEADER.into(), b"reset".to_vec()));
         assert_eq!(decide(&c, "POST", "/stat/reset", &from_page), Decision::StatsReset);
-        assert_eq!(decide(&c, "POST", "/stat/reset", &h(&[("authorization", "Bearer proxy-key-123456")])), Decision::StatsReset);
+        assert_eq!(
+            decide(&c, "POST", "/stat/reset", &h(&[("authorization", "Bearer proxy-key-123456")])),
+            Decision::StatsReset
+        );
         match decide(&c, "POST", "/stat/reset", &[]) {
             Decision::Respond(r) => assert_eq!(r.status, 401),
             d => panic!("{d:?}"),
@@ -489,11 +517,18 @@ mod tests {
     #[test]
     fn browsers_get_cors() {
         let c = cfg(Some("proxy-key-123456"));
-        match decide(&c, "OPTIONS", "/v1/chat/completions", &h(&[("access-control-request-headers", "authorization, content-type")])) {
+        match decide(
+            &c,
+            "OPTIONS",
+            "/v1/chat/completions",
+            &h(&[("access-control-request-headers", "authorization, content-type")]),
+        ) {
             Decision::Respond(r) => {
                 assert_eq!(r.status, 204);
                 assert!(r.headers.contains(&("access-control-allow-origin".into(), "*".into())));
-                assert!(r.headers.contains(&("access-control-allow-headers".into(), "authorization, content-type".into())));
+                assert!(
+                    r.headers.contains(&("access-control-allow-headers".into(), "authorization, content-type".into()))
+                );
             }
             d => panic!("{d:?}"),
         }
@@ -510,8 +545,33 @@ mod tests {
         // A deterministic spray of hostile request lines through admission
         // and body binding.
         let pieces = [
-            "/", "v1", "v1beta", "models", "openai", "..", ".", "%2e", "%2F", "%", "%%", ":", "::", "gemini-2.5-flash",
-            ":generateContent", "?", "&", "key=", "=", "\\", "é", "\u{0}", "//", "stat", "chat", "completions", "*",
+            "/",
+            "v1",
+            "v1beta",
+            "models",
+            "openai",
+            "..",
+            ".",
+            "%2e",
+            "%2F",
+            "%",
+            "%%",
+            ":",
+            "::",
+            "gemini-2.5-flash",
+            ":generateContent",
+            "?",
+            "&",
+            "key=",
+            "=",
+            "\\",
+            "é",
+            "\u{0}",
+            "//",
+            "stat",
+            "chat",
+            "completions",
+            "*",
         ];
         let c = cfg(Some("k-123456789012"));
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -543,7 +603,10 @@ mod tests {
             n => panic!("{n:?}"),
         }
         assert_eq!(a.tried(), std::slice::from_ref(&l.id));
-        let leaky = format!(r#"{{"error":{{"code":403,"message":"no access to tuned model for {}","status":"PERMISSION_DENIED"}}}}"#, l.secret.expose());
+        let leaky = format!(
+            r#"{{"error":{{"code":403,"message":"no access to tuned model for {}","status":"PERMISSION_DENIED"}}}}"#,
+            l.secret.expose()
+        );
         match a.answered(&l, "m", 403, leaky.as_bytes()) {
             Next::Relay { report, body } => {
                 assert_eq!(report.outcome, Outcome::ClientError { status: 403 });
@@ -560,7 +623,11 @@ mod tests {
     #[test]
     fn attempts_are_bounded_and_explain_themselves() {
         let mut a = Attempts::new();
-        let rl = Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerMinute, retry_after_ms: None, reason: "slow down".into() });
+        let rl = Outcome::RateLimited(RateLimit {
+            scope: RateLimitScope::PerMinute,
+            retry_after_ms: None,
+            reason: "slow down".into(),
+        });
         for i in 0..MAX_ATTEMPTS {
             assert!(a.may_try_again());
             a.failed(KeyId::from_string(format!("k{i}")), rl.clone());
@@ -572,7 +639,8 @@ mod tests {
         let e = b.give_up("m", Some(Unavailable::AllTried));
         assert_eq!(e.status(), 502);
         assert!(e.to_string().contains("overloaded"));
-        let e = Attempts::new().give_up("m", Some(Unavailable::AllLimited { until: UnixMillis(5_000), retry_after_ms: 1_000, keys: 2 }));
+        let e = Attempts::new()
+            .give_up("m", Some(Unavailable::AllLimited { until: UnixMillis(5_000), retry_after_ms: 1_000, keys: 2 }));
         assert_eq!(e.status(), 429);
         let e = Attempts::new().give_up("m", Some(Unavailable::NoUsableKey { why: "all disabled".into() }));
         assert_eq!(e.status(), 503);

@@ -5,10 +5,7 @@ pub type Headers = Vec<(String, Vec<u8>)>;
 
 /// The first value of header `name` (case-insensitive), as text.
 pub fn get<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and others that must not be
@@ -85,7 +82,16 @@ mod tests {
 
     #[test]
     fn credentials_and_hop_by_hop_never_forwarded() {
-        for h in ["Authorization", "x-goog-api-key", "X-Goog-Api-Key", "Host", "Connection", "Transfer-Encoding", "Cookie", "TE"] {
+        for h in [
+            "Authorization",
+            "x-goog-api-key",
+            "X-Goog-Api-Key",
+            "Host",
+            "Connection",
+            "Transfer-Encoding",
+            "Cookie",
+            "TE",
+        ] {
             assert!(!forward_request_header(h), "{h}");
         }
         for h in ["content-type", "user-agent", "x-goog-api-client", "accept"] {

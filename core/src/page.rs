@@ -166,13 +166,14 @@ pub fn render(s: &Snapshot) -> String {
     out.push_str("<th scope=\"col\">total</th></tr></thead><tbody>");
     for k in &s.keys {
         let row_class = if k.disabled.is_some() { r#" class="disabled""# } else { "" };
-        let _ = write!(out, r#"<tr{row_class}><td class="key"><code>{}</code> <span class="id">{}</span>"#, esc(&k.masked), esc(k.id.as_str()));
+        let _ = write!(
+            out,
+            r#"<tr{row_class}><td class="key"><code>{}</code> <span class="id">{}</span>"#,
+            esc(&k.masked),
+            esc(k.id.as_str())
+        );
         if let Some(d) = &k.disabled {
-            let _ = write!(
-                out,
-                r#"<span class="badge b-off" title="{}">disabled</span>"#,
-                esc(&d.reason)
-            );
+            let _ = write!(out, r#"<span class="badge b-off" title="{}">disabled</span>"#, esc(&d.reason));
         }
         out.push_str("</td>");
         let mut total = 0;
@@ -224,7 +225,13 @@ pub fn render(s: &Snapshot) -> String {
     if !disabled_list.is_empty() {
         out.push_str("<h2 style=\"font-size:15px;margin:16px 0 4px\">Disabled keys</h2><ul>");
         for (k, d) in disabled_list {
-            let _ = write!(out, "<li><code>{}</code> since {}: {}</li>", esc(&k.masked), d.since.to_rfc3339(), esc(&d.reason));
+            let _ = write!(
+                out,
+                "<li><code>{}</code> since {}: {}</li>",
+                esc(&k.masked),
+                d.since.to_rfc3339(),
+                esc(&d.reason)
+            );
         }
         out.push_str("</ul>");
     }
@@ -237,7 +244,9 @@ pub fn render(s: &Snapshot) -> String {
 /// The page shown without valid credentials: a login form posting the
 /// proxy key to `/stat/login`.
 pub fn login(error: Option<&str>) -> String {
-    let mut out = String::from(r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>gemini-proxy · sign in</title><style>"#);
+    let mut out = String::from(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>gemini-proxy · sign in</title><style>"#,
+    );
     out.push_str(STYLE);
     out.push_str(r#"</style></head><body><form class="login" method="post" action="/stat/login"><h1>gemini-proxy</h1><label for="key">Proxy key (PROXY_API_KEY)</label><input id="key" name="key" type="password" autocomplete="current-password" required autofocus>"#);
     if let Some(e) = error {
@@ -263,8 +272,26 @@ mod tests {
         let now = UnixMillis(1_800_000_000_000);
         let ids: Vec<_> = p.ids().cloned().collect();
         p.report(&ids[0], "gemini-2.5-pro", &Outcome::Success, now);
-        p.report(&ids[0], "gemini-2.5-pro", &Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerDay, retry_after_ms: None, reason: "daily quota".into() }), now);
-        p.report(&ids[1], "gemini-2.5-flash", &Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerMinute, retry_after_ms: Some(30_000), reason: "minute quota".into() }), now);
+        p.report(
+            &ids[0],
+            "gemini-2.5-pro",
+            &Outcome::RateLimited(RateLimit {
+                scope: RateLimitScope::PerDay,
+                retry_after_ms: None,
+                reason: "daily quota".into(),
+            }),
+            now,
+        );
+        p.report(
+            &ids[1],
+            "gemini-2.5-flash",
+            &Outcome::RateLimited(RateLimit {
+                scope: RateLimitScope::PerMinute,
+                retry_after_ms: Some(30_000),
+                reason: "minute quota".into(),
+            }),
+            now,
+        );
         p.report(&ids[2], "gemini-2.5-flash", &Outcome::KeyRejected { reason: "API key not valid".into() }, now);
         let html = render(&p.snapshot(now));
         assert!(html.contains("AIza…0000"));
@@ -282,7 +309,16 @@ mod tests {
         let now = UnixMillis(1_800_000_000_000);
         let id = p.ids().next().cloned().expect("key");
         let evil = "<script>alert(1)</script>\"'&";
-        p.report(&id, "m<script>x</script>", &Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerDay, retry_after_ms: None, reason: evil.into() }), now);
+        p.report(
+            &id,
+            "m<script>x</script>",
+            &Outcome::RateLimited(RateLimit {
+                scope: RateLimitScope::PerDay,
+                retry_after_ms: None,
+                reason: evil.into(),
+            }),
+            now,
+        );
         let html = render(&p.snapshot(now));
         assert!(!html.contains("<script>alert(1)"));
         assert!(!html.contains("m<script>x"));
@@ -310,7 +346,16 @@ mod tests {
             for m in 0..10 {
                 p.report(id, &format!("gemini-model-{m}"), &Outcome::Success, now);
                 if (i + m) % 7 == 0 {
-                    p.report(id, &format!("gemini-model-{m}"), &Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerMinute, retry_after_ms: None, reason: "r".into() }), now);
+                    p.report(
+                        id,
+                        &format!("gemini-model-{m}"),
+                        &Outcome::RateLimited(RateLimit {
+                            scope: RateLimitScope::PerMinute,
+                            retry_after_ms: None,
+                            reason: "r".into(),
+                        }),
+                        now,
+                    );
                 }
             }
         }

@@ -384,9 +384,8 @@ impl KeyPool {
             .iter()
             .filter(|(slot, _)| keys[**slot as usize].disabled.is_none())
             .filter_map(|(_, u)| u.active_mark(now).map(|m| m.until));
-        let (count, soonest) = limited.fold((0usize, None::<UnixMillis>), |(n, s), until| {
-            (n + 1, Some(s.map_or(until, |s| s.min(until))))
-        });
+        let (count, soonest) = limited
+            .fold((0usize, None::<UnixMillis>), |(n, s), until| (n + 1, Some(s.map_or(until, |s| s.min(until)))));
         match soonest {
             Some(until) => Err(Unavailable::AllLimited { until, retry_after_ms: now.until(until), keys: count }),
             None => Err(Unavailable::NoUsableKey {
@@ -495,7 +494,12 @@ impl KeyPool {
         let mut keys: Vec<KeyStats> = self
             .keys
             .iter()
-            .map(|s| KeyStats { id: s.id.clone(), masked: s.key.masked(), disabled: s.disabled.clone(), models: Vec::new() })
+            .map(|s| KeyStats {
+                id: s.id.clone(),
+                masked: s.key.masked(),
+                disabled: s.disabled.clone(),
+                models: Vec::new(),
+            })
             .collect();
         for (model, mp) in &self.models {
             for (slot, u) in &mp.usage {
@@ -532,7 +536,11 @@ impl KeyPool {
 
 /// The state of `model`, created on first use; `None` once [`MAX_MODELS`]
 /// distinct models are tracked. A model already tracked costs no allocation.
-fn model_pool<'a>(models: &'a mut BTreeMap<String, ModelPool>, keys: &[Slot], model: &str) -> Option<&'a mut ModelPool> {
+fn model_pool<'a>(
+    models: &'a mut BTreeMap<String, ModelPool>,
+    keys: &[Slot],
+    model: &str,
+) -> Option<&'a mut ModelPool> {
     if !models.contains_key(model) {
         if models.len() >= MAX_MODELS {
             return None;
@@ -574,7 +582,11 @@ mod tests {
         Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerDay, retry_after_ms: None, reason: "daily".into() })
     }
     fn per_minute(ms: Option<u64>) -> Outcome {
-        Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerMinute, retry_after_ms: ms, reason: "minute".into() })
+        Outcome::RateLimited(RateLimit {
+            scope: RateLimitScope::PerMinute,
+            retry_after_ms: ms,
+            reason: "minute".into(),
+        })
     }
 
     #[test]
@@ -604,7 +616,10 @@ mod tests {
         let a = p.acquire("m", &[], t(1)).expect("a").id;
         p.report(&a, "m", &per_day(), t(1));
         // Winter: exhausted until 08:00 UTC, not 07:00.
-        assert_eq!(p.acquire("m", &[], t(7)), Err(Unavailable::AllLimited { until: t(8), retry_after_ms: HOUR_MS, keys: 1 }));
+        assert_eq!(
+            p.acquire("m", &[], t(7)),
+            Err(Unavailable::AllLimited { until: t(8), retry_after_ms: HOUR_MS, keys: 1 })
+        );
         assert!(p.acquire("other", &[], t(7)).is_ok());
         // Free the moment the mark expires.
         assert_eq!(p.acquire("m", &[], t(8)).expect("free").id, a);
@@ -615,7 +630,10 @@ mod tests {
         let mut p = KeyPool::new(keys(1));
         let a = p.acquire("m", &[], t(0)).expect("a").id;
         p.report(&a, "m", &per_minute(Some(5_000)), t(0));
-        assert_eq!(p.acquire("m", &[], t(0).plus(4_999)), Err(Unavailable::AllLimited { until: t(0).plus(5_000), retry_after_ms: 1, keys: 1 }));
+        assert_eq!(
+            p.acquire("m", &[], t(0).plus(4_999)),
+            Err(Unavailable::AllLimited { until: t(0).plus(5_000), retry_after_ms: 1, keys: 1 })
+        );
         assert!(p.acquire("m", &[], t(0).plus(5_000)).is_ok());
         p.report(&a, "m", &per_minute(None), t(1));
         assert!(p.acquire("m", &[], t(1).plus(59_999)).is_err());
@@ -635,7 +653,8 @@ mod tests {
     fn rejected_keys_are_disabled_everywhere_and_skipped() {
         let mut p = KeyPool::new(keys(2));
         let a = p.acquire("m", &[], t(0)).expect("a").id;
-        let change = p.report(&a, "m", &Outcome::KeyRejected { reason: "API key not valid".into() }, t(0)).expect("known");
+        let change =
+            p.report(&a, "m", &Outcome::KeyRejected { reason: "API key not valid".into() }, t(0)).expect("known");
         assert!(change.key.is_some_and(|k| k.disabled_reason.is_some()));
         for model in ["m", "n"] {
             for _ in 0..3 {

@@ -97,12 +97,12 @@ impl Forward {
         }
         let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| ProxyError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| ProxyError::BadRequest("request body must be a JSON object".into()))?;
+        let obj =
+            value.as_object().ok_or_else(|| ProxyError::BadRequest("request body must be a JSON object".into()))?;
         let model = match obj.get("model") {
-            Some(serde_json::Value::String(m)) => normalize_model(m)
-                .ok_or_else(|| ProxyError::BadRequest(format!("invalid model name {m:?}")))?,
+            Some(serde_json::Value::String(m)) => {
+                normalize_model(m).ok_or_else(|| ProxyError::BadRequest(format!("invalid model name {m:?}")))?
+            }
             Some(_) => return Err(ProxyError::BadRequest("`model` must be a string".into())),
             None => return Err(ProxyError::BadRequest("`model` is required, e.g. \"gemini-2.5-flash\"".into())),
         };
@@ -228,21 +228,22 @@ pub fn route(method: &str, path: &str, query: &str, creds: &Credentials) -> Resu
             Err((ProxyError::MethodNotAllowed { method: method.to_owned(), allowed: op.method() }, dialect))
         }
     };
-    let forward = |dialect, op, model: Option<String>, upstream_path: String| -> Result<Routed, (ProxyError, Dialect)> {
-        check_method(op, dialect)?;
-        let streaming = op == Op::StreamGenerateContent;
-        Ok(Routed {
-            dialect,
-            target: Target::Forward(Forward {
+    let forward =
+        |dialect, op, model: Option<String>, upstream_path: String| -> Result<Routed, (ProxyError, Dialect)> {
+            check_method(op, dialect)?;
+            let streaming = op == Op::StreamGenerateContent;
+            Ok(Routed {
                 dialect,
-                op,
-                model,
-                upstream_path,
-                upstream_query: upstream_query.clone(),
-                streaming,
-            }),
-        })
-    };
+                target: Target::Forward(Forward {
+                    dialect,
+                    op,
+                    model,
+                    upstream_path,
+                    upstream_query: upstream_query.clone(),
+                    streaming,
+                }),
+            })
+        };
     let stat = |target: Target, allowed: &'static str| -> Result<Routed, (ProxyError, Dialect)> {
         if method.eq_ignore_ascii_case(allowed) {
             Ok(Routed { dialect: guess, target })
@@ -355,34 +356,173 @@ mod tests {
     fn detection_table() {
         let none = Credentials::default();
         let cases: Vec<Case<'_>> = vec![
-            ("POST", "/v1beta/models/gemini-2.5-flash:generateContent", "", goog(), Dialect::Gemini, Op::GenerateContent, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:generateContent"),
-            ("POST", "/v1/models/gemini-2.5-flash:streamGenerateContent", "alt=sse", goog(), Dialect::Gemini, Op::StreamGenerateContent, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:streamGenerateContent"),
-            ("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent", "", none.clone(), Dialect::Gemini, Op::StreamGenerateContent, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:streamGenerateContent"),
-            ("POST", "/v1beta/models/gemini-2.5-flash:countTokens", "", goog(), Dialect::Gemini, Op::CountTokens, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash:countTokens"),
-            ("POST", "/v1beta/models/text-embedding-004:embedContent", "", goog(), Dialect::Gemini, Op::EmbedContent, Some("text-embedding-004"), "/models/text-embedding-004:embedContent"),
-            ("POST", "/v1/models/gemini-embedding-001:batchEmbedContents", "", goog(), Dialect::Gemini, Op::BatchEmbedContents, Some("gemini-embedding-001"), "/models/gemini-embedding-001:batchEmbedContents"),
+            (
+                "POST",
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                "",
+                goog(),
+                Dialect::Gemini,
+                Op::GenerateContent,
+                Some("gemini-2.5-flash"),
+                "/models/gemini-2.5-flash:generateContent",
+            ),
+            (
+                "POST",
+                "/v1/models/gemini-2.5-flash:streamGenerateContent",
+                "alt=sse",
+                goog(),
+                Dialect::Gemini,
+                Op::StreamGenerateContent,
+                Some("gemini-2.5-flash"),
+                "/models/gemini-2.5-flash:streamGenerateContent",
+            ),
+            (
+                "POST",
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                "",
+                none.clone(),
+                Dialect::Gemini,
+                Op::StreamGenerateContent,
+                Some("gemini-2.5-flash"),
+                "/models/gemini-2.5-flash:streamGenerateContent",
+            ),
+            (
+                "POST",
+                "/v1beta/models/gemini-2.5-flash:countTokens",
+                "",
+                goog(),
+                Dialect::Gemini,
+                Op::CountTokens,
+                Some("gemini-2.5-flash"),
+                "/models/gemini-2.5-flash:countTokens",
+            ),
+            (
+                "POST",
+                "/v1beta/models/text-embedding-004:embedContent",
+                "",
+                goog(),
+                Dialect::Gemini,
+                Op::EmbedContent,
+                Some("text-embedding-004"),
+                "/models/text-embedding-004:embedContent",
+            ),
+            (
+                "POST",
+                "/v1/models/gemini-embedding-001:batchEmbedContents",
+                "",
+                goog(),
+                Dialect::Gemini,
+                Op::BatchEmbedContents,
+                Some("gemini-embedding-001"),
+                "/models/gemini-embedding-001:batchEmbedContents",
+            ),
             ("GET", "/v1beta/models", "", goog(), Dialect::Gemini, Op::ListModels, None, "/models"),
-            ("GET", "/v1beta/models/gemini-2.5-pro", "", goog(), Dialect::Gemini, Op::GetModel, Some("gemini-2.5-pro"), "/models/gemini-2.5-pro"),
+            (
+                "GET",
+                "/v1beta/models/gemini-2.5-pro",
+                "",
+                goog(),
+                Dialect::Gemini,
+                Op::GetModel,
+                Some("gemini-2.5-pro"),
+                "/models/gemini-2.5-pro",
+            ),
             // The ambiguous /v1/models: credential decides.
             ("GET", "/v1/models", "", goog(), Dialect::Gemini, Op::ListModels, None, "/models"),
-            ("GET", "/v1/models", "key=abc", Credentials { query_key: Some("abc".into()), ..Default::default() }, Dialect::Gemini, Op::ListModels, None, "/models"),
+            (
+                "GET",
+                "/v1/models",
+                "key=abc",
+                Credentials { query_key: Some("abc".into()), ..Default::default() },
+                Dialect::Gemini,
+                Op::ListModels,
+                None,
+                "/models",
+            ),
             ("GET", "/v1/models", "", bearer(), Dialect::OpenAi, Op::ListModels, None, "/models"),
-            ("GET", "/v1/models/gemini-2.5-flash", "", bearer(), Dialect::OpenAi, Op::GetModel, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash"),
-            ("GET", "/v1/models/gemini-2.5-flash", "", goog(), Dialect::Gemini, Op::GetModel, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash"),
+            (
+                "GET",
+                "/v1/models/gemini-2.5-flash",
+                "",
+                bearer(),
+                Dialect::OpenAi,
+                Op::GetModel,
+                Some("gemini-2.5-flash"),
+                "/models/gemini-2.5-flash",
+            ),
+            (
+                "GET",
+                "/v1/models/gemini-2.5-flash",
+                "",
+                goog(),
+                Dialect::Gemini,
+                Op::GetModel,
+                Some("gemini-2.5-flash"),
+                "/models/gemini-2.5-flash",
+            ),
             // OpenAI style, with and without /v1, and under Google's own /v1beta/openai.
-            ("POST", "/v1/chat/completions", "", bearer(), Dialect::OpenAi, Op::ChatCompletions, None, "/chat/completions"),
-            ("POST", "/chat/completions", "", bearer(), Dialect::OpenAi, Op::ChatCompletions, None, "/chat/completions"),
+            (
+                "POST",
+                "/v1/chat/completions",
+                "",
+                bearer(),
+                Dialect::OpenAi,
+                Op::ChatCompletions,
+                None,
+                "/chat/completions",
+            ),
+            (
+                "POST",
+                "/chat/completions",
+                "",
+                bearer(),
+                Dialect::OpenAi,
+                Op::ChatCompletions,
+                None,
+                "/chat/completions",
+            ),
             ("POST", "/v1/embeddings", "", bearer(), Dialect::OpenAi, Op::Embeddings, None, "/embeddings"),
             ("POST", "/embeddings", "", bearer(), Dialect::OpenAi, Op::Embeddings, None, "/embeddings"),
-            ("POST", "/v1/images/generations", "", bearer(), Dialect::OpenAi, Op::ImagesGenerations, None, "/images/generations"),
+            (
+                "POST",
+                "/v1/images/generations",
+                "",
+                bearer(),
+                Dialect::OpenAi,
+                Op::ImagesGenerations,
+                None,
+                "/images/generations",
+            ),
             ("GET", "/models", "", bearer(), Dialect::OpenAi, Op::ListModels, None, "/models"),
-            ("GET", "/models/gemini-2.5-flash", "", bearer(), Dialect::OpenAi, Op::GetModel, Some("gemini-2.5-flash"), "/models/gemini-2.5-flash"),
-            ("POST", "/v1beta/openai/chat/completions", "", bearer(), Dialect::OpenAi, Op::ChatCompletions, None, "/chat/completions"),
+            (
+                "GET",
+                "/models/gemini-2.5-flash",
+                "",
+                bearer(),
+                Dialect::OpenAi,
+                Op::GetModel,
+                Some("gemini-2.5-flash"),
+                "/models/gemini-2.5-flash",
+            ),
+            (
+                "POST",
+                "/v1beta/openai/chat/completions",
+                "",
+                bearer(),
+                Dialect::OpenAi,
+                Op::ChatCompletions,
+                None,
+                "/chat/completions",
+            ),
             ("GET", "/v1beta/openai/models", "", bearer(), Dialect::OpenAi, Op::ListModels, None, "/models"),
         ];
         for (method, path, query, creds, dialect, op, model, up) in cases {
             let f = fwd(method, path, query, &creds);
-            assert_eq!((f.dialect, f.op, f.model.as_deref(), f.upstream_path.as_str()), (dialect, op, model, up), "{method} {path}?{query}");
+            assert_eq!(
+                (f.dialect, f.op, f.model.as_deref(), f.upstream_path.as_str()),
+                (dialect, op, model, up),
+                "{method} {path}?{query}"
+            );
         }
     }
 

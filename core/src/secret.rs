@@ -136,10 +136,7 @@ fn redact_shapes(text: &str) -> String {
             let run = bytes[i..].iter().take_while(|c| is_key_char(**c)).count();
             if run >= 39 { run } else { 0 }
         } else if bytes[i..].starts_with(b"AQ.") {
-            let run = 3 + bytes[i + 3..]
-                .iter()
-                .take_while(|c| is_key_char(**c) || **c == b'.')
-                .count();
+            let run = 3 + bytes[i + 3..].iter().take_while(|c| is_key_char(**c) || **c == b'.').count();
             if run >= 23 { run } else { 0 }
         } else {
             0

@@ -37,7 +37,10 @@ pub fn is_valid(headers: &[(String, Vec<u8>)], proxy_key: &ApiKey) -> bool {
 /// served over HTTPS.
 pub fn set_cookie(proxy_key: &ApiKey, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{SESSION_COOKIE}={}; Path=/stat; Max-Age={MAX_AGE_SECS}; HttpOnly; SameSite=Strict{secure}", token(proxy_key))
+    format!(
+        "{SESSION_COOKIE}={}; Path=/stat; Max-Age={MAX_AGE_SECS}; HttpOnly; SameSite=Strict{secure}",
+        token(proxy_key)
+    )
 }
 
 /// Whether the request came over HTTPS, as far as the headers tell.

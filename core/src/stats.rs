@@ -165,7 +165,11 @@ mod tests {
         p.report(
             &a.id,
             "gemini-2.5-flash",
-            &Outcome::RateLimited(RateLimit { scope: RateLimitScope::PerDay, retry_after_ms: None, reason: "Quota exceeded".into() }),
+            &Outcome::RateLimited(RateLimit {
+                scope: RateLimitScope::PerDay,
+                retry_after_ms: None,
+                reason: "Quota exceeded".into(),
+            }),
             now,
         );
         let v = p.snapshot(now).to_json();

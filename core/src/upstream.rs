@@ -138,7 +138,11 @@ pub fn classify(status: u16, body: &[u8], redact: impl Fn(&str) -> String) -> Ve
             } else {
                 RateLimitScope::Unknown
             };
-            Verdict::Retry(Outcome::RateLimited(RateLimit { scope, retry_after_ms: e.retry_delay_ms, reason: reason() }))
+            Verdict::Retry(Outcome::RateLimited(RateLimit {
+                scope,
+                retry_after_ms: e.retry_delay_ms,
+                reason: reason(),
+            }))
         }
         400 | 401 | 403 if err.as_ref().is_some_and(|e| is_key_problem(status, e)) => {
             Verdict::Retry(Outcome::KeyRejected { reason: reason() })
@@ -190,7 +194,11 @@ mod tests {
 
     #[test]
     fn bare_429_cools_with_unknown_scope() {
-        for body in [&b""[..], b"Too Many Requests", br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}"#] {
+        for body in [
+            &b""[..],
+            b"Too Many Requests",
+            br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}"#,
+        ] {
             match classify(429, body, r) {
                 Verdict::Retry(Outcome::RateLimited(rl)) => {
                     assert_eq!(rl.scope, RateLimitScope::Unknown);

@@ -30,7 +30,9 @@ impl Target {
     /// a scenario without its proxy fails loudly rather than passing.
     pub fn from_env() -> Self {
         let get = |v: &str| {
-            std::env::var(v).unwrap_or_else(|_| panic!("{v} is unset: the e2e scenarios run against a proxy that scripts/e2e starts"))
+            std::env::var(v).unwrap_or_else(|_| {
+                panic!("{v} is unset: the e2e scenarios run against a proxy that scripts/e2e starts")
+            })
         };
         let proxy = get("E2E_PROXY_URL");
         Self {
@@ -83,7 +85,13 @@ impl Target {
     /// Fresh state: fake reset, proxy marks and counters cleared.
     pub async fn fresh(&self) {
         self.fake("reset", json!({})).await;
-        let r = self.http.post(format!("{}/stat/reset", self.proxy)).bearer_auth(&self.proxy_key).send().await.expect("reset");
+        let r = self
+            .http
+            .post(format!("{}/stat/reset", self.proxy))
+            .bearer_auth(&self.proxy_key)
+            .send()
+            .await
+            .expect("reset");
         assert_eq!(r.status(), 200, "POST /stat/reset");
     }
 
@@ -111,7 +119,13 @@ impl Target {
 
     /// `/stat.json`.
     pub async fn stats(&self) -> Value {
-        let r = self.http.get(format!("{}/stat.json", self.proxy)).bearer_auth(&self.proxy_key).send().await.expect("stats");
+        let r = self
+            .http
+            .get(format!("{}/stat.json", self.proxy))
+            .bearer_auth(&self.proxy_key)
+            .send()
+            .await
+            .expect("stats");
         assert_eq!(r.status(), 200);
         r.json().await.expect("json")
     }

@@ -280,23 +280,47 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let body_json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     let openai = path.starts_with("/v1beta/openai/");
     let model = if openai {
-        body_json.get("model").and_then(|m| m.as_str()).map(str::to_owned).or_else(|| {
-            path.strip_prefix("/v1beta/openai/models/").map(str::to_owned)
-        })
+        body_json
+            .get("model")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+            .or_else(|| path.strip_prefix("/v1beta/openai/models/").map(str::to_owned))
     } else {
         path.strip_prefix("/v1beta/models/").map(|rest| rest.split(':').next().unwrap_or(rest).to_owned())
     };
-    let record = Recorded { method, path: path.clone(), query: query.clone(), credentials: creds.clone(), model: model.clone(), header_names, body };
+    let record = Recorded {
+        method,
+        path: path.clone(),
+        query: query.clone(),
+        credentials: creds.clone(),
+        model: model.clone(),
+        header_names,
+        body,
+    };
     lock(&st.requests).push(record);
 
     let wrap = |v: serde_json::Value| if openai { serde_json::Value::Array(vec![v]) } else { v };
     let key = match creds.as_slice() {
         [] => {
-            return json(StatusCode::FORBIDDEN, &wrap(responses::error(403, "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.", "PERMISSION_DENIED")));
+            return json(
+                StatusCode::FORBIDDEN,
+                &wrap(responses::error(
+                    403,
+                    "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+                    "PERMISSION_DENIED",
+                )),
+            );
         }
         [(_, k)] => k.clone(),
         _ => {
-            return json(StatusCode::BAD_REQUEST, &wrap(responses::error(400, "Multiple authentication credentials received. Please pass only one.", "INVALID_ARGUMENT")));
+            return json(
+                StatusCode::BAD_REQUEST,
+                &wrap(responses::error(
+                    400,
+                    "Multiple authentication credentials received. Please pass only one.",
+                    "INVALID_ARGUMENT",
+                )),
+            );
         }
     };
     let behavior = lock(&st.behaviors).get(&key).cloned().or_else(|| lock(&st.default).clone()).unwrap_or(Behavior::Ok);
@@ -304,11 +328,17 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let failure = match &behavior {
         Behavior::PerDay => Some((429, responses::per_day(&model_name))),
         Behavior::PerMinute(s) => Some((429, responses::per_minute(*s))),
-        Behavior::Bare429 => Some((429, responses::error(429, "Resource has been exhausted (e.g. check quota).", "RESOURCE_EXHAUSTED"))),
+        Behavior::Bare429 => {
+            Some((429, responses::error(429, "Resource has been exhausted (e.g. check quota).", "RESOURCE_EXHAUSTED")))
+        }
         Behavior::Invalid => Some((400, responses::invalid_key())),
         Behavior::Suspended => Some((403, responses::suspended(&key))),
-        Behavior::Location => Some((400, responses::error(400, "User location is not supported for the API use.", "FAILED_PRECONDITION"))),
-        Behavior::ServerError(s) => Some((*s, responses::error(*s, "The model is overloaded. Please try again later.", "UNAVAILABLE"))),
+        Behavior::Location => {
+            Some((400, responses::error(400, "User location is not supported for the API use.", "FAILED_PRECONDITION")))
+        }
+        Behavior::ServerError(s) => {
+            Some((*s, responses::error(*s, "The model is overloaded. Please try again later.", "UNAVAILABLE")))
+        }
         Behavior::SlowHeaders(ms) => {
             tokio::time::sleep(Duration::from_millis(*ms)).await;
             None
@@ -339,21 +369,35 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     match action.as_deref() {
         Some("generateContent") => json(StatusCode::OK, &responses::generate(&model_name, &key)),
         Some("streamGenerateContent") if sse => {
-            let events = (0..chunks).map(|i| format!("data: {}\r\n\r\n", responses::generate_chunk(&model_name, i, chunks))).collect();
+            let events = (0..chunks)
+                .map(|i| format!("data: {}\r\n\r\n", responses::generate_chunk(&model_name, i, chunks)))
+                .collect();
             stream(st, "text/event-stream", events, cut)
         }
         Some("streamGenerateContent") => {
             let mut parts: Vec<String> = (0..chunks)
-                .map(|i| format!("{}{}", if i == 0 { "[" } else { ",\r\n" }, responses::generate_chunk(&model_name, i, chunks)))
+                .map(|i| {
+                    format!(
+                        "{}{}",
+                        if i == 0 { "[" } else { ",\r\n" },
+                        responses::generate_chunk(&model_name, i, chunks)
+                    )
+                })
                 .collect();
             parts.push("]".into());
             stream(st, "application/json; charset=UTF-8", parts, cut)
         }
-        Some("countTokens") => json(StatusCode::OK, &serde_json::json!({"totalTokens": 7, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 7}]})),
-        Some("embedContent") => json(StatusCode::OK, &serde_json::json!({"embedding": {"values": responses::vector(&model_name, 0)}})),
+        Some("countTokens") => json(
+            StatusCode::OK,
+            &serde_json::json!({"totalTokens": 7, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 7}]}),
+        ),
+        Some("embedContent") => {
+            json(StatusCode::OK, &serde_json::json!({"embedding": {"values": responses::vector(&model_name, 0)}}))
+        }
         Some("batchEmbedContents") => {
             let n = body_json.get("requests").and_then(|r| r.as_array()).map_or(1, Vec::len);
-            let embeddings: Vec<_> = (0..n).map(|i| serde_json::json!({"values": responses::vector(&model_name, i)})).collect();
+            let embeddings: Vec<_> =
+                (0..n).map(|i| serde_json::json!({"values": responses::vector(&model_name, i)})).collect();
             json(StatusCode::OK, &serde_json::json!({"embeddings": embeddings}))
         }
         None if path == "/v1beta/models" => json(StatusCode::OK, &responses::models()),
@@ -433,8 +477,14 @@ async fn control(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         "/_fake/behavior" => {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let (Some(key), Some(b)) = (v.get("key").and_then(|k| k.as_str()), v.get("behavior").and_then(|b| b.as_str()).and_then(Behavior::parse)) else {
-                return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "want {\"key\": ..., \"behavior\": ...}"}));
+            let (Some(key), Some(b)) = (
+                v.get("key").and_then(|k| k.as_str()),
+                v.get("behavior").and_then(|b| b.as_str()).and_then(Behavior::parse),
+            ) else {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": "want {\"key\": ..., \"behavior\": ...}"}),
+                );
             };
             if key == "*" {
                 *lock(&st.default) = Some(b);

@@ -56,10 +56,8 @@ impl HostConfig {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, LoadError> {
         let api_keys = parse_api_keys(vars.get("API_KEYS").map(String::as_str))?;
         let proxy = Config::from_lookup(|v| vars.get(v).cloned())?;
-        let component_env = VARS[1..]
-            .iter()
-            .filter_map(|v| vars.get(*v).map(|value| ((*v).to_owned(), value.clone())))
-            .collect();
+        let component_env =
+            VARS[1..].iter().filter_map(|v| vars.get(*v).map(|value| ((*v).to_owned(), value.clone()))).collect();
         Ok(Self { api_keys, proxy, component_env })
     }
 }
@@ -75,7 +73,8 @@ pub fn parse_dotenv(text: &str) -> HashMap<String, String> {
         let line = line.strip_prefix("export ").unwrap_or(line);
         let Some((k, v)) = line.split_once('=') else { continue };
         let v = v.trim();
-        let v = if v.len() >= 2 && (v.starts_with('"') && v.ends_with('"') || v.starts_with('\'') && v.ends_with('\'')) {
+        let v = if v.len() >= 2 && (v.starts_with('"') && v.ends_with('"') || v.starts_with('\'') && v.ends_with('\''))
+        {
             v[1..v.len() - 1].replace("\\n", "\n")
         } else {
             v.to_owned()
@@ -187,8 +186,16 @@ mod tests {
     #[test]
     fn dotenv_and_precedence() {
         let dir = tempfile::tempdir().expect("tmp");
-        std::fs::write(dir.path().join(".dev.vars"), "# keys\nAPI_KEYS=\"AIzaSyFILE000000000000000000000000000000\"\nPROXY_API_KEY=from-file\n").expect("write");
-        std::fs::write(dir.path().join("wrangler.jsonc"), r#"{"vars":{"OPENAI_UPSTREAM_URL":"http://127.0.0.1:2/openai","PROXY_API_KEY":"from-wrangler"}}"#).expect("write");
+        std::fs::write(
+            dir.path().join(".dev.vars"),
+            "# keys\nAPI_KEYS=\"AIzaSyFILE000000000000000000000000000000\"\nPROXY_API_KEY=from-file\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("wrangler.jsonc"),
+            r#"{"vars":{"OPENAI_UPSTREAM_URL":"http://127.0.0.1:2/openai","PROXY_API_KEY":"from-wrangler"}}"#,
+        )
+        .expect("write");
         let env = HashMap::from([("PROXY_API_KEY".to_owned(), "from-env".to_owned())]);
         let c = HostConfig::load(&env, dir.path()).expect("loads");
         assert_eq!(c.api_keys.len(), 1);

@@ -44,11 +44,13 @@ impl wit::Host for KeyStoreCtx {
         let exclude: Vec<KeyId> = exclude.into_iter().map(KeyId::from_string).collect();
         match self.backend.acquire(&model, &exclude, settle.map(report)) {
             Ok(lease) => Ok(wit::Lease { id: lease.id.as_str().to_owned(), secret: lease.secret.expose().to_owned() }),
-            Err(Unavailable::AllLimited { until, retry_after_ms, keys }) => Err(wit::Unavailable::AllLimited(wit::Limited {
-                until: until.0,
-                retry_after_ms,
-                keys: u32::try_from(keys).unwrap_or(u32::MAX),
-            })),
+            Err(Unavailable::AllLimited { until, retry_after_ms, keys }) => {
+                Err(wit::Unavailable::AllLimited(wit::Limited {
+                    until: until.0,
+                    retry_after_ms,
+                    keys: u32::try_from(keys).unwrap_or(u32::MAX),
+                }))
+            }
             Err(Unavailable::AllTried) => Err(wit::Unavailable::AllTried),
             Err(Unavailable::NoUsableKey { why }) => Err(wit::Unavailable::NoUsableKey(why)),
         }

@@ -45,8 +45,7 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(writer)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "host_runner=info,warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "host_runner=info,warn".into()),
         )
         .init();
     match run().await {
@@ -125,7 +124,10 @@ mod tests {
     #[test]
     fn relative_paths_resolve_against_the_working_directory() {
         let cwd = Path::new("/home/u/clone");
-        assert_eq!(absolute(cwd, Path::new(".gemini-proxy/keys.sqlite3")), Path::new("/home/u/clone/.gemini-proxy/keys.sqlite3"));
+        assert_eq!(
+            absolute(cwd, Path::new(".gemini-proxy/keys.sqlite3")),
+            Path::new("/home/u/clone/.gemini-proxy/keys.sqlite3")
+        );
         assert_eq!(absolute(cwd, Path::new("./x/./k.db")), Path::new("/home/u/clone/x/k.db"));
         assert_eq!(absolute(cwd, Path::new("/var/lib/k.db")), Path::new("/var/lib/k.db"));
     }

@@ -71,7 +71,9 @@ impl Outbound {
 
     fn is_allowed(&self, uri: &http::Uri) -> bool {
         match (uri.scheme(), uri.authority()) {
-            (Some(s), Some(a)) => self.allowed.iter().any(|(os, oa)| os == s && oa.as_str().eq_ignore_ascii_case(a.as_str())),
+            (Some(s), Some(a)) => {
+                self.allowed.iter().any(|(os, oa)| os == s && oa.as_str().eq_ignore_ascii_case(a.as_str()))
+            }
             _ => false,
         }
     }
@@ -79,7 +81,10 @@ impl Outbound {
 
 type SendFuture = Box<
     dyn Future<
-            Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>,
+            Output = Result<
+                (http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>),
+                HttpError,
+            >,
         > + Send,
 >;
 
@@ -91,7 +96,10 @@ impl WasiHttpHooks for Outbound {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> SendFuture {
         if !self.is_allowed(request.uri()) {
-            tracing::warn!(path = request.uri().path(), "blocked an outgoing request to an origin that is not a configured upstream");
+            tracing::warn!(
+                path = request.uri().path(),
+                "blocked an outgoing request to an origin that is not a configured upstream"
+            );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         let client = self.client.clone();
@@ -103,7 +111,8 @@ impl WasiHttpHooks for Outbound {
                 Ok(Err(_)) => return Err(HttpError::ConnectionTerminated),
                 Ok(Ok(r)) => r,
             };
-            let response = response.map(|body| body.map_err(HttpError::Hyper).map_frame(|f| f.map_data(Bytes::from)).boxed_unsync());
+            let response = response
+                .map(|body| body.map_err(HttpError::Hyper).map_frame(|f| f.map_data(Bytes::from)).boxed_unsync());
             let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
             Ok((response, done))
         })
@@ -116,11 +125,17 @@ mod tests {
 
     #[test]
     fn only_configured_origins_are_allowed() {
-        let o = Outbound::new(&["https://generativelanguage.googleapis.com".into(), "http://127.0.0.1:8080".into()]).expect("origins");
+        let o = Outbound::new(&["https://generativelanguage.googleapis.com".into(), "http://127.0.0.1:8080".into()])
+            .expect("origins");
         for ok in ["https://generativelanguage.googleapis.com/v1beta/models", "http://127.0.0.1:8080/x"] {
             assert!(o.is_allowed(&ok.parse().expect("uri")), "{ok}");
         }
-        for bad in ["http://generativelanguage.googleapis.com/v1beta", "https://evil.example/v1beta", "http://127.0.0.1:8081/x", "/relative"] {
+        for bad in [
+            "http://generativelanguage.googleapis.com/v1beta",
+            "https://evil.example/v1beta",
+            "http://127.0.0.1:8081/x",
+            "/relative",
+        ] {
             assert!(!o.is_allowed(&bad.parse().expect("uri")), "{bad}");
         }
     }

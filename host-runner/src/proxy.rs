@@ -219,7 +219,10 @@ impl ProxyComponent {
     pub fn checkin(&self, mut warm: Warm) {
         warm.served += 1;
         let state = warm.store.data();
-        if warm.served >= MAX_REQUESTS_PER_INSTANCE || !state.table.is_empty() || state.memory.largest > MAX_IDLE_MEMORY_BYTES {
+        if warm.served >= MAX_REQUESTS_PER_INSTANCE
+            || !state.table.is_empty()
+            || state.memory.largest > MAX_IDLE_MEMORY_BYTES
+        {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -295,8 +298,9 @@ mod tests {
         let outbound = Outbound::new(&["http://127.0.0.1:9".to_owned()]).expect("outbound");
         let cache = dir.path().join("compiled");
         let start = || {
-            let c = ProxyComponent::new(crate::COMPONENT_PATH, Vec::new(), store.clone(), outbound.clone(), Some(&cache))
-                .expect("component");
+            let c =
+                ProxyComponent::new(crate::COMPONENT_PATH, Vec::new(), store.clone(), outbound.clone(), Some(&cache))
+                    .expect("component");
             c.loaded_from_cache()
         };
         assert_eq!(start(), Some(false));

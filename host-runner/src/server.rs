@@ -236,19 +236,19 @@ async fn run_component(component: ProxyComponent, req: hyper::Request<Incoming>)
             return error_response(&ProxyError::BadRequest(format!("malformed request: {e}")));
         }
     };
-    let task = tokio::spawn(
-        async move {
-            let handled = warm.proxy.wasi_http_incoming_handler().call_handle(&mut warm.store, request, out).await;
-            // A trapped instance is dropped; a clean one serves again.
-            if handled.is_ok() {
-                component.checkin(warm);
-            }
-            handled
-        },
-    );
+    let task = tokio::spawn(async move {
+        let handled = warm.proxy.wasi_http_incoming_handler().call_handle(&mut warm.store, request, out).await;
+        // A trapped instance is dropped; a clean one serves again.
+        if handled.is_ok() {
+            component.checkin(warm);
+        }
+        handled
+    });
     match rx.await {
         Ok(Ok(response)) => response,
-        Ok(Err(code)) => error_response(&ProxyError::Internal(format!("the component answered with an error: {code:?}"))),
+        Ok(Err(code)) => {
+            error_response(&ProxyError::Internal(format!("the component answered with an error: {code:?}")))
+        }
         Err(_) => {
             let why = match task.await {
                 Ok(Ok(())) => "the component returned without answering".to_owned(),
@@ -275,7 +275,12 @@ async fn trim_idle_loop(component: ProxyComponent, mut stopped: watch::Receiver<
     }
 }
 
-async fn daily_reset_loop(store: Arc<SqliteKeyStore>, cron: Cron, clock: Arc<dyn Clock>, mut stopped: watch::Receiver<bool>) {
+async fn daily_reset_loop(
+    store: Arc<SqliteKeyStore>,
+    cron: Cron,
+    clock: Arc<dyn Clock>,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         let now = clock.now();
         let Some(next) = cron.next_after(now) else {

@@ -67,7 +67,6 @@ impl std::fmt::Debug for SqliteKeyStore {
     }
 }
 
-
 impl SqliteKeyStore {
     /// Opens (or creates) the store at `path` for the configured `keys`.
     /// Rows of keys no longer configured are deleted; keys that stay keep
@@ -176,7 +175,11 @@ fn load(conn: &Connection) -> Result<(Vec<KeyRecord>, Vec<UsageRecord>), rusqlit
     let mut stmt = conn.prepare(persist::SELECT_KEYS)?;
     let keys = stmt
         .query_map([], |r| {
-            Ok(KeyRecord { key_id: r.get(0)?, disabled_reason: r.get(1)?, disabled_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64) })
+            Ok(KeyRecord {
+                key_id: r.get(0)?,
+                disabled_reason: r.get(1)?,
+                disabled_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+            })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut stmt = conn.prepare(persist::SELECT_USAGE)?;
@@ -206,14 +209,16 @@ fn load(conn: &Connection) -> Result<(Vec<KeyRecord>, Vec<UsageRecord>), rusqlit
 }
 
 fn upsert_key(conn: &Connection, k: &KeyRecord) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(persist::UPSERT_KEY)?
-    .execute(params![k.key_id, k.disabled_reason, k.disabled_at.map(|v| v as i64)])?;
+    conn.prepare_cached(persist::UPSERT_KEY)?.execute(params![
+        k.key_id,
+        k.disabled_reason,
+        k.disabled_at.map(|v| v as i64)
+    ])?;
     Ok(())
 }
 
 fn upsert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(persist::UPSERT_USAGE)?
-    .execute(params![
+    conn.prepare_cached(persist::UPSERT_USAGE)?.execute(params![
         u.key_id,
         u.model,
         u.requests as i64,

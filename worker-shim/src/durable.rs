@@ -50,7 +50,11 @@ impl ApiKeyManager {
         self.sql
             .exec(
                 persist::UPSERT_KEY,
-                vec![k.key_id.clone().into(), k.disabled_reason.clone().into(), k.disabled_at.map(int).unwrap_or(SqlStorageValue::Null)],
+                vec![
+                    k.key_id.clone().into(),
+                    k.disabled_reason.clone().into(),
+                    k.disabled_at.map(int).unwrap_or(SqlStorageValue::Null),
+                ],
             )
             .map(drop)
     }
@@ -107,7 +111,8 @@ impl ApiKeyManager {
         if loaded.as_ref().is_some_and(|l| l.source == source) {
             return Ok(());
         }
-        let keys = parse_api_keys(Some(&source).filter(|s| !s.trim().is_empty()).map(String::as_str)).map_err(|e| e.to_string())?;
+        let keys = parse_api_keys(Some(&source).filter(|s| !s.trim().is_empty()).map(String::as_str))
+            .map_err(|e| e.to_string())?;
         let key_records: Vec<KeyRecord> =
             self.sql.exec(persist::SELECT_KEYS, None).and_then(|c| c.to_array()).map_err(|e| e.to_string())?;
         let usage_records: Vec<UsageRecord> =

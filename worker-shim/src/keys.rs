@@ -38,8 +38,14 @@ impl KeyStore {
         Ok(Self { namespace, stub })
     }
 
-    pub async fn acquire(&self, model: &str, exclude: &[KeyId], settle: Option<Report>) -> worker::Result<Result<Lease, Unavailable>> {
-        let body = serde_json::to_string(&AcquireRequest { model: model.to_owned(), exclude: exclude.to_vec(), settle })?;
+    pub async fn acquire(
+        &self,
+        model: &str,
+        exclude: &[KeyId],
+        settle: Option<Report>,
+    ) -> worker::Result<Result<Lease, Unavailable>> {
+        let body =
+            serde_json::to_string(&AcquireRequest { model: model.to_owned(), exclude: exclude.to_vec(), settle })?;
         let mut resp = call(&self.stub, "/acquire", Some(body)).await?;
         Ok(match resp.json::<AcquireResponse>().await? {
             AcquireResponse::Lease { id, secret } => Ok(Lease { id, secret: ApiKey::new(secret) }),

@@ -32,7 +32,8 @@ fn respond(r: &CoreResponse) -> worker::Result<Response> {
         headers.set(k, v)?;
     }
     // A 204 must not have a body, not even an empty one.
-    let response = if r.body.is_empty() { Response::empty()? } else { Response::from_bytes(r.body.clone().into_bytes())? };
+    let response =
+        if r.body.is_empty() { Response::empty()? } else { Response::from_bytes(r.body.clone().into_bytes())? };
     Ok(response.with_status(r.status).with_headers(headers))
 }
 

@@ -43,7 +43,14 @@ struct Args {
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
-    let mut args = Args { url: http::Uri::default(), streams: 100, headers: Vec::new(), body: "{}".into(), hold: false, spread_ms: 20 };
+    let mut args = Args {
+        url: http::Uri::default(),
+        streams: 100,
+        headers: Vec::new(),
+        body: "{}".into(),
+        hold: false,
+        spread_ms: 20,
+    };
     let mut url = None;
     while let Some(a) = it.next() {
         match a.as_str() {

@@ -10,7 +10,6 @@ use e2e::Target;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-
 #[tokio::test]
 #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn native_and_openai_requests_carry_one_pool_key() {
@@ -40,7 +39,8 @@ async fn v1_models_follows_the_credential() {
     let t = Target::fresh_from_env().await;
     t.http.get(format!("{}/v1/models", t.proxy)).header("x-goog-api-key", &t.proxy_key).send().await.expect("gemini");
     t.http.get(format!("{}/v1/models", t.proxy)).bearer_auth(&t.proxy_key).send().await.expect("openai");
-    let paths: Vec<String> = t.upstream_requests().await.iter().map(|r| r["path"].as_str().unwrap_or_default().to_owned()).collect();
+    let paths: Vec<String> =
+        t.upstream_requests().await.iter().map(|r| r["path"].as_str().unwrap_or_default().to_owned()).collect();
     assert_eq!(paths, ["/v1beta/models", "/v1beta/openai/models"]);
 }
 
@@ -58,7 +58,8 @@ async fn streams_arrive_before_the_upstream_finishes() {
         .await
         .expect("stream");
     assert_eq!(r.status(), 200);
-    let first = tokio::time::timeout(Duration::from_secs(10), r.chunk()).await.expect("first chunk while the upstream holds");
+    let first =
+        tokio::time::timeout(Duration::from_secs(10), r.chunk()).await.expect("first chunk while the upstream holds");
     let first = String::from_utf8(first.expect("chunk").expect("bytes").to_vec()).expect("utf8");
     assert!(first.starts_with("data: ") && !first.contains("chunk 1"), "{first}");
     t.fake("release", json!({})).await;
@@ -109,7 +110,9 @@ async fn invalid_keys_are_disabled() {
     let seen = t.keys_seen().await;
     assert_eq!(seen.iter().filter(|k| **k == t.keys[1]).count(), 1);
     let stats = t.stats().await;
-    assert!(t.key_row(&stats, &t.keys[1])["disabled"]["reason"].as_str().is_some_and(|r| r.contains("API key not valid")));
+    assert!(
+        t.key_row(&stats, &t.keys[1])["disabled"]["reason"].as_str().is_some_and(|r| r.contains("API key not valid"))
+    );
 }
 
 #[tokio::test]
@@ -152,10 +155,6 @@ async fn the_proxy_key_is_required() {
     assert_eq!(reqs.len(), 1);
     assert!(reqs[0]["query"].is_null(), "the client's ?key= went upstream");
 }
-
-
-
-
 
 #[tokio::test]
 #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
@@ -294,7 +293,9 @@ mod worker_only {
         let (attempts_retried, retried) = measure("e2e-do").await;
         #[expect(clippy::print_stderr, reason = "the measured figures, shown with --nocapture")]
         {
-            eprintln!("durable object requests: plain success {plain}, with one 429 retry {retried} ({attempts_retried} attempts)");
+            eprintln!(
+                "durable object requests: plain success {plain}, with one 429 retry {retried} ({attempts_retried} attempts)"
+            );
         }
         assert_eq!(plain, 2, "DO requests for a plain success");
         assert_eq!(attempts_retried, 2);

@@ -103,7 +103,11 @@ impl Harness {
     }
 
     pub async fn generate(&self, model: &str) -> reqwest::Response {
-        self.gemini(&format!("/v1beta/models/{model}:generateContent"), serde_json::json!({"contents": [{"parts": [{"text": "hi"}]}]})).await
+        self.gemini(
+            &format!("/v1beta/models/{model}:generateContent"),
+            serde_json::json!({"contents": [{"parts": [{"text": "hi"}]}]}),
+        )
+        .await
     }
 
     pub async fn openai(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
@@ -138,7 +142,8 @@ impl Harness {
             assert_eq!(r.credentials.len(), 1, "{r:?}");
             let (mech, key) = &r.credentials[0];
             assert!(self.keys.contains(key), "upstream got a non-pool credential on {}", r.path);
-            let expected = if r.path.starts_with("/v1beta/openai/") { Mechanism::Bearer } else { Mechanism::GoogApiKey };
+            let expected =
+                if r.path.starts_with("/v1beta/openai/") { Mechanism::Bearer } else { Mechanism::GoogApiKey };
             assert_eq!(*mech, expected, "{}", r.path);
         }
     }

@@ -3,6 +3,6 @@
 //! clock.
 
 mod harness;
+mod persistence;
 mod proxying;
 mod rotation;
-mod persistence;

@@ -31,16 +31,31 @@ async fn every_native_operation_and_version() {
     for version in ["v1beta", "v1"] {
         let r = h.gemini(&format!("/{version}/models/gemini-2.5-flash:countTokens"), json!({"contents": []})).await;
         assert_eq!(r.json::<Value>().await.expect("json")["totalTokens"], 7);
-        let r = h.gemini(&format!("/{version}/models/gemini-embedding-001:embedContent"), json!({"content": {"parts": [{"text": "x"}]}})).await;
+        let r = h
+            .gemini(
+                &format!("/{version}/models/gemini-embedding-001:embedContent"),
+                json!({"content": {"parts": [{"text": "x"}]}}),
+            )
+            .await;
         assert!(r.json::<Value>().await.expect("json")["embedding"]["values"].is_array());
         let r = h
-            .gemini(&format!("/{version}/models/gemini-embedding-001:batchEmbedContents"), json!({"requests": [{}, {}]}))
+            .gemini(
+                &format!("/{version}/models/gemini-embedding-001:batchEmbedContents"),
+                json!({"requests": [{}, {}]}),
+            )
             .await;
         assert_eq!(r.json::<Value>().await.expect("json")["embeddings"].as_array().map(Vec::len), Some(2));
-        let r = h.http.get(h.url(&format!("/{version}/models"))).header("x-goog-api-key", "k").send().await.expect("list");
+        let r =
+            h.http.get(h.url(&format!("/{version}/models"))).header("x-goog-api-key", "k").send().await.expect("list");
         assert_eq!(r.status(), 200);
         assert!(r.json::<Value>().await.expect("json")["models"].is_array());
-        let r = h.http.get(h.url(&format!("/{version}/models/gemini-2.5-pro"))).header("x-goog-api-key", "k").send().await.expect("get");
+        let r = h
+            .http
+            .get(h.url(&format!("/{version}/models/gemini-2.5-pro")))
+            .header("x-goog-api-key", "k")
+            .send()
+            .await
+            .expect("get");
         assert_eq!(r.json::<Value>().await.expect("json")["name"], "models/gemini-2.5-pro");
     }
     let paths: Vec<String> = h.fake.requests().iter().map(|r| r.path.clone()).collect();
@@ -52,12 +67,18 @@ async fn every_native_operation_and_version() {
 async fn openai_routes_use_bearer_pool_key() {
     let h = Harness::new(2).await;
     for path in ["/v1/chat/completions", "/chat/completions", "/v1beta/openai/chat/completions"] {
-        let r = h.openai(path, json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]})).await;
+        let r =
+            h.openai(path, json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]})).await;
         assert_eq!(r.status(), 200, "{path}");
         let v: Value = r.json().await.expect("json");
         assert_eq!(v["choices"][0]["message"]["content"], "Hello from the fake gemini-2.5-flash.");
     }
-    let r = h.openai("/v1/embeddings", json!({"model": "gemini-embedding-001", "input": ["a", "b"], "encoding_format": "base64"})).await;
+    let r = h
+        .openai(
+            "/v1/embeddings",
+            json!({"model": "gemini-embedding-001", "input": ["a", "b"], "encoding_format": "base64"}),
+        )
+        .await;
     let v: Value = r.json().await.expect("json");
     assert!(v["data"][1]["embedding"].is_string());
     let r = h.http.get(h.url("/v1/models")).bearer_auth("client").send().await.expect("models");
@@ -82,7 +103,8 @@ async fn first_chunk_arrives_before_upstream_finishes(h: &Harness, req: reqwest:
     h.fake.hold_streams(true);
     let mut r = req.send().await.expect("stream");
     assert_eq!(r.status(), 200);
-    let first = tokio::time::timeout(Duration::from_secs(10), r.chunk()).await.expect("first chunk in time").expect("chunk");
+    let first =
+        tokio::time::timeout(Duration::from_secs(10), r.chunk()).await.expect("first chunk in time").expect("chunk");
     let first = String::from_utf8(first.expect("some bytes").to_vec()).expect("utf8");
     assert!(first.contains(marker), "{first}");
     assert!(!first.contains("chunk 1"), "the proxy buffered: {first}");
@@ -98,15 +120,22 @@ async fn first_chunk_arrives_before_upstream_finishes(h: &Harness, req: reqwest:
 async fn streams_pass_through_unbuffered() {
     let h = Harness::new(1).await;
     let body = json!({"contents": [{"parts": [{"text": "hi"}]}]});
-    let sse = h.http.post(h.url("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse")).header("x-goog-api-key", "k").json(&body);
-    first_chunk_arrives_before_upstream_finishes(&h, sse, "data: ").await;
-    let array = h.http.post(h.url("/v1/models/gemini-2.5-flash:streamGenerateContent")).header("x-goog-api-key", "k").json(&body);
-    first_chunk_arrives_before_upstream_finishes(&h, array, "[").await;
-    let openai = h
+    let sse = h
         .http
-        .post(h.url("/v1/chat/completions"))
-        .bearer_auth("k")
-        .json(&json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}));
+        .post(h.url("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"))
+        .header("x-goog-api-key", "k")
+        .json(&body);
+    first_chunk_arrives_before_upstream_finishes(&h, sse, "data: ").await;
+    let array = h
+        .http
+        .post(h.url("/v1/models/gemini-2.5-flash:streamGenerateContent"))
+        .header("x-goog-api-key", "k")
+        .json(&body);
+    first_chunk_arrives_before_upstream_finishes(&h, array, "[").await;
+    let openai =
+        h.http.post(h.url("/v1/chat/completions")).bearer_auth("k").json(
+            &json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        );
     first_chunk_arrives_before_upstream_finishes(&h, openai, "chat.completion.chunk").await;
 }
 
@@ -144,15 +173,28 @@ async fn proxy_key_guards_every_mechanism() {
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
-    let r = h.http.post(h.url("/v1/chat/completions")).bearer_auth("wrong").json(&json!({"model": "m"})).send().await.expect("wrong");
+    let r = h
+        .http
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth("wrong")
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .expect("wrong");
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["error"]["type"], "authentication_error");
     assert!(h.fake.requests().is_empty(), "the upstream must not be called without the proxy key");
     assert_eq!(h.http.get(h.url("/stat.json")).send().await.expect("stat").status(), 401);
 
-    assert_eq!(h.http.post(h.url(path)).header("x-goog-api-key", PROXY_KEY).json(&body).send().await.expect("goog").status(), 200);
-    assert_eq!(h.http.post(h.url(&format!("{path}?key={PROXY_KEY}"))).json(&body).send().await.expect("query").status(), 200);
+    assert_eq!(
+        h.http.post(h.url(path)).header("x-goog-api-key", PROXY_KEY).json(&body).send().await.expect("goog").status(),
+        200
+    );
+    assert_eq!(
+        h.http.post(h.url(&format!("{path}?key={PROXY_KEY}"))).json(&body).send().await.expect("query").status(),
+        200
+    );
     assert_eq!(h.http.post(h.url(path)).bearer_auth(PROXY_KEY).json(&body).send().await.expect("bearer").status(), 200);
     h.assert_only_pool_keys_upstream();
     for r in h.fake.requests() {
@@ -163,20 +205,33 @@ async fn proxy_key_guards_every_mechanism() {
 #[tokio::test]
 async fn the_proxys_own_errors_are_in_the_callers_dialect() {
     let h = Harness::new(1).await;
-    let r = h.http.post(h.url("/v1/chat/completions")).bearer_auth("k").body("{not json").send().await.expect("bad json");
+    let r =
+        h.http.post(h.url("/v1/chat/completions")).bearer_auth("k").body("{not json").send().await.expect("bad json");
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("not valid JSON")));
 
-    let r = h.http.get(h.url("/v1beta/models/gemini-2.5-flash:generateContent")).header("x-goog-api-key", "k").send().await.expect("405");
+    let r = h
+        .http
+        .get(h.url("/v1beta/models/gemini-2.5-flash:generateContent"))
+        .header("x-goog-api-key", "k")
+        .send()
+        .await
+        .expect("405");
     assert_eq!(r.status(), 405);
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["error"]["code"], 405);
 
     let r = h.http.get(h.url("/v1beta/files")).header("x-goog-api-key", "k").send().await.expect("404");
     assert_eq!(r.status(), 404);
-    let r = h.http.get(h.url("/v1beta/models/..%2F..%2Fetc:generateContent")).header("x-goog-api-key", "k").send().await.expect("404");
+    let r = h
+        .http
+        .get(h.url("/v1beta/models/..%2F..%2Fetc:generateContent"))
+        .header("x-goog-api-key", "k")
+        .send()
+        .await
+        .expect("404");
     assert_eq!(r.status(), 404);
 
     let big = vec![b'a'; 33 * 1024 * 1024];
