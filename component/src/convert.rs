@@ -1,9 +1,9 @@
 //! Conversions between the WIT `key-store` types and `core`'s.
 
 use crate::bindings::gemini_proxy::host::key_store as ks;
-use proxy_core::pool::{Lease, Outcome, RateLimitScope, Report, Unavailable};
 use proxy_core::stats::{DisabledInfo, KeyState, KeyStats, ModelStats, Snapshot};
 use proxy_core::{ApiKey, KeyId, UnixMillis};
+use proxy_core::{Lease, Outcome, RateLimitScope, Report, Unavailable};
 
 pub fn lease(l: ks::Lease) -> Lease {
     Lease { id: KeyId::from_string(l.id), secret: ApiKey::new(l.secret) }

@@ -7,36 +7,28 @@ use crate::bindings::wasi::http::types::{
 };
 use crate::bindings::wasi::io::streams::StreamError;
 use proxy_core::config::Scheme as CoreScheme;
-use proxy_core::error::{ProxyError, Response};
-use proxy_core::flow::UpstreamRequest;
-use proxy_core::headers::{self, CORS, forward_response_header};
+use proxy_core::forward::{BodyError, UpstreamRequest};
+use proxy_core::http::{Method as CoreMethod, Response};
 
 /// Most bytes one `blocking-write-and-flush` takes.
 const WRITE_CHUNK: usize = 4096;
 /// Most bytes moved per read or splice.
 const READ_CHUNK: u64 = 64 * 1024;
 
-pub fn method_name(m: &Method) -> String {
+/// The request's method in core's terms.
+pub fn core_method(m: &Method) -> CoreMethod {
     match m {
-        Method::Get => "GET".into(),
-        Method::Head => "HEAD".into(),
-        Method::Post => "POST".into(),
-        Method::Put => "PUT".into(),
-        Method::Delete => "DELETE".into(),
-        Method::Connect => "CONNECT".into(),
-        Method::Options => "OPTIONS".into(),
-        Method::Trace => "TRACE".into(),
-        Method::Patch => "PATCH".into(),
-        Method::Other(s) => s.to_ascii_uppercase(),
+        Method::Get => CoreMethod::Get,
+        Method::Head => CoreMethod::Head,
+        Method::Post => CoreMethod::Post,
+        Method::Put => CoreMethod::Put,
+        Method::Patch => CoreMethod::Patch,
+        Method::Delete => CoreMethod::Delete,
+        Method::Options => CoreMethod::Options,
+        Method::Connect => CoreMethod::Other("CONNECT".into()),
+        Method::Trace => CoreMethod::Other("TRACE".into()),
+        Method::Other(s) => CoreMethod::parse(s),
     }
-}
-
-pub fn header_list(fields: &Fields) -> Vec<(String, Vec<u8>)> {
-    fields.entries()
-}
-
-fn cors() -> impl Iterator<Item = (String, Vec<u8>)> {
-    CORS.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
 }
 
 fn fields_from(headers: &[(String, Vec<u8>)]) -> Fields {
@@ -53,23 +45,10 @@ fn fields_from(headers: &[(String, Vec<u8>)]) -> Fields {
     fields
 }
 
-/// Sends a response the proxy made itself.
+/// Sends an answer the exchange made (the proxy's own, or a relayed error).
 pub fn respond(out: ResponseOutparam, r: &Response) {
-    let mut headers: Vec<(String, Vec<u8>)> =
-        r.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-    headers.push(("content-type".into(), r.content_type.as_bytes().to_vec()));
+    let headers: Vec<(String, Vec<u8>)> = r.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     send_buffered(out, r.status, &headers, r.body.as_bytes());
-}
-
-/// Relays an upstream error answer (already read and redacted).
-pub fn relay(out: ResponseOutparam, status: u16, upstream_headers: &[(String, Vec<u8>)], body: Vec<u8>) {
-    let mut headers: Vec<(String, Vec<u8>)> = upstream_headers
-        .iter()
-        .filter(|(n, _)| forward_response_header(n) && !n.eq_ignore_ascii_case("content-length"))
-        .cloned()
-        .collect();
-    headers.extend(cors());
-    send_buffered(out, status, &headers, &body);
 }
 
 fn send_buffered(out: ResponseOutparam, status: u16, headers: &[(String, Vec<u8>)], body: &[u8]) {
@@ -96,52 +75,42 @@ fn write_all(body: &OutgoingBody, mut bytes: &[u8]) -> Result<(), StreamError> {
     Ok(())
 }
 
-/// The request's `content-length`, if it has one.
-pub fn content_length(headers: &[(String, Vec<u8>)]) -> Option<usize> {
-    headers::get(headers, "content-length")?.trim().parse().ok()
-}
-
 /// Reads the whole request body, refusing more than `limit` bytes. With a
 /// `declared` length (`content-length`), it stops once that many bytes are in
 /// rather than asking the host again to learn that the stream ended.
-pub fn read_request_body(request: IncomingRequest, declared: Option<usize>, limit: u64) -> Result<Vec<u8>, ProxyError> {
-    if declared.is_some_and(|n| n as u64 > limit) {
-        return Err(ProxyError::PayloadTooLarge { limit });
-    }
-    let body = request.consume().map_err(|()| ProxyError::Internal("request body was already consumed".into()))?;
-    let stream = body.stream().map_err(|()| ProxyError::Internal("request body stream unavailable".into()))?;
+pub fn read_request_body(request: IncomingRequest, declared: Option<u64>, limit: u64) -> Result<Vec<u8>, BodyError> {
+    let broken = |why: &str| BodyError::Broken(why.to_owned());
+    let body = request.consume().map_err(|()| broken("the request body was already consumed"))?;
+    let stream = body.stream().map_err(|()| broken("the request body stream is unavailable"))?;
+    let declared = declared.and_then(|n| usize::try_from(n).ok());
     let mut buf = Vec::with_capacity(declared.unwrap_or(0));
     while declared.is_none_or(|n| buf.len() < n) {
         match stream.blocking_read(READ_CHUNK) {
             Ok(chunk) => {
                 buf.extend_from_slice(&chunk);
                 if buf.len() as u64 > limit {
-                    return Err(ProxyError::PayloadTooLarge { limit });
+                    return Err(BodyError::TooLarge);
                 }
             }
             Err(StreamError::Closed) => break,
-            Err(StreamError::LastOperationFailed(e)) => {
-                return Err(ProxyError::BadRequest(format!(
-                    "reading the request body failed: {}",
-                    e.to_debug_string()
-                )));
-            }
+            Err(StreamError::LastOperationFailed(e)) => return Err(BodyError::Broken(e.to_debug_string())),
         }
     }
     Ok(buf)
 }
 
 /// Sends an upstream request and waits for its response head.
-pub fn send(up: &UpstreamRequest<'_>, body: &[u8]) -> Result<IncomingResponse, String> {
-    let request = OutgoingRequest::new(fields_from(&up.headers));
-    let method = if up.method == "GET" { Method::Get } else { Method::Post };
-    let scheme = match up.base.scheme {
+pub fn send(up: &UpstreamRequest, body: &[u8]) -> Result<IncomingResponse, String> {
+    let headers: Vec<(String, Vec<u8>)> = up.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+    let request = OutgoingRequest::new(fields_from(&headers));
+    let method = wasi_method(&up.method);
+    let scheme = match up.scheme {
         CoreScheme::Http => Scheme::Http,
         CoreScheme::Https => Scheme::Https,
     };
     let set = request.set_method(&method).is_ok()
         && request.set_scheme(Some(&scheme)).is_ok()
-        && request.set_authority(Some(&up.base.authority)).is_ok()
+        && request.set_authority(Some(&up.authority)).is_ok()
         && request.set_path_with_query(Some(&up.path_and_query)).is_ok();
     if !set {
         return Err("the upstream request could not be built".into());
@@ -152,7 +121,7 @@ pub fn send(up: &UpstreamRequest<'_>, body: &[u8]) -> Result<IncomingResponse, S
     // request-options resource in the store's table for good, which would
     // stop the host from reusing this instance.
     let pending = outgoing_handler::handle(request, None).map_err(|e| describe(&e))?;
-    if up.method == "POST" {
+    if up.method.has_body() {
         write_all(&outgoing, body).map_err(|_| "sending the request body upstream failed".to_owned())?;
     }
     OutgoingBody::finish(outgoing, None).map_err(|e| describe(&e))?;
@@ -179,33 +148,35 @@ fn describe(e: &ErrorCode) -> String {
     }
 }
 
-/// Reads an upstream error answer: its headers and up to `limit` bytes of
-/// body.
-pub fn read_error_response(response: IncomingResponse, limit: usize) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
-    let headers = response.headers().entries();
+/// Reads up to `limit` bytes of an upstream answer's body; the rest is
+/// dropped with the response.
+pub fn read_body(response: IncomingResponse, limit: usize) -> Vec<u8> {
     let mut buf = Vec::new();
     if let Ok(body) = response.consume()
         && let Ok(stream) = body.stream()
     {
         while buf.len() < limit {
-            match stream.blocking_read(READ_CHUNK) {
+            let want = (limit - buf.len()).min(READ_CHUNK as usize) as u64;
+            match stream.blocking_read(want) {
                 Ok(chunk) => buf.extend_from_slice(&chunk),
                 Err(_) => break,
             }
         }
     }
     buf.truncate(limit);
-    (headers, buf)
+    buf
 }
 
 /// Streams a 2xx upstream answer to the client as it arrives. On an
 /// upstream failure mid-stream the client's response is aborted (not ended
 /// cleanly), so the client sees the truncation.
-pub fn stream_response(response: IncomingResponse, out: ResponseOutparam) -> Result<(), String> {
-    let status = response.status();
-    let mut headers: Vec<(String, Vec<u8>)> =
-        response.headers().entries().into_iter().filter(|(n, _)| forward_response_header(n)).collect();
-    headers.extend(cors());
+pub fn stream_response(
+    response: IncomingResponse,
+    out: ResponseOutparam,
+    status: u16,
+    headers: &[(String, String)],
+) -> Result<(), String> {
+    let headers: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     let outgoing_response = OutgoingResponse::new(fields_from(&headers));
     let _ = outgoing_response.set_status_code(status);
     let Ok(outgoing) = outgoing_response.body() else { return Err("response body unavailable".into()) };
@@ -240,4 +211,17 @@ pub fn stream_response(response: IncomingResponse, out: ResponseOutparam) -> Res
 
 fn dst_finish(body: OutgoingBody) -> Result<(), ErrorCode> {
     OutgoingBody::finish(body, None)
+}
+
+fn wasi_method(m: &CoreMethod) -> Method {
+    match m {
+        CoreMethod::Get => Method::Get,
+        CoreMethod::Head => Method::Head,
+        CoreMethod::Post => Method::Post,
+        CoreMethod::Put => Method::Put,
+        CoreMethod::Patch => Method::Patch,
+        CoreMethod::Delete => Method::Delete,
+        CoreMethod::Options => Method::Options,
+        CoreMethod::Other(name) => Method::Other(name.clone()),
+    }
 }

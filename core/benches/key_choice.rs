@@ -1,16 +1,17 @@
 //! Choosing a key (acquire + report success) with 10, 1,000 and 10,000
 //! keys across 20 models, a third of the keys exhausted per model.
-//! `cargo bench -p gemini-proxy-core --bench key_choice`
+//! `cargo bench -p gemini-proxy-core --features test-support --bench key_choice`
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use proxy_core::pool::{KeyPool, Outcome, RateLimit, RateLimitScope};
-use proxy_core::{ApiKey, UnixMillis};
+use proxy_core::UnixMillis;
+use proxy_core::test_support::fake_keys;
+use proxy_core::{KeyPool, Outcome, RateLimit, RateLimitScope};
 use std::hint::black_box;
 
 const MODELS: usize = 20;
 
 fn pool(keys: usize, now: UnixMillis) -> (KeyPool, Vec<String>) {
-    let mut p = KeyPool::new((0..keys).map(|i| ApiKey::new(format!("AIzaSyBENCHkey{i:026}"))).collect());
+    let mut p = KeyPool::new(fake_keys("BENCHkey", keys));
     let models: Vec<String> = (0..MODELS).map(|m| format!("gemini-model-{m}")).collect();
     let ids: Vec<_> = p.ids().cloned().collect();
     let day =

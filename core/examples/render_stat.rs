@@ -1,12 +1,13 @@
 //! Prints how long rendering `/stat` takes for 200 keys × 10 models.
-//! `cargo run --release -p gemini-proxy-core --example render_stat`
+//! `cargo run --release -p gemini-proxy-core --features test-support --example render_stat`
 
-use proxy_core::pool::{KeyPool, Outcome, RateLimit, RateLimitScope};
-use proxy_core::{ApiKey, UnixMillis};
+use proxy_core::UnixMillis;
+use proxy_core::test_support::fake_keys;
+use proxy_core::{KeyPool, Outcome, RateLimit, RateLimitScope};
 use std::time::Instant;
 
 fn main() {
-    let mut p = KeyPool::new((0..200).map(|i| ApiKey::new(format!("AIzaSyRENDERkey{i:025}"))).collect());
+    let mut p = KeyPool::new(fake_keys("RENDERkey", 200));
     let now = UnixMillis(1_800_000_000_000);
     let ids: Vec<_> = p.ids().cloned().collect();
     for (i, id) in ids.iter().enumerate() {

@@ -1,17 +1,10 @@
 //! The one error type of the request boundary, and its rendering as an HTTP
 //! answer in the caller's own API dialect.
 
+use crate::http::{Method, Response};
+use crate::route::Dialect;
 use crate::time::UnixMillis;
 use serde_json::json;
-
-/// Which API the caller speaks; errors are answered in the same shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dialect {
-    /// Gemini native: `{"error":{"code","message","status"}}`.
-    Gemini,
-    /// OpenAI style: `{"error":{"message","type","code"}}`.
-    OpenAi,
-}
 
 /// Everything the proxy itself can answer with instead of an upstream
 /// response. Each variant says what went wrong and what to do about it.
@@ -32,8 +25,8 @@ pub enum ProxyError {
     MethodNotAllowed {
         /// Request method.
         method: String,
-        /// The method(s) the route accepts.
-        allowed: &'static str,
+        /// The method the route accepts.
+        allowed: Method,
     },
     /// A proxy key is configured and the request did not carry it.
     #[error("{0}")]
@@ -86,55 +79,13 @@ pub enum ProxyError {
         /// The last failure, redacted.
         last: String,
     },
+    /// The key store could not be reached or failed (the detail goes to
+    /// the host's log, not to the caller).
+    #[error("the proxy's key store is unavailable; try again in a moment")]
+    KeyStoreUnavailable,
     /// A proxy bug or host failure.
     #[error("internal proxy error: {0}")]
     Internal(String),
-}
-
-/// An answer the proxy produces itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    /// HTTP status.
-    pub status: u16,
-    /// Headers, besides `content-type`.
-    pub headers: Vec<(String, String)>,
-    /// Content type of `body`.
-    pub content_type: &'static str,
-    /// The body.
-    pub body: String,
-}
-
-impl Response {
-    /// A JSON answer.
-    pub fn json(status: u16, body: String) -> Self {
-        Self { status, headers: Vec::new(), content_type: "application/json; charset=utf-8", body }
-    }
-
-    /// An HTML page, never cached, locked down to its own inline style and
-    /// script and same-origin requests.
-    pub fn html(status: u16, body: String) -> Self {
-        let headers = vec![
-            ("cache-control".into(), "no-store".into()),
-            (
-                "content-security-policy".into(),
-                "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; \
-                 form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-                    .into(),
-            ),
-            ("x-content-type-options".into(), "nosniff".into()),
-            ("referrer-policy".into(), "no-referrer".into()),
-        ];
-        Self { status, headers, content_type: "text/html; charset=utf-8", body }
-    }
-
-    /// A `303 See Other` to `location`.
-    pub fn redirect(location: &str) -> Self {
-        let mut r =
-            Self { status: 303, headers: Vec::new(), content_type: "text/plain; charset=utf-8", body: String::new() };
-        r.headers.push(("location".into(), location.into()));
-        r.headers.push(("cache-control".into(), "no-store".into()));
-        r
-    }
 }
 
 impl ProxyError {
@@ -148,7 +99,7 @@ impl ProxyError {
             Self::Forbidden(_) => 403,
             Self::PayloadTooLarge { .. } => 413,
             Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => 429,
-            Self::NoUsableKey { .. } => 503,
+            Self::NoUsableKey { .. } | Self::KeyStoreUnavailable => 503,
             Self::UpstreamFailed { .. } => 502,
             Self::Internal(_) => 500,
         }
@@ -162,7 +113,7 @@ impl ProxyError {
             Self::BadRequest(_) | Self::PayloadTooLarge { .. } => "INVALID_ARGUMENT",
             Self::Forbidden(_) => "PERMISSION_DENIED",
             Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => "RESOURCE_EXHAUSTED",
-            Self::NoUsableKey { .. } | Self::UpstreamFailed { .. } => "UNAVAILABLE",
+            Self::NoUsableKey { .. } | Self::UpstreamFailed { .. } | Self::KeyStoreUnavailable => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -180,6 +131,7 @@ impl ProxyError {
             }
             Self::NoUsableKey { .. } => ("server_error", "no_usable_key"),
             Self::UpstreamFailed { .. } => ("server_error", "upstream_failed"),
+            Self::KeyStoreUnavailable => ("server_error", "key_store_unavailable"),
             Self::Internal(_) => ("server_error", "internal_error"),
         }
     }
@@ -201,7 +153,7 @@ impl ProxyError {
         response.headers.extend(crate::headers::CORS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         match self {
             Self::MethodNotAllowed { allowed, .. } => {
-                response.headers.push(("allow".into(), (*allowed).into()));
+                response.headers.push(("allow".into(), allowed.to_string()));
             }
             Self::AllKeysLimited { retry_after_ms, .. } => {
                 response.headers.push(("retry-after".into(), retry_after_ms.div_ceil(1000).max(1).to_string()));
@@ -267,7 +219,8 @@ mod tests {
 
     #[test]
     fn method_not_allowed_names_the_method() {
-        let r = ProxyError::MethodNotAllowed { method: "GET".into(), allowed: "POST" }.to_response(Dialect::Gemini);
+        let r =
+            ProxyError::MethodNotAllowed { method: "GET".into(), allowed: Method::Post }.to_response(Dialect::Gemini);
         assert_eq!(r.status, 405);
         assert!(r.headers.contains(&("allow".into(), "POST".into())));
     }

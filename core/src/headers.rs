@@ -1,8 +1,5 @@
 //! Header filtering: what crosses the proxy in each direction.
 
-/// A header list as it arrives: names in any case, raw byte values.
-pub type Headers = Vec<(String, Vec<u8>)>;
-
 /// The first value of header `name` (case-insensitive), as text.
 pub fn get<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
@@ -57,6 +54,38 @@ pub fn forward_response_header(name: &str) -> bool {
         && !name.to_ascii_lowercase().starts_with("access-control-")
 }
 
+/// A header value either host can send as it is: visible ASCII, spaces
+/// and tabs. Anything else (obs-text, control bytes) is dropped on both
+/// hosts alike: a Worker sees header values only as strings, so a byte the
+/// component would pass unchanged could reach a Worker's upstream changed.
+pub fn sendable_value(value: &[u8]) -> Option<&str> {
+    let ok = value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+    ok.then(|| std::str::from_utf8(value).ok()).flatten()
+}
+
+/// The client's headers that go upstream: every header [`forward_request_header`]
+/// keeps, names lower-cased, values [`sendable_value`].
+pub fn upstream_headers(client: &[(String, Vec<u8>)]) -> Vec<(String, String)> {
+    client
+        .iter()
+        .filter(|(name, _)| forward_request_header(name))
+        .filter_map(|(n, v)| Some((n.to_ascii_lowercase(), sendable_value(v)?.to_owned())))
+        .collect()
+}
+
+/// The upstream's response headers the client gets, plus [`CORS`]. With
+/// `drop_length`, `content-length` is left out (the proxy sends a body of
+/// its own length, such as a redacted error).
+pub fn client_headers(upstream: &[(String, Vec<u8>)], drop_length: bool) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = upstream
+        .iter()
+        .filter(|(n, _)| forward_response_header(n) && !(drop_length && n.eq_ignore_ascii_case("content-length")))
+        .filter_map(|(n, v)| Some((n.to_ascii_lowercase(), sendable_value(v)?.to_owned())))
+        .collect();
+    out.extend(CORS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    out
+}
+
 /// CORS headers on every API answer, so browser-based chat apps can call
 /// the proxy: credentials travel in headers, never cookies, so any origin
 /// may read the answers.
@@ -103,8 +132,25 @@ mod tests {
     }
 
     #[test]
+    fn values_either_host_can_send() {
+        assert_eq!(sendable_value(b"application/json; charset=utf-8"), Some("application/json; charset=utf-8"));
+        assert_eq!(sendable_value(b"a\tb"), Some("a\tb"));
+        for bad in [&b"caf\xc3\xa9"[..], b"\xff", b"a\r\nb", b"\x00"] {
+            assert_eq!(sendable_value(bad), None, "{bad:?}");
+        }
+        let client = vec![("X-Odd".to_owned(), b"\xfe".to_vec()), ("User-Agent".to_owned(), b"sdk/1".to_vec())];
+        assert_eq!(upstream_headers(&client), [("user-agent".to_owned(), "sdk/1".to_owned())]);
+        let up =
+            vec![("Content-Length".to_owned(), b"5".to_vec()), ("Content-Type".to_owned(), b"text/plain".to_vec())];
+        let relayed = client_headers(&up, true);
+        assert!(relayed.iter().all(|(n, _)| n != "content-length") && relayed.iter().any(|(n, _)| n == "content-type"));
+        assert!(relayed.contains(&("access-control-allow-origin".to_owned(), "*".to_owned())));
+        assert!(client_headers(&up, false).iter().any(|(n, _)| n == "content-length"));
+    }
+
+    #[test]
     fn get_is_case_insensitive() {
-        let h: Headers = vec![("X-Goog-Api-Key".into(), b"abc".to_vec())];
+        let h: Vec<(String, Vec<u8>)> = vec![("X-Goog-Api-Key".into(), b"abc".to_vec())];
         assert_eq!(get(&h, "x-goog-api-key"), Some("abc"));
         assert_eq!(get(&h, "authorization"), None);
     }

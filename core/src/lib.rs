@@ -4,17 +4,21 @@
 //! machines: which dialect a request speaks, whether it is authorised, which
 //! pool key serves it, what an upstream answer means for that key, when a
 //! daily quota mark expires, and how errors and statistics are rendered.
-//! Nothing here performs I/O or reads a clock: time comes in as
-//! [`time::UnixMillis`]. The WASI component and the Cloudflare Worker both
-//! link this crate, so both hosts behave the same.
+//! [`forward::Exchange`] drives a request from arrival to its last report;
+//! the hosts only move bytes. Nothing here performs I/O or reads a clock:
+//! time comes in as [`time::UnixMillis`]. The WASI component and the
+//! Cloudflare Worker both link this crate, so both hosts behave the same.
 #![deny(missing_docs)]
 
+pub mod admit;
 pub mod auth;
 pub mod config;
 pub mod cron;
 pub mod error;
-pub mod flow;
+pub mod forward;
 pub mod headers;
+pub mod http;
+pub mod outcome;
 pub mod page;
 pub mod persist;
 pub mod pool;
@@ -22,11 +26,15 @@ pub mod route;
 pub mod secret;
 pub mod session;
 pub mod stats;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod time;
 pub mod upstream;
 
 pub use config::Config;
-pub use error::{Dialect, ProxyError};
-pub use pool::{KeyPool, Lease, Outcome, RateLimit, RateLimitScope, Report, Unavailable};
+pub use error::ProxyError;
+pub use outcome::{Lease, Outcome, RateLimit, RateLimitScope, Report, Unavailable};
+pub use pool::KeyPool;
+pub use route::Dialect;
 pub use secret::{ApiKey, KeyId};
 pub use time::UnixMillis;

@@ -58,55 +58,12 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-const STYLE: &str = r#"
-:root{color-scheme:light dark;--bg:#fff;--fg:#1b1f24;--mut:#5b6570;--line:#d8dee4;--head:#f3f5f7;--day:#cf222e;--min:#bf8700;--off:#6e7781;--ok:#1a7f37;--sel:#0969da}
-@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--mut:#9198a1;--line:#30363d;--head:#161b22;--day:#ff7b72;--min:#d29922;--off:#8b949e;--ok:#3fb950;--sel:#58a6ff}}
-*{box-sizing:border-box}body{margin:0;padding:16px;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--fg)}
-h1{font-size:20px;margin:0 0 4px}header{display:flex;flex-wrap:wrap;gap:8px 16px;align-items:baseline;justify-content:space-between;margin-bottom:12px}
-.meta{color:var(--mut);font-size:13px}.meta b{color:var(--fg)}
-button{font:inherit;padding:6px 12px;border:1px solid var(--line);border-radius:6px;background:var(--head);color:var(--fg);cursor:pointer}
-button.danger{border-color:var(--day);color:var(--day)}
-.wrap{overflow:auto;max-height:70vh;border:1px solid var(--line);border-radius:6px}
-table{border-collapse:separate;border-spacing:0;width:max-content;min-width:100%}
-th,td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
-thead th{position:sticky;top:0;background:var(--head);z-index:2;font-weight:600}
-th.key,td.key{position:sticky;left:0;background:var(--bg);text-align:left;z-index:1}thead th.key{z-index:3;background:var(--head)}
-tfoot td{font-weight:600;background:var(--head)}
-code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}.id{color:var(--mut)}
-td.mark{cursor:pointer;font-weight:600}td.exhausted{color:var(--day);box-shadow:inset 3px 0 var(--day)}
-td.cooling{color:var(--min);box-shadow:inset 3px 0 var(--min)}td.sel{outline:2px solid var(--sel);outline-offset:-2px}
-tr.disabled td{color:var(--off);text-decoration:line-through}tr.disabled td.key{text-decoration:none}
-.badge{display:inline-block;margin-left:6px;padding:0 6px;border-radius:9px;font-size:11px;border:1px solid currentColor}
-.b-day{color:var(--day)}.b-min{color:var(--min)}.b-off{color:var(--off)}
-#reason{margin-top:12px;padding:10px 12px;border:1px solid var(--line);border-radius:6px;white-space:pre-wrap;word-break:break-word}
-#reason[hidden]{display:none}.legend{margin-top:8px;color:var(--mut);font-size:12px}
-form.login{max-width:360px;margin:15vh auto;display:grid;gap:10px}form.login input{font:inherit;padding:8px;border:1px solid var(--line);border-radius:6px;background:var(--bg);color:var(--fg)}
-.err{color:var(--day)}
-@media (max-width:600px){body{padding:8px}.wrap{max-height:none}th,td{padding:4px 6px}}
-"#;
+/// The page's style sheet, inlined into every page.
+const STYLE: &str = include_str!("page/stat.css");
 
-const SCRIPT: &str = r#"
-(function(){
-var sel=null;
-function fmt(ms){var s=Math.max(0,Math.ceil(ms/1000));if(s<60)return s+"s";if(s<3600)return Math.floor(s/60)+"m "+String(s%60).padStart(2,"0")+"s";return Math.floor(s/3600)+"h "+String(Math.floor(s%3600/60)).padStart(2,"0")+"m";}
-function tick(){var now=Date.now();document.querySelectorAll("[data-until]").forEach(function(e){var d=+e.dataset.until-now;e.textContent=d>0?"in "+fmt(d):"now";});}
-function show(){var box=document.getElementById("reason");document.querySelectorAll("td.sel").forEach(function(c){c.classList.remove("sel");});
- var cell=sel&&document.querySelector('td[data-cell="'+CSS.escape(sel)+'"]');
- if(!cell){box.hidden=true;return;}cell.classList.add("sel");
- box.hidden=false;box.textContent="";var h=document.createElement("strong");
- var col=cell.closest("table").querySelectorAll("thead th")[cell.cellIndex];
- h.textContent=cell.closest("tr").querySelector("code").textContent+" · "+(col?col.textContent:"")+" · "+(cell.classList.contains("exhausted")?"exhausted for the day":"cooling down")+" until "+new Date(+cell.dataset.free).toISOString().replace(".000","");box.appendChild(h);
- box.appendChild(document.createTextNode("\n"+cell.dataset.reason));}
-document.addEventListener("click",function(ev){var c=ev.target.closest("td.mark");if(!c)return;sel=(sel===c.dataset.cell)?null:c.dataset.cell;show();});
-function refresh(){fetch(location.pathname,{credentials:"same-origin",headers:{accept:"text/html"}}).then(function(r){if(!r.ok)throw r;return r.text();}).then(function(t){
- var doc=new DOMParser().parseFromString(t,"text/html");var n=doc.getElementById("data");if(!n)return;
- document.getElementById("data").replaceWith(n);var m=doc.getElementById("meta");if(m)document.getElementById("meta").replaceWith(m);show();tick();}).catch(function(){});}
-document.getElementById("refresh").addEventListener("click",refresh);
-document.getElementById("reset").addEventListener("click",function(){if(!confirm("Clear every mark and counter, and re-enable disabled keys?"))return;
- fetch("/stat/reset",{method:"POST",credentials:"same-origin",headers:{"x-gemini-proxy-action":"reset"}}).then(function(){sel=null;refresh();});});
-setInterval(refresh,15000);setInterval(tick,1000);tick();
-})();
-"#;
+/// The page's script (countdowns, the reason box, refresh and reset),
+/// inlined into the page.
+const SCRIPT: &str = include_str!("page/stat.js");
 
 fn until_span(out: &mut String, now: UnixMillis, until: UnixMillis) {
     let _ = write!(out, r#"<span data-until="{}">in {}</span>"#, until.0, duration(now.until(until)));
@@ -259,11 +216,12 @@ pub fn login(error: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::{KeyPool, Outcome, RateLimit, RateLimitScope};
-    use crate::secret::ApiKey;
+    use crate::outcome::{Outcome, RateLimit, RateLimitScope};
+    use crate::pool::KeyPool;
+    use crate::test_support::fake_keys;
 
     fn pool(n: usize) -> KeyPool {
-        KeyPool::new((0..n).map(|i| ApiKey::new(format!("AIzaSyPAGEkey{i:027}"))).collect())
+        KeyPool::new(fake_keys("PAGEkey", n))
     }
 
     #[test]
@@ -338,7 +296,7 @@ mod tests {
     #[test]
     fn two_hundred_keys_by_ten_models_render_well_under_a_millisecond() {
         // The shape at size; the time is printed by `cargo run --release
-        // -p gemini-proxy-core --example render_stat`.
+        // -p gemini-proxy-core --features test-support --example render_stat`.
         let mut p = pool(200);
         let now = UnixMillis(1_800_000_000_000);
         let ids: Vec<_> = p.ids().cloned().collect();

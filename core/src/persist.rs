@@ -1,7 +1,85 @@
-//! The SQLite schema both hosts persist the key pool in (host-runner's
-//! file, the Worker's Durable Object), and the statements over it. Rows map
-//! one to one onto [`KeyRecord`](crate::pool::KeyRecord) and
-//! [`UsageRecord`](crate::pool::UsageRecord); secrets are never stored.
+//! What both hosts persist of the key pool (host-runner's SQLite file, the
+//! Worker's Durable Object), once: the records, the schema, the statements,
+//! and the mapping between a record and its row of SQL values. A host only
+//! converts [`SqlValue`]s to its driver's type and runs the statements.
+//! Secrets are never stored.
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of a per-model mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarkKind {
+    /// Per-minute (or unknown) limit: short cooldown.
+    Cooling,
+    /// Per-day limit: until the next daily reset.
+    Exhausted,
+}
+
+impl MarkKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Cooling => "cooling",
+            Self::Exhausted => "exhausted",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cooling" => Some(Self::Cooling),
+            "exhausted" => Some(Self::Exhausted),
+            _ => None,
+        }
+    }
+}
+
+/// A usage row: one key × model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Key id.
+    pub key_id: String,
+    /// Model.
+    pub model: String,
+    /// Requests made.
+    pub requests: u64,
+    /// 2xx answers.
+    pub successes: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// Errors (5xx, transport, rejection).
+    pub errors: u64,
+    /// Last use.
+    pub last_used: Option<u64>,
+    /// Mark kind, if marked.
+    pub mark_kind: Option<MarkKind>,
+    /// Mark expiry.
+    pub mark_until: Option<u64>,
+    /// Mark reason.
+    pub mark_reason: Option<String>,
+    /// The last error seen.
+    pub last_error: Option<String>,
+}
+
+/// A key row. The secret is never persisted: it comes from configuration
+/// on every start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Key id.
+    pub key_id: String,
+    /// Why the key is disabled, if it is.
+    pub disabled_reason: Option<String>,
+    /// Since when.
+    pub disabled_at: Option<u64>,
+}
+
+/// What a report changed, for the host to persist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The key row, when its disabled state changed.
+    pub key: Option<KeyRecord>,
+    /// The usage row.
+    pub usage: UsageRecord,
+}
 
 /// Creates the tables when missing.
 pub const SCHEMA: &str = "
@@ -26,18 +104,18 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 ";
 
-/// Every key row.
+/// Every key row, columns in [`KeyRecord::to_row`] order.
 pub const SELECT_KEYS: &str = "SELECT key_id, disabled_reason, disabled_at FROM keys";
 
-/// Every usage row.
+/// Every usage row, columns in [`UsageRecord::to_row`] order.
 pub const SELECT_USAGE: &str = "SELECT key_id, model, requests, successes, rate_limited, errors, last_used, \
      mark_kind, mark_until, mark_reason, last_error FROM usage";
 
-/// Inserts or replaces a key row: `key_id, disabled_reason, disabled_at`.
+/// Inserts or replaces a key row ([`KeyRecord::to_row`]).
 pub const UPSERT_KEY: &str = "INSERT INTO keys (key_id, disabled_reason, disabled_at) VALUES (?1, ?2, ?3) \
      ON CONFLICT(key_id) DO UPDATE SET disabled_reason = excluded.disabled_reason, disabled_at = excluded.disabled_at";
 
-/// Inserts or replaces a usage row, columns in [`SELECT_USAGE`] order.
+/// Inserts or replaces a usage row ([`UsageRecord::to_row`]).
 pub const UPSERT_USAGE: &str = "INSERT INTO usage (key_id, model, requests, successes, rate_limited, errors, \
      last_used, mark_kind, mark_until, mark_reason, last_error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
      ON CONFLICT(key_id, model) DO UPDATE SET requests = excluded.requests, successes = excluded.successes, \
@@ -45,5 +123,192 @@ pub const UPSERT_USAGE: &str = "INSERT INTO usage (key_id, model, requests, succ
      mark_kind = excluded.mark_kind, mark_until = excluded.mark_until, mark_reason = excluded.mark_reason, \
      last_error = excluded.last_error";
 
-/// Empties both tables (before a full rewrite).
-pub const DELETE_ALL: &str = "DELETE FROM keys; DELETE FROM usage;";
+/// Empties the key table (the first statement of a rewrite).
+pub const DELETE_KEYS: &str = "DELETE FROM keys";
+
+/// Empties the usage table (the second statement of a rewrite).
+pub const DELETE_USAGE: &str = "DELETE FROM usage";
+
+/// One SQL value, as both hosts' drivers know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SqlValue {
+    /// `NULL`.
+    Null,
+    /// An integer.
+    Integer(i64),
+    /// Text.
+    Text(String),
+}
+
+/// A row that does not map onto a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a stored {table} row is malformed: {why}")]
+pub struct RowError {
+    table: &'static str,
+    why: String,
+}
+
+fn int(v: u64) -> SqlValue {
+    SqlValue::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn opt_int(v: Option<u64>) -> SqlValue {
+    v.map_or(SqlValue::Null, int)
+}
+
+fn opt_text(v: Option<&str>) -> SqlValue {
+    v.map_or(SqlValue::Null, |s| SqlValue::Text(s.to_owned()))
+}
+
+/// Reads the columns of one row in order.
+struct Columns<'a> {
+    table: &'static str,
+    row: std::slice::Iter<'a, SqlValue>,
+}
+
+impl<'a> Columns<'a> {
+    fn err(&self, why: impl Into<String>) -> RowError {
+        RowError { table: self.table, why: why.into() }
+    }
+
+    fn next(&mut self) -> Result<&'a SqlValue, RowError> {
+        let table = self.table;
+        self.row.next().ok_or(RowError { table, why: "too few columns".into() })
+    }
+
+    fn text(&mut self) -> Result<String, RowError> {
+        match self.next()? {
+            SqlValue::Text(s) => Ok(s.clone()),
+            other => Err(self.err(format!("expected text, found {other:?}"))),
+        }
+    }
+
+    fn opt_text(&mut self) -> Result<Option<String>, RowError> {
+        match self.next()? {
+            SqlValue::Null => Ok(None),
+            SqlValue::Text(s) => Ok(Some(s.clone())),
+            other => Err(self.err(format!("expected text, found {other:?}"))),
+        }
+    }
+
+    fn opt_int(&mut self) -> Result<Option<u64>, RowError> {
+        match self.next()? {
+            SqlValue::Null => Ok(None),
+            SqlValue::Integer(i) => Ok(Some(u64::try_from(*i).unwrap_or(0))),
+            other => Err(self.err(format!("expected an integer, found {other:?}"))),
+        }
+    }
+
+    fn int(&mut self) -> Result<u64, RowError> {
+        self.opt_int()?.ok_or_else(|| self.err("expected an integer, found NULL"))
+    }
+}
+
+impl KeyRecord {
+    /// The row's values, in [`SELECT_KEYS`] and [`UPSERT_KEY`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        vec![SqlValue::Text(self.key_id.clone()), opt_text(self.disabled_reason.as_deref()), opt_int(self.disabled_at)]
+    }
+
+    /// The record of a row read with [`SELECT_KEYS`].
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns { table: "keys", row: row.iter() };
+        Ok(Self { key_id: c.text()?, disabled_reason: c.opt_text()?, disabled_at: c.opt_int()? })
+    }
+}
+
+impl UsageRecord {
+    /// The row's values, in [`SELECT_USAGE`] and [`UPSERT_USAGE`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        vec![
+            SqlValue::Text(self.key_id.clone()),
+            SqlValue::Text(self.model.clone()),
+            int(self.requests),
+            int(self.successes),
+            int(self.rate_limited),
+            int(self.errors),
+            opt_int(self.last_used),
+            opt_text(self.mark_kind.map(MarkKind::as_str)),
+            opt_int(self.mark_until),
+            opt_text(self.mark_reason.as_deref()),
+            opt_text(self.last_error.as_deref()),
+        ]
+    }
+
+    /// The record of a row read with [`SELECT_USAGE`]. An unknown mark kind
+    /// reads as no mark.
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns { table: "usage", row: row.iter() };
+        Ok(Self {
+            key_id: c.text()?,
+            model: c.text()?,
+            requests: c.int()?,
+            successes: c.int()?,
+            rate_limited: c.int()?,
+            errors: c.int()?,
+            last_used: c.opt_int()?,
+            mark_kind: c.opt_text()?.as_deref().and_then(MarkKind::parse),
+            mark_until: c.opt_int()?,
+            mark_reason: c.opt_text()?,
+            last_error: c.opt_text()?,
+        })
+    }
+}
+
+/// One statement with its bound values.
+pub type Statement = (&'static str, Vec<SqlValue>);
+
+/// The statements that persist one change.
+pub fn change_statements(change: &Change) -> impl Iterator<Item = Statement> + '_ {
+    let key = change.key.iter().map(|k| (UPSERT_KEY, k.to_row()));
+    key.chain(std::iter::once((UPSERT_USAGE, change.usage.to_row())))
+}
+
+/// The statements that replace every row with `keys` and `usage` (run them
+/// in one transaction where the host has transactions).
+pub fn rewrite_statements<'a>(keys: &'a [KeyRecord], usage: &'a [UsageRecord]) -> impl Iterator<Item = Statement> + 'a {
+    let clear = [(DELETE_KEYS, Vec::new()), (DELETE_USAGE, Vec::new())].into_iter();
+    clear.chain(keys.iter().map(|k| (UPSERT_KEY, k.to_row()))).chain(usage.iter().map(|u| (UPSERT_USAGE, u.to_row())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_rows() {
+        let k =
+            KeyRecord { key_id: "k-1".into(), disabled_reason: Some("API key not valid".into()), disabled_at: Some(5) };
+        assert_eq!(KeyRecord::from_row(&k.to_row()), Ok(k));
+        let u = UsageRecord {
+            key_id: "k-1".into(),
+            model: "gemini-2.5-flash".into(),
+            requests: 3,
+            successes: 2,
+            rate_limited: 1,
+            errors: 0,
+            last_used: Some(1_800_000_000_000),
+            mark_kind: Some(MarkKind::Exhausted),
+            mark_until: Some(1_800_000_100_000),
+            mark_reason: Some("quota".into()),
+            last_error: None,
+        };
+        assert_eq!(UsageRecord::from_row(&u.to_row()), Ok(u.clone()));
+        let plain = UsageRecord { mark_kind: None, mark_until: None, mark_reason: None, ..u };
+        assert_eq!(UsageRecord::from_row(&plain.to_row()), Ok(plain));
+    }
+
+    #[test]
+    fn malformed_rows_say_what_is_wrong() {
+        let e = KeyRecord::from_row(&[SqlValue::Integer(1)]).expect_err("bad");
+        assert!(e.to_string().contains("keys") && e.to_string().contains("expected text"), "{e}");
+        assert!(UsageRecord::from_row(&[SqlValue::Text("k".into())]).is_err());
+    }
+
+    #[test]
+    fn a_rewrite_clears_both_tables_first() {
+        let k = [KeyRecord { key_id: "k".into(), disabled_reason: None, disabled_at: None }];
+        let names: Vec<&str> = rewrite_statements(&k, &[]).map(|(sql, _)| sql).collect();
+        assert_eq!(names, [DELETE_KEYS, DELETE_USAGE, UPSERT_KEY]);
+    }
+}

@@ -8,10 +8,11 @@
 //! expires. Choosing a key therefore costs the same with ten keys or ten
 //! thousand, however many are marked.
 
+use crate::outcome::{Lease, Outcome, RateLimitScope, Unavailable};
+use crate::persist::{Change, KeyRecord, MarkKind, UsageRecord};
 use crate::secret::{ApiKey, KeyId, redact};
 use crate::stats::{DisabledInfo, KeyState, KeyStats, ModelStats, Snapshot};
 use crate::time::{UnixMillis, next_pacific_midnight};
-use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
@@ -22,113 +23,6 @@ pub const DEFAULT_COOLDOWN_MS: u64 = 60_000;
 pub const MAX_MODELS: usize = 512;
 /// Longest reason kept.
 const MAX_REASON: usize = 600;
-
-/// Which quota a 429 hit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RateLimitScope {
-    /// A per-minute quota (requests or tokens): cool down briefly.
-    PerMinute,
-    /// A per-day quota: exhausted until the next Pacific midnight.
-    PerDay,
-    /// Google did not say: cool down briefly.
-    Unknown,
-}
-
-/// A 429, classified.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateLimit {
-    /// Which quota.
-    pub scope: RateLimitScope,
-    /// Google's `retryDelay`, if given.
-    pub retry_after_ms: Option<u64>,
-    /// Google's message, redacted.
-    pub reason: String,
-}
-
-/// What happened when a key was used, as `core` classified it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Outcome {
-    /// 2xx.
-    Success,
-    /// 429.
-    RateLimited(RateLimit),
-    /// The key itself is invalid, suspended or blocked.
-    KeyRejected {
-        /// Google's message, redacted.
-        reason: String,
-    },
-    /// A 4xx that is the caller's own problem; the key is fine.
-    ClientError {
-        /// The status relayed.
-        status: u16,
-    },
-    /// A 5xx.
-    UpstreamError {
-        /// The status.
-        status: u16,
-        /// What Google said, redacted.
-        reason: String,
-    },
-    /// The upstream could not be reached or broke off.
-    TransportError {
-        /// What failed.
-        reason: String,
-    },
-}
-
-/// One attempt's result, as a host's key store receives it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    /// The key used.
-    pub key: KeyId,
-    /// The model asked for.
-    pub model: String,
-    /// What happened.
-    pub outcome: Outcome,
-}
-
-/// A key handed out for one attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease {
-    /// The stable id, for reports.
-    pub id: KeyId,
-    /// The secret, to send upstream.
-    pub secret: ApiKey,
-}
-
-/// Why no key was handed out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Unavailable {
-    /// Every key not disabled is cooling or exhausted for this model.
-    AllLimited {
-        /// When the soonest frees up.
-        until: UnixMillis,
-        /// Milliseconds from now until then.
-        retry_after_ms: u64,
-        /// How many are limited.
-        keys: usize,
-    },
-    /// Every usable key was already tried by this request.
-    AllTried,
-    /// No key can serve at all.
-    NoUsableKey {
-        /// Why.
-        why: String,
-    },
-}
-
-/// The kind of a per-model mark.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MarkKind {
-    /// Per-minute (or unknown) limit: short cooldown.
-    Cooling,
-    /// Per-day limit: until the next daily reset.
-    Exhausted,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Mark {
@@ -204,54 +98,6 @@ impl ModelPool {
             }
         }
     }
-}
-
-/// A usage row as persisted by a host.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageRecord {
-    /// Key id.
-    pub key_id: String,
-    /// Model.
-    pub model: String,
-    /// Requests made.
-    pub requests: u64,
-    /// 2xx answers.
-    pub successes: u64,
-    /// 429 answers.
-    pub rate_limited: u64,
-    /// Errors (5xx, transport, rejection).
-    pub errors: u64,
-    /// Last use.
-    pub last_used: Option<u64>,
-    /// Mark kind, if marked.
-    pub mark_kind: Option<MarkKind>,
-    /// Mark expiry.
-    pub mark_until: Option<u64>,
-    /// Mark reason.
-    pub mark_reason: Option<String>,
-    /// The last error seen.
-    pub last_error: Option<String>,
-}
-
-/// A key row as persisted by a host. The secret is never persisted: it
-/// comes from configuration on every start.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyRecord {
-    /// Key id.
-    pub key_id: String,
-    /// Why the key is disabled, if it is.
-    pub disabled_reason: Option<String>,
-    /// Since when.
-    pub disabled_at: Option<u64>,
-}
-
-/// What a report changed, for the host to persist.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    /// The key row, when its disabled state changed.
-    pub key: Option<KeyRecord>,
-    /// The usage row.
-    pub usage: UsageRecord,
 }
 
 /// The pool of upstream keys and their per-model state.
@@ -569,10 +415,11 @@ fn usage_record(id: &KeyId, model: &str, u: &Usage) -> UsageRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::RateLimit;
     use crate::time::{DAY_MS, HOUR_MS, days_from_civil};
 
     fn keys(n: usize) -> Vec<ApiKey> {
-        (0..n).map(|i| ApiKey::new(format!("AIzaSyFAKE{i:029}"))).collect()
+        crate::test_support::fake_keys("FAKE", n)
     }
     fn t(h: u64) -> UnixMillis {
         // 2026-11-27 (winter: Pacific midnight is 08:00 UTC).

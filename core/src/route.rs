@@ -1,9 +1,19 @@
 //! Routing and dialect detection: what a request asks for, and where it goes.
 
 use crate::auth::{Credentials, strip_key_param};
-use crate::error::{Dialect, ProxyError};
+use crate::error::ProxyError;
+use crate::http::Method;
 use matchit::Router;
 use std::sync::OnceLock;
+
+/// Which API the caller speaks; errors are answered in the same shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// Gemini native: `{"error":{"code","message","status"}}`.
+    Gemini,
+    /// OpenAI style: `{"error":{"message","type","code"}}`.
+    OpenAi,
+}
 
 /// Pseudo-model under which calls that name no model (lists) are counted.
 pub const NO_MODEL: &str = "(models)";
@@ -40,10 +50,10 @@ pub enum Op {
 
 impl Op {
     /// The HTTP method the operation takes.
-    pub fn method(self) -> &'static str {
+    pub fn method(self) -> Method {
         match self {
-            Op::ListModels | Op::GetModel => "GET",
-            _ => "POST",
+            Op::ListModels | Op::GetModel => Method::Get,
+            _ => Method::Post,
         }
     }
 
@@ -83,16 +93,10 @@ impl Forward {
         self.model.as_deref().unwrap_or(NO_MODEL)
     }
 
-    /// Whether the body must be read before a key can be chosen (OpenAI
-    /// posts name their model in the body).
-    pub fn needs_body_model(&self) -> bool {
-        self.model.is_none() && self.op.method() == "POST"
-    }
-
     /// Inspects the (complete) request body: an OpenAI body must be a JSON
     /// object naming a model; a Gemini body is relayed as it is.
     pub fn bind_body(&mut self, body: &[u8]) -> Result<(), ProxyError> {
-        if self.dialect != Dialect::OpenAi || self.op.method() != "POST" {
+        if self.dialect != Dialect::OpenAi || self.op.method() != Method::Post {
             return Ok(());
         }
         let value: serde_json::Value = serde_json::from_slice(body)
@@ -112,28 +116,27 @@ impl Forward {
     }
 }
 
-/// Where a request goes.
+/// Where a request goes: an API request to relay, or one of the proxy's
+/// own `/stat` routes (which never reach the API's checks).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
+pub enum Route {
     /// Relay upstream.
-    Forward(Forward),
-    /// `GET /stat.json`.
-    StatsJson,
-    /// `POST /stat/reset`.
-    StatsReset,
-    /// `GET /stat`.
-    StatsPage,
-    /// `POST /stat/login` (the page's login form).
-    StatsLogin,
+    Api(Forward),
+    /// A `/stat` route.
+    Stat(StatRoute),
 }
 
-/// A routed request: its target, and the dialect to answer errors in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Routed {
-    /// Dialect of the caller.
-    pub dialect: Dialect,
-    /// What to do.
-    pub target: Target,
+/// The proxy's own routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatRoute {
+    /// `GET /stat.json`.
+    Json,
+    /// `GET /stat`.
+    Page,
+    /// `POST /stat/reset`.
+    Reset,
+    /// `POST /stat/login` (the page's login form).
+    Login,
 }
 
 #[derive(Clone, Copy)]
@@ -212,46 +215,28 @@ fn path_is_safe(path: &str) -> bool {
 
 /// Routes a request. `path` is the raw request path (no query), `query`
 /// the raw query (no `?`).
-pub fn route(method: &str, path: &str, query: &str, creds: &Credentials) -> Result<Routed, ProxyError> {
-    let guess = if path.starts_with("/v1beta") || creds.is_gemini_style() { Dialect::Gemini } else { Dialect::OpenAi };
-    let not_found = || ProxyError::NotFound { method: method.to_owned(), path: path.to_owned() };
+pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> Result<Route, ProxyError> {
+    let not_found = || ProxyError::NotFound { method: method.to_string(), path: path.to_owned() };
     if !path_is_safe(path) {
         return Err(not_found());
     }
     let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     let Ok(m) = router().at(trimmed) else { return Err(not_found()) };
-    let upstream_query = strip_key_param(query);
-    let check_method = |op: Op, dialect: Dialect| -> Result<(), (ProxyError, Dialect)> {
-        if method.eq_ignore_ascii_case(op.method()) {
+    let allow = |allowed: Method| {
+        if *method == allowed {
             Ok(())
         } else {
-            Err((ProxyError::MethodNotAllowed { method: method.to_owned(), allowed: op.method() }, dialect))
+            Err(ProxyError::MethodNotAllowed { method: method.to_string(), allowed })
         }
     };
-    let forward =
-        |dialect, op, model: Option<String>, upstream_path: String| -> Result<Routed, (ProxyError, Dialect)> {
-            check_method(op, dialect)?;
-            let streaming = op == Op::StreamGenerateContent;
-            Ok(Routed {
-                dialect,
-                target: Target::Forward(Forward {
-                    dialect,
-                    op,
-                    model,
-                    upstream_path,
-                    upstream_query: upstream_query.clone(),
-                    streaming,
-                }),
-            })
-        };
-    let stat = |target: Target, allowed: &'static str| -> Result<Routed, (ProxyError, Dialect)> {
-        if method.eq_ignore_ascii_case(allowed) {
-            Ok(Routed { dialect: guess, target })
-        } else {
-            Err((ProxyError::MethodNotAllowed { method: method.to_owned(), allowed }, guess))
-        }
+    let forward = |dialect, op: Op, model: Option<String>, upstream_path: String| -> Result<Route, ProxyError> {
+        allow(op.method())?;
+        let streaming = op == Op::StreamGenerateContent;
+        let upstream_query = strip_key_param(query);
+        Ok(Route::Api(Forward { dialect, op, model, upstream_path, upstream_query, streaming }))
     };
-    let result = match *m.value {
+    let stat = |route: StatRoute, allowed: Method| allow(allowed).map(|()| Route::Stat(route));
+    match *m.value {
         Pattern::GeminiModels | Pattern::GeminiModel => {
             let version = m.params.get("version").unwrap_or_default();
             if !is_version(version) {
@@ -287,10 +272,10 @@ pub fn route(method: &str, path: &str, query: &str, creds: &Credentials) -> Resu
                 return Err(not_found());
             }
             let rest = m.params.get("rest").unwrap_or_default();
-            return route_openai(method, &format!("/{rest}"), query, creds).map_err(|e| match e {
+            route_openai(method, &format!("/{rest}"), query, creds).map_err(|e| match e {
                 ProxyError::NotFound { .. } => not_found(),
                 other => other,
-            });
+            })
         }
         Pattern::OpenAiChat => forward(Dialect::OpenAi, Op::ChatCompletions, None, "/chat/completions".into()),
         Pattern::OpenAiEmbeddings => forward(Dialect::OpenAi, Op::Embeddings, None, "/embeddings".into()),
@@ -301,25 +286,23 @@ pub fn route(method: &str, path: &str, query: &str, creds: &Credentials) -> Resu
             let path = format!("/models/{model}");
             forward(Dialect::OpenAi, Op::GetModel, Some(model), path)
         }
-        Pattern::StatsJson => stat(Target::StatsJson, "GET"),
-        Pattern::StatsReset => stat(Target::StatsReset, "POST"),
-        Pattern::StatsPage => stat(Target::StatsPage, "GET"),
-        Pattern::StatsLogin => stat(Target::StatsLogin, "POST"),
-    };
-    result.map_err(|(e, _)| e)
+        Pattern::StatsJson => stat(StatRoute::Json, Method::Get),
+        Pattern::StatsReset => stat(StatRoute::Reset, Method::Post),
+        Pattern::StatsPage => stat(StatRoute::Page, Method::Get),
+        Pattern::StatsLogin => stat(StatRoute::Login, Method::Post),
+    }
 }
 
-/// Routes the part of a `/v1beta/openai/…` path after `openai`.
-fn route_openai(method: &str, rest: &str, query: &str, creds: &Credentials) -> Result<Routed, ProxyError> {
-    let routed = route(method, rest, query, creds)?;
-    match &routed.target {
-        Target::Forward(f) if f.dialect == Dialect::OpenAi => Ok(routed),
-        Target::Forward(f) if f.op == Op::ListModels || f.op == Op::GetModel => {
-            let mut f = f.clone();
+/// Routes the part of a `/v1beta/openai/…` path after `openai`: only the
+/// OpenAI-style API lives there.
+fn route_openai(method: &Method, rest: &str, query: &str, creds: &Credentials) -> Result<Route, ProxyError> {
+    match route(method, rest, query, creds)? {
+        Route::Api(f) if f.dialect == Dialect::OpenAi => Ok(Route::Api(f)),
+        Route::Api(mut f) if f.op == Op::ListModels || f.op == Op::GetModel => {
             f.dialect = Dialect::OpenAi;
-            Ok(Routed { dialect: Dialect::OpenAi, target: Target::Forward(f) })
+            Ok(Route::Api(f))
         }
-        _ => Err(ProxyError::NotFound { method: method.to_owned(), path: rest.to_owned() }),
+        _ => Err(ProxyError::NotFound { method: method.to_string(), path: rest.to_owned() }),
     }
 }
 
@@ -342,10 +325,13 @@ mod tests {
     fn goog() -> Credentials {
         Credentials { goog_api_key: Some("k".into()), ..Default::default() }
     }
+    fn route(method: &str, path: &str, query: &str, c: &Credentials) -> Result<Route, ProxyError> {
+        super::route(&Method::parse(method), path, query, c)
+    }
     fn fwd(method: &str, path: &str, query: &str, c: &Credentials) -> Forward {
-        match route(method, path, query, c).expect("routes").target {
-            Target::Forward(f) => f,
-            t => panic!("not a forward: {t:?}"),
+        match route(method, path, query, c).expect("routes") {
+            Route::Api(f) => f,
+            r => panic!("not a forward: {r:?}"),
         }
     }
 
@@ -567,13 +553,13 @@ mod tests {
         assert_eq!(e.status(), 405);
         let e = route("GET", "/stat/reset", "", &bearer()).expect_err("405");
         assert_eq!(e.status(), 405);
-        assert_eq!(route("GET", "/stat.json", "", &bearer()).expect("ok").target, Target::StatsJson);
+        assert_eq!(route("GET", "/stat.json", "", &bearer()).expect("ok"), Route::Stat(StatRoute::Json));
     }
 
     #[test]
     fn openai_body_binding() {
         let mut f = fwd("POST", "/v1/chat/completions", "", &bearer());
-        assert!(f.needs_body_model());
+        assert_eq!(f.model, None);
         f.bind_body(br#"{"model":"models/gemini-2.5-flash","stream":true,"messages":[]}"#).expect("ok");
         assert_eq!(f.model(), "gemini-2.5-flash");
         assert!(f.streaming);

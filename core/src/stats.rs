@@ -1,10 +1,38 @@
 //! Statistics snapshots and their JSON form (`GET /stat.json`). Keys appear
 //! only masked, with their stable id.
 
+use crate::http::Response;
 use crate::secret::KeyId;
 use crate::time::UnixMillis;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+
+/// How the statistics are shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatsView {
+    /// `GET /stat.json`.
+    Json,
+    /// `GET /stat`, the HTML page.
+    Page,
+}
+
+impl StatsView {
+    /// The answer showing `snapshot` this way.
+    pub fn render(self, snapshot: &Snapshot) -> Response {
+        match self {
+            Self::Json => json_response(&snapshot.to_json()),
+            Self::Page => Response::html(200, crate::page::render(snapshot)),
+        }
+    }
+}
+
+/// The `/stat.json` answer for a document (a host may add its own counters
+/// to [`Snapshot::to_json`]'s).
+pub fn json_response(document: &Value) -> Response {
+    Response::json(200, document.to_string()).with_header("cache-control", "no-store")
+}
 
 /// Why and since when a key is disabled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +180,8 @@ fn counts_json(c: [u64; 4]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::{KeyPool, Outcome, RateLimit, RateLimitScope};
+    use crate::outcome::{Outcome, RateLimit, RateLimitScope};
+    use crate::pool::KeyPool;
     use crate::secret::ApiKey;
 
     #[test]

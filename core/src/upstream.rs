@@ -5,7 +5,7 @@
 //! on the native API and the same wrapped in an array on the
 //! OpenAI-compatible routes; `details` come in any order.
 
-use crate::pool::{Outcome, RateLimit, RateLimitScope};
+use crate::outcome::{Outcome, RateLimit, RateLimitScope};
 use serde_json::Value;
 
 /// The fields of a Google error that matter here.

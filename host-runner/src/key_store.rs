@@ -3,10 +3,10 @@
 //! Only conversions live here; the decisions are `core`'s.
 
 use crate::proxy::bindings::gemini_proxy::host::key_store as wit;
+use crate::proxy::bindings::gemini_proxy::host::log;
 use crate::store::KeyBackend;
-use proxy_core::pool::{Outcome, RateLimit, RateLimitScope};
 use proxy_core::stats::{KeyState, Snapshot};
-use proxy_core::{KeyId, Report, Unavailable};
+use proxy_core::{KeyId, Outcome, RateLimit, RateLimitScope, Report, Unavailable};
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -29,9 +29,17 @@ pub trait KeyStoreView {
     fn key_store(&mut self) -> &mut KeyStoreCtx;
 }
 
-/// Adds `gemini-proxy:host/key-store` to `linker`.
+/// Adds `gemini-proxy:host/key-store` and `gemini-proxy:host/log` to
+/// `linker`.
 pub fn add_to_linker<T: KeyStoreView + Send + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasSelf<KeyStoreCtx>>(linker, |t| t.key_store())
+    wit::add_to_linker::<T, HasSelf<KeyStoreCtx>>(linker, |t| t.key_store())?;
+    log::add_to_linker::<T, HasSelf<KeyStoreCtx>>(linker, |t| t.key_store())
+}
+
+impl log::Host for KeyStoreCtx {
+    fn failure(&mut self, message: String) {
+        tracing::error!(%message, "the proxy component answered a failure");
+    }
 }
 
 impl wit::Host for KeyStoreCtx {

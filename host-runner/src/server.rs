@@ -12,8 +12,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use proxy_core::Dialect;
 use proxy_core::cron::Cron;
-use proxy_core::error::{Dialect, ProxyError, chain};
+use proxy_core::error::{ProxyError, chain};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -195,7 +196,13 @@ fn error_response(e: &ProxyError) -> hyper::Response<HyperOutgoingBody> {
     let body = Full::new(Bytes::from(r.body)).map_err(|never| match never {}).boxed_unsync();
     let mut resp = hyper::Response::new(body);
     *resp.status_mut() = hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(r.content_type));
+    for (name, value) in &r.headers {
+        if let (Ok(n), Ok(v)) =
+            (hyper::header::HeaderName::try_from(name.as_str()), hyper::header::HeaderValue::try_from(value.as_str()))
+        {
+            resp.headers_mut().append(n, v);
+        }
+    }
     resp
 }
 

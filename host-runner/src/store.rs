@@ -3,11 +3,11 @@
 //! the writer commits the latest state of changed rows every 100 ms.
 
 use crate::clock::Clock;
-use proxy_core::persist;
-use proxy_core::pool::{Change, KeyRecord, MarkKind, UsageRecord};
+use proxy_core::persist::{self, Change, KeyRecord, RowError, SqlValue, Statement, UsageRecord};
 use proxy_core::stats::Snapshot;
 use proxy_core::{ApiKey, KeyId, KeyPool, Lease, Report, Unavailable};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
+use rusqlite::types::{Value, ValueRef};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
@@ -36,6 +36,9 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("key store database error")]
     Sqlite(#[from] rusqlite::Error),
+    /// A stored row does not map onto a record.
+    #[error(transparent)]
+    Row(#[from] RowError),
     /// The database file could not be prepared.
     #[error("cannot prepare the key store at {path}")]
     Path {
@@ -81,7 +84,8 @@ impl SqliteKeyStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(persist::SCHEMA)?;
-        let (key_records, usage_records) = load(&conn)?;
+        let key_records = load(&conn, persist::SELECT_KEYS, KeyRecord::from_row)?;
+        let usage_records = load(&conn, persist::SELECT_USAGE, UsageRecord::from_row)?;
         let pool = KeyPool::restore(keys, key_records, usage_records);
         let (k, u) = pool.records();
         Batch { rewrite: Some((k, u)), ..Batch::default() }.commit(&mut conn)?;
@@ -164,85 +168,41 @@ impl KeyBackend for SqliteKeyStore {
     }
 }
 
-fn mark_kind_text(k: MarkKind) -> &'static str {
-    match k {
-        MarkKind::Cooling => "cooling",
-        MarkKind::Exhausted => "exhausted",
+fn to_sql(v: SqlValue) -> Value {
+    match v {
+        SqlValue::Null => Value::Null,
+        SqlValue::Integer(i) => Value::Integer(i),
+        SqlValue::Text(t) => Value::Text(t),
     }
 }
 
-fn load(conn: &Connection) -> Result<(Vec<KeyRecord>, Vec<UsageRecord>), rusqlite::Error> {
-    let mut stmt = conn.prepare(persist::SELECT_KEYS)?;
-    let keys = stmt
-        .query_map([], |r| {
-            Ok(KeyRecord {
-                key_id: r.get(0)?,
-                disabled_reason: r.get(1)?,
-                disabled_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = conn.prepare(persist::SELECT_USAGE)?;
-    let usage = stmt
-        .query_map([], |r| {
-            let kind: Option<String> = r.get(7)?;
-            Ok(UsageRecord {
-                key_id: r.get(0)?,
-                model: r.get(1)?,
-                requests: r.get::<_, i64>(2)? as u64,
-                successes: r.get::<_, i64>(3)? as u64,
-                rate_limited: r.get::<_, i64>(4)? as u64,
-                errors: r.get::<_, i64>(5)? as u64,
-                last_used: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-                mark_kind: match kind.as_deref() {
-                    Some("cooling") => Some(MarkKind::Cooling),
-                    Some("exhausted") => Some(MarkKind::Exhausted),
-                    _ => None,
-                },
-                mark_until: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-                mark_reason: r.get(9)?,
-                last_error: r.get(10)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((keys, usage))
-}
-
-fn upsert_key(conn: &Connection, k: &KeyRecord) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(persist::UPSERT_KEY)?.execute(params![
-        k.key_id,
-        k.disabled_reason,
-        k.disabled_at.map(|v| v as i64)
-    ])?;
-    Ok(())
-}
-
-fn upsert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), rusqlite::Error> {
-    conn.prepare_cached(persist::UPSERT_USAGE)?.execute(params![
-        u.key_id,
-        u.model,
-        u.requests as i64,
-        u.successes as i64,
-        u.rate_limited as i64,
-        u.errors as i64,
-        u.last_used.map(|v| v as i64),
-        u.mark_kind.map(mark_kind_text),
-        u.mark_until.map(|v| v as i64),
-        u.mark_reason,
-        u.last_error,
-    ])?;
-    Ok(())
-}
-
-/// Replaces every row (inside the caller's transaction).
-fn replace_all(conn: &Connection, keys: &[KeyRecord], usage: &[UsageRecord]) -> Result<(), rusqlite::Error> {
-    conn.execute_batch(persist::DELETE_ALL)?;
-    for k in keys {
-        upsert_key(conn, k)?;
+fn from_sql(v: ValueRef<'_>) -> SqlValue {
+    match v {
+        ValueRef::Integer(i) => SqlValue::Integer(i),
+        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Null | ValueRef::Real(_) | ValueRef::Blob(_) => SqlValue::Null,
     }
-    for u in usage {
-        upsert_usage(conn, u)?;
+}
+
+/// Every row of `select`, as records.
+fn load<R>(
+    conn: &Connection,
+    select: &str,
+    from_row: fn(&[SqlValue]) -> Result<R, RowError>,
+) -> Result<Vec<R>, StoreError> {
+    let mut stmt = conn.prepare(select)?;
+    let columns = stmt.column_count();
+    let rows =
+        stmt.query_map([], |r| (0..columns).map(|i| r.get_ref(i).map(from_sql)).collect::<Result<Vec<_>, _>>())?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(from_row(&row?)?);
     }
+    Ok(out)
+}
+
+fn run(conn: &Connection, (sql, values): Statement) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(values.into_iter().map(to_sql)))?;
     Ok(())
 }
 
@@ -283,13 +243,15 @@ impl Batch {
     fn commit(&mut self, conn: &mut Connection) -> Result<(), rusqlite::Error> {
         let tx = conn.transaction()?;
         if let Some((k, u)) = self.rewrite.take() {
-            replace_all(&tx, &k, &u)?;
+            for statement in persist::rewrite_statements(&k, &u) {
+                run(&tx, statement)?;
+            }
         }
         for (_, k) in self.keys.drain() {
-            upsert_key(&tx, &k)?;
+            run(&tx, (persist::UPSERT_KEY, k.to_row()))?;
         }
         for (_, u) in self.usage.drain() {
-            upsert_usage(&tx, &u)?;
+            run(&tx, (persist::UPSERT_USAGE, u.to_row()))?;
         }
         tx.commit()
     }
@@ -325,7 +287,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use proxy_core::pool::Outcome;
+    use proxy_core::Outcome;
 
     fn requests_on_disk(path: &Path) -> Vec<(String, i64)> {
         let conn = Connection::open(path).expect("open");

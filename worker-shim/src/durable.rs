@@ -1,12 +1,13 @@
 //! `ApiKeyManager`, the Durable Object holding the key pool: `core`'s
 //! [`KeyPool`] in memory, every change written to the object's SQLite
-//! storage with the same schema as host-runner's file.
+//! storage through core's persistence mapping (the same rows as
+//! host-runner's file).
 
-use crate::wire::{AcquireRequest, AcquireResponse};
+use crate::wire::{AcquireAnswer, StoreRequest};
 use proxy_core::config::parse_api_keys;
-use proxy_core::persist;
-use proxy_core::pool::{Change, KeyRecord, MarkKind, UsageRecord};
-use proxy_core::{KeyPool, Report, UnixMillis};
+use proxy_core::persist::{self, KeyRecord, RowError, SqlValue, Statement, UsageRecord};
+use proxy_core::stats::{self, StatsView};
+use proxy_core::{KeyPool, UnixMillis};
 use std::cell::{Cell, RefCell};
 use worker::{Date, DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State, durable_object};
 
@@ -24,8 +25,8 @@ pub struct ApiKeyManager {
     env: Env,
     loaded: RefCell<Option<Loaded>>,
     /// Proxy traffic this instance served since it started: acquires and
-    /// reports (shown in `/stat.json` as `durable_object_requests`, so DO
-    /// traffic per proxied request can be measured).
+    /// report batches (shown in `/stat.json` as `durable_object_requests`,
+    /// so DO traffic per proxied request can be measured).
     acquires: Cell<u64>,
     reports: Cell<u64>,
 }
@@ -34,73 +35,41 @@ fn now() -> UnixMillis {
     UnixMillis(Date::now().as_millis())
 }
 
-fn int(v: u64) -> SqlStorageValue {
-    SqlStorageValue::Integer(v.min(i64::MAX as u64) as i64)
+fn to_storage(v: SqlValue) -> SqlStorageValue {
+    match v {
+        SqlValue::Null => SqlStorageValue::Null,
+        SqlValue::Integer(i) => SqlStorageValue::Integer(i),
+        SqlValue::Text(t) => SqlStorageValue::String(t),
+    }
 }
 
-fn mark_text(k: MarkKind) -> &'static str {
-    match k {
-        MarkKind::Cooling => "cooling",
-        MarkKind::Exhausted => "exhausted",
+fn from_storage(v: SqlStorageValue) -> SqlValue {
+    match v {
+        SqlStorageValue::Integer(i) => SqlValue::Integer(i),
+        SqlStorageValue::String(s) => SqlValue::Text(s),
+        SqlStorageValue::Float(f) if f.fract() == 0.0 => SqlValue::Integer(f as i64),
+        _ => SqlValue::Null,
     }
 }
 
 impl ApiKeyManager {
-    fn upsert_key(&self, k: &KeyRecord) -> worker::Result<()> {
-        self.sql
-            .exec(
-                persist::UPSERT_KEY,
-                vec![
-                    k.key_id.clone().into(),
-                    k.disabled_reason.clone().into(),
-                    k.disabled_at.map(int).unwrap_or(SqlStorageValue::Null),
-                ],
-            )
-            .map(drop)
+    fn run(&self, (sql, values): Statement) -> Result<(), String> {
+        self.sql.exec(sql, values.into_iter().map(to_storage).collect::<Vec<_>>()).map(drop).map_err(|e| e.to_string())
     }
 
-    fn upsert_usage(&self, u: &UsageRecord) -> worker::Result<()> {
-        let opt = |v: Option<u64>| v.map(int).unwrap_or(SqlStorageValue::Null);
-        self.sql
-            .exec(
-                persist::UPSERT_USAGE,
-                vec![
-                    u.key_id.clone().into(),
-                    u.model.clone().into(),
-                    int(u.requests),
-                    int(u.successes),
-                    int(u.rate_limited),
-                    int(u.errors),
-                    opt(u.last_used),
-                    u.mark_kind.map(mark_text).map(str::to_owned).into(),
-                    opt(u.mark_until),
-                    u.mark_reason.clone().into(),
-                    u.last_error.clone().into(),
-                ],
-            )
-            .map(drop)
-    }
-
-    fn persist(&self, change: Option<Change>) -> worker::Result<()> {
-        if let Some(c) = change {
-            if let Some(k) = &c.key {
-                self.upsert_key(k)?;
-            }
-            self.upsert_usage(&c.usage)?;
+    fn load<R>(&self, select: &str, from_row: fn(&[SqlValue]) -> Result<R, RowError>) -> Result<Vec<R>, String> {
+        let cursor = self.sql.exec(select, None).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for row in cursor.raw() {
+            let row: Vec<SqlValue> = row.map_err(|e| e.to_string())?.into_iter().map(from_storage).collect();
+            out.push(from_row(&row).map_err(|e| e.to_string())?);
         }
-        Ok(())
+        Ok(out)
     }
 
-    fn rewrite(&self, pool: &KeyPool) -> worker::Result<()> {
+    fn rewrite(&self, pool: &KeyPool) -> Result<(), String> {
         let (keys, usage) = pool.records();
-        self.sql.exec(persist::DELETE_ALL, None)?;
-        for k in &keys {
-            self.upsert_key(k)?;
-        }
-        for u in &usage {
-            self.upsert_usage(u)?;
-        }
-        Ok(())
+        persist::rewrite_statements(&keys, &usage).try_for_each(|s| self.run(s))
     }
 
     /// (Re)builds the pool when `API_KEYS` changed since it was loaded:
@@ -113,18 +82,69 @@ impl ApiKeyManager {
         }
         let keys = parse_api_keys(Some(&source).filter(|s| !s.trim().is_empty()).map(String::as_str))
             .map_err(|e| e.to_string())?;
-        let key_records: Vec<KeyRecord> =
-            self.sql.exec(persist::SELECT_KEYS, None).and_then(|c| c.to_array()).map_err(|e| e.to_string())?;
-        let usage_records: Vec<UsageRecord> =
-            self.sql.exec(persist::SELECT_USAGE, None).and_then(|c| c.to_array()).map_err(|e| e.to_string())?;
+        let key_records = self.load(persist::SELECT_KEYS, KeyRecord::from_row)?;
+        let usage_records = self.load(persist::SELECT_USAGE, UsageRecord::from_row)?;
         let pool = KeyPool::restore(keys, key_records, usage_records);
-        self.rewrite(&pool).map_err(|e| e.to_string())?;
+        self.rewrite(&pool)?;
         *loaded = Some(Loaded { source, pool });
         Ok(())
     }
 
-    fn apply(&self, pool: &mut KeyPool, report: &Report, now: UnixMillis) -> worker::Result<()> {
-        self.persist(pool.report(&report.key, &report.model, &report.outcome, now))
+    /// Carries out one request of the Worker. No await inside: the pool is
+    /// borrowed only synchronously.
+    fn serve(&self, request: StoreRequest) -> Result<Response, String> {
+        self.ensure_loaded().map_err(|why| format!("the key store is not configured: {why}"))?;
+        let now = now();
+        let mut guard = self.loaded.borrow_mut();
+        let pool = &mut guard.as_mut().ok_or("the key store is not loaded")?.pool;
+        let done = || Response::ok("").map_err(|e| e.to_string());
+        match request {
+            StoreRequest::Acquire { model, exclude, settle } => {
+                self.acquires.set(self.acquires.get() + 1);
+                if let Some(r) = settle
+                    && let Some(change) = pool.report(&r.key, &r.model, &r.outcome, now)
+                {
+                    persist::change_statements(&change).try_for_each(|s| self.run(s))?;
+                }
+                let answer = match pool.acquire(&model, &exclude, now) {
+                    Ok(lease) => AcquireAnswer::Lease { id: lease.id, secret: lease.secret.expose().to_owned() },
+                    Err(u) => AcquireAnswer::Unavailable(u),
+                };
+                Response::from_json(&answer).map_err(|e| e.to_string())
+            }
+            StoreRequest::Report { reports } => {
+                self.reports.set(self.reports.get() + 1);
+                for r in reports {
+                    if let Some(change) = pool.report(&r.key, &r.model, &r.outcome, now) {
+                        persist::change_statements(&change).try_for_each(|s| self.run(s))?;
+                    }
+                }
+                done()
+            }
+            StoreRequest::Stats { view } => {
+                let snapshot = pool.snapshot(now);
+                let response = match view {
+                    StatsView::Json => {
+                        let mut json = snapshot.to_json();
+                        json["durable_object_requests"] =
+                            serde_json::json!({"acquire": self.acquires.get(), "report": self.reports.get()});
+                        stats::json_response(&json)
+                    }
+                    StatsView::Page => view.render(&snapshot),
+                };
+                crate::io::to_response(&response).map_err(|e| e.to_string())
+            }
+            StoreRequest::Reset => {
+                pool.reset_all();
+                self.rewrite(pool)?;
+                done()
+            }
+            StoreRequest::DailyReset => {
+                pool.daily_reset(now);
+                self.rewrite(pool)?;
+                done()
+            }
+        }
     }
 }
 
@@ -138,53 +158,11 @@ impl DurableObject for ApiKeyManager {
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let path = req.path();
         let body = req.text().await?;
-        // No await below: the pool is borrowed only synchronously.
-        if let Err(why) = self.ensure_loaded() {
-            return Response::error(format!("key store not configured: {why}"), 500);
-        }
-        let now = now();
-        let mut guard = self.loaded.borrow_mut();
-        let Some(loaded) = guard.as_mut() else { return Response::error("key store not loaded", 500) };
-        let pool = &mut loaded.pool;
-        match path.as_str() {
-            "/acquire" => {
-                self.acquires.set(self.acquires.get() + 1);
-                let a: AcquireRequest = serde_json::from_str(&body)?;
-                if let Some(report) = &a.settle {
-                    self.apply(pool, report, now)?;
-                }
-                let answer = match pool.acquire(&a.model, &a.exclude, now) {
-                    Ok(lease) => AcquireResponse::Lease { id: lease.id, secret: lease.secret.expose().to_owned() },
-                    Err(u) => AcquireResponse::Unavailable(u),
-                };
-                Response::from_json(&answer)
-            }
-            "/report" => {
-                self.reports.set(self.reports.get() + 1);
-                let report: Report = serde_json::from_str(&body)?;
-                self.apply(pool, &report, now)?;
-                Response::ok("")
-            }
-            "/snapshot" => {
-                let mut json = pool.snapshot(now).to_json();
-                json["durable_object_requests"] =
-                    serde_json::json!({"acquire": self.acquires.get(), "report": self.reports.get()});
-                Response::ok(json.to_string())
-            }
-            "/page" => Response::ok(proxy_core::page::render(&pool.snapshot(now))),
-            "/reset" => {
-                pool.reset_all();
-                self.rewrite(pool)?;
-                Response::ok("")
-            }
-            "/daily-reset" => {
-                pool.daily_reset(now);
-                self.rewrite(pool)?;
-                Response::ok("")
-            }
-            _ => Response::error("unknown key store operation", 404),
-        }
+        let answer = match serde_json::from_str::<StoreRequest>(&body) {
+            Ok(request) => self.serve(request),
+            Err(e) => Err(format!("not a key store request: {e}")),
+        };
+        answer.or_else(|why| Response::error(why, 500))
     }
 }

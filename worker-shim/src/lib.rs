@@ -1,194 +1,155 @@
-//! gemini-proxy on Cloudflare Workers. The fetch handler runs `core`'s
-//! request flow with outbound `Fetch`; the key store is the Durable Object
-//! [`durable::ApiKeyManager`], which applies `core`'s key state machine and
-//! persists it in its SQLite storage; the cron trigger runs the daily reset.
-//! This crate only converts types: every decision is `core`'s.
+//! gemini-proxy on Cloudflare Workers. The fetch handler runs core's
+//! [`Exchange`] with plain I/O: the request, outbound `fetch`, and the key
+//! store, which is the Durable Object [`durable::ApiKeyManager`] (core's
+//! key state machine, persisted in its SQLite storage); the cron trigger
+//! runs the daily reset. This crate only converts types and moves bytes:
+//! every decision is core's.
 #![deny(missing_docs)]
 
 mod durable;
+mod io;
 mod keys;
 mod wire;
 
 use keys::KeyStore;
-use proxy_core::error::{Dialect, ProxyError, Response as CoreResponse};
-use proxy_core::flow::{self, Attempts, Decision, MAX_ERROR_BODY_BYTES, Next};
-use proxy_core::headers::{CORS, forward_response_header};
-use proxy_core::route::{Forward, MAX_BODY_BYTES};
-use proxy_core::{Config, Report};
-use worker::{
-    Context, Env, Fetch, Headers, Method, Request, RequestInit, Response, ResponseBody, ScheduleContext,
-    ScheduledEvent, event, js_sys,
-};
+use proxy_core::forward::{Event, Exchange, Step};
+use proxy_core::http::Method;
+use proxy_core::{Config, Dialect, ProxyError, Report};
+use std::sync::Arc;
+use wasm_bindgen_futures::JsFuture;
+use worker::{Context, Env, Request, Response, ScheduleContext, ScheduledEvent, event};
 
 /// Reads a configuration variable: a secret, else a plain var.
 pub(crate) fn env_value(env: &Env, name: &str) -> Option<String> {
     env.secret(name).ok().map(|s| s.to_string()).or_else(|| env.var(name).ok().map(|v| v.to_string()))
 }
 
-fn respond(r: &CoreResponse) -> worker::Result<Response> {
-    let headers = Headers::new();
-    headers.set("content-type", r.content_type)?;
-    for (k, v) in &r.headers {
-        headers.set(k, v)?;
-    }
-    // A 204 must not have a body, not even an empty one.
-    let response =
-        if r.body.is_empty() { Response::empty()? } else { Response::from_bytes(r.body.clone().into_bytes())? };
-    Ok(response.with_status(r.status).with_headers(headers))
-}
-
-fn fail(e: &ProxyError, dialect: Dialect) -> worker::Result<Response> {
-    respond(&e.to_response(dialect))
+/// A failure of the runtime glue (never of a decision): logged, and
+/// answered as a 500 without its detail.
+fn internal(why: &str) -> worker::Result<Response> {
+    worker::console_error!("{why}");
+    io::to_response(
+        &ProxyError::Internal("the proxy failed on this request; see its log".into()).to_response(Dialect::Gemini),
+    )
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let config = match Config::from_lookup(|v| env_value(&env, v)) {
-        Ok(c) => c,
-        Err(e) => return fail(&ProxyError::Internal(format!("bad configuration: {e}")), Dialect::Gemini),
+        Ok(c) => Arc::new(c),
+        Err(e) => return internal(&format!("bad configuration: {e}")),
     };
-    let url = req.url()?;
-    let path_and_query = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
+    let url = match req.url() {
+        Ok(u) => u,
+        Err(e) => return internal(&format!("the request's URL: {e}")),
     };
-    let method = req.method().to_string();
-    let headers: Vec<(String, Vec<u8>)> = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
-    // The Durable Object stub only for the decisions that use the key store.
-    let store = || KeyStore::new(&env);
-    match flow::decide(&config, &method, &path_and_query, &headers) {
-        Decision::Respond(r) => respond(&r),
-        Decision::StatsJson => {
-            let json = store()?.snapshot_json().await?;
-            let mut r = CoreResponse::json(200, json);
-            r.headers.push(("cache-control".into(), "no-store".into()));
-            respond(&r)
-        }
-        Decision::StatsPage => respond(&CoreResponse::html(200, store()?.page_html().await?)),
-        Decision::StatsReset => {
-            store()?.reset().await?;
-            respond(&flow::reset_done())
-        }
-        Decision::StatsLogin => {
-            let body = req.bytes().await?;
-            respond(&flow::login(&config, &headers, &body))
-        }
-        Decision::Forward(fwd) => {
-            let body = req.bytes().await?;
-            forward(&config, fwd, &headers, body, &store()?, &ctx).await
-        }
-    }
+    let path_and_query = url.query().map_or_else(|| url.path().to_owned(), |q| format!("{}?{q}", url.path()));
+    let method = Method::parse(req.method().as_ref());
+    let headers = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
+    let exchange = Exchange::new(config, method, path_and_query, headers);
+    let store = KeyStore::new(&env);
+    let mut run = Run { exchange, request: Some(req), store, upstream: None, pipe: None, reports: Vec::new() };
+    // Up to the answer on the critical path; the rest (the stream's end,
+    // the reports) after it, through `wait_until`.
+    let (response, event) = run.until_answer().await;
+    ctx.wait_until(run.finish(event));
+    response.or_else(|e| internal(&format!("building the answer: {e}")))
 }
 
-/// Relays one request upstream, trying further keys while `core` says so.
-/// One Durable Object round trip per attempt sits on the critical path (the
-/// acquire, which also carries the previous attempt's report); final
-/// reports go out after the response, through `wait_until`.
-async fn forward(
-    config: &Config,
-    mut fwd: Forward,
-    headers: &[(String, Vec<u8>)],
-    body: Vec<u8>,
-    store: &KeyStore,
-    ctx: &Context,
-) -> worker::Result<Response> {
-    let dialect = fwd.dialect;
-    if body.len() as u64 > MAX_BODY_BYTES {
-        return fail(&ProxyError::PayloadTooLarge { limit: MAX_BODY_BYTES }, dialect);
-    }
-    if let Err(e) = fwd.bind_body(&body) {
-        return fail(&e, dialect);
-    }
-    let model = fwd.model().to_owned();
-    let mut attempts = Attempts::new();
-    let mut settle: Option<Report> = None;
-    loop {
-        if !attempts.may_try_again() {
-            if let Some(r) = settle.take() {
-                store.report_later(ctx, r);
+/// What one step led to.
+enum Flow {
+    Next(Event),
+    Answer(worker::Result<Response>, Event),
+    Over,
+}
+
+/// The I/O of one exchange.
+struct Run {
+    exchange: Exchange,
+    request: Option<Request>,
+    store: KeyStore,
+    upstream: Option<Response>,
+    /// A streamed answer's pipe, settled when the stream ends.
+    pipe: Option<JsFuture>,
+    /// Reports, sent in one Durable Object request after the answer.
+    reports: Vec<Report>,
+}
+
+impl Run {
+    async fn until_answer(&mut self) -> (worker::Result<Response>, Event) {
+        let mut event = Event::Start;
+        loop {
+            match self.step(event).await {
+                Flow::Next(e) => event = e,
+                Flow::Answer(response, e) => return (response, e),
+                Flow::Over => return (internal("the exchange ended without an answer"), Event::Done),
             }
-            return fail(&attempts.give_up(&model, None), dialect);
         }
-        let lease = match store.acquire(&model, attempts.tried(), settle.take()).await? {
-            Ok(l) => l,
-            Err(u) => return fail(&attempts.give_up(&model, Some(u)), dialect),
+    }
+
+    /// The steps after the answer, then the reports, in one request.
+    async fn finish(mut self, mut event: Event) {
+        while let Flow::Next(e) | Flow::Answer(_, e) = self.step(event).await {
+            event = e;
+        }
+        if !self.reports.is_empty()
+            && let Err(e) = self.store.report(std::mem::take(&mut self.reports)).await
+        {
+            worker::console_error!("reporting to the key store failed: {e}");
+        }
+    }
+
+    async fn step(&mut self, event: Event) -> Flow {
+        let event = match self.pipe.take() {
+            Some(pipe) => Event::Streamed(pipe.await.map(drop).map_err(|e| format!("stream broke off: {e:?}"))),
+            None => event,
         };
-        let up = flow::upstream_request(config, &fwd, headers, &lease, body.len());
-        let out_headers = Headers::new();
-        for (name, value) in &up.headers {
-            if let Ok(v) = std::str::from_utf8(value) {
-                // A value the runtime refuses is dropped, as the component host does.
-                let _ = out_headers.append(name, v);
+        Flow::Next(match self.exchange.resume(event) {
+            Step::ReadBody { limit, .. } => io::read_request_body(self.request.as_mut(), limit).await,
+            Step::Acquire { model, exclude, settle } => match self.store.acquire(model, exclude, settle).await {
+                Ok(answer) => Event::Acquired(answer),
+                Err(why) => Event::StoreFailed(why),
+            },
+            Step::Send(up) => {
+                let (response, event) = io::send(&up, self.exchange.body()).await;
+                self.upstream = response;
+                event
             }
-        }
-        let mut init = RequestInit::new();
-        init.with_method(if up.method == "GET" { Method::Get } else { Method::Post }).with_headers(out_headers);
-        if up.method == "POST" {
-            init.with_body(Some(js_sys::Uint8Array::from(body.as_slice()).into()));
-        }
-        let target = format!("{}{}", up.base.origin(), up.path_and_query);
-        let sent = match Request::new_with_init(&target, &init) {
-            Ok(r) => Fetch::Request(r).send().await,
-            Err(e) => Err(e),
-        };
-        let mut response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                settle = Some(attempts.transport_failed(&lease, &model, &e.to_string()));
-                continue;
+            Step::ReadErrorBody { limit } => io::read_error_body(self.upstream.take(), limit).await,
+            Step::Stream { status, headers } => {
+                match self.upstream.take().map(|u| io::pass_through(u, status, &headers)) {
+                    Some(Ok((response, pipe))) => {
+                        self.pipe = pipe;
+                        return Flow::Answer(Ok(response), Event::Streamed(Ok(())));
+                    }
+                    Some(Err(e)) => {
+                        return Flow::Answer(Err(e), Event::Streamed(Err("the answer could not be built".into())));
+                    }
+                    None => Event::Streamed(Err("nothing to stream".into())),
+                }
             }
-        };
-        let status = response.status_code();
-        if (200..300).contains(&status) {
-            store.report_later(ctx, flow::finished(&lease, &model, None));
-            return pass_through(response, status);
-        }
-        let mut error_body = response.bytes().await.unwrap_or_default();
-        error_body.truncate(MAX_ERROR_BODY_BYTES);
-        match attempts.answered(&lease, &model, status, &error_body) {
-            Next::Retry(report) => settle = Some(report),
-            Next::Relay { report, body } => {
-                store.report_later(ctx, report);
-                return relay(&response, status, body.into_bytes());
+            Step::Respond(r) => return Flow::Answer(io::to_response(&r), Event::Done),
+            Step::Stats(view) => match self.store.stats(view).await {
+                Ok(response) => return Flow::Answer(Ok(response), Event::Done),
+                Err(why) => Event::StoreFailed(why),
+            },
+            Step::Report(r) => {
+                self.reports.push(r);
+                Event::Done
             }
-        }
+            Step::Reset => self.store.reset().await.map_or_else(Event::StoreFailed, |()| Event::Done),
+            Step::Log(line) => {
+                worker::console_error!("{line}");
+                Event::Done
+            }
+            Step::Done => return Flow::Over,
+        })
     }
-}
-
-fn filtered_headers(response: &Response, drop_length: bool) -> worker::Result<Headers> {
-    let headers = Headers::new();
-    for (name, value) in response.headers().entries() {
-        if forward_response_header(&name) && !(drop_length && name.eq_ignore_ascii_case("content-length")) {
-            headers.append(&name, &value)?;
-        }
-    }
-    for (k, v) in CORS {
-        headers.set(k, v)?;
-    }
-    Ok(headers)
-}
-
-/// Hands the upstream body stream back as it is: no chunk passes through wasm.
-fn pass_through(response: Response, status: u16) -> worker::Result<Response> {
-    let headers = filtered_headers(&response, false)?;
-    // The body stays a JS ReadableStream (or empty): never read into wasm.
-    let (_, body): (_, ResponseBody) = response.into_parts();
-    Ok(Response::from_body(body)?.with_status(status).with_headers(headers))
-}
-
-fn relay(response: &Response, status: u16, body: Vec<u8>) -> worker::Result<Response> {
-    let headers = filtered_headers(response, true)?;
-    Ok(Response::from_bytes(body)?.with_status(status).with_headers(headers))
 }
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    match KeyStore::new(&env) {
-        Ok(store) => {
-            if let Err(e) = store.daily_reset().await {
-                worker::console_error!("daily reset failed: {e}");
-            }
-        }
-        Err(e) => worker::console_error!("daily reset: no key store: {e}"),
+    if let Err(e) = KeyStore::new(&env).daily_reset().await {
+        worker::console_error!("daily reset failed: {e}");
     }
 }

@@ -1,20 +1,32 @@
-//! Messages between the Worker and its Durable Object.
+//! The protocol between the Worker and its Durable Object: one JSON
+//! message per request, `POST`ed to the object.
 
-use proxy_core::{Report, Unavailable};
+use proxy_core::stats::StatsView;
+use proxy_core::{KeyId, Report, Unavailable};
 use serde::{Deserialize, Serialize};
 
-/// `POST /acquire`.
+/// What the Worker asks of the key store.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct AcquireRequest {
-    pub model: String,
-    pub exclude: Vec<proxy_core::KeyId>,
-    pub settle: Option<Report>,
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum StoreRequest {
+    /// Apply `settle`, then hand out a key for `model` not in `exclude`.
+    Acquire { model: String, exclude: Vec<KeyId>, settle: Option<Report> },
+    /// Apply these reports, in order.
+    Report { reports: Vec<Report> },
+    /// The statistics, rendered (the object answers with the client's response).
+    Stats { view: StatsView },
+    /// Clear every mark and counter.
+    Reset,
+    /// The daily job.
+    DailyReset,
 }
 
-/// The answer to `/acquire`.
+/// The object's answer to an acquire.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum AcquireResponse {
-    Lease { id: proxy_core::KeyId, secret: String },
+pub enum AcquireAnswer {
+    /// A key.
+    Lease { id: KeyId, secret: String },
+    /// None; why.
     Unavailable(Unavailable),
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Fake but realistic pool keys.
 pub fn pool_keys(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("AIzaSyTESTpoolKEY{i:0>22}")).collect()
+    (0..n).map(|i| proxy_core::test_support::fake_key("TESTpoolKEY", i)).collect()
 }
 
 pub const PROXY_KEY: &str = "AQ.proxyACCESSkey0123456789abcdef";

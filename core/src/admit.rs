@@ -1,0 +1,270 @@
+//! Admission: what a request is and whether it may pass. API requests go
+//! through the API's checks (the proxy key, the declared body size); the
+//! `/stat` routes through their own (the page's session cookie, a login
+//! page for a browser without credentials, the reset's CSRF guard).
+
+use crate::auth::{Credentials, percent_decode};
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::headers;
+use crate::http::{Method, Response};
+use crate::route::{self, Forward, MAX_BODY_BYTES, Route, StatRoute};
+use crate::session;
+use crate::stats::StatsView;
+
+/// Header the `/stat` page sends with its reset; a cross-site form cannot
+/// set it, so a cookie alone never resets.
+pub const ACTION_HEADER: &str = "x-gemini-proxy-action";
+
+/// The largest login form body read.
+pub const MAX_LOGIN_BODY_BYTES: u64 = 64 * 1024;
+
+/// What a request is, once admitted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Answer this, as it is.
+    Respond(Response),
+    /// Relay upstream.
+    Forward(Forward),
+    /// Show the statistics in this form.
+    Stats(StatsView),
+    /// Clear every mark and counter.
+    Reset,
+    /// The login form's post: its body holds the key.
+    Login,
+}
+
+/// Decides what a request is and whether it may pass.
+pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(String, Vec<u8>)]) -> Admission {
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    if *method == Method::Options && !path.starts_with("/stat") {
+        return Admission::Respond(Response { status: 204, headers: headers::preflight(headers), body: String::new() });
+    }
+    let creds = Credentials::from_request(headers, query);
+    let routed = route::route(method, path, query, &creds);
+    let dialect = match &routed {
+        Ok(Route::Api(f)) => f.dialect,
+        _ => route::fallback_dialect(path, &creds),
+    };
+    let respond = |e: ProxyError| Admission::Respond(e.to_response(dialect));
+    match routed {
+        Ok(Route::Stat(stat)) => admit_stat(cfg, stat, &creds, headers, dialect),
+        // A routing error answers only a caller the proxy lets in.
+        Err(e) => respond(creds.authorize(cfg.proxy_key.as_ref()).err().unwrap_or(e)),
+        Ok(Route::Api(f)) => match creds.authorize(cfg.proxy_key.as_ref()).and_then(|()| declared_length(headers)) {
+            Ok(Some(n)) if n > MAX_BODY_BYTES => respond(ProxyError::PayloadTooLarge { limit: MAX_BODY_BYTES }),
+            Ok(_) => Admission::Forward(f),
+            Err(e) => respond(e),
+        },
+    }
+}
+
+/// The request's declared body length, if any.
+pub fn declared_length(headers: &[(String, Vec<u8>)]) -> Result<Option<u64>, ProxyError> {
+    match headers::get(headers, "content-length") {
+        None => Ok(None),
+        Some(len) => len
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| ProxyError::BadRequest("invalid content-length header".into())),
+    }
+}
+
+fn admit_stat(
+    cfg: &Config,
+    stat: StatRoute,
+    creds: &Credentials,
+    headers: &[(String, Vec<u8>)],
+    dialect: route::Dialect,
+) -> Admission {
+    let key = cfg.proxy_key.as_ref();
+    let by_credential = creds.authorize(key).is_ok();
+    let by_cookie = key.is_some_and(|k| session::is_valid(headers, k));
+    let unauthorized = |why| Admission::Respond(ProxyError::Unauthorized(why).to_response(dialect));
+    match stat {
+        StatRoute::Page => match (key, &creds.query_key) {
+            (Some(k), Some(q)) if k.matches(q) => Admission::Respond(
+                Response::redirect("/stat")
+                    .with_header("set-cookie", session::set_cookie(k, session::is_https(headers))),
+            ),
+            _ if by_credential || by_cookie => Admission::Stats(StatsView::Page),
+            _ => {
+                let error = creds.query_key.is_some().then_some("That is not this proxy's key.");
+                Admission::Respond(Response::html(401, crate::page::login(error)))
+            }
+        },
+        StatRoute::Json if by_credential || by_cookie => Admission::Stats(StatsView::Json),
+        StatRoute::Json => unauthorized("this proxy needs its access key (PROXY_API_KEY) for /stat.json"),
+        StatRoute::Reset => {
+            let header_credential = creds.bearer.is_some() || creds.goog_api_key.is_some();
+            let from_page = headers::get(headers, ACTION_HEADER).is_some_and(|v| v == "reset");
+            if !(by_credential || by_cookie) {
+                unauthorized("this proxy needs its access key (PROXY_API_KEY) to reset")
+            } else if (by_credential && header_credential) || from_page {
+                Admission::Reset
+            } else {
+                Admission::Respond(
+                    ProxyError::Forbidden(
+                        "a reset needs the key in a header (Authorization: Bearer or x-goog-api-key) or the /stat page's button",
+                    )
+                    .to_response(dialect),
+                )
+            }
+        }
+        StatRoute::Login => Admission::Login,
+    }
+}
+
+/// Answers the login form (`key=…`, form-encoded): a session and a
+/// redirect to `/stat`, or the login page again.
+pub fn login(cfg: &Config, headers: &[(String, Vec<u8>)], body: &[u8]) -> Response {
+    let form = String::from_utf8_lossy(body);
+    let given = form
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == "key")
+        .map(|(_, v)| percent_decode(v))
+        .unwrap_or_default();
+    match &cfg.proxy_key {
+        None => Response::redirect("/stat"),
+        Some(k) if k.matches(&given) => {
+            Response::redirect("/stat").with_header("set-cookie", session::set_cookie(k, session::is_https(headers)))
+        }
+        Some(_) => Response::html(401, crate::page::login(Some("That is not this proxy's key."))),
+    }
+}
+
+/// The answer to a reset.
+pub fn reset_done() -> Response {
+    Response::json(200, r#"{"reset":true}"#.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Dialect;
+    use crate::test_support::{config, h};
+
+    fn decide(c: &Config, method: &str, pq: &str, headers: &[(String, Vec<u8>)]) -> Admission {
+        super::decide(c, &Method::parse(method), pq, headers)
+    }
+    fn error(a: Admission) -> (u16, serde_json::Value) {
+        match a {
+            Admission::Respond(r) => (r.status, serde_json::from_str(&r.body).unwrap_or_default()),
+            a => panic!("{a:?}"),
+        }
+    }
+
+    #[test]
+    fn auth_is_checked_before_anything_else() {
+        let c = config(Some("proxy-key-123456"));
+        let (status, v) = error(decide(&c, "POST", "/v1/chat/completions", &h(&[("authorization", "Bearer wrong")])));
+        assert_eq!((status, v["error"]["type"].as_str()), (401, Some("authentication_error")));
+        let (status, v) = error(decide(&c, "POST", "/v1beta/models/m:generateContent", &[]));
+        assert_eq!((status, v["error"]["status"].as_str()), (401, Some("UNAUTHENTICATED")));
+        assert_eq!(error(decide(&c, "GET", "/nope", &[])).0, 401, "401 before 404");
+        let ok = |a: Admission| matches!(a, Admission::Forward(_));
+        assert!(ok(decide(&c, "POST", "/v1beta/models/m:generateContent?key=proxy-key-123456", &[])));
+        assert!(ok(decide(
+            &c,
+            "POST",
+            "/v1beta/models/m:generateContent",
+            &h(&[("x-goog-api-key", "proxy-key-123456")])
+        )));
+        assert_eq!(error(decide(&config(None), "GET", "/nope", &[])).0, 404);
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_by_header() {
+        let a = decide(&config(None), "POST", "/v1/chat/completions", &h(&[("content-length", "99999999999")]));
+        assert_eq!(error(a).0, 413);
+        let a = decide(&config(None), "POST", "/v1/chat/completions", &h(&[("content-length", "ten")]));
+        assert_eq!(error(a).0, 400);
+    }
+
+    #[test]
+    fn stat_routes_take_credentials_or_the_session() {
+        let c = config(Some("proxy-key-123456"));
+        let key = c.proxy_key.clone().expect("key");
+        // A browser without anything: the login page.
+        match decide(&c, "GET", "/stat", &[]) {
+            Admission::Respond(r) => {
+                assert_eq!(r.status, 401);
+                assert!(r.header("content-type").is_some_and(|t| t.starts_with("text/html")));
+                assert!(r.body.contains("/stat/login"));
+            }
+            d => panic!("{d:?}"),
+        }
+        // ?key= opens a session and redirects to the clean URL.
+        match decide(&c, "GET", "/stat?key=proxy-key-123456", &[]) {
+            Admission::Respond(r) => {
+                assert_eq!(r.status, 303);
+                assert_eq!(r.header("location"), Some("/stat"));
+                let cookie = r.header("set-cookie").expect("cookie");
+                assert!(cookie.contains("HttpOnly") && !cookie.contains("proxy-key-123456"));
+            }
+            d => panic!("{d:?}"),
+        }
+        let session = h(&[("cookie", &format!("gp_session={}", session::token(&key)))]);
+        assert_eq!(decide(&c, "GET", "/stat", &session), Admission::Stats(StatsView::Page));
+        assert_eq!(decide(&c, "GET", "/stat.json", &session), Admission::Stats(StatsView::Json));
+        let bearer = h(&[("authorization", "Bearer proxy-key-123456")]);
+        assert_eq!(decide(&c, "GET", "/stat", &bearer), Admission::Stats(StatsView::Page));
+        assert_eq!(
+            decide(&c, "GET", "/stat", &h(&[("x-goog-api-key", "proxy-key-123456")])),
+            Admission::Stats(StatsView::Page)
+        );
+        // Reset: a cookie alone is not enough (cross-site forms carry none of the header).
+        assert_eq!(error(decide(&c, "POST", "/stat/reset", &session)).0, 403);
+        let mut from_page = session.clone();
+        from_page.push((ACTION_HEADER.into(), b"reset".to_vec()));
+        assert_eq!(decide(&c, "POST", "/stat/reset", &from_page), Admission::Reset);
+        assert_eq!(decide(&c, "POST", "/stat/reset", &bearer), Admission::Reset);
+        assert_eq!(error(decide(&c, "POST", "/stat/reset", &[])).0, 401);
+        assert_eq!(error(decide(&c, "GET", "/stat/reset", &bearer)).0, 405);
+        // The login form.
+        let r = login(&c, &[], b"key=proxy-key-123456");
+        assert_eq!(r.status, 303);
+        assert!(r.header("set-cookie").is_some_and(|v| v.contains(&session::token(&key))));
+        assert_eq!(login(&c, &[], b"key=wrong").status, 401);
+        assert_eq!(decide(&c, "POST", "/stat/login", &[]), Admission::Login);
+        // API routes still answer JSON.
+        match decide(&c, "POST", "/v1/chat/completions", &[]) {
+            Admission::Respond(r) => {
+                assert!(r.header("content-type").is_some_and(|t| t.starts_with("application/json")))
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn browsers_get_cors() {
+        let c = config(Some("proxy-key-123456"));
+        let preflight = h(&[("access-control-request-headers", "authorization, content-type")]);
+        match decide(&c, "OPTIONS", "/v1/chat/completions", &preflight) {
+            Admission::Respond(r) => {
+                assert_eq!(r.status, 204);
+                assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+                assert_eq!(r.header("access-control-allow-headers"), Some("authorization, content-type"));
+            }
+            d => panic!("{d:?}"),
+        }
+        match decide(&c, "POST", "/v1/chat/completions", &[]) {
+            Admission::Respond(r) => assert_eq!(r.header("access-control-allow-origin"), Some("*")),
+            d => panic!("{d:?}"),
+        }
+        // The /stat page stays same-origin.
+        assert!(!matches!(decide(&c, "OPTIONS", "/stat/reset", &[]), Admission::Respond(r) if r.status == 204));
+    }
+
+    #[test]
+    fn errors_follow_the_callers_dialect() {
+        let c = config(None);
+        let (_, v) = error(decide(&c, "POST", "/v1/nothing", &h(&[("authorization", "Bearer k")])));
+        assert_eq!(v["error"]["code"], "not_found");
+        let (_, v) = error(decide(&c, "POST", "/v1beta/nothing", &[]));
+        assert_eq!(v["error"]["status"], "NOT_FOUND");
+        assert_eq!(route::fallback_dialect("/v1/x:y", &Credentials::default()), Dialect::Gemini);
+    }
+}

@@ -1,0 +1,996 @@
+//! The forwarding driver: one request's whole exchange as a sans-IO state
+//! machine. The host asks it what to do next ([`Exchange::resume`] returns
+//! a [`Step`]), does that with plain I/O, and feeds back what happened (an
+//! [`Event`]). Every policy of the exchange lives here, once for both
+//! hosts: admission, body limits (the login form's too), which key to try
+//! next and when to stop (at most [`MAX_ATTEMPTS`] keys, never one twice),
+//! what an upstream answer means, which headers cross in each direction,
+//! how much of an error body is read, what a key-store failure answers, and
+//! which report each attempt leaves, a stream that broke off included.
+//!
+//! The host's loop:
+//!
+//! ```text
+//! let mut event = Event::Start;
+//! loop {
+//!     event = match exchange.resume(event) {
+//!         Step::ReadBody { limit, .. } => /* read ≤ limit */ Event::Body(bytes),
+//!         Step::Acquire { .. } => Event::Acquired(store.acquire(..)),
+//!         Step::Send(request) => /* send with exchange.body() */ Event::Head { .. },
+//!         Step::ReadErrorBody { limit } => Event::ErrorBody(bytes),
+//!         Step::Stream { .. } => /* pipe the upstream body to the client */ Event::Streamed(result),
+//!         Step::Respond(_) | Step::Report(_) | Step::Stats(_) | Step::Reset | Step::Log(_) => Event::Done,
+//!         Step::Done => break,
+//!     }
+//! }
+//! ```
+
+use crate::admit::{self, Admission, MAX_LOGIN_BODY_BYTES};
+use crate::auth::Credentials;
+use crate::config::{Config, Scheme, UpstreamBase};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::http::{Headers, Method, Response};
+use crate::outcome::{Lease, Outcome, Report, Unavailable};
+use crate::route::{self, Dialect, Forward, MAX_BODY_BYTES};
+use crate::secret::{self, KeyId};
+use crate::stats::StatsView;
+use crate::upstream::{self, Verdict};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// At most this many upstream attempts (so keys) per request.
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// The largest upstream error body read for classification and relaying.
+pub const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+
+/// What the host does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Read the request body, at most `limit` bytes (more is
+    /// [`BodyError::TooLarge`]); `declared` is its `content-length`, when
+    /// given, so that reading can stop there. Answer [`Event::Body`].
+    ReadBody {
+        /// Most bytes accepted.
+        limit: u64,
+        /// The declared length (never above `limit`).
+        declared: Option<u64>,
+    },
+    /// Hand out a key for `model`, never one in `exclude`, after applying
+    /// `settle` (the previous attempt's report). Answer
+    /// [`Event::Acquired`], or [`Event::StoreFailed`].
+    Acquire {
+        /// The model to choose a key for.
+        model: String,
+        /// Keys this request already tried.
+        exclude: Vec<KeyId>,
+        /// The previous attempt's report, applied before choosing.
+        settle: Option<Report>,
+    },
+    /// Send this request upstream with [`Exchange::body`] as its body (for a
+    /// method with a body). Answer [`Event::Head`] or [`Event::SendFailed`].
+    Send(UpstreamRequest),
+    /// Read at most `limit` bytes of the upstream answer's body (an error to
+    /// classify), then drop the rest. Answer [`Event::ErrorBody`].
+    ReadErrorBody {
+        /// Most bytes to read.
+        limit: usize,
+    },
+    /// Send the client this head and stream the upstream body through as
+    /// it arrives, without holding it back; an upstream failure on the way
+    /// must reach the client as a broken response, never as a clean end.
+    /// Answer [`Event::Streamed`].
+    Stream {
+        /// The upstream's status.
+        status: u16,
+        /// The headers for the client.
+        headers: Vec<(String, String)>,
+    },
+    /// Send the client this answer. Answer [`Event::Done`].
+    Respond(Response),
+    /// Apply this report to the key store (a host may batch reports, but
+    /// loses none). Answer [`Event::Done`].
+    Report(Report),
+    /// Answer the client with the key store's statistics in this view
+    /// ([`StatsView::render`]). Answer [`Event::Done`], or
+    /// [`Event::StoreFailed`] if there was nothing to show.
+    Stats(StatsView),
+    /// Clear every mark and counter in the key store. Answer
+    /// [`Event::Done`] or [`Event::StoreFailed`].
+    Reset,
+    /// Record this failure in the host's log, once: the caller was (or will
+    /// be) answered without the detail. Answer [`Event::Done`].
+    Log(String),
+    /// The exchange is over.
+    Done,
+}
+
+/// What happened, as the host tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The request arrived: the first event.
+    Start,
+    /// The request body, read within the step's limit.
+    Body(Vec<u8>),
+    /// The request body could not be read.
+    BodyFailed(BodyError),
+    /// The key store's answer to an acquire.
+    Acquired(Result<Lease, Unavailable>),
+    /// The key store could not be reached, or failed; why (for the log).
+    StoreFailed(String),
+    /// The upstream's response head.
+    Head {
+        /// Status.
+        status: u16,
+        /// Headers.
+        headers: Headers,
+    },
+    /// The upstream request failed before a response head arrived; why.
+    SendFailed(String),
+    /// The upstream error body, at most the step's limit.
+    ErrorBody(Vec<u8>),
+    /// How a streamed answer ended: `Err` with why when it broke off.
+    Streamed(Result<(), String>),
+    /// A step that needs no answer was carried out.
+    Done,
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// It is longer than the step's limit.
+    TooLarge,
+    /// Reading it failed (the client went away, a malformed chunk); why.
+    Broken(String),
+}
+
+/// An upstream request, ready to send.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamRequest {
+    /// The method.
+    pub method: Method,
+    /// The upstream's scheme.
+    pub scheme: Scheme,
+    /// The upstream's `host[:port]`.
+    pub authority: String,
+    /// Path and query.
+    pub path_and_query: String,
+    /// Headers, the pool key as the one credential among them; every value
+    /// visible ASCII.
+    pub headers: Vec<(String, String)>,
+}
+
+impl UpstreamRequest {
+    /// The full URL.
+    pub fn url(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        format!("{scheme}://{}{}", self.authority, self.path_and_query)
+    }
+}
+
+impl std::fmt::Debug for UpstreamRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the headers (the pool key) nor the query are shown.
+        f.debug_struct("UpstreamRequest")
+            .field("method", &self.method)
+            .field("authority", &self.authority)
+            .field("path", &self.path_and_query.split('?').next())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the upstream request for `fwd` with the leased key: the client's
+/// headers minus every credential and hop-by-hop header, plus exactly one
+/// credential, the pool key, in the upstream API's own form.
+pub fn upstream_request(
+    cfg: &Config,
+    fwd: &Forward,
+    client_headers: &[(String, Vec<u8>)],
+    lease: &Lease,
+    body_len: usize,
+) -> UpstreamRequest {
+    let (base, credential): (&UpstreamBase, _) = match fwd.dialect {
+        Dialect::Gemini => (&cfg.gemini_upstream, ("x-goog-api-key", lease.secret.expose().to_owned())),
+        Dialect::OpenAi => (&cfg.openai_upstream, ("authorization", format!("Bearer {}", lease.secret.expose()))),
+    };
+    let mut headers = headers::upstream_headers(client_headers);
+    headers.push((credential.0.to_owned(), credential.1));
+    let method = fwd.op.method();
+    if method.has_body() {
+        headers.push(("content-length".to_owned(), body_len.to_string()));
+        if !headers.iter().any(|(n, _)| n == "content-type") {
+            headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        }
+    }
+    let mut path_and_query = format!("{}{}", base.path, fwd.upstream_path);
+    if !fwd.upstream_query.is_empty() {
+        path_and_query.push('?');
+        path_and_query.push_str(&fwd.upstream_query);
+    }
+    UpstreamRequest { method, scheme: base.scheme, authority: base.authority.clone(), path_and_query, headers }
+}
+
+/// The keys one request tried, and what happened.
+#[derive(Debug, Default)]
+struct Attempts {
+    tried: Vec<KeyId>,
+    last_failure: Option<Outcome>,
+    all_rate_limited: bool,
+}
+
+impl Attempts {
+    fn new() -> Self {
+        Self { tried: Vec::new(), last_failure: None, all_rate_limited: true }
+    }
+
+    fn may_try_again(&self) -> bool {
+        self.tried.len() < MAX_ATTEMPTS
+    }
+
+    /// Records a failed attempt that will be retried; returns its report.
+    fn failed(&mut self, lease: &Lease, model: &str, outcome: Outcome) -> Report {
+        self.all_rate_limited &= matches!(outcome, Outcome::RateLimited(_));
+        self.tried.push(lease.id.clone());
+        self.last_failure = Some(outcome.clone());
+        Report { key: lease.id.clone(), model: model.to_owned(), outcome }
+    }
+
+    /// The error to answer with once no further attempt is possible:
+    /// `unavailable` is why the pool had no key (or `None` when the
+    /// attempt limit was hit).
+    fn give_up(&self, model: &str, unavailable: Option<Unavailable>) -> ProxyError {
+        let last = || match &self.last_failure {
+            Some(Outcome::RateLimited(rl)) => format!("rate-limited: {}", rl.reason),
+            Some(Outcome::KeyRejected { reason }) => format!("key rejected: {reason}"),
+            Some(Outcome::UpstreamError { status, reason }) => format!("HTTP {status}: {reason}"),
+            Some(Outcome::TransportError { reason }) => format!("could not reach the upstream: {reason}"),
+            Some(Outcome::Success | Outcome::ClientError { .. }) | None => "none".to_owned(),
+        };
+        match unavailable {
+            Some(Unavailable::AllLimited { until, retry_after_ms, keys }) => {
+                ProxyError::AllKeysLimited { model: model.to_owned(), keys, until, retry_after_ms }
+            }
+            Some(Unavailable::NoUsableKey { why }) => ProxyError::NoUsableKey { model: model.to_owned(), why },
+            Some(Unavailable::AllTried) | None if self.all_rate_limited && !self.tried.is_empty() => {
+                ProxyError::RateLimitedEverywhere { attempts: self.tried.len(), last: last() }
+            }
+            Some(Unavailable::AllTried) | None => {
+                ProxyError::UpstreamFailed { attempts: self.tried.len(), last: last() }
+            }
+        }
+    }
+}
+
+/// A request being relayed upstream.
+#[derive(Debug)]
+struct Relay {
+    fwd: Forward,
+    attempts: Attempts,
+    lease: Option<Lease>,
+    status: u16,
+    upstream_headers: Headers,
+}
+
+impl Relay {
+    fn model(&self) -> &str {
+        self.fwd.model()
+    }
+}
+
+/// What an exchange waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Start,
+    LoginBody,
+    ForwardBody,
+    Lease,
+    Head,
+    ErrorBody,
+    Stream,
+    Stats,
+    Reset,
+    /// The answer to a queued step.
+    Queued,
+    Over,
+}
+
+/// One request's exchange. See the [module](self) documentation.
+#[derive(Debug)]
+pub struct Exchange {
+    cfg: Arc<Config>,
+    method: Method,
+    path_and_query: String,
+    headers: Headers,
+    dialect: Dialect,
+    waiting: Waiting,
+    queue: VecDeque<Step>,
+    answered: bool,
+    body: Vec<u8>,
+    relay: Option<Relay>,
+}
+
+impl Exchange {
+    /// The exchange of a request, before anything is decided.
+    pub fn new(cfg: Arc<Config>, method: Method, path_and_query: String, headers: Headers) -> Self {
+        let (path, query) = path_and_query.split_once('?').unwrap_or((&path_and_query, ""));
+        let dialect = route::fallback_dialect(path, &Credentials::from_request(&headers, query));
+        Self {
+            cfg,
+            method,
+            path_and_query,
+            headers,
+            dialect,
+            waiting: Waiting::Start,
+            queue: VecDeque::new(),
+            answered: false,
+            body: Vec::new(),
+            relay: None,
+        }
+    }
+
+    /// The request body, once read (empty before, and for methods without one).
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The client's request headers.
+    pub fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
+    }
+
+    /// Whether the client has been answered (or is being streamed to).
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// Feeds what happened; returns what to do next.
+    pub fn resume(&mut self, event: Event) -> Step {
+        let waiting = std::mem::replace(&mut self.waiting, Waiting::Over);
+        match (waiting, event) {
+            (Waiting::Start, Event::Start) => self.admit(),
+            (Waiting::LoginBody, Event::Body(body)) => {
+                self.emit([Step::Respond(admit::login(&self.cfg, &self.headers, &body))])
+            }
+            (Waiting::ForwardBody, Event::Body(body)) => self.bind(body),
+            (Waiting::LoginBody, Event::BodyFailed(e)) => self.body_failed(e, MAX_LOGIN_BODY_BYTES),
+            (Waiting::ForwardBody, Event::BodyFailed(e)) => self.body_failed(e, MAX_BODY_BYTES),
+            (Waiting::Lease, Event::Acquired(Ok(lease))) => self.send(lease),
+            (Waiting::Lease, Event::Acquired(Err(unavailable))) => self.give_up(None, Some(unavailable)),
+            (Waiting::Lease | Waiting::Stats | Waiting::Reset, Event::StoreFailed(why)) => self.emit([
+                Step::Log(format!("the key store failed: {why}")),
+                Step::Respond(ProxyError::KeyStoreUnavailable.to_response(self.dialect)),
+            ]),
+            (Waiting::Stats, Event::Done) => {
+                self.answered = true;
+                Step::Done
+            }
+            (Waiting::Reset, Event::Done) => self.emit([Step::Respond(admit::reset_done())]),
+            (Waiting::Head, Event::Head { status, headers }) => self.head(status, headers),
+            (Waiting::Head, Event::SendFailed(reason)) => self.transport_failed(&reason),
+            (Waiting::ErrorBody, Event::ErrorBody(body)) => self.classify(&body),
+            (Waiting::Stream, Event::Streamed(result)) => self.streamed(result),
+            (Waiting::Queued, Event::Done) => self.next_queued(),
+            (Waiting::Over, Event::Done) => Step::Done,
+            (waiting, event) => self.host_bug(waiting, &event),
+        }
+    }
+
+    fn admit(&mut self) -> Step {
+        match admit::decide(&self.cfg, &self.method, &self.path_and_query, &self.headers) {
+            Admission::Respond(r) => self.emit([Step::Respond(r)]),
+            Admission::Stats(view) => {
+                self.waiting = Waiting::Stats;
+                Step::Stats(view)
+            }
+            Admission::Reset => {
+                self.waiting = Waiting::Reset;
+                Step::Reset
+            }
+            Admission::Login => match admit::declared_length(&self.headers) {
+                Ok(Some(n)) if n > MAX_LOGIN_BODY_BYTES => {
+                    self.fail(ProxyError::PayloadTooLarge { limit: MAX_LOGIN_BODY_BYTES })
+                }
+                Ok(declared) => {
+                    self.waiting = Waiting::LoginBody;
+                    Step::ReadBody { limit: MAX_LOGIN_BODY_BYTES, declared }
+                }
+                Err(e) => self.fail(e),
+            },
+            Admission::Forward(fwd) => {
+                self.dialect = fwd.dialect;
+                let has_body = fwd.op.method().has_body();
+                self.relay = Some(Relay {
+                    fwd,
+                    attempts: Attempts::new(),
+                    lease: None,
+                    status: 0,
+                    upstream_headers: Vec::new(),
+                });
+                if !has_body {
+                    return self.bind(Vec::new());
+                }
+                // Admission refused a declared length over the limit.
+                let declared = admit::declared_length(&self.headers).ok().flatten();
+                self.waiting = Waiting::ForwardBody;
+                Step::ReadBody { limit: MAX_BODY_BYTES, declared }
+            }
+        }
+    }
+
+    fn body_failed(&mut self, e: BodyError, limit: u64) -> Step {
+        match e {
+            BodyError::TooLarge => self.fail(ProxyError::PayloadTooLarge { limit }),
+            BodyError::Broken(why) => {
+                self.fail(ProxyError::BadRequest(format!("reading the request body failed: {why}")))
+            }
+        }
+    }
+
+    fn bind(&mut self, body: Vec<u8>) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ForwardBody, &Event::Done) };
+        if let Err(e) = relay.fwd.bind_body(&body) {
+            return self.fail(e);
+        }
+        self.body = body;
+        self.next_attempt(None)
+    }
+
+    /// Asks for the next key, or gives up once [`MAX_ATTEMPTS`] were made
+    /// (applying the last attempt's report first).
+    fn next_attempt(&mut self, settle: Option<Report>) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Lease, &Event::Done) };
+        if !relay.attempts.may_try_again() {
+            return self.give_up(settle, None);
+        }
+        self.waiting = Waiting::Lease;
+        Step::Acquire { model: relay.model().to_owned(), exclude: relay.attempts.tried.clone(), settle }
+    }
+
+    fn give_up(&mut self, settle: Option<Report>, unavailable: Option<Unavailable>) -> Step {
+        let Some(relay) = self.relay.as_ref() else { return self.host_bug(Waiting::Lease, &Event::Done) };
+        let error = relay.attempts.give_up(relay.model(), unavailable);
+        let respond = Step::Respond(error.to_response(self.dialect));
+        match settle {
+            Some(report) => self.emit([Step::Report(report), respond]),
+            None => self.emit([respond]),
+        }
+    }
+
+    fn send(&mut self, lease: Lease) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Lease, &Event::Done) };
+        let request = upstream_request(&self.cfg, &relay.fwd, &self.headers, &lease, self.body.len());
+        relay.lease = Some(lease);
+        self.waiting = Waiting::Head;
+        Step::Send(request)
+    }
+
+    fn head(&mut self, status: u16, upstream_headers: Headers) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Head, &Event::Done) };
+        if (200..300).contains(&status) {
+            if let Some(lease) = &relay.lease {
+                relay.attempts.tried.push(lease.id.clone());
+            }
+            self.answered = true;
+            self.waiting = Waiting::Stream;
+            return Step::Stream { status, headers: headers::client_headers(&upstream_headers, false) };
+        }
+        relay.status = status;
+        relay.upstream_headers = upstream_headers;
+        self.waiting = Waiting::ErrorBody;
+        Step::ReadErrorBody { limit: MAX_ERROR_BODY_BYTES }
+    }
+
+    fn transport_failed(&mut self, reason: &str) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Head, &Event::Done) };
+        let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::Head, &Event::Done) };
+        let outcome = Outcome::TransportError { reason: secret::redact(reason, &[&lease.secret]) };
+        let model = relay.model().to_owned();
+        let report = relay.attempts.failed(&lease, &model, outcome);
+        self.next_attempt(Some(report))
+    }
+
+    fn classify(&mut self, body: &[u8]) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ErrorBody, &Event::Done) };
+        let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::ErrorBody, &Event::Done) };
+        let model = relay.model().to_owned();
+        let redact = |text: &str| secret::redact(text, &[&lease.secret]);
+        let status = relay.status;
+        let relayed = |outcome| {
+            let body = redact(&String::from_utf8_lossy(body));
+            let response = Response { status, headers: headers::client_headers(&relay.upstream_headers, true), body };
+            (Report { key: lease.id.clone(), model: model.clone(), outcome }, response)
+        };
+        let (report, response) = match upstream::classify(status, body, redact) {
+            Verdict::Retry(outcome) => {
+                let report = relay.attempts.failed(&lease, &model, outcome);
+                return self.next_attempt(Some(report));
+            }
+            Verdict::Relay(outcome) => relayed(outcome),
+            Verdict::Success => relayed(Outcome::Success),
+        };
+        relay.attempts.tried.push(lease.id.clone());
+        self.emit([Step::Report(report), Step::Respond(response)])
+    }
+
+    fn streamed(&mut self, result: Result<(), String>) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Stream, &Event::Done) };
+        let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::Stream, &Event::Done) };
+        let outcome = match result {
+            Ok(()) => Outcome::Success,
+            Err(reason) => Outcome::TransportError { reason: secret::redact(&reason, &[&lease.secret]) },
+        };
+        let report = Report { key: lease.id, model: relay.model().to_owned(), outcome };
+        self.emit([Step::Report(report)])
+    }
+
+    /// Answers with `e` in the caller's dialect.
+    fn fail(&mut self, e: ProxyError) -> Step {
+        let response = e.to_response(self.dialect);
+        self.emit([Step::Respond(response)])
+    }
+
+    /// An event the exchange did not ask for: a host bug. The caller gets a
+    /// 500 if nothing was sent yet; the detail goes to the log.
+    fn host_bug(&mut self, waiting: Waiting, event: &Event) -> Step {
+        self.queue.clear();
+        let what = match event {
+            Event::Start => "start",
+            Event::Body(_) => "a request body",
+            Event::BodyFailed(_) => "a failed request body",
+            Event::Acquired(_) => "a lease",
+            Event::StoreFailed(_) => "a key-store failure",
+            Event::Head { .. } => "a response head",
+            Event::SendFailed(_) => "a send failure",
+            Event::ErrorBody(_) => "an error body",
+            Event::Streamed(_) => "a stream's end",
+            Event::Done => "done",
+        };
+        let log = Step::Log(format!("host bug: the exchange got {what} while waiting for {waiting:?}"));
+        if self.answered {
+            self.emit([log])
+        } else {
+            let response =
+                ProxyError::Internal("the proxy lost track of this request".into()).to_response(self.dialect);
+            self.emit([log, Step::Respond(response)])
+        }
+    }
+
+    /// Queues steps that need only [`Event::Done`] and hands out the first.
+    fn emit<const N: usize>(&mut self, steps: [Step; N]) -> Step {
+        self.queue.extend(steps);
+        self.next_queued()
+    }
+
+    fn next_queued(&mut self) -> Step {
+        match self.queue.pop_front() {
+            Some(step) => {
+                if matches!(step, Step::Respond(_)) {
+                    self.answered = true;
+                }
+                self.waiting = Waiting::Queued;
+                step
+            }
+            None => {
+                self.waiting = Waiting::Over;
+                Step::Done
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::RateLimitScope;
+    use crate::pool::KeyPool;
+    use crate::test_support::{config, fake_keys, h};
+    use crate::time::UnixMillis;
+    use serde_json::Value;
+
+    /// What the scripted upstream answers, attempt by attempt.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Status(u16, &'static str),
+        Unreachable,
+        Stream(Result<(), &'static str>),
+    }
+
+    const PER_MINUTE: &str = r#"{"error":{"code":429,"message":"slow down","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}]}}"#;
+    const OVERLOADED: &str = r#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#;
+    const LOCATION: &str = r#"{"error":{"code":400,"message":"User location is not supported for the API use.","status":"FAILED_PRECONDITION"}}"#;
+
+    /// Everything a run did, as the host saw it.
+    #[derive(Default)]
+    struct Trace {
+        sent: Vec<(KeyId, UpstreamRequest)>,
+        reports: Vec<Report>,
+        settled: Vec<Report>,
+        streamed: Option<(u16, Vec<(String, String)>)>,
+        response: Option<Response>,
+        logs: Vec<String>,
+        body_limits: Vec<u64>,
+        steps: usize,
+    }
+
+    impl Trace {
+        fn json(&self) -> Value {
+            serde_json::from_str(&self.response.as_ref().expect("a response").body).expect("json")
+        }
+        fn keys_sent(&self) -> Vec<KeyId> {
+            self.sent.iter().map(|(k, _)| k.clone()).collect()
+        }
+    }
+
+    /// A host: a real key pool as the store (or a failing one), and a
+    /// scripted upstream.
+    struct Host {
+        pool: KeyPool,
+        store_fails: bool,
+        upstream: VecDeque<Answer>,
+        body: Result<Vec<u8>, BodyError>,
+    }
+
+    impl Host {
+        fn new(keys: usize, upstream: &[Answer]) -> Self {
+            Self {
+                pool: KeyPool::new(fake_keys("DRIVER", keys)),
+                store_fails: false,
+                upstream: upstream.iter().cloned().collect(),
+                body: Ok(br#"{"contents":[]}"#.to_vec()),
+            }
+        }
+
+        fn run(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Trace {
+            let cfg = Arc::new(config(None));
+            let now = UnixMillis(1_800_000_000_000);
+            let mut ex = Exchange::new(cfg, Method::parse(method), path.to_owned(), h(headers));
+            let mut trace = Trace::default();
+            let mut current: Option<Answer> = None;
+            let mut event = Event::Start;
+            loop {
+                trace.steps += 1;
+                assert!(trace.steps < 100, "the exchange does not end");
+                event = match ex.resume(event) {
+                    Step::ReadBody { limit, .. } => {
+                        trace.body_limits.push(limit);
+                        match self.body.clone() {
+                            Ok(b) => Event::Body(b),
+                            Err(e) => Event::BodyFailed(e),
+                        }
+                    }
+                    Step::Acquire { model, exclude, settle } => {
+                        if self.store_fails {
+                            Event::StoreFailed("the Durable Object is overloaded".into())
+                        } else {
+                            if let Some(r) = settle {
+                                self.pool.report(&r.key, &r.model, &r.outcome, now);
+                                trace.settled.push(r);
+                            }
+                            Event::Acquired(self.pool.acquire(&model, &exclude, now))
+                        }
+                    }
+                    Step::Send(request) => {
+                        let key = request
+                            .headers
+                            .iter()
+                            .find(|(n, _)| n == "x-goog-api-key" || n == "authorization")
+                            .map(|(_, v)| crate::secret::ApiKey::new(v.trim_start_matches("Bearer ")).id())
+                            .expect("a credential");
+                        trace.sent.push((key, request));
+                        let answer = self.upstream.pop_front().unwrap_or(Answer::Status(200, "{}"));
+                        let event = match &answer {
+                            Answer::Status(s, _) => Event::Head {
+                                status: *s,
+                                headers: h(&[("content-type", "application/json"), ("content-length", "99")]),
+                            },
+                            Answer::Stream(_) => {
+                                Event::Head { status: 200, headers: h(&[("content-type", "text/event-stream")]) }
+                            }
+                            Answer::Unreachable => Event::SendFailed("connection refused".into()),
+                        };
+                        current = Some(answer);
+                        event
+                    }
+                    Step::ReadErrorBody { limit } => match current.take() {
+                        Some(Answer::Status(_, body)) => {
+                            Event::ErrorBody(body.as_bytes()[..body.len().min(limit)].to_vec())
+                        }
+                        _ => panic!("an error body without an error"),
+                    },
+                    Step::Stream { status, headers } => {
+                        trace.streamed = Some((status, headers));
+                        match current.take() {
+                            Some(Answer::Stream(r)) => Event::Streamed(r.map_err(str::to_owned)),
+                            _ => Event::Streamed(Ok(())),
+                        }
+                    }
+                    Step::Respond(r) => {
+                        assert!(trace.response.is_none(), "answered twice");
+                        trace.response = Some(r);
+                        Event::Done
+                    }
+                    Step::Report(r) => {
+                        self.pool.report(&r.key, &r.model, &r.outcome, now);
+                        trace.reports.push(r);
+                        Event::Done
+                    }
+                    Step::Stats(_) | Step::Reset => {
+                        if self.store_fails {
+                            Event::StoreFailed("storage error".into())
+                        } else {
+                            Event::Done
+                        }
+                    }
+                    Step::Log(line) => {
+                        trace.logs.push(line);
+                        Event::Done
+                    }
+                    Step::Done => break,
+                };
+            }
+            trace
+        }
+    }
+
+    fn generate(host: &mut Host) -> Trace {
+        host.run("POST", "/v1beta/models/gemini-2.5-flash:generateContent", &[("x-goog-api-key", "client")])
+    }
+
+    #[test]
+    fn a_429_a_5xx_and_a_transport_failure_each_move_on_to_another_key() {
+        let mut host =
+            Host::new(4, &[Answer::Status(429, PER_MINUTE), Answer::Status(503, OVERLOADED), Answer::Unreachable]);
+        let t = generate(&mut host);
+        let keys = t.keys_sent();
+        assert_eq!(keys.len(), 4);
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 4, "a key was tried twice: {keys:?}");
+        // Each failure rode on the next acquire; the success came after the stream.
+        assert_eq!(t.settled.len(), 3);
+        assert!(matches!(&t.settled[0].outcome, Outcome::RateLimited(rl) if rl.scope == RateLimitScope::PerMinute));
+        assert!(matches!(t.settled[1].outcome, Outcome::UpstreamError { status: 503, .. }));
+        assert!(matches!(t.settled[2].outcome, Outcome::TransportError { .. }));
+        assert_eq!(
+            t.reports,
+            [Report { key: keys[3].clone(), model: "gemini-2.5-flash".into(), outcome: Outcome::Success }]
+        );
+        assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
+        assert!(t.response.is_none() && t.logs.is_empty());
+    }
+
+    #[test]
+    fn at_most_five_keys_and_the_last_report_is_flushed_on_giving_up() {
+        let mut host = Host::new(8, &[Answer::Status(503, OVERLOADED); 8]);
+        let t = generate(&mut host);
+        assert_eq!(t.sent.len(), MAX_ATTEMPTS);
+        assert_eq!(t.settled.len(), MAX_ATTEMPTS - 1);
+        assert_eq!(t.reports.len(), 1, "the fifth failure is reported before the answer");
+        assert!(matches!(t.reports[0].outcome, Outcome::UpstreamError { status: 503, .. }));
+        assert_eq!(t.reports[0].key, t.sent[4].0);
+        let r = t.response.as_ref().expect("an answer");
+        assert_eq!(r.status, 502);
+        assert!(t.json()["error"]["message"].as_str().is_some_and(|m| m.contains("overloaded")));
+        // Every attempt is counted in the pool.
+        let counted: u64 =
+            host.pool.snapshot(UnixMillis(0)).keys.iter().flat_map(|k| &k.models).map(|m| m.errors).sum();
+        assert_eq!(counted, 5);
+    }
+
+    #[test]
+    fn caller_errors_are_relayed_redacted_and_leave_the_key_alone() {
+        let leaky: &'static str = Box::leak(
+            format!(
+                r#"{{"error":{{"code":400,"message":"bad request for {}","status":"INVALID_ARGUMENT"}}}}"#,
+                fake_keys("DRIVER", 1)[0].expose()
+            )
+            .into_boxed_str(),
+        );
+        for body in [LOCATION, leaky] {
+            let mut host = Host::new(2, &[Answer::Status(400, body)]);
+            let t = generate(&mut host);
+            assert_eq!(t.sent.len(), 1, "a caller error is not retried");
+            assert_eq!(t.reports.len(), 1);
+            assert_eq!(t.reports[0].outcome, Outcome::ClientError { status: 400 });
+            let r = t.response.as_ref().expect("relayed");
+            assert_eq!(r.status, 400);
+            assert!(!r.body.contains(fake_keys("DRIVER", 1)[0].expose()), "{}", r.body);
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(r.header("content-length"), None, "the body changed length");
+            assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+            assert!(host.pool.snapshot(UnixMillis(0)).keys.iter().all(|k| k.disabled.is_none()));
+        }
+    }
+
+    #[test]
+    fn a_stream_that_breaks_off_is_reported() {
+        let mut host = Host::new(1, &[Answer::Stream(Err("upstream reset the connection"))]);
+        let t = host.run(
+            "POST",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            &[("x-goog-api-key", "client")],
+        );
+        assert_eq!(t.reports.len(), 1);
+        assert!(matches!(&t.reports[0].outcome, Outcome::TransportError { reason } if reason.contains("reset")));
+        let (status, headers) = t.streamed.expect("streamed");
+        assert_eq!(status, 200);
+        assert!(headers.contains(&("content-type".into(), "text/event-stream".into())));
+        assert!(t.response.is_none());
+    }
+
+    #[test]
+    fn a_key_store_failure_answers_503_in_the_callers_dialect_and_is_logged_once() {
+        let mut host = Host::new(1, &[]);
+        host.store_fails = true;
+        host.body = Ok(br#"{"model":"gemini-2.5-flash","messages":[]}"#.to_vec());
+        let t = host.run("POST", "/v1/chat/completions", &[("authorization", "Bearer client")]);
+        let r = t.response.as_ref().expect("answered");
+        assert_eq!(r.status, 503);
+        assert_eq!(t.json()["error"]["type"], "server_error");
+        assert_eq!(t.json()["error"]["code"], "key_store_unavailable");
+        assert!(!r.body.contains("Durable Object"), "internals in the answer: {}", r.body);
+        assert_eq!(t.logs.len(), 1);
+        assert!(t.logs[0].contains("Durable Object is overloaded"));
+        let t = host.run("GET", "/stat.json", &[]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(503));
+        assert_eq!(t.json()["error"]["code"], "key_store_unavailable");
+        assert_eq!(t.logs.len(), 1);
+    }
+
+    #[test]
+    fn bodies_are_bounded_the_login_form_too() {
+        let mut host = Host::new(1, &[]);
+        host.body = Err(BodyError::TooLarge);
+        let t = host.run("POST", "/stat/login", &[]);
+        assert_eq!(t.body_limits, [MAX_LOGIN_BODY_BYTES]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(413));
+        let t = host.run("POST", "/stat/login", &[("content-length", "70000")]);
+        assert!(t.body_limits.is_empty(), "a declared length over the limit is refused unread");
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(413));
+        let t = generate(&mut host);
+        assert_eq!(t.body_limits, [MAX_BODY_BYTES]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(413));
+        assert!(t.sent.is_empty());
+        host.body = Err(BodyError::Broken("the client went away".into()));
+        assert_eq!(generate(&mut host).response.map(|r| r.status), Some(400));
+        // A GET has no body to read.
+        host.body = Ok(Vec::new());
+        let t = host.run("GET", "/v1beta/models", &[("x-goog-api-key", "client")]);
+        assert!(t.body_limits.is_empty());
+        assert_eq!(t.sent.len(), 1);
+    }
+
+    #[test]
+    fn exhausted_pools_answer_429_with_retry_after() {
+        let mut host = Host::new(2, &[Answer::Status(429, PER_MINUTE), Answer::Status(429, PER_MINUTE)]);
+        let t = generate(&mut host);
+        assert_eq!(t.sent.len(), 2);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(429));
+        // An OpenAI body must name its model.
+        let t = host.run("POST", "/v1/chat/completions", &[("authorization", "Bearer c")]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(400));
+        assert_eq!(t.json()["error"]["type"], "invalid_request_error");
+        // Both keys cool now: no upstream call, a 429 that says when.
+        host.body = Ok(br#"{"model":"gemini-2.5-flash","messages":[]}"#.to_vec());
+        let t = host.run("POST", "/v1/chat/completions", &[("authorization", "Bearer c")]);
+        let r = t.response.as_ref().expect("answer");
+        assert_eq!(r.status, 429);
+        assert!(r.header("retry-after").is_some());
+        assert_eq!(t.json()["error"]["type"], "rate_limit_error");
+        assert!(t.sent.is_empty(), "no upstream call when every key is cooling");
+    }
+
+    #[test]
+    fn upstream_gets_exactly_one_credential_the_pool_key() {
+        let c = config(None);
+        let client = h(&[
+            ("Authorization", "Bearer client-secret"),
+            ("X-Goog-Api-Key", "client-secret"),
+            ("Host", "proxy.local"),
+            ("Connection", "keep-alive"),
+            ("Content-Type", "application/json"),
+            ("User-Agent", "google-genai-sdk/1.0"),
+            ("Cookie", "gp_session=x"),
+            ("X-Odd", "caf\u{e9}"),
+        ]);
+        let admitted = |method: &str, pq: &str| match admit::decide(&c, &Method::parse(method), pq, &client) {
+            Admission::Forward(f) => f,
+            a => panic!("{a:?}"),
+        };
+        let lease = crate::test_support::lease(1);
+        let f = admitted("POST", "/v1/models/gemini-2.5-flash:generateContent?key=client-secret&alt=sse");
+        let up = upstream_request(&c, &f, &client, &lease, 10);
+        assert_eq!(up.path_and_query, "/v1beta/models/gemini-2.5-flash:generateContent?alt=sse");
+        assert_eq!(up.method, Method::Post);
+        assert_eq!(up.url(), "http://127.0.0.1:9/v1beta/models/gemini-2.5-flash:generateContent?alt=sse");
+        let creds: Vec<&str> = up
+            .headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| *n == "authorization" || *n == "x-goog-api-key")
+            .collect();
+        assert_eq!(creds, ["x-goog-api-key"]);
+        assert!(up.headers.contains(&("x-goog-api-key".into(), lease.secret.expose().to_owned())));
+        for gone in ["host", "connection", "cookie", "x-odd"] {
+            assert!(up.headers.iter().all(|(n, _)| n != gone), "{gone}");
+        }
+        assert!(!format!("{up:?}").contains(lease.secret.expose()));
+        assert!(!format!("{up:?}").contains("alt=sse"));
+
+        let mut f = admitted("POST", "/v1/chat/completions");
+        f.bind_body(br#"{"model":"gemini-2.5-flash"}"#).expect("body");
+        let up = upstream_request(&c, &f, &client, &lease, 28);
+        assert_eq!(up.path_and_query, "/v1beta/openai/chat/completions");
+        assert!(up.headers.contains(&("authorization".into(), format!("Bearer {}", lease.secret.expose()))));
+        assert!(up.headers.iter().all(|(n, _)| n != "x-goog-api-key"));
+        let f = admitted("GET", "/v1/models");
+        let up = upstream_request(&c, &f, &[], &lease, 0);
+        assert_eq!((up.method, up.path_and_query.as_str()), (Method::Get, "/v1beta/models"));
+        assert!(up.headers.iter().all(|(n, _)| n != "content-length"));
+    }
+
+    #[test]
+    fn hostile_requests_end_in_one_answer_and_never_panic() {
+        // A deterministic spray of hostile request lines through the whole
+        // exchange.
+        let pieces = [
+            "/", "v1", "v1beta", "models", "openai", "..", ".", "%2e", "%2F", "%", "%%", ":", "::", "gemini-2.5-flash",
+            ":generateContent", "?", "&", "key=", "=", "\\", "é", "\u{0}", "//", "stat", "chat", "completions", "*",
+        ];
+        let mut host = Host::new(2, &[]);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..3_000 {
+            let mut path = String::new();
+            for _ in 0..(seed % 9) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                path.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            host.body = Ok(path.clone().into_bytes());
+            let method = ["GET", "POST", "DELETE", "OPTIONS", ""][round % 5];
+            let t = host.run(method, &path, &[("x-goog-api-key", "k"), ("content-length", "12")]);
+            assert!(t.response.is_some() || t.streamed.is_some(), "{method} {path:?} got no answer");
+            assert!(t.logs.is_empty(), "{method} {path:?}: {:?}", t.logs);
+        }
+    }
+
+    #[test]
+    fn an_event_out_of_turn_is_a_500_for_the_caller_and_a_log_line() {
+        let mut ex =
+            Exchange::new(Arc::new(config(None)), Method::Get, "/v1beta/models".into(), h(&[("x-goog-api-key", "k")]));
+        assert!(matches!(ex.resume(Event::Start), Step::Acquire { .. }));
+        assert!(matches!(ex.resume(Event::ErrorBody(Vec::new())), Step::Log(l) if l.contains("host bug")));
+        match ex.resume(Event::Done) {
+            Step::Respond(r) => {
+                assert_eq!(r.status, 500);
+                assert!(!r.body.contains("Waiting"), "internals in the answer");
+            }
+            s => panic!("{s:?}"),
+        }
+        assert_eq!(ex.resume(Event::Done), Step::Done);
+        assert_eq!(ex.resume(Event::Done), Step::Done);
+    }
+
+    #[test]
+    fn stats_and_reset_are_the_hosts_to_render_and_apply() {
+        let mut ex = Exchange::new(Arc::new(config(None)), Method::Get, "/stat.json".into(), Vec::new());
+        assert_eq!(ex.resume(Event::Start), Step::Stats(StatsView::Json));
+        assert_eq!(ex.resume(Event::Done), Step::Done);
+        assert!(ex.answered());
+        let mut ex = Exchange::new(
+            Arc::new(config(None)),
+            Method::Post,
+            "/stat/reset".into(),
+            h(&[("authorization", "Bearer k")]),
+        );
+        assert_eq!(ex.resume(Event::Start), Step::Reset);
+        assert!(matches!(ex.resume(Event::Done), Step::Respond(r) if r.status == 200));
+        assert_eq!(ex.resume(Event::Done), Step::Done);
+    }
+}

@@ -1,0 +1,104 @@
+//! The vocabulary between a request's forwarding loop and the key store:
+//! a key handed out ([`Lease`]), why none was ([`Unavailable`]), and what
+//! an attempt with it came to ([`Outcome`], carried in a [`Report`]).
+
+use crate::secret::{ApiKey, KeyId};
+use crate::time::UnixMillis;
+use serde::{Deserialize, Serialize};
+
+/// Which quota a 429 hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLimitScope {
+    /// A per-minute quota (requests or tokens): cool down briefly.
+    PerMinute,
+    /// A per-day quota: exhausted until the next Pacific midnight.
+    PerDay,
+    /// Google did not say: cool down briefly.
+    Unknown,
+}
+
+/// A 429, classified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Which quota.
+    pub scope: RateLimitScope,
+    /// Google's `retryDelay`, if given.
+    pub retry_after_ms: Option<u64>,
+    /// Google's message, redacted.
+    pub reason: String,
+}
+
+/// What happened when a key was used, as `core` classified it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// 2xx.
+    Success,
+    /// 429.
+    RateLimited(RateLimit),
+    /// The key itself is invalid, suspended or blocked.
+    KeyRejected {
+        /// Google's message, redacted.
+        reason: String,
+    },
+    /// A 4xx that is the caller's own problem; the key is fine.
+    ClientError {
+        /// The status relayed.
+        status: u16,
+    },
+    /// A 5xx.
+    UpstreamError {
+        /// The status.
+        status: u16,
+        /// What Google said, redacted.
+        reason: String,
+    },
+    /// The upstream could not be reached or broke off.
+    TransportError {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// One attempt's result, as a host's key store receives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The key used.
+    pub key: KeyId,
+    /// The model asked for.
+    pub model: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// A key handed out for one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The stable id, for reports.
+    pub id: KeyId,
+    /// The secret, to send upstream.
+    pub secret: ApiKey,
+}
+
+/// Why no key was handed out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Unavailable {
+    /// Every key not disabled is cooling or exhausted for this model.
+    AllLimited {
+        /// When the soonest frees up.
+        until: UnixMillis,
+        /// Milliseconds from now until then.
+        retry_after_ms: u64,
+        /// How many are limited.
+        keys: usize,
+    },
+    /// Every usable key was already tried by this request.
+    AllTried,
+    /// No key can serve at all.
+    NoUsableKey {
+        /// Why.
+        why: String,
+    },
+}
