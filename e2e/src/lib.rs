@@ -4,7 +4,8 @@
 //! host-runner and against the Worker in `wrangler dev`.
 //!
 //! Environment: `E2E_PROXY_URL`, `E2E_FAKE_ORIGIN`, `E2E_POOL_KEYS`
-//! (comma-separated, as configured in the proxy), `E2E_PROXY_KEY`.
+//! (comma-separated, as configured in the proxy), `E2E_PROXY_KEY`,
+//! `E2E_HOST` (`host-runner` or `wrangler`).
 #![deny(missing_docs)]
 
 use serde_json::{Value, json};
@@ -21,6 +22,8 @@ pub struct Target {
     pub keys: Vec<String>,
     /// The proxy's access key.
     pub proxy_key: String,
+    /// Which host serves: `host-runner` or `wrangler` (`E2E_HOST`).
+    pub host: String,
     /// HTTP client.
     pub http: reqwest::Client,
 }
@@ -40,6 +43,7 @@ impl Target {
             fake: get("E2E_FAKE_ORIGIN"),
             keys: get("E2E_POOL_KEYS").split(',').map(str::to_owned).collect(),
             proxy_key: get("E2E_PROXY_KEY"),
+            host: get("E2E_HOST"),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
         }
     }

@@ -54,11 +54,14 @@ pub enum Behavior {
     CutMidStream,
     /// Headers only after this many milliseconds.
     SlowHeaders(u64),
+    /// A 500 whose body never ends (a proxy that reads error bodies whole
+    /// never answers).
+    EndlessError,
 }
 
 impl Behavior {
     /// Parses `ok`, `per-day`, `per-minute[:SECS]`, `bare-429`, `invalid`,
-    /// `suspended`, `location`, `5xx:STATUS`, `cut`, `slow:MS`.
+    /// `suspended`, `location`, `5xx:STATUS`, `cut`, `slow:MS`, `endless-error`.
     pub fn parse(s: &str) -> Option<Self> {
         let (name, arg) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
         Some(match name {
@@ -72,6 +75,7 @@ impl Behavior {
             "5xx" => Self::ServerError(arg.map_or(Some(503), |a| a.parse().ok())?),
             "cut" => Self::CutMidStream,
             "slow" => Self::SlowHeaders(arg?.parse().ok()?),
+            "endless-error" => Self::EndlessError,
             _ => return None,
         })
     }
@@ -343,6 +347,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             tokio::time::sleep(Duration::from_millis(*ms)).await;
             None
         }
+        Behavior::EndlessError => return endless_error(),
         Behavior::Ok | Behavior::CutMidStream => None,
     };
     if let Some((status, body)) = failure {
@@ -432,6 +437,24 @@ fn stream(st: Arc<State>, content_type: &str, parts: Vec<String>, cut: bool) -> 
     if let Ok(v) = content_type.parse() {
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
     }
+    r
+}
+
+/// A 500 that starts like Google's error and never ends: 64 KiB of padding
+/// after padding, for as long as the reader reads.
+fn endless_error() -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let head = r#"{"error":{"code":500,"message":"Internal error encountered.","status":"INTERNAL","padding":""#;
+        if tx.send(Ok(Frame::data(Bytes::from_static(head.as_bytes())))).await.is_err() {
+            return;
+        }
+        let pad = Bytes::from(vec![b'x'; 64 * 1024]);
+        while tx.send(Ok(Frame::data(pad.clone()))).await.is_ok() {}
+    });
+    let mut r = Response::new(ChannelBody(rx).boxed());
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
     r
 }
 
