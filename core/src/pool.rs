@@ -10,7 +10,7 @@
 
 use crate::outcome::{Lease, Outcome, RateLimitScope, Unavailable};
 use crate::persist::{Change, KeyRecord, MarkKind, UsageRecord};
-use crate::secret::{ApiKey, KeyId, redact};
+use crate::secret::{ApiKey, KeyId};
 use crate::stats::{DisabledInfo, KeyState, KeyStats, ModelStats, Snapshot};
 use crate::time::{UnixMillis, next_pacific_midnight};
 use std::cmp::Reverse;
@@ -187,10 +187,6 @@ impl KeyPool {
         self.keys.iter().map(|s| &s.id)
     }
 
-    /// The secrets of every key, for redaction.
-    pub fn secrets(&self) -> impl Iterator<Item = &ApiKey> {
-        self.keys.iter().map(|s| &s.key)
-    }
 
     /// Chooses a key for `model`, skipping the ones this request already
     /// tried. Round-robin among keys neither disabled nor marked for the
@@ -373,11 +369,6 @@ impl KeyPool {
         Snapshot { now, next_quota_reset: next_pacific_midnight(now), keys }
     }
 
-    /// Redacts `text` of every secret in the pool and every key shape.
-    pub fn redact(&self, text: &str) -> String {
-        let known: Vec<&ApiKey> = self.secrets().collect();
-        redact(text, &known)
-    }
 }
 
 /// The state of `model`, created on first use; `None` once [`MAX_MODELS`]
