@@ -939,8 +939,33 @@ mod tests {
         // A deterministic spray of hostile request lines through the whole
         // exchange.
         let pieces = [
-            "/", "v1", "v1beta", "models", "openai", "..", ".", "%2e", "%2F", "%", "%%", ":", "::", "gemini-2.5-flash",
-            ":generateContent", "?", "&", "key=", "=", "\\", "é", "\u{0}", "//", "stat", "chat", "completions", "*",
+            "/",
+            "v1",
+            "v1beta",
+            "models",
+            "openai",
+            "..",
+            ".",
+            "%2e",
+            "%2F",
+            "%",
+            "%%",
+            ":",
+            "::",
+            "gemini-2.5-flash",
+            ":generateContent",
+            "?",
+            "&",
+            "key=",
+            "=",
+            "\\",
+            "é",
+            "\u{0}",
+            "//",
+            "stat",
+            "chat",
+            "completions",
+            "*",
         ];
         let mut host = Host::new(2, &[]);
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;

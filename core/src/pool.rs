@@ -187,7 +187,6 @@ impl KeyPool {
         self.keys.iter().map(|s| &s.id)
     }
 
-
     /// Chooses a key for `model`, skipping the ones this request already
     /// tried. Round-robin among keys neither disabled nor marked for the
     /// model; deterministic for a given state.
@@ -368,7 +367,6 @@ impl KeyPool {
         }
         Snapshot { now, next_quota_reset: next_pacific_midnight(now), keys }
     }
-
 }
 
 /// The state of `model`, created on first use; `None` once [`MAX_MODELS`]
