@@ -39,6 +39,7 @@ pub fn report(r: &Report) -> ks::AttemptReport {
             ks::Outcome::UpstreamError(ks::UpstreamError { status: *status, reason: reason.clone() })
         }
         Outcome::TransportError { reason } => ks::Outcome::TransportError(reason.clone()),
+        Outcome::BrokenStream { reason } => ks::Outcome::BrokenStream(reason.clone()),
     };
     ks::AttemptReport { key: r.key.as_str().to_owned(), model: r.model.clone(), outcome }
 }

@@ -1,13 +1,14 @@
 //! Moving requests and bodies through `wasi:http`.
 
 use crate::bindings::wasi::http::outgoing_handler;
+use crate::bindings::wasi::http::types;
 use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
     ResponseOutparam, Scheme,
 };
 use crate::bindings::wasi::io::streams::StreamError;
 use proxy_core::config::Scheme as CoreScheme;
-use proxy_core::forward::{BodyError, UpstreamRequest};
+use proxy_core::forward::{BodyError, Event, UpstreamRequest};
 use proxy_core::http::{Method as CoreMethod, Response};
 
 /// Most bytes one `blocking-write-and-flush` takes.
@@ -65,8 +66,15 @@ fn send_buffered(out: ResponseOutparam, status: u16, headers: &[(String, Vec<u8>
     }
 }
 
-fn write_all(body: &OutgoingBody, mut bytes: &[u8]) -> Result<(), StreamError> {
+fn write_all(body: &OutgoingBody, bytes: &[u8]) -> Result<(), StreamError> {
     let Ok(stream) = body.write() else { return Err(StreamError::Closed) };
+    write_stream(&stream, bytes)
+}
+
+fn write_stream(
+    stream: &crate::bindings::wasi::io::streams::OutputStream,
+    mut bytes: &[u8],
+) -> Result<(), StreamError> {
     while !bytes.is_empty() {
         let n = bytes.len().min(WRITE_CHUNK);
         stream.blocking_write_and_flush(&bytes[..n])?;
@@ -99,8 +107,9 @@ pub fn read_request_body(request: IncomingRequest, declared: Option<u64>, limit:
     Ok(buf)
 }
 
-/// Sends an upstream request and waits for its response head.
-pub fn send(up: &UpstreamRequest, body: &[u8]) -> Result<IncomingResponse, String> {
+/// Sends an upstream request and waits for its response head; on failure,
+/// why and whether it timed out.
+pub fn send(up: &UpstreamRequest, body: &[u8]) -> Result<IncomingResponse, (String, bool)> {
     let headers: Vec<(String, Vec<u8>)> = up.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     let request = OutgoingRequest::new(fields_from(&headers));
     let method = wasi_method(&up.method);
@@ -112,17 +121,18 @@ pub fn send(up: &UpstreamRequest, body: &[u8]) -> Result<IncomingResponse, Strin
         && request.set_scheme(Some(&scheme)).is_ok()
         && request.set_authority(Some(&up.authority)).is_ok()
         && request.set_path_with_query(Some(&up.path_and_query)).is_ok();
+    let other = |why: &str| (why.to_owned(), false);
     if !set {
-        return Err("the upstream request could not be built".into());
+        return Err(other("the upstream request could not be built"));
     }
-    let outgoing = request.body().map_err(|()| "request body unavailable".to_owned())?;
+    let outgoing = request.body().map_err(|()| other("request body unavailable"))?;
     // No request-options: the timeouts are the host's (host-runner: 10 s to
     // connect, 300 s to the first byte). wasmtime 48 also keeps a passed
     // request-options resource in the store's table for good, which would
     // stop the host from reusing this instance.
     let pending = outgoing_handler::handle(request, None).map_err(|e| describe(&e))?;
     if up.method.has_body() {
-        write_all(&outgoing, body).map_err(|_| "sending the request body upstream failed".to_owned())?;
+        write_all(&outgoing, body).map_err(|_| other("sending the request body upstream failed"))?;
     }
     OutgoingBody::finish(outgoing, None).map_err(|e| describe(&e))?;
     // The head is rarely there yet: wait first, then take it.
@@ -130,13 +140,20 @@ pub fn send(up: &UpstreamRequest, body: &[u8]) -> Result<IncomingResponse, Strin
     match pending.get() {
         Some(Ok(Ok(response))) => Ok(response),
         Some(Ok(Err(e))) => Err(describe(&e)),
-        Some(Err(())) => Err("the upstream response was already taken".into()),
-        None => Err("the upstream response was not ready after waiting for it".into()),
+        Some(Err(())) => Err(other("the upstream response was already taken")),
+        None => Err(other("the upstream response was not ready after waiting for it")),
     }
 }
 
-fn describe(e: &ErrorCode) -> String {
-    match e {
+fn describe(e: &ErrorCode) -> (String, bool) {
+    let timed_out = matches!(
+        e,
+        ErrorCode::ConnectionTimeout
+            | ErrorCode::HttpResponseTimeout
+            | ErrorCode::ConnectionReadTimeout
+            | ErrorCode::ConnectionWriteTimeout
+    );
+    let why = match e {
         ErrorCode::ConnectionRefused => "connection refused".into(),
         ErrorCode::ConnectionTimeout => "connection timed out".into(),
         ErrorCode::ConnectionTerminated => "connection closed by the upstream".into(),
@@ -145,7 +162,8 @@ fn describe(e: &ErrorCode) -> String {
         ErrorCode::DnsError(_) => "DNS lookup failed".into(),
         ErrorCode::TlsCertificateError | ErrorCode::TlsProtocolError => "TLS handshake failed".into(),
         other => format!("{other:?}"),
-    }
+    };
+    (why, timed_out)
 }
 
 /// Reads up to `limit` bytes of an upstream answer's body; the rest is
@@ -167,24 +185,40 @@ pub fn read_body(response: IncomingResponse, limit: usize) -> Vec<u8> {
     buf
 }
 
-/// Streams a 2xx upstream answer to the client as it arrives. On an
-/// upstream failure mid-stream the client's response is aborted (not ended
-/// cleanly), so the client sees the truncation.
+/// Streams a 2xx upstream answer to the client as it arrives. Nothing is
+/// sent before the first piece of the upstream body: if the body fails (or
+/// stalls past the host's idle timeout) before it, the client's `out` is
+/// left for another attempt. On an upstream failure later on, the client's
+/// response is aborted (not ended cleanly), so the client sees the break.
 pub fn stream_response(
     response: IncomingResponse,
-    out: ResponseOutparam,
+    out: &mut Option<ResponseOutparam>,
     status: u16,
     headers: &[(String, String)],
-) -> Result<(), String> {
+) -> Event {
+    let early = |reason: String, timed_out| Event::StreamFailedEarly { reason, timed_out };
+    let Ok(incoming) = response.consume() else { return early("upstream body unavailable".into(), false) };
+    let Ok(src) = incoming.stream() else { return early("upstream body unavailable".into(), false) };
+    let first = match src.blocking_read(READ_CHUNK) {
+        Ok(bytes) => bytes,
+        Err(StreamError::Closed) => Vec::new(),
+        Err(StreamError::LastOperationFailed(e)) => {
+            let timed_out = matches!(types::http_error_code(&e), Some(ErrorCode::ConnectionReadTimeout));
+            return early(format!("the answer broke off before its first byte: {}", e.to_debug_string()), timed_out);
+        }
+    };
+    let Some(out) = out.take() else { return Event::Streamed(Err("the answer was already sent".into())) };
     let headers: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     let outgoing_response = OutgoingResponse::new(fields_from(&headers));
     let _ = outgoing_response.set_status_code(status);
-    let Ok(outgoing) = outgoing_response.body() else { return Err("response body unavailable".into()) };
-    ResponseOutparam::set(out, Ok(outgoing_response));
-    let Ok(incoming) = response.consume() else { return Err("upstream body unavailable".into()) };
-    let (Ok(src), Ok(dst)) = (incoming.stream(), outgoing.write()) else {
-        return Err("body streams unavailable".into());
+    let Ok(outgoing) = outgoing_response.body() else {
+        return Event::Streamed(Err("response body unavailable".into()));
     };
+    ResponseOutparam::set(out, Ok(outgoing_response));
+    let Ok(dst) = outgoing.write() else { return Event::Streamed(Err("response body unavailable".into())) };
+    if write_stream(&dst, &first).is_err() {
+        return Event::Streamed(Err("the client went away".into()));
+    }
     let result = loop {
         match dst.blocking_splice(&src, READ_CHUNK) {
             Ok(_) => {}
@@ -202,10 +236,10 @@ pub fn stream_response(
         Ok(()) => {
             let _ = dst_finish(outgoing);
             drop(incoming);
-            Ok(())
+            Event::Streamed(Ok(()))
         }
         // Dropping the outgoing body unfinished aborts the client's response.
-        Err(e) => Err(e),
+        Err(e) => Event::Streamed(Err(e)),
     }
 }
 

@@ -31,7 +31,7 @@ impl Guest for Component {
             Ok(c) => c.clone(),
             Err(e) => {
                 log::failure(&format!("bad configuration: {e}"));
-                let err = ProxyError::Internal("the proxy is misconfigured; see its log".into());
+                let err = ProxyError::internal("the proxy is misconfigured; see its log", None);
                 return http::respond(out, &err.to_response(Dialect::Gemini));
             }
         };
@@ -78,14 +78,14 @@ fn drive(mut exchange: Exchange, request: IncomingRequest, out: ResponseOutparam
                     upstream = Some(response);
                     head
                 }
-                Err(reason) => Event::SendFailed(reason),
+                Err((reason, timed_out)) => Event::SendFailed { reason, timed_out },
             },
             Step::ReadErrorBody { limit } => {
                 Event::ErrorBody(upstream.take().map(|r| http::read_body(r, limit)).unwrap_or_default())
             }
-            Step::Stream { status, headers } => match (upstream.take(), out.take()) {
-                (Some(response), Some(out)) => Event::Streamed(http::stream_response(response, out, status, &headers)),
-                _ => Event::Streamed(Err("nothing to stream".into())),
+            Step::Stream { status, headers } => match upstream.take() {
+                Some(response) => http::stream_response(response, &mut out, status, &headers),
+                None => Event::Streamed(Err("nothing to stream".into())),
             },
             Step::Respond(r) => {
                 if let Some(out) = out.take() {

@@ -19,6 +19,34 @@ pub const ACTION_HEADER: &str = "x-gemini-proxy-action";
 /// The largest login form body read.
 pub const MAX_LOGIN_BODY_BYTES: u64 = 64 * 1024;
 
+/// The longest request target (path and query) accepted.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// The most header bytes (names and values) a request may carry.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Why a request head is refused before anything else, if it is: a target
+/// over [`MAX_URI_BYTES`] (414) or headers over [`MAX_HEADER_BYTES`] (431).
+/// Hosts whose own machinery has smaller limits check this first, from the
+/// sizes alone.
+pub fn head_limit(uri_bytes: usize, header_bytes: usize) -> Option<ProxyError> {
+    if uri_bytes > MAX_URI_BYTES {
+        Some(ProxyError::UriTooLong { limit: MAX_URI_BYTES })
+    } else if header_bytes > MAX_HEADER_BYTES {
+        Some(ProxyError::HeadersTooLarge { limit: MAX_HEADER_BYTES })
+    } else {
+        None
+    }
+}
+
+/// The answer to a head refused by [`head_limit`], in the caller's dialect.
+pub fn refuse_head(path_and_query: &str, headers: &[(String, Vec<u8>)]) -> Option<Response> {
+    let header_bytes = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let e = head_limit(path_and_query.len(), header_bytes)?;
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    Some(e.to_response(route::fallback_dialect(path, &Credentials::from_request(headers, query))))
+}
+
 /// What a request is, once admitted.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
@@ -36,6 +64,9 @@ pub enum Admission {
 
 /// Decides what a request is and whether it may pass.
 pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(String, Vec<u8>)]) -> Admission {
+    if let Some(refused) = refuse_head(path_and_query, headers) {
+        return Admission::Respond(refused);
+    }
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     if *method == Method::Options && !path.starts_with("/stat") {
         return Admission::Respond(Response { status: 204, headers: headers::preflight(headers), body: String::new() });
@@ -173,6 +204,21 @@ mod tests {
             &h(&[("x-goog-api-key", "proxy-key-123456")])
         )));
         assert_eq!(error(decide(&config(None), "GET", "/nope", &[])).0, 404);
+    }
+
+    #[test]
+    fn oversized_heads_are_refused_first_in_the_callers_dialect() {
+        let c = config(Some("proxy-key-123456"));
+        let long = format!("/v1beta/models/m:generateContent?x={}", "a".repeat(MAX_URI_BYTES));
+        let (status, v) = error(decide(&c, "POST", &long, &[]));
+        assert_eq!((status, v["error"]["status"].as_str()), (414, Some("INVALID_ARGUMENT")));
+        let big = "b".repeat(MAX_HEADER_BYTES);
+        let (status, v) =
+            error(decide(&c, "POST", "/v1/chat/completions", &h(&[("authorization", "Bearer k"), ("x-big", &big)])));
+        assert_eq!((status, v["error"]["code"].as_str()), (431, Some("headers_too_large")));
+        let many: Vec<(String, Vec<u8>)> = (0..80).map(|i| (format!("x-h{i}"), vec![b'v'; 2048])).collect();
+        assert_eq!(error(decide(&c, "GET", "/v1beta/models", &many)).0, 431, "80 headers of 2 KB");
+        assert!(head_limit(100, 1000).is_none());
     }
 
     #[test]

@@ -96,6 +96,30 @@ impl fmt::Display for UpstreamBase {
     }
 }
 
+/// How long a host waits on the upstream (`UPSTREAM_CONNECT_TIMEOUT`,
+/// `UPSTREAM_FIRST_BYTE_TIMEOUT`, `UPSTREAM_IDLE_TIMEOUT`, in seconds). A
+/// timeout before the response head fails over to another key like a 5xx;
+/// after it, the client sees the break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// To open the connection (host-runner; a Worker's `fetch` has no
+    /// separate connect phase, so there it is part of `first_byte_ms`).
+    pub connect_ms: u64,
+    /// From sending the request to the response head.
+    pub first_byte_ms: u64,
+    /// Between two pieces of the response body.
+    pub idle_ms: u64,
+}
+
+impl UpstreamTimeouts {
+    /// host-runner's defaults: a long non-streamed generation may take
+    /// minutes before its first byte.
+    pub const HOST_RUNNER: Self = Self { connect_ms: 10_000, first_byte_ms: 300_000, idle_ms: 120_000 };
+    /// The Worker's defaults: below the 100 s after which Cloudflare itself
+    /// would answer 524, so that the proxy fails over or answers first.
+    pub const WORKER: Self = Self { connect_ms: 10_000, first_byte_ms: 90_000, idle_ms: 90_000 };
+}
+
 /// What the request handler needs: everything but the key pool itself
 /// (which the host's key store holds).
 #[derive(Clone, Debug)]
@@ -106,22 +130,52 @@ pub struct Config {
     pub gemini_upstream: UpstreamBase,
     /// Where OpenAI-style requests go.
     pub openai_upstream: UpstreamBase,
+    /// How long to wait on the upstream.
+    pub timeouts: UpstreamTimeouts,
 }
 
 impl Config {
     /// Reads the configuration through `lookup` (an environment, a Worker's
-    /// `env`, …). Empty values count as unset.
+    /// `env`, …), with host-runner's timeouts as defaults. Empty values count
+    /// as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_lookup_with(UpstreamTimeouts::HOST_RUNNER, lookup)
+    }
+
+    /// [`Config::from_lookup`] with a host's own default timeouts.
+    pub fn from_lookup_with(
+        defaults: UpstreamTimeouts,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
         let base = |var: &'static str, default: &str| {
             UpstreamBase::parse(&get(var).unwrap_or_else(|| default.to_owned())).map_err(|why| ConfigError { var, why })
+        };
+        let seconds = |var: &'static str, default_ms: u64| match get(var) {
+            None => Ok(default_ms),
+            Some(v) => parse_seconds_ms(&v).ok_or_else(|| ConfigError {
+                var,
+                why: format!("{v:?} is not a number of seconds between 0.001 and 86400 (e.g. 30 or 1.5)"),
+            }),
         };
         Ok(Self {
             proxy_key: get("PROXY_API_KEY").map(ApiKey::new),
             gemini_upstream: base("GEMINI_UPSTREAM_URL", DEFAULT_GEMINI_UPSTREAM)?,
             openai_upstream: base("OPENAI_UPSTREAM_URL", DEFAULT_OPENAI_UPSTREAM)?,
+            timeouts: UpstreamTimeouts {
+                connect_ms: seconds("UPSTREAM_CONNECT_TIMEOUT", defaults.connect_ms)?,
+                first_byte_ms: seconds("UPSTREAM_FIRST_BYTE_TIMEOUT", defaults.first_byte_ms)?,
+                idle_ms: seconds("UPSTREAM_IDLE_TIMEOUT", defaults.idle_ms)?,
+            },
         })
     }
+}
+
+/// `"30"` or `"1.5"` seconds as milliseconds, within 1 ms and a day.
+fn parse_seconds_ms(v: &str) -> Option<u64> {
+    let secs: f64 = v.trim().parse().ok()?;
+    let ms = (secs * 1000.0).round();
+    (ms.is_finite() && (1.0..=86_400_000.0).contains(&ms)).then_some(ms as u64)
 }
 
 /// Parses `API_KEYS`: comma- or newline-separated, trimmed, empty entries
@@ -180,6 +234,20 @@ mod tests {
         assert_eq!(e.var, "OPENAI_UPSTREAM_URL");
         let e = Config::from_lookup(|v| (v == "GEMINI_UPSTREAM_URL").then(|| "not a url".to_owned())).expect_err("bad");
         assert_eq!(e.var, "GEMINI_UPSTREAM_URL");
+    }
+
+    #[test]
+    fn timeouts_have_host_defaults_and_parse_seconds() {
+        let c = Config::from_lookup(|_| None).expect("defaults");
+        assert_eq!(c.timeouts, UpstreamTimeouts::HOST_RUNNER);
+        let w = Config::from_lookup_with(UpstreamTimeouts::WORKER, |_| None).expect("defaults");
+        assert!(w.timeouts.first_byte_ms < 100_000, "below Cloudflare's own 100 s");
+        let c = Config::from_lookup(|v| (v == "UPSTREAM_FIRST_BYTE_TIMEOUT").then(|| "1.5".to_owned())).expect("1.5");
+        assert_eq!(c.timeouts.first_byte_ms, 1_500);
+        for bad in ["0", "-1", "soon", "1e12"] {
+            let e = Config::from_lookup(|v| (v == "UPSTREAM_IDLE_TIMEOUT").then(|| bad.to_owned())).expect_err(bad);
+            assert_eq!(e.var, "UPSTREAM_IDLE_TIMEOUT");
+        }
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub enum ProxyError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The request line's target is over the limit.
+    #[error("the request URI is longer than the proxy's limit of {limit} bytes")]
+    UriTooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request's headers add up to more than the limit.
+    #[error("the request headers add up to more than the proxy's limit of {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// Every key is exhausted or cooling down for this model.
     #[error("all {keys} usable keys are rate-limited for model {model}; the soonest frees up at {} (in {}s). Retry then, or add keys", until.to_rfc3339(), retry_after_ms.div_ceil(1000))]
     AllKeysLimited {
@@ -79,13 +91,37 @@ pub enum ProxyError {
         /// The last failure, redacted.
         last: String,
     },
+    /// Every attempt timed out waiting for the upstream.
+    #[error(
+        "the upstream did not answer in time on {attempts} attempt(s) with different keys; last: {last}. Try again later"
+    )]
+    UpstreamTimedOut {
+        /// How many keys were tried.
+        attempts: usize,
+        /// The last failure.
+        last: String,
+    },
+    /// The host is at its limit of open connections.
+    #[error("the proxy is at its limit of {limit} open connections; try again in a moment")]
+    TooManyConnections {
+        /// The limit.
+        limit: usize,
+    },
     /// The key store could not be reached or failed (the detail goes to
     /// the host's log, not to the caller).
-    #[error("the proxy's key store is unavailable; try again in a moment")]
-    KeyStoreUnavailable,
-    /// A proxy bug or host failure.
-    #[error("internal proxy error: {0}")]
-    Internal(String),
+    #[error("the proxy's key store is unavailable; try again in a moment{}", for_request(request_id))]
+    KeyStoreUnavailable {
+        /// The id the host's log line carries.
+        request_id: Option<String>,
+    },
+    /// A proxy bug or host failure (the detail goes to the host's log).
+    #[error("internal proxy error: {message}{}", for_request(request_id))]
+    Internal {
+        /// What failed, without internals.
+        message: String,
+        /// The id the host's log line carries.
+        request_id: Option<String>,
+    },
 }
 
 impl ProxyError {
@@ -98,10 +134,13 @@ impl ProxyError {
             Self::BadRequest(_) => 400,
             Self::Forbidden(_) => 403,
             Self::PayloadTooLarge { .. } => 413,
+            Self::UriTooLong { .. } => 414,
+            Self::HeadersTooLarge { .. } => 431,
+            Self::UpstreamTimedOut { .. } => 504,
             Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => 429,
-            Self::NoUsableKey { .. } | Self::KeyStoreUnavailable => 503,
+            Self::NoUsableKey { .. } | Self::KeyStoreUnavailable { .. } | Self::TooManyConnections { .. } => 503,
             Self::UpstreamFailed { .. } => 502,
-            Self::Internal(_) => 500,
+            Self::Internal { .. } => 500,
         }
     }
 
@@ -110,11 +149,18 @@ impl ProxyError {
             Self::NotFound { .. } => "NOT_FOUND",
             Self::MethodNotAllowed { .. } => "UNIMPLEMENTED",
             Self::Unauthorized(_) => "UNAUTHENTICATED",
-            Self::BadRequest(_) | Self::PayloadTooLarge { .. } => "INVALID_ARGUMENT",
+            Self::BadRequest(_)
+            | Self::PayloadTooLarge { .. }
+            | Self::UriTooLong { .. }
+            | Self::HeadersTooLarge { .. } => "INVALID_ARGUMENT",
+            Self::UpstreamTimedOut { .. } => "DEADLINE_EXCEEDED",
             Self::Forbidden(_) => "PERMISSION_DENIED",
             Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => "RESOURCE_EXHAUSTED",
-            Self::NoUsableKey { .. } | Self::UpstreamFailed { .. } | Self::KeyStoreUnavailable => "UNAVAILABLE",
-            Self::Internal(_) => "INTERNAL",
+            Self::NoUsableKey { .. }
+            | Self::UpstreamFailed { .. }
+            | Self::KeyStoreUnavailable { .. }
+            | Self::TooManyConnections { .. } => "UNAVAILABLE",
+            Self::Internal { .. } => "INTERNAL",
         }
     }
 
@@ -126,13 +172,17 @@ impl ProxyError {
             Self::BadRequest(_) => ("invalid_request_error", "invalid_request"),
             Self::Forbidden(_) => ("permission_error", "forbidden"),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
+            Self::UriTooLong { .. } => ("invalid_request_error", "uri_too_long"),
+            Self::HeadersTooLarge { .. } => ("invalid_request_error", "headers_too_large"),
+            Self::UpstreamTimedOut { .. } => ("server_error", "upstream_timeout"),
             Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => {
                 ("rate_limit_error", "rate_limit_exceeded")
             }
             Self::NoUsableKey { .. } => ("server_error", "no_usable_key"),
             Self::UpstreamFailed { .. } => ("server_error", "upstream_failed"),
-            Self::KeyStoreUnavailable => ("server_error", "key_store_unavailable"),
-            Self::Internal(_) => ("server_error", "internal_error"),
+            Self::KeyStoreUnavailable { .. } => ("server_error", "key_store_unavailable"),
+            Self::TooManyConnections { .. } => ("server_error", "overloaded"),
+            Self::Internal { .. } => ("server_error", "internal_error"),
         }
     }
 
@@ -164,6 +214,18 @@ impl ProxyError {
             _ => {}
         }
         response
+    }
+}
+
+fn for_request(id: &Option<String>) -> String {
+    id.as_ref().map(|id| format!(" (request id {id})")).unwrap_or_default()
+}
+
+impl ProxyError {
+    /// An internal failure answered with `message` (no internals) and the
+    /// request id of the host's log line.
+    pub fn internal(message: impl Into<String>, request_id: Option<&str>) -> Self {
+        Self::Internal { message: message.into(), request_id: request_id.map(str::to_owned) }
     }
 }
 

@@ -77,10 +77,14 @@ pub enum Step {
         /// Most bytes to read.
         limit: usize,
     },
-    /// Send the client this head and stream the upstream body through as
-    /// it arrives, without holding it back; an upstream failure on the way
-    /// must reach the client as a broken response, never as a clean end.
-    /// Answer [`Event::Streamed`].
+    /// Stream the upstream's 2xx answer to the client. First wait (within
+    /// the idle timeout) for the first piece of its body, sending nothing:
+    /// if the body fails or stalls before it, answer
+    /// [`Event::StreamFailedEarly`] (another key is tried, the client never
+    /// knew). Then send this head and that piece, and the rest as it
+    /// arrives, holding nothing back; an upstream failure on the way must
+    /// reach the client as a broken response, never as a clean end. Answer
+    /// [`Event::Streamed`].
     Stream {
         /// The upstream's status.
         status: u16,
@@ -126,12 +130,26 @@ pub enum Event {
         /// Headers.
         headers: Headers,
     },
-    /// The upstream request failed before a response head arrived; why.
-    SendFailed(String),
+    /// The upstream request failed before a response head arrived.
+    SendFailed {
+        /// Why (for the key's statistics; redacted).
+        reason: String,
+        /// Whether it was a timeout (connecting, or waiting for the head).
+        timed_out: bool,
+    },
     /// The upstream error body, at most the step's limit.
     ErrorBody(Vec<u8>),
-    /// How a streamed answer ended: `Err` with why when it broke off.
+    /// How a streamed answer ended, once its head went to the client: `Err`
+    /// with why when it broke off.
     Streamed(Result<(), String>),
+    /// A 2xx answer failed before its first piece, so before anything went
+    /// to the client.
+    StreamFailedEarly {
+        /// Why.
+        reason: String,
+        /// Whether it stalled (the idle timeout).
+        timed_out: bool,
+    },
     /// A step that needs no answer was carried out.
     Done,
 }
@@ -220,11 +238,12 @@ struct Attempts {
     tried: Vec<KeyId>,
     last_failure: Option<Outcome>,
     all_rate_limited: bool,
+    all_timed_out: bool,
 }
 
 impl Attempts {
     fn new() -> Self {
-        Self { tried: Vec::new(), last_failure: None, all_rate_limited: true }
+        Self { tried: Vec::new(), last_failure: None, all_rate_limited: true, all_timed_out: true }
     }
 
     fn may_try_again(&self) -> bool {
@@ -232,8 +251,9 @@ impl Attempts {
     }
 
     /// Records a failed attempt that will be retried; returns its report.
-    fn failed(&mut self, lease: &Lease, model: &str, outcome: Outcome) -> Report {
+    fn failed(&mut self, lease: &Lease, model: &str, outcome: Outcome, timed_out: bool) -> Report {
         self.all_rate_limited &= matches!(outcome, Outcome::RateLimited(_));
+        self.all_timed_out &= timed_out;
         self.tried.push(lease.id.clone());
         self.last_failure = Some(outcome.clone());
         Report { key: lease.id.clone(), model: model.to_owned(), outcome }
@@ -248,6 +268,7 @@ impl Attempts {
             Some(Outcome::KeyRejected { reason }) => format!("key rejected: {reason}"),
             Some(Outcome::UpstreamError { status, reason }) => format!("HTTP {status}: {reason}"),
             Some(Outcome::TransportError { reason }) => format!("could not reach the upstream: {reason}"),
+            Some(Outcome::BrokenStream { reason }) => format!("the answer broke off: {reason}"),
             Some(Outcome::Success | Outcome::ClientError { .. }) | None => "none".to_owned(),
         };
         match unavailable {
@@ -257,6 +278,9 @@ impl Attempts {
             Some(Unavailable::NoUsableKey { why }) => ProxyError::NoUsableKey { model: model.to_owned(), why },
             Some(Unavailable::AllTried) | None if self.all_rate_limited && !self.tried.is_empty() => {
                 ProxyError::RateLimitedEverywhere { attempts: self.tried.len(), last: last() }
+            }
+            Some(Unavailable::AllTried) | None if self.all_timed_out && !self.tried.is_empty() => {
+                ProxyError::UpstreamTimedOut { attempts: self.tried.len(), last: last() }
             }
             Some(Unavailable::AllTried) | None => {
                 ProxyError::UpstreamFailed { attempts: self.tried.len(), last: last() }
@@ -311,6 +335,7 @@ pub struct Exchange {
     answered: bool,
     body: Vec<u8>,
     relay: Option<Relay>,
+    request_id: Option<String>,
 }
 
 impl Exchange {
@@ -318,6 +343,7 @@ impl Exchange {
     pub fn new(cfg: Arc<Config>, method: Method, path_and_query: String, headers: Headers) -> Self {
         let (path, query) = path_and_query.split_once('?').unwrap_or((&path_and_query, ""));
         let dialect = route::fallback_dialect(path, &Credentials::from_request(&headers, query));
+        let request_id = headers::get(&headers, headers::REQUEST_ID).map(str::to_owned);
         Self {
             cfg,
             method,
@@ -329,6 +355,22 @@ impl Exchange {
             answered: false,
             body: Vec::new(),
             relay: None,
+            request_id,
+        }
+    }
+
+    /// The id the host logs this request under (else the one the host put in
+    /// the request's [`headers::REQUEST_ID`] header): it goes into every log
+    /// line and internal error answer of the exchange.
+    pub fn with_request_id(mut self, id: String) -> Self {
+        self.request_id = Some(id);
+        self
+    }
+
+    fn log(&self, line: String) -> Step {
+        match &self.request_id {
+            Some(id) => Step::Log(format!("request {id}: {line}")),
+            None => Step::Log(line),
         }
     }
 
@@ -360,19 +402,23 @@ impl Exchange {
             (Waiting::ForwardBody, Event::BodyFailed(e)) => self.body_failed(e, MAX_BODY_BYTES),
             (Waiting::Lease, Event::Acquired(Ok(lease))) => self.send(lease),
             (Waiting::Lease, Event::Acquired(Err(unavailable))) => self.give_up(None, Some(unavailable)),
-            (Waiting::Lease | Waiting::Stats | Waiting::Reset, Event::StoreFailed(why)) => self.emit([
-                Step::Log(format!("the key store failed: {why}")),
-                Step::Respond(ProxyError::KeyStoreUnavailable.to_response(self.dialect)),
-            ]),
+            (Waiting::Lease | Waiting::Stats | Waiting::Reset, Event::StoreFailed(why)) => {
+                let log = self.log(format!("the key store failed: {why}"));
+                let e = ProxyError::KeyStoreUnavailable { request_id: self.request_id.clone() };
+                self.emit([log, Step::Respond(e.to_response(self.dialect))])
+            }
             (Waiting::Stats, Event::Done) => {
                 self.answered = true;
                 Step::Done
             }
             (Waiting::Reset, Event::Done) => self.emit([Step::Respond(admit::reset_done())]),
             (Waiting::Head, Event::Head { status, headers }) => self.head(status, headers),
-            (Waiting::Head, Event::SendFailed(reason)) => self.transport_failed(&reason),
+            (Waiting::Head, Event::SendFailed { reason, timed_out }) => self.transport_failed(&reason, timed_out),
             (Waiting::ErrorBody, Event::ErrorBody(body)) => self.classify(&body),
             (Waiting::Stream, Event::Streamed(result)) => self.streamed(result),
+            (Waiting::Stream, Event::StreamFailedEarly { reason, timed_out }) => {
+                self.transport_failed(&reason, timed_out)
+            }
             (Waiting::Queued, Event::Done) => self.next_queued(),
             (Waiting::Over, Event::Done) => Step::Done,
             (waiting, event) => self.host_bug(waiting, &event),
@@ -471,10 +517,6 @@ impl Exchange {
     fn head(&mut self, status: u16, upstream_headers: Headers) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Head, &Event::Done) };
         if (200..300).contains(&status) {
-            if let Some(lease) = &relay.lease {
-                relay.attempts.tried.push(lease.id.clone());
-            }
-            self.answered = true;
             self.waiting = Waiting::Stream;
             return Step::Stream { status, headers: headers::client_headers(&upstream_headers, false) };
         }
@@ -484,12 +526,12 @@ impl Exchange {
         Step::ReadErrorBody { limit: MAX_ERROR_BODY_BYTES }
     }
 
-    fn transport_failed(&mut self, reason: &str) -> Step {
+    fn transport_failed(&mut self, reason: &str, timed_out: bool) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Head, &Event::Done) };
         let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::Head, &Event::Done) };
         let outcome = Outcome::TransportError { reason: secret::redact(reason, &[&lease.secret]) };
         let model = relay.model().to_owned();
-        let report = relay.attempts.failed(&lease, &model, outcome);
+        let report = relay.attempts.failed(&lease, &model, outcome, timed_out);
         self.next_attempt(Some(report))
     }
 
@@ -506,7 +548,7 @@ impl Exchange {
         };
         let (report, response) = match upstream::classify(status, body, redact) {
             Verdict::Retry(outcome) => {
-                let report = relay.attempts.failed(&lease, &model, outcome);
+                let report = relay.attempts.failed(&lease, &model, outcome, false);
                 return self.next_attempt(Some(report));
             }
             Verdict::Relay(outcome) => relayed(outcome),
@@ -519,9 +561,11 @@ impl Exchange {
     fn streamed(&mut self, result: Result<(), String>) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Stream, &Event::Done) };
         let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::Stream, &Event::Done) };
+        relay.attempts.tried.push(lease.id.clone());
+        self.answered = true;
         let outcome = match result {
             Ok(()) => Outcome::Success,
-            Err(reason) => Outcome::TransportError { reason: secret::redact(&reason, &[&lease.secret]) },
+            Err(reason) => Outcome::BrokenStream { reason: secret::redact(&reason, &[&lease.secret]) },
         };
         let report = Report { key: lease.id, model: relay.model().to_owned(), outcome };
         self.emit([Step::Report(report)])
@@ -544,18 +588,18 @@ impl Exchange {
             Event::Acquired(_) => "a lease",
             Event::StoreFailed(_) => "a key-store failure",
             Event::Head { .. } => "a response head",
-            Event::SendFailed(_) => "a send failure",
+            Event::SendFailed { .. } => "a send failure",
             Event::ErrorBody(_) => "an error body",
             Event::Streamed(_) => "a stream's end",
+            Event::StreamFailedEarly { .. } => "a stream's early failure",
             Event::Done => "done",
         };
-        let log = Step::Log(format!("host bug: the exchange got {what} while waiting for {waiting:?}"));
+        let log = self.log(format!("host bug: the exchange got {what} while waiting for {waiting:?}"));
         if self.answered {
             self.emit([log])
         } else {
-            let response =
-                ProxyError::Internal("the proxy lost track of this request".into()).to_response(self.dialect);
-            self.emit([log, Step::Respond(response)])
+            let e = ProxyError::internal("the proxy lost track of this request", self.request_id.as_deref());
+            self.emit([log, Step::Respond(e.to_response(self.dialect))])
         }
     }
 
@@ -596,7 +640,9 @@ mod tests {
     enum Answer {
         Status(u16, &'static str),
         Unreachable,
+        Stalled,
         Stream(Result<(), &'static str>),
+        EarlyBreak,
     }
 
     const PER_MINUTE: &str = r#"{"error":{"code":429,"message":"slow down","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}]}}"#;
@@ -687,10 +733,15 @@ mod tests {
                                 status: *s,
                                 headers: h(&[("content-type", "application/json"), ("content-length", "99")]),
                             },
-                            Answer::Stream(_) => {
+                            Answer::Stream(_) | Answer::EarlyBreak => {
                                 Event::Head { status: 200, headers: h(&[("content-type", "text/event-stream")]) }
                             }
-                            Answer::Unreachable => Event::SendFailed("connection refused".into()),
+                            Answer::Unreachable => {
+                                Event::SendFailed { reason: "connection refused".into(), timed_out: false }
+                            }
+                            Answer::Stalled => {
+                                Event::SendFailed { reason: "no response head in time".into(), timed_out: true }
+                            }
                         };
                         current = Some(answer);
                         event
@@ -701,13 +752,19 @@ mod tests {
                         }
                         _ => panic!("an error body without an error"),
                     },
-                    Step::Stream { status, headers } => {
-                        trace.streamed = Some((status, headers));
-                        match current.take() {
-                            Some(Answer::Stream(r)) => Event::Streamed(r.map_err(str::to_owned)),
-                            _ => Event::Streamed(Ok(())),
+                    Step::Stream { status, headers } => match current.take() {
+                        Some(Answer::EarlyBreak) => {
+                            Event::StreamFailedEarly { reason: "closed before the body".into(), timed_out: false }
                         }
-                    }
+                        Some(Answer::Stream(r)) => {
+                            trace.streamed = Some((status, headers));
+                            Event::Streamed(r.map_err(str::to_owned))
+                        }
+                        _ => {
+                            trace.streamed = Some((status, headers));
+                            Event::Streamed(Ok(()))
+                        }
+                    },
                     Step::Respond(r) => {
                         assert!(trace.response.is_none(), "answered twice");
                         trace.response = Some(r);
@@ -765,6 +822,47 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_fail_over_and_all_timeouts_answer_504_without_blaming_the_keys() {
+        let mut host = Host::new(3, &[Answer::Stalled, Answer::Status(200, "{}")]);
+        let t = generate(&mut host);
+        assert_eq!(t.sent.len(), 2, "a timeout before the head fails over");
+        assert!(t.streamed.is_some());
+        let mut host = Host::new(2, &[Answer::Stalled, Answer::Stalled]);
+        let t = generate(&mut host);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(504));
+        assert_eq!(t.json()["error"]["status"], "DEADLINE_EXCEEDED");
+        let mut host = Host::new(2, &[Answer::Stalled, Answer::Unreachable]);
+        assert_eq!(generate(&mut host).response.map(|r| r.status), Some(502), "not every failure was a timeout");
+        let s = host.pool.snapshot(UnixMillis(0));
+        assert!(
+            s.keys
+                .iter()
+                .all(|k| k.disabled.is_none() && k.models.iter().all(|m| m.state == crate::stats::KeyState::Ok))
+        );
+    }
+
+    #[test]
+    fn log_lines_and_internal_answers_carry_the_request_id() {
+        let mut ex = Exchange::new(
+            Arc::new(config(None)),
+            Method::Get,
+            "/v1beta/models".into(),
+            h(&[(headers::REQUEST_ID, "r-42")]),
+        );
+        assert!(matches!(ex.resume(Event::Start), Step::Acquire { .. }));
+        assert!(
+            matches!(ex.resume(Event::StoreFailed("down".into())), Step::Log(l) if l.starts_with("request r-42: "))
+        );
+        match ex.resume(Event::Done) {
+            Step::Respond(r) => assert!(r.body.contains("request id r-42"), "{}", r.body),
+            s => panic!("{s:?}"),
+        }
+        let ex =
+            Exchange::new(Arc::new(config(None)), Method::Get, "/".into(), Vec::new()).with_request_id("w-1".into());
+        assert_eq!(ex.request_id.as_deref(), Some("w-1"));
+    }
+
+    #[test]
     fn at_most_five_keys_and_the_last_report_is_flushed_on_giving_up() {
         let mut host = Host::new(8, &[Answer::Status(503, OVERLOADED); 8]);
         let t = generate(&mut host);
@@ -808,6 +906,21 @@ mod tests {
     }
 
     #[test]
+    fn a_2xx_that_breaks_before_its_first_byte_fails_over_unseen() {
+        let mut host = Host::new(2, &[Answer::EarlyBreak, Answer::Stream(Ok(()))]);
+        let t = host.run(
+            "POST",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            &[("x-goog-api-key", "client")],
+        );
+        assert_eq!(t.sent.len(), 2);
+        assert!(matches!(t.settled[0].outcome, Outcome::TransportError { .. }));
+        assert_eq!(t.reports.len(), 1);
+        assert_eq!(t.reports[0].outcome, Outcome::Success);
+        assert!(t.streamed.is_some() && t.response.is_none());
+    }
+
+    #[test]
     fn a_stream_that_breaks_off_is_reported() {
         let mut host = Host::new(1, &[Answer::Stream(Err("upstream reset the connection"))]);
         let t = host.run(
@@ -816,7 +929,7 @@ mod tests {
             &[("x-goog-api-key", "client")],
         );
         assert_eq!(t.reports.len(), 1);
-        assert!(matches!(&t.reports[0].outcome, Outcome::TransportError { reason } if reason.contains("reset")));
+        assert!(matches!(&t.reports[0].outcome, Outcome::BrokenStream { reason } if reason.contains("reset")));
         let (status, headers) = t.streamed.expect("streamed");
         assert_eq!(status, 200);
         assert!(headers.contains(&("content-type".into(), "text/event-stream".into())));

@@ -26,6 +26,7 @@ const HOP_BY_HOP: &[&str] = &[
 /// own cookie, and `accept-encoding`, so that error bodies arrive readable
 /// for classification. `content-length` is set anew for the body sent.
 const REQUEST_DROP: &[&str] = &[
+    REQUEST_ID,
     "authorization",
     "x-goog-api-key",
     "cookie",
@@ -38,6 +39,10 @@ const REQUEST_DROP: &[&str] = &[
     "x-forwarded-proto",
     "x-real-ip",
 ];
+
+/// The header a host puts on a request (replacing any the client sent) to
+/// tell the component the id it logs the request under. Never forwarded.
+pub const REQUEST_ID: &str = "x-gemini-proxy-request-id";
 
 /// Whether a client request header is relayed to the upstream.
 pub fn forward_request_header(name: &str) -> bool {

@@ -54,7 +54,13 @@ pub enum Outcome {
         /// What Google said, redacted.
         reason: String,
     },
-    /// The upstream could not be reached or broke off.
+    /// A 2xx answer broke off on its way (the model exists; the key is
+    /// counted an error, never disabled).
+    BrokenStream {
+        /// What failed.
+        reason: String,
+    },
+    /// The upstream could not be reached, or failed before its head.
     TransportError {
         /// What failed.
         reason: String,

@@ -77,8 +77,9 @@ pub struct KeyRecord {
 pub struct Change {
     /// The key row, when its disabled state changed.
     pub key: Option<KeyRecord>,
-    /// The usage row.
-    pub usage: UsageRecord,
+    /// The usage rows (one, or more when a model became tracked and its
+    /// earlier calls moved to it).
+    pub usage: Vec<UsageRecord>,
 }
 
 /// Creates the tables when missing.
@@ -261,7 +262,7 @@ pub type Statement = (&'static str, Vec<SqlValue>);
 /// The statements that persist one change.
 pub fn change_statements(change: &Change) -> impl Iterator<Item = Statement> + '_ {
     let key = change.key.iter().map(|k| (UPSERT_KEY, k.to_row()));
-    key.chain(std::iter::once((UPSERT_USAGE, change.usage.to_row())))
+    key.chain(change.usage.iter().map(|u| (UPSERT_USAGE, u.to_row())))
 }
 
 /// The statements that replace every row with `keys` and `usage` (run them

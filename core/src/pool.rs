@@ -18,9 +18,17 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 /// Cooling time when Google gives no `retryDelay`.
 pub const DEFAULT_COOLDOWN_MS: u64 = 60_000;
-/// The most distinct models tracked; more would let a caller grow memory
-/// without bound by inventing model names.
+/// The most distinct models tracked (kept, persisted and shown by name). A
+/// name is tracked only once the upstream accepted it (a 2xx, or a quota
+/// answer for it), so invented names never fill the table.
 pub const MAX_MODELS: usize = 512;
+/// The most names not yet accepted kept in rotation at once (the least
+/// recently used goes first); their calls are counted under
+/// [`UNTRACKED_MODELS`].
+pub const MAX_PROBATION: usize = 64;
+/// The pseudo-model under which calls for names the upstream has not
+/// accepted (yet) are counted, so that none is lost and junk stays bounded.
+pub const UNTRACKED_MODELS: &str = "(untracked models)";
 /// Longest reason kept.
 const MAX_REASON: usize = 600;
 
@@ -100,12 +108,41 @@ impl ModelPool {
     }
 }
 
+/// The rotation state of names the upstream has not accepted yet, least
+/// recently used evicted first.
+#[derive(Clone, Debug, Default)]
+struct Probation {
+    pools: HashMap<String, (ModelPool, u64)>,
+    tick: u64,
+}
+
+impl Probation {
+    fn pool(&mut self, keys: &[Slot], model: &str) -> &mut ModelPool {
+        self.tick += 1;
+        if !self.pools.contains_key(model)
+            && self.pools.len() >= MAX_PROBATION
+            && let Some(oldest) = self.pools.iter().min_by_key(|(_, (_, t))| *t).map(|(m, _)| m.clone())
+        {
+            self.pools.remove(&oldest);
+        }
+        let entry = self.pools.entry(model.to_owned()).or_insert_with(|| (ModelPool::new(keys), 0));
+        entry.1 = self.tick;
+        &mut entry.0
+    }
+}
+
 /// The pool of upstream keys and their per-model state.
 #[derive(Clone, Debug)]
 pub struct KeyPool {
     keys: Vec<Slot>,
     index: HashMap<KeyId, u32>,
     models: BTreeMap<String, ModelPool>,
+    probation: Probation,
+}
+
+/// Whether an outcome shows the upstream knows the model.
+fn accepted(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Success | Outcome::RateLimited(_) | Outcome::BrokenStream { .. })
 }
 
 fn clip(reason: &str) -> String {
@@ -145,10 +182,37 @@ impl KeyPool {
                     Some(DisabledInfo { reason, since: UnixMillis(rec.disabled_at.unwrap_or(0)) });
             }
         }
-        let mut pool = Self { keys: slots, index, models: BTreeMap::new() };
-        for rec in usage {
+        let mut pool = Self { keys: slots, index, models: BTreeMap::new(), probation: Probation::default() };
+        // Models the upstream never accepted (rows of an older version, which
+        // tracked every name asked for) fold into the untracked bucket, as do
+        // the least used beyond the cap.
+        let mut accepted_calls: HashMap<&str, u64> = HashMap::new();
+        for rec in &usage {
+            if rec.successes + rec.rate_limited > 0 || rec.mark_kind.is_some() {
+                *accepted_calls.entry(rec.model.as_str()).or_default() += rec.requests.max(1);
+            }
+        }
+        let mut ranked: Vec<(&str, u64)> = accepted_calls.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let kept: std::collections::HashSet<String> =
+            ranked.into_iter().take(MAX_MODELS).map(|(m, _)| m.to_owned()).collect();
+        for mut rec in usage {
             let Some(&slot) = pool.index.get(&KeyId::from_string(&rec.key_id)) else { continue };
-            let Some(mp) = model_pool(&mut pool.models, &pool.keys, &rec.model) else { continue };
+            if !kept.contains(&rec.model) && rec.model != UNTRACKED_MODELS {
+                let mp = untracked_pool(&mut pool.models, &pool.keys);
+                let u = mp.usage.entry(slot).or_default();
+                u.requests += rec.requests;
+                u.successes += rec.successes;
+                u.errors += rec.errors;
+                u.last_used = u.last_used.max(rec.last_used.map(UnixMillis));
+                u.last_error = rec.last_error.take().or(u.last_error.take());
+                continue;
+            }
+            let mp = if rec.model == UNTRACKED_MODELS {
+                untracked_pool(&mut pool.models, &pool.keys)
+            } else {
+                pool.models.entry(rec.model.clone()).or_insert_with(|| ModelPool::new(&pool.keys))
+            };
             let mark = match (rec.mark_kind, rec.mark_until) {
                 (Some(kind), Some(until)) => {
                     mp.expiries.push(Reverse((UnixMillis(until), slot)));
@@ -195,10 +259,9 @@ impl KeyPool {
             return Err(Unavailable::NoUsableKey { why: "no keys are configured (API_KEYS)".into() });
         }
         let keys = &self.keys;
-        let Some(mp) = model_pool(&mut self.models, keys, model) else {
-            return Err(Unavailable::NoUsableKey {
-                why: format!("the proxy already tracks {MAX_MODELS} distinct models; check the model name"),
-            });
+        let mp = match self.models.get_mut(model) {
+            Some(mp) => mp,
+            None => self.probation.pool(keys, model),
         };
         mp.release_expired(now, keys);
         let mut tried_usable = false;
@@ -237,38 +300,39 @@ impl KeyPool {
 
     /// Applies the outcome of using key `id` for `model`. Returns what
     /// changed, or `None` for a key no longer in the pool.
+    ///
+    /// A model not yet tracked becomes tracked when the upstream accepts it
+    /// (while there is room); until then its calls count under
+    /// [`UNTRACKED_MODELS`] and a quota mark, which would have tracked it,
+    /// cannot arise.
     pub fn report(&mut self, id: &KeyId, model: &str, outcome: &Outcome, now: UnixMillis) -> Option<Change> {
         let slot = *self.index.get(id)?;
-        let mp = model_pool(&mut self.models, &self.keys, model)?;
-        let usage = mp.usage.entry(slot).or_default();
-        usage.requests += 1;
-        usage.last_used = Some(now);
-        let mut disable = None;
-        match outcome {
-            Outcome::Success => usage.successes += 1,
-            Outcome::ClientError { .. } => {}
-            Outcome::RateLimited(rl) => {
-                usage.rate_limited += 1;
-                let (kind, until) = match rl.scope {
-                    RateLimitScope::PerDay => (MarkKind::Exhausted, next_pacific_midnight(now)),
-                    RateLimitScope::PerMinute | RateLimitScope::Unknown => {
-                        (MarkKind::Cooling, now.plus(rl.retry_after_ms.unwrap_or(DEFAULT_COOLDOWN_MS).max(1)))
-                    }
-                };
-                usage.mark = Some(Mark { kind, until, reason: clip(&rl.reason) });
-                mp.expiries.push(Reverse((until, slot)));
-            }
-            Outcome::KeyRejected { reason } => {
-                usage.errors += 1;
-                usage.last_error = Some(clip(reason));
-                disable = Some(DisabledInfo { reason: clip(reason), since: now });
-            }
-            Outcome::UpstreamError { reason, .. } | Outcome::TransportError { reason } => {
-                usage.errors += 1;
-                usage.last_error = Some(clip(reason));
-            }
+        let mut rows = Vec::new();
+        let tracked = self.models.contains_key(model) || (accepted(outcome) && self.promote(model, &mut rows));
+        if !tracked && let Some((mp, _)) = self.probation.pools.get_mut(model) {
+            // What this name's calls added to the bucket, to move to the name
+            // should the upstream accept it later.
+            count(mp.usage.entry(slot).or_default(), outcome, now);
         }
-        let usage_record = usage_record(&self.keys[slot as usize].id, model, usage);
+        let model = if tracked { model } else { UNTRACKED_MODELS };
+        let mp = match self.models.get_mut(model) {
+            Some(mp) => mp,
+            None => untracked_pool(&mut self.models, &self.keys),
+        };
+        let usage = mp.usage.entry(slot).or_default();
+        let disable = count(usage, outcome, now);
+        if let Outcome::RateLimited(rl) = outcome {
+            let (kind, until) = match rl.scope {
+                RateLimitScope::PerDay => (MarkKind::Exhausted, next_pacific_midnight(now)),
+                RateLimitScope::PerMinute | RateLimitScope::Unknown => {
+                    (MarkKind::Cooling, now.plus(rl.retry_after_ms.unwrap_or(DEFAULT_COOLDOWN_MS).max(1)))
+                }
+            };
+            usage.mark = Some(Mark { kind, until, reason: clip(&rl.reason) });
+            mp.expiries.push(Reverse((until, slot)));
+        }
+        rows.retain(|r: &UsageRecord| !(r.key_id == id.as_str() && r.model == model));
+        rows.push(usage_record(&self.keys[slot as usize].id, model, usage));
         let key = disable.map(|d| {
             let rec = KeyRecord {
                 key_id: id.as_str().to_owned(),
@@ -278,7 +342,34 @@ impl KeyPool {
             self.keys[slot as usize].disabled = Some(d);
             rec
         });
-        Some(Change { key, usage: usage_record })
+        Some(Change { key, usage: rows })
+    }
+
+    /// Moves `model` from probation into the tracked models, if there is
+    /// room.
+    /// `model`'s calls counted so far under [`UNTRACKED_MODELS`] move to
+    /// it; the rows that changed are added to `rows`.
+    fn promote(&mut self, model: &str, rows: &mut Vec<UsageRecord>) -> bool {
+        let real = self.models.len() - usize::from(self.models.contains_key(UNTRACKED_MODELS));
+        if real >= MAX_MODELS {
+            return false;
+        }
+        let mp = match self.probation.pools.remove(model) {
+            Some((mp, _)) => mp,
+            None => ModelPool::new(&self.keys),
+        };
+        if let Some(bucket) = self.models.get_mut(UNTRACKED_MODELS) {
+            for (slot, tally) in &mp.usage {
+                if let Some(b) = bucket.usage.get_mut(slot) {
+                    b.requests = b.requests.saturating_sub(tally.requests);
+                    b.errors = b.errors.saturating_sub(tally.errors);
+                    rows.push(usage_record(&self.keys[*slot as usize].id, UNTRACKED_MODELS, b));
+                }
+                rows.push(usage_record(&self.keys[*slot as usize].id, model, tally));
+            }
+        }
+        self.models.insert(model.to_owned(), mp);
+        true
     }
 
     /// The daily job: clears the day's counters and the marks that have
@@ -296,7 +387,9 @@ impl KeyPool {
                 u.active_mark(now).is_some()
             });
         }
-        self.models.retain(|_, mp| !mp.usage.is_empty());
+        // Tracked names stay tracked (the table only grows with names the
+        // upstream accepted); names on probation start over.
+        self.probation = Probation::default();
     }
 
     /// Clears every mark and counter, and re-enables disabled keys (an
@@ -306,6 +399,7 @@ impl KeyPool {
             slot.disabled = None;
         }
         self.models.clear();
+        self.probation = Probation::default();
     }
 
     /// Every persisted record, for a full rewrite.
@@ -343,7 +437,8 @@ impl KeyPool {
             })
             .collect();
         for (model, mp) in &self.models {
-            for (slot, u) in &mp.usage {
+            // A bucket cell whose calls all moved to their model is not shown.
+            for (slot, u) in mp.usage.iter().filter(|(_, u)| u.requests > 0 || u.active_mark(now).is_some()) {
                 let ks = &mut keys[*slot as usize];
                 let (state, reason) = match (&ks.disabled, u.active_mark(now)) {
                     (Some(d), _) => (KeyState::Disabled, Some(d.reason.clone())),
@@ -369,20 +464,34 @@ impl KeyPool {
     }
 }
 
-/// The state of `model`, created on first use; `None` once [`MAX_MODELS`]
-/// distinct models are tracked. A model already tracked costs no allocation.
-fn model_pool<'a>(
-    models: &'a mut BTreeMap<String, ModelPool>,
-    keys: &[Slot],
-    model: &str,
-) -> Option<&'a mut ModelPool> {
-    if !models.contains_key(model) {
-        if models.len() >= MAX_MODELS {
-            return None;
+/// Counts one call in `usage`; returns the key's disabling, if the outcome
+/// disables it.
+fn count(usage: &mut Usage, outcome: &Outcome, now: UnixMillis) -> Option<DisabledInfo> {
+    usage.requests += 1;
+    usage.last_used = Some(now);
+    match outcome {
+        Outcome::Success => usage.successes += 1,
+        Outcome::ClientError { .. } => {}
+        Outcome::RateLimited(_) => usage.rate_limited += 1,
+        Outcome::KeyRejected { reason } => {
+            usage.errors += 1;
+            usage.last_error = Some(clip(reason));
+            return Some(DisabledInfo { reason: clip(reason), since: now });
         }
-        models.insert(model.to_owned(), ModelPool::new(keys));
+        Outcome::UpstreamError { reason, .. }
+        | Outcome::TransportError { reason }
+        | Outcome::BrokenStream { reason } => {
+            usage.errors += 1;
+            usage.last_error = Some(clip(reason));
+        }
     }
-    models.get_mut(model)
+    None
+}
+
+/// The bucket of [`UNTRACKED_MODELS`], which always has its place (beyond
+/// [`MAX_MODELS`]).
+fn untracked_pool<'a>(models: &'a mut BTreeMap<String, ModelPool>, keys: &[Slot]) -> &'a mut ModelPool {
+    models.entry(UNTRACKED_MODELS.to_owned()).or_insert_with(|| ModelPool::new(keys))
 }
 
 fn usage_record(id: &KeyId, model: &str, u: &Usage) -> UsageRecord {
@@ -572,13 +681,73 @@ mod tests {
     }
 
     #[test]
-    fn model_count_is_bounded() {
-        let mut p = KeyPool::new(keys(1));
-        for i in 0..MAX_MODELS {
-            assert!(p.acquire(&format!("m{i}"), &[], t(0)).is_ok());
+    fn invented_model_names_never_take_a_real_models_slot() {
+        let mut p = KeyPool::new(keys(2));
+        let not_found = Outcome::ClientError { status: 404 };
+        // Far more invented names than there is room for, each answered 404.
+        for i in 0..(MAX_MODELS + 100) {
+            let name = format!("made-up-{i}");
+            let lease = p.acquire(&name, &[], t(0)).expect("an invented name is still served");
+            p.report(&lease.id, &name, &not_found, t(0));
         }
-        assert!(matches!(p.acquire("one-too-many", &[], t(0)), Err(Unavailable::NoUsableKey { .. })));
-        assert!(p.acquire("m0", &[], t(0)).is_ok());
+        let s = p.snapshot(t(0));
+        let names: std::collections::BTreeSet<&str> =
+            s.keys.iter().flat_map(|k| k.models.iter().map(|m| m.model.as_str())).collect();
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), [UNTRACKED_MODELS]);
+        let untracked: u64 = s.keys.iter().flat_map(|k| &k.models).map(|m| m.requests).sum();
+        assert_eq!(untracked, MAX_MODELS as u64 + 100, "every call counted");
+        assert!(p.probation.pools.len() <= MAX_PROBATION);
+        // A real model still gets its place once the upstream accepts it.
+        let lease = p.acquire("gemini-2.5-flash-lite", &[], t(0)).expect("a real model");
+        p.report(&lease.id, "gemini-2.5-flash-lite", &Outcome::Success, t(0));
+        let s = p.snapshot(t(0));
+        assert!(s.keys.iter().any(|k| k.models.iter().any(|m| m.model == "gemini-2.5-flash-lite" && m.successes == 1)));
+        // A quota answer tracks a model too, and marks its key.
+        let lease = p.acquire("gemini-2.5-pro", &[], t(0)).expect("a key");
+        p.report(&lease.id, "gemini-2.5-pro", &per_day(), t(0));
+        assert!(p.acquire("gemini-2.5-pro", std::slice::from_ref(&lease.id), t(0)).is_ok());
+        assert!(p.models.contains_key("gemini-2.5-pro"));
+    }
+
+    #[test]
+    fn a_models_calls_before_its_first_acceptance_move_to_it() {
+        let mut p = KeyPool::new(keys(2));
+        let lease = p.acquire("gemini-3-new", &[], t(0)).expect("a key");
+        p.report(&lease.id, "gemini-3-new", &Outcome::UpstreamError { status: 503, reason: "busy".into() }, t(0));
+        let other = p.acquire("gemini-3-new", std::slice::from_ref(&lease.id), t(0)).expect("another key");
+        let change = p.report(&other.id, "gemini-3-new", &Outcome::Success, t(0)).expect("known");
+        let s = p.snapshot(t(0));
+        let cells: Vec<(&str, u64, u64)> =
+            s.keys.iter().flat_map(|k| k.models.iter().map(|m| (m.model.as_str(), m.requests, m.errors))).collect();
+        assert!(cells.contains(&("gemini-3-new", 1, 1)), "{cells:?}");
+        assert!(cells.iter().all(|c| c.0 != UNTRACKED_MODELS), "an emptied bucket cell shown: {cells:?}");
+        assert!(
+            change.usage.iter().any(|r| r.model == UNTRACKED_MODELS && r.requests == 0),
+            "the bucket row is persisted"
+        );
+        assert_eq!(change.usage.iter().filter(|r| r.model == "gemini-3-new").count(), 2);
+    }
+
+    #[test]
+    fn rows_of_names_never_accepted_fold_into_the_untracked_bucket_on_restore() {
+        let mut p = KeyPool::new(keys(1));
+        let id = p.ids().next().cloned().expect("a key");
+        p.report(&id, "gemini-2.5-flash", &Outcome::Success, t(0));
+        let (k, mut u) = p.records();
+        // Rows an older version wrote for names the upstream answered 404.
+        for i in 0..600 {
+            let mut row = u[0].clone();
+            row.model = format!("junk-{i}");
+            row.successes = 0;
+            row.requests = 1;
+            row.errors = 0;
+            u.push(row);
+        }
+        let q = KeyPool::restore(keys(1), k, u);
+        assert_eq!(q.models.len(), 2, "{:?}", q.models.keys().collect::<Vec<_>>());
+        let s = q.snapshot(t(0));
+        let bucket = s.keys[0].models.iter().find(|m| m.model == UNTRACKED_MODELS).expect("bucket");
+        assert_eq!(bucket.requests, 600);
     }
 
     #[test]

@@ -15,7 +15,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let keys = vec![ApiKey::new("AIzaSyBENCHbenchBENCHbenchBENCHbench0001")];
     let store = Arc::new(SqliteKeyStore::open(&dir.path().join("k.sqlite3"), keys, Arc::new(SystemClock))?);
-    let outbound = Outbound::new(&["http://127.0.0.1:9".to_owned()])?;
+    let outbound =
+        Outbound::new(&["http://127.0.0.1:9".to_owned()], proxy_core::config::UpstreamTimeouts::HOST_RUNNER)?;
     let started = Instant::now();
     let component = ProxyComponent::new(host_runner::COMPONENT_PATH, Vec::new(), store, outbound, None)?;
     let compile = started.elapsed();

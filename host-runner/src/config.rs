@@ -8,7 +8,15 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The variables the proxy reads.
-pub const VARS: [&str; 4] = ["API_KEYS", "PROXY_API_KEY", "GEMINI_UPSTREAM_URL", "OPENAI_UPSTREAM_URL"];
+pub const VARS: [&str; 7] = [
+    "API_KEYS",
+    "PROXY_API_KEY",
+    "GEMINI_UPSTREAM_URL",
+    "OPENAI_UPSTREAM_URL",
+    "UPSTREAM_CONNECT_TIMEOUT",
+    "UPSTREAM_FIRST_BYTE_TIMEOUT",
+    "UPSTREAM_IDLE_TIMEOUT",
+];
 
 /// Everything this host needs to start.
 #[derive(Debug, Clone)]

@@ -93,6 +93,7 @@ fn report(r: wit::AttemptReport) -> Report {
         wit::Outcome::ClientError(status) => Outcome::ClientError { status },
         wit::Outcome::UpstreamError(e) => Outcome::UpstreamError { status: e.status, reason: e.reason },
         wit::Outcome::TransportError(reason) => Outcome::TransportError { reason },
+        wit::Outcome::BrokenStream(reason) => Outcome::BrokenStream { reason },
     };
     Report { key: KeyId::from_string(r.key), model: r.model, outcome }
 }

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod key_store;
 pub mod outbound;
 pub mod proxy;

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use host_runner::clock::SystemClock;
 use host_runner::config::HostConfig;
+use host_runner::conn::ConnectionLimits;
 use host_runner::server::{Server, ServerOptions};
 use proxy_core::cron::Cron;
 use std::collections::HashMap;
@@ -29,6 +30,50 @@ struct Args {
     /// When quota marks are cleared each day (5-field cron, UTC).
     #[arg(long, default_value = "0 7 * * *")]
     reset_cron: Cron,
+    /// Seconds a connection may take to send a complete request head (from
+    /// its start, or from the first byte of a later request).
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    header_timeout: Duration,
+    /// Seconds a kept-alive connection may wait for its next request. A
+    /// request in flight (a long stream included) is never cut.
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    idle_timeout: Duration,
+    /// Most client connections open at once; more are answered 503 and
+    /// closed. Lowered, with a warning, to fit the open-file limit.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+}
+
+fn seconds(v: &str) -> Result<Duration, String> {
+    let s: f64 = v.parse().map_err(|_| format!("{v:?} is not a number of seconds"))?;
+    if s.is_finite() && s > 0.0 && s <= 86_400.0 {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(format!("{v} s is not between 0 and 86400"))
+    }
+}
+
+/// Raises the open-file limit and fits the connection cap under it
+/// (keeping room for upstream connections, the database and the logs).
+fn connection_limits(args: &Args) -> ConnectionLimits {
+    const RESERVED_FILES: u64 = 256;
+    let mut max_connections = args.max_connections.max(1);
+    if let Some((before, after)) = host_runner::conn::raise_open_file_limit() {
+        if after > before {
+            tracing::info!(before, after, "raised the open-file limit to its hard limit");
+        }
+        let fit = usize::try_from(after.saturating_sub(RESERVED_FILES).max(16)).unwrap_or(usize::MAX);
+        if max_connections > fit {
+            tracing::warn!(
+                requested = max_connections,
+                used = fit,
+                open_files = after,
+                "--max-connections lowered to fit the open-file limit"
+            );
+            max_connections = fit;
+        }
+    }
+    ConnectionLimits { header_timeout: args.header_timeout, idle_timeout: args.idle_timeout, max_connections }
 }
 
 #[tokio::main]
@@ -79,6 +124,7 @@ async fn run() -> anyhow::Result<()> {
         clock: Arc::new(SystemClock),
         component_path: host_runner::COMPONENT_PATH.to_owned(),
         compile_cache: Some(compile_cache.clone()),
+        limits: connection_limits(&args),
     })
     .await?;
     tracing::info!(

@@ -9,6 +9,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use proxy_core::config::UpstreamTimeouts;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
@@ -20,6 +21,7 @@ type Pooled = Client<HttpsConnector<HttpConnector>, WasiBody>;
 pub struct Outbound {
     client: Pooled,
     allowed: Arc<Vec<(Scheme, Authority)>>,
+    timeouts: UpstreamTimeouts,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -34,8 +36,9 @@ impl std::fmt::Debug for Outbound {
 pub struct OriginError(String);
 
 impl Outbound {
-    /// A client that may reach only `origins` (`scheme://authority`).
-    pub fn new(origins: &[String]) -> Result<Self, OriginError> {
+    /// A client that may reach only `origins` (`scheme://authority`),
+    /// waiting on them no longer than `timeouts`.
+    pub fn new(origins: &[String], timeouts: UpstreamTimeouts) -> Result<Self, OriginError> {
         let mut allowed = Vec::new();
         for o in origins {
             let uri: http::Uri = o.parse().map_err(|_| OriginError(o.clone()))?;
@@ -48,7 +51,7 @@ impl Outbound {
         http.set_nodelay(true);
         http.enforce_http(false);
         http.set_keepalive(Some(Duration::from_secs(60)));
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.set_connect_timeout(Some(Duration::from_millis(timeouts.connect_ms)));
         let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -66,7 +69,7 @@ impl Outbound {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(https);
-        Ok(Self { client, allowed: Arc::new(allowed) })
+        Ok(Self { client, allowed: Arc::new(allowed), timeouts })
     }
 
     fn is_allowed(&self, uri: &http::Uri) -> bool {
@@ -103,19 +106,78 @@ impl WasiHttpHooks for Outbound {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         let client = self.client.clone();
-        let first_byte = options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::from_secs(300));
+        let first_byte =
+            options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::from_millis(self.timeouts.first_byte_ms));
+        let idle = Duration::from_millis(self.timeouts.idle_ms);
         Box::new(async move {
             let response = match tokio::time::timeout(first_byte, client.request(request)).await {
                 Err(_) => return Err(HttpError::HttpResponseTimeout),
+                Ok(Err(e)) if e.is_connect() && timed_out(&e) => return Err(HttpError::ConnectionTimeout),
                 Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
                 Ok(Err(_)) => return Err(HttpError::ConnectionTerminated),
                 Ok(Ok(r)) => r,
             };
-            let response = response
-                .map(|body| body.map_err(HttpError::Hyper).map_frame(|f| f.map_data(Bytes::from)).boxed_unsync());
+            let response = response.map(|body| {
+                let body = body.map_err(HttpError::Hyper).map_frame(|f| f.map_data(Bytes::from));
+                IdleTimeout { body, idle, timer: Box::pin(tokio::time::sleep(idle)) }.boxed_unsync()
+            });
             let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
             Ok((response, done))
         })
+    }
+}
+
+/// Whether a client error was a timeout somewhere down its chain.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// An upstream body that fails when no piece of it arrives for `idle`: a
+/// stream that stalls reaches the guest (and so the client) as a break.
+struct IdleTimeout<B> {
+    body: B,
+    idle: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body<Data = Bytes, Error = HttpError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + self.idle;
+                self.timer.as_mut().reset(deadline);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -125,8 +187,11 @@ mod tests {
 
     #[test]
     fn only_configured_origins_are_allowed() {
-        let o = Outbound::new(&["https://generativelanguage.googleapis.com".into(), "http://127.0.0.1:8080".into()])
-            .expect("origins");
+        let o = Outbound::new(
+            &["https://generativelanguage.googleapis.com".into(), "http://127.0.0.1:8080".into()],
+            UpstreamTimeouts::HOST_RUNNER,
+        )
+        .expect("origins");
         for ok in ["https://generativelanguage.googleapis.com/v1beta/models", "http://127.0.0.1:8080/x"] {
             assert!(o.is_allowed(&ok.parse().expect("uri")), "{ok}");
         }

@@ -3,6 +3,7 @@
 
 use crate::clock::Clock;
 use crate::config::HostConfig;
+use crate::conn::{Activity, ConnectionLimits, InFlight, Watched};
 use crate::outbound::{OriginError, Outbound};
 use crate::proxy::{ProxyComponent, ProxyError as ComponentError};
 use crate::store::{KeyBackend, SqliteKeyStore, StoreError};
@@ -13,14 +14,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use proxy_core::Dialect;
+use proxy_core::admit;
 use proxy_core::cron::Cron;
 use proxy_core::error::{ProxyError, chain};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -44,6 +47,8 @@ pub struct ServerOptions {
     /// Where compiled machine code of the component is kept between starts
     /// (none: compile at every start).
     pub compile_cache: Option<PathBuf>,
+    /// Client connection limits.
+    pub limits: ConnectionLimits,
 }
 
 /// Errors starting the server.
@@ -89,7 +94,7 @@ impl Server {
     pub async fn start(opts: ServerOptions) -> Result<Self, StartError> {
         let store = Arc::new(SqliteKeyStore::open(&opts.db, opts.config.api_keys.clone(), opts.clock.clone())?);
         let origins = vec![opts.config.proxy.gemini_upstream.origin(), opts.config.proxy.openai_upstream.origin()];
-        let outbound = Outbound::new(&origins)?;
+        let outbound = Outbound::new(&origins, opts.config.proxy.timeouts)?;
         let backend: Arc<dyn KeyBackend> = store.clone();
         let component = ProxyComponent::new(
             &opts.component_path,
@@ -109,7 +114,7 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(daily_reset_loop(store.clone(), opts.reset_cron.clone(), opts.clock.clone(), stopped.clone()));
         tokio::spawn(trim_idle_loop(component.clone(), stopped.clone()));
-        let task = tokio::spawn(accept_loop(listener, component.clone(), stopped));
+        let task = tokio::spawn(accept_loop(listener, component.clone(), opts.limits, stopped));
         Ok(Self { addr, store, component, stop, task })
     }
 
@@ -152,9 +157,16 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, component: ProxyComponent, mut stopped: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    component: ProxyComponent,
+    limits: ConnectionLimits,
+    mut stopped: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut accept_warned: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -163,22 +175,37 @@ async fn accept_loop(listener: TcpListener, component: ProxyComponent, mut stopp
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors, say: warn once a minute, not at every retry.
+                if accept_warned.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, "accept failed; retrying every 50 ms");
+                    accept_warned = Some(Instant::now());
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(stream, limits.max_connections));
+            continue;
+        };
+        let activity = Activity::new();
         let component = component.clone();
+        let watched = activity.clone();
         let service = hyper::service::service_fn(move |req| {
             let component = component.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(component, req).await) }
+            let in_flight = watched.request_started();
+            async move { Ok::<_, std::convert::Infallible>(handle(component, req, in_flight).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let io = TokioIo::new(Watched::new(stream, activity.clone()));
+        let conn = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let _permit = permit;
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                () = activity.expired(&limits) => tracing::debug!(%peer, "closed a connection that sent no request in time"),
             }
         });
     }
@@ -191,9 +218,26 @@ async fn accept_loop(listener: TcpListener, component: ProxyComponent, mut stopp
     }
 }
 
-fn error_response(e: &ProxyError) -> hyper::Response<HyperOutgoingBody> {
-    let r = e.to_response(Dialect::Gemini);
-    let body = Full::new(Bytes::from(r.body)).map_err(|never| match never {}).boxed_unsync();
+/// Answers a connection over the limit with a 503 and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
+    use tokio::io::AsyncWriteExt;
+    let r = ProxyError::TooManyConnections { limit }.to_response(Dialect::Gemini);
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        r.body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(r.body.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+type Answer = hyper::Response<Guarded<HyperOutgoingBody>>;
+
+fn respond(r: &proxy_core::http::Response) -> hyper::Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(r.body.clone())).map_err(|never| match never {}).boxed_unsync();
     let mut resp = hyper::Response::new(body);
     *resp.status_mut() = hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in &r.headers {
@@ -206,30 +250,66 @@ fn error_response(e: &ProxyError) -> hyper::Response<HyperOutgoingBody> {
     resp
 }
 
+fn error_response(e: &ProxyError) -> hyper::Response<HyperOutgoingBody> {
+    respond(&e.to_response(Dialect::Gemini))
+}
+
+/// A request id: unique in this process, not guessable across processes.
+fn request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static EPOCH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    });
+    format!("{:x}-{:x}", epoch & 0xffff_ffff, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Runs one request through an instance of the component and logs one
 /// line for it (method, path without the query, which can carry a key,
-/// status, time to the response head).
-async fn handle(component: ProxyComponent, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
+/// status, time to the response head). A head over core's limits is
+/// answered here, before the component: Wasmtime's own header limits are
+/// lower than what a client can send.
+async fn handle(component: ProxyComponent, mut req: hyper::Request<Incoming>, in_flight: InFlight) -> Answer {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let response = run_component(component, req).await;
+    let id = request_id();
+    let uri_bytes = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let header_bytes = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    let response = if admit::head_limit(uri_bytes, header_bytes).is_some() {
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let headers: Vec<(String, Vec<u8>)> =
+            req.headers().iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+        admit::refuse_head(pq, &headers)
+            .map_or_else(|| error_response(&ProxyError::internal("", Some(&id))), |r| respond(&r))
+    } else {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
+            req.headers_mut().insert(proxy_core::headers::REQUEST_ID, v);
+        }
+        run_component(component, req, &id).await
+    };
     tracing::info!(
         %method,
         path,
         status = response.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64,
+        request_id = %id,
         "answered"
     );
-    response
+    response.map(|body| Guarded { body, _in_flight: in_flight })
 }
 
-async fn run_component(component: ProxyComponent, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
+async fn run_component(
+    component: ProxyComponent,
+    req: hyper::Request<Incoming>,
+    id: &str,
+) -> hyper::Response<HyperOutgoingBody> {
+    let internal = |message: &str| error_response(&ProxyError::internal(message, Some(id)));
     let mut warm = match component.checkout().await {
         Ok(w) => w,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "cannot instantiate the proxy component");
-            return error_response(&ProxyError::Internal("the proxy is out of instances; try again".to_owned()));
+            tracing::error!(request_id = %id, error = %format!("{e:#}"), "cannot instantiate the proxy component");
+            return internal("the proxy is out of instances; try again");
         }
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -240,7 +320,8 @@ async fn run_component(component: ProxyComponent, req: hyper::Request<Incoming>)
         // Nothing was handed to the guest: the instance stays clean.
         Err(e) => {
             component.checkin(warm);
-            return error_response(&ProxyError::BadRequest(format!("malformed request: {e}")));
+            tracing::warn!(request_id = %id, error = %format!("{e:#}"), "a request the component cannot take");
+            return error_response(&ProxyError::BadRequest("the request's head could not be read".into()));
         }
     };
     let task = tokio::spawn(async move {
@@ -254,7 +335,8 @@ async fn run_component(component: ProxyComponent, req: hyper::Request<Incoming>)
     match rx.await {
         Ok(Ok(response)) => response,
         Ok(Err(code)) => {
-            error_response(&ProxyError::Internal(format!("the component answered with an error: {code:?}")))
+            tracing::error!(request_id = %id, error = ?code, "the proxy component answered with an error code");
+            internal("the proxy failed on this request")
         }
         Err(_) => {
             let why = match task.await {
@@ -262,9 +344,37 @@ async fn run_component(component: ProxyComponent, req: hyper::Request<Incoming>)
                 Ok(Err(e)) => format!("{e:#}"),
                 Err(e) => chain(&e),
             };
-            tracing::error!(error = %why, "the proxy component failed");
-            error_response(&ProxyError::Internal(format!("the proxy component failed: {why}")))
+            tracing::error!(request_id = %id, error = %why, "the proxy component failed");
+            internal("the proxy failed on this request")
         }
+    }
+}
+
+/// A response body that ends its connection's request when it is dropped
+/// (finished, or abandoned by a client that went away).
+#[derive(Debug)]
+pub struct Guarded<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -227,7 +227,9 @@ impl Batch {
                 if let Some(k) = c.key {
                     self.keys.insert(k.key_id.clone(), k);
                 }
-                self.usage.insert((c.usage.key_id.clone(), c.usage.model.clone()), c.usage);
+                for u in c.usage {
+                    self.usage.insert((u.key_id.clone(), u.model.clone()), u);
+                }
             }
             // A rewrite holds every row as of its time, so earlier changes
             // are in it.

@@ -12,12 +12,12 @@ mod keys;
 mod wire;
 
 use keys::KeyStore;
+use proxy_core::config::UpstreamTimeouts;
 use proxy_core::forward::{Event, Exchange, Step};
 use proxy_core::http::Method;
 use proxy_core::{Config, Dialect, ProxyError, Report};
 use std::sync::Arc;
-use wasm_bindgen_futures::JsFuture;
-use worker::{Context, Env, Request, Response, ScheduleContext, ScheduledEvent, event};
+use worker::{Context, Date, Env, Request, Response, ScheduleContext, ScheduledEvent, event, js_sys};
 
 /// Reads a configuration variable: a secret, else a plain var.
 pub(crate) fn env_value(env: &Env, name: &str) -> Option<String> {
@@ -29,13 +29,21 @@ pub(crate) fn env_value(env: &Env, name: &str) -> Option<String> {
 fn internal(why: &str) -> worker::Result<Response> {
     worker::console_error!("{why}");
     io::to_response(
-        &ProxyError::Internal("the proxy failed on this request; see its log".into()).to_response(Dialect::Gemini),
+        &ProxyError::internal("the proxy failed on this request; see its log", None).to_response(Dialect::Gemini),
     )
+}
+
+/// The request's id in the log: Cloudflare's ray id, else one made here.
+fn request_id(req: &Request) -> String {
+    match req.headers().get("cf-ray") {
+        Ok(Some(ray)) => ray,
+        _ => format!("w{:x}{:04x}", Date::now().as_millis(), (js_sys::Math::random() * 65536.0) as u32),
+    }
 }
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let config = match Config::from_lookup(|v| env_value(&env, v)) {
+    let config = match Config::from_lookup_with(UpstreamTimeouts::WORKER, |v| env_value(&env, v)) {
         Ok(c) => Arc::new(c),
         Err(e) => return internal(&format!("bad configuration: {e}")),
     };
@@ -46,9 +54,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let path_and_query = url.query().map_or_else(|| url.path().to_owned(), |q| format!("{}?{q}", url.path()));
     let method = Method::parse(req.method().as_ref());
     let headers = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
-    let exchange = Exchange::new(config, method, path_and_query, headers);
+    let timeouts = config.timeouts;
+    let exchange = Exchange::new(config, method, path_and_query, headers).with_request_id(request_id(&req));
     let store = KeyStore::new(&env);
-    let mut run = Run { exchange, request: Some(req), store, upstream: None, pipe: None, reports: Vec::new() };
+    let mut run =
+        Run { exchange, request: Some(req), store, timeouts, upstream: None, pipe: None, reports: Vec::new() };
     // Up to the answer on the critical path; the rest (the stream's end,
     // the reports) after it, through `wait_until`.
     let (response, event) = run.until_answer().await;
@@ -68,9 +78,10 @@ struct Run {
     exchange: Exchange,
     request: Option<Request>,
     store: KeyStore,
-    upstream: Option<Response>,
-    /// A streamed answer's pipe, settled when the stream ends.
-    pipe: Option<JsFuture>,
+    timeouts: UpstreamTimeouts,
+    upstream: Option<io::Upstream>,
+    /// A streamed answer on its way.
+    pipe: Option<io::Piped>,
     /// Reports, sent in one Durable Object request after the answer.
     reports: Vec<Report>,
 }
@@ -101,7 +112,7 @@ impl Run {
 
     async fn step(&mut self, event: Event) -> Flow {
         let event = match self.pipe.take() {
-            Some(pipe) => Event::Streamed(pipe.await.map(drop).map_err(|e| format!("stream broke off: {e:?}"))),
+            Some(pipe) => Event::Streamed(pipe.ended(&self.timeouts).await),
             None => event,
         };
         Flow::Next(match self.exchange.resume(event) {
@@ -111,14 +122,22 @@ impl Run {
                 Err(why) => Event::StoreFailed(why),
             },
             Step::Send(up) => {
-                let (response, event) = io::send(&up, self.exchange.body()).await;
+                let (response, event) = io::send(&up, self.exchange.body(), &self.timeouts).await;
                 self.upstream = response;
                 event
             }
-            Step::ReadErrorBody { limit } => io::read_error_body(self.upstream.take(), limit).await,
+            Step::ReadErrorBody { limit } => io::read_error_body(self.upstream.take(), limit, &self.timeouts).await,
             Step::Stream { status, headers } => {
                 match self.upstream.take().map(|u| io::pass_through(u, status, &headers)) {
-                    Some(Ok((response, pipe))) => {
+                    Some(Ok((response, mut pipe))) => {
+                        // Nothing goes to the client before the first piece.
+                        if let Some(mut p) = pipe.take() {
+                            if let Err((reason, timed_out)) = p.first_piece(&self.timeouts).await {
+                                p.abort();
+                                return Flow::Next(Event::StreamFailedEarly { reason, timed_out });
+                            }
+                            pipe = Some(p);
+                        }
                         self.pipe = pipe;
                         return Flow::Answer(Ok(response), Event::Streamed(Ok(())));
                     }

@@ -28,6 +28,9 @@ pub struct Harness {
     pub keys: Vec<String>,
     pub proxy_key: Option<String>,
     pub db: PathBuf,
+    pub limits: host_runner::conn::ConnectionLimits,
+    /// Extra variables of the proxy's configuration (timeouts, say).
+    pub vars: Vec<(String, String)>,
     _dir: tempfile::TempDir,
     pub http: reqwest::Client,
 }
@@ -48,6 +51,8 @@ impl Harness {
             keys,
             proxy_key: proxy_key.map(str::to_owned),
             db,
+            limits: host_runner::conn::ConnectionLimits::default(),
+            vars: Vec::new(),
             _dir: dir,
             http: reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client"),
         };
@@ -64,6 +69,7 @@ impl Harness {
         if let Some(k) = &self.proxy_key {
             vars.insert("PROXY_API_KEY".into(), k.clone());
         }
+        vars.extend(self.vars.iter().cloned());
         let config = HostConfig::from_vars(&vars).expect("config");
         let server = Server::start(ServerOptions {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -73,6 +79,7 @@ impl Harness {
             clock: self.clock.clone(),
             component_path: host_runner::COMPONENT_PATH.to_owned(),
             compile_cache: None,
+            limits: self.limits,
         })
         .await
         .expect("server starts");

@@ -3,6 +3,7 @@
 //! clock.
 
 mod harness;
+mod limits;
 mod persistence;
 mod proxying;
 mod rotation;
