@@ -3,7 +3,8 @@
 //! It speaks the native API (generateContent, both stream forms,
 //! countTokens, embedContent, batchEmbedContents, models) and the
 //! OpenAI-compatible routes under `/v1beta/openai`, in the shapes the
-//! official SDKs parse. What each key gets is scriptable ([`Behavior`]); every
+//! official SDKs parse. Every model exists but those whose name contains
+//! `made-up`, which get Google's 404. What each key gets is scriptable ([`Behavior`]); every
 //! request is recorded ([`Recorded`]); two credentials in one request get
 //! Google's 400 "Multiple authentication credentials received".
 //!
@@ -14,6 +15,7 @@
 //! chunk.
 #![deny(missing_docs)]
 
+mod raw;
 mod responses;
 
 use bytes::Bytes;
@@ -23,7 +25,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::convert::Infallible;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,18 +52,34 @@ pub enum Behavior {
     Location,
     /// This 5xx status.
     ServerError(u16),
-    /// A 2xx stream that breaks off after the first chunk.
+    /// A 2xx stream that breaks off after the first chunk (which goes out
+    /// first).
     CutMidStream,
+    /// A 2xx head, then the connection closed before any body.
+    CutAtHead,
     /// Headers only after this many milliseconds.
     SlowHeaders(u64),
     /// A 500 whose body never ends (a proxy that reads error bodies whole
     /// never answers).
     EndlessError,
+    /// No response head, for two minutes.
+    Stall,
+    /// A 2xx head and the first piece of the body, then nothing for two
+    /// minutes.
+    StallBody,
+    /// A 2xx JSON answer that declares more bytes than it sends, then
+    /// closes the connection.
+    CutJson,
+    /// The connection reset (RST) once the request is read.
+    Reset,
+    /// Bytes that are not HTTP, then the connection closed.
+    Garbage,
 }
 
 impl Behavior {
     /// Parses `ok`, `per-day`, `per-minute[:SECS]`, `bare-429`, `invalid`,
-    /// `suspended`, `location`, `5xx:STATUS`, `cut`, `slow:MS`, `endless-error`.
+    /// `suspended`, `location`, `5xx:STATUS`, `cut`, `slow:MS`, `endless-error`,
+    /// `stall`, `stall-body`, `cut-json`, `cut-at-head`, `reset`, `garbage`.
     pub fn parse(s: &str) -> Option<Self> {
         let (name, arg) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
         Some(match name {
@@ -74,8 +92,14 @@ impl Behavior {
             "location" => Self::Location,
             "5xx" => Self::ServerError(arg.map_or(Some(503), |a| a.parse().ok())?),
             "cut" => Self::CutMidStream,
+            "cut-at-head" => Self::CutAtHead,
             "slow" => Self::SlowHeaders(arg?.parse().ok()?),
             "endless-error" => Self::EndlessError,
+            "stall" => Self::Stall,
+            "stall-body" => Self::StallBody,
+            "cut-json" => Self::CutJson,
+            "reset" => Self::Reset,
+            "garbage" => Self::Garbage,
             _ => return None,
         })
     }
@@ -169,13 +193,11 @@ impl FakeUpstream {
                 let _ = stream.set_nodelay(true);
                 let st = st.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let st = st.clone();
-                        async move { Ok::<_, Infallible>(handle(st, req).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    if st.raw_scripted() {
+                        serve_inspected(st, stream).await;
+                    } else {
+                        serve(st, stream, true).await;
+                    }
                 });
             }
         });
@@ -251,39 +273,72 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     full(status, "application/json; charset=UTF-8", v.to_string())
 }
 
-fn credentials(req: &Request<Incoming>) -> Vec<(Mechanism, String)> {
+/// Serves one connection over HTTP, keeping it alive between requests or
+/// not.
+async fn serve<I>(st: Arc<State>, io: I, keep_alive: bool)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let st = st.clone();
+        async move { handle(st, req).await }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(keep_alive);
+    let _ = builder.serve_connection(TokioIo::new(io), svc).await;
+}
+
+/// One request per connection, its head read here: a key scripted to
+/// misbehave below HTTP gets that on the raw socket; any other request is
+/// replayed to the HTTP server.
+async fn serve_inspected(st: Arc<State>, mut stream: tokio::net::TcpStream) {
+    let Some((bytes, head)) = raw::read_head(&mut stream).await else { return };
+    let (path, query) = match head.target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (head.target.clone(), None),
+    };
+    let creds = credentials(head.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())), query.as_deref());
+    let behavior = match creds.as_slice() {
+        [(_, key)] => st.behavior_of(key),
+        _ => Behavior::Ok,
+    };
+    if !matches!(behavior, Behavior::Reset | Behavior::Garbage) || path.starts_with("/_fake/") {
+        return serve(st, raw::Prefixed::new(bytes, stream), false).await;
+    }
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").map_or(bytes.len(), |i| i + 4);
+    let length = head.header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let body = raw::read_body(&mut stream, bytes[head_end..].to_vec(), length).await;
+    let header_names = head.headers.iter().map(|(n, _)| n.clone()).collect();
+    st.record(head.method.clone(), path, query, creds, header_names, body);
+    match behavior {
+        Behavior::Reset => raw::reset(stream),
+        _ => raw::garbage(stream).await,
+    }
+}
+
+fn credentials<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>, query: Option<&str>) -> Vec<(Mechanism, String)> {
     let mut out = Vec::new();
-    if let Some(v) = req.headers().get("x-goog-api-key").and_then(|v| v.to_str().ok()) {
-        out.push((Mechanism::GoogApiKey, v.to_owned()));
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("x-goog-api-key") {
+            out.push((Mechanism::GoogApiKey, value.to_owned()));
+        } else if name.eq_ignore_ascii_case("authorization")
+            && let Some(t) = value.strip_prefix("Bearer ")
+        {
+            out.push((Mechanism::Bearer, t.to_owned()));
+        }
     }
-    if let Some(v) = req.headers().get("authorization").and_then(|v| v.to_str().ok())
-        && let Some(t) = v.strip_prefix("Bearer ")
-    {
-        out.push((Mechanism::Bearer, t.to_owned()));
-    }
-    if let Some(q) = req.uri().query() {
-        for pair in q.split('&') {
-            if let Some(v) = pair.strip_prefix("key=") {
-                out.push((Mechanism::Query, v.to_owned()));
-            }
+    for pair in query.unwrap_or_default().split('&') {
+        if let Some(v) = pair.strip_prefix("key=") {
+            out.push((Mechanism::Query, v.to_owned()));
         }
     }
     out
 }
 
-async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    if path.starts_with("/_fake/") {
-        return control(st, req).await;
-    }
-    let method = req.method().to_string();
-    let query = req.uri().query().map(str::to_owned);
-    let creds = credentials(&req);
-    let header_names = req.headers().keys().map(|k| k.as_str().to_owned()).collect();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
-    let body_json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    let openai = path.starts_with("/v1beta/openai/");
-    let model = if openai {
+/// The model a request names: in its path, or (OpenAI) in its body.
+fn model_of(path: &str, body: &[u8]) -> Option<String> {
+    if path.starts_with("/v1beta/openai/") {
+        let body_json: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
         body_json
             .get("model")
             .and_then(|m| m.as_str())
@@ -291,20 +346,75 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             .or_else(|| path.strip_prefix("/v1beta/openai/models/").map(str::to_owned))
     } else {
         path.strip_prefix("/v1beta/models/").map(|rest| rest.split(':').next().unwrap_or(rest).to_owned())
-    };
-    let record = Recorded {
-        method,
-        path: path.clone(),
-        query: query.clone(),
-        credentials: creds.clone(),
-        model: model.clone(),
-        header_names,
-        body,
-    };
-    lock(&st.requests).push(record);
+    }
+}
+
+impl State {
+    fn behavior_of(&self, key: &str) -> Behavior {
+        lock(&self.behaviors).get(key).cloned().or_else(|| lock(&self.default).clone()).unwrap_or(Behavior::Ok)
+    }
+
+    /// Whether a misbehaviour below HTTP is scripted for any key.
+    fn raw_scripted(&self) -> bool {
+        let raw = |b: &Behavior| matches!(b, Behavior::Reset | Behavior::Garbage);
+        lock(&self.behaviors).values().any(raw) || lock(&self.default).as_ref().is_some_and(raw)
+    }
+
+    fn record(
+        &self,
+        method: String,
+        path: String,
+        query: Option<String>,
+        credentials: Vec<(Mechanism, String)>,
+        header_names: Vec<String>,
+        body: Vec<u8>,
+    ) {
+        let model = model_of(&path, &body);
+        lock(&self.requests).push(Recorded { method, path, query, credentials, model, header_names, body });
+    }
+}
+
+async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+    let path = req.uri().path().to_owned();
+    if path.starts_with("/_fake/") {
+        return Ok(control(st, req).await);
+    }
+    let method = req.method().to_string();
+    let query = req.uri().query().map(str::to_owned);
+    let creds =
+        credentials(req.headers().iter().filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))), req.uri().query());
+    let header_names = req.headers().keys().map(|k| k.as_str().to_owned()).collect();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let body_json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let openai = path.starts_with("/v1beta/openai/");
+    let model = model_of(&path, &body);
+    st.record(method, path.clone(), query.clone(), creds.clone(), header_names, body);
+    if let [(_, key)] = creds.as_slice()
+        && matches!(st.behavior_of(key), Behavior::Reset | Behavior::Garbage)
+    {
+        // A connection kept alive from before the misbehaviour was
+        // scripted: closing it without an answer is the nearest thing.
+        return Err(std::io::Error::other("scripted to misbehave below HTTP"));
+    }
+    Ok(respond(&st, &path, query.as_deref(), &creds, openai, model, &body_json).await)
+}
+
+/// The answer to a recorded API request.
+async fn respond(
+    st: &Arc<State>,
+    path: &str,
+    query: Option<&str>,
+    creds: &[(Mechanism, String)],
+    openai: bool,
+    model: Option<String>,
+    body_json: &serde_json::Value,
+) -> Response<Body> {
+    let st = st.clone();
+    let path = path.to_owned();
+    let query = query.map(str::to_owned);
 
     let wrap = |v: serde_json::Value| if openai { serde_json::Value::Array(vec![v]) } else { v };
-    let key = match creds.as_slice() {
+    let key = match creds {
         [] => {
             return json(
                 StatusCode::FORBIDDEN,
@@ -348,10 +458,25 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             None
         }
         Behavior::EndlessError => return endless_error(),
-        Behavior::Ok | Behavior::CutMidStream => None,
+        Behavior::Stall => {
+            tokio::time::sleep(STALL).await;
+            Some((500, responses::error(500, "stalled", "INTERNAL")))
+        }
+        Behavior::StallBody => return stall_body(),
+        Behavior::CutJson => return cut_json(&model_name, &key),
+        Behavior::CutAtHead => return cut_at_head(),
+        Behavior::Ok | Behavior::CutMidStream | Behavior::Reset | Behavior::Garbage => None,
     };
     if let Some((status, body)) = failure {
         return json(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &wrap(body));
+    }
+    // Google's answer to a model it does not have (the fake has every model
+    // but those whose name says they are made up).
+    if model_name.contains("made-up") {
+        let message = format!(
+            "models/{model_name} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods."
+        );
+        return json(StatusCode::NOT_FOUND, &wrap(responses::error(404, &message, "NOT_FOUND")));
     }
     let cut = behavior == Behavior::CutMidStream;
     let chunks = *lock(&st.stream_chunks);
@@ -365,7 +490,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 stream(st, "text/event-stream", events, cut)
             }
             "/chat/completions" => json(StatusCode::OK, &responses::openai_chat(&model_name, &key)),
-            "/embeddings" => json(StatusCode::OK, &responses::openai_embeddings(&model_name, &body_json)),
+            "/embeddings" => json(StatusCode::OK, &responses::openai_embeddings(&model_name, body_json)),
             "/models" => json(StatusCode::OK, &responses::openai_models()),
             r if r.starts_with("/models/") => json(StatusCode::OK, &responses::openai_model(&model_name)),
             _ => json(StatusCode::NOT_FOUND, &wrap(responses::error(404, "Not found", "NOT_FOUND"))),
@@ -419,6 +544,8 @@ fn stream(st: Arc<State>, content_type: &str, parts: Vec<String>, cut: bool) -> 
         for (i, part) in parts.into_iter().enumerate() {
             if i == 1 {
                 if cut {
+                    // The first event reaches the client before the break.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     let _ = tx.send(Err(std::io::Error::other("upstream cut the stream"))).await;
                     return;
                 }
@@ -436,6 +563,56 @@ fn stream(st: Arc<State>, content_type: &str, parts: Vec<String>, cut: bool) -> 
     let mut r = Response::new(body);
     if let Ok(v) = content_type.parse() {
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// How long a stalling answer stalls.
+const STALL: Duration = Duration::from_secs(120);
+
+/// A 2xx stream whose first event comes at once and the next never (for
+/// [`STALL`]).
+fn stall_body() -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let first = format!("data: {}\r\n\r\n", responses::generate_chunk("gemini-2.5-flash", 0, 3));
+        if tx.send(Ok(Frame::data(Bytes::from(first)))).await.is_ok() {
+            tokio::time::sleep(STALL).await;
+        }
+    });
+    let mut r = Response::new(ChannelBody(rx).boxed());
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
+    r
+}
+
+/// A 2xx head, then a break before any byte of the body.
+fn cut_at_head() -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+    tokio::spawn(async move {
+        let _ = tx.send(Err(std::io::Error::other("cut at the head"))).await;
+    });
+    let mut r = Response::new(ChannelBody(rx).boxed());
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
+    r
+}
+
+/// A 2xx JSON answer that declares its whole length, sends half of it and
+/// breaks off.
+fn cut_json(model: &str, key: &str) -> Response<Body> {
+    let whole = responses::generate(model, key).to_string().into_bytes();
+    let half = Bytes::from(whole[..whole.len() / 2].to_vec());
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        if tx.send(Ok(Frame::data(half))).await.is_ok() {
+            // The half goes out before the break.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = tx.send(Err(std::io::Error::other("cut short"))).await;
+        }
+    });
+    let mut r = Response::new(ChannelBody(rx).boxed());
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&whole.len().to_string()) {
+        r.headers_mut().insert(hyper::header::CONTENT_LENGTH, v);
     }
     r
 }
