@@ -18,21 +18,11 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank - 1]
 }
 
-/// Finds the stamp `"t":NNN` in one SSE event.
+/// Finds the stamp `"t":NNN` in one SSE event's data.
 pub fn stamp_in(event: &[u8]) -> Option<u64> {
     let at = event.windows(4).position(|w| w == b"\"t\":")? + 4;
     let digits: Vec<u8> = event[at..].iter().copied().take_while(u8::is_ascii_digit).collect();
     std::str::from_utf8(&digits).ok()?.parse().ok()
-}
-
-/// Where the first complete SSE event in `buf` ends (after its blank line).
-pub fn event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 #[cfg(test)]
@@ -46,13 +36,6 @@ mod tests {
         assert_eq!(quantile(&v, 0.99), 99);
         assert_eq!(quantile(&v, 1.0), 100);
         assert_eq!(quantile(&[], 0.5), 0);
-    }
-
-    #[test]
-    fn events_end_at_a_blank_line_of_either_kind() {
-        assert_eq!(event_end(b"data: a\n\ndata: b"), Some(9));
-        assert_eq!(event_end(b"data: a\r\n\r\ndata: b\n\n"), Some(11));
-        assert_eq!(event_end(b"data: a\r\n"), None);
     }
 
     #[test]

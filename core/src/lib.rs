@@ -26,6 +26,7 @@ pub mod route;
 pub mod secret;
 pub mod session;
 pub mod stats;
+pub mod stream;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 pub mod time;

@@ -108,9 +108,11 @@ fn is_key_char(c: u8) -> bool {
 }
 
 /// Removes everything secret-shaped from `text`: Gemini API keys (`AIza` +
-/// 35 characters), OAuth-style access tokens (`AQ.` + 20 or more
-/// characters), any of the `known` secrets verbatim, and the value of every
-/// `"containerInfo"` JSON field.
+/// 35 characters; a run of 30 or more is masked, so that a key cut a little
+/// short leaks nothing either), OAuth-style access tokens (`AQ.` + 20 or
+/// more characters), any of the `known` secrets verbatim, and the value of
+/// every `"containerInfo"` JSON field. A shape is masked wherever it
+/// starts, even glued to other text.
 pub fn redact(text: &str, known: &[&ApiKey]) -> String {
     let mut out = text.to_owned();
     for key in known {
@@ -129,12 +131,9 @@ fn redact_shapes(text: &str) -> String {
     let mut i = 0;
     let mut copied = 0;
     while i < bytes.len() {
-        let token_start = i == 0 || !is_key_char(bytes[i - 1]);
-        let len = if !token_start {
-            0
-        } else if bytes[i..].starts_with(b"AIza") {
+        let len = if bytes[i..].starts_with(b"AIza") {
             let run = bytes[i..].iter().take_while(|c| is_key_char(**c)).count();
-            if run >= 39 { run } else { 0 }
+            if run >= 30 { run } else { 0 }
         } else if bytes[i..].starts_with(b"AQ.") {
             let run = 3 + bytes[i + 3..].iter().take_while(|c| is_key_char(**c) || **c == b'.').count();
             if run >= 23 { run } else { 0 }
@@ -199,6 +198,17 @@ mod tests {
 
     const AIZA: &str = "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW";
     const AQ: &str = "AQ.Ab8RN6KxQz1y2w3v4u5t6s7r8q9p0o_-mnbv";
+
+    #[test]
+    fn keys_cut_short_or_glued_to_text_are_masked_too() {
+        // Found by the redact fuzz target: a planted key one character
+        // short survived, as did one glued to the text before it.
+        let short = &AIZA[..38];
+        assert!(!redact(&format!("key {short}!"), &[]).contains(short));
+        assert!(!redact(&format!("api_key:{AIZA}"), &[]).contains(AIZA));
+        assert!(!redact(&format!("xx{AIZA}"), &[]).contains(AIZA));
+        assert_eq!(redact("AIzaShort and AIza", &[]), "AIzaShort and AIza");
+    }
 
     #[test]
     fn masks_first_and_last_four() {

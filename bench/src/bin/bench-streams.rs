@@ -15,9 +15,10 @@
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use gemini_proxy_bench::{event_end, now_ns, quantile, stamp_in};
+use gemini_proxy_bench::{now_ns, quantile, stamp_in};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use proxy_core::stream::{Framing, Splitter};
 use serde_json::json;
 use std::io::Write;
 use std::sync::Arc;
@@ -91,19 +92,17 @@ async fn one_stream(args: Arc<Args>, opened: &mut Option<oneshot::Sender<()>>) -
     }
     let mut body = resp.into_body();
     let mut times = StreamTimes::default();
-    let mut pending: Vec<u8> = Vec::new();
+    let mut splitter = Splitter::new(Framing::Sse);
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         let Some(data) = frame.data_ref() else { continue };
         let at = now_ns();
-        pending.extend_from_slice(data);
-        while let Some(end) = event_end(&pending) {
-            let event: Vec<u8> = pending.drain(..end).collect();
-            if let Some(t) = stamp_in(&event) {
+        splitter.push(data, |event| {
+            if let Some(t) = stamp_in(event) {
                 times.delays_ns.push(at.saturating_sub(t));
                 times.arrivals_ns.push(at);
             }
-        }
+        });
         if !times.delays_ns.is_empty()
             && let Some(o) = opened.take()
         {
