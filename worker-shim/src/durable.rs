@@ -90,6 +90,16 @@ impl ApiKeyManager {
         Ok(())
     }
 
+    /// Applies reports, in order, and persists what they changed.
+    fn apply(&self, pool: &mut KeyPool, reports: Vec<proxy_core::Report>, now: UnixMillis) -> Result<(), String> {
+        for r in reports {
+            if let Some(change) = pool.report(&r.key, &r.model, &r.outcome, now) {
+                persist::change_statements(&change).try_for_each(|s| self.run(s))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Carries out one request of the Worker. No await inside: the pool is
     /// borrowed only synchronously.
     fn serve(&self, request: StoreRequest) -> Result<Response, String> {
@@ -101,11 +111,7 @@ impl ApiKeyManager {
         match request {
             StoreRequest::Acquire { model, exclude, settle } => {
                 self.acquires.set(self.acquires.get() + 1);
-                if let Some(r) = settle
-                    && let Some(change) = pool.report(&r.key, &r.model, &r.outcome, now)
-                {
-                    persist::change_statements(&change).try_for_each(|s| self.run(s))?;
-                }
+                self.apply(pool, settle, now)?;
                 let answer = match pool.acquire(&model, &exclude, now) {
                     Ok(lease) => AcquireAnswer::Lease { id: lease.id, secret: lease.secret.expose().to_owned() },
                     Err(u) => AcquireAnswer::Unavailable(u),
@@ -114,14 +120,11 @@ impl ApiKeyManager {
             }
             StoreRequest::Report { reports } => {
                 self.reports.set(self.reports.get() + 1);
-                for r in reports {
-                    if let Some(change) = pool.report(&r.key, &r.model, &r.outcome, now) {
-                        persist::change_statements(&change).try_for_each(|s| self.run(s))?;
-                    }
-                }
+                self.apply(pool, reports, now)?;
                 done()
             }
-            StoreRequest::Stats { view } => {
+            StoreRequest::Stats { view, settle } => {
+                self.apply(pool, settle, now)?;
                 let snapshot = pool.snapshot(now);
                 let response = match view {
                     StatsView::Json => {

@@ -2,6 +2,12 @@
 //! `API_KEY_MANAGER` Durable Object. A failure (the object unreachable, or
 //! answering with an error) is an `Err` with why, for the exchange to
 //! answer and log.
+//!
+//! Reports are not sent on their own: they wait in this isolate's buffer
+//! (at most [`MAX_PENDING`]) and ride on its next request to the object,
+//! an acquire most often; a request's last step waits [`FLUSH_DELAY`] and
+//! sends what is still waiting. So at steady state a proxied request costs
+//! one Durable Object request, and nothing is lost when traffic stops.
 
 use crate::wire::{AcquireAnswer, StoreRequest};
 use proxy_core::stats::StatsView;
@@ -10,6 +16,59 @@ use worker::{Env, Method, Request, RequestInit, Response, Stub};
 
 /// The Durable Object instance holding the pool.
 const INSTANCE: &str = "global";
+
+/// The most reports an isolate keeps waiting; more are sent at once.
+pub const MAX_PENDING: usize = 512;
+
+/// How long a request's last report may wait for another request to carry
+/// it: `/stat` lags the traffic of other isolates by at most this.
+pub const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+thread_local! {
+    /// Reports waiting for the isolate's next request to the object.
+    static PENDING: std::cell::RefCell<Vec<Report>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Counts deferrals: only the latest one's delayed flush sends, since a
+    /// later request carries (or flushes) what the earlier ones left.
+    static DEFERRALS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Reports left for the isolate's next request to the object.
+#[derive(Debug)]
+pub enum Deferred {
+    /// The buffer is full: send it now.
+    Full,
+    /// Send it after [`FLUSH_DELAY`] if this is still the latest deferral.
+    Waiting(u64),
+}
+
+/// Leaves reports for the isolate's next request to the object.
+pub fn defer(reports: Vec<Report>) -> Deferred {
+    let full = PENDING.with_borrow_mut(|p| {
+        p.extend(reports);
+        p.len() >= MAX_PENDING
+    });
+    let n = DEFERRALS.get() + 1;
+    DEFERRALS.set(n);
+    if full { Deferred::Full } else { Deferred::Waiting(n) }
+}
+
+/// Whether deferral `n` is still the latest.
+pub fn latest(n: u64) -> bool {
+    DEFERRALS.get() == n
+}
+
+fn take_pending() -> Vec<Report> {
+    PENDING.with_borrow_mut(std::mem::take)
+}
+
+/// Puts reports that could not be sent back in front of the buffer.
+fn restore_pending(mut reports: Vec<Report>) {
+    PENDING.with_borrow_mut(|p| {
+        reports.append(p);
+        reports.truncate(MAX_PENDING * 2);
+        *p = reports;
+    });
+}
 
 /// The key store, reached through the object's stub (made on first use:
 /// requests that never touch the store never make one).
@@ -47,26 +106,48 @@ impl KeyStore {
         Ok(resp)
     }
 
+    /// Sends `message` with the reports waiting in this isolate (put back
+    /// if the object cannot be reached).
+    async fn call_settling(&mut self, message: impl FnOnce(Vec<Report>) -> StoreRequest) -> Result<Response, String> {
+        let settle = take_pending();
+        let kept = settle.clone();
+        let answer = self.call(&message(settle)).await;
+        if answer.is_err() {
+            restore_pending(kept);
+        }
+        answer
+    }
+
     pub async fn acquire(
         &mut self,
         model: String,
         exclude: Vec<KeyId>,
         settle: Option<Report>,
     ) -> Result<Result<Lease, Unavailable>, String> {
-        let mut resp = self.call(&StoreRequest::Acquire { model, exclude, settle }).await?;
+        let mut resp = self
+            .call_settling(|mut pending| {
+                pending.extend(settle);
+                StoreRequest::Acquire { model, exclude, settle: pending }
+            })
+            .await?;
         match resp.json::<AcquireAnswer>().await.map_err(|e| e.to_string())? {
             AcquireAnswer::Lease { id, secret } => Ok(Ok(Lease { id, secret: ApiKey::new(secret) })),
             AcquireAnswer::Unavailable(u) => Ok(Err(u)),
         }
     }
 
-    pub async fn report(&mut self, reports: Vec<Report>) -> Result<(), String> {
-        self.call(&StoreRequest::Report { reports }).await.map(drop)
+    /// Sends the reports still waiting in this isolate, if any.
+    pub async fn flush(&mut self) -> Result<(), String> {
+        if PENDING.with_borrow(Vec::is_empty) {
+            return Ok(());
+        }
+        self.call_settling(|reports| StoreRequest::Report { reports }).await.map(drop)
     }
 
-    /// The client's response showing the statistics, rendered by the object.
+    /// The client's response showing the statistics, rendered by the
+    /// object (after this isolate's waiting reports).
     pub async fn stats(&mut self, view: StatsView) -> Result<Response, String> {
-        self.call(&StoreRequest::Stats { view }).await
+        self.call_settling(|settle| StoreRequest::Stats { view, settle }).await
     }
 
     pub async fn reset(&mut self) -> Result<(), String> {

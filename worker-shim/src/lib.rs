@@ -82,7 +82,8 @@ struct Run {
     upstream: Option<io::Upstream>,
     /// A streamed answer on its way.
     pipe: Option<io::Piped>,
-    /// Reports, sent in one Durable Object request after the answer.
+    /// The exchange's reports, left for the isolate's next Durable Object
+    /// request after the answer.
     reports: Vec<Report>,
 }
 
@@ -98,14 +99,24 @@ impl Run {
         }
     }
 
-    /// The steps after the answer, then the reports, in one request.
+    /// The steps after the answer; then the reports wait for the isolate's
+    /// next request to the key store, or [`keys::FLUSH_DELAY`] at most.
     async fn finish(mut self, mut event: Event) {
         while let Flow::Next(e) | Flow::Answer(_, e) = self.step(event).await {
             event = e;
         }
-        if !self.reports.is_empty()
-            && let Err(e) = self.store.report(std::mem::take(&mut self.reports)).await
-        {
+        if self.reports.is_empty() {
+            return;
+        }
+        if let keys::Deferred::Waiting(n) = keys::defer(std::mem::take(&mut self.reports)) {
+            worker::Delay::from(keys::FLUSH_DELAY).await;
+            if !keys::latest(n) {
+                // A later request left reports after these: its own flush, or
+                // the acquire of one after it, sends them all.
+                return;
+            }
+        }
+        if let Err(e) = self.store.flush().await {
             worker::console_error!("reporting to the key store failed: {e}");
         }
     }

@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum StoreRequest {
-    /// Apply `settle`, then hand out a key for `model` not in `exclude`.
-    Acquire { model: String, exclude: Vec<KeyId>, settle: Option<Report> },
+    /// Apply `settle` (reports that waited in the isolate, then the previous
+    /// attempt's), then hand out a key for `model` not in `exclude`.
+    Acquire { model: String, exclude: Vec<KeyId>, settle: Vec<Report> },
     /// Apply these reports, in order.
     Report { reports: Vec<Report> },
-    /// The statistics, rendered (the object answers with the client's response).
-    Stats { view: StatsView },
+    /// Apply `settle`, then the statistics, rendered (the object answers
+    /// with the client's response).
+    Stats { view: StatsView, settle: Vec<Report> },
     /// Clear every mark and counter.
     Reset,
     /// The daily job.
