@@ -2,22 +2,17 @@
 //! the upstream timeouts: every upstream fetch carries an abort signal; the
 //! wait for its head races a timer, and so does every read of its body.
 
-use futures_channel::oneshot;
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use proxy_core::config::UpstreamTimeouts;
 use proxy_core::forward::{BodyError, Event, UpstreamRequest};
 use proxy_core::http::Response as CoreResponse;
-use std::cell::Cell;
 use std::pin::pin;
-use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::JsCast;
-use wasm_bindgen::prelude::Closure;
 use wasm_bindgen_futures::JsFuture;
 use worker::{
-    AbortController, ByteStream, Date, Delay, Fetch, Headers, Method, Request, RequestInit, Response, ResponseBody,
-    js_sys,
+    AbortController, ByteStream, Delay, Fetch, Headers, Method, Request, RequestInit, Response, ResponseBody, js_sys,
 };
 
 fn headers_of(list: &[(String, String)]) -> worker::Result<Headers> {
@@ -127,107 +122,88 @@ async fn read_up_to(
 }
 
 /// A streamed answer on its way to the client: its pipe settles when the
-/// stream ends; a stall longer than the idle timeout breaks it off.
+/// stream ends (or rejects when it breaks off).
 pub struct Piped {
     pipe: JsFuture,
-    /// How the pipe settled, once it has.
-    settled: Option<Result<(), String>>,
-    first_piece: Option<oneshot::Receiver<()>>,
-    last_piece: Rc<Cell<f64>>,
-    abort: AbortController,
-    _transform: Closure<dyn FnMut(wasm_bindgen::JsValue, web_sys::TransformStreamDefaultController)>,
+    _abort: AbortController,
 }
 
 impl Piped {
-    /// Waits for the first piece of the body (or its clean, empty end);
-    /// `Err` (why, timed out) when it broke off or stalled before.
-    pub async fn first_piece(&mut self, timeouts: &UpstreamTimeouts) -> Result<(), (String, bool)> {
-        let Some(first) = self.first_piece.take() else { return Ok(()) };
-        let stall = pin!(Delay::from(Duration::from_millis(timeouts.idle_ms)));
-        match select(first, select(&mut self.pipe, stall)).await {
-            Either::Left(_) => Ok(()),
-            Either::Right((Either::Left((settled, _)), _)) => {
-                let settled = settled.map(drop).map_err(|e| format!("{e:?}"));
-                self.settled = Some(settled.clone());
-                settled.map_err(|e| (format!("the answer broke off before its first byte: {e}"), false))
-            }
-            Either::Right((Either::Right(((), _)), _)) => {
-                Err((format!("the upstream sent no body for {} ms", timeouts.idle_ms), true))
-            }
-        }
-    }
-
-    /// Breaks the upstream request off.
-    pub fn abort(self) {
-        self.abort.abort();
-    }
-
     /// How the stream ended.
-    pub async fn ended(self, timeouts: &UpstreamTimeouts) -> Result<(), String> {
-        let Self { mut pipe, settled, first_piece: _, last_piece, abort, _transform } = self;
-        if let Some(settled) = settled {
-            return settled.map_err(|e| format!("stream broke off: {e}"));
-        }
-        let idle = timeouts.idle_ms as f64;
-        loop {
-            let quiet = Date::now().as_millis() as f64 - last_piece.get();
-            let wait = Duration::from_millis((idle - quiet).max(1.0) as u64);
-            match select(&mut pipe, pin!(Delay::from(wait))).await {
-                Either::Left((ended, _)) => return ended.map(drop).map_err(|e| format!("stream broke off: {e:?}")),
-                Either::Right(((), _)) if Date::now().as_millis() as f64 - last_piece.get() >= idle => {
-                    abort.abort();
-                    return Err(format!("the upstream sent nothing for {} ms", timeouts.idle_ms));
-                }
-                Either::Right(_) => {}
-            }
-        }
+    pub async fn ended(self) -> Result<(), String> {
+        self.pipe.await.map(drop).map_err(|e| format!("stream broke off: {e:?}"))
     }
 }
 
-/// The upstream body handed to the client as it is (no byte passes through
-/// wasm), through an identity stream that notes when each piece passes.
-pub fn pass_through(
+/// Hands a 2xx upstream body to the client. Nothing is sent before its
+/// first piece, awaited within the idle timeout: `Err` (why, timed out)
+/// when the body breaks off or stalls before it, and another key can be
+/// tried. Then that piece and the rest go to the client through the
+/// runtime's native identity stream: no byte passes through wasm, and no
+/// JavaScript runs per piece (a JS-backed stream doubled the CPU time of a
+/// long stream, measured with bench/run --worker-only), so a stall after
+/// the first piece is left to the runtime and the client.
+pub async fn pass_through(
     upstream: Upstream,
     status: u16,
     headers: &[(String, String)],
-) -> worker::Result<(Response, Option<Piped>)> {
-    let headers = headers_of(headers)?;
+    timeouts: &UpstreamTimeouts,
+) -> Result<(worker::Result<Response>, Option<Piped>), (String, bool)> {
+    let headers = match headers_of(headers) {
+        Ok(h) => h,
+        Err(e) => return Ok((Err(e), None)),
+    };
     let Upstream { response, abort } = upstream;
     let (_, body) = response.into_parts();
     let ResponseBody::Stream(stream) = body else {
-        return Ok((Response::from_body(body)?.with_status(status).with_headers(headers), None));
+        return Ok((Response::from_body(body).map(|r| r.with_status(status).with_headers(headers)), None));
     };
-    let last_piece = Rc::new(Cell::new(Date::now().as_millis() as f64));
-    let noted = last_piece.clone();
-    let (first, first_piece) = oneshot::channel();
-    let mut first = Some(first);
-    let transform = Closure::<dyn FnMut(wasm_bindgen::JsValue, web_sys::TransformStreamDefaultController)>::new(
-        move |chunk: wasm_bindgen::JsValue, controller: web_sys::TransformStreamDefaultController| {
-            noted.set(Date::now().as_millis() as f64);
-            if let Some(first) = first.take() {
-                let _ = first.send(());
-            }
-            let _ = controller.enqueue_with_chunk(&chunk);
-        },
-    );
-    let transformer = js_sys::Object::new();
-    js_sys::Reflect::set(&transformer, &"transform".into(), transform.as_ref().unchecked_ref())
-        .map_err(worker::Error::from)?;
-    // The readable side holds one piece before anyone reads it, so that the
-    // first piece passes (and is noticed) before the answer is handed out;
-    // with the default of none, nothing would move until the client read.
-    let writable = web_sys::QueuingStrategy::new();
-    let readable = web_sys::QueuingStrategy::new();
-    readable.set_high_water_mark(1.0);
-    let identity = web_sys::TransformStream::new_with_transformer_and_writable_strategy_and_readable_strategy(
-        &transformer,
-        &writable,
-        &readable,
-    )
-    .map_err(worker::Error::from)?;
-    let pipe = JsFuture::from(stream.pipe_to(&identity.writable()));
-    let readable: web_sys::ReadableStream = identity.readable().unchecked_into();
-    let response = Response::from_body(ResponseBody::Stream(readable))?.with_status(status).with_headers(headers);
-    let piped = Piped { pipe, settled: None, first_piece: Some(first_piece), last_piece, abort, _transform: transform };
-    Ok((response, Some(piped)))
+    let js = |e: wasm_bindgen::JsValue| format!("{e:?}");
+    let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let read = JsFuture::from(reader.read());
+    let first = match select(read, pin!(Delay::from(Duration::from_millis(timeouts.idle_ms)))).await {
+        Either::Left((Ok(first), _)) => first,
+        Either::Left((Err(e), _)) => {
+            return Err((format!("the answer broke off before its first byte: {}", js(e)), false));
+        }
+        Either::Right(((), _)) => {
+            abort.abort();
+            return Err((format!("the upstream sent no body for {} ms", timeouts.idle_ms), true));
+        }
+    };
+    reader.release_lock();
+    let field = |name: &str| js_sys::Reflect::get(&first, &name.into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+    if field("done").as_bool().unwrap_or(true) {
+        return Ok((Response::empty().map(|r| r.with_status(status).with_headers(headers)), None));
+    }
+    let identity = match identity_stream() {
+        Ok(i) => i,
+        Err(e) => return Ok((Err(worker::Error::from(e)), None)),
+    };
+    let part = |name: &str| js_sys::Reflect::get(&identity, &name.into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+    let writable: web_sys::WritableStream = part("writable").unchecked_into();
+    let readable: web_sys::ReadableStream = part("readable").unchecked_into();
+    // The first piece is queued (its write settles once the client reads
+    // it), then the pipe appends the rest behind it.
+    match writable.get_writer() {
+        Ok(writer) => {
+            let _ = writer.write_with_chunk(&field("value"));
+            writer.release_lock();
+        }
+        Err(e) => return Ok((Err(worker::Error::from(e)), None)),
+    }
+    let pipe = JsFuture::from(stream.pipe_to(&writable));
+    let response =
+        Response::from_body(ResponseBody::Stream(readable)).map(|r| r.with_status(status).with_headers(headers));
+    Ok((response, Some(Piped { pipe, _abort: abort })))
+}
+
+/// workerd's `IdentityTransformStream` (bytes pass natively), else a
+/// standard identity `TransformStream`.
+fn identity_stream() -> Result<js_sys::Object, wasm_bindgen::JsValue> {
+    let class = js_sys::Reflect::get(&js_sys::global(), &"IdentityTransformStream".into())?;
+    match class.dyn_into::<js_sys::Function>() {
+        Ok(class) => js_sys::Reflect::construct(&class, &js_sys::Array::new())?.dyn_into(),
+        Err(_) => Ok(web_sys::TransformStream::new()?.unchecked_into()),
+    }
 }

@@ -123,7 +123,7 @@ impl Run {
 
     async fn step(&mut self, event: Event) -> Flow {
         let event = match self.pipe.take() {
-            Some(pipe) => Event::Streamed(pipe.ended(&self.timeouts).await),
+            Some(pipe) => Event::Streamed(pipe.ended().await),
             None => event,
         };
         Flow::Next(match self.exchange.resume(event) {
@@ -138,26 +138,17 @@ impl Run {
                 event
             }
             Step::ReadErrorBody { limit } => io::read_error_body(self.upstream.take(), limit, &self.timeouts).await,
-            Step::Stream { status, headers } => {
-                match self.upstream.take().map(|u| io::pass_through(u, status, &headers)) {
-                    Some(Ok((response, mut pipe))) => {
-                        // Nothing goes to the client before the first piece.
-                        if let Some(mut p) = pipe.take() {
-                            if let Err((reason, timed_out)) = p.first_piece(&self.timeouts).await {
-                                p.abort();
-                                return Flow::Next(Event::StreamFailedEarly { reason, timed_out });
-                            }
-                            pipe = Some(p);
-                        }
+            Step::Stream { status, headers } => match self.upstream.take() {
+                // Nothing goes to the client before the first piece.
+                Some(upstream) => match io::pass_through(upstream, status, &headers, &self.timeouts).await {
+                    Ok((response, pipe)) => {
                         self.pipe = pipe;
-                        return Flow::Answer(Ok(response), Event::Streamed(Ok(())));
+                        return Flow::Answer(response, Event::Streamed(Ok(())));
                     }
-                    Some(Err(e)) => {
-                        return Flow::Answer(Err(e), Event::Streamed(Err("the answer could not be built".into())));
-                    }
-                    None => Event::Streamed(Err("nothing to stream".into())),
-                }
-            }
+                    Err((reason, timed_out)) => Event::StreamFailedEarly { reason, timed_out },
+                },
+                None => Event::Streamed(Err("nothing to stream".into())),
+            },
             Step::Respond(r) => return Flow::Answer(io::to_response(&r), Event::Done),
             Step::Stats(view) => match self.store.stats(view).await {
                 Ok(response) => return Flow::Answer(Ok(response), Event::Done),
