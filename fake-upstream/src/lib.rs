@@ -48,6 +48,11 @@ pub enum Behavior {
     Invalid,
     /// 403 `CONSUMER_SUSPENDED`, with the key in `containerInfo` as Google does.
     Suspended,
+    /// 403 "reported as leaked".
+    Leaked,
+    /// 401 `ACCESS_TOKEN_TYPE_UNSUPPORTED`: a credential of a kind the API
+    /// does not take as a key.
+    WrongType,
     /// 400 `FAILED_PRECONDITION` "User location is not supported".
     Location,
     /// This 5xx status.
@@ -78,7 +83,7 @@ pub enum Behavior {
 
 impl Behavior {
     /// Parses `ok`, `per-day`, `per-minute[:SECS]`, `bare-429`, `invalid`,
-    /// `suspended`, `location`, `5xx:STATUS`, `cut`, `slow:MS`, `endless-error`,
+    /// `suspended`, `leaked`, `wrong-type`, `location`, `5xx:STATUS`, `cut`, `slow:MS`, `endless-error`,
     /// `stall`, `stall-body`, `cut-json`, `cut-at-head`, `reset`, `garbage`.
     pub fn parse(s: &str) -> Option<Self> {
         let (name, arg) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
@@ -89,6 +94,8 @@ impl Behavior {
             "bare-429" => Self::Bare429,
             "invalid" => Self::Invalid,
             "suspended" => Self::Suspended,
+            "leaked" => Self::Leaked,
+            "wrong-type" => Self::WrongType,
             "location" => Self::Location,
             "5xx" => Self::ServerError(arg.map_or(Some(503), |a| a.parse().ok())?),
             "cut" => Self::CutMidStream,
@@ -447,6 +454,8 @@ async fn respond(
         }
         Behavior::Invalid => Some((400, responses::invalid_key())),
         Behavior::Suspended => Some((403, responses::suspended(&key))),
+        Behavior::Leaked => Some((403, responses::leaked())),
+        Behavior::WrongType => Some((401, responses::wrong_key_type())),
         Behavior::Location => {
             Some((400, responses::error(400, "User location is not supported for the API use.", "FAILED_PRECONDITION")))
         }

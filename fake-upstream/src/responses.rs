@@ -64,6 +64,26 @@ pub fn suspended(key: &str) -> Value {
     }})
 }
 
+pub fn leaked() -> Value {
+    json!({"error": {
+        "code": 403,
+        "message": "Your API key was reported as leaked. Please use another API key.",
+        "status": "PERMISSION_DENIED"
+    }})
+}
+
+pub fn wrong_key_type() -> Value {
+    json!({"error": {
+        "code": 401,
+        "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+        "status": "UNAUTHENTICATED",
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_TYPE_UNSUPPORTED",
+             "metadata": {"service": "generativelanguage.googleapis.com", "method": "google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent"}}
+        ]
+    }})
+}
+
 fn usage() -> Value {
     json!({"promptTokenCount": 3, "candidatesTokenCount": 5, "totalTokenCount": 8})
 }
