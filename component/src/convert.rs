@@ -1,9 +1,19 @@
 //! Conversions between the WIT `key-store` types and `core`'s.
 
 use crate::bindings::gemini_proxy::host::key_store as ks;
-use proxy_core::stats::{DisabledInfo, KeyState, KeyStats, ModelStats, Snapshot};
+use proxy_core::admin::{AdminAnswer, AdminOp};
+use proxy_core::http::Response;
+use proxy_core::stats::StatsView;
 use proxy_core::{ApiKey, KeyId, UnixMillis};
 use proxy_core::{Lease, Outcome, RateLimitScope, Report, Unavailable};
+
+pub fn admin_op(op: &AdminOp) -> String {
+    serde_json::to_string(op).unwrap_or_default()
+}
+
+pub fn admin_answer(a: ks::AdminAnswer) -> AdminAnswer {
+    AdminAnswer { status: a.status, body: a.body, leases: a.leases.into_iter().map(lease).collect() }
+}
 
 pub fn lease(l: ks::Lease) -> Lease {
     Lease { id: KeyId::from_string(l.id), secret: ApiKey::new(l.secret) }
@@ -44,37 +54,14 @@ pub fn report(r: &Report) -> ks::AttemptReport {
     ks::AttemptReport { key: r.key.as_str().to_owned(), model: r.model.clone(), outcome }
 }
 
-pub fn snapshot(s: ks::Stats) -> Snapshot {
-    Snapshot {
-        now: UnixMillis(s.now),
-        next_quota_reset: UnixMillis(s.next_quota_reset),
-        keys: s
-            .keys
-            .into_iter()
-            .map(|k| KeyStats {
-                id: KeyId::from_string(k.id),
-                masked: k.masked,
-                disabled: k.disabled.map(|d| DisabledInfo { reason: d.reason, since: UnixMillis(d.since) }),
-                models: k
-                    .models
-                    .into_iter()
-                    .map(|m| ModelStats {
-                        state: match (m.state, m.until) {
-                            (ks::KeyState::Cooling, Some(u)) => KeyState::Cooling { until: UnixMillis(u) },
-                            (ks::KeyState::Exhausted, Some(u)) => KeyState::Exhausted { until: UnixMillis(u) },
-                            (ks::KeyState::Disabled, _) => KeyState::Disabled,
-                            _ => KeyState::Ok,
-                        },
-                        model: m.model,
-                        requests: m.requests,
-                        successes: m.successes,
-                        rate_limited: m.rate_limited,
-                        errors: m.errors,
-                        last_used: m.last_used.map(UnixMillis),
-                        reason: m.reason,
-                    })
-                    .collect(),
-            })
-            .collect(),
+pub fn stats_view(v: StatsView) -> ks::StatsView {
+    match v {
+        StatsView::Json => ks::StatsView::Json,
+        StatsView::Page => ks::StatsView::Page,
+        StatsView::AdminPage => ks::StatsView::AdminPage,
     }
+}
+
+pub fn rendered(r: ks::Rendered) -> Response {
+    Response { status: r.status, headers: r.headers, body: r.body }
 }

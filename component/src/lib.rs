@@ -95,7 +95,7 @@ fn drive(mut exchange: Exchange, request: IncomingRequest, out: ResponseOutparam
             }
             Step::Stats(view) => {
                 if let Some(out) = out.take() {
-                    http::respond(out, &view.render(&convert::snapshot(key_store::snapshot())));
+                    http::respond(out, &convert::rendered(key_store::stats(convert::stats_view(view))));
                 }
                 Event::Done
             }
@@ -111,6 +111,7 @@ fn drive(mut exchange: Exchange, request: IncomingRequest, out: ResponseOutparam
                 log::failure(&line);
                 Event::Done
             }
+            Step::Admin(op) => Event::Admin(convert::admin_answer(key_store::admin(&convert::admin_op(&op)))),
             Step::Done => return,
         };
     }

@@ -60,6 +60,8 @@ pub enum Admission {
     Reset,
     /// The login form's post: its body holds the key.
     Login,
+    /// An admin API request, from the admin.
+    Admin(crate::admin::AdminRoute),
 }
 
 /// Decides what a request is and whether it may pass.
@@ -80,6 +82,7 @@ pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(S
     let respond = |e: ProxyError| Admission::Respond(e.to_response(dialect));
     match routed {
         Ok(Route::Stat(stat)) => admit_stat(cfg, stat, &creds, headers, dialect),
+        Ok(Route::Admin(route)) => admit_admin(cfg, route, &creds, headers),
         // A routing error answers only a caller the proxy lets in.
         Err(e) => respond(creds.authorize(cfg.proxy_key.as_ref()).err().unwrap_or(e)),
         Ok(Route::Api(f)) => match creds.authorize(cfg.proxy_key.as_ref()).and_then(|()| declared_length(headers)) {
@@ -102,6 +105,35 @@ pub fn declared_length(headers: &[(String, Vec<u8>)]) -> Result<Option<u64>, Pro
     }
 }
 
+/// Whether the request comes from the admin: `ADMIN_API_KEY` in a header
+/// (a script), or the admin session with the page's action header (a
+/// cross-site form can set neither).
+fn is_admin(cfg: &Config, creds: &Credentials, headers: &[(String, Vec<u8>)]) -> bool {
+    let Some(admin) = cfg.admin_key.as_ref() else { return false };
+    let by_header = [&creds.bearer, &creds.goog_api_key].into_iter().flatten().any(|c| admin.matches(c));
+    let from_page = session::is_admin(headers, admin) && headers::get(headers, ACTION_HEADER) == Some("admin");
+    by_header || from_page
+}
+
+fn admit_admin(
+    cfg: &Config,
+    route: crate::admin::AdminRoute,
+    creds: &Credentials,
+    headers: &[(String, Vec<u8>)],
+) -> Admission {
+    let refuse = |e: ProxyError| Admission::Respond(e.to_response(route::Dialect::Gemini));
+    match &cfg.admin_key {
+        None => refuse(ProxyError::Forbidden("the admin API is off: set ADMIN_API_KEY to turn it on")),
+        Some(_) if is_admin(cfg, creds, headers) => Admission::Admin(route),
+        Some(admin) if session::is_admin(headers, admin) => {
+            refuse(ProxyError::Forbidden("an admin action from a browser needs the /stat page's buttons"))
+        }
+        Some(_) => refuse(ProxyError::Unauthorized(
+            "the admin API needs ADMIN_API_KEY: send it as `Authorization: Bearer <key>` or `x-goog-api-key: <key>`",
+        )),
+    }
+}
+
 fn admit_stat(
     cfg: &Config,
     stat: StatRoute,
@@ -110,15 +142,23 @@ fn admit_stat(
     dialect: route::Dialect,
 ) -> Admission {
     let key = cfg.proxy_key.as_ref();
-    let by_credential = creds.authorize(key).is_ok();
-    let by_cookie = key.is_some_and(|k| session::is_valid(headers, k));
+    let admin = cfg.admin_key.as_ref();
+    let admin_header =
+        admin.is_some_and(|a| [&creds.bearer, &creds.goog_api_key].into_iter().flatten().any(|c| a.matches(c)));
+    let admin_cookie = admin.is_some_and(|a| session::is_admin(headers, a));
+    let by_credential = creds.authorize(key).is_ok() || admin_header;
+    let by_cookie = key.is_some_and(|k| session::is_valid(headers, k)) || admin_cookie;
     let unauthorized = |why| Admission::Respond(ProxyError::Unauthorized(why).to_response(dialect));
+    let https = session::is_https(headers);
     match stat {
-        StatRoute::Page => match (key, &creds.query_key) {
-            (Some(k), Some(q)) if k.matches(q) => Admission::Respond(
-                Response::redirect("/stat")
-                    .with_header("set-cookie", session::set_cookie(k, session::is_https(headers))),
+        StatRoute::Page => match (key, admin, &creds.query_key) {
+            (Some(k), _, Some(q)) if k.matches(q) => {
+                Admission::Respond(Response::redirect("/stat").with_header("set-cookie", session::set_cookie(k, https)))
+            }
+            (_, Some(a), Some(q)) if a.matches(q) => Admission::Respond(
+                Response::redirect("/stat").with_header("set-cookie", session::set_admin_cookie(a, https)),
             ),
+            _ if admin_cookie || admin_header => Admission::Stats(StatsView::AdminPage),
             _ if by_credential || by_cookie => Admission::Stats(StatsView::Page),
             _ => {
                 let error = creds.query_key.is_some().then_some("That is not this proxy's key.");
@@ -147,8 +187,8 @@ fn admit_stat(
     }
 }
 
-/// Answers the login form (`key=…`, form-encoded): a session and a
-/// redirect to `/stat`, or the login page again.
+/// Answers the login form (`key=…`, form-encoded): a session (an admin's,
+/// for `ADMIN_API_KEY`) and a redirect to `/stat`, or the login page again.
 pub fn login(cfg: &Config, headers: &[(String, Vec<u8>)], body: &[u8]) -> Response {
     let form = String::from_utf8_lossy(body);
     let given = form
@@ -157,12 +197,16 @@ pub fn login(cfg: &Config, headers: &[(String, Vec<u8>)], body: &[u8]) -> Respon
         .find(|(k, _)| *k == "key")
         .map(|(_, v)| percent_decode(v))
         .unwrap_or_default();
-    match &cfg.proxy_key {
-        None => Response::redirect("/stat"),
-        Some(k) if k.matches(&given) => {
-            Response::redirect("/stat").with_header("set-cookie", session::set_cookie(k, session::is_https(headers)))
+    let https = session::is_https(headers);
+    match (&cfg.proxy_key, &cfg.admin_key) {
+        (_, Some(a)) if a.matches(&given) => {
+            Response::redirect("/stat").with_header("set-cookie", session::set_admin_cookie(a, https))
         }
-        Some(_) => Response::html(401, crate::page::login(Some("That is not this proxy's key."))),
+        (Some(k), _) if k.matches(&given) => {
+            Response::redirect("/stat").with_header("set-cookie", session::set_cookie(k, https))
+        }
+        (None, None) => Response::redirect("/stat"),
+        _ => Response::html(401, crate::page::login(Some("That is not this proxy's key."))),
     }
 }
 

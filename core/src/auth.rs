@@ -29,15 +29,18 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Collects the credentials of a request.
+    /// Collects the credentials of a request. An empty one counts as absent
+    /// (gemini-cli's gateway mode sends `x-goog-api-key: ''` when it has no
+    /// key).
     pub fn from_request(headers: &[(String, Vec<u8>)], query: &str) -> Self {
+        let present = |v: String| (!v.is_empty()).then_some(v);
         let bearer = headers::get(headers, "authorization").and_then(|v| {
             let v = v.trim();
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+            let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).and_then(present)
         });
-        let goog_api_key = headers::get(headers, "x-goog-api-key").map(|v| v.trim().to_owned());
-        let query_key = query_param(query, "key");
+        let goog_api_key = headers::get(headers, "x-goog-api-key").map(|v| v.trim().to_owned()).and_then(present);
+        let query_key = query_param(query, "key").map(|v| v.trim().to_owned()).and_then(present);
         Self { bearer, goog_api_key, query_key }
     }
 
@@ -146,6 +149,22 @@ mod tests {
         assert!(c.is_gemini_style());
         let c = Credentials::from_request(&h(&[("authorization", "Basic xyz")]), "");
         assert_eq!(c.bearer, None);
+    }
+
+    #[test]
+    fn empty_credentials_count_as_absent() {
+        let c = Credentials::from_request(&h(&[("x-goog-api-key", ""), ("authorization", "Bearer")]), "key=");
+        assert_eq!(c, Credentials::default());
+        assert!(!c.is_gemini_style());
+        let key = ApiKey::new("proxy-key-0123456789");
+        // With a proxy key: "needs its key", not "the wrong key".
+        assert!(matches!(c.authorize(Some(&key)), Err(ProxyError::Unauthorized(m)) if m.contains("needs")));
+        assert!(c.authorize(None).is_ok());
+        let c = Credentials::from_request(
+            &h(&[("x-goog-api-key", ""), ("authorization", "Bearer proxy-key-0123456789")]),
+            "",
+        );
+        assert!(c.authorize(Some(&key)).is_ok(), "the bearer token counts, the empty header does not");
     }
 
     #[test]

@@ -126,6 +126,9 @@ impl UpstreamTimeouts {
 pub struct Config {
     /// The key clients must present, if any.
     pub proxy_key: Option<ApiKey>,
+    /// The key of the admin API (`ADMIN_API_KEY`); none: the admin API is
+    /// off.
+    pub admin_key: Option<ApiKey>,
     /// Where Gemini-native requests go.
     pub gemini_upstream: UpstreamBase,
     /// Where OpenAI-style requests go.
@@ -158,8 +161,19 @@ impl Config {
                 why: format!("{v:?} is not a number of seconds between 0.001 and 86400 (e.g. 30 or 1.5)"),
             }),
         };
+        let proxy_key = get("PROXY_API_KEY").map(ApiKey::new);
+        let admin_key = get("ADMIN_API_KEY").map(ApiKey::new);
+        if let (Some(p), Some(a)) = (&proxy_key, &admin_key)
+            && p.matches(a.expose())
+        {
+            return Err(ConfigError {
+                var: "ADMIN_API_KEY",
+                why: "must differ from PROXY_API_KEY (the admin key manages keys; clients never get it)".into(),
+            });
+        }
         Ok(Self {
-            proxy_key: get("PROXY_API_KEY").map(ApiKey::new),
+            proxy_key,
+            admin_key,
             gemini_upstream: base("GEMINI_UPSTREAM_URL", DEFAULT_GEMINI_UPSTREAM)?,
             openai_upstream: base("OPENAI_UPSTREAM_URL", DEFAULT_OPENAI_UPSTREAM)?,
             timeouts: UpstreamTimeouts {

@@ -34,6 +34,15 @@ pub enum ProxyError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// The admin named a key the pool does not hold.
+    #[error("no key with id {id} in the pool; GET /admin/keys lists them")]
+    NotFoundKey {
+        /// The id.
+        id: String,
+    },
+    /// The request conflicts with the pool's state.
+    #[error("{0}")]
+    Conflict(String),
     /// Authenticated, but not allowed this way.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -128,7 +137,8 @@ impl ProxyError {
     /// The HTTP status this error maps to.
     pub fn status(&self) -> u16 {
         match self {
-            Self::NotFound { .. } => 404,
+            Self::NotFound { .. } | Self::NotFoundKey { .. } => 404,
+            Self::Conflict(_) => 409,
             Self::MethodNotAllowed { .. } => 405,
             Self::Unauthorized(_) => 401,
             Self::BadRequest(_) => 400,
@@ -146,7 +156,8 @@ impl ProxyError {
 
     fn gemini_status(&self) -> &'static str {
         match self {
-            Self::NotFound { .. } => "NOT_FOUND",
+            Self::NotFound { .. } | Self::NotFoundKey { .. } => "NOT_FOUND",
+            Self::Conflict(_) => "FAILED_PRECONDITION",
             Self::MethodNotAllowed { .. } => "UNIMPLEMENTED",
             Self::Unauthorized(_) => "UNAUTHENTICATED",
             Self::BadRequest(_)
@@ -166,7 +177,8 @@ impl ProxyError {
 
     fn openai_type_and_code(&self) -> (&'static str, &'static str) {
         match self {
-            Self::NotFound { .. } => ("invalid_request_error", "not_found"),
+            Self::NotFound { .. } | Self::NotFoundKey { .. } => ("invalid_request_error", "not_found"),
+            Self::Conflict(_) => ("invalid_request_error", "conflict"),
             Self::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
             Self::Unauthorized(_) => ("authentication_error", "invalid_api_key"),
             Self::BadRequest(_) => ("invalid_request_error", "invalid_request"),

@@ -25,6 +25,7 @@
 //! }
 //! ```
 
+use crate::admin::{self, AdminAnswer, AdminOp, AdminRoute, MAX_ADMIN_BODY_BYTES};
 use crate::admit::{self, Admission, MAX_LOGIN_BODY_BYTES};
 use crate::auth::Credentials;
 use crate::config::{Config, Scheme, UpstreamBase};
@@ -32,6 +33,7 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::http::{Headers, Method, Response};
 use crate::outcome::{Lease, Outcome, Report, Unavailable};
+use crate::persist::CheckInfo;
 use crate::route::{self, Dialect, Forward, MAX_BODY_BYTES};
 use crate::secret::{self, KeyId};
 use crate::stats::StatsView;
@@ -106,6 +108,9 @@ pub enum Step {
     /// Record this failure in the host's log, once: the caller was (or will
     /// be) answered without the detail. Answer [`Event::Done`].
     Log(String),
+    /// Apply this admin operation in the key store ([`admin::apply`]).
+    /// Answer [`Event::Admin`], or [`Event::StoreFailed`].
+    Admin(AdminOp),
     /// The exchange is over.
     Done,
 }
@@ -150,6 +155,8 @@ pub enum Event {
         /// Whether it stalled (the idle timeout).
         timed_out: bool,
     },
+    /// The key store's answer to an admin operation.
+    Admin(AdminAnswer),
     /// A step that needs no answer was carried out.
     Done,
 }
@@ -317,9 +324,26 @@ enum Waiting {
     Stream,
     Stats,
     Reset,
+    AdminBody,
+    AdminAnswer,
+    CheckHead,
+    CheckBody,
     /// The answer to a queued step.
     Queued,
     Over,
+}
+
+/// An admin request in progress.
+#[derive(Debug)]
+struct AdminWork {
+    route: AdminRoute,
+    /// Keys still to check, the one being checked, what was found.
+    pending: VecDeque<Lease>,
+    current: Option<(Lease, u16)>,
+    results: Vec<(KeyId, CheckInfo)>,
+    remaining: usize,
+    /// Whether the answer awaited records checks (the last step).
+    recording: bool,
 }
 
 /// One request's exchange. See the [module](self) documentation.
@@ -335,6 +359,7 @@ pub struct Exchange {
     answered: bool,
     body: Vec<u8>,
     relay: Option<Relay>,
+    admin: Option<AdminWork>,
     request_id: Option<String>,
 }
 
@@ -355,6 +380,7 @@ impl Exchange {
             answered: false,
             body: Vec::new(),
             relay: None,
+            admin: None,
             request_id,
         }
     }
@@ -402,7 +428,15 @@ impl Exchange {
             (Waiting::ForwardBody, Event::BodyFailed(e)) => self.body_failed(e, MAX_BODY_BYTES),
             (Waiting::Lease, Event::Acquired(Ok(lease))) => self.send(lease),
             (Waiting::Lease, Event::Acquired(Err(unavailable))) => self.give_up(None, Some(unavailable)),
-            (Waiting::Lease | Waiting::Stats | Waiting::Reset, Event::StoreFailed(why)) => {
+            (Waiting::AdminBody, Event::Body(body)) => self.admin_op(&body),
+            (Waiting::AdminBody, Event::BodyFailed(e)) => self.body_failed(e, MAX_ADMIN_BODY_BYTES),
+            (Waiting::AdminAnswer, Event::Admin(answer)) => self.admin_answered(answer),
+            (Waiting::CheckHead, Event::Head { status, .. }) => self.check_head(status),
+            (Waiting::CheckHead, Event::SendFailed { reason, .. }) => {
+                self.check_found(CheckInfo { status: "error".into(), at: 0, reason: Some(reason) })
+            }
+            (Waiting::CheckBody, Event::ErrorBody(body)) => self.check_body(&body),
+            (Waiting::Lease | Waiting::Stats | Waiting::Reset | Waiting::AdminAnswer, Event::StoreFailed(why)) => {
                 let log = self.log(format!("the key store failed: {why}"));
                 let e = ProxyError::KeyStoreUnavailable { request_id: self.request_id.clone() };
                 self.emit([log, Step::Respond(e.to_response(self.dialect))])
@@ -435,6 +469,31 @@ impl Exchange {
             Admission::Reset => {
                 self.waiting = Waiting::Reset;
                 Step::Reset
+            }
+            Admission::Admin(route) => {
+                self.dialect = Dialect::Gemini;
+                let reads_body = !matches!(route, AdminRoute::List | AdminRoute::Remove(_));
+                self.admin = Some(AdminWork {
+                    route,
+                    pending: VecDeque::new(),
+                    current: None,
+                    results: Vec::new(),
+                    remaining: 0,
+                    recording: false,
+                });
+                if !reads_body {
+                    return self.admin_op(&[]);
+                }
+                match admit::declared_length(&self.headers) {
+                    Ok(Some(n)) if n > MAX_ADMIN_BODY_BYTES => {
+                        self.fail(ProxyError::PayloadTooLarge { limit: MAX_ADMIN_BODY_BYTES })
+                    }
+                    Ok(declared) => {
+                        self.waiting = Waiting::AdminBody;
+                        Step::ReadBody { limit: MAX_ADMIN_BODY_BYTES, declared }
+                    }
+                    Err(e) => self.fail(e),
+                }
             }
             Admission::Login => match admit::declared_length(&self.headers) {
                 Ok(Some(n)) if n > MAX_LOGIN_BODY_BYTES => {
@@ -571,6 +630,75 @@ impl Exchange {
         self.emit([Step::Report(report)])
     }
 
+    fn admin_op(&mut self, body: &[u8]) -> Step {
+        let Some(work) = self.admin.as_ref() else { return self.host_bug(Waiting::AdminBody, &Event::Done) };
+        match admin::parse(&work.route, body) {
+            Ok(op) => {
+                self.waiting = Waiting::AdminAnswer;
+                Step::Admin(op)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn admin_answered(&mut self, answer: AdminAnswer) -> Step {
+        let Some(work) = self.admin.as_mut() else { return self.host_bug(Waiting::AdminAnswer, &Event::Done) };
+        let is_plan = matches!(work.route, AdminRoute::Check) && !work.recording;
+        if is_plan && answer.status == 200 {
+            work.remaining = serde_json::from_str::<serde_json::Value>(&answer.body)
+                .ok()
+                .and_then(|v| v["remaining"].as_u64())
+                .unwrap_or(0) as usize;
+            work.pending = answer.leases.into();
+            return self.next_check();
+        }
+        self.emit([Step::Respond(admin::response(answer.status, answer.body))])
+    }
+
+    /// Checks the next key, or records what the checks found.
+    fn next_check(&mut self) -> Step {
+        let Some(work) = self.admin.as_mut() else { return self.host_bug(Waiting::CheckHead, &Event::Done) };
+        match work.pending.pop_front() {
+            Some(lease) => {
+                let request = admin::check_request(&self.cfg, &lease);
+                work.current = Some((lease, 0));
+                self.waiting = Waiting::CheckHead;
+                Step::Send(request)
+            }
+            None => {
+                work.recording = true;
+                let results = std::mem::take(&mut work.results);
+                self.waiting = Waiting::AdminAnswer;
+                Step::Admin(AdminOp::Checked { results, remaining: work.remaining })
+            }
+        }
+    }
+
+    fn check_head(&mut self, status: u16) -> Step {
+        let Some((_, s)) = self.admin.as_mut().and_then(|w| w.current.as_mut()) else {
+            return self.host_bug(Waiting::CheckHead, &Event::Done);
+        };
+        *s = status;
+        self.waiting = Waiting::CheckBody;
+        Step::ReadErrorBody { limit: 64 * 1024 }
+    }
+
+    fn check_body(&mut self, body: &[u8]) -> Step {
+        let Some((lease, status)) = self.admin.as_ref().and_then(|w| w.current.clone()) else {
+            return self.host_bug(Waiting::CheckBody, &Event::Done);
+        };
+        self.check_found(admin::classify_check(status, body, &lease.secret))
+    }
+
+    fn check_found(&mut self, found: CheckInfo) -> Step {
+        let Some(work) = self.admin.as_mut() else { return self.host_bug(Waiting::CheckBody, &Event::Done) };
+        if let Some((lease, _)) = work.current.take() {
+            let found = CheckInfo { reason: found.reason.map(|r| secret::redact(&r, &[&lease.secret])), ..found };
+            work.results.push((lease.id, found));
+        }
+        self.next_check()
+    }
+
     /// Answers with `e` in the caller's dialect.
     fn fail(&mut self, e: ProxyError) -> Step {
         let response = e.to_response(self.dialect);
@@ -591,6 +719,7 @@ impl Exchange {
             Event::SendFailed { .. } => "a send failure",
             Event::ErrorBody(_) => "an error body",
             Event::Streamed(_) => "a stream's end",
+            Event::Admin(_) => "an admin answer",
             Event::StreamFailedEarly { .. } => "a stream's early failure",
             Event::Done => "done",
         };
@@ -678,6 +807,7 @@ mod tests {
         store_fails: bool,
         upstream: VecDeque<Answer>,
         body: Result<Vec<u8>, BodyError>,
+        cfg: Config,
     }
 
     impl Host {
@@ -687,11 +817,12 @@ mod tests {
                 store_fails: false,
                 upstream: upstream.iter().cloned().collect(),
                 body: Ok(br#"{"contents":[]}"#.to_vec()),
+                cfg: config(None),
             }
         }
 
         fn run(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Trace {
-            let cfg = Arc::new(config(None));
+            let cfg = Arc::new(self.cfg.clone());
             let now = UnixMillis(1_800_000_000_000);
             let mut ex = Exchange::new(cfg, Method::parse(method), path.to_owned(), h(headers));
             let mut trace = Trace::default();
@@ -785,6 +916,11 @@ mod tests {
                     Step::Log(line) => {
                         trace.logs.push(line);
                         Event::Done
+                    }
+                    Step::Admin(op) => {
+                        let vault = crate::vault::Vault::from_secret("a long random secret for the tests").ok();
+                        let applied = admin::apply(&mut self.pool, vault.as_ref(), op, now, &mut || [9; 24]);
+                        Event::Admin(AdminAnswer::from(&applied))
                     }
                     Step::Done => break,
                 };
@@ -1045,6 +1181,33 @@ mod tests {
         let up = upstream_request(&c, &f, &[], &lease, 0);
         assert_eq!((up.method, up.path_and_query.as_str()), (Method::Get, "/v1beta/models"));
         assert!(up.headers.iter().all(|(n, _)| n != "content-length"));
+    }
+
+    #[test]
+    fn the_admin_checks_keys_through_the_exchange() {
+        const INVALID: &str = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
+        let mut host = Host::new(2, &[Answer::Status(200, r#"{"models":[]}"#), Answer::Status(400, INVALID)]);
+        host.cfg = crate::test_support::config_with(None, Some("admin-key-0123456789"));
+        host.body = Ok(b"{}".to_vec());
+        let admin = [("authorization", "Bearer admin-key-0123456789")];
+        let t = host.run("POST", "/admin/keys/check", &admin);
+        assert_eq!(t.sent.len(), 2);
+        assert!(t.sent.iter().all(|(_, r)| r.method == Method::Get && r.path_and_query.starts_with("/v1beta/models")));
+        let v = t.json();
+        let statuses: Vec<&str> =
+            v["checked"].as_array().expect("checked").iter().filter_map(|c| c["status"].as_str()).collect();
+        assert_eq!(statuses, ["works", "invalid"]);
+        let s = host.pool.snapshot(UnixMillis(0));
+        assert!(s.keys[1].disabled.is_some() && s.keys[0].disabled.is_none());
+        // The answer never shows a secret.
+        assert!(!t.response.as_ref().expect("answered").body.contains("AIzaSy"));
+        // A wrong key, and the admin API off.
+        let t = host.run("GET", "/admin/keys", &[("authorization", "Bearer wrong")]);
+        assert_eq!(t.response.map(|r| r.status), Some(401));
+        host.cfg = config(None);
+        let t = host.run("GET", "/admin/keys", &admin);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(403));
+        assert!(t.json()["error"]["message"].as_str().is_some_and(|m| m.contains("ADMIN_API_KEY")));
     }
 
     #[test]

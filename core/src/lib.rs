@@ -10,6 +10,7 @@
 //! Cloudflare Worker both link this crate, so both hosts behave the same.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod admit;
 pub mod auth;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod stream;
 pub mod test_support;
 pub mod time;
 pub mod upstream;
+pub mod vault;
 
 pub use config::Config;
 pub use error::ProxyError;

@@ -61,8 +61,12 @@ pub fn duration(ms: u64) -> String {
 /// The page's style sheet, inlined into every page.
 const STYLE: &str = include_str!("page/stat.css");
 
-/// The page's script (countdowns, the reason box, refresh and reset),
-/// inlined into the page.
+/// The admin's panel: add keys (pasted, any separator, with a project) and
+/// check them; the per-key actions sit in the table.
+const ADMIN_PANEL: &str = r#"<section id="admin"><h2>Manage keys</h2><form id="add-keys"><label for="new-keys">Add keys (paste them, any separator)</label><textarea id="new-keys" name="keys" rows="4" spellcheck="false" autocomplete="off"></textarea><label for="new-project">Google project (optional)</label><input id="new-project" name="project" autocomplete="off"><div><button type="submit">Add keys</button> <button type="button" id="check-keys">Check keys</button></div></form><pre id="admin-result" hidden></pre></section>"#;
+
+/// The page's script (countdowns, the reason box, refresh and reset; the
+/// admin's actions when the page is the admin's), inlined into the page.
 const SCRIPT: &str = include_str!("page/stat.js");
 
 fn until_span(out: &mut String, now: UnixMillis, until: UnixMillis) {
@@ -70,7 +74,10 @@ fn until_span(out: &mut String, now: UnixMillis, until: UnixMillis) {
 }
 
 /// Renders the `/stat` page.
-pub fn render(s: &Snapshot) -> String {
+/// Renders the `/stat` page; `admin` adds the admin's actions (add, check,
+/// disable and enable, label with a project, remove), which the page's
+/// script sends to `/admin/keys…` with its action header.
+pub fn render(s: &Snapshot, admin: bool) -> String {
     let mut models: BTreeMap<&str, [u64; 2]> = BTreeMap::new();
     for k in &s.keys {
         for m in &k.models {
@@ -83,7 +90,8 @@ pub fn render(s: &Snapshot) -> String {
     let mut out = String::with_capacity(4096 + s.keys.len() * (200 + 60 * model_names.len()));
     out.push_str(r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>gemini-proxy · keys</title><style>"#);
     out.push_str(STYLE);
-    out.push_str("</style></head><body><header><div><h1>gemini-proxy keys</h1>");
+    out.push_str(if admin { r#"</style></head><body data-admin="1">"# } else { "</style></head><body>" });
+    out.push_str("<header><div><h1>gemini-proxy keys</h1>");
     let disabled = s.keys.iter().filter(|k| k.disabled.is_some()).count();
     let (mut exhausted, mut cooling) = (0, 0);
     let mut soonest: Option<UnixMillis> = None;
@@ -120,8 +128,32 @@ pub fn render(s: &Snapshot) -> String {
         escape(m, &mut out);
         out.push_str("</th>");
     }
-    out.push_str("<th scope=\"col\">total</th></tr></thead><tbody>");
-    for k in &s.keys {
+    out.push_str("<th scope=\"col\">total</th>");
+    if admin {
+        out.push_str(r#"<th scope="col">actions</th>"#);
+    }
+    out.push_str("</tr></thead><tbody>");
+    // Keys grouped by their Google project (quotas are per project), the
+    // unlabelled last; configuration order within a group.
+    let mut order: Vec<&crate::stats::KeyStats> = s.keys.iter().collect();
+    order.sort_by(|a, b| (a.project.is_none(), &a.project).cmp(&(b.project.is_none(), &b.project)));
+    let grouped = order.iter().any(|k| k.project.is_some());
+    let columns = model_names.len() + 2 + usize::from(admin);
+    let mut group: Option<Option<&str>> = None;
+    for k in order {
+        if grouped && group != Some(k.project.as_deref()) {
+            group = Some(k.project.as_deref());
+            let n = s.keys.iter().filter(|o| o.project == k.project).count();
+            let _ = write!(out, r#"<tr class="project"><th colspan="{columns}" scope="rowgroup">"#);
+            match &k.project {
+                Some(p) => {
+                    out.push_str("project ");
+                    escape(p, &mut out);
+                }
+                None => out.push_str("no project"),
+            }
+            let _ = write!(out, " · {n} key{}</th></tr>", if n == 1 { "" } else { "s" });
+        }
         let row_class = if k.disabled.is_some() { r#" class="disabled""# } else { "" };
         let _ = write!(
             out,
@@ -131,6 +163,22 @@ pub fn render(s: &Snapshot) -> String {
         );
         if let Some(d) = &k.disabled {
             let _ = write!(out, r#"<span class="badge b-off" title="{}">disabled</span>"#, esc(&d.reason));
+        }
+        if k.source != crate::stats::KeySource::Env {
+            out.push_str(r#"<span class="badge b-src" title="added at run time">runtime</span>"#);
+        }
+        if let Some(c) = &k.check {
+            let class = if c.status == "works" { "b-ok" } else { "b-day" };
+            let _ = write!(
+                out,
+                r#"<span class="badge {class}" title="checked {}{}">{}</span>"#,
+                UnixMillis(c.at).to_rfc3339(),
+                c.reason.as_deref().map(|r| format!(": {}", esc(r))).unwrap_or_default(),
+                esc(&c.status)
+            );
+        }
+        if let Some(n) = &k.note {
+            let _ = write!(out, r#" <span class="note">{}</span>"#, esc(n));
         }
         out.push_str("</td>");
         let mut total = 0;
@@ -168,7 +216,17 @@ pub fn render(s: &Snapshot) -> String {
             out.push_str(badge.0);
             out.push_str("</td>");
         }
-        let _ = write!(out, "<td>{total}</td></tr>");
+        let _ = write!(out, "<td>{total}</td>");
+        if admin {
+            let id = esc(k.id.as_str());
+            let toggle = if k.disabled.is_some() { "enable" } else { "disable" };
+            let _ = write!(
+                out,
+                r#"<td class="actions"><button type="button" data-act="check" data-id="{id}">check</button> <button type="button" data-act="{toggle}" data-id="{id}">{toggle}</button> <button type="button" data-act="project" data-id="{id}" data-project="{}">project…</button> <button type="button" class="danger" data-act="remove" data-id="{id}">remove</button></td>"#,
+                esc(k.project.as_deref().unwrap_or_default())
+            );
+        }
+        out.push_str("</tr>");
     }
     out.push_str(r#"</tbody><tfoot><tr><td class="key">total</td>"#);
     let mut grand = 0;
@@ -177,7 +235,7 @@ pub fn render(s: &Snapshot) -> String {
         grand += t;
         let _ = write!(out, "<td>{t}</td>");
     }
-    let _ = write!(out, "<td>{grand}</td></tr></tfoot></table></div>");
+    let _ = write!(out, "<td>{grand}</td>{}</tr></tfoot></table></div>", if admin { "<td></td>" } else { "" });
     let disabled_list: Vec<_> = s.keys.iter().filter_map(|k| k.disabled.as_ref().map(|d| (k, d))).collect();
     if !disabled_list.is_empty() {
         out.push_str("<h2 style=\"font-size:15px;margin:16px 0 4px\">Disabled keys</h2><ul>");
@@ -192,7 +250,13 @@ pub fn render(s: &Snapshot) -> String {
         }
         out.push_str("</ul>");
     }
-    out.push_str(r#"</main><div id="reason" hidden></div><p class="legend"><span class="badge b-day">day</span> exhausted until the daily reset · <span class="badge b-min">min</span> cooling after a per-minute limit · click a marked cell for Google's reason · cells count today's calls</p><script>"#);
+    out.push_str(r#"</main><div id="reason" hidden></div><p class="legend"><span class="badge b-day">day</span> exhausted until the daily reset · <span class="badge b-min">min</span> cooling after a per-minute limit · click a marked cell for Google's reason · cells count today's calls</p>"#);
+    if admin {
+        out.push_str(ADMIN_PANEL);
+    } else {
+        out.push_str(r#"<form class="admin-login" method="post" action="/stat/login"><label for="admin-key">Admin (ADMIN_API_KEY)</label> <input id="admin-key" name="key" type="password" autocomplete="current-password"> <button type="submit">Sign in</button></form>"#);
+    }
+    out.push_str("<script>");
     out.push_str(SCRIPT);
     out.push_str("</script></body></html>");
     out
@@ -251,7 +315,7 @@ mod tests {
             now,
         );
         p.report(&ids[2], "gemini-2.5-flash", &Outcome::KeyRejected { reason: "API key not valid".into() }, now);
-        let html = render(&p.snapshot(now));
+        let html = render(&p.snapshot(now), false);
         assert!(html.contains("AIza…0000"));
         assert!(!html.contains("AIzaSyPAGEkey"), "a secret in the page");
         assert!(html.contains(r#"class="mark exhausted""#) && html.contains(r#"data-reason="daily quota""#));
@@ -259,6 +323,24 @@ mod tests {
         assert!(html.contains(r#"<tr class="disabled">"#) && html.contains("API key not valid"));
         assert!(html.contains(">2<span class=\"badge b-day\">"), "the exhausted cell counts 2 calls");
         assert!(!html.contains("http://") && !html.contains("https://"), "nothing fetched from elsewhere");
+    }
+
+    #[test]
+    fn the_admins_page_groups_keys_by_project_and_offers_the_actions() {
+        let mut p = pool(3);
+        let now = UnixMillis(1_800_000_000_000);
+        let ids: Vec<_> = p.ids().cloned().collect();
+        p.label(&ids[2], Some(Some("<team>".into())), None);
+        p.report(&ids[0], "gemini-2.5-flash", &Outcome::Success, now);
+        let viewer = render(&p.snapshot(now), false);
+        assert!(!viewer.contains("data-act=") && viewer.contains(r#"action="/stat/login""#));
+        let admin = render(&p.snapshot(now), true);
+        assert!(admin.contains(r#"data-admin="1""#) && admin.contains(r#"id="add-keys""#));
+        assert_eq!(admin.matches(r#"data-act="remove""#).count(), 3);
+        let team = admin.find("project &lt;team&gt;").expect("the project's group, escaped");
+        let none = admin.find("no project").expect("the unlabelled group");
+        assert!(team < none, "labelled projects first");
+        assert_eq!(admin.matches("<script>").count(), 1);
     }
 
     #[test]
@@ -277,7 +359,7 @@ mod tests {
             }),
             now,
         );
-        let html = render(&p.snapshot(now));
+        let html = render(&p.snapshot(now), false);
         assert!(!html.contains("<script>alert(1)"));
         assert!(!html.contains("m<script>x"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
@@ -317,7 +399,7 @@ mod tests {
                 }
             }
         }
-        let html = render(&p.snapshot(now));
+        let html = render(&p.snapshot(now), false);
         assert_eq!(html.matches("<tr").count(), 1 + 200 + 1);
     }
 }

@@ -72,6 +72,59 @@ pub struct KeyRecord {
     pub disabled_at: Option<u64>,
 }
 
+/// The last check of a key ([`crate::admin`]): one cheap upstream call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInfo {
+    /// `works`, `invalid`, `suspended`, `leaked`, `wrong-key-type`,
+    /// `rate-limited` or `error`.
+    pub status: String,
+    /// When.
+    pub at: u64,
+    /// What the upstream said, redacted.
+    pub reason: Option<String>,
+}
+
+/// What the admin set on a key: its Google project, a note, and its last
+/// check. One row of `key_meta`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMeta {
+    /// Key id.
+    pub key_id: String,
+    /// The Google project the key belongs to (quotas are per project).
+    pub project: Option<String>,
+    /// A note.
+    pub note: Option<String>,
+    /// The last check.
+    pub check: Option<CheckInfo>,
+}
+
+/// A key added at run time, sealed ([`crate::vault`]). One row of `vault`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultRecord {
+    /// Key id.
+    pub key_id: String,
+    /// The sealed key.
+    pub sealed: String,
+    /// When it was added.
+    pub added_at: u64,
+}
+
+/// Everything stored of a pool, as read back at start (the keys added at
+/// run time already opened).
+#[derive(Clone, Debug, Default)]
+pub struct StoredPool {
+    /// Key rows.
+    pub keys: Vec<KeyRecord>,
+    /// Usage rows.
+    pub usage: Vec<UsageRecord>,
+    /// Metadata rows.
+    pub meta: Vec<KeyMeta>,
+    /// Keys added at run time.
+    pub runtime: Vec<crate::secret::ApiKey>,
+    /// Ids of `API_KEYS` keys the admin removed.
+    pub removed: Vec<String>,
+}
+
 /// What a report changed, for the host to persist.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -104,6 +157,57 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (key_id, model)
 );
 ";
+
+/// The tables of the admin's changes (created when missing).
+pub const ADMIN_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS key_meta (
+    key_id TEXT PRIMARY KEY,
+    project TEXT,
+    note TEXT,
+    check_status TEXT,
+    check_at INTEGER,
+    check_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS vault (
+    key_id TEXT PRIMARY KEY,
+    sealed TEXT NOT NULL,
+    added_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS removed (
+    key_id TEXT PRIMARY KEY,
+    removed_at INTEGER NOT NULL
+);
+";
+
+/// Every metadata row, columns in [`KeyMeta::to_row`] order.
+pub const SELECT_META: &str = "SELECT key_id, project, note, check_status, check_at, check_reason FROM key_meta";
+/// Inserts or replaces a metadata row.
+pub const UPSERT_META: &str = "INSERT INTO key_meta (key_id, project, note, check_status, check_at, check_reason) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key_id) DO UPDATE SET project = excluded.project, \
+     note = excluded.note, check_status = excluded.check_status, check_at = excluded.check_at, \
+     check_reason = excluded.check_reason";
+/// Every vault row, columns in [`VaultRecord::to_row`] order.
+pub const SELECT_VAULT: &str = "SELECT key_id, sealed, added_at FROM vault";
+/// Inserts or replaces a vault row.
+pub const UPSERT_VAULT: &str = "INSERT INTO vault (key_id, sealed, added_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT(key_id) DO UPDATE SET sealed = excluded.sealed, added_at = excluded.added_at";
+/// Every removed id.
+pub const SELECT_REMOVED: &str = "SELECT key_id FROM removed";
+/// Records a removal: `key_id, removed_at`.
+pub const INSERT_REMOVED: &str =
+    "INSERT INTO removed (key_id, removed_at) VALUES (?1, ?2) ON CONFLICT(key_id) DO NOTHING";
+
+/// The statements that forget one removed key's secret and labels (its
+/// counts go at the next rewrite: the daily reset, or a start).
+pub fn forget_statements(key_id: &str) -> Vec<Statement> {
+    let id = || vec![SqlValue::Text(key_id.to_owned())];
+    vec![("DELETE FROM vault WHERE key_id = ?1", id()), ("DELETE FROM key_meta WHERE key_id = ?1", id())]
+}
+
+/// The statement that undoes a removal mark.
+pub fn unremove_statement(key_id: &str) -> Statement {
+    ("DELETE FROM removed WHERE key_id = ?1", vec![SqlValue::Text(key_id.to_owned())])
+}
 
 /// Every key row, columns in [`KeyRecord::to_row`] order.
 pub const SELECT_KEYS: &str = "SELECT key_id, disabled_reason, disabled_at FROM keys";
@@ -218,6 +322,48 @@ impl KeyRecord {
     }
 }
 
+impl KeyMeta {
+    /// The row's values, in [`SELECT_META`] and [`UPSERT_META`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        let check = self.check.as_ref();
+        vec![
+            SqlValue::Text(self.key_id.clone()),
+            opt_text(self.project.as_deref()),
+            opt_text(self.note.as_deref()),
+            opt_text(check.map(|c| c.status.as_str())),
+            opt_int(check.map(|c| c.at)),
+            opt_text(check.and_then(|c| c.reason.as_deref())),
+        ]
+    }
+
+    /// The record of a row read with [`SELECT_META`].
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns { table: "key_meta", row: row.iter() };
+        let (key_id, project, note) = (c.text()?, c.opt_text()?, c.opt_text()?);
+        let (status, at, reason) = (c.opt_text()?, c.opt_int()?, c.opt_text()?);
+        let check = status.map(|status| CheckInfo { status, at: at.unwrap_or(0), reason });
+        Ok(Self { key_id, project, note, check })
+    }
+}
+
+impl VaultRecord {
+    /// The row's values, in [`SELECT_VAULT`] and [`UPSERT_VAULT`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        vec![SqlValue::Text(self.key_id.clone()), SqlValue::Text(self.sealed.clone()), int(self.added_at)]
+    }
+
+    /// The record of a row read with [`SELECT_VAULT`].
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns { table: "vault", row: row.iter() };
+        Ok(Self { key_id: c.text()?, sealed: c.text()?, added_at: c.int()? })
+    }
+}
+
+/// The id of a row read with [`SELECT_REMOVED`].
+pub fn removed_from_row(row: &[SqlValue]) -> Result<String, RowError> {
+    Columns { table: "removed", row: row.iter() }.text()
+}
+
 impl UsageRecord {
     /// The row's values, in [`SELECT_USAGE`] and [`UPSERT_USAGE`] order.
     pub fn to_row(&self) -> Vec<SqlValue> {
@@ -297,6 +443,20 @@ mod tests {
         assert_eq!(UsageRecord::from_row(&u.to_row()), Ok(u.clone()));
         let plain = UsageRecord { mark_kind: None, mark_until: None, mark_reason: None, ..u };
         assert_eq!(UsageRecord::from_row(&plain.to_row()), Ok(plain));
+    }
+
+    #[test]
+    fn admin_rows_round_trip() {
+        let m = KeyMeta {
+            key_id: "k-1".into(),
+            project: Some("team-a".into()),
+            note: None,
+            check: Some(CheckInfo { status: "works".into(), at: 9, reason: None }),
+        };
+        assert_eq!(KeyMeta::from_row(&m.to_row()), Ok(m));
+        let v = VaultRecord { key_id: "k-1".into(), sealed: "v1.abc".into(), added_at: 5 };
+        assert_eq!(VaultRecord::from_row(&v.to_row()), Ok(v));
+        assert_eq!(removed_from_row(&[SqlValue::Text("k-2".into())]), Ok("k-2".into()));
     }
 
     #[test]

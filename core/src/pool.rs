@@ -9,12 +9,15 @@
 //! thousand, however many are marked.
 
 use crate::outcome::{Lease, Outcome, RateLimitScope, Unavailable};
-use crate::persist::{Change, KeyRecord, MarkKind, UsageRecord};
+use crate::persist::{Change, KeyMeta, KeyRecord, MarkKind, StoredPool, UsageRecord};
 use crate::secret::{ApiKey, KeyId};
-use crate::stats::{DisabledInfo, KeyState, KeyStats, ModelStats, Snapshot};
+use crate::stats::{DisabledInfo, KeySource, KeyState, KeyStats, ModelStats, Snapshot};
 use crate::time::{UnixMillis, next_pacific_midnight};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+
+mod admin;
+pub use admin::{Added, Removed};
 
 /// Cooling time when Google gives no `retryDelay`.
 pub const DEFAULT_COOLDOWN_MS: u64 = 60_000;
@@ -61,6 +64,24 @@ struct Slot {
     id: KeyId,
     key: ApiKey,
     disabled: Option<DisabledInfo>,
+    /// In `API_KEYS`.
+    env: bool,
+    /// Added at run time (stored sealed).
+    runtime: bool,
+    /// Removed by the admin: out of every ring and view, its index kept.
+    removed: bool,
+    meta: KeyMeta,
+}
+
+impl Slot {
+    fn new(key: ApiKey, env: bool, runtime: bool) -> Self {
+        Self { id: key.id(), key, disabled: None, env, runtime, removed: false, meta: KeyMeta::default() }
+    }
+
+    /// Whether the slot can serve at all (models may still mark it).
+    fn usable(&self) -> bool {
+        self.disabled.is_none() && !self.removed
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -73,7 +94,7 @@ struct ModelPool {
 
 impl ModelPool {
     fn new(keys: &[Slot]) -> Self {
-        let ring: VecDeque<u32> = (0..keys.len() as u32).filter(|i| keys[*i as usize].disabled.is_none()).collect();
+        let ring: VecDeque<u32> = (0..keys.len() as u32).filter(|i| keys[*i as usize].usable()).collect();
         let mut queued = vec![false; keys.len()];
         for i in &ring {
             queued[*i as usize] = true;
@@ -101,7 +122,7 @@ impl ModelPool {
                 continue;
             }
             usage.mark = None;
-            if keys[slot as usize].disabled.is_none() {
+            if keys[slot as usize].usable() {
                 self.requeue(slot);
             }
         }
@@ -159,22 +180,38 @@ fn clip(reason: &str) -> String {
 impl KeyPool {
     /// A fresh pool of `keys` (duplicates by id are dropped).
     pub fn new(keys: Vec<ApiKey>) -> Self {
-        Self::restore(keys, Vec::new(), Vec::new())
+        Self::restore(keys, StoredPool::default())
     }
 
-    /// Rebuilds a pool from configuration and persisted records. Records of
-    /// keys no longer configured are ignored (the host deletes them); keys
-    /// that stay keep their statistics and marks.
-    pub fn restore(keys: Vec<ApiKey>, key_records: Vec<KeyRecord>, usage: Vec<UsageRecord>) -> Self {
-        let mut slots: Vec<Slot> = Vec::with_capacity(keys.len());
-        let mut index = HashMap::with_capacity(keys.len());
-        for key in keys {
+    /// Rebuilds a pool from configuration (`env`, the keys of `API_KEYS`)
+    /// and what was stored: the keys added at run time (already opened),
+    /// less the keys the admin removed, then every key's metadata,
+    /// disabling, statistics and marks. Records of keys no longer in the
+    /// pool are ignored (the host deletes them).
+    pub fn restore(env: Vec<ApiKey>, stored: StoredPool) -> Self {
+        let StoredPool { keys: key_records, usage, meta, runtime, removed } = stored;
+        let removed: std::collections::HashSet<String> = removed.into_iter().collect();
+        let mut slots: Vec<Slot> = Vec::with_capacity(env.len() + runtime.len());
+        let mut index = HashMap::with_capacity(env.len() + runtime.len());
+        let all = env.into_iter().map(|k| (k, true)).chain(runtime.into_iter().map(|k| (k, false)));
+        for (key, is_env) in all {
             let id = key.id();
-            if index.contains_key(&id) {
+            if let Some(&slot) = index.get(&id) {
+                let s: &mut Slot = &mut slots[slot as usize];
+                s.env |= is_env;
+                s.runtime |= !is_env;
+                continue;
+            }
+            if is_env && removed.contains(id.as_str()) {
                 continue;
             }
             index.insert(id.clone(), slots.len() as u32);
-            slots.push(Slot { id, key, disabled: None });
+            slots.push(Slot::new(key, is_env, !is_env));
+        }
+        for m in meta {
+            if let Some(&slot) = index.get(&KeyId::from_string(&m.key_id)) {
+                slots[slot as usize].meta = m;
+            }
         }
         for rec in key_records {
             if let (Some(&slot), Some(reason)) = (index.get(&KeyId::from_string(&rec.key_id)), rec.disabled_reason) {
@@ -238,25 +275,26 @@ impl KeyPool {
 
     /// How many keys the pool holds.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys.iter().filter(|s| !s.removed).count()
     }
 
     /// Whether the pool is empty.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
-    /// The ids of every key, in configuration order.
+    /// The ids of every key, in configuration order (then those added at
+    /// run time).
     pub fn ids(&self) -> impl Iterator<Item = &KeyId> {
-        self.keys.iter().map(|s| &s.id)
+        self.keys.iter().filter(|s| !s.removed).map(|s| &s.id)
     }
 
     /// Chooses a key for `model`, skipping the ones this request already
     /// tried. Round-robin among keys neither disabled nor marked for the
     /// model; deterministic for a given state.
     pub fn acquire(&mut self, model: &str, exclude: &[KeyId], now: UnixMillis) -> Result<Lease, Unavailable> {
-        if self.keys.is_empty() {
-            return Err(Unavailable::NoUsableKey { why: "no keys are configured (API_KEYS)".into() });
+        if self.is_empty() {
+            return Err(Unavailable::NoUsableKey { why: "no keys are configured (API_KEYS, or the admin API)".into() });
         }
         let keys = &self.keys;
         let mp = match self.models.get_mut(model) {
@@ -269,7 +307,7 @@ impl KeyPool {
             let Some(slot) = mp.ring.pop_front() else { break };
             let entry = &keys[slot as usize];
             let marked = mp.usage.get(&slot).is_some_and(|u| u.active_mark(now).is_some());
-            if entry.disabled.is_some() || marked {
+            if !entry.usable() || marked {
                 mp.queued[slot as usize] = false;
                 continue;
             }
@@ -286,14 +324,14 @@ impl KeyPool {
         let limited = mp
             .usage
             .iter()
-            .filter(|(slot, _)| keys[**slot as usize].disabled.is_none())
+            .filter(|(slot, _)| keys[**slot as usize].usable())
             .filter_map(|(_, u)| u.active_mark(now).map(|m| m.until));
         let (count, soonest) = limited
             .fold((0usize, None::<UnixMillis>), |(n, s), until| (n + 1, Some(s.map_or(until, |s| s.min(until)))));
         match soonest {
             Some(until) => Err(Unavailable::AllLimited { until, retry_after_ms: now.until(until), keys: count }),
             None => Err(Unavailable::NoUsableKey {
-                why: format!("all {} keys are disabled (invalid or suspended); see /stat", self.keys.len()),
+                why: format!("all {} keys are disabled (invalid or suspended); see /stat", self.len()),
             }),
         }
     }
@@ -321,6 +359,7 @@ impl KeyPool {
         };
         let usage = mp.usage.entry(slot).or_default();
         let disable = count(usage, outcome, now);
+        let mut mark = None;
         if let Outcome::RateLimited(rl) = outcome {
             let (kind, until) = match rl.scope {
                 RateLimitScope::PerDay => (MarkKind::Exhausted, next_pacific_midnight(now)),
@@ -330,9 +369,26 @@ impl KeyPool {
             };
             usage.mark = Some(Mark { kind, until, reason: clip(&rl.reason) });
             mp.expiries.push(Reverse((until, slot)));
+            mark = Some((kind, until, &rl.reason));
         }
-        rows.retain(|r: &UsageRecord| !(r.key_id == id.as_str() && r.model == model));
         rows.push(usage_record(&self.keys[slot as usize].id, model, usage));
+        // Google's quotas are per project: every key of this one's project is
+        // marked alike, so that the next attempt goes to another project.
+        if let (Some((kind, until, why)), Some(project)) = (mark, self.keys[slot as usize].meta.project.as_deref()) {
+            let reason = clip(&format!("project {project}: {why}"));
+            for (i, other) in self.keys.iter().enumerate() {
+                let i = i as u32;
+                if i == slot || other.removed || other.meta.project.as_deref() != Some(project) {
+                    continue;
+                }
+                let u = mp.usage.entry(i).or_default();
+                if u.active_mark(now).is_none_or(|m| m.until < until) {
+                    u.mark = Some(Mark { kind, until, reason: reason.clone() });
+                    mp.expiries.push(Reverse((until, i)));
+                    rows.push(usage_record(&other.id, model, u));
+                }
+            }
+        }
         let key = disable.map(|d| {
             let rec = KeyRecord {
                 key_id: id.as_str().to_owned(),
@@ -378,7 +434,11 @@ impl KeyPool {
         let keys = &self.keys;
         for mp in self.models.values_mut() {
             mp.release_expired(now, keys);
-            mp.usage.retain(|_, u| {
+            // A removed key's counts were kept for the day they were made.
+            mp.usage.retain(|slot, u| {
+                if keys[*slot as usize].removed {
+                    return false;
+                }
                 u.requests = 0;
                 u.successes = 0;
                 u.rate_limited = 0;
@@ -398,6 +458,7 @@ impl KeyPool {
         for slot in &mut self.keys {
             slot.disabled = None;
         }
+        // Removed keys stay removed; every model's rotation starts over.
         self.models.clear();
         self.probation = Probation::default();
     }
@@ -433,6 +494,15 @@ impl KeyPool {
                 id: s.id.clone(),
                 masked: s.key.masked(),
                 disabled: s.disabled.clone(),
+                source: match (s.env, s.runtime) {
+                    (true, true) => KeySource::Both,
+                    (true, false) => KeySource::Env,
+                    (false, _) => KeySource::Runtime,
+                },
+                project: s.meta.project.clone(),
+                note: s.meta.note.clone(),
+                check: s.meta.check.clone(),
+                removed: s.removed,
                 models: Vec::new(),
             })
             .collect();
@@ -460,6 +530,8 @@ impl KeyPool {
                 });
             }
         }
+        // A removed key stays shown while it has counts (until the daily reset).
+        let keys = keys.into_iter().filter(|k| !k.removed || !k.models.is_empty()).collect();
         Snapshot { now, next_quota_reset: next_pacific_midnight(now), keys }
     }
 }
@@ -667,7 +739,7 @@ mod tests {
         // Key 0 is dropped from the configuration, a new key 3 joins.
         let mut new_keys = keys(4);
         new_keys.remove(0);
-        let mut q = KeyPool::restore(new_keys, k, u);
+        let mut q = KeyPool::restore(new_keys, StoredPool { keys: k, usage: u, ..StoredPool::default() });
         let s = q.snapshot(t(2));
         assert_eq!(s.keys.len(), 3);
         assert_eq!(s.keys[0].id, ids[1]);
@@ -743,7 +815,7 @@ mod tests {
             row.errors = 0;
             u.push(row);
         }
-        let q = KeyPool::restore(keys(1), k, u);
+        let q = KeyPool::restore(keys(1), StoredPool { keys: k, usage: u, ..StoredPool::default() });
         assert_eq!(q.models.len(), 2, "{:?}", q.models.keys().collect::<Vec<_>>());
         let s = q.snapshot(t(0));
         let bucket = s.keys[0].models.iter().find(|m| m.model == UNTRACKED_MODELS).expect("bucket");

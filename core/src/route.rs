@@ -117,13 +117,15 @@ impl Forward {
 }
 
 /// Where a request goes: an API request to relay, or one of the proxy's
-/// own `/stat` routes (which never reach the API's checks).
+/// own `/stat` or `/admin` routes (which never reach the API's checks).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     /// Relay upstream.
     Api(Forward),
     /// A `/stat` route.
     Stat(StatRoute),
+    /// An `/admin` route.
+    Admin(crate::admin::AdminRoute),
 }
 
 /// The proxy's own routes.
@@ -153,6 +155,11 @@ enum Pattern {
     StatsReset,
     StatsPage,
     StatsLogin,
+    AdminKeys,
+    AdminCheck,
+    AdminKey,
+    AdminKeyDisable,
+    AdminKeyEnable,
 }
 
 fn router() -> &'static Router<Pattern> {
@@ -175,6 +182,11 @@ fn router() -> &'static Router<Pattern> {
             ("/stat/reset", Pattern::StatsReset),
             ("/stat", Pattern::StatsPage),
             ("/stat/login", Pattern::StatsLogin),
+            ("/admin/keys", Pattern::AdminKeys),
+            ("/admin/keys/check", Pattern::AdminCheck),
+            ("/admin/keys/{id}", Pattern::AdminKey),
+            ("/admin/keys/{id}/disable", Pattern::AdminKeyDisable),
+            ("/admin/keys/{id}/enable", Pattern::AdminKeyEnable),
         ];
         for (path, pattern) in routes {
             if r.insert(*path, *pattern).is_err() {
@@ -290,6 +302,31 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         Pattern::StatsReset => stat(StatRoute::Reset, Method::Post),
         Pattern::StatsPage => stat(StatRoute::Page, Method::Get),
         Pattern::StatsLogin => stat(StatRoute::Login, Method::Post),
+        Pattern::AdminKeys
+        | Pattern::AdminCheck
+        | Pattern::AdminKey
+        | Pattern::AdminKeyDisable
+        | Pattern::AdminKeyEnable => {
+            use crate::admin::AdminRoute as A;
+            let id = || crate::secret::KeyId::from_string(m.params.get("id").unwrap_or_default());
+            let pick = |routes: &[(Method, A)], allowed: &str| {
+                routes.iter().find(|(want, _)| want == method).map(|(_, r)| Route::Admin(r.clone())).ok_or_else(|| {
+                    ProxyError::MethodNotAllowed {
+                        method: method.to_string(),
+                        allowed: Method::Other(allowed.to_owned()),
+                    }
+                })
+            };
+            match *m.value {
+                Pattern::AdminKeys => pick(&[(Method::Get, A::List), (Method::Post, A::Add)], "GET, POST"),
+                Pattern::AdminCheck => pick(&[(Method::Post, A::Check)], "POST"),
+                Pattern::AdminKey => {
+                    pick(&[(Method::Delete, A::Remove(id())), (Method::Patch, A::Label(id()))], "DELETE, PATCH")
+                }
+                Pattern::AdminKeyDisable => pick(&[(Method::Post, A::Disable(id()))], "POST"),
+                _ => pick(&[(Method::Post, A::Enable(id()))], "POST"),
+            }
+        }
     }
 }
 

@@ -1,5 +1,8 @@
-//! The `/stat` page's browser session: a cookie holding a token derived
-//! from the proxy key (never the key itself), HttpOnly and SameSite=Strict.
+//! The `/stat` page's browser sessions: a cookie holding a token derived
+//! from the proxy key (never the key itself), HttpOnly and SameSite=Strict;
+//! and, for an admin who signed in with `ADMIN_API_KEY`, a second one for
+//! the page's admin actions (which a cookie alone never triggers: they also
+//! need the page's action header).
 
 use crate::auth::SESSION_COOKIE;
 use crate::headers;
@@ -15,16 +18,45 @@ pub fn token(proxy_key: &ApiKey) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The session cookie's value in a request, if any.
-pub fn cookie(headers: &[(String, Vec<u8>)]) -> Option<String> {
+/// The name of the admin's session cookie.
+pub const ADMIN_COOKIE: &str = "gp_admin";
+
+/// The admin session token for `admin_key`.
+pub fn admin_token(admin_key: &ApiKey) -> String {
+    let digest = Sha256::digest(format!("gemini-proxy admin session v1\0{}", admin_key.expose()).as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cookie_named(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
     headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
         .filter_map(|(_, v)| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
+}
+
+/// The session cookie's value in a request, if any.
+pub fn cookie(headers: &[(String, Vec<u8>)]) -> Option<String> {
+    cookie_named(headers, SESSION_COOKIE)
+}
+
+/// Whether the request carries a valid admin session for `admin_key`.
+pub fn is_admin(headers: &[(String, Vec<u8>)], admin_key: &ApiKey) -> bool {
+    let expected = ApiKey::new(admin_token(admin_key));
+    cookie_named(headers, ADMIN_COOKIE).is_some_and(|c| expected.matches(&c))
+}
+
+/// The `Set-Cookie` value that opens an admin session (for the `/stat`
+/// page and the `/admin` routes it calls).
+pub fn set_admin_cookie(admin_key: &ApiKey, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{ADMIN_COOKIE}={}; Path=/; Max-Age={MAX_AGE_SECS}; HttpOnly; SameSite=Strict{secure}",
+        admin_token(admin_key)
+    )
 }
 
 /// Whether the request carries a valid session for `proxy_key`.

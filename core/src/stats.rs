@@ -16,6 +16,8 @@ pub enum StatsView {
     Json,
     /// `GET /stat`, the HTML page.
     Page,
+    /// `GET /stat` for the admin: the page with its admin actions.
+    AdminPage,
 }
 
 impl StatsView {
@@ -23,7 +25,8 @@ impl StatsView {
     pub fn render(self, snapshot: &Snapshot) -> Response {
         match self {
             Self::Json => json_response(&snapshot.to_json()),
-            Self::Page => Response::html(200, crate::page::render(snapshot)),
+            Self::Page => Response::html(200, crate::page::render(snapshot, false)),
+            Self::AdminPage => Response::html(200, crate::page::render(snapshot, true)),
         }
     }
 }
@@ -83,6 +86,28 @@ pub struct ModelStats {
     pub reason: Option<String>,
 }
 
+/// Where a key comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// `API_KEYS`.
+    Env,
+    /// Added at run time (the admin API).
+    Runtime,
+    /// Both.
+    Both,
+}
+
+impl KeySource {
+    /// Its name in `/stat.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Env => "env",
+            Self::Runtime => "runtime",
+            Self::Both => "env+runtime",
+        }
+    }
+}
+
 /// One key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyStats {
@@ -92,6 +117,16 @@ pub struct KeyStats {
     pub masked: String,
     /// Disabled, and why.
     pub disabled: Option<DisabledInfo>,
+    /// Where it comes from.
+    pub source: KeySource,
+    /// Its Google project, if labelled.
+    pub project: Option<String>,
+    /// The admin's note.
+    pub note: Option<String>,
+    /// Its last check.
+    pub check: Option<crate::persist::CheckInfo>,
+    /// Removed by the admin (shown while it has counts of the day).
+    pub removed: bool,
     /// Per-model cells, by model name.
     pub models: Vec<ModelStats>,
 }
@@ -153,6 +188,11 @@ impl Snapshot {
                 json!({
                     "id": k.id.as_str(),
                     "key": k.masked,
+                    "source": k.source.as_str(),
+                    "removed": k.removed,
+                    "project": k.project,
+                    "note": k.note,
+                    "check": k.check.as_ref().map(|c| json!({"status": c.status, "at": time(UnixMillis(c.at)), "reason": c.reason})),
                     "disabled": k.disabled.as_ref().map(|d| json!({"reason": d.reason, "since": time(d.since)})),
                     "totals": counts_json(totals),
                     "models": models,

@@ -32,8 +32,14 @@ pub fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
 /// A configuration with upstreams on a closed local port and, optionally,
 /// a proxy key.
 pub fn config(proxy_key: Option<&str>) -> Config {
+    config_with(proxy_key, None)
+}
+
+/// [`config`] with an admin key too.
+pub fn config_with(proxy_key: Option<&str>, admin_key: Option<&str>) -> Config {
     let lookup = |v: &str| match v {
         "PROXY_API_KEY" => proxy_key.map(str::to_owned),
+        "ADMIN_API_KEY" => admin_key.map(str::to_owned),
         "GEMINI_UPSTREAM_URL" => Some("http://127.0.0.1:9/v1beta".into()),
         "OPENAI_UPSTREAM_URL" => Some("http://127.0.0.1:9/v1beta/openai/".into()),
         _ => None,

@@ -3,14 +3,17 @@
 //! Worker uses), so one set of files configures both hosts.
 
 use proxy_core::config::{ConfigError, parse_api_keys};
+use proxy_core::vault::Vault;
 use proxy_core::{ApiKey, Config};
 use std::collections::HashMap;
 use std::path::Path;
 
 /// The variables the proxy reads.
-pub const VARS: [&str; 7] = [
+pub const VARS: [&str; 9] = [
     "API_KEYS",
+    "KEY_ENCRYPTION_SECRET",
     "PROXY_API_KEY",
+    "ADMIN_API_KEY",
     "GEMINI_UPSTREAM_URL",
     "OPENAI_UPSTREAM_URL",
     "UPSTREAM_CONNECT_TIMEOUT",
@@ -26,8 +29,12 @@ pub struct HostConfig {
     /// The request handler's configuration.
     pub proxy: Config,
     /// The resolved variables handed to the component as its environment
-    /// (all but `API_KEYS`, which only the key store holds).
+    /// (all but `API_KEYS` and `KEY_ENCRYPTION_SECRET`, which only the key
+    /// store holds).
     pub component_env: Vec<(String, String)>,
+    /// Seals the keys added at run time (`KEY_ENCRYPTION_SECRET`); none:
+    /// adding keys at run time is off.
+    pub vault: Option<Vault>,
 }
 
 /// Errors reading configuration files.
@@ -65,8 +72,15 @@ impl HostConfig {
         let api_keys = parse_api_keys(vars.get("API_KEYS").map(String::as_str))?;
         let proxy = Config::from_lookup(|v| vars.get(v).cloned())?;
         let component_env =
-            VARS[1..].iter().filter_map(|v| vars.get(*v).map(|value| ((*v).to_owned(), value.clone()))).collect();
-        Ok(Self { api_keys, proxy, component_env })
+            VARS[2..].iter().filter_map(|v| vars.get(*v).map(|value| ((*v).to_owned(), value.clone()))).collect();
+        let vault = match vars.get("KEY_ENCRYPTION_SECRET").filter(|s| !s.trim().is_empty()) {
+            None => None,
+            Some(secret) => Some(
+                Vault::from_secret(secret)
+                    .map_err(|e| ConfigError { var: "KEY_ENCRYPTION_SECRET", why: e.to_string() })?,
+            ),
+        };
+        Ok(Self { api_keys, proxy, component_env, vault })
     }
 }
 
@@ -209,7 +223,7 @@ mod tests {
         assert_eq!(c.api_keys.len(), 1);
         assert!(c.proxy.proxy_key.as_ref().is_some_and(|k| k.matches("from-env")));
         assert_eq!(c.proxy.openai_upstream.to_string(), "http://127.0.0.1:2/openai");
-        assert!(c.component_env.iter().all(|(k, _)| k != "API_KEYS"));
+        assert!(c.component_env.iter().all(|(k, _)| k != "API_KEYS" && k != "KEY_ENCRYPTION_SECRET"));
     }
 
     #[test]

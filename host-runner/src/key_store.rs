@@ -5,7 +5,8 @@
 use crate::proxy::bindings::gemini_proxy::host::key_store as wit;
 use crate::proxy::bindings::gemini_proxy::host::log;
 use crate::store::KeyBackend;
-use proxy_core::stats::{KeyState, Snapshot};
+use proxy_core::admin::{AdminAnswer, AdminOp};
+use proxy_core::stats::StatsView;
 use proxy_core::{KeyId, Outcome, RateLimit, RateLimitScope, Report, Unavailable};
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
@@ -72,8 +73,32 @@ impl wit::Host for KeyStoreCtx {
         self.backend.reset();
     }
 
-    fn snapshot(&mut self) -> wit::Stats {
-        stats(self.backend.snapshot())
+    fn stats(&mut self, view: wit::StatsView) -> wit::Rendered {
+        let view = match view {
+            wit::StatsView::Json => StatsView::Json,
+            wit::StatsView::Page => StatsView::Page,
+            wit::StatsView::AdminPage => StatsView::AdminPage,
+        };
+        let r = self.backend.stats(view);
+        wit::Rendered { status: r.status, headers: r.headers, body: r.body }
+    }
+
+    fn admin(&mut self, op: String) -> wit::AdminAnswer {
+        let answer = match serde_json::from_str::<AdminOp>(&op) {
+            Ok(op) => self.backend.admin(op),
+            Err(e) => {
+                tracing::error!(error = %e, "the component sent an admin operation this host cannot read");
+                let e = proxy_core::ProxyError::BadRequest("the admin operation could not be read".into());
+                let r = e.to_response(proxy_core::Dialect::Gemini);
+                AdminAnswer { status: r.status, body: r.body, leases: Vec::new() }
+            }
+        };
+        let leases = answer
+            .leases
+            .into_iter()
+            .map(|l| wit::Lease { id: l.id.as_str().to_owned(), secret: l.secret.expose().to_owned() })
+            .collect();
+        wit::AdminAnswer { status: answer.status, body: answer.body, leases }
     }
 }
 
@@ -96,43 +121,4 @@ fn report(r: wit::AttemptReport) -> Report {
         wit::Outcome::BrokenStream(reason) => Outcome::BrokenStream { reason },
     };
     Report { key: KeyId::from_string(r.key), model: r.model, outcome }
-}
-
-fn stats(s: Snapshot) -> wit::Stats {
-    wit::Stats {
-        now: s.now.0,
-        next_quota_reset: s.next_quota_reset.0,
-        keys: s
-            .keys
-            .into_iter()
-            .map(|k| wit::KeyStats {
-                id: k.id.as_str().to_owned(),
-                masked: k.masked,
-                disabled: k.disabled.map(|d| wit::Disabled { reason: d.reason, since: d.since.0 }),
-                models: k
-                    .models
-                    .into_iter()
-                    .map(|m| {
-                        let (state, until) = match m.state {
-                            KeyState::Ok => (wit::KeyState::Ok, None),
-                            KeyState::Cooling { until } => (wit::KeyState::Cooling, Some(until.0)),
-                            KeyState::Exhausted { until } => (wit::KeyState::Exhausted, Some(until.0)),
-                            KeyState::Disabled => (wit::KeyState::Disabled, None),
-                        };
-                        wit::ModelStats {
-                            model: m.model,
-                            requests: m.requests,
-                            successes: m.successes,
-                            rate_limited: m.rate_limited,
-                            errors: m.errors,
-                            last_used: m.last_used.map(|t| t.0),
-                            state,
-                            until,
-                            reason: m.reason,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
 }

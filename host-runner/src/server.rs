@@ -92,7 +92,12 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Opens the store, prepares the component and starts serving.
     pub async fn start(opts: ServerOptions) -> Result<Self, StartError> {
-        let store = Arc::new(SqliteKeyStore::open(&opts.db, opts.config.api_keys.clone(), opts.clock.clone())?);
+        let store = Arc::new(SqliteKeyStore::open(
+            &opts.db,
+            opts.config.api_keys.clone(),
+            opts.clock.clone(),
+            opts.config.vault.clone(),
+        )?);
         let origins = vec![opts.config.proxy.gemini_upstream.origin(), opts.config.proxy.openai_upstream.origin()];
         let outbound = Outbound::new(&origins, opts.config.proxy.timeouts)?;
         let backend: Arc<dyn KeyBackend> = store.clone();

@@ -3,8 +3,13 @@
 //! the writer commits the latest state of changed rows every 100 ms.
 
 use crate::clock::Clock;
-use proxy_core::persist::{self, Change, KeyRecord, RowError, SqlValue, Statement, UsageRecord};
-use proxy_core::stats::Snapshot;
+use proxy_core::admin::{self, AdminAnswer, AdminOp};
+use proxy_core::http::Response;
+use proxy_core::persist::{
+    self, Change, KeyMeta, KeyRecord, RowError, SqlValue, Statement, StoredPool, UsageRecord, VaultRecord,
+};
+use proxy_core::stats::StatsView;
+use proxy_core::vault::Vault;
 use proxy_core::{ApiKey, KeyId, KeyPool, Lease, Report, Unavailable};
 use rusqlite::Connection;
 use rusqlite::types::{Value, ValueRef};
@@ -26,8 +31,10 @@ pub trait KeyBackend: Send + Sync + 'static {
     fn reset(&self);
     /// The daily job: clears the day's counters and expired marks.
     fn daily_reset(&self);
-    /// Statistics now.
-    fn snapshot(&self) -> Snapshot;
+    /// The statistics now, rendered as `view`.
+    fn stats(&self, view: StatsView) -> Response;
+    /// Applies an admin operation.
+    fn admin(&self, op: AdminOp) -> AdminAnswer;
 }
 
 /// Errors opening or writing the store.
@@ -53,12 +60,15 @@ pub enum StoreError {
 enum Write {
     Change(Change),
     Rewrite(Vec<KeyRecord>, Vec<UsageRecord>),
+    /// An admin operation's statements, run after the batch's rows.
+    Statements(Vec<Statement>),
     Flush(mpsc::Sender<()>),
 }
 
 /// `core`'s key pool, persisted in SQLite.
 pub struct SqliteKeyStore {
     pool: Mutex<KeyPool>,
+    vault: Option<Vault>,
     clock: Arc<dyn Clock>,
     writes: Mutex<mpsc::Sender<Write>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -71,10 +81,17 @@ impl std::fmt::Debug for SqliteKeyStore {
 }
 
 impl SqliteKeyStore {
-    /// Opens (or creates) the store at `path` for the configured `keys`.
-    /// Rows of keys no longer configured are deleted; keys that stay keep
-    /// their statistics and marks.
-    pub fn open(path: &Path, keys: Vec<ApiKey>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store at `path` for the configured `keys`
+    /// and the keys added at run time (opened with `vault`; without one,
+    /// they stay stored but out of the pool, with a warning). Rows of keys
+    /// no longer in the pool are deleted; keys that stay keep their
+    /// statistics and marks.
+    pub fn open(
+        path: &Path,
+        keys: Vec<ApiKey>,
+        clock: Arc<dyn Clock>,
+        vault: Option<Vault>,
+    ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|source| StoreError::Path { path: path.display().to_string(), source })?;
@@ -84,9 +101,17 @@ impl SqliteKeyStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(persist::SCHEMA)?;
-        let key_records = load(&conn, persist::SELECT_KEYS, KeyRecord::from_row)?;
-        let usage_records = load(&conn, persist::SELECT_USAGE, UsageRecord::from_row)?;
-        let pool = KeyPool::restore(keys, key_records, usage_records);
+        conn.execute_batch(persist::ADMIN_SCHEMA)?;
+        let sealed = load(&conn, persist::SELECT_VAULT, VaultRecord::from_row)?;
+        let runtime = open_sealed(vault.as_ref(), sealed);
+        let stored = StoredPool {
+            keys: load(&conn, persist::SELECT_KEYS, KeyRecord::from_row)?,
+            usage: load(&conn, persist::SELECT_USAGE, UsageRecord::from_row)?,
+            meta: load(&conn, persist::SELECT_META, KeyMeta::from_row)?,
+            runtime,
+            removed: load(&conn, persist::SELECT_REMOVED, persist::removed_from_row)?,
+        };
+        let pool = KeyPool::restore(keys, stored);
         let (k, u) = pool.records();
         Batch { rewrite: Some((k, u)), ..Batch::default() }.commit(&mut conn)?;
         let (tx, rx) = mpsc::channel();
@@ -94,7 +119,7 @@ impl SqliteKeyStore {
             .name("key-store-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|source| StoreError::Path { path: path.display().to_string(), source })?;
-        Ok(Self { pool: Mutex::new(pool), clock, writes: Mutex::new(tx), writer: Mutex::new(Some(writer)) })
+        Ok(Self { pool: Mutex::new(pool), vault, clock, writes: Mutex::new(tx), writer: Mutex::new(Some(writer)) })
     }
 
     fn pool(&self) -> MutexGuard<'_, KeyPool> {
@@ -163,9 +188,64 @@ impl KeyBackend for SqliteKeyStore {
         self.rewrite_all(&pool);
     }
 
-    fn snapshot(&self) -> Snapshot {
-        self.pool().snapshot(self.clock.now())
+    fn stats(&self, view: StatsView) -> Response {
+        let snapshot = self.pool().snapshot(self.clock.now());
+        view.render(&snapshot)
     }
+
+    fn admin(&self, op: AdminOp) -> AdminAnswer {
+        let mut pool = self.pool();
+        let applied = admin::apply(&mut pool, self.vault.as_ref(), op, self.clock.now(), &mut nonce);
+        if !applied.keys.is_empty() {
+            for key in applied.keys.iter().cloned() {
+                self.send(Write::Change(Change { key: Some(key), usage: Vec::new() }));
+            }
+        }
+        if !applied.writes.is_empty() {
+            self.send(Write::Statements(applied.writes.clone()));
+        }
+        AdminAnswer::from(&applied)
+    }
+}
+
+/// Fresh random bytes for a seal.
+fn nonce() -> [u8; proxy_core::vault::NONCE_BYTES] {
+    let mut n = [0u8; proxy_core::vault::NONCE_BYTES];
+    if getrandom::getrandom(&mut n).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        n = proxy_core::vault::fallback_nonce(t);
+    }
+    n
+}
+
+/// The keys added at run time, opened; those that cannot be (no
+/// `KEY_ENCRYPTION_SECRET`, or another one) stay stored, out of the pool.
+fn open_sealed(vault: Option<&Vault>, sealed: Vec<VaultRecord>) -> Vec<ApiKey> {
+    if sealed.is_empty() {
+        return Vec::new();
+    }
+    let Some(vault) = vault else {
+        tracing::warn!(
+            keys = sealed.len(),
+            "keys added at run time stay out of the pool: KEY_ENCRYPTION_SECRET is not set"
+        );
+        return Vec::new();
+    };
+    let mut keys = Vec::with_capacity(sealed.len());
+    let mut failed = 0;
+    for rec in sealed {
+        match vault.open(&KeyId::from_string(&rec.key_id), &rec.sealed) {
+            Ok(k) => keys.push(k),
+            Err(_) => failed += 1,
+        }
+    }
+    if failed > 0 {
+        tracing::error!(
+            failed,
+            "keys added at run time could not be opened (was KEY_ENCRYPTION_SECRET changed?); they stay out of the pool"
+        );
+    }
+    keys
 }
 
 fn to_sql(v: SqlValue) -> Value {
@@ -217,6 +297,7 @@ struct Batch {
     rewrite: Option<(Vec<KeyRecord>, Vec<UsageRecord>)>,
     keys: HashMap<String, KeyRecord>,
     usage: HashMap<(String, String), UsageRecord>,
+    statements: Vec<Statement>,
     flushes: Vec<mpsc::Sender<()>>,
 }
 
@@ -238,6 +319,7 @@ impl Batch {
                 self.usage.clear();
                 self.rewrite = Some((k, u));
             }
+            Write::Statements(s) => self.statements.extend(s),
             Write::Flush(done) => self.flushes.push(done),
         }
     }
@@ -254,6 +336,10 @@ impl Batch {
         }
         for (_, u) in self.usage.drain() {
             run(&tx, (persist::UPSERT_USAGE, u.to_row()))?;
+        }
+        // After the rows: an admin's removal deletes what they wrote.
+        for statement in self.statements.drain(..) {
+            run(&tx, statement)?;
         }
         tx.commit()
     }
@@ -303,7 +389,7 @@ mod tests {
         let path = dir.path().join("k.sqlite3");
         let keys = vec![ApiKey::new("AIzaSySTOREtestKEY000000000000000000001")];
         let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
-        let store = SqliteKeyStore::open(&path, keys, clock).expect("open");
+        let store = SqliteKeyStore::open(&path, keys, clock, None).expect("open");
         let success = |model: &str| {
             let lease = store.acquire(model, &[], None).expect("a key");
             store.report(Report { key: lease.id, model: model.to_owned(), outcome: Outcome::Success });

@@ -3,18 +3,24 @@
 //! storage through core's persistence mapping (the same rows as
 //! host-runner's file).
 
-use crate::wire::{AcquireAnswer, StoreRequest};
+use crate::wire::{AcquireAnswer, AdminReply, StoreRequest};
 use proxy_core::config::parse_api_keys;
-use proxy_core::persist::{self, KeyRecord, RowError, SqlValue, Statement, UsageRecord};
+use proxy_core::persist::{
+    self, KeyMeta, KeyRecord, RowError, SqlValue, Statement, StoredPool, UsageRecord, VaultRecord,
+};
 use proxy_core::stats::{self, StatsView};
-use proxy_core::{KeyPool, UnixMillis};
+use proxy_core::vault::{NONCE_BYTES, Vault};
+use proxy_core::{KeyId, KeyPool, UnixMillis};
 use std::cell::{Cell, RefCell};
+use wasm_bindgen::JsCast;
 use worker::{Date, DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State, durable_object};
 
 struct Loaded {
     /// The `API_KEYS` value the pool was built from.
     source: String,
     pool: KeyPool,
+    /// Seals keys added at run time (`KEY_ENCRYPTION_SECRET`).
+    vault: Option<Vault>,
 }
 
 /// The key store of the Worker. One global instance (`id_from_name`).
@@ -82,11 +88,39 @@ impl ApiKeyManager {
         }
         let keys = parse_api_keys(Some(&source).filter(|s| !s.trim().is_empty()).map(String::as_str))
             .map_err(|e| e.to_string())?;
-        let key_records = self.load(persist::SELECT_KEYS, KeyRecord::from_row)?;
-        let usage_records = self.load(persist::SELECT_USAGE, UsageRecord::from_row)?;
-        let pool = KeyPool::restore(keys, key_records, usage_records);
+        let vault = match crate::env_value(&self.env, "KEY_ENCRYPTION_SECRET").filter(|s| !s.trim().is_empty()) {
+            Some(secret) => Some(Vault::from_secret(&secret).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let mut runtime = Vec::new();
+        let sealed = self.load(persist::SELECT_VAULT, VaultRecord::from_row)?;
+        match &vault {
+            None if !sealed.is_empty() => worker::console_warn!(
+                "{} keys added at run time stay out of the pool: KEY_ENCRYPTION_SECRET is not set",
+                sealed.len()
+            ),
+            None => {}
+            Some(v) => {
+                let opened: Vec<_> = sealed.iter().map(|r| v.open(&KeyId::from_string(&r.key_id), &r.sealed)).collect();
+                let failed = opened.iter().filter(|o| o.is_err()).count();
+                if failed > 0 {
+                    worker::console_error!(
+                        "{failed} keys added at run time could not be opened (was KEY_ENCRYPTION_SECRET changed?)"
+                    );
+                }
+                runtime.extend(opened.into_iter().flatten());
+            }
+        }
+        let stored = StoredPool {
+            keys: self.load(persist::SELECT_KEYS, KeyRecord::from_row)?,
+            usage: self.load(persist::SELECT_USAGE, UsageRecord::from_row)?,
+            meta: self.load(persist::SELECT_META, KeyMeta::from_row)?,
+            runtime,
+            removed: self.load(persist::SELECT_REMOVED, persist::removed_from_row)?,
+        };
+        let pool = KeyPool::restore(keys, stored);
         self.rewrite(&pool)?;
-        *loaded = Some(Loaded { source, pool });
+        *loaded = Some(Loaded { source, pool, vault });
         Ok(())
     }
 
@@ -106,7 +140,8 @@ impl ApiKeyManager {
         self.ensure_loaded().map_err(|why| format!("the key store is not configured: {why}"))?;
         let now = now();
         let mut guard = self.loaded.borrow_mut();
-        let pool = &mut guard.as_mut().ok_or("the key store is not loaded")?.pool;
+        let loaded = guard.as_mut().ok_or("the key store is not loaded")?;
+        let (pool, vault) = (&mut loaded.pool, loaded.vault.as_ref());
         let done = || Response::ok("").map_err(|e| e.to_string());
         match request {
             StoreRequest::Acquire { model, exclude, settle } => {
@@ -133,9 +168,16 @@ impl ApiKeyManager {
                             serde_json::json!({"acquire": self.acquires.get(), "report": self.reports.get()});
                         stats::json_response(&json)
                     }
-                    StatsView::Page => view.render(&snapshot),
+                    StatsView::Page | StatsView::AdminPage => view.render(&snapshot),
                 };
                 crate::io::to_response(&response).map_err(|e| e.to_string())
+            }
+            StoreRequest::Admin { op } => {
+                let applied = proxy_core::admin::apply(pool, vault, op, now, &mut nonce);
+                proxy_core::admin::statements(&applied).try_for_each(|s| self.run(s))?;
+                let leases = applied.leases.iter().map(|l| (l.id.clone(), l.secret.expose().to_owned())).collect();
+                let reply = AdminReply { status: applied.status, body: applied.body, leases };
+                Response::from_json(&reply).map_err(|e| e.to_string())
             }
             StoreRequest::Reset => {
                 pool.reset_all();
@@ -151,11 +193,21 @@ impl ApiKeyManager {
     }
 }
 
+/// Fresh random bytes for a seal, from the runtime's CSPRNG.
+fn nonce() -> [u8; NONCE_BYTES] {
+    let mut n = [0u8; NONCE_BYTES];
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let filled = scope.crypto().is_ok_and(|c| c.get_random_values_with_u8_array(&mut n).is_ok());
+    if filled { n } else { proxy_core::vault::fallback_nonce((js_sys::Date::now() * 1e6) as u64) }
+}
+
 impl DurableObject for ApiKeyManager {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        if let Err(e) = sql.exec(persist::SCHEMA, None) {
-            worker::console_error!("creating the key store schema failed: {e}");
+        for schema in [persist::SCHEMA, persist::ADMIN_SCHEMA] {
+            if let Err(e) = sql.exec(schema, None) {
+                worker::console_error!("creating the key store schema failed: {e}");
+            }
         }
         Self { sql, env, loaded: RefCell::new(None), acquires: Cell::new(0), reports: Cell::new(0) }
     }

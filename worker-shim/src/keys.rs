@@ -150,6 +150,13 @@ impl KeyStore {
         self.call_settling(|settle| StoreRequest::Stats { view, settle }).await
     }
 
+    pub async fn admin(&mut self, op: proxy_core::admin::AdminOp) -> Result<proxy_core::admin::AdminAnswer, String> {
+        let mut resp = self.call(&StoreRequest::Admin { op }).await?;
+        let reply: crate::wire::AdminReply = resp.json().await.map_err(|e| e.to_string())?;
+        let leases = reply.leases.into_iter().map(|(id, secret)| Lease { id, secret: ApiKey::new(secret) }).collect();
+        Ok(proxy_core::admin::AdminAnswer { status: reply.status, body: reply.body, leases })
+    }
+
     pub async fn reset(&mut self) -> Result<(), String> {
         self.call(&StoreRequest::Reset).await.map(drop)
     }

@@ -163,6 +163,7 @@ impl Run {
                 worker::console_error!("{line}");
                 Event::Done
             }
+            Step::Admin(op) => self.store.admin(op).await.map_or_else(Event::StoreFailed, Event::Admin),
             Step::Done => return Flow::Over,
         })
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// What the Worker asks of the key store.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
+#[serde(tag = "request", rename_all = "kebab-case")]
 pub enum StoreRequest {
     /// Apply `settle` (reports that waited in the isolate, then the previous
     /// attempt's), then hand out a key for `model` not in `exclude`.
@@ -17,10 +17,20 @@ pub enum StoreRequest {
     /// Apply `settle`, then the statistics, rendered (the object answers
     /// with the client's response).
     Stats { view: StatsView, settle: Vec<Report> },
+    /// Apply an admin operation.
+    Admin { op: proxy_core::admin::AdminOp },
     /// Clear every mark and counter.
     Reset,
     /// The daily job.
     DailyReset,
+}
+
+/// The object's answer to an admin operation.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminReply {
+    pub status: u16,
+    pub body: String,
+    pub leases: Vec<(KeyId, String)>,
 }
 
 /// The object's answer to an acquire.

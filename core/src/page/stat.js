@@ -18,3 +18,29 @@ document.getElementById("reset").addEventListener("click",function(){if(!confirm
  fetch("/stat/reset",{method:"POST",credentials:"same-origin",headers:{"x-gemini-proxy-action":"reset"}}).then(function(){sel=null;refresh();});});
 setInterval(refresh,15000);setInterval(tick,1000);tick();
 })();
+(function(){
+if(!document.body.dataset.admin)return;
+var out=document.getElementById("admin-result");
+function show(t){out.hidden=false;out.textContent=t;}
+function call(method,path,body){return fetch(path,{method:method,credentials:"same-origin",headers:{"content-type":"application/json","x-gemini-proxy-action":"admin"},body:body===undefined?undefined:JSON.stringify(body)}).then(function(r){return r.json().then(function(j){return {ok:r.ok,status:r.status,json:j};});});}
+function summary(j){
+ if(j.added)return j.added.length+" added, "+j.already_present.length+" already present, "+j.restored.length+" restored; "+j.key_count+" keys in the pool";
+ if(j.checked)return j.checked.map(function(c){return c.id+": "+c.status+(c.reason?" ("+c.reason+")":"");}).join("\n")+(j.remaining?"\n"+j.remaining+" more to check: press Check keys again":"");
+ if(j.removed)return "removed "+j.removed+"; "+j.key_count+" keys in the pool";
+ if(j.id)return j.key+" ("+j.id+")"+(j.disabled?" disabled: "+j.disabled.reason:" enabled")+(j.project?", project "+j.project:"");
+ return JSON.stringify(j);}
+function done(label){return function(r){
+ if(!r.ok){show(label+" failed ("+r.status+"): "+((r.json.error&&r.json.error.message)||JSON.stringify(r.json)));return;}
+ show(label+": "+summary(r.json));document.getElementById("refresh").click();};}
+document.getElementById("add-keys").addEventListener("submit",function(ev){ev.preventDefault();
+ var keys=document.getElementById("new-keys"),project=document.getElementById("new-project").value.trim();
+ call("POST","/admin/keys",{keys:keys.value,project:project||null}).then(function(r){if(r.ok)keys.value="";done("Add")(r);});});
+document.getElementById("check-keys").addEventListener("click",function(){call("POST","/admin/keys/check",{}).then(done("Check"));});
+document.addEventListener("click",function(ev){var b=ev.target.closest("button[data-act]");if(!b)return;
+ var id=b.dataset.id,act=b.dataset.act,path="/admin/keys/"+encodeURIComponent(id);
+ if(act==="check")call("POST","/admin/keys/check",{ids:[id]}).then(done("Check"));
+ else if(act==="disable"){var note=prompt("Why disable this key? (optional)","");if(note===null)return;call("POST",path+"/disable",{note:note}).then(done("Disable"));}
+ else if(act==="enable")call("POST",path+"/enable",{}).then(done("Enable"));
+ else if(act==="project"){var p=prompt("The key's Google project (empty: none)",b.dataset.project||"");if(p===null)return;call("PATCH",path,{project:p.trim()||null}).then(done("Project"));}
+ else if(act==="remove"){if(!confirm("Remove this key from the pool?"))return;call("DELETE",path).then(done("Remove"));}});
+})();
