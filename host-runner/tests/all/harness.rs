@@ -15,6 +15,8 @@ pub fn pool_keys(n: usize) -> Vec<String> {
 }
 
 pub const PROXY_KEY: &str = "AQ.proxyACCESSkey0123456789abcdef";
+pub const ADMIN_KEY: &str = "AQ.adminACCESSkey0123456789abcdef";
+pub const VAULT_SECRET: &str = "a-long-random-secret-only-the-tests-know";
 
 /// 2026-11-27 10:00 UTC (winter: Pacific midnight is 08:00 UTC).
 pub fn start_time() -> UnixMillis {
@@ -153,6 +155,29 @@ impl Harness {
                 if r.path.starts_with("/v1beta/openai/") { Mechanism::Bearer } else { Mechanism::GoogApiKey };
             assert_eq!(*mech, expected, "{}", r.path);
         }
+    }
+
+    /// Turns the admin API on (with run-time keys sealed) for the next start.
+    pub fn with_admin(&mut self) {
+        self.vars.push(("ADMIN_API_KEY".into(), ADMIN_KEY.into()));
+        self.vars.push(("KEY_ENCRYPTION_SECRET".into(), VAULT_SECRET.into()));
+    }
+
+    /// An admin call with the admin key; `body` none: no body.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(ADMIN_KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("admin request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
     }
 
     pub fn id_of(&self, key: &str) -> String {

@@ -2,6 +2,7 @@
 //! against the in-process fake upstream on 127.0.0.1:0, with an injected
 //! clock.
 
+mod admin;
 mod harness;
 mod limits;
 mod persistence;
