@@ -1,60 +1,24 @@
 // The /stat page in a real browser (Debian's Chromium driven by
 // playwright-core): log in, read masked keys and counts, open a reason,
 // keep it open across a refresh, reset, and save desktop and phone
-// screenshots. Runs host-runner and the fake upstream (built by cargo) on
-// 127.0.0.1 ports chosen by the OS.
+// screenshots.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { launchBrowser, shots, startProxy, stopAll } from "./harness.mjs";
 
-const root = resolve(import.meta.dirname, "..", "..");
-const target = process.env.CARGO_TARGET_DIR ?? join(root, "target");
-const shots = join(target, "screenshots");
 const POOL = ["AIzaSyBROWSERpoolKEY00000000000000000001", "AIzaSyBROWSERpoolKEY00000000000000000002", "AQ.BROWSERpoolTOKEN0123456789abcdefghij"];
 const PROXY_KEY = "AQ.browserPROXYkey0123456789abcdefXYZ";
-const procs = [];
 let fake, proxy, browser;
 
-function start(cmd, args, env, cwd) {
-  const p = spawn(cmd, args, { env: { ...process.env, NO_COLOR: "1", ...env }, cwd, stdio: ["ignore", "pipe", "pipe"] });
-  procs.push(p);
-  return new Promise((ok, fail) => {
-    let seen = "";
-    const onData = (d) => {
-      seen += d.toString();
-      const m = seen.match(/listening on (http:\/\/[^\s]+)/);
-      if (m) ok(m[1]);
-    };
-    p.stdout.on("data", onData);
-    p.stderr.on("data", onData);
-    p.on("error", (e) => fail(new Error(`${cmd} could not start: ${e.message}`)));
-    p.on("exit", (code) => fail(new Error(`${cmd} exited ${code}: ${seen}`)));
-    setTimeout(() => fail(new Error(`${cmd} did not start: ${seen}`)), 60_000).unref();
-  });
-}
-
 before(async () => {
-  fake = await start(join(target, "debug", "fake-upstream"), ["127.0.0.1:0"], {});
-  const dir = mkdtempSync(join(tmpdir(), "stat-"));
-  proxy = await start(join(target, "debug", "host-runner"), ["--listen", "127.0.0.1:0", "--db", join(dir, "k.sqlite3")], {
-    API_KEYS: POOL.join(","), PROXY_API_KEY: PROXY_KEY,
-    GEMINI_UPSTREAM_URL: `${fake}/v1beta`, OPENAI_UPSTREAM_URL: `${fake}/v1beta/openai`,
-  }, dir);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync"],
-  });
-  mkdirSync(shots, { recursive: true });
+  ({ fake, proxy } = await startProxy({ API_KEYS: POOL.join(","), PROXY_API_KEY: PROXY_KEY }));
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  for (const p of procs) p.kill("SIGTERM");
+  stopAll();
 });
 
 async function generate(model) {

@@ -1,0 +1,137 @@
+// The admin's actions on the /stat page in a real browser: sign in with
+// ADMIN_API_KEY, paste keys (both formats) with a project, check one the
+// upstream reports leaked, disable one with a note, remove one; each checked
+// on the page and through the admin API, with a screenshot after each step.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { launchBrowser, shots, startProxy, stopAll } from "./harness.mjs";
+
+const POOL = ["AIzaSyADMINpageKEY0000000000000000000a1", "AIzaSyADMINpageKEY0000000000000000000b2"];
+const PROXY_KEY = "AQ.adminPAGEproxyKEY0123456789abcdefXYZ";
+const ADMIN_KEY = "AQ.adminPAGEadminKEY0123456789abcdefXYZ";
+const NEW_AIZA = "AIzaSyADMINpageADDEDkey0123456789abc3";
+const NEW_AQ = "AQ.Ab8RN6adminPAGEaddedKEYnewFORMAT0123456789d4";
+let fake, proxy, browser;
+
+before(async () => {
+  ({ fake, proxy } = await startProxy({
+    API_KEYS: POOL.join(","), PROXY_API_KEY: PROXY_KEY, ADMIN_API_KEY: ADMIN_KEY,
+    KEY_ENCRYPTION_SECRET: "browser-test-key-encryption-secret",
+  }));
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  stopAll();
+});
+
+const masked = (k) => `${k.slice(0, 4)}…${k.slice(-4)}`;
+
+async function adminList() {
+  const r = await fetch(`${proxy}/admin/keys`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+  assert.equal(r.status, 200);
+  return (await r.json()).keys;
+}
+
+// The table row of a key, by its masked form.
+const row = (page, key) => page.locator("tbody tr", { has: page.locator("td.key code", { hasText: masked(key) }) });
+
+async function noSecretIn(page) {
+  const html = await page.content();
+  for (const secret of [...POOL, NEW_AIZA, NEW_AQ, PROXY_KEY, ADMIN_KEY]) assert.ok(!html.includes(secret), "a secret in the page");
+}
+
+test("an admin adds, checks, disables and removes keys on /stat", { timeout: 60_000 }, async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const answers = [];
+  page.on("dialog", (d) => {
+    answers.push(`${d.type()}: ${d.message()}`);
+    return d.type() === "prompt" ? d.accept("rotating this key out") : d.accept();
+  });
+  await page.goto(`${proxy}/stat?key=${encodeURIComponent(ADMIN_KEY)}`);
+  assert.equal(page.url(), `${proxy}/stat`);
+  assert.equal(await page.locator("body").getAttribute("data-admin"), "1");
+  assert.equal(await page.locator("tbody td.actions").count(), 2);
+  await page.screenshot({ path: join(shots, "admin-0-signed-in.png"), fullPage: true });
+
+  // Add: a paste with odd separators and a duplicate, with a project.
+  await page.fill("#new-keys", `${NEW_AIZA},\n  "${NEW_AQ}" ; ${NEW_AIZA}\n${POOL[0]}`);
+  await page.fill("#new-project", "team-b");
+  await page.click("#add-keys button[type=submit]");
+  const result = page.locator("#admin-result");
+  await result.waitFor({ state: "visible" });
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Add: "));
+  assert.match(await result.textContent(), /^Add: 2 added, 1 already present, 0 restored; 4 keys in the pool/);
+  await page.waitForFunction(() => document.querySelectorAll("tbody td.actions").length === 4);
+  assert.equal(await page.inputValue("#new-keys"), "", "the paste is cleared once added");
+  const groups = await page.locator("tr.project th").allTextContents();
+  assert.deepEqual(groups, ["project team-b · 2 keys", "no project · 2 keys"]);
+  assert.equal(await row(page, NEW_AQ).locator(".badge.b-src").textContent(), "runtime");
+  await noSecretIn(page);
+  await page.screenshot({ path: join(shots, "admin-1-added.png"), fullPage: true });
+  let keys = await adminList();
+  assert.deepEqual(keys.filter((k) => k.project === "team-b").map((k) => k.key).sort(), [masked(NEW_AIZA), masked(NEW_AQ)].sort());
+
+  // Check: the upstream reports the new AIza key leaked; it is disabled with the reason.
+  await fetch(`${fake}/_fake/behavior`, { method: "POST", body: JSON.stringify({ key: NEW_AIZA, behavior: "leaked" }) });
+  await row(page, NEW_AIZA).locator("button[data-act=check]").click();
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Check: "));
+  assert.match(await result.textContent(), /: leaked \(Your API key was reported as leaked/);
+  await page.waitForFunction(() => document.querySelectorAll("tbody tr.disabled").length === 1);
+  assert.equal(await row(page, NEW_AIZA).locator(".badge.b-day").textContent(), "leaked");
+  assert.equal(await row(page, NEW_AIZA).locator("button[data-act=enable]").count(), 1);
+  await page.screenshot({ path: join(shots, "admin-2-checked.png"), fullPage: true });
+  keys = await adminList();
+  const leaked = keys.find((k) => k.key === masked(NEW_AIZA));
+  assert.equal(leaked.check.status, "leaked");
+  assert.match(leaked.disabled.reason, /leaked/);
+
+  // Disable with a note (a prompt).
+  await row(page, POOL[0]).locator("button[data-act=disable]").click();
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Disable: "));
+  assert.match(await result.textContent(), /disabled: .*rotating this key out/);
+  await page.waitForFunction(() => document.querySelectorAll("tbody tr.disabled").length === 2);
+  await page.screenshot({ path: join(shots, "admin-3-disabled.png"), fullPage: true });
+  keys = await adminList();
+  assert.match(keys.find((k) => k.key === masked(POOL[0])).disabled.reason, /rotating this key out/);
+
+  // Remove (a confirm).
+  await row(page, NEW_AQ).locator("button[data-act=remove]").click();
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Remove: "));
+  assert.match(await result.textContent(), /; 3 keys in the pool/);
+  await page.waitForFunction(() => document.querySelectorAll("tbody td.actions").length === 3);
+  await page.screenshot({ path: join(shots, "admin-4-removed.png"), fullPage: true });
+  keys = await adminList();
+  assert.ok(!keys.some((k) => k.key === masked(NEW_AQ)), "the removed key is gone from the pool");
+  assert.ok(answers.some((a) => a.startsWith("prompt: ")) && answers.some((a) => a.startsWith("confirm: ")), answers.join("; "));
+
+  // The pool still serves, on the keys left.
+  const r = await fetch(`${proxy}/v1beta/models/gemini-2.5-flash:generateContent`, {
+    method: "POST", headers: { "x-goog-api-key": PROXY_KEY, "content-type": "application/json" },
+    body: JSON.stringify({ contents: [{ parts: [{ text: "hi" }] }] }),
+  });
+  assert.equal(r.status, 200);
+});
+
+test("the admin's session cookie alone, as a cross-site form sends it, changes nothing", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${proxy}/stat?key=${encodeURIComponent(ADMIN_KEY)}`);
+  const before = (await adminList()).length;
+  const r = await page.request.post(`${proxy}/admin/keys`, { form: { keys: "AIzaSyCROSSsiteFORMkey0123456789abcdef" } });
+  assert.equal(r.status(), 403);
+  assert.equal((await adminList()).length, before);
+  await context.close();
+});
+
+test("a viewer (the proxy key) gets the page without the admin's actions", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${proxy}/stat?key=${encodeURIComponent(PROXY_KEY)}`);
+  assert.equal(await page.locator("body").getAttribute("data-admin"), null);
+  assert.equal(await page.locator("button[data-act]").count(), 0);
+  assert.equal(await page.locator("#admin").count(), 0);
+  await context.close();
+});
