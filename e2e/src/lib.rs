@@ -4,8 +4,10 @@
 //! host-runner and against the Worker in `wrangler dev`.
 //!
 //! Environment: `E2E_PROXY_URL`, `E2E_FAKE_ORIGIN`, `E2E_POOL_KEYS`
-//! (comma-separated, as configured in the proxy), `E2E_PROXY_KEY`,
-//! `E2E_HOST` (`host-runner` or `wrangler`).
+//! (comma-separated, as configured in the proxy), `E2E_PROXY_KEY` (empty:
+//! the proxy is open), `E2E_ADMIN_KEY`, `E2E_STORE_DIR` (where the host keeps
+//! its key store: the SQLite file's directory, or `wrangler dev`'s
+//! `--persist-to`), `E2E_HOST` (`host-runner` or `wrangler`).
 #![deny(missing_docs)]
 
 use serde_json::{Value, json};
@@ -20,8 +22,12 @@ pub struct Target {
     pub fake: String,
     /// Pool keys configured in the proxy.
     pub keys: Vec<String>,
-    /// The proxy's access key.
+    /// The proxy's access key (empty: an open proxy).
     pub proxy_key: String,
+    /// The admin API's key.
+    pub admin_key: String,
+    /// Where the host keeps its key store on disk.
+    pub store_dir: std::path::PathBuf,
     /// Which host serves: `host-runner` or `wrangler` (`E2E_HOST`).
     pub host: String,
     /// HTTP client.
@@ -43,6 +49,8 @@ impl Target {
             fake: get("E2E_FAKE_ORIGIN"),
             keys: get("E2E_POOL_KEYS").split(',').map(str::to_owned).collect(),
             proxy_key: get("E2E_PROXY_KEY"),
+            admin_key: get("E2E_ADMIN_KEY"),
+            store_dir: get("E2E_STORE_DIR").into(),
             host: get("E2E_HOST"),
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
         }
@@ -89,13 +97,15 @@ impl Target {
     /// Fresh state: fake reset, proxy marks and counters cleared.
     pub async fn fresh(&self) {
         self.fake("reset", json!({})).await;
-        let r = self
-            .http
-            .post(format!("{}/stat/reset", self.proxy))
-            .bearer_auth(&self.proxy_key)
-            .send()
-            .await
-            .expect("reset");
+        let reset = self.http.post(format!("{}/stat/reset", self.proxy));
+        // An open proxy takes a reset with the page's action header (what a
+        // cross-site form cannot send) in place of a key.
+        let reset = if self.proxy_key.is_empty() {
+            reset.header("x-gemini-proxy-action", "reset")
+        } else {
+            reset.bearer_auth(&self.proxy_key)
+        };
+        let r = reset.send().await.expect("reset");
         assert_eq!(r.status(), 200, "POST /stat/reset");
     }
 
@@ -132,6 +142,49 @@ impl Target {
             .expect("stats");
         assert_eq!(r.status(), 200);
         r.json().await.expect("json")
+    }
+
+    /// An admin API call; `body` none: no body. The status and the JSON answer.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.proxy)).bearer_auth(&self.admin_key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("admin request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("admin body");
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("admin answer is not JSON: {text}")))
+    }
+
+    /// A key's id as the proxy shows it, looked up in the admin list by its
+    /// masked form.
+    pub async fn key_id(&self, key: &str) -> String {
+        let (_, list) = self.admin(reqwest::Method::GET, "/admin/keys", None).await;
+        let masked = format!("{}…{}", &key[..4], &key[key.len() - 4..]);
+        let rows: Vec<&Value> =
+            list["keys"].as_array().expect("keys").iter().filter(|k| k["key"] == masked.as_str()).collect();
+        assert!(rows.len() <= 1, "{masked} is ambiguous: give the scenario's keys distinct tails");
+        rows.first()
+            .and_then(|k| k["id"].as_str())
+            .unwrap_or_else(|| panic!("{masked} is not in the pool: {list}"))
+            .to_owned()
+    }
+
+    /// Every file of the host's key store, read byte for byte, with its path.
+    pub fn store_files(&self) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    out.push((path, bytes));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.store_dir, &mut out);
+        out
     }
 
     /// The stats row of a pool key, by its masked form.

@@ -6,6 +6,8 @@
 //! runner filters by name (`worker_only::`), and the restart scenario's
 //! phases in `phases::`, run one at a time around a restart.
 
+mod admin;
+
 use e2e::Target;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -539,7 +541,11 @@ async fn load_and_faults_lose_nothing() {
 /// Worker fires the cron trigger and runs `after_cron`.
 mod phases {
     use e2e::Target;
-    use serde_json::Value;
+    use reqwest::Method;
+    use serde_json::{Value, json};
+
+    /// A run-time key added before the restart.
+    const RESTART_KEY: &str = "AQ.Ab8RN6e2eKEPTacrossRESTARTSkey0123456789";
 
     /// Phase 1 of the restart scenario: leaves a mark.
     #[tokio::test]
@@ -552,6 +558,15 @@ mod phases {
         }
         let stats = t.stats().await;
         assert_eq!(t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"]["state"], "exhausted");
+        // Admin changes: a run-time key with a project, a key disabled with a note.
+        let (status, v) =
+            t.admin(Method::POST, "/admin/keys", Some(json!({"keys": RESTART_KEY, "project": "kept"}))).await;
+        assert_eq!(status, 200, "{v}");
+        let id = t.key_id(&t.keys[1]).await;
+        let (status, v) = t
+            .admin(Method::POST, &format!("/admin/keys/{id}/disable"), Some(json!({"note": "kept across restarts"})))
+            .await;
+        assert_eq!(status, 200, "{v}");
     }
 
     /// Phase 2: the mark and counts survived.
@@ -563,6 +578,27 @@ mod phases {
         let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];
         assert_eq!(cell["state"], "exhausted", "{stats}");
         assert_eq!(cell["requests"], 1);
+        // The admin changes survived, and the run-time key serves.
+        let (_, list) = t.admin(Method::GET, "/admin/keys", None).await;
+        let row = |key: &str| {
+            let masked = format!("{}…{}", &key[..4], &key[key.len() - 4..]);
+            list["keys"].as_array().expect("keys").iter().find(|k| k["key"] == masked.as_str()).cloned()
+        };
+        let runtime = row(RESTART_KEY).unwrap_or_else(|| panic!("the run-time key is gone: {list}"));
+        assert_eq!((&runtime["source"], &runtime["project"]), (&json!("runtime"), &json!("kept")), "{list}");
+        let disabled = row(&t.keys[1]).expect("key 1");
+        assert!(disabled["disabled"]["reason"].as_str().is_some_and(|r| r.contains("kept across restarts")), "{list}");
+        t.fake("reset", json!({})).await;
+        for _ in 0..4 {
+            assert_eq!(t.generate("e2e-persist-admin").await.status(), 200);
+        }
+        assert!(t.keys_seen().await.iter().any(|k| k == RESTART_KEY), "the run-time key does not serve");
+        // Undone, for the phases that follow.
+        let (status, _) = t.admin(Method::DELETE, &format!("/admin/keys/{}", t.key_id(RESTART_KEY).await), None).await;
+        assert_eq!(status, 200);
+        let (status, _) =
+            t.admin(Method::POST, &format!("/admin/keys/{}/enable", t.key_id(&t.keys[1]).await), None).await;
+        assert_eq!(status, 200);
     }
 
     /// With a key store that cannot load (the runner restarted the Worker
@@ -585,6 +621,73 @@ mod phases {
         let r = t.http.get(format!("{}/stat.json", t.proxy)).bearer_auth(&t.proxy_key).send().await.expect("stats");
         assert_eq!(r.status(), 503);
         assert!(t.upstream_requests().await.is_empty());
+    }
+
+    /// On an open proxy (the runner started it without PROXY_API_KEY):
+    /// requests with no credential, or an empty one as gemini-cli's gateway
+    /// mode sends it, are served with pool keys; the admin API still wants
+    /// its key.
+    #[tokio::test]
+    #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+    async fn open_proxy() {
+        let t = Target::fresh_from_env().await;
+        assert!(t.proxy_key.is_empty(), "the runner starts this phase on an open proxy");
+        let url = format!("{}/v1beta/models/e2e-open:generateContent", t.proxy);
+        let body = json!({"contents": [{"parts": [{"text": "hi"}]}]});
+        let r = t.http.post(&url).json(&body).send().await.expect("no credential");
+        assert_eq!(r.status(), 200);
+        let r = t.http.post(&url).header("x-goog-api-key", "").json(&body).send().await.expect("empty key");
+        assert_eq!(r.status(), 200);
+        let r = t.http.post(&url).header("authorization", "Bearer ").json(&body).send().await.expect("empty bearer");
+        assert_eq!(r.status(), 200);
+        let r = t
+            .http
+            .post(format!("{}/v1/chat/completions", t.proxy))
+            .json(&json!({"model": "e2e-open", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("openai, no credential");
+        assert_eq!(r.status(), 200);
+        for k in t.keys_seen().await {
+            assert!(t.keys.contains(&k), "a non-pool credential went upstream");
+        }
+        assert_eq!(t.stats().await["keys"].as_array().map(Vec::len), Some(t.keys.len()));
+        let r = t.http.get(format!("{}/admin/keys", t.proxy)).send().await.expect("admin");
+        assert_eq!(r.status(), 401);
+    }
+
+    /// Ten thousand keys in one paste: added, reported, and the proxy
+    /// keeps serving and showing its stats.
+    #[tokio::test]
+    #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+    async fn bulk_paste() {
+        let t = Target::fresh_from_env().await;
+        let paste: Vec<String> = (0..10_000).map(|i| format!("AIzaSyE2EbulkPASTEkey{i:019}")).collect();
+        let started = std::time::Instant::now();
+        let (status, v) = t.admin(Method::POST, "/admin/keys", Some(json!({"keys": paste.join("\n")}))).await;
+        let took = started.elapsed();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["added"].as_array().map(Vec::len), Some(10_000));
+        assert_eq!(v["key_count"], 10_000 + t.keys.len());
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            assert_eq!(t.generate("e2e-bulk").await.status(), 200);
+        }
+        let served = started.elapsed();
+        let started = std::time::Instant::now();
+        let stats = t.stats().await;
+        let stat_took = started.elapsed();
+        assert_eq!(stats["keys"].as_array().map(Vec::len), Some(10_000 + t.keys.len()));
+        #[expect(clippy::print_stderr, reason = "the measured figures, shown with --nocapture")]
+        {
+            eprintln!(
+                "{}: 10,000 keys added in {} ms; 5 requests in {} ms; /stat.json in {} ms",
+                t.host,
+                took.as_millis(),
+                served.as_millis(),
+                stat_took.as_millis()
+            );
+        }
     }
 
     /// The daily job (after the runner fired it): counters

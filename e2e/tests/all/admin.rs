@@ -1,0 +1,239 @@
+//! The admin API on both hosts. Each scenario leaves the pool as the runner
+//! configured it (the three `API_KEYS` keys, enabled, without a project).
+
+use e2e::Target;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Fake run-time keys of both formats Google issues.
+const NEW_AIZA: &str = "AIzaSyE2EruntimeADDEDkey0123456789abcd";
+const NEW_AQ: &str = "AQ.Ab8RN6e2eRUNTIMEaddedKEYnewFORMAT0123456789";
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn error_of(v: &Value) -> String {
+    v["error"]["message"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn remove(t: &Target, key: &str) {
+    let id = t.key_id(key).await;
+    let (status, v) = t.admin(Method::DELETE, &format!("/admin/keys/{id}"), None).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+async fn add(t: &Target, keys: &[&str]) -> Value {
+    let (status, v) = t.admin(Method::POST, "/admin/keys", Some(json!({"keys": keys.join("\n")}))).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Polls `/stat.json` until `done` holds (the Worker's reports land a moment
+/// after the answers), at most about 5 s; the last snapshot either way.
+async fn stats_when(t: &Target, done: impl Fn(&Value) -> bool) -> Value {
+    let mut stats = t.stats().await;
+    for _ in 0..100 {
+        if done(&stats) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats = t.stats().await;
+    }
+    stats
+}
+
+fn requests_of(stats: &Value, model: &str) -> u64 {
+    stats["keys"].as_array().expect("keys").iter().filter_map(|k| k["models"][model]["requests"].as_u64()).sum()
+}
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn keys_added_at_run_time_serve_at_once_and_the_store_holds_no_key() {
+    let t = Target::fresh_from_env().await;
+    let added = add(&t, &[NEW_AIZA, NEW_AQ, NEW_AIZA]).await;
+    assert_eq!(added["added"].as_array().map(Vec::len), Some(2), "{added}");
+    assert_eq!(added["key_count"], 5);
+    assert!(!added.to_string().contains(NEW_AIZA) && !added.to_string().contains(NEW_AQ), "a secret in {added}");
+    for _ in 0..10 {
+        assert_eq!(t.generate("e2e-admin-add").await.status(), 200);
+    }
+    let seen = t.keys_seen().await;
+    assert!(seen.iter().any(|k| k == NEW_AIZA) && seen.iter().any(|k| k == NEW_AQ), "{seen:?}");
+
+    // The store, every file read byte for byte: no key of either shape, no
+    // tail of one, not the admin key, not the secret.
+    let files = t.store_files();
+    assert!(!files.is_empty(), "no key store under {}", t.store_dir.display());
+    let mut secrets: Vec<&str> = vec![NEW_AIZA, NEW_AQ, &t.admin_key];
+    secrets.extend(t.keys.iter().map(String::as_str));
+    for (path, bytes) in &files {
+        for s in &secrets {
+            assert!(!contains(bytes, s), "a key in {}", path.display());
+            assert!(!contains(bytes, &s[s.len() - 16..]), "a key's tail in {}", path.display());
+        }
+        assert!(!contains(bytes, "e2e-key-encryption-secret"), "the secret in {}", path.display());
+    }
+    remove(&t, NEW_AIZA).await;
+    remove(&t, NEW_AQ).await;
+    let before = t.upstream_requests().await.len();
+    for _ in 0..6 {
+        assert_eq!(t.generate("e2e-admin-add").await.status(), 200);
+    }
+    let seen = t.keys_seen().await;
+    assert!(seen[before..].iter().all(|k| t.keys.contains(k)), "a removed key served: {seen:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn removing_a_key_during_traffic_loses_no_request_and_no_count() {
+    let t = Target::fresh_from_env().await;
+    let model = "e2e-admin-remove";
+    // The model tracked first (an accepted answer), so that its calls are
+    // counted under its name.
+    assert_eq!(t.generate(model).await.status(), 200);
+    t.behave("*", "slow:400").await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let t = t.clone();
+        calls.spawn(async move { t.generate(model).await.status().as_u16() });
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let gone = t.keys[0].clone();
+    let id = t.key_id(&gone).await;
+    let (status, v) = t.admin(Method::DELETE, &format!("/admin/keys/{id}"), None).await;
+    assert_eq!((status, v["from_api_keys"].as_bool()), (200, Some(true)), "{v}");
+    while let Some(done) = calls.join_next().await {
+        assert_eq!(done.expect("task"), 200, "a request lost to the removal");
+    }
+    t.behave("*", "ok").await;
+    let before = t.upstream_requests().await.len();
+    for _ in 0..4 {
+        assert_eq!(t.generate(model).await.status(), 200);
+    }
+    assert!(!t.keys_seen().await[before..].contains(&gone), "a removed key served");
+
+    let sent = t.upstream_requests().await.len() as u64;
+    let stats = stats_when(&t, |s| requests_of(s, model) == sent).await;
+    assert_eq!(requests_of(&stats, model), sent, "every upstream call counted: {stats}");
+    let row = stats["keys"].as_array().expect("keys").iter().find(|k| k["id"] == id.as_str()).cloned();
+    assert_eq!(row.expect("the removed key is shown with its counts")["removed"], true);
+
+    // Added again, it serves again.
+    let back = add(&t, &[&gone]).await;
+    assert_eq!(back["key_count"], 3, "{back}");
+    let (_, list) = t.admin(Method::GET, "/admin/keys", None).await;
+    assert!(list["keys"].as_array().expect("keys").iter().any(|k| k["id"] == id.as_str()), "{list}");
+}
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn a_per_project_429_sends_the_next_attempt_to_another_project() {
+    let t = Target::fresh_from_env().await;
+    let mut ids = Vec::new();
+    for (key, project) in t.keys.iter().zip(["alpha", "alpha", "beta"]) {
+        let id = t.key_id(key).await;
+        let (status, v) = t.admin(Method::PATCH, &format!("/admin/keys/{id}"), Some(json!({"project": project}))).await;
+        assert_eq!((status, v["project"].as_str()), (200, Some(project)), "{v}");
+        ids.push(id);
+    }
+    let stats = t.stats().await;
+    assert_eq!(t.key_row(&stats, &t.keys[2])["project"], "beta", "projects in /stat.json: {stats}");
+    t.behave(&t.keys[0], "per-minute:600").await;
+    assert_eq!(t.generate("e2e-project").await.status(), 200);
+    assert_eq!(t.keys_seen().await, [t.keys[0].clone(), t.keys[2].clone()], "the retry stayed in project alpha");
+    for _ in 0..3 {
+        assert_eq!(t.generate("e2e-project").await.status(), 200);
+    }
+    assert!(!t.keys_seen().await.contains(&t.keys[1]), "a key of the cooled project served");
+    let stats = t.stats().await;
+    let cell = &t.key_row(&stats, &t.keys[1])["models"]["e2e-project"];
+    assert_eq!(cell["state"], "cooling", "{stats}");
+    assert!(cell["reason"].as_str().is_some_and(|r| r.starts_with("project alpha:")), "{stats}");
+    for id in ids {
+        let (status, v) = t.admin(Method::PATCH, &format!("/admin/keys/{id}"), Some(json!({"project": null}))).await;
+        assert_eq!((status, v["project"].is_null()), (200, true), "{v}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn checks_classify_dead_keys_and_disable_them() {
+    let t = Target::fresh_from_env().await;
+    let keys: Vec<String> = (0..4).map(|i| format!("AIzaSyE2EcheckedKEY000000000000000000c{i}")).collect();
+    let kinds = [("leaked", "leaked"), ("wrong-type", "wrong-key-type"), ("invalid", "invalid"), ("ok", "works")];
+    add(&t, &keys.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let mut ids = Vec::new();
+    for (key, (behavior, _)) in keys.iter().zip(kinds) {
+        t.behave(key, behavior).await;
+        ids.push(t.key_id(key).await);
+    }
+    let (status, checked) = t.admin(Method::POST, "/admin/keys/check", Some(json!({"ids": ids}))).await;
+    assert_eq!(status, 200, "{checked}");
+    assert!(!checked.to_string().contains("AIzaSyE2E"), "a secret in {checked}");
+    for (id, (_, want)) in ids.iter().zip(kinds) {
+        let got = checked["checked"].as_array().expect("checked").iter().find(|c| c["id"] == id.as_str());
+        assert_eq!(got.map(|c| c["status"].clone()), Some(json!(want)), "{checked}");
+    }
+    let reqs = t.upstream_requests().await;
+    assert_eq!(reqs.len(), 4, "one call per key");
+    assert!(reqs.iter().all(|r| r["method"] == "GET" && r["path"] == "/v1beta/models"), "checks are model lists");
+    let stats = t.stats().await;
+    for (key, (_, want)) in keys.iter().zip(kinds) {
+        let row = t.key_row(&stats, key);
+        assert_eq!(row["check"]["status"], want, "the check on /stat.json: {row}");
+        assert_eq!(row["disabled"].is_null(), want == "works", "{row}");
+    }
+    for key in &keys {
+        remove(&t, key).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn bad_admin_calls_get_clear_answers_and_lose_nothing() {
+    let t = Target::fresh_from_env().await;
+    for auth in ["", "AQ.notTHEadminKEY0123456789abcdefgh", t.proxy_key.as_str()] {
+        let r = t.http.get(format!("{}/admin/keys", t.proxy)).bearer_auth(auth).send().await.expect("request");
+        assert_eq!(r.status(), 401, "admin key {auth:?}");
+        let v: Value = r.json().await.expect("a JSON error");
+        assert!(error_of(&v).contains("ADMIN_API_KEY"), "{v}");
+    }
+    let r = t
+        .http
+        .post(format!("{}/admin/keys", t.proxy))
+        .bearer_auth(&t.admin_key)
+        .body("{\"keys\": [\"AIza")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("a JSON error");
+    assert!(error_of(&v).contains("not valid JSON"), "{v}");
+    let (status, v) = t.admin(Method::POST, "/admin/keys", Some(json!({"keys": {"a": 1}}))).await;
+    assert_eq!(status, 400, "{v}");
+
+    // A key already present is reported so, and changes nothing.
+    let dup = add(&t, &[&t.keys[1]]).await;
+    assert_eq!(
+        (dup["added"].as_array().map(Vec::len), dup["already_present"].as_array().map(Vec::len)),
+        (Some(0), Some(1))
+    );
+    assert_eq!(dup["key_count"], 3);
+    let (status, _) = t.admin(Method::DELETE, "/admin/keys/k-doesnotexist", None).await;
+    assert_eq!(status, 404);
+
+    // The last key stays.
+    remove(&t, &t.keys[1]).await;
+    remove(&t, &t.keys[2]).await;
+    let last = t.key_id(&t.keys[0]).await;
+    let (status, v) = t.admin(Method::DELETE, &format!("/admin/keys/{last}"), None).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(error_of(&v).contains("last key"), "{v}");
+    assert_eq!(t.generate("e2e-admin-bad").await.status(), 200);
+    let back = add(&t, &[&t.keys[1], &t.keys[2]]).await;
+    assert_eq!(back["key_count"], 3, "{back}");
+    let (_, list) = t.admin(Method::GET, "/admin/keys", None).await;
+    assert_eq!(list["keys"].as_array().map(Vec::len), Some(3), "{list}");
+}
