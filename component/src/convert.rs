@@ -59,6 +59,7 @@ pub fn stats_view(v: StatsView) -> ks::StatsView {
         StatsView::Json => ks::StatsView::Json,
         StatsView::Page => ks::StatsView::Page,
         StatsView::AdminPage => ks::StatsView::AdminPage,
+        StatsView::Metrics => ks::StatsView::Metrics,
     }
 }
 

@@ -167,6 +167,8 @@ fn admit_stat(
         },
         StatRoute::Json if by_credential || by_cookie => Admission::Stats(StatsView::Json),
         StatRoute::Json => unauthorized("this proxy needs its access key (PROXY_API_KEY) for /stat.json"),
+        StatRoute::Metrics if by_credential || by_cookie => Admission::Stats(StatsView::Metrics),
+        StatRoute::Metrics => unauthorized("this proxy needs its access key (PROXY_API_KEY) for /metrics"),
         StatRoute::Reset => {
             let header_credential = creds.bearer.is_some() || creds.goog_api_key.is_some();
             let from_page = headers::get(headers, ACTION_HEADER).is_some_and(|v| v == "reset");
@@ -301,6 +303,9 @@ mod tests {
         assert_eq!(decide(&c, "GET", "/stat.json", &session), Admission::Stats(StatsView::Json));
         let bearer = h(&[("authorization", "Bearer proxy-key-123456")]);
         assert_eq!(decide(&c, "GET", "/stat", &bearer), Admission::Stats(StatsView::Page));
+        assert_eq!(decide(&c, "GET", "/metrics", &bearer), Admission::Stats(StatsView::Metrics));
+        assert_eq!(error(decide(&c, "GET", "/metrics", &[])).0, 401);
+        assert_eq!(error(decide(&c, "POST", "/metrics", &bearer)).0, 405);
         assert_eq!(
             decide(&c, "GET", "/stat", &h(&[("x-goog-api-key", "proxy-key-123456")])),
             Admission::Stats(StatsView::Page)

@@ -88,6 +88,11 @@ impl Response {
         Self { status, headers: vec![("content-type".into(), "application/json; charset=utf-8".into())], body }
     }
 
+    /// A text answer of `content_type`.
+    pub fn text(status: u16, content_type: &str, body: String) -> Self {
+        Self { status, headers: vec![("content-type".into(), content_type.into())], body }
+    }
+
     /// An HTML page, never cached, locked down to its own inline style and
     /// script and same-origin requests.
     pub fn html(status: u16, body: String) -> Self {

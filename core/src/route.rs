@@ -139,6 +139,8 @@ pub enum StatRoute {
     Reset,
     /// `POST /stat/login` (the page's login form).
     Login,
+    /// `GET /metrics` (Prometheus).
+    Metrics,
 }
 
 #[derive(Clone, Copy)]
@@ -155,6 +157,7 @@ enum Pattern {
     StatsReset,
     StatsPage,
     StatsLogin,
+    Metrics,
     AdminKeys,
     AdminCheck,
     AdminKey,
@@ -182,6 +185,7 @@ fn router() -> &'static Router<Pattern> {
             ("/stat/reset", Pattern::StatsReset),
             ("/stat", Pattern::StatsPage),
             ("/stat/login", Pattern::StatsLogin),
+            ("/metrics", Pattern::Metrics),
             ("/admin/keys", Pattern::AdminKeys),
             ("/admin/keys/check", Pattern::AdminCheck),
             ("/admin/keys/{id}", Pattern::AdminKey),
@@ -302,6 +306,7 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         Pattern::StatsReset => stat(StatRoute::Reset, Method::Post),
         Pattern::StatsPage => stat(StatRoute::Page, Method::Get),
         Pattern::StatsLogin => stat(StatRoute::Login, Method::Post),
+        Pattern::Metrics => stat(StatRoute::Metrics, Method::Get),
         Pattern::AdminKeys
         | Pattern::AdminCheck
         | Pattern::AdminKey

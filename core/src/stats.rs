@@ -18,6 +18,8 @@ pub enum StatsView {
     Page,
     /// `GET /stat` for the admin: the page with its admin actions.
     AdminPage,
+    /// `GET /metrics`, the Prometheus text format.
+    Metrics,
 }
 
 impl StatsView {
@@ -27,6 +29,8 @@ impl StatsView {
             Self::Json => json_response(&snapshot.to_json()),
             Self::Page => Response::html(200, crate::page::render(snapshot, false)),
             Self::AdminPage => Response::html(200, crate::page::render(snapshot, true)),
+            Self::Metrics => Response::text(200, crate::metrics::CONTENT_TYPE, crate::metrics::render(snapshot))
+                .with_header("cache-control", "no-store"),
         }
     }
 }

@@ -78,6 +78,7 @@ impl wit::Host for KeyStoreCtx {
             wit::StatsView::Json => StatsView::Json,
             wit::StatsView::Page => StatsView::Page,
             wit::StatsView::AdminPage => StatsView::AdminPage,
+            wit::StatsView::Metrics => StatsView::Metrics,
         };
         let r = self.backend.stats(view);
         wit::Rendered { status: r.status, headers: r.headers, body: r.body }

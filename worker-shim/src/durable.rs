@@ -168,7 +168,7 @@ impl ApiKeyManager {
                             serde_json::json!({"acquire": self.acquires.get(), "report": self.reports.get()});
                         stats::json_response(&json)
                     }
-                    StatsView::Page | StatsView::AdminPage => view.render(&snapshot),
+                    StatsView::Page | StatsView::AdminPage | StatsView::Metrics => view.render(&snapshot),
                 };
                 crate::io::to_response(&response).map_err(|e| e.to_string())
             }
