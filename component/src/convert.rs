@@ -51,7 +51,9 @@ pub fn report(r: &Report) -> ks::AttemptReport {
         Outcome::TransportError { reason } => ks::Outcome::TransportError(reason.clone()),
         Outcome::BrokenStream { reason } => ks::Outcome::BrokenStream(reason.clone()),
     };
-    ks::AttemptReport { key: r.key.as_str().to_owned(), model: r.model.clone(), outcome }
+    let usage =
+        r.usage.map(|u| ks::TokenUsage { prompt: u.prompt, output: u.output, cached: u.cached, thinking: u.thinking });
+    ks::AttemptReport { key: r.key.as_str().to_owned(), model: r.model.clone(), outcome, usage }
 }
 
 pub fn stats_view(v: StatsView) -> ks::StatsView {

@@ -10,6 +10,7 @@ use crate::bindings::wasi::io::streams::StreamError;
 use proxy_core::config::Scheme as CoreScheme;
 use proxy_core::forward::{BodyError, Event, UpstreamRequest};
 use proxy_core::http::{Method as CoreMethod, Response};
+use proxy_core::stream::UsageTail;
 
 /// Most bytes one `blocking-write-and-flush` takes.
 const WRITE_CHUNK: usize = 4096;
@@ -216,12 +217,21 @@ pub fn stream_response(
     };
     ResponseOutparam::set(out, Ok(outgoing_response));
     let Ok(dst) = outgoing.write() else { return Event::Streamed(Err("response body unavailable".into())) };
+    // Each piece passes through the guest (rather than a host-side splice)
+    // so that the answer's end, with its token usage, can be read.
+    let mut tail = UsageTail::new();
+    tail.push(&first);
     if write_stream(&dst, &first).is_err() {
         return Event::Streamed(Err("the client went away".into()));
     }
     let result = loop {
-        match dst.blocking_splice(&src, READ_CHUNK) {
-            Ok(_) => {}
+        match src.blocking_read(READ_CHUNK) {
+            Ok(piece) => {
+                tail.push(&piece);
+                if write_stream(&dst, &piece).is_err() {
+                    break Err("the client went away".to_owned());
+                }
+            }
             Err(StreamError::Closed) => break Ok(()),
             Err(StreamError::LastOperationFailed(e)) => {
                 break Err(format!("stream broke off: {}", e.to_debug_string()));
@@ -236,7 +246,7 @@ pub fn stream_response(
         Ok(()) => {
             let _ = dst_finish(outgoing);
             drop(incoming);
-            Event::Streamed(Ok(()))
+            Event::Streamed(Ok(tail.usage()))
         }
         // Dropping the outgoing body unfinished aborts the client's response.
         Err(e) => Event::Streamed(Err(e)),

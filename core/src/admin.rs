@@ -108,6 +108,15 @@ impl From<&Applied> for AdminAnswer {
     }
 }
 
+impl AdminAnswer {
+    /// The answer when a store applied an operation but could not save it.
+    pub fn unsaved() -> Self {
+        let message = "the change is in effect but could not be saved (the proxy's log says why): it will be lost when the proxy restarts";
+        let body = json!({"error": {"code": 503, "message": message, "status": "UNAVAILABLE"}}).to_string();
+        Self { status: 503, body, leases: Vec::new() }
+    }
+}
+
 /// What a store's [`apply`] did.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -201,11 +210,19 @@ pub fn apply(
             Applied { status: 200, body: body.to_string(), writes, ..Applied::default() }
         }
         AdminOp::Disable { id, note } => match pool.disable(&id, note.as_deref().unwrap_or_default(), now) {
-            Some(rec) => Applied { keys: vec![rec], ..answer(200, key_json(pool, &id, now)) },
+            Some((rec, meta)) => Applied {
+                keys: vec![rec],
+                writes: vec![(persist::UPSERT_META, meta.to_row())],
+                ..answer(200, key_json(pool, &id, now))
+            },
             None => unknown(&id),
         },
         AdminOp::Enable { id } => match pool.enable(&id) {
-            Some(rec) => Applied { keys: vec![rec], ..answer(200, key_json(pool, &id, now)) },
+            Some((rec, meta)) => Applied {
+                keys: vec![rec],
+                writes: vec![(persist::UPSERT_META, meta.to_row())],
+                ..answer(200, key_json(pool, &id, now))
+            },
             None => unknown(&id),
         },
         AdminOp::Label { id, project, note } => match pool.label(&id, project, note) {
@@ -236,7 +253,8 @@ pub fn apply(
                 check.at = now.0;
                 if bad_key(&check.status) {
                     let why = format!("check found it {}: {}", check.status, check.reason.as_deref().unwrap_or("-"));
-                    out.keys.extend(pool.disable_because(&id, &why, now));
+                    // The metadata row written below carries the hold.
+                    out.keys.extend(pool.disable_because(&id, &why, now).map(|(rec, _)| rec));
                 }
                 if let Some(meta) = pool.record_check(&id, check.clone()) {
                     out.writes.push((persist::UPSERT_META, meta.to_row()));

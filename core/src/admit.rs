@@ -83,6 +83,15 @@ pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(S
     match routed {
         Ok(Route::Stat(stat)) => admit_stat(cfg, stat, &creds, headers, dialect),
         Ok(Route::Admin(route)) => admit_admin(cfg, route, &creds, headers),
+        // A routing error under /admin answers the admin (a wrong method
+        // or path, with the admin key, is a 405 or 404, not a 401).
+        Err(e) if path == "/admin" || path.starts_with("/admin/") => {
+            if is_admin(cfg, &creds, headers) {
+                respond(e)
+            } else {
+                admit_admin(cfg, crate::admin::AdminRoute::List, &creds, headers)
+            }
+        }
         // A routing error answers only a caller the proxy lets in.
         Err(e) => respond(creds.authorize(cfg.proxy_key.as_ref()).err().unwrap_or(e)),
         Ok(Route::Api(f)) => match creds.authorize(cfg.proxy_key.as_ref()).and_then(|()| declared_length(headers)) {
@@ -265,6 +274,21 @@ mod tests {
         let many: Vec<(String, Vec<u8>)> = (0..80).map(|i| (format!("x-h{i}"), vec![b'v'; 2048])).collect();
         assert_eq!(error(decide(&c, "GET", "/v1beta/models", &many)).0, 431, "80 headers of 2 KB");
         assert!(head_limit(100, 1000).is_none());
+    }
+
+    #[test]
+    fn wrong_methods_and_paths_under_admin_answer_the_admin_only() {
+        let c = crate::test_support::config_with(Some("proxy-key-123456"), Some("admin-key-123456"));
+        let admin = h(&[("authorization", "Bearer admin-key-123456")]);
+        assert_eq!(error(decide(&c, "PUT", "/admin/keys", &admin)).0, 405);
+        assert_eq!(error(decide(&c, "GET", "/admin/nothing", &admin)).0, 404);
+        // Anyone else learns nothing about the routes: the admin key is asked for.
+        let proxy = h(&[("authorization", "Bearer proxy-key-123456")]);
+        for headers in [&proxy[..], &[]] {
+            let (status, v) = error(decide(&c, "PUT", "/admin/keys", headers));
+            assert_eq!(status, 401);
+            assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("ADMIN_API_KEY")), "{v}");
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@ pub const DEFAULT_GEMINI_UPSTREAM: &str = "https://generativelanguage.googleapis
 /// Default for `OPENAI_UPSTREAM_URL`.
 pub const DEFAULT_OPENAI_UPSTREAM: &str = "https://generativelanguage.googleapis.com/v1beta/openai";
 
+/// The shortest `ADMIN_API_KEY` accepted.
+pub const MIN_ADMIN_KEY_CHARS: usize = 16;
+
 /// A configuration variable that was missing or malformed. Its `Display`
 /// is one line that names the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,6 +166,16 @@ impl Config {
         };
         let proxy_key = get("PROXY_API_KEY").map(ApiKey::new);
         let admin_key = get("ADMIN_API_KEY").map(ApiKey::new);
+        if let Some(a) = &admin_key
+            && a.expose().chars().count() < MIN_ADMIN_KEY_CHARS
+        {
+            return Err(ConfigError {
+                var: "ADMIN_API_KEY",
+                why: format!(
+                    "is shorter than {MIN_ADMIN_KEY_CHARS} characters: the admin key manages every key, choose a long random one"
+                ),
+            });
+        }
         if let (Some(p), Some(a)) = (&proxy_key, &admin_key)
             && p.matches(a.expose())
         {
@@ -262,6 +275,14 @@ mod tests {
             let e = Config::from_lookup(|v| (v == "UPSTREAM_IDLE_TIMEOUT").then(|| bad.to_owned())).expect_err(bad);
             assert_eq!(e.var, "UPSTREAM_IDLE_TIMEOUT");
         }
+    }
+
+    #[test]
+    fn a_short_admin_key_is_refused() {
+        let e = Config::from_lookup(|v| (v == "ADMIN_API_KEY").then(|| "admin".to_owned())).expect_err("short");
+        assert_eq!(e.var, "ADMIN_API_KEY");
+        let long = Config::from_lookup(|v| (v == "ADMIN_API_KEY").then(|| "a".repeat(MIN_ADMIN_KEY_CHARS)));
+        assert!(long.is_ok_and(|c| c.admin_key.is_some()));
     }
 
     #[test]

@@ -37,6 +37,7 @@ use crate::persist::CheckInfo;
 use crate::route::{self, Dialect, Forward, MAX_BODY_BYTES};
 use crate::secret::{self, KeyId};
 use crate::stats::StatsView;
+use crate::stream::TokenUsage;
 use crate::upstream::{self, Verdict};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -144,9 +145,10 @@ pub enum Event {
     },
     /// The upstream error body, at most the step's limit.
     ErrorBody(Vec<u8>),
-    /// How a streamed answer ended, once its head went to the client: `Err`
-    /// with why when it broke off.
-    Streamed(Result<(), String>),
+    /// How a streamed answer ended, once its head went to the client: the
+    /// token usage it reported (read with a [`crate::stream::UsageTail`] of
+    /// every piece), or `Err` with why when it broke off.
+    Streamed(Result<Option<TokenUsage>, String>),
     /// A 2xx answer failed before its first piece, so before anything went
     /// to the client.
     StreamFailedEarly {
@@ -263,7 +265,7 @@ impl Attempts {
         self.all_timed_out &= timed_out;
         self.tried.push(lease.id.clone());
         self.last_failure = Some(outcome.clone());
-        Report { key: lease.id.clone(), model: model.to_owned(), outcome }
+        Report { key: lease.id.clone(), model: model.to_owned(), outcome, usage: None }
     }
 
     /// The error to answer with once no further attempt is possible:
@@ -603,7 +605,7 @@ impl Exchange {
         let relayed = |outcome| {
             let body = redact(&String::from_utf8_lossy(body));
             let response = Response { status, headers: headers::client_headers(&relay.upstream_headers, true), body };
-            (Report { key: lease.id.clone(), model: model.clone(), outcome }, response)
+            (Report { key: lease.id.clone(), model: model.clone(), outcome, usage: None }, response)
         };
         let (report, response) = match upstream::classify(status, body, redact) {
             Verdict::Retry(outcome) => {
@@ -617,16 +619,16 @@ impl Exchange {
         self.emit([Step::Report(report), Step::Respond(response)])
     }
 
-    fn streamed(&mut self, result: Result<(), String>) -> Step {
+    fn streamed(&mut self, result: Result<Option<TokenUsage>, String>) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Stream, &Event::Done) };
         let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::Stream, &Event::Done) };
         relay.attempts.tried.push(lease.id.clone());
         self.answered = true;
-        let outcome = match result {
-            Ok(()) => Outcome::Success,
-            Err(reason) => Outcome::BrokenStream { reason: secret::redact(&reason, &[&lease.secret]) },
+        let (outcome, usage) = match result {
+            Ok(usage) => (Outcome::Success, usage),
+            Err(reason) => (Outcome::BrokenStream { reason: secret::redact(&reason, &[&lease.secret]) }, None),
         };
-        let report = Report { key: lease.id, model: relay.model().to_owned(), outcome };
+        let report = Report { key: lease.id, model: relay.model().to_owned(), outcome, usage };
         self.emit([Step::Report(report)])
     }
 
@@ -770,7 +772,7 @@ mod tests {
         Status(u16, &'static str),
         Unreachable,
         Stalled,
-        Stream(Result<(), &'static str>),
+        Stream(Result<Option<TokenUsage>, &'static str>),
         EarlyBreak,
     }
 
@@ -844,7 +846,7 @@ mod tests {
                             Event::StoreFailed("the Durable Object is overloaded".into())
                         } else {
                             if let Some(r) = settle {
-                                self.pool.report(&r.key, &r.model, &r.outcome, now);
+                                self.pool.apply(&r, now);
                                 trace.settled.push(r);
                             }
                             Event::Acquired(self.pool.acquire(&model, &exclude, now))
@@ -893,7 +895,7 @@ mod tests {
                         }
                         _ => {
                             trace.streamed = Some((status, headers));
-                            Event::Streamed(Ok(()))
+                            Event::Streamed(Ok(None))
                         }
                     },
                     Step::Respond(r) => {
@@ -902,7 +904,7 @@ mod tests {
                         Event::Done
                     }
                     Step::Report(r) => {
-                        self.pool.report(&r.key, &r.model, &r.outcome, now);
+                        self.pool.apply(&r, now);
                         trace.reports.push(r);
                         Event::Done
                     }
@@ -951,7 +953,7 @@ mod tests {
         assert!(matches!(t.settled[2].outcome, Outcome::TransportError { .. }));
         assert_eq!(
             t.reports,
-            [Report { key: keys[3].clone(), model: "gemini-2.5-flash".into(), outcome: Outcome::Success }]
+            [Report { key: keys[3].clone(), model: "gemini-2.5-flash".into(), outcome: Outcome::Success, usage: None }]
         );
         assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
         assert!(t.response.is_none() && t.logs.is_empty());
@@ -1043,7 +1045,7 @@ mod tests {
 
     #[test]
     fn a_2xx_that_breaks_before_its_first_byte_fails_over_unseen() {
-        let mut host = Host::new(2, &[Answer::EarlyBreak, Answer::Stream(Ok(()))]);
+        let mut host = Host::new(2, &[Answer::EarlyBreak, Answer::Stream(Ok(None))]);
         let t = host.run(
             "POST",
             "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",

@@ -79,6 +79,24 @@ pub fn render(s: &Snapshot) -> String {
 
     family(
         &mut out,
+        "gemini_proxy_tokens_total",
+        "counter",
+        "Tokens the 2xx answers reported today (usageMetadata, usage), per key, model and kind.",
+    );
+    for k in &s.keys {
+        for m in &k.models {
+            let t = &m.tokens;
+            for (kind, n) in
+                [("prompt", t.prompt), ("output", t.output), ("cached", t.cached), ("thinking", t.thinking)]
+            {
+                let labels = [("key_id", k.id.as_str()), ("model", m.model.as_str()), ("kind", kind)];
+                sample(&mut out, "gemini_proxy_tokens_total", &labels, n);
+            }
+        }
+    }
+
+    family(
+        &mut out,
         "gemini_proxy_key_model_state",
         "gauge",
         "A key's state for a model: 1 for the state it is in, 0 for the others.",
@@ -161,7 +179,14 @@ mod tests {
         let limit = RateLimit { scope: RateLimitScope::PerMinute, retry_after_ms: Some(60_000), reason: "slow".into() };
         pool.report(&lease.id, model, &Outcome::RateLimited(limit), NOW);
         let lease = pool.acquire(model, &[], NOW).expect("another key");
-        pool.report(&lease.id, model, &Outcome::Success, NOW);
+        let usage = crate::stream::TokenUsage { prompt: 7, output: 11, cached: 0, thinking: 3 };
+        let report = crate::outcome::Report {
+            key: lease.id.clone(),
+            model: model.into(),
+            outcome: Outcome::Success,
+            usage: Some(usage),
+        };
+        pool.apply(&report, NOW);
         let text = render(&pool.snapshot(NOW));
         for k in &keys {
             assert!(!text.contains(k.expose()), "a key in the metrics");
@@ -177,6 +202,13 @@ mod tests {
             first.as_str()
         )));
         assert!(text.contains("gemini_proxy_keys{state=\"enabled\"} 2\n"));
+        assert!(
+            text.contains(&format!(
+                "gemini_proxy_tokens_total{{key_id=\"{}\",model=\"evil\\\"model\\\\\\nname\",kind=\"output\"}} 11\n",
+                keys[1].id().as_str()
+            )),
+            "{text}"
+        );
         // Every line is a comment or `name{labels} value`, and no raw line feed
         // escaped a label.
         for line in text.lines() {

@@ -3,6 +3,7 @@
 //! an attempt with it came to ([`Outcome`], carried in a [`Report`]).
 
 use crate::secret::{ApiKey, KeyId};
+use crate::stream::TokenUsage;
 use crate::time::UnixMillis;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +77,9 @@ pub struct Report {
     pub model: String,
     /// What happened.
     pub outcome: Outcome,
+    /// The tokens a 2xx answer reported using (read from its end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
 }
 
 /// A key handed out for one attempt.

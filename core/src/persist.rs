@@ -4,6 +4,7 @@
 //! converts [`SqlValue`]s to its driver's type and runs the statements.
 //! Secrets are never stored.
 
+use crate::stream::TokenUsage;
 use serde::{Deserialize, Serialize};
 
 /// The kind of a per-model mark.
@@ -58,6 +59,8 @@ pub struct UsageRecord {
     pub mark_reason: Option<String>,
     /// The last error seen.
     pub last_error: Option<String>,
+    /// The tokens the 2xx answers reported (a row of `usage_tokens`).
+    pub tokens: TokenUsage,
 }
 
 /// A key row. The secret is never persisted: it comes from configuration
@@ -96,6 +99,10 @@ pub struct KeyMeta {
     pub note: Option<String>,
     /// The last check.
     pub check: Option<CheckInfo>,
+    /// The key was disabled by the admin or by a check: a reset of the
+    /// statistics (`POST /stat/reset`) leaves it disabled; only an enable
+    /// undoes it.
+    pub held: bool,
 }
 
 /// A key added at run time, sealed ([`crate::vault`]). One row of `vault`.
@@ -156,6 +163,15 @@ CREATE TABLE IF NOT EXISTS usage (
     last_error TEXT,
     PRIMARY KEY (key_id, model)
 );
+CREATE TABLE IF NOT EXISTS usage_tokens (
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt INTEGER NOT NULL DEFAULT 0,
+    output INTEGER NOT NULL DEFAULT 0,
+    cached INTEGER NOT NULL DEFAULT 0,
+    thinking INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, model)
+);
 ";
 
 /// The tables of the admin's changes (created when missing).
@@ -166,7 +182,8 @@ CREATE TABLE IF NOT EXISTS key_meta (
     note TEXT,
     check_status TEXT,
     check_at INTEGER,
-    check_reason TEXT
+    check_reason TEXT,
+    held INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS vault (
     key_id TEXT PRIMARY KEY,
@@ -180,12 +197,12 @@ CREATE TABLE IF NOT EXISTS removed (
 ";
 
 /// Every metadata row, columns in [`KeyMeta::to_row`] order.
-pub const SELECT_META: &str = "SELECT key_id, project, note, check_status, check_at, check_reason FROM key_meta";
+pub const SELECT_META: &str = "SELECT key_id, project, note, check_status, check_at, check_reason, held FROM key_meta";
 /// Inserts or replaces a metadata row.
-pub const UPSERT_META: &str = "INSERT INTO key_meta (key_id, project, note, check_status, check_at, check_reason) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key_id) DO UPDATE SET project = excluded.project, \
+pub const UPSERT_META: &str = "INSERT INTO key_meta (key_id, project, note, check_status, check_at, check_reason, held) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(key_id) DO UPDATE SET project = excluded.project, \
      note = excluded.note, check_status = excluded.check_status, check_at = excluded.check_at, \
-     check_reason = excluded.check_reason";
+     check_reason = excluded.check_reason, held = excluded.held";
 /// Every vault row, columns in [`VaultRecord::to_row`] order.
 pub const SELECT_VAULT: &str = "SELECT key_id, sealed, added_at FROM vault";
 /// Inserts or replaces a vault row.
@@ -213,8 +230,10 @@ pub fn unremove_statement(key_id: &str) -> Statement {
 pub const SELECT_KEYS: &str = "SELECT key_id, disabled_reason, disabled_at FROM keys";
 
 /// Every usage row, columns in [`UsageRecord::to_row`] order.
-pub const SELECT_USAGE: &str = "SELECT key_id, model, requests, successes, rate_limited, errors, last_used, \
-     mark_kind, mark_until, mark_reason, last_error FROM usage";
+pub const SELECT_USAGE: &str = "SELECT u.key_id, u.model, u.requests, u.successes, u.rate_limited, u.errors, \
+     u.last_used, u.mark_kind, u.mark_until, u.mark_reason, u.last_error, COALESCE(t.prompt, 0), \
+     COALESCE(t.output, 0), COALESCE(t.cached, 0), COALESCE(t.thinking, 0) \
+     FROM usage u LEFT JOIN usage_tokens t ON t.key_id = u.key_id AND t.model = u.model";
 
 /// Inserts or replaces a key row ([`KeyRecord::to_row`]).
 pub const UPSERT_KEY: &str = "INSERT INTO keys (key_id, disabled_reason, disabled_at) VALUES (?1, ?2, ?3) \
@@ -233,6 +252,14 @@ pub const DELETE_KEYS: &str = "DELETE FROM keys";
 
 /// Empties the usage table (the second statement of a rewrite).
 pub const DELETE_USAGE: &str = "DELETE FROM usage";
+
+/// Inserts or replaces a token row ([`UsageRecord::tokens_row`]).
+pub const UPSERT_TOKENS: &str = "INSERT INTO usage_tokens (key_id, model, prompt, output, cached, thinking) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key_id, model) DO UPDATE SET prompt = excluded.prompt, \
+     output = excluded.output, cached = excluded.cached, thinking = excluded.thinking";
+
+/// Empties the token table (the third statement of a rewrite).
+pub const DELETE_TOKENS: &str = "DELETE FROM usage_tokens";
 
 /// One SQL value, as both hosts' drivers know it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -333,6 +360,7 @@ impl KeyMeta {
             opt_text(check.map(|c| c.status.as_str())),
             opt_int(check.map(|c| c.at)),
             opt_text(check.and_then(|c| c.reason.as_deref())),
+            int(u64::from(self.held)),
         ]
     }
 
@@ -342,7 +370,7 @@ impl KeyMeta {
         let (key_id, project, note) = (c.text()?, c.opt_text()?, c.opt_text()?);
         let (status, at, reason) = (c.opt_text()?, c.opt_int()?, c.opt_text()?);
         let check = status.map(|status| CheckInfo { status, at: at.unwrap_or(0), reason });
-        Ok(Self { key_id, project, note, check })
+        Ok(Self { key_id, project, note, check, held: c.int()? != 0 })
     }
 }
 
@@ -398,7 +426,29 @@ impl UsageRecord {
             mark_until: c.opt_int()?,
             mark_reason: c.opt_text()?,
             last_error: c.opt_text()?,
+            tokens: TokenUsage { prompt: c.int()?, output: c.int()?, cached: c.int()?, thinking: c.int()? },
         })
+    }
+
+    /// The token row's values, in [`UPSERT_TOKENS`] order.
+    pub fn tokens_row(&self) -> Vec<SqlValue> {
+        let t = &self.tokens;
+        let int = |n: u64| SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        vec![
+            SqlValue::Text(self.key_id.clone()),
+            SqlValue::Text(self.model.clone()),
+            int(t.prompt),
+            int(t.output),
+            int(t.cached),
+            int(t.thinking),
+        ]
+    }
+
+    /// The statements that write this record: its usage row, and its token
+    /// row when it has tokens.
+    pub fn statements(&self) -> impl Iterator<Item = Statement> + '_ {
+        let tokens = (!self.tokens.is_zero()).then(|| (UPSERT_TOKENS, self.tokens_row()));
+        std::iter::once((UPSERT_USAGE, self.to_row())).chain(tokens)
     }
 }
 
@@ -408,14 +458,14 @@ pub type Statement = (&'static str, Vec<SqlValue>);
 /// The statements that persist one change.
 pub fn change_statements(change: &Change) -> impl Iterator<Item = Statement> + '_ {
     let key = change.key.iter().map(|k| (UPSERT_KEY, k.to_row()));
-    key.chain(change.usage.iter().map(|u| (UPSERT_USAGE, u.to_row())))
+    key.chain(change.usage.iter().flat_map(UsageRecord::statements))
 }
 
 /// The statements that replace every row with `keys` and `usage` (run them
 /// in one transaction where the host has transactions).
 pub fn rewrite_statements<'a>(keys: &'a [KeyRecord], usage: &'a [UsageRecord]) -> impl Iterator<Item = Statement> + 'a {
-    let clear = [(DELETE_KEYS, Vec::new()), (DELETE_USAGE, Vec::new())].into_iter();
-    clear.chain(keys.iter().map(|k| (UPSERT_KEY, k.to_row()))).chain(usage.iter().map(|u| (UPSERT_USAGE, u.to_row())))
+    let clear = [(DELETE_KEYS, Vec::new()), (DELETE_USAGE, Vec::new()), (DELETE_TOKENS, Vec::new())].into_iter();
+    clear.chain(keys.iter().map(|k| (UPSERT_KEY, k.to_row()))).chain(usage.iter().flat_map(UsageRecord::statements))
 }
 
 #[cfg(test)]
@@ -439,10 +489,19 @@ mod tests {
             mark_until: Some(1_800_000_100_000),
             mark_reason: Some("quota".into()),
             last_error: None,
+            tokens: TokenUsage { prompt: 7, output: 9, cached: 2, thinking: 4 },
         };
-        assert_eq!(UsageRecord::from_row(&u.to_row()), Ok(u.clone()));
-        let plain = UsageRecord { mark_kind: None, mark_until: None, mark_reason: None, ..u };
-        assert_eq!(UsageRecord::from_row(&plain.to_row()), Ok(plain));
+        // A row as SELECT_USAGE reads it: the usage row, then the joined tokens.
+        let read = |u: &UsageRecord| {
+            let mut row = u.to_row();
+            row.extend(u.tokens_row().split_off(2));
+            row
+        };
+        assert_eq!(UsageRecord::from_row(&read(&u)), Ok(u.clone()));
+        let plain =
+            UsageRecord { mark_kind: None, mark_until: None, mark_reason: None, tokens: TokenUsage::default(), ..u };
+        assert_eq!(UsageRecord::from_row(&read(&plain)), Ok(plain.clone()));
+        assert_eq!(plain.statements().count(), 1, "no token row without tokens");
     }
 
     #[test]
@@ -452,6 +511,7 @@ mod tests {
             project: Some("team-a".into()),
             note: None,
             check: Some(CheckInfo { status: "works".into(), at: 9, reason: None }),
+            held: true,
         };
         assert_eq!(KeyMeta::from_row(&m.to_row()), Ok(m));
         let v = VaultRecord { key_id: "k-1".into(), sealed: "v1.abc".into(), added_at: 5 };
@@ -470,6 +530,6 @@ mod tests {
     fn a_rewrite_clears_both_tables_first() {
         let k = [KeyRecord { key_id: "k".into(), disabled_reason: None, disabled_at: None }];
         let names: Vec<&str> = rewrite_statements(&k, &[]).map(|(sql, _)| sql).collect();
-        assert_eq!(names, [DELETE_KEYS, DELETE_USAGE, UPSERT_KEY]);
+        assert_eq!(names, [DELETE_KEYS, DELETE_USAGE, DELETE_TOKENS, UPSERT_KEY]);
     }
 }

@@ -8,10 +8,11 @@
 //! expires. Choosing a key therefore costs the same with ten keys or ten
 //! thousand, however many are marked.
 
-use crate::outcome::{Lease, Outcome, RateLimitScope, Unavailable};
+use crate::outcome::{Lease, Outcome, RateLimitScope, Report, Unavailable};
 use crate::persist::{Change, KeyMeta, KeyRecord, MarkKind, StoredPool, UsageRecord};
 use crate::secret::{ApiKey, KeyId};
 use crate::stats::{DisabledInfo, KeySource, KeyState, KeyStats, ModelStats, Snapshot};
+use crate::stream::TokenUsage;
 use crate::time::{UnixMillis, next_pacific_midnight};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -51,6 +52,7 @@ struct Usage {
     last_used: Option<UnixMillis>,
     mark: Option<Mark>,
     last_error: Option<String>,
+    tokens: TokenUsage,
 }
 
 impl Usage {
@@ -200,13 +202,17 @@ impl KeyPool {
                 let s: &mut Slot = &mut slots[slot as usize];
                 s.env |= is_env;
                 s.runtime |= !is_env;
-                continue;
-            }
-            if is_env && removed.contains(id.as_str()) {
+                // Added at run time after its removal: back in the pool.
+                s.removed &= is_env;
                 continue;
             }
             index.insert(id.clone(), slots.len() as u32);
-            slots.push(Slot::new(key, is_env, !is_env));
+            let mut slot = Slot::new(key, is_env, !is_env);
+            // A removed `API_KEYS` key keeps its slot, removed, so that it is
+            // still known to come from `API_KEYS` (a later add restores it,
+            // and removing it again is remembered again).
+            slot.removed = is_env && removed.contains(id.as_str());
+            slots.push(slot);
         }
         for m in meta {
             if let Some(&slot) = index.get(&KeyId::from_string(&m.key_id)) {
@@ -241,6 +247,7 @@ impl KeyPool {
                 u.requests += rec.requests;
                 u.successes += rec.successes;
                 u.errors += rec.errors;
+                u.tokens.add(&rec.tokens);
                 u.last_used = u.last_used.max(rec.last_used.map(UnixMillis));
                 u.last_error = rec.last_error.take().or(u.last_error.take());
                 continue;
@@ -267,6 +274,7 @@ impl KeyPool {
                     last_used: rec.last_used.map(UnixMillis),
                     mark,
                     last_error: rec.last_error,
+                    tokens: rec.tokens,
                 },
             );
         }
@@ -344,13 +352,29 @@ impl KeyPool {
     /// [`UNTRACKED_MODELS`] and a quota mark, which would have tracked it,
     /// cannot arise.
     pub fn report(&mut self, id: &KeyId, model: &str, outcome: &Outcome, now: UnixMillis) -> Option<Change> {
+        self.report_usage(id, model, outcome, None, now)
+    }
+
+    /// Applies one attempt's report, its token usage included.
+    pub fn apply(&mut self, r: &Report, now: UnixMillis) -> Option<Change> {
+        self.report_usage(&r.key, &r.model, &r.outcome, r.usage.as_ref(), now)
+    }
+
+    fn report_usage(
+        &mut self,
+        id: &KeyId,
+        model: &str,
+        outcome: &Outcome,
+        tokens: Option<&TokenUsage>,
+        now: UnixMillis,
+    ) -> Option<Change> {
         let slot = *self.index.get(id)?;
         let mut rows = Vec::new();
         let tracked = self.models.contains_key(model) || (accepted(outcome) && self.promote(model, &mut rows));
         if !tracked && let Some((mp, _)) = self.probation.pools.get_mut(model) {
             // What this name's calls added to the bucket, to move to the name
             // should the upstream accept it later.
-            count(mp.usage.entry(slot).or_default(), outcome, now);
+            count(mp.usage.entry(slot).or_default(), outcome, tokens, now);
         }
         let model = if tracked { model } else { UNTRACKED_MODELS };
         let mp = match self.models.get_mut(model) {
@@ -358,7 +382,7 @@ impl KeyPool {
             None => untracked_pool(&mut self.models, &self.keys),
         };
         let usage = mp.usage.entry(slot).or_default();
-        let disable = count(usage, outcome, now);
+        let disable = count(usage, outcome, tokens, now);
         let mut mark = None;
         if let Outcome::RateLimited(rl) = outcome {
             let (kind, until) = match rl.scope {
@@ -419,6 +443,7 @@ impl KeyPool {
                 if let Some(b) = bucket.usage.get_mut(slot) {
                     b.requests = b.requests.saturating_sub(tally.requests);
                     b.errors = b.errors.saturating_sub(tally.errors);
+                    b.tokens.sub(&tally.tokens);
                     rows.push(usage_record(&self.keys[*slot as usize].id, UNTRACKED_MODELS, b));
                 }
                 rows.push(usage_record(&self.keys[*slot as usize].id, model, tally));
@@ -444,6 +469,7 @@ impl KeyPool {
                 u.rate_limited = 0;
                 u.errors = 0;
                 u.last_error = None;
+                u.tokens = TokenUsage::default();
                 u.active_mark(now).is_some()
             });
         }
@@ -454,8 +480,11 @@ impl KeyPool {
 
     /// Clears every mark and counter, and re-enables disabled keys (an
     /// operator's "try everything again").
+    /// A key the admin or a check disabled stays disabled (it is held: only
+    /// an enable undoes it), so that whoever may reset the statistics cannot
+    /// undo the admin's decisions.
     pub fn reset_all(&mut self) {
-        for slot in &mut self.keys {
+        for slot in self.keys.iter_mut().filter(|s| !s.meta.held) {
             slot.disabled = None;
         }
         // Removed keys stay removed; every model's rotation starts over.
@@ -527,6 +556,7 @@ impl KeyPool {
                     last_used: u.last_used,
                     state,
                     reason,
+                    tokens: u.tokens,
                 });
             }
         }
@@ -538,9 +568,12 @@ impl KeyPool {
 
 /// Counts one call in `usage`; returns the key's disabling, if the outcome
 /// disables it.
-fn count(usage: &mut Usage, outcome: &Outcome, now: UnixMillis) -> Option<DisabledInfo> {
+fn count(usage: &mut Usage, outcome: &Outcome, tokens: Option<&TokenUsage>, now: UnixMillis) -> Option<DisabledInfo> {
     usage.requests += 1;
     usage.last_used = Some(now);
+    if let Some(t) = tokens {
+        usage.tokens.add(t);
+    }
     match outcome {
         Outcome::Success => usage.successes += 1,
         Outcome::ClientError { .. } => {}
@@ -579,6 +612,7 @@ fn usage_record(id: &KeyId, model: &str, u: &Usage) -> UsageRecord {
         mark_until: u.mark.as_ref().map(|m| m.until.0),
         mark_reason: u.mark.as_ref().map(|m| m.reason.clone()),
         last_error: u.last_error.clone(),
+        tokens: u.tokens,
     }
 }
 

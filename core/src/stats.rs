@@ -88,6 +88,8 @@ pub struct ModelStats {
     pub state: KeyState,
     /// The reason for the state (or the last error), redacted.
     pub reason: Option<String>,
+    /// The tokens the 2xx answers reported.
+    pub tokens: crate::stream::TokenUsage,
 }
 
 /// Where a key comes from.
@@ -153,18 +155,20 @@ fn time(t: UnixMillis) -> Value {
 impl Snapshot {
     /// The `/stat.json` document.
     pub fn to_json(&self) -> Value {
-        let mut totals_by_model: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
-        let mut grand = [0u64; 4];
+        let mut totals_by_model: BTreeMap<&str, [u64; 8]> = BTreeMap::new();
+        let mut grand = [0u64; 8];
         let keys: Vec<Value> = self
             .keys
             .iter()
             .map(|k| {
-                let mut totals = [0u64; 4];
+                let mut totals = [0u64; 8];
                 let mut models = Map::new();
                 for m in &k.models {
-                    let counts = [m.requests, m.successes, m.rate_limited, m.errors];
+                    let t = &m.tokens;
+                    let counts =
+                        [m.requests, m.successes, m.rate_limited, m.errors, t.prompt, t.output, t.cached, t.thinking];
                     let by_model = totals_by_model.entry(m.model.as_str()).or_default();
-                    for i in 0..4 {
+                    for i in 0..8 {
                         totals[i] += counts[i];
                         grand[i] += counts[i];
                         by_model[i] += counts[i];
@@ -182,6 +186,7 @@ impl Snapshot {
                             "successes": m.successes,
                             "rate_limited": m.rate_limited,
                             "errors": m.errors,
+                            "tokens": tokens_json(&m.tokens),
                             "last_used": m.last_used.map(time),
                             "state": state,
                             "until": until.map(time),
@@ -217,8 +222,13 @@ impl Snapshot {
     }
 }
 
-fn counts_json(c: [u64; 4]) -> Value {
-    json!({ "requests": c[0], "successes": c[1], "rate_limited": c[2], "errors": c[3] })
+fn counts_json(c: [u64; 8]) -> Value {
+    let tokens = crate::stream::TokenUsage { prompt: c[4], output: c[5], cached: c[6], thinking: c[7] };
+    json!({ "requests": c[0], "successes": c[1], "rate_limited": c[2], "errors": c[3], "tokens": tokens_json(&tokens) })
+}
+
+fn tokens_json(t: &crate::stream::TokenUsage) -> Value {
+    json!({ "prompt": t.prompt, "output": t.output, "cached": t.cached, "thinking": t.thinking })
 }
 
 #[cfg(test)]

@@ -140,7 +140,7 @@ fn sse_data(event: &[u8]) -> Vec<u8> {
 }
 
 /// The tokens an answer used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenUsage {
     /// Prompt (input) tokens.
     pub prompt: u64,
@@ -152,27 +152,132 @@ pub struct TokenUsage {
     pub thinking: u64,
 }
 
+impl TokenUsage {
+    /// Adds `other` (saturating).
+    pub fn add(&mut self, other: &TokenUsage) {
+        self.prompt = self.prompt.saturating_add(other.prompt);
+        self.output = self.output.saturating_add(other.output);
+        self.cached = self.cached.saturating_add(other.cached);
+        self.thinking = self.thinking.saturating_add(other.thinking);
+    }
+
+    /// Takes `other` away (saturating).
+    pub fn sub(&mut self, other: &TokenUsage) {
+        self.prompt = self.prompt.saturating_sub(other.prompt);
+        self.output = self.output.saturating_sub(other.output);
+        self.cached = self.cached.saturating_sub(other.cached);
+        self.thinking = self.thinking.saturating_sub(other.thinking);
+    }
+
+    /// Whether every count is zero.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// The usage an answer (or a stream's event) reports, if it reports one:
 /// Gemini's `usageMetadata` or OpenAI's `usage`.
 pub fn usage_of(json: &[u8]) -> Option<TokenUsage> {
     let v: Value = serde_json::from_slice(json).ok()?;
-    let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     if let Some(u) = v.get("usageMetadata") {
-        return Some(TokenUsage {
-            prompt: n(u, "promptTokenCount"),
-            output: n(u, "candidatesTokenCount"),
-            cached: n(u, "cachedContentTokenCount"),
-            thinking: n(u, "thoughtsTokenCount"),
-        });
+        return gemini_usage(u);
     }
-    let u = v.get("usage").filter(|u| u.is_object())?;
-    let details = |k: &str, field: &str| u.get(k).map_or(0, |d| n(d, field));
-    Some(TokenUsage {
-        prompt: n(u, "prompt_tokens"),
-        output: n(u, "completion_tokens"),
+    openai_usage(v.get("usage")?)
+}
+
+fn count(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn gemini_usage(u: &Value) -> Option<TokenUsage> {
+    u.is_object().then(|| TokenUsage {
+        prompt: count(u, "promptTokenCount"),
+        output: count(u, "candidatesTokenCount"),
+        cached: count(u, "cachedContentTokenCount"),
+        thinking: count(u, "thoughtsTokenCount"),
+    })
+}
+
+fn openai_usage(u: &Value) -> Option<TokenUsage> {
+    let details = |k: &str, field: &str| u.get(k).map_or(0, |d| count(d, field));
+    u.is_object().then(|| TokenUsage {
+        prompt: count(u, "prompt_tokens"),
+        output: count(u, "completion_tokens"),
         cached: details("prompt_tokens_details", "cached_tokens"),
         thinking: details("completion_tokens_details", "reasoning_tokens"),
     })
+}
+
+/// How much of an answer's end [`UsageTail`] keeps.
+pub const TAIL_BYTES: usize = 16 * 1024;
+
+/// The end of an answer as it passes, to read its token usage once it is
+/// over: the usage (`usageMetadata`, `usage`) comes last in a JSON answer
+/// and in a stream's last events, so the last [`TAIL_BYTES`] hold it. No
+/// event is parsed on the way (each chunk costs one copy of at most
+/// [`TAIL_BYTES`]), and nothing is held back.
+#[derive(Clone, Debug, Default)]
+pub struct UsageTail {
+    tail: Vec<u8>,
+}
+
+impl UsageTail {
+    /// A tail with nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notes a chunk of the answer.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if chunk.len() >= TAIL_BYTES {
+            self.tail.clear();
+            self.tail.extend_from_slice(&chunk[chunk.len() - TAIL_BYTES..]);
+            return;
+        }
+        let overflow = (self.tail.len() + chunk.len()).saturating_sub(TAIL_BYTES);
+        if overflow > 0 {
+            self.tail.drain(..overflow);
+        }
+        self.tail.extend_from_slice(chunk);
+    }
+
+    /// The last usage the answer reported, if any: the value of the last
+    /// `"usageMetadata"` or `"usage"` member that is an object (a key
+    /// inside a string is escaped, `\"usage\"`, and not taken).
+    pub fn usage(&self) -> Option<TokenUsage> {
+        let t = &self.tail;
+        let mut end = t.len();
+        while let Some(at) = t[..end].iter().rposition(|&b| b == b'"') {
+            end = at;
+            let parse: fn(&Value) -> Option<TokenUsage> =
+                if t[..at].ends_with(b"\"usageMetadata") && is_key_start(t, at - 14) {
+                    gemini_usage
+                } else if t[..at].ends_with(b"\"usage") && is_key_start(t, at - 6) {
+                    openai_usage
+                } else {
+                    continue;
+                };
+            let after = &t[at + 1..];
+            let Some(colon) = after.iter().position(|b| !b.is_ascii_whitespace()) else { continue };
+            if after[colon] != b':' {
+                continue;
+            }
+            let value = &after[colon + 1..];
+            let found = serde_json::Deserializer::from_slice(value).into_iter::<Value>().next();
+            if let Some(Ok(v)) = found
+                && let Some(u) = parse(&v)
+            {
+                return Some(u);
+            }
+        }
+        None
+    }
+}
+
+/// Whether the quote at `at` opens a member name: not escaped, so not
+/// inside a string.
+fn is_key_start(t: &[u8], at: usize) -> bool {
+    t.get(at) == Some(&b'"') && (at == 0 || t[at - 1] != b'\\')
 }
 
 #[cfg(test)]
@@ -219,6 +324,39 @@ mod tests {
         s.push(&big, |e| out.push(e.to_vec()));
         assert_eq!(out, [b"{\"y\":1}".to_vec()]);
         assert!(s.event.capacity() <= 2 * MAX_EVENT_BYTES);
+    }
+
+    #[test]
+    fn the_tail_finds_the_last_usage_of_a_stream_or_an_answer_in_any_chunking() {
+        let sse = concat!(
+            "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"say \\\"usage\\\": {}\"}]}}],",
+            "\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":1}}\r\n\r\n",
+            "data: {\"candidates\":[],\"usageMetadata\": {\"promptTokenCount\":3,\"candidatesTokenCount\":9,",
+            "\"thoughtsTokenCount\":4,\"cachedContentTokenCount\":2},\"modelVersion\":\"m\"}\r\n\r\n"
+        );
+        let want = TokenUsage { prompt: 3, output: 9, cached: 2, thinking: 4 };
+        for size in [1, 7, 64, sse.len()] {
+            let mut tail = UsageTail::new();
+            sse.as_bytes().chunks(size).for_each(|c| tail.push(c));
+            assert_eq!(tail.usage(), Some(want), "chunks of {size}");
+        }
+        // OpenAI: the usage chunk, then `[DONE]`; earlier chunks' `null`s skipped.
+        let openai = b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":6,\"completion_tokens_details\":{\"reasoning_tokens\":1}}}\n\ndata: [DONE]\n\n";
+        let mut tail = UsageTail::new();
+        tail.push(openai);
+        assert_eq!(tail.usage(), Some(TokenUsage { prompt: 5, output: 6, cached: 0, thinking: 1 }));
+        // A long answer keeps only its end, which holds the usage.
+        let mut tail = UsageTail::new();
+        let mut body = b"{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"".to_vec();
+        body.extend(std::iter::repeat_n(b'x', 3 * TAIL_BYTES));
+        body.extend_from_slice(b"\"}]}}],\"usageMetadata\":{\"promptTokenCount\":11}}");
+        body.chunks(4096).for_each(|c| tail.push(c));
+        assert_eq!(tail.usage().map(|u| u.prompt), Some(11));
+        // Nothing, or only a key inside a string: none.
+        let mut tail = UsageTail::new();
+        tail.push(br#"{"text":"\"usage\": {\"prompt_tokens\": 9}"}"#);
+        assert_eq!(tail.usage(), None);
+        assert_eq!(UsageTail::new().usage(), None);
     }
 
     #[test]

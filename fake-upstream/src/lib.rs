@@ -142,6 +142,9 @@ pub struct Recorded {
     /// The body.
     #[serde(skip)]
     pub body: Vec<u8>,
+    /// The token usage the answer reports, for a generation answered by a
+    /// key that behaves (`ok`).
+    pub usage: Option<responses::Usage>,
 }
 
 impl Recorded {
@@ -377,7 +380,21 @@ impl State {
         body: Vec<u8>,
     ) {
         let model = model_of(&path, &body);
-        lock(&self.requests).push(Recorded { method, path, query, credentials, model, header_names, body });
+        let chat = || {
+            // A chat stream reports its usage only when asked to.
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            v["stream"] != true || v.pointer("/stream_options/include_usage") == Some(&serde_json::Value::Bool(true))
+        };
+        let generation = path.ends_with(":generateContent")
+            || path.ends_with(":streamGenerateContent")
+            || (path == "/v1beta/openai/chat/completions" && chat());
+        let behaves = match credentials.as_slice() {
+            [(_, key)] => self.behavior_of(key) == Behavior::Ok,
+            _ => false,
+        };
+        let real = model.as_deref().is_some_and(|m| !m.contains("made-up"));
+        let usage = (generation && behaves && real).then(|| responses::Usage::for_body(body.len()));
+        lock(&self.requests).push(Recorded { method, path, query, credentials, model, header_names, body, usage });
     }
 }
 
@@ -393,7 +410,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>
     let header_names = req.headers().keys().map(|k| k.as_str().to_owned()).collect();
     let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
     let body_json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    let openai = path.starts_with("/v1beta/openai/");
+    let body_len = body.len();
     let model = model_of(&path, &body);
     st.record(method, path.clone(), query.clone(), creds.clone(), header_names, body);
     if let [(_, key)] = creds.as_slice()
@@ -403,7 +420,8 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>
         // scripted: closing it without an answer is the nearest thing.
         return Err(std::io::Error::other("scripted to misbehave below HTTP"));
     }
-    Ok(respond(&st, &path, query.as_deref(), &creds, openai, model, &body_json).await)
+    let usage = responses::Usage::for_body(body_len);
+    Ok(respond(&st, &path, query.as_deref(), &creds, model, &body_json, &usage).await)
 }
 
 /// The answer to a recorded API request.
@@ -412,10 +430,11 @@ async fn respond(
     path: &str,
     query: Option<&str>,
     creds: &[(Mechanism, String)],
-    openai: bool,
     model: Option<String>,
     body_json: &serde_json::Value,
+    usage: &responses::Usage,
 ) -> Response<Body> {
+    let openai = path.starts_with("/v1beta/openai/");
     let st = st.clone();
     let path = path.to_owned();
     let query = query.map(str::to_owned);
@@ -495,10 +514,12 @@ async fn respond(
         let rest = path.trim_start_matches("/v1beta/openai");
         return match rest {
             "/chat/completions" if body_json.get("stream").and_then(|s| s.as_bool()) == Some(true) => {
-                let events = responses::openai_chat_stream(&model_name, chunks);
+                let include =
+                    body_json.pointer("/stream_options/include_usage").and_then(|v| v.as_bool()) == Some(true);
+                let events = responses::openai_chat_stream(&model_name, chunks, include.then_some(usage));
                 stream(st, "text/event-stream", events, cut)
             }
-            "/chat/completions" => json(StatusCode::OK, &responses::openai_chat(&model_name, &key)),
+            "/chat/completions" => json(StatusCode::OK, &responses::openai_chat(&model_name, usage)),
             "/embeddings" => json(StatusCode::OK, &responses::openai_embeddings(&model_name, body_json)),
             "/models" => json(StatusCode::OK, &responses::openai_models()),
             r if r.starts_with("/models/") => json(StatusCode::OK, &responses::openai_model(&model_name)),
@@ -506,10 +527,10 @@ async fn respond(
         };
     }
     match action.as_deref() {
-        Some("generateContent") => json(StatusCode::OK, &responses::generate(&model_name, &key)),
+        Some("generateContent") => json(StatusCode::OK, &responses::generate(&model_name, usage)),
         Some("streamGenerateContent") if sse => {
             let events = (0..chunks)
-                .map(|i| format!("data: {}\r\n\r\n", responses::generate_chunk(&model_name, i, chunks)))
+                .map(|i| format!("data: {}\r\n\r\n", responses::generate_chunk(&model_name, i, chunks, usage)))
                 .collect();
             stream(st, "text/event-stream", events, cut)
         }
@@ -519,7 +540,7 @@ async fn respond(
                     format!(
                         "{}{}",
                         if i == 0 { "[" } else { ",\r\n" },
-                        responses::generate_chunk(&model_name, i, chunks)
+                        responses::generate_chunk(&model_name, i, chunks, usage)
                     )
                 })
                 .collect();
@@ -584,7 +605,10 @@ const STALL: Duration = Duration::from_secs(120);
 fn stall_body() -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
     tokio::spawn(async move {
-        let first = format!("data: {}\r\n\r\n", responses::generate_chunk("gemini-2.5-flash", 0, 3));
+        let first = format!(
+            "data: {}\r\n\r\n",
+            responses::generate_chunk("gemini-2.5-flash", 0, 3, &responses::Usage::default())
+        );
         if tx.send(Ok(Frame::data(Bytes::from(first)))).await.is_ok() {
             tokio::time::sleep(STALL).await;
         }
@@ -608,7 +632,7 @@ fn cut_at_head() -> Response<Body> {
 /// A 2xx JSON answer that declares its whole length, sends half of it and
 /// breaks off.
 fn cut_json(model: &str, key: &str) -> Response<Body> {
-    let whole = responses::generate(model, key).to_string().into_bytes();
+    let whole = responses::generate(model, &responses::Usage::for_body(key.len())).to_string().into_bytes();
     let half = Bytes::from(whole[..whole.len() / 2].to_vec());
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
     tokio::spawn(async move {

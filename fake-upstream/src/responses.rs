@@ -84,8 +84,48 @@ pub fn wrong_key_type() -> Value {
     }})
 }
 
-fn usage() -> Value {
-    json!({"promptTokenCount": 3, "candidatesTokenCount": 5, "totalTokenCount": 8})
+/// The tokens an answer reports: made up from the request body's length,
+/// so that two requests seldom report alike and a total tells them apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt: u64,
+    /// Output tokens.
+    pub output: u64,
+    /// Prompt tokens from a cache.
+    pub cached: u64,
+    /// Thinking tokens.
+    pub thinking: u64,
+}
+
+impl Usage {
+    /// The usage of an answer to a body of `len` bytes.
+    pub fn for_body(len: usize) -> Self {
+        let n = len as u64;
+        Self { prompt: 3 + n % 61, output: 5 + n % 17, cached: n % 3, thinking: 1 + n % 5 }
+    }
+
+    /// Gemini's `usageMetadata`, with `output` of the candidates so far.
+    fn gemini(&self, output: u64) -> Value {
+        json!({
+            "promptTokenCount": self.prompt,
+            "candidatesTokenCount": output,
+            "cachedContentTokenCount": self.cached,
+            "thoughtsTokenCount": self.thinking,
+            "totalTokenCount": self.prompt + output + self.thinking
+        })
+    }
+
+    /// OpenAI's `usage`.
+    fn openai(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.output,
+            "total_tokens": self.prompt + self.output,
+            "prompt_tokens_details": {"cached_tokens": self.cached},
+            "completion_tokens_details": {"reasoning_tokens": self.thinking}
+        })
+    }
 }
 
 /// The fake's answer text: it names the model, so tests can check it.
@@ -93,19 +133,22 @@ pub fn text(model: &str) -> String {
     format!("Hello from the fake {model}.")
 }
 
-pub fn generate(model: &str, _key: &str) -> Value {
+pub fn generate(model: &str, usage: &Usage) -> Value {
     json!({
         "candidates": [{"content": {"parts": [{"text": text(model)}], "role": "model"}, "finishReason": "STOP", "index": 0}],
-        "usageMetadata": usage(),
+        "usageMetadata": usage.gemini(usage.output),
         "modelVersion": model,
         "responseId": "fake-response"
     })
 }
 
-pub fn generate_chunk(model: &str, i: usize, n: usize) -> Value {
+/// Event `i` of `n`: its usage counts the output so far, as Google's do; the
+/// last event's is the answer's.
+pub fn generate_chunk(model: &str, i: usize, n: usize, usage: &Usage) -> Value {
+    let so_far = usage.output * (i as u64 + 1) / n.max(1) as u64;
     let mut c = json!({
         "candidates": [{"content": {"parts": [{"text": format!("chunk {i} ")}], "role": "model"}, "index": 0}],
-        "usageMetadata": usage(),
+        "usageMetadata": usage.gemini(so_far),
         "modelVersion": model,
         "responseId": "fake-stream"
     });
@@ -143,18 +186,20 @@ pub fn model(name: &str) -> Value {
     model_entry(name)
 }
 
-pub fn openai_chat(model: &str, _key: &str) -> Value {
+pub fn openai_chat(model: &str, usage: &Usage) -> Value {
     json!({
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": 1_764_000_000,
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text(model)}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+        "usage": usage.openai()
     })
 }
 
-pub fn openai_chat_stream(model: &str, n: usize) -> Vec<String> {
+/// A chat stream; with `usage` (the client's `stream_options.include_usage`),
+/// a last chunk with no choices carries it, as OpenAI's does.
+pub fn openai_chat_stream(model: &str, n: usize, usage: Option<&Usage>) -> Vec<String> {
     let mut events: Vec<String> = (0..n)
         .map(|i| {
             let chunk = json!({
@@ -165,6 +210,11 @@ pub fn openai_chat_stream(model: &str, n: usize) -> Vec<String> {
             format!("data: {chunk}\n\n")
         })
         .collect();
+    if let Some(u) = usage {
+        let chunk = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_764_000_000, "model": model,
+                           "choices": [], "usage": u.openai()});
+        events.push(format!("data: {chunk}\n\n"));
+    }
     events.push("data: [DONE]\n\n".into());
     events
 }

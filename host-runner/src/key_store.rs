@@ -121,5 +121,11 @@ fn report(r: wit::AttemptReport) -> Report {
         wit::Outcome::TransportError(reason) => Outcome::TransportError { reason },
         wit::Outcome::BrokenStream(reason) => Outcome::BrokenStream { reason },
     };
-    Report { key: KeyId::from_string(r.key), model: r.model, outcome }
+    let usage = r.usage.map(|u| proxy_core::stream::TokenUsage {
+        prompt: u.prompt,
+        output: u.output,
+        cached: u.cached,
+        thinking: u.thinking,
+    });
+    Report { key: KeyId::from_string(r.key), model: r.model, outcome, usage }
 }

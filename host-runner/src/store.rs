@@ -62,7 +62,8 @@ enum Write {
     Rewrite(Vec<KeyRecord>, Vec<UsageRecord>),
     /// An admin operation's statements, run after the batch's rows.
     Statements(Vec<Statement>),
-    Flush(mpsc::Sender<()>),
+    /// Answered `true` once everything before it is on disk.
+    Flush(mpsc::Sender<bool>),
 }
 
 /// `core`'s key pool, persisted in SQLite.
@@ -134,7 +135,7 @@ impl SqliteKeyStore {
     }
 
     fn apply(&self, pool: &mut KeyPool, report: &Report) {
-        if let Some(change) = pool.report(&report.key, &report.model, &report.outcome, self.clock.now()) {
+        if let Some(change) = pool.apply(report, self.clock.now()) {
             self.send(Write::Change(change));
         }
     }
@@ -144,11 +145,11 @@ impl SqliteKeyStore {
         self.send(Write::Rewrite(k, u));
     }
 
-    /// Waits until every change so far is on disk.
-    pub fn flush(&self) {
+    /// Waits until every change so far is on disk: whether it got there.
+    pub fn flush(&self) -> bool {
         let (tx, rx) = mpsc::channel();
         self.send(Write::Flush(tx));
-        let _ = rx.recv();
+        rx.recv().unwrap_or(false)
     }
 
     /// Flushes and stops the writer.
@@ -196,13 +197,16 @@ impl KeyBackend for SqliteKeyStore {
     fn admin(&self, op: AdminOp) -> AdminAnswer {
         let mut pool = self.pool();
         let applied = admin::apply(&mut pool, self.vault.as_ref(), op, self.clock.now(), &mut nonce);
-        if !applied.keys.is_empty() {
-            for key in applied.keys.iter().cloned() {
-                self.send(Write::Change(Change { key: Some(key), usage: Vec::new() }));
-            }
+        for key in applied.keys.iter().cloned() {
+            self.send(Write::Change(Change { key: Some(key), usage: Vec::new() }));
         }
         if !applied.writes.is_empty() {
             self.send(Write::Statements(applied.writes.clone()));
+        }
+        drop(pool);
+        // The admin is answered once the change is on disk, not before.
+        if (!applied.keys.is_empty() || !applied.writes.is_empty()) && !self.flush() {
+            return AdminAnswer::unsaved();
         }
         AdminAnswer::from(&applied)
     }
@@ -298,7 +302,7 @@ struct Batch {
     keys: HashMap<String, KeyRecord>,
     usage: HashMap<(String, String), UsageRecord>,
     statements: Vec<Statement>,
-    flushes: Vec<mpsc::Sender<()>>,
+    flushes: Vec<mpsc::Sender<bool>>,
 }
 
 impl Batch {
@@ -335,7 +339,9 @@ impl Batch {
             run(&tx, (persist::UPSERT_KEY, k.to_row()))?;
         }
         for (_, u) in self.usage.drain() {
-            run(&tx, (persist::UPSERT_USAGE, u.to_row()))?;
+            for statement in u.statements() {
+                run(&tx, statement)?;
+            }
         }
         // After the rows: an admin's removal deletes what they wrote.
         for statement in self.statements.drain(..) {
@@ -359,14 +365,18 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
         while let Ok(w) = rx.try_recv() {
             batch.add(w);
         }
-        if let Err(e) = batch.commit(&mut conn) {
-            tracing::error!(error = %proxy_core::error::chain(&e), "persisting key statistics failed");
-            // The rows are dropped (the transaction rolled back); the
-            // flushes are still answered.
-            batch = Batch { flushes: std::mem::take(&mut batch.flushes), ..Batch::default() };
-        }
+        let saved = match batch.commit(&mut conn) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %proxy_core::error::chain(&e), "persisting key statistics failed");
+                // The rows are dropped (the transaction rolled back); the
+                // flushes are still answered, with the failure.
+                batch = Batch { flushes: std::mem::take(&mut batch.flushes), ..Batch::default() };
+                false
+            }
+        };
         for f in batch.flushes.drain(..) {
-            let _ = f.send(());
+            let _ = f.send(saved);
         }
     }
 }
@@ -392,7 +402,7 @@ mod tests {
         let store = SqliteKeyStore::open(&path, keys, clock, None).expect("open");
         let success = |model: &str| {
             let lease = store.acquire(model, &[], None).expect("a key");
-            store.report(Report { key: lease.id, model: model.to_owned(), outcome: Outcome::Success });
+            store.report(Report { key: lease.id, model: model.to_owned(), outcome: Outcome::Success, usage: None });
         };
         for _ in 0..5 {
             success("a");

@@ -127,7 +127,7 @@ impl ApiKeyManager {
     /// Applies reports, in order, and persists what they changed.
     fn apply(&self, pool: &mut KeyPool, reports: Vec<proxy_core::Report>, now: UnixMillis) -> Result<(), String> {
         for r in reports {
-            if let Some(change) = pool.report(&r.key, &r.model, &r.outcome, now) {
+            if let Some(change) = pool.apply(&r, now) {
                 persist::change_statements(&change).try_for_each(|s| self.run(s))?;
             }
         }

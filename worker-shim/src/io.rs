@@ -7,6 +7,7 @@ use futures_util::future::{Either, select};
 use proxy_core::config::UpstreamTimeouts;
 use proxy_core::forward::{BodyError, Event, UpstreamRequest};
 use proxy_core::http::Response as CoreResponse;
+use proxy_core::stream::{TokenUsage, UsageTail};
 use std::pin::pin;
 use std::time::Duration;
 use wasm_bindgen::JsCast;
@@ -122,16 +123,51 @@ async fn read_up_to(
 }
 
 /// A streamed answer on its way to the client: its pipe settles when the
-/// stream ends (or rejects when it breaks off).
+/// stream ends (or rejects when it breaks off), and its other branch is read
+/// for the answer's end, which holds the token usage.
 pub struct Piped {
     pipe: JsFuture,
+    tail: Tail,
     _abort: AbortController,
 }
 
 impl Piped {
-    /// How the stream ended.
-    pub async fn ended(self) -> Result<(), String> {
-        self.pipe.await.map(drop).map_err(|e| format!("stream broke off: {e:?}"))
+    /// How the stream ended, with the token usage it reported.
+    pub async fn ended(self) -> Result<Option<TokenUsage>, String> {
+        let (piped, usage) = futures_util::future::join(self.pipe, self.tail.read()).await;
+        piped.map(|_| usage).map_err(|e| format!("stream broke off: {e:?}"))
+    }
+}
+
+/// The second branch of a streamed answer: each piece stays a JavaScript
+/// array (nothing is copied into wasm on the way) until the stream ends;
+/// then the last [`proxy_core::stream::TAIL_BYTES`] are read for the usage.
+struct Tail {
+    reader: web_sys::ReadableStreamDefaultReader,
+    first: js_sys::Uint8Array,
+}
+
+impl Tail {
+    async fn read(self) -> Option<TokenUsage> {
+        let mut pieces = std::collections::VecDeque::from([self.first]);
+        let mut held = pieces[0].length() as usize;
+        loop {
+            let Ok(next) = JsFuture::from(self.reader.read()).await else { return None };
+            if js_sys::Reflect::get(&next, &"done".into()).ok()?.as_bool().unwrap_or(true) {
+                break;
+            }
+            let piece: js_sys::Uint8Array = js_sys::Reflect::get(&next, &"value".into()).ok()?.dyn_into().ok()?;
+            held += piece.length() as usize;
+            pieces.push_back(piece);
+            while pieces.len() > 1 && held - pieces[0].length() as usize >= proxy_core::stream::TAIL_BYTES {
+                held -= pieces.pop_front().map_or(0, |p| p.length() as usize);
+            }
+        }
+        let mut tail = UsageTail::new();
+        for piece in pieces {
+            tail.push(&piece.to_vec());
+        }
+        tail.usage()
     }
 }
 
@@ -192,10 +228,17 @@ pub async fn pass_through(
         }
         Err(e) => return Ok((Err(worker::Error::from(e)), None)),
     }
-    let pipe = JsFuture::from(stream.pipe_to(&writable));
+    // Two branches: one piped natively to the client, one read for the end.
+    let branches = stream.tee();
+    let to_client: web_sys::ReadableStream = branches.get(0).unchecked_into();
+    let to_tail: web_sys::ReadableStream = branches.get(1).unchecked_into();
+    let first: js_sys::Uint8Array =
+        field("value").dyn_into().unwrap_or_else(|_| js_sys::Uint8Array::new_with_length(0));
+    let tail = Tail { reader: to_tail.get_reader().unchecked_into(), first };
+    let pipe = JsFuture::from(to_client.pipe_to(&writable));
     let response =
         Response::from_body(ResponseBody::Stream(readable)).map(|r| r.with_status(status).with_headers(headers));
-    Ok((response, Some(Piped { pipe, _abort: abort })))
+    Ok((response, Some(Piped { pipe, tail, _abort: abort })))
 }
 
 /// workerd's `IdentityTransformStream` (bytes pass natively), else a

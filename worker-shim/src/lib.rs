@@ -143,7 +143,7 @@ impl Run {
                 Some(upstream) => match io::pass_through(upstream, status, &headers, &self.timeouts).await {
                     Ok((response, pipe)) => {
                         self.pipe = pipe;
-                        return Flow::Answer(response, Event::Streamed(Ok(())));
+                        return Flow::Answer(response, Event::Streamed(Ok(None)));
                     }
                     Err((reason, timed_out)) => Event::StreamFailedEarly { reason, timed_out },
                 },

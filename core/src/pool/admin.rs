@@ -41,7 +41,7 @@ impl KeyPool {
                 return Added::AlreadyPresent;
             }
             if project.is_some() {
-                s.meta.project = project;
+                s.meta.project = project.map(|p| super::clip(p.trim()));
             }
             s.removed = false;
             s.runtime = true;
@@ -51,7 +51,7 @@ impl KeyPool {
         let slot = self.keys.len() as u32;
         let mut s = Slot::new(key, false, true);
         s.meta.key_id = id.as_str().to_owned();
-        s.meta.project = project;
+        s.meta.project = project.map(|p| super::clip(p.trim()));
         self.keys.push(s);
         self.index.insert(id, slot);
         for mp in self.models.values_mut().chain(self.probation.pools.values_mut().map(|(mp, _)| mp)) {
@@ -86,32 +86,37 @@ impl KeyPool {
         Some(Removed { was_env: s.env })
     }
 
-    /// Disables a key by hand, with the admin's note; the key row to persist.
-    pub fn disable(&mut self, id: &KeyId, note: &str, now: UnixMillis) -> Option<KeyRecord> {
-        let slot = self.slot_of(id)?;
+    /// Disables a key by hand, with the admin's note; the rows to persist.
+    /// Held: a reset of the statistics leaves it disabled.
+    pub fn disable(&mut self, id: &KeyId, note: &str, now: UnixMillis) -> Option<(KeyRecord, KeyMeta)> {
         let reason = if note.trim().is_empty() {
             "disabled by the admin".to_owned()
         } else {
-            super::clip(&format!("disabled by the admin: {}", note.trim()))
+            format!("disabled by the admin: {}", note.trim())
         };
-        self.keys[slot].disabled = Some(DisabledInfo { reason, since: now });
-        Some(self.key_record(slot))
+        self.disable_because(id, &reason, now)
     }
 
-    /// Disables a key for `reason` (a check that found it unusable); the key
-    /// row to persist.
-    pub fn disable_because(&mut self, id: &KeyId, reason: &str, now: UnixMillis) -> Option<KeyRecord> {
+    /// Disables a key for `reason` (the admin's, or a check that found it
+    /// unusable), held; the rows to persist.
+    pub fn disable_because(&mut self, id: &KeyId, reason: &str, now: UnixMillis) -> Option<(KeyRecord, KeyMeta)> {
         let slot = self.slot_of(id)?;
-        self.keys[slot].disabled = Some(DisabledInfo { reason: super::clip(reason), since: now });
-        Some(self.key_record(slot))
+        let s = &mut self.keys[slot];
+        s.disabled = Some(DisabledInfo { reason: super::clip(reason), since: now });
+        s.meta.key_id = id.as_str().to_owned();
+        s.meta.held = true;
+        Some((self.key_record(slot), self.keys[slot].meta.clone()))
     }
 
-    /// Enables a key, however it was disabled; the key row to persist.
-    pub fn enable(&mut self, id: &KeyId) -> Option<KeyRecord> {
+    /// Enables a key, however it was disabled; the rows to persist.
+    pub fn enable(&mut self, id: &KeyId) -> Option<(KeyRecord, KeyMeta)> {
         let slot = self.slot_of(id)?;
-        self.keys[slot].disabled = None;
+        let s = &mut self.keys[slot];
+        s.disabled = None;
+        s.meta.key_id = id.as_str().to_owned();
+        s.meta.held = false;
         self.requeue_everywhere(slot as u32);
-        Some(self.key_record(slot))
+        Some((self.key_record(slot), self.keys[slot].meta.clone()))
     }
 
     /// Sets (or clears) a key's project label and note; the metadata row.
@@ -124,11 +129,12 @@ impl KeyPool {
         let slot = self.slot_of(id)?;
         let meta = &mut self.keys[slot].meta;
         meta.key_id = id.as_str().to_owned();
+        let tidy = |v: String| Some(super::clip(v.trim())).filter(|v| !v.is_empty());
         if let Some(p) = project {
-            meta.project = p.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty());
+            meta.project = p.and_then(tidy);
         }
         if let Some(n) = note {
-            meta.note = n.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+            meta.note = n.and_then(tidy);
         }
         Some(meta.clone())
     }
@@ -223,15 +229,43 @@ mod tests {
     }
 
     #[test]
+    fn an_api_keys_key_removed_then_added_then_removed_again_stays_removed_across_restarts() {
+        let env = fake_keys("ENV", 2);
+        let gone = env[1].id();
+        let stored = |removed: Vec<String>, runtime: Vec<ApiKey>| crate::persist::StoredPool {
+            removed,
+            runtime,
+            ..crate::persist::StoredPool::default()
+        };
+        // Removed, then a restart.
+        let mut p = KeyPool::restore(env.clone(), stored(vec![gone.as_str().into()], vec![]));
+        assert_eq!(p.len(), 1);
+        // Added again: restored (it is still an API_KEYS key), then a restart
+        // with its vault row and no removal.
+        assert_eq!(p.add(env[1].clone(), None), Added::Restored);
+        let mut p = KeyPool::restore(env.clone(), stored(vec![], vec![env[1].clone()]));
+        assert_eq!(p.len(), 2);
+        // Removed again: known to come from API_KEYS, so the removal is
+        // recorded again (the host writes INSERT_REMOVED for it).
+        assert_eq!(p.remove(&gone), Some(Removed { was_env: true }));
+        let p = KeyPool::restore(env, stored(vec![gone.as_str().into()], vec![]));
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
     fn disable_enable_and_labels() {
         let mut p = KeyPool::new(fake_keys("ENV", 2));
         let ids: Vec<KeyId> = p.ids().cloned().collect();
-        let rec = p.disable(&ids[0], "rotating it out", NOW).expect("known");
-        assert!(rec.disabled_reason.is_some_and(|r| r.contains("rotating it out")));
+        let (rec, meta) = p.disable(&ids[0], "rotating it out", NOW).expect("known");
+        assert!(rec.disabled_reason.is_some_and(|r| r.contains("rotating it out")) && meta.held);
         for _ in 0..3 {
             assert_eq!(p.acquire("m", &[], NOW).expect("the other").id, ids[1]);
         }
-        assert!(p.enable(&ids[0]).is_some_and(|r| r.disabled_reason.is_none()));
+        // A reset of the statistics does not undo the admin's disabling.
+        p.reset_all();
+        assert!(p.snapshot(NOW).keys[0].disabled.is_some(), "held across a reset");
+        assert_eq!(p.acquire("m", &[], NOW).expect("the other").id, ids[1]);
+        assert!(p.enable(&ids[0]).is_some_and(|(r, m)| r.disabled_reason.is_none() && !m.held));
         let seen: Vec<KeyId> = (0..2).map(|_| p.acquire("m", &[], NOW).expect("a key").id).collect();
         assert!(seen.contains(&ids[0]));
         let meta = p.label(&ids[1], Some(Some(" proj-1 ".into())), Some(Some("mine".into()))).expect("known");

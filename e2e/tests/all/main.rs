@@ -760,3 +760,70 @@ mod worker_only {
         assert!(per_request <= 1.05, "{per_request:.3} Durable Object requests per proxied request");
     }
 }
+
+/// Token counts equal what the fake's answers reported, for plain and
+/// streamed answers in both dialects.
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn tokens_are_counted_as_the_answers_report_them() {
+    let t = Target::fresh_from_env().await;
+    let post = |path: &str, body: Value| {
+        let req = t.http.post(format!("{}{path}", t.proxy)).json(&body);
+        if path.starts_with("/v1/") {
+            req.bearer_auth(&t.proxy_key)
+        } else {
+            req.header("x-goog-api-key", &t.proxy_key)
+        }
+    };
+    let prompt = |text: &str| json!({"contents": [{"parts": [{"text": text}]}]});
+    let chat = |stream: bool| {
+        json!({"model": "e2e-tokens", "messages": [{"role": "user", "content": "hi"}], "stream": stream,
+               "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null }})
+    };
+    for (path, body) in [
+        ("/v1beta/models/e2e-tokens:generateContent", prompt("plain")),
+        ("/v1beta/models/e2e-tokens:streamGenerateContent?alt=sse", prompt("a stream")),
+        ("/v1beta/models/e2e-tokens:streamGenerateContent", prompt("an array")),
+        ("/v1/chat/completions", chat(false)),
+        ("/v1/chat/completions", chat(true)),
+    ] {
+        let r = post(path, body).send().await.expect("request");
+        assert_eq!(r.status(), 200, "{path}");
+        r.bytes().await.expect("the whole answer");
+    }
+    let mut want: std::collections::BTreeMap<String, [u64; 4]> = std::collections::BTreeMap::new();
+    for r in t.upstream_requests().await {
+        let (Some(u), Some(key)) = (r.get("usage").filter(|u| !u.is_null()), r["credentials"][0][1].as_str()) else {
+            continue;
+        };
+        let masked = format!("{}…{}", &key[..4], &key[key.len() - 4..]);
+        let cell = want.entry(masked).or_default();
+        for (i, f) in ["prompt", "output", "cached", "thinking"].iter().enumerate() {
+            cell[i] += u[f].as_u64().expect("a count");
+        }
+    }
+    assert!(!want.is_empty(), "the fake reported no usage");
+    let counted = |stats: &Value| -> std::collections::BTreeMap<String, [u64; 4]> {
+        stats["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| {
+                let tk = &k["models"]["e2e-tokens"]["tokens"];
+                let n = |f: &str| tk[f].as_u64().unwrap_or(0);
+                let c = [n("prompt"), n("output"), n("cached"), n("thinking")];
+                (c != [0; 4]).then(|| (k["key"].as_str().unwrap_or_default().to_owned(), c))
+            })
+            .collect()
+    };
+    // The Worker's reports land a moment after the answers.
+    let mut stats = t.stats().await;
+    for _ in 0..100 {
+        if counted(&stats) == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats = t.stats().await;
+    }
+    assert_eq!(counted(&stats), want, "{stats}");
+}

@@ -8,3 +8,4 @@ mod limits;
 mod persistence;
 mod proxying;
 mod rotation;
+mod tokens;
