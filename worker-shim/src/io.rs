@@ -139,34 +139,28 @@ impl Piped {
     }
 }
 
-/// The second branch of a streamed answer: each piece stays a JavaScript
-/// array (nothing is copied into wasm on the way) until the stream ends;
-/// then the last [`proxy_core::stream::TAIL_BYTES`] are read for the usage.
+/// The second branch of a streamed answer, gathered by the runtime itself
+/// (`Response.arrayBuffer()`: no JavaScript or wasm runs per piece, which a
+/// reader loop doubled the CPU time of a long stream with); once it is
+/// over, only its last [`proxy_core::stream::TAIL_BYTES`] are copied into
+/// wasm and read for the usage.
 struct Tail {
-    reader: web_sys::ReadableStreamDefaultReader,
+    rest: web_sys::ReadableStream,
     first: js_sys::Uint8Array,
 }
 
 impl Tail {
     async fn read(self) -> Option<TokenUsage> {
-        let mut pieces = std::collections::VecDeque::from([self.first]);
-        let mut held = pieces[0].length() as usize;
-        loop {
-            let Ok(next) = JsFuture::from(self.reader.read()).await else { return None };
-            if js_sys::Reflect::get(&next, &"done".into()).ok()?.as_bool().unwrap_or(true) {
-                break;
-            }
-            let piece: js_sys::Uint8Array = js_sys::Reflect::get(&next, &"value".into()).ok()?.dyn_into().ok()?;
-            held += piece.length() as usize;
-            pieces.push_back(piece);
-            while pieces.len() > 1 && held - pieces[0].length() as usize >= proxy_core::stream::TAIL_BYTES {
-                held -= pieces.pop_front().map_or(0, |p| p.length() as usize);
-            }
-        }
+        let gathered = web_sys::Response::new_with_opt_readable_stream(Some(&self.rest)).ok()?;
+        let buffer: js_sys::ArrayBuffer = JsFuture::from(gathered.array_buffer().ok()?).await.ok()?.dyn_into().ok()?;
+        let rest = js_sys::Uint8Array::new(&buffer);
+        let keep = proxy_core::stream::TAIL_BYTES as u32;
         let mut tail = UsageTail::new();
-        for piece in pieces {
-            tail.push(&piece.to_vec());
+        if rest.length() < keep {
+            tail.push(&self.first.to_vec());
         }
+        let from = rest.length().saturating_sub(keep);
+        tail.push(&rest.subarray(from, rest.length()).to_vec());
         tail.usage()
     }
 }
@@ -234,7 +228,7 @@ pub async fn pass_through(
     let to_tail: web_sys::ReadableStream = branches.get(1).unchecked_into();
     let first: js_sys::Uint8Array =
         field("value").dyn_into().unwrap_or_else(|_| js_sys::Uint8Array::new_with_length(0));
-    let tail = Tail { reader: to_tail.get_reader().unchecked_into(), first };
+    let tail = Tail { rest: to_tail, first };
     let pipe = JsFuture::from(to_client.pipe_to(&writable));
     let response =
         Response::from_body(ResponseBody::Stream(readable)).map(|r| r.with_status(status).with_headers(headers));
