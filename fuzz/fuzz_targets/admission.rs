@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Step::Acquire { model, exclude, settle } => {
                 if let Some(r) = settle {
-                    pool.report(&r.key, &r.model, &r.outcome, now);
+                    pool.apply(&r, now);
                 }
                 Event::Acquired(pool.acquire(&model, &exclude, now))
             }
@@ -48,15 +48,20 @@ fuzz_target!(|data: &[u8]| {
             Step::ReadErrorBody { .. } => Event::ErrorBody(body.clone()),
             Step::Stream { .. } => {
                 answers += 1;
-                Event::Streamed(Ok(()))
+                Event::Streamed(Ok(None))
             }
             Step::Respond(_) | Step::Stats(_) => {
                 answers += 1;
                 Event::Done
             }
             Step::Report(r) => {
-                pool.report(&r.key, &r.model, &r.outcome, now);
+                pool.apply(&r, now);
                 Event::Done
+            }
+            Step::Admin(op) => {
+                let applied =
+                    proxy_core::admin::apply(&mut pool, None, op, now, &mut || [0; proxy_core::vault::NONCE_BYTES]);
+                Event::Admin(proxy_core::admin::AdminAnswer::from(&applied))
             }
             Step::Reset | Step::Log(_) => Event::Done,
             Step::Done => break,

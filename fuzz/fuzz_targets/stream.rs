@@ -1,9 +1,10 @@
 //! SSE and JSON-array splitting: the events found do not depend on how the
-//! stream is cut into chunks; usage parsing never panics.
+//! stream is cut into chunks; usage parsing never panics; the usage read
+//! from an answer's tail does not depend on the chunking either.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proxy_core::stream::{Framing, Splitter, usage_of};
+use proxy_core::stream::{Framing, Splitter, UsageTail, usage_of};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, stream)) = data.split_first() else { return };
@@ -20,4 +21,11 @@ fuzz_target!(|data: &[u8]| {
             let _ = usage_of(e);
         }
     }
+    let mut whole = UsageTail::new();
+    whole.push(stream);
+    let mut pieces = UsageTail::new();
+    for chunk in stream.chunks(usize::from(cut % 31) * 97 + 1) {
+        pieces.push(chunk);
+    }
+    assert_eq!(whole.usage(), pieces.usage(), "the tail's usage depends on the chunking");
 });
