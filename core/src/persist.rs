@@ -433,7 +433,6 @@ impl UsageRecord {
     /// The token row's values, in [`UPSERT_TOKENS`] order.
     pub fn tokens_row(&self) -> Vec<SqlValue> {
         let t = &self.tokens;
-        let int = |n: u64| SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX));
         vec![
             SqlValue::Text(self.key_id.clone()),
             SqlValue::Text(self.model.clone()),

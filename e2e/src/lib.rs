@@ -144,6 +144,21 @@ impl Target {
         r.json().await.expect("json")
     }
 
+    /// `/stat.json` once `done` holds of it, polled for about 5 s at most
+    /// (the Worker's reports land a moment after the answers); the last
+    /// snapshot either way.
+    pub async fn stats_when(&self, done: impl Fn(&Value) -> bool) -> Value {
+        let mut stats = self.stats().await;
+        for _ in 0..100 {
+            if done(&stats) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stats = self.stats().await;
+        }
+        stats
+    }
+
     /// An admin API call; `body` none: no body. The status and the JSON answer.
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.proxy)).bearer_auth(&self.admin_key);
@@ -160,7 +175,7 @@ impl Target {
     /// masked form.
     pub async fn key_id(&self, key: &str) -> String {
         let (_, list) = self.admin(reqwest::Method::GET, "/admin/keys", None).await;
-        let masked = format!("{}…{}", &key[..4], &key[key.len() - 4..]);
+        let masked = masked(key);
         let rows: Vec<&Value> =
             list["keys"].as_array().expect("keys").iter().filter(|k| k["key"] == masked.as_str()).collect();
         assert!(rows.len() <= 1, "{masked} is ambiguous: give the scenario's keys distinct tails");
@@ -189,7 +204,12 @@ impl Target {
 
     /// The stats row of a pool key, by its masked form.
     pub fn key_row<'a>(&self, stats: &'a Value, key: &str) -> &'a Value {
-        let masked = format!("{}…{}", &key[..4], &key[key.len() - 4..]);
+        let masked = masked(key);
         stats["keys"].as_array().expect("keys").iter().find(|k| k["key"] == masked.as_str()).expect("key row")
     }
+}
+
+/// A key as the proxy shows it: its first 4 and last 4 characters.
+pub fn masked(key: &str) -> String {
+    format!("{}…{}", &key[..4], &key[key.len() - 4..])
 }

@@ -30,20 +30,6 @@ async fn add(t: &Target, keys: &[&str]) -> Value {
     v
 }
 
-/// Polls `/stat.json` until `done` holds (the Worker's reports land a moment
-/// after the answers), at most about 5 s; the last snapshot either way.
-async fn stats_when(t: &Target, done: impl Fn(&Value) -> bool) -> Value {
-    let mut stats = t.stats().await;
-    for _ in 0..100 {
-        if done(&stats) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stats = t.stats().await;
-    }
-    stats
-}
-
 fn requests_of(stats: &Value, model: &str) -> u64 {
     stats["keys"].as_array().expect("keys").iter().filter_map(|k| k["models"][model]["requests"].as_u64()).sum()
 }
@@ -115,7 +101,7 @@ async fn removing_a_key_during_traffic_loses_no_request_and_no_count() {
     assert!(!t.keys_seen().await[before..].contains(&gone), "a removed key served");
 
     let sent = t.upstream_requests().await.len() as u64;
-    let stats = stats_when(&t, |s| requests_of(s, model) == sent).await;
+    let stats = t.stats_when(|s| requests_of(s, model) == sent).await;
     assert_eq!(requests_of(&stats, model), sent, "every upstream call counted: {stats}");
     let row = stats["keys"].as_array().expect("keys").iter().find(|k| k["id"] == id.as_str()).cloned();
     assert_eq!(row.expect("the removed key is shown with its counts")["removed"], true);

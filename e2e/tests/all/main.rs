@@ -173,7 +173,7 @@ async fn the_stat_page_shows_marks_and_reasons_without_secrets() {
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap_or_default().starts_with("text/html"));
     let html = r.text().await.expect("html");
-    let masked = format!("{}…{}", &t.keys[0][..4], &t.keys[0][t.keys[0].len() - 4..]);
+    let masked = e2e::masked(&t.keys[0]);
     assert!(html.contains(&format!("<code>{masked}</code>")));
     assert!(html.contains(r#"class="mark exhausted""#));
     assert!(html.contains("e2e-page"));
@@ -404,14 +404,7 @@ async fn invented_model_names_never_lock_out_a_real_model() {
     }
     assert_eq!(t.generate("gemini-2.5-flash-lite").await.status(), 200);
     // The reports of the last calls land a moment later on the Worker.
-    let mut stats = t.stats().await;
-    for _ in 0..100 {
-        if stats["models"]["(untracked models)"]["requests"] == 520 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stats = t.stats().await;
-    }
+    let stats = t.stats_when(|s| s["models"]["(untracked models)"]["requests"] == 520).await;
     let models: Vec<&str> = stats["models"].as_object().expect("models").keys().map(String::as_str).collect();
     assert_eq!(models, ["(untracked models)", "gemini-2.5-flash-lite"], "{stats}");
     assert_eq!(stats["models"]["(untracked models)"]["requests"], 520, "every call counted");
@@ -581,7 +574,7 @@ mod phases {
         // The admin changes survived, and the run-time key serves.
         let (_, list) = t.admin(Method::GET, "/admin/keys", None).await;
         let row = |key: &str| {
-            let masked = format!("{}…{}", &key[..4], &key[key.len() - 4..]);
+            let masked = e2e::masked(key);
             list["keys"].as_array().expect("keys").iter().find(|k| k["key"] == masked.as_str()).cloned()
         };
         let runtime = row(RESTART_KEY).unwrap_or_else(|| panic!("the run-time key is gone: {list}"));
@@ -735,14 +728,7 @@ mod worker_only {
         assert_eq!(t.generate("e2e-do").await.status(), 200);
         let proxied = n + 1;
         // The last reports land within the flush delay: poll for them.
-        let mut stats = t.stats().await;
-        for _ in 0..100 {
-            if stats["models"]["e2e-do"]["requests"] == proxied + 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            stats = t.stats().await;
-        }
+        let stats = t.stats_when(|s| s["models"]["e2e-do"]["requests"] == proxied + 1).await;
         assert_eq!(stats["models"]["e2e-do"]["successes"], proxied, "a report was lost: {stats}");
         assert_eq!(stats["models"]["e2e-do"]["rate_limited"], 1, "{stats}");
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -796,8 +782,7 @@ async fn tokens_are_counted_as_the_answers_report_them() {
         let (Some(u), Some(key)) = (r.get("usage").filter(|u| !u.is_null()), r["credentials"][0][1].as_str()) else {
             continue;
         };
-        let masked = format!("{}…{}", &key[..4], &key[key.len() - 4..]);
-        let cell = want.entry(masked).or_default();
+        let cell = want.entry(e2e::masked(key)).or_default();
         for (i, f) in ["prompt", "output", "cached", "thinking"].iter().enumerate() {
             cell[i] += u[f].as_u64().expect("a count");
         }
@@ -817,13 +802,6 @@ async fn tokens_are_counted_as_the_answers_report_them() {
             .collect()
     };
     // The Worker's reports land a moment after the answers.
-    let mut stats = t.stats().await;
-    for _ in 0..100 {
-        if counted(&stats) == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        stats = t.stats().await;
-    }
+    let stats = t.stats_when(|s| counted(s) == want).await;
     assert_eq!(counted(&stats), want, "{stats}");
 }
