@@ -98,6 +98,31 @@ impl Vault {
     }
 }
 
+/// The keys added at run time, opened from their stored rows. Those that
+/// cannot be opened (no vault: `KEY_ENCRYPTION_SECRET` unset; or another
+/// secret) stay stored and out of the pool: the second value says so, for
+/// the host's log.
+pub fn open_sealed(vault: Option<&Vault>, sealed: Vec<crate::persist::VaultRecord>) -> (Vec<ApiKey>, Option<String>) {
+    if sealed.is_empty() {
+        return (Vec::new(), None);
+    }
+    let Some(vault) = vault else {
+        let why =
+            format!("{} keys added at run time stay out of the pool: KEY_ENCRYPTION_SECRET is not set", sealed.len());
+        return (Vec::new(), Some(why));
+    };
+    let total = sealed.len();
+    let keys: Vec<ApiKey> =
+        sealed.into_iter().filter_map(|rec| vault.open(&KeyId::from_string(&rec.key_id), &rec.sealed).ok()).collect();
+    let failed = total - keys.len();
+    let why = (failed > 0).then(|| {
+        format!(
+            "{failed} keys added at run time could not be opened (was KEY_ENCRYPTION_SECRET changed?); they stay out of the pool"
+        )
+    });
+    (keys, why)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,7 +104,10 @@ impl SqliteKeyStore {
         conn.execute_batch(persist::SCHEMA)?;
         conn.execute_batch(persist::ADMIN_SCHEMA)?;
         let sealed = load(&conn, persist::SELECT_VAULT, VaultRecord::from_row)?;
-        let runtime = open_sealed(vault.as_ref(), sealed);
+        let (runtime, unopened) = proxy_core::vault::open_sealed(vault.as_ref(), sealed);
+        if let Some(why) = unopened {
+            tracing::warn!("{why}");
+        }
         let stored = StoredPool {
             keys: load(&conn, persist::SELECT_KEYS, KeyRecord::from_row)?,
             usage: load(&conn, persist::SELECT_USAGE, UsageRecord::from_row)?,
@@ -220,36 +223,6 @@ fn nonce() -> [u8; proxy_core::vault::NONCE_BYTES] {
         n = proxy_core::vault::fallback_nonce(t);
     }
     n
-}
-
-/// The keys added at run time, opened; those that cannot be (no
-/// `KEY_ENCRYPTION_SECRET`, or another one) stay stored, out of the pool.
-fn open_sealed(vault: Option<&Vault>, sealed: Vec<VaultRecord>) -> Vec<ApiKey> {
-    if sealed.is_empty() {
-        return Vec::new();
-    }
-    let Some(vault) = vault else {
-        tracing::warn!(
-            keys = sealed.len(),
-            "keys added at run time stay out of the pool: KEY_ENCRYPTION_SECRET is not set"
-        );
-        return Vec::new();
-    };
-    let mut keys = Vec::with_capacity(sealed.len());
-    let mut failed = 0;
-    for rec in sealed {
-        match vault.open(&KeyId::from_string(&rec.key_id), &rec.sealed) {
-            Ok(k) => keys.push(k),
-            Err(_) => failed += 1,
-        }
-    }
-    if failed > 0 {
-        tracing::error!(
-            failed,
-            "keys added at run time could not be opened (was KEY_ENCRYPTION_SECRET changed?); they stay out of the pool"
-        );
-    }
-    keys
 }
 
 fn to_sql(v: SqlValue) -> Value {

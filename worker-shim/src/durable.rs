@@ -10,7 +10,7 @@ use proxy_core::persist::{
 };
 use proxy_core::stats::{self, StatsView};
 use proxy_core::vault::{NONCE_BYTES, Vault};
-use proxy_core::{KeyId, KeyPool, UnixMillis};
+use proxy_core::{KeyPool, UnixMillis};
 use std::cell::{Cell, RefCell};
 use wasm_bindgen::JsCast;
 use worker::{Date, DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State, durable_object};
@@ -92,24 +92,10 @@ impl ApiKeyManager {
             Some(secret) => Some(Vault::from_secret(&secret).map_err(|e| e.to_string())?),
             None => None,
         };
-        let mut runtime = Vec::new();
         let sealed = self.load(persist::SELECT_VAULT, VaultRecord::from_row)?;
-        match &vault {
-            None if !sealed.is_empty() => worker::console_warn!(
-                "{} keys added at run time stay out of the pool: KEY_ENCRYPTION_SECRET is not set",
-                sealed.len()
-            ),
-            None => {}
-            Some(v) => {
-                let opened: Vec<_> = sealed.iter().map(|r| v.open(&KeyId::from_string(&r.key_id), &r.sealed)).collect();
-                let failed = opened.iter().filter(|o| o.is_err()).count();
-                if failed > 0 {
-                    worker::console_error!(
-                        "{failed} keys added at run time could not be opened (was KEY_ENCRYPTION_SECRET changed?)"
-                    );
-                }
-                runtime.extend(opened.into_iter().flatten());
-            }
+        let (runtime, unopened) = proxy_core::vault::open_sealed(vault.as_ref(), sealed);
+        if let Some(why) = unopened {
+            worker::console_warn!("{why}");
         }
         let stored = StoredPool {
             keys: self.load(persist::SELECT_KEYS, KeyRecord::from_row)?,
