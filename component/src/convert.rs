@@ -2,6 +2,7 @@
 
 use crate::bindings::gemini_proxy::host::key_store as ks;
 use proxy_core::admin::{AdminAnswer, AdminOp};
+use proxy_core::clients::Claim;
 use proxy_core::http::Response;
 use proxy_core::stats::StatsView;
 use proxy_core::{ApiKey, KeyId, UnixMillis};
@@ -16,7 +17,7 @@ pub fn admin_answer(a: ks::AdminAnswer) -> AdminAnswer {
 }
 
 pub fn lease(l: ks::Lease) -> Lease {
-    Lease { id: KeyId::from_string(l.id), secret: ApiKey::new(l.secret) }
+    Lease { id: KeyId::from_string(l.id), secret: ApiKey::new(l.secret), client: l.client }
 }
 
 pub fn unavailable(u: ks::Unavailable) -> Unavailable {
@@ -28,7 +29,15 @@ pub fn unavailable(u: ks::Unavailable) -> Unavailable {
         },
         ks::Unavailable::AllTried => Unavailable::AllTried,
         ks::Unavailable::NoUsableKey(why) => Unavailable::NoUsableKey { why },
+        ks::Unavailable::Refused(json) => match serde_json::from_str(&json) {
+            Ok(refusal) => Unavailable::Refused { refusal },
+            Err(e) => Unavailable::NoUsableKey { why: format!("the key store's refusal is unreadable: {e}") },
+        },
     }
+}
+
+pub fn claim(c: &Claim) -> ks::ClientClaim {
+    ks::ClientClaim { hashes: c.hashes.clone(), open: c.open }
 }
 
 pub fn report(r: &Report) -> ks::AttemptReport {
@@ -53,7 +62,13 @@ pub fn report(r: &Report) -> ks::AttemptReport {
     };
     let usage =
         r.usage.map(|u| ks::TokenUsage { prompt: u.prompt, output: u.output, cached: u.cached, thinking: u.thinking });
-    ks::AttemptReport { key: r.key.as_str().to_owned(), model: r.model.clone(), outcome, usage }
+    ks::AttemptReport {
+        key: r.key.as_str().to_owned(),
+        model: r.model.clone(),
+        outcome,
+        usage,
+        client: r.client.clone(),
+    }
 }
 
 pub fn stats_view(v: StatsView) -> ks::StatsView {

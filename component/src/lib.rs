@@ -63,11 +63,12 @@ fn drive(mut exchange: Exchange, request: IncomingRequest, out: ResponseOutparam
                 Some(r) => http::read_request_body(r, declared, limit).map_or_else(Event::BodyFailed, Event::Body),
                 None => Event::BodyFailed(BodyError::Broken("the body was already read".into())),
             },
-            Step::Acquire { model, exclude, settle } => {
+            Step::Acquire { model, exclude, settle, client } => {
                 let exclude: Vec<String> = exclude.iter().map(|id| id.as_str().to_owned()).collect();
                 let settled = settle.as_ref().map(convert::report);
+                let claim = client.as_ref().map(convert::claim);
                 Event::Acquired(
-                    key_store::acquire(&model, &exclude, settled.as_ref())
+                    key_store::acquire(&model, &exclude, settled.as_ref(), claim.as_ref())
                         .map(convert::lease)
                         .map_err(convert::unavailable),
                 )

@@ -8,6 +8,7 @@
 //! time) and persists what [`Applied::writes`] lists; checks go upstream in
 //! between, through the exchange, and come back as [`AdminOp::Checked`].
 
+use crate::clients::{self, ClientSettings, ClientView};
 use crate::error::ProxyError;
 use crate::http::Response;
 use crate::outcome::Lease;
@@ -18,6 +19,8 @@ use crate::secret::{self, ApiKey, KeyId};
 use crate::time::UnixMillis;
 use crate::upstream;
 use crate::vault::{NONCE_BYTES, Vault};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -81,6 +84,25 @@ pub enum AdminOp {
         ids: Option<Vec<KeyId>>,
         /// At most this many.
         limit: usize,
+    },
+    /// Every client key, with its use.
+    ClientList,
+    /// A client key to create (its secret is made by the store).
+    ClientCreate {
+        /// Its settings.
+        settings: ClientSettings,
+    },
+    /// A client key's settings to change.
+    ClientUpdate {
+        /// Its id.
+        id: String,
+        /// What changes.
+        settings: ClientSettings,
+    },
+    /// A client key to revoke.
+    ClientRevoke {
+        /// Its id.
+        id: String,
     },
     /// What the checks found, to record.
     Checked {
@@ -263,6 +285,43 @@ pub fn apply(
             }
             Applied { status: 200, body: json!({"checked": checked, "remaining": remaining}).to_string(), ..out }
         }
+        AdminOp::ClientList => {
+            let clients: Vec<Value> = pool.clients().views(now).iter().map(ClientView::to_json).collect();
+            answer(200, json!({"clients": clients}))
+        }
+        AdminOp::ClientCreate { settings } => {
+            let secret = format!("{}{}", clients::SECRET_PREFIX, URL_SAFE_NO_PAD.encode(nonce()));
+            match pool.clients_mut().create(&secret, settings, now) {
+                Ok(client) => {
+                    let view = pool.clients().get(&client.id, now).map(|v| v.to_json());
+                    let body = json!({
+                        "client": view,
+                        "secret": secret,
+                        "note": "the secret is shown this once (it is stored only as a hash): give it to the client now",
+                    });
+                    Applied { writes: vec![(clients::UPSERT_CLIENT, client.to_row())], ..answer(201, body) }
+                }
+                Err(why) => refuse(&ProxyError::BadRequest(why)),
+            }
+        }
+        AdminOp::ClientUpdate { id, settings } => match pool.clients_mut().update(&id, settings) {
+            Ok(Some(client)) => {
+                let view = pool.clients().get(&client.id, now).map(|v| v.to_json());
+                Applied {
+                    writes: vec![(clients::UPSERT_CLIENT, client.to_row())],
+                    ..answer(200, json!({"client": view}))
+                }
+            }
+            Ok(None) => refuse(&ProxyError::NotFoundClient { id }),
+            Err(why) => refuse(&ProxyError::BadRequest(why)),
+        },
+        AdminOp::ClientRevoke { id } => {
+            if pool.clients_mut().revoke(&id) {
+                Applied { writes: clients::revoke_statements(&id), ..answer(200, json!({"revoked": id})) }
+            } else {
+                refuse(&ProxyError::NotFoundClient { id })
+            }
+        }
     }
 }
 
@@ -355,6 +414,51 @@ pub enum AdminRoute {
     Disable(KeyId),
     /// `POST /admin/keys/{id}/enable`.
     Enable(KeyId),
+    /// `GET /admin/clients`.
+    ClientList,
+    /// `POST /admin/clients`.
+    ClientCreate,
+    /// `PATCH /admin/clients/{id}`.
+    ClientUpdate(String),
+    /// `DELETE /admin/clients/{id}`.
+    ClientRevoke(String),
+}
+
+impl AdminRoute {
+    /// Whether the route takes a body.
+    pub fn reads_body(&self) -> bool {
+        !matches!(self, Self::List | Self::Remove(_) | Self::ClientList | Self::ClientRevoke(_))
+    }
+}
+
+/// A client's settings from an admin's JSON body: on a create, an absent
+/// setting is unset; on a change (`PATCH`), it stays as it is, and `null`
+/// lifts a quota or the models list.
+fn client_settings(v: &Value) -> Result<ClientSettings, ProxyError> {
+    let bad = |field: &str, what: &str| ProxyError::BadRequest(format!("`{field}` must be {what}"));
+    let name = match v.get("name") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad("name", "a string")),
+    };
+    let models = match v.get("models") {
+        None => None,
+        Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|m| m.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("models", "a list of model names, or null for every model"))?,
+        ),
+        Some(_) => return Err(bad("models", "a list of model names, or null for every model")),
+    };
+    let quota = |field: &str| match v.get(field) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(n) => n.as_u64().map(|n| Some(Some(n))).ok_or_else(|| bad(field, "a whole number, or null for none")),
+    };
+    Ok(ClientSettings { name, models, daily_requests: quota("daily_requests")?, daily_tokens: quota("daily_tokens")? })
 }
 
 /// The operation a request asks for, from its (bounded) JSON body.
@@ -447,6 +551,10 @@ pub fn parse(route: &AdminRoute, body: &[u8]) -> Result<AdminOp, ProxyError> {
         }
         AdminRoute::Disable(id) => AdminOp::Disable { id: id.clone(), note: text(&json()?, "note")? },
         AdminRoute::Enable(id) => AdminOp::Enable { id: id.clone() },
+        AdminRoute::ClientList => AdminOp::ClientList,
+        AdminRoute::ClientCreate => AdminOp::ClientCreate { settings: client_settings(&json()?)? },
+        AdminRoute::ClientUpdate(id) => AdminOp::ClientUpdate { id: id.clone(), settings: client_settings(&json()?)? },
+        AdminRoute::ClientRevoke(id) => AdminOp::ClientRevoke { id: id.clone() },
     })
 }
 
@@ -488,6 +596,44 @@ mod tests {
         });
         let v = serde_json::from_str(&applied.body).expect("JSON");
         (applied, v)
+    }
+
+    #[test]
+    fn client_keys_are_created_with_a_secret_shown_once_changed_and_revoked() {
+        let mut pool = KeyPool::new(fake_keys("ADMIN", 2));
+        let body = br#"{"name": "team-a", "models": ["gemini-2.5-flash"], "daily_requests": 100}"#;
+        let op = parse(&AdminRoute::ClientCreate, body).expect("op");
+        // The op crosses to the key store as JSON (WIT, the Durable Object).
+        let op: AdminOp = serde_json::from_str(&serde_json::to_string(&op).expect("json")).expect("back");
+        let (applied, v) = run(&mut pool, op);
+        assert_eq!(applied.status, 201, "{v}");
+        let secret = v["secret"].as_str().expect("the secret, once").to_owned();
+        assert!(secret.starts_with(clients::SECRET_PREFIX) && secret.len() >= 36, "{secret}");
+        let id = v["client"]["id"].as_str().expect("id").to_owned();
+        assert_eq!(v["client"]["quota"]["daily_requests"], 100);
+        assert_eq!(v["client"]["models_allowed"], json!(["gemini-2.5-flash"]));
+        let stored = format!("{:?}", applied.writes);
+        assert!(!stored.contains(&secret), "the secret is never stored");
+        assert!(stored.contains(&clients::hash_secret(&secret)), "its hash is");
+        let (_, list) = run(&mut pool, AdminOp::ClientList);
+        assert!(!list.to_string().contains(&secret) && !list.to_string().contains(&clients::hash_secret(&secret)));
+        assert_eq!(list["clients"][0]["name"], "team-a");
+        // A change: the quota lifted, tokens capped, models left as they are.
+        let body = br#"{"daily_requests": null, "daily_tokens": 5000}"#;
+        let op = parse(&AdminRoute::ClientUpdate(id.clone()), body).expect("op");
+        let op: AdminOp = serde_json::from_str(&serde_json::to_string(&op).expect("json")).expect("back");
+        let (applied, v) = run(&mut pool, op);
+        assert_eq!(applied.status, 200, "{v}");
+        assert_eq!(v["client"]["quota"], json!({"daily_requests": null, "daily_tokens": 5000}));
+        assert_eq!(v["client"]["models_allowed"], json!(["gemini-2.5-flash"]));
+        let bad = parse(&AdminRoute::ClientCreate, br#"{"name": "x", "daily_tokens": -1}"#).expect_err("bad");
+        assert!(bad.to_string().contains("daily_tokens"), "{bad}");
+        let (applied, _) = run(&mut pool, parse(&AdminRoute::ClientCreate, b"{}").expect("op"));
+        assert_eq!(applied.status, 400, "a client needs a name");
+        let (applied, _) = run(&mut pool, AdminOp::ClientRevoke { id: id.clone() });
+        assert_eq!(applied.status, 200);
+        assert_eq!(run(&mut pool, AdminOp::ClientRevoke { id }).0.status, 404);
+        assert!(pool.clients().is_empty());
     }
 
     #[test]

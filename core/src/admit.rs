@@ -4,6 +4,7 @@
 //! page for a browser without credentials, the reset's CSRF guard).
 
 use crate::auth::{Credentials, percent_decode};
+use crate::clients::Claim;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::headers;
@@ -52,8 +53,9 @@ pub fn refuse_head(path_and_query: &str, headers: &[(String, Vec<u8>)]) -> Optio
 pub enum Admission {
     /// Answer this, as it is.
     Respond(Response),
-    /// Relay upstream.
-    Forward(Forward),
+    /// Relay upstream, as the claim's client (none: the request carried the
+    /// proxy key), which the key store admits ([`crate::clients`]).
+    Forward(Forward, Option<Claim>),
     /// Show the statistics in this form.
     Stats(StatsView),
     /// Clear every mark and counter.
@@ -94,11 +96,23 @@ pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(S
         }
         // A routing error answers only a caller the proxy lets in.
         Err(e) => respond(creds.authorize(cfg.proxy_key.as_ref()).err().unwrap_or(e)),
-        Ok(Route::Api(f)) => match creds.authorize(cfg.proxy_key.as_ref()).and_then(|()| declared_length(headers)) {
-            Ok(Some(n)) if n > MAX_BODY_BYTES => respond(ProxyError::PayloadTooLarge { limit: MAX_BODY_BYTES }),
-            Ok(_) => Admission::Forward(f),
-            Err(e) => respond(e),
-        },
+        Ok(Route::Api(f)) => {
+            // The proxy key lets a request in at once, and one without any
+            // credential is refused at once where the proxy needs a key; any
+            // other credential may be a client key's, which the key store
+            // knows (as it knows whether an open proxy has client keys).
+            let claim = match (&cfg.proxy_key, creds.authorize(cfg.proxy_key.as_ref())) {
+                (Some(_), Ok(())) => None,
+                (Some(_), Err(e)) if creds == Credentials::default() => return respond(e),
+                (Some(_), Err(_)) => Some(Claim::of(&creds, false)),
+                (None, _) => Some(Claim::of(&creds, true)),
+            };
+            match declared_length(headers) {
+                Ok(Some(n)) if n > MAX_BODY_BYTES => respond(ProxyError::PayloadTooLarge { limit: MAX_BODY_BYTES }),
+                Ok(_) => Admission::Forward(f, claim),
+                Err(e) => respond(e),
+            }
+        }
     }
 }
 
@@ -245,12 +259,19 @@ mod tests {
     #[test]
     fn auth_is_checked_before_anything_else() {
         let c = config(Some("proxy-key-123456"));
-        let (status, v) = error(decide(&c, "POST", "/v1/chat/completions", &h(&[("authorization", "Bearer wrong")])));
-        assert_eq!((status, v["error"]["type"].as_str()), (401, Some("authentication_error")));
+        // A key that is not the proxy's may be a client key's: the key
+        // store decides (see the forwarding driver's tests).
+        let wrong = decide(&c, "POST", "/v1/chat/completions", &h(&[("authorization", "Bearer wrong")]));
+        match wrong {
+            Admission::Forward(_, Some(claim)) => {
+                assert_eq!(claim, Claim { hashes: vec![crate::clients::hash_secret("wrong")], open: false })
+            }
+            a => panic!("{a:?}"),
+        }
         let (status, v) = error(decide(&c, "POST", "/v1beta/models/m:generateContent", &[]));
         assert_eq!((status, v["error"]["status"].as_str()), (401, Some("UNAUTHENTICATED")));
         assert_eq!(error(decide(&c, "GET", "/nope", &[])).0, 401, "401 before 404");
-        let ok = |a: Admission| matches!(a, Admission::Forward(_));
+        let ok = |a: Admission| matches!(a, Admission::Forward(..));
         assert!(ok(decide(&c, "POST", "/v1beta/models/m:generateContent?key=proxy-key-123456", &[])));
         assert!(ok(decide(
             &c,

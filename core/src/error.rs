@@ -1,6 +1,7 @@
 //! The one error type of the request boundary, and its rendering as an HTTP
 //! answer in the caller's own API dialect.
 
+use crate::clients::{Quota, Refusal};
 use crate::http::{Method, Response};
 use crate::route::Dialect;
 use crate::time::UnixMillis;
@@ -40,12 +41,40 @@ pub enum ProxyError {
         /// The id.
         id: String,
     },
+    /// The admin named a client key that does not exist.
+    #[error("no client key with id {id}; GET /admin/clients lists them")]
+    NotFoundClient {
+        /// The id.
+        id: String,
+    },
     /// The request conflicts with the pool's state.
     #[error("{0}")]
     Conflict(String),
     /// Authenticated, but not allowed this way.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The client's key may not use this model.
+    #[error("client key \"{client}\" may not use model {model}; ask the proxy's admin to allow it")]
+    ModelNotAllowed {
+        /// The client's name.
+        client: String,
+        /// The model asked for.
+        model: String,
+    },
+    /// The client used up one of its daily quotas.
+    #[error("client key \"{client}\" has used its daily quota of {limit} {}; it resets at {} (in {}s)", match quota { Quota::Requests => "requests", Quota::Tokens => "tokens" }, resets_at.to_rfc3339(), retry_after_ms.div_ceil(1000))]
+    ClientQuota {
+        /// The client's name.
+        client: String,
+        /// Which quota.
+        quota: Quota,
+        /// Its limit.
+        limit: u64,
+        /// When it resets.
+        resets_at: UnixMillis,
+        /// Milliseconds until then.
+        retry_after_ms: u64,
+    },
     /// The request body is over the limit.
     #[error("request body is larger than the proxy's limit of {limit} bytes")]
     PayloadTooLarge {
@@ -137,17 +166,17 @@ impl ProxyError {
     /// The HTTP status this error maps to.
     pub fn status(&self) -> u16 {
         match self {
-            Self::NotFound { .. } | Self::NotFoundKey { .. } => 404,
+            Self::NotFound { .. } | Self::NotFoundKey { .. } | Self::NotFoundClient { .. } => 404,
             Self::Conflict(_) => 409,
             Self::MethodNotAllowed { .. } => 405,
             Self::Unauthorized(_) => 401,
             Self::BadRequest(_) => 400,
-            Self::Forbidden(_) => 403,
+            Self::Forbidden(_) | Self::ModelNotAllowed { .. } => 403,
             Self::PayloadTooLarge { .. } => 413,
             Self::UriTooLong { .. } => 414,
             Self::HeadersTooLarge { .. } => 431,
             Self::UpstreamTimedOut { .. } => 504,
-            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => 429,
+            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } | Self::ClientQuota { .. } => 429,
             Self::NoUsableKey { .. } | Self::KeyStoreUnavailable { .. } | Self::TooManyConnections { .. } => 503,
             Self::UpstreamFailed { .. } => 502,
             Self::Internal { .. } => 500,
@@ -156,7 +185,7 @@ impl ProxyError {
 
     fn gemini_status(&self) -> &'static str {
         match self {
-            Self::NotFound { .. } | Self::NotFoundKey { .. } => "NOT_FOUND",
+            Self::NotFound { .. } | Self::NotFoundKey { .. } | Self::NotFoundClient { .. } => "NOT_FOUND",
             Self::Conflict(_) => "FAILED_PRECONDITION",
             Self::MethodNotAllowed { .. } => "UNIMPLEMENTED",
             Self::Unauthorized(_) => "UNAUTHENTICATED",
@@ -165,8 +194,10 @@ impl ProxyError {
             | Self::UriTooLong { .. }
             | Self::HeadersTooLarge { .. } => "INVALID_ARGUMENT",
             Self::UpstreamTimedOut { .. } => "DEADLINE_EXCEEDED",
-            Self::Forbidden(_) => "PERMISSION_DENIED",
-            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => "RESOURCE_EXHAUSTED",
+            Self::Forbidden(_) | Self::ModelNotAllowed { .. } => "PERMISSION_DENIED",
+            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } | Self::ClientQuota { .. } => {
+                "RESOURCE_EXHAUSTED"
+            }
             Self::NoUsableKey { .. }
             | Self::UpstreamFailed { .. }
             | Self::KeyStoreUnavailable { .. }
@@ -177,12 +208,16 @@ impl ProxyError {
 
     fn openai_type_and_code(&self) -> (&'static str, &'static str) {
         match self {
-            Self::NotFound { .. } | Self::NotFoundKey { .. } => ("invalid_request_error", "not_found"),
+            Self::NotFound { .. } | Self::NotFoundKey { .. } | Self::NotFoundClient { .. } => {
+                ("invalid_request_error", "not_found")
+            }
             Self::Conflict(_) => ("invalid_request_error", "conflict"),
             Self::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
             Self::Unauthorized(_) => ("authentication_error", "invalid_api_key"),
             Self::BadRequest(_) => ("invalid_request_error", "invalid_request"),
             Self::Forbidden(_) => ("permission_error", "forbidden"),
+            Self::ModelNotAllowed { .. } => ("permission_error", "model_not_allowed"),
+            Self::ClientQuota { .. } => ("rate_limit_error", "client_quota_exceeded"),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
             Self::UriTooLong { .. } => ("invalid_request_error", "uri_too_long"),
             Self::HeadersTooLarge { .. } => ("invalid_request_error", "headers_too_large"),
@@ -217,7 +252,7 @@ impl ProxyError {
             Self::MethodNotAllowed { allowed, .. } => {
                 response.headers.push(("allow".into(), allowed.to_string()));
             }
-            Self::AllKeysLimited { retry_after_ms, .. } => {
+            Self::AllKeysLimited { retry_after_ms, .. } | Self::ClientQuota { retry_after_ms, .. } => {
                 response.headers.push(("retry-after".into(), retry_after_ms.div_ceil(1000).max(1).to_string()));
             }
             Self::Unauthorized(_) if dialect == Dialect::OpenAi => {
@@ -234,6 +269,22 @@ fn for_request(id: &Option<String>) -> String {
 }
 
 impl ProxyError {
+    /// The answer to a client the key store refused.
+    pub fn refused(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::UnknownKey { presented: false } => Self::Unauthorized(
+                "this proxy needs an access key (PROXY_API_KEY or a client key): send it as `Authorization: Bearer <key>`, `x-goog-api-key: <key>` or `?key=<key>`",
+            ),
+            Refusal::UnknownKey { presented: true } => Self::Unauthorized(
+                "the key presented is neither this proxy's access key (PROXY_API_KEY) nor a client key; check the API key your client is configured with",
+            ),
+            Refusal::ModelNotAllowed { client, model } => Self::ModelNotAllowed { client, model },
+            Refusal::OverQuota { client, quota, limit, resets_at, retry_after_ms } => {
+                Self::ClientQuota { client, quota, limit, resets_at, retry_after_ms }
+            }
+        }
+    }
+
     /// An internal failure answered with `message` (no internals) and the
     /// request id of the host's log line.
     pub fn internal(message: impl Into<String>, request_id: Option<&str>) -> Self {

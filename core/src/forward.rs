@@ -28,6 +28,7 @@
 use crate::admin::{self, AdminAnswer, AdminOp, AdminRoute, MAX_ADMIN_BODY_BYTES};
 use crate::admit::{self, Admission, MAX_LOGIN_BODY_BYTES};
 use crate::auth::Credentials;
+use crate::clients::Claim;
 use crate::config::{Config, Scheme, UpstreamBase};
 use crate::error::ProxyError;
 use crate::headers;
@@ -61,8 +62,11 @@ pub enum Step {
         declared: Option<u64>,
     },
     /// Hand out a key for `model`, never one in `exclude`, after applying
-    /// `settle` (the previous attempt's report). Answer
-    /// [`Event::Acquired`], or [`Event::StoreFailed`].
+    /// `settle` (the previous attempt's report), and after admitting the
+    /// request's `client` on the first attempt ([`KeyPool::acquire_for`]).
+    /// Answer [`Event::Acquired`], or [`Event::StoreFailed`].
+    ///
+    /// [`KeyPool::acquire_for`]: crate::KeyPool::acquire_for
     Acquire {
         /// The model to choose a key for.
         model: String,
@@ -70,6 +74,9 @@ pub enum Step {
         exclude: Vec<KeyId>,
         /// The previous attempt's report, applied before choosing.
         settle: Option<Report>,
+        /// Who the request claims to be, to admit (first attempt only;
+        /// none: it carried the proxy key).
+        client: Option<Claim>,
     },
     /// Send this request upstream with [`Exchange::body`] as its body (for a
     /// method with a body). Answer [`Event::Head`] or [`Event::SendFailed`].
@@ -265,7 +272,7 @@ impl Attempts {
         self.all_timed_out &= timed_out;
         self.tried.push(lease.id.clone());
         self.last_failure = Some(outcome.clone());
-        Report { key: lease.id.clone(), model: model.to_owned(), outcome, usage: None }
+        Report { key: lease.id.clone(), model: model.to_owned(), outcome, usage: None, client: None }
     }
 
     /// The error to answer with once no further attempt is possible:
@@ -285,6 +292,7 @@ impl Attempts {
                 ProxyError::AllKeysLimited { model: model.to_owned(), keys, until, retry_after_ms }
             }
             Some(Unavailable::NoUsableKey { why }) => ProxyError::NoUsableKey { model: model.to_owned(), why },
+            Some(Unavailable::Refused { refusal }) => ProxyError::refused(refusal),
             Some(Unavailable::AllTried) | None if self.all_rate_limited && !self.tried.is_empty() => {
                 ProxyError::RateLimitedEverywhere { attempts: self.tried.len(), last: last() }
             }
@@ -302,6 +310,10 @@ impl Attempts {
 #[derive(Debug)]
 struct Relay {
     fwd: Forward,
+    /// Who the request claims to be, until the first acquire admits it.
+    claim: Option<Claim>,
+    /// The client it was admitted as.
+    client: Option<String>,
     attempts: Attempts,
     lease: Option<Lease>,
     status: u16,
@@ -474,7 +486,7 @@ impl Exchange {
             }
             Admission::Admin(route) => {
                 self.dialect = Dialect::Gemini;
-                let reads_body = !matches!(route, AdminRoute::List | AdminRoute::Remove(_));
+                let reads_body = route.reads_body();
                 self.admin = Some(AdminWork {
                     route,
                     pending: VecDeque::new(),
@@ -507,11 +519,13 @@ impl Exchange {
                 }
                 Err(e) => self.fail(e),
             },
-            Admission::Forward(fwd) => {
+            Admission::Forward(fwd, claim) => {
                 self.dialect = fwd.dialect;
                 let has_body = fwd.op.method().has_body();
                 self.relay = Some(Relay {
                     fwd,
+                    claim,
+                    client: None,
                     attempts: Attempts::new(),
                     lease: None,
                     status: 0,
@@ -554,21 +568,30 @@ impl Exchange {
             return self.give_up(settle, None);
         }
         self.waiting = Waiting::Lease;
-        Step::Acquire { model: relay.model().to_owned(), exclude: relay.attempts.tried.clone(), settle }
+        let client = relay.claim.take();
+        Step::Acquire { model: relay.model().to_owned(), exclude: relay.attempts.tried.clone(), settle, client }
     }
 
+    /// Answers with why no further attempt is possible; `settle`, the last
+    /// attempt's report, ends the client's request.
     fn give_up(&mut self, settle: Option<Report>, unavailable: Option<Unavailable>) -> Step {
         let Some(relay) = self.relay.as_ref() else { return self.host_bug(Waiting::Lease, &Event::Done) };
         let error = relay.attempts.give_up(relay.model(), unavailable);
         let respond = Step::Respond(error.to_response(self.dialect));
         match settle {
-            Some(report) => self.emit([Step::Report(report), respond]),
+            Some(report) => {
+                let report = Report { client: relay.client.clone(), ..report };
+                self.emit([Step::Report(report), respond])
+            }
             None => self.emit([respond]),
         }
     }
 
     fn send(&mut self, lease: Lease) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Lease, &Event::Done) };
+        if relay.attempts.tried.is_empty() {
+            relay.client.clone_from(&lease.client);
+        }
         let request = upstream_request(&self.cfg, &relay.fwd, &self.headers, &lease, self.body.len());
         relay.lease = Some(lease);
         self.waiting = Waiting::Head;
@@ -605,7 +628,8 @@ impl Exchange {
         let relayed = |outcome| {
             let body = redact(&String::from_utf8_lossy(body));
             let response = Response { status, headers: headers::client_headers(&relay.upstream_headers, true), body };
-            (Report { key: lease.id.clone(), model: model.clone(), outcome, usage: None }, response)
+            let client = relay.client.clone();
+            (Report { key: lease.id.clone(), model: model.clone(), outcome, usage: None, client }, response)
         };
         let (report, response) = match upstream::classify(status, body, redact) {
             Verdict::Retry(outcome) => {
@@ -628,7 +652,8 @@ impl Exchange {
             Ok(usage) => (Outcome::Success, usage),
             Err(reason) => (Outcome::BrokenStream { reason: secret::redact(&reason, &[&lease.secret]) }, None),
         };
-        let report = Report { key: lease.id, model: relay.model().to_owned(), outcome, usage };
+        let report =
+            Report { key: lease.id, model: relay.model().to_owned(), outcome, usage, client: relay.client.clone() };
         self.emit([Step::Report(report)])
     }
 
@@ -841,7 +866,7 @@ mod tests {
                             Err(e) => Event::BodyFailed(e),
                         }
                     }
-                    Step::Acquire { model, exclude, settle } => {
+                    Step::Acquire { model, exclude, settle, client } => {
                         if self.store_fails {
                             Event::StoreFailed("the Durable Object is overloaded".into())
                         } else {
@@ -849,7 +874,7 @@ mod tests {
                                 self.pool.apply(&r, now);
                                 trace.settled.push(r);
                             }
-                            Event::Acquired(self.pool.acquire(&model, &exclude, now))
+                            Event::Acquired(self.pool.acquire_for(client.as_ref(), &model, &exclude, now))
                         }
                     }
                     Step::Send(request) => {
@@ -953,7 +978,13 @@ mod tests {
         assert!(matches!(t.settled[2].outcome, Outcome::TransportError { .. }));
         assert_eq!(
             t.reports,
-            [Report { key: keys[3].clone(), model: "gemini-2.5-flash".into(), outcome: Outcome::Success, usage: None }]
+            [Report {
+                key: keys[3].clone(),
+                model: "gemini-2.5-flash".into(),
+                outcome: Outcome::Success,
+                usage: None,
+                client: None
+            }]
         );
         assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
         assert!(t.response.is_none() && t.logs.is_empty());
@@ -1150,7 +1181,7 @@ mod tests {
             ("X-Odd", "caf\u{e9}"),
         ]);
         let admitted = |method: &str, pq: &str| match admit::decide(&c, &Method::parse(method), pq, &client) {
-            Admission::Forward(f) => f,
+            Admission::Forward(f, _) => f,
             a => panic!("{a:?}"),
         };
         let lease = crate::test_support::lease(1);
@@ -1295,5 +1326,56 @@ mod tests {
         assert_eq!(ex.resume(Event::Start), Step::Reset);
         assert!(matches!(ex.resume(Event::Done), Step::Respond(r) if r.status == 200));
         assert_eq!(ex.resume(Event::Done), Step::Done);
+    }
+
+    #[test]
+    fn the_key_store_admits_client_keys_with_their_models_and_quotas() {
+        use crate::clients::ClientSettings;
+        let mut host = Host::new(2, &[]);
+        host.cfg = config(Some("proxy-key-123456"));
+        let now = UnixMillis(1_800_000_000_000);
+        let settings = |name: &str, models: Option<Vec<String>>, requests| ClientSettings {
+            name: Some(name.into()),
+            models,
+            daily_requests: Some(requests),
+            daily_tokens: None,
+        };
+        let alpha = host.pool.clients_mut().create("gpc-alpha-0123456789", settings("alpha", None, Some(1)), now);
+        let alpha = alpha.expect("alpha");
+        let beta = settings("beta", Some(vec!["gemini-2.5-pro".into()]), None);
+        host.pool.clients_mut().create("gpc-beta-0123456789", beta, now).expect("beta");
+        let usage = TokenUsage { prompt: 5, output: 7, cached: 1, thinking: 2 };
+        host.upstream = [Answer::Stream(Ok(Some(usage)))].into_iter().collect();
+        let path = "/v1beta/models/gemini-2.5-flash:generateContent";
+        let t = host.run("POST", path, &[("x-goog-api-key", "gpc-alpha-0123456789")]);
+        assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
+        assert_eq!(t.reports[0].client.as_deref(), Some(alpha.id.as_str()), "the last report names the client");
+        assert_eq!(host.pool.clients().today(&alpha.id, now), (1, 14));
+        // Its second request of the day is over its quota: a 429 in its
+        // dialect, before any key is used.
+        host.body = Ok(br#"{"model":"gemini-2.5-flash","messages":[]}"#.to_vec());
+        let t = host.run("POST", "/v1/chat/completions", &[("authorization", "Bearer gpc-alpha-0123456789")]);
+        let r = t.response.as_ref().expect("an answer");
+        assert_eq!(r.status, 429);
+        assert!(r.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0)));
+        let v = t.json();
+        assert_eq!(v["error"]["code"], "client_quota_exceeded");
+        let message = v["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains("alpha") && message.contains("quota of 1 requests") && message.contains("resets at"),
+            "{message}"
+        );
+        assert!(t.sent.is_empty() && t.reports.is_empty());
+        // A model the client may not use: a 403; an unknown key: a 401.
+        host.body = Ok(br#"{"contents":[]}"#.to_vec());
+        let t = host.run("POST", path, &[("x-goog-api-key", "gpc-beta-0123456789")]);
+        assert_eq!((t.response.as_ref().map(|r| r.status), t.sent.len()), (Some(403), 0));
+        assert_eq!(t.json()["error"]["status"], "PERMISSION_DENIED");
+        let t = host.run("POST", path, &[("x-goog-api-key", "gpc-nobody")]);
+        assert_eq!((t.response.as_ref().map(|r| r.status), t.sent.len()), (Some(401), 0));
+        // The proxy key is no client's and has no quota.
+        let t = host.run("POST", path, &[("x-goog-api-key", "proxy-key-123456")]);
+        assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
+        assert_eq!(t.reports[0].client, None);
     }
 }

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod admit;
 pub mod auth;
+pub mod clients;
 pub mod config;
 pub mod cron;
 pub mod error;

@@ -95,6 +95,32 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
 
+    family(&mut out, "gemini_proxy_client_requests_total", "counter", "Requests answered, per client key and model.");
+    for v in &s.clients {
+        for u in &v.usage {
+            let labels =
+                [("client_id", v.client.id.as_str()), ("client", v.client.name.as_str()), ("model", u.model.as_str())];
+            sample(&mut out, "gemini_proxy_client_requests_total", &labels, u.requests);
+        }
+    }
+    family(&mut out, "gemini_proxy_client_tokens_total", "counter", "Tokens, per client key, model and kind.");
+    for v in &s.clients {
+        for u in &v.usage {
+            let t = &u.tokens;
+            for (kind, n) in
+                [("prompt", t.prompt), ("output", t.output), ("cached", t.cached), ("thinking", t.thinking)]
+            {
+                let labels = [
+                    ("client_id", v.client.id.as_str()),
+                    ("client", v.client.name.as_str()),
+                    ("model", u.model.as_str()),
+                    ("kind", kind),
+                ];
+                sample(&mut out, "gemini_proxy_client_tokens_total", &labels, n);
+            }
+        }
+    }
+
     family(
         &mut out,
         "gemini_proxy_key_model_state",
@@ -185,6 +211,7 @@ mod tests {
             model: model.into(),
             outcome: Outcome::Success,
             usage: Some(usage),
+            client: None,
         };
         pool.apply(&report, NOW);
         let text = render(&pool.snapshot(NOW));

@@ -80,6 +80,10 @@ pub struct Report {
     /// The tokens a 2xx answer reported using (read from its end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
+    /// The client whose request this attempt ended, on its last attempt
+    /// only (it counts the request, and the tokens, against the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// A key handed out for one attempt.
@@ -89,6 +93,9 @@ pub struct Lease {
     pub id: KeyId,
     /// The secret, to send upstream.
     pub secret: ApiKey,
+    /// The client the store admitted the request as (none: the proxy key's,
+    /// or an open proxy's).
+    pub client: Option<String>,
 }
 
 /// Why no key was handed out.
@@ -110,5 +117,10 @@ pub enum Unavailable {
     NoUsableKey {
         /// Why.
         why: String,
+    },
+    /// The request's client was refused (its key, its models, its quotas).
+    Refused {
+        /// Why.
+        refusal: crate::clients::Refusal,
     },
 }

@@ -250,6 +250,7 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
         }
         out.push_str("</ul>");
     }
+    clients_table(s, &mut out);
     out.push_str(r#"</main><div id="reason" hidden></div><p class="legend"><span class="badge b-day">day</span> exhausted until the daily reset · <span class="badge b-min">min</span> cooling after a per-minute limit · click a marked cell for Google's reason · cells count today's calls</p>"#);
     if admin {
         out.push_str(ADMIN_PANEL);
@@ -260,6 +261,45 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
     out.push_str(SCRIPT);
     out.push_str("</script></body></html>");
     out
+}
+
+/// Per-client use against quota (a client's tokens: prompt, output and
+/// thinking), when there are client keys.
+fn clients_table(s: &Snapshot, out: &mut String) {
+    if s.clients.is_empty() {
+        return;
+    }
+    out.push_str(r#"<h2 style="font-size:15px;margin:16px 0 4px">Clients</h2><div class="wrap"><table id="clients"><thead><tr><th class="key" scope="col">client</th><th scope="col">models</th><th scope="col">requests today</th><th scope="col">tokens today</th><th scope="col">requests</th><th scope="col">prompt / output / cached / thinking tokens</th><th scope="col">quota resets</th></tr></thead><tbody>"#);
+    let against = |out: &mut String, used: u64, limit: Option<u64>| match limit {
+        Some(l) => {
+            let full = if used >= l { " class=\"over\"" } else { "" };
+            let _ = write!(out, "<td{full}>{used} / {l}</td>");
+        }
+        None => {
+            let _ = write!(out, "<td>{used}</td>");
+        }
+    };
+    for v in &s.clients {
+        let c = &v.client;
+        let models = if c.models.is_empty() { "all".to_owned() } else { esc(&c.models.join(", ")) };
+        let _ =
+            write!(out, r#"<tr><td class="key">{} <small>{}</small></td><td>{models}</td>"#, esc(&c.name), esc(&c.id));
+        against(out, v.today.0, c.daily_requests);
+        against(out, v.today.1, c.daily_tokens);
+        let mut tokens = crate::stream::TokenUsage::default();
+        let requests: u64 = v.usage.iter().map(|u| u.requests).sum();
+        v.usage.iter().for_each(|u| tokens.add(&u.tokens));
+        let _ = write!(
+            out,
+            "<td>{requests}</td><td>{} / {} / {} / {}</td><td>{}</td></tr>",
+            tokens.prompt,
+            tokens.output,
+            tokens.cached,
+            tokens.thinking,
+            v.resets_at.to_rfc3339()
+        );
+    }
+    out.push_str("</tbody></table></div>");
 }
 
 /// The page shown without valid credentials: a login form posting the

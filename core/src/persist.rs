@@ -4,6 +4,7 @@
 //! converts [`SqlValue`]s to its driver's type and runs the statements.
 //! Secrets are never stored.
 
+use crate::clients::{self, Client, ClientUsage};
 use crate::stream::TokenUsage;
 use serde::{Deserialize, Serialize};
 
@@ -130,16 +131,33 @@ pub struct StoredPool {
     pub runtime: Vec<crate::secret::ApiKey>,
     /// Ids of `API_KEYS` keys the admin removed.
     pub removed: Vec<String>,
+    /// Client keys ([`crate::clients::SELECT_CLIENTS`]).
+    pub clients: Vec<Client>,
+    /// Their usage ([`crate::clients::SELECT_CLIENT_USAGE`]).
+    pub client_usage: Vec<ClientUsage>,
+}
+
+/// Every row a full rewrite writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Records {
+    /// Key rows.
+    pub keys: Vec<KeyRecord>,
+    /// Usage rows.
+    pub usage: Vec<UsageRecord>,
+    /// Client usage rows.
+    pub clients: Vec<ClientUsage>,
 }
 
 /// What a report changed, for the host to persist.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Change {
     /// The key row, when its disabled state changed.
     pub key: Option<KeyRecord>,
     /// The usage rows (one, or more when a model became tracked and its
     /// earlier calls moved to it).
     pub usage: Vec<UsageRecord>,
+    /// The client's usage row, when the report ended a client's request.
+    pub client: Option<ClientUsage>,
 }
 
 /// Creates the tables when missing.
@@ -280,11 +298,11 @@ pub struct RowError {
     why: String,
 }
 
-fn int(v: u64) -> SqlValue {
+pub(crate) fn int(v: u64) -> SqlValue {
     SqlValue::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-fn opt_int(v: Option<u64>) -> SqlValue {
+pub(crate) fn opt_int(v: Option<u64>) -> SqlValue {
     v.map_or(SqlValue::Null, int)
 }
 
@@ -293,13 +311,17 @@ fn opt_text(v: Option<&str>) -> SqlValue {
 }
 
 /// Reads the columns of one row in order.
-struct Columns<'a> {
+pub(crate) struct Columns<'a> {
     table: &'static str,
     row: std::slice::Iter<'a, SqlValue>,
 }
 
 impl<'a> Columns<'a> {
-    fn err(&self, why: impl Into<String>) -> RowError {
+    pub(crate) fn new(table: &'static str, row: &'a [SqlValue]) -> Self {
+        Self { table, row: row.iter() }
+    }
+
+    pub(crate) fn err(&self, why: impl Into<String>) -> RowError {
         RowError { table: self.table, why: why.into() }
     }
 
@@ -308,14 +330,14 @@ impl<'a> Columns<'a> {
         self.row.next().ok_or(RowError { table, why: "too few columns".into() })
     }
 
-    fn text(&mut self) -> Result<String, RowError> {
+    pub(crate) fn text(&mut self) -> Result<String, RowError> {
         match self.next()? {
             SqlValue::Text(s) => Ok(s.clone()),
             other => Err(self.err(format!("expected text, found {other:?}"))),
         }
     }
 
-    fn opt_text(&mut self) -> Result<Option<String>, RowError> {
+    pub(crate) fn opt_text(&mut self) -> Result<Option<String>, RowError> {
         match self.next()? {
             SqlValue::Null => Ok(None),
             SqlValue::Text(s) => Ok(Some(s.clone())),
@@ -323,7 +345,7 @@ impl<'a> Columns<'a> {
         }
     }
 
-    fn opt_int(&mut self) -> Result<Option<u64>, RowError> {
+    pub(crate) fn opt_int(&mut self) -> Result<Option<u64>, RowError> {
         match self.next()? {
             SqlValue::Null => Ok(None),
             SqlValue::Integer(i) => Ok(Some(u64::try_from(*i).unwrap_or(0))),
@@ -331,7 +353,7 @@ impl<'a> Columns<'a> {
         }
     }
 
-    fn int(&mut self) -> Result<u64, RowError> {
+    pub(crate) fn int(&mut self) -> Result<u64, RowError> {
         self.opt_int()?.ok_or_else(|| self.err("expected an integer, found NULL"))
     }
 }
@@ -457,14 +479,23 @@ pub type Statement = (&'static str, Vec<SqlValue>);
 /// The statements that persist one change.
 pub fn change_statements(change: &Change) -> impl Iterator<Item = Statement> + '_ {
     let key = change.key.iter().map(|k| (UPSERT_KEY, k.to_row()));
-    key.chain(change.usage.iter().flat_map(UsageRecord::statements))
+    let client = change.client.iter().map(|c| (clients::UPSERT_CLIENT_USAGE, c.to_row()));
+    key.chain(change.usage.iter().flat_map(UsageRecord::statements)).chain(client)
 }
 
 /// The statements that replace every row with `keys` and `usage` (run them
 /// in one transaction where the host has transactions).
-pub fn rewrite_statements<'a>(keys: &'a [KeyRecord], usage: &'a [UsageRecord]) -> impl Iterator<Item = Statement> + 'a {
-    let clear = [(DELETE_KEYS, Vec::new()), (DELETE_USAGE, Vec::new()), (DELETE_TOKENS, Vec::new())].into_iter();
-    clear.chain(keys.iter().map(|k| (UPSERT_KEY, k.to_row()))).chain(usage.iter().flat_map(UsageRecord::statements))
+pub fn rewrite_statements(records: &Records) -> impl Iterator<Item = Statement> + '_ {
+    let clear = [
+        (DELETE_KEYS, Vec::new()),
+        (DELETE_USAGE, Vec::new()),
+        (DELETE_TOKENS, Vec::new()),
+        (clients::DELETE_CLIENT_USAGE, Vec::new()),
+    ];
+    let keys = records.keys.iter().map(|k| (UPSERT_KEY, k.to_row()));
+    let usage = records.usage.iter().flat_map(UsageRecord::statements);
+    let client_usage = records.clients.iter().map(|c| (clients::UPSERT_CLIENT_USAGE, c.to_row()));
+    clear.into_iter().chain(keys).chain(usage).chain(client_usage)
 }
 
 #[cfg(test)]
@@ -528,7 +559,8 @@ mod tests {
     #[test]
     fn a_rewrite_clears_both_tables_first() {
         let k = [KeyRecord { key_id: "k".into(), disabled_reason: None, disabled_at: None }];
-        let names: Vec<&str> = rewrite_statements(&k, &[]).map(|(sql, _)| sql).collect();
-        assert_eq!(names, [DELETE_KEYS, DELETE_USAGE, DELETE_TOKENS, UPSERT_KEY]);
+        let records = Records { keys: k.to_vec(), ..Records::default() };
+        let names: Vec<&str> = rewrite_statements(&records).map(|(sql, _)| sql).collect();
+        assert_eq!(names, [DELETE_KEYS, DELETE_USAGE, DELETE_TOKENS, clients::DELETE_CLIENT_USAGE, UPSERT_KEY]);
     }
 }

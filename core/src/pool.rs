@@ -8,8 +8,9 @@
 //! expires. Choosing a key therefore costs the same with ten keys or ten
 //! thousand, however many are marked.
 
+use crate::clients::{Claim, ClientBook};
 use crate::outcome::{Lease, Outcome, RateLimitScope, Report, Unavailable};
-use crate::persist::{Change, KeyMeta, KeyRecord, MarkKind, StoredPool, UsageRecord};
+use crate::persist::{Change, KeyMeta, KeyRecord, MarkKind, Records, StoredPool, UsageRecord};
 use crate::secret::{ApiKey, KeyId};
 use crate::stats::{DisabledInfo, KeySource, KeyState, KeyStats, ModelStats, Snapshot};
 use crate::stream::TokenUsage;
@@ -161,6 +162,7 @@ pub struct KeyPool {
     index: HashMap<KeyId, u32>,
     models: BTreeMap<String, ModelPool>,
     probation: Probation,
+    clients: ClientBook,
 }
 
 /// Whether an outcome shows the upstream knows the model.
@@ -191,7 +193,7 @@ impl KeyPool {
     /// disabling, statistics and marks. Records of keys no longer in the
     /// pool are ignored (the host deletes them).
     pub fn restore(env: Vec<ApiKey>, stored: StoredPool) -> Self {
-        let StoredPool { keys: key_records, usage, meta, runtime, removed } = stored;
+        let StoredPool { keys: key_records, usage, meta, runtime, removed, clients, client_usage } = stored;
         let removed: std::collections::HashSet<String> = removed.into_iter().collect();
         let mut slots: Vec<Slot> = Vec::with_capacity(env.len() + runtime.len());
         let mut index = HashMap::with_capacity(env.len() + runtime.len());
@@ -225,7 +227,8 @@ impl KeyPool {
                     Some(DisabledInfo { reason, since: UnixMillis(rec.disabled_at.unwrap_or(0)) });
             }
         }
-        let mut pool = Self { keys: slots, index, models: BTreeMap::new(), probation: Probation::default() };
+        let clients = ClientBook::restore(clients, client_usage);
+        let mut pool = Self { keys: slots, index, models: BTreeMap::new(), probation: Probation::default(), clients };
         // Models the upstream never accepted (rows of an older version, which
         // tracked every name asked for) fold into the untracked bucket, as do
         // the least used beyond the cap.
@@ -324,7 +327,7 @@ impl KeyPool {
                 tried_usable = true;
                 continue;
             }
-            return Ok(Lease { id: entry.id.clone(), secret: entry.key.clone() });
+            return Ok(Lease { id: entry.id.clone(), secret: entry.key.clone(), client: None });
         }
         if tried_usable {
             return Err(Unavailable::AllTried);
@@ -355,9 +358,45 @@ impl KeyPool {
         self.report_usage(id, model, outcome, None, now)
     }
 
-    /// Applies one attempt's report, its token usage included.
+    /// Admits a request of `claim` (none: the proxy key's) for `model`
+    /// ([`ClientBook::admit`]), then chooses its key ([`Self::acquire`]);
+    /// the lease names the client.
+    pub fn acquire_for(
+        &mut self,
+        claim: Option<&Claim>,
+        model: &str,
+        exclude: &[KeyId],
+        now: UnixMillis,
+    ) -> Result<Lease, Unavailable> {
+        let client = match claim {
+            Some(claim) => self.clients.admit(claim, model, now).map_err(|refusal| Unavailable::Refused { refusal })?,
+            None => None,
+        };
+        let lease = self.acquire(model, exclude, now)?;
+        Ok(Lease { client, ..lease })
+    }
+
+    /// Applies one attempt's report, its token usage included, and counts
+    /// a client's request on its last attempt.
     pub fn apply(&mut self, r: &Report, now: UnixMillis) -> Option<Change> {
-        self.report_usage(&r.key, &r.model, &r.outcome, r.usage.as_ref(), now)
+        let mut change = self.report_usage(&r.key, &r.model, &r.outcome, r.usage.as_ref(), now);
+        if let Some(client) = &r.client {
+            let model = if self.models.contains_key(&r.model) { r.model.as_str() } else { UNTRACKED_MODELS };
+            if let Some(row) = self.clients.record(client, model, r.usage.as_ref(), now) {
+                change.get_or_insert_with(Change::default).client = Some(row);
+            }
+        }
+        change
+    }
+
+    /// The clients of the pool.
+    pub fn clients(&self) -> &ClientBook {
+        &self.clients
+    }
+
+    /// The clients of the pool, to change.
+    pub fn clients_mut(&mut self) -> &mut ClientBook {
+        &mut self.clients
     }
 
     fn report_usage(
@@ -422,7 +461,7 @@ impl KeyPool {
             self.keys[slot as usize].disabled = Some(d);
             rec
         });
-        Some(Change { key, usage: rows })
+        Some(Change { key, usage: rows, client: None })
     }
 
     /// Moves `model` from probation into the tracked models, if there is
@@ -490,10 +529,11 @@ impl KeyPool {
         // Removed keys stay removed; every model's rotation starts over.
         self.models.clear();
         self.probation = Probation::default();
+        self.clients.clear_usage();
     }
 
     /// Every persisted record, for a full rewrite.
-    pub fn records(&self) -> (Vec<KeyRecord>, Vec<UsageRecord>) {
+    pub fn records(&self) -> Records {
         let keys = self
             .keys
             .iter()
@@ -511,7 +551,7 @@ impl KeyPool {
                 usage.push(usage_record(&self.keys[*slot as usize].id, model, u));
             }
         }
-        (keys, usage)
+        Records { keys, usage, clients: self.clients.usage_records() }
     }
 
     /// The statistics at `now`, keys only masked.
@@ -562,7 +602,7 @@ impl KeyPool {
         }
         // A removed key stays shown while it has counts (until the daily reset).
         let keys = keys.into_iter().filter(|k| !k.removed || !k.models.is_empty()).collect();
-        Snapshot { now, next_quota_reset: next_pacific_midnight(now), keys }
+        Snapshot { now, next_quota_reset: next_pacific_midnight(now), keys, clients: self.clients.views(now) }
     }
 }
 
@@ -769,7 +809,7 @@ mod tests {
         p.report(&ids[0], "m", &Outcome::Success, t(1));
         p.report(&ids[1], "m", &per_day(), t(1));
         p.report(&ids[2], "m", &Outcome::KeyRejected { reason: "bad".into() }, t(1));
-        let (k, u) = p.records();
+        let Records { keys: k, usage: u, .. } = p.records();
         // Key 0 is dropped from the configuration, a new key 3 joins.
         let mut new_keys = keys(4);
         new_keys.remove(0);
@@ -839,7 +879,7 @@ mod tests {
         let mut p = KeyPool::new(keys(1));
         let id = p.ids().next().cloned().expect("a key");
         p.report(&id, "gemini-2.5-flash", &Outcome::Success, t(0));
-        let (k, mut u) = p.records();
+        let Records { keys: k, usage: mut u, .. } = p.records();
         // Rows an older version wrote for names the upstream answered 404.
         for i in 0..600 {
             let mut row = u[0].clone();

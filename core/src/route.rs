@@ -163,6 +163,8 @@ enum Pattern {
     AdminKey,
     AdminKeyDisable,
     AdminKeyEnable,
+    AdminClients,
+    AdminClient,
 }
 
 fn router() -> &'static Router<Pattern> {
@@ -191,6 +193,8 @@ fn router() -> &'static Router<Pattern> {
             ("/admin/keys/{id}", Pattern::AdminKey),
             ("/admin/keys/{id}/disable", Pattern::AdminKeyDisable),
             ("/admin/keys/{id}/enable", Pattern::AdminKeyEnable),
+            ("/admin/clients", Pattern::AdminClients),
+            ("/admin/clients/{id}", Pattern::AdminClient),
         ];
         for (path, pattern) in routes {
             if r.insert(*path, *pattern).is_err() {
@@ -311,7 +315,9 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         | Pattern::AdminCheck
         | Pattern::AdminKey
         | Pattern::AdminKeyDisable
-        | Pattern::AdminKeyEnable => {
+        | Pattern::AdminKeyEnable
+        | Pattern::AdminClients
+        | Pattern::AdminClient => {
             use crate::admin::AdminRoute as A;
             let id = || crate::secret::KeyId::from_string(m.params.get("id").unwrap_or_default());
             let pick = |routes: &[(Method, A)], allowed: &str| {
@@ -329,6 +335,16 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
                     pick(&[(Method::Delete, A::Remove(id())), (Method::Patch, A::Label(id()))], "DELETE, PATCH")
                 }
                 Pattern::AdminKeyDisable => pick(&[(Method::Post, A::Disable(id()))], "POST"),
+                Pattern::AdminClients => {
+                    pick(&[(Method::Get, A::ClientList), (Method::Post, A::ClientCreate)], "GET, POST")
+                }
+                Pattern::AdminClient => {
+                    let id = || m.params.get("id").unwrap_or_default().to_owned();
+                    pick(
+                        &[(Method::Patch, A::ClientUpdate(id())), (Method::Delete, A::ClientRevoke(id()))],
+                        "PATCH, DELETE",
+                    )
+                }
                 _ => pick(&[(Method::Post, A::Enable(id()))], "POST"),
             }
         }

@@ -146,6 +146,8 @@ pub struct Snapshot {
     pub next_quota_reset: UnixMillis,
     /// Every key, in configuration order.
     pub keys: Vec<KeyStats>,
+    /// Every client key, with its use.
+    pub clients: Vec<crate::clients::ClientView>,
 }
 
 fn time(t: UnixMillis) -> Value {
@@ -218,6 +220,7 @@ impl Snapshot {
             "totals": counts_json(grand),
             "models": by_model,
             "keys": keys,
+            "clients": self.clients.iter().map(crate::clients::ClientView::to_json).collect::<Vec<_>>(),
         })
     }
 }

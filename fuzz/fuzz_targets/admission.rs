@@ -1,5 +1,5 @@
 //! A whole request through core's exchange: routing, dialect detection,
-//! admission (proxy key, session cookie, /stat rules, head and body
+//! admission (proxy key, client keys, session cookie, /stat rules, head and body
 //! limits), body binding, the upstream request's headers, and the answer;
 //! every upstream attempt answered by the input's last byte.
 #![no_main]
@@ -27,6 +27,17 @@ fuzz_target!(|data: &[u8]| {
     let cfg = Arc::new(config(if data.first().is_some_and(|b| b % 2 == 0) { Some("proxy-key-0123456789") } else { None }));
     let mut pool = KeyPool::new(fake_keys("FUZZ", 3));
     let now = UnixMillis(1_800_000_000_000);
+    // A client key (`x-goog-api-key: gpc-fuzz`) with a quota of one request
+    // a day for one model, for inputs of even length.
+    if data.len() % 2 == 0 {
+        let settings = proxy_core::clients::ClientSettings {
+            name: Some("fuzz".into()),
+            models: Some(vec!["gemini-2.5-flash".into()]),
+            daily_requests: Some(Some(1)),
+            daily_tokens: Some(Some(10)),
+        };
+        let _ = pool.clients_mut().create("gpc-fuzz", settings, now);
+    }
     let mut exchange = Exchange::new(cfg, Method::parse(method), target.to_owned(), headers);
     let mut event = Event::Start;
     let mut answers = 0;
@@ -35,11 +46,11 @@ fuzz_target!(|data: &[u8]| {
             Step::ReadBody { limit, .. } => {
                 if body.len() as u64 > limit { Event::BodyFailed(proxy_core::forward::BodyError::TooLarge) } else { Event::Body(body.clone()) }
             }
-            Step::Acquire { model, exclude, settle } => {
+            Step::Acquire { model, exclude, settle, client } => {
                 if let Some(r) = settle {
                     pool.apply(&r, now);
                 }
-                Event::Acquired(pool.acquire(&model, &exclude, now))
+                Event::Acquired(pool.acquire_for(client.as_ref(), &model, &exclude, now))
             }
             Step::Send(up) => {
                 assert!(up.headers.iter().all(|(_, v)| v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))));

@@ -6,6 +6,7 @@ use crate::proxy::bindings::gemini_proxy::host::key_store as wit;
 use crate::proxy::bindings::gemini_proxy::host::log;
 use crate::store::KeyBackend;
 use proxy_core::admin::{AdminAnswer, AdminOp};
+use proxy_core::clients::Claim;
 use proxy_core::stats::StatsView;
 use proxy_core::{KeyId, Outcome, RateLimit, RateLimitScope, Report, Unavailable};
 use std::sync::Arc;
@@ -49,10 +50,16 @@ impl wit::Host for KeyStoreCtx {
         model: String,
         exclude: Vec<String>,
         settle: Option<wit::AttemptReport>,
+        client: Option<wit::ClientClaim>,
     ) -> Result<wit::Lease, wit::Unavailable> {
         let exclude: Vec<KeyId> = exclude.into_iter().map(KeyId::from_string).collect();
-        match self.backend.acquire(&model, &exclude, settle.map(report)) {
-            Ok(lease) => Ok(wit::Lease { id: lease.id.as_str().to_owned(), secret: lease.secret.expose().to_owned() }),
+        let claim = client.map(|c| Claim { hashes: c.hashes, open: c.open });
+        match self.backend.acquire(claim.as_ref(), &model, &exclude, settle.map(report)) {
+            Ok(lease) => Ok(wit::Lease {
+                id: lease.id.as_str().to_owned(),
+                secret: lease.secret.expose().to_owned(),
+                client: lease.client,
+            }),
             Err(Unavailable::AllLimited { until, retry_after_ms, keys }) => {
                 Err(wit::Unavailable::AllLimited(wit::Limited {
                     until: until.0,
@@ -62,6 +69,9 @@ impl wit::Host for KeyStoreCtx {
             }
             Err(Unavailable::AllTried) => Err(wit::Unavailable::AllTried),
             Err(Unavailable::NoUsableKey { why }) => Err(wit::Unavailable::NoUsableKey(why)),
+            Err(Unavailable::Refused { refusal }) => {
+                Err(wit::Unavailable::Refused(serde_json::to_string(&refusal).unwrap_or_default()))
+            }
         }
     }
 
@@ -97,7 +107,7 @@ impl wit::Host for KeyStoreCtx {
         let leases = answer
             .leases
             .into_iter()
-            .map(|l| wit::Lease { id: l.id.as_str().to_owned(), secret: l.secret.expose().to_owned() })
+            .map(|l| wit::Lease { id: l.id.as_str().to_owned(), secret: l.secret.expose().to_owned(), client: None })
             .collect();
         wit::AdminAnswer { status: answer.status, body: answer.body, leases }
     }
@@ -127,5 +137,5 @@ fn report(r: wit::AttemptReport) -> Report {
         cached: u.cached,
         thinking: u.thinking,
     });
-    Report { key: KeyId::from_string(r.key), model: r.model, outcome, usage }
+    Report { key: KeyId::from_string(r.key), model: r.model, outcome, usage, client: r.client }
 }

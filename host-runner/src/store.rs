@@ -4,9 +4,11 @@
 
 use crate::clock::Clock;
 use proxy_core::admin::{self, AdminAnswer, AdminOp};
+use proxy_core::clients::ClientUsage;
+use proxy_core::clients::{self, Claim};
 use proxy_core::http::Response;
 use proxy_core::persist::{
-    self, Change, KeyMeta, KeyRecord, RowError, SqlValue, Statement, StoredPool, UsageRecord, VaultRecord,
+    self, Change, KeyMeta, KeyRecord, Records, RowError, SqlValue, Statement, StoredPool, UsageRecord, VaultRecord,
 };
 use proxy_core::stats::StatsView;
 use proxy_core::vault::Vault;
@@ -24,7 +26,13 @@ use std::time::Duration;
 pub trait KeyBackend: Send + Sync + 'static {
     /// Applies `settle` (the previous attempt's report), then hands out a
     /// key for `model` that is not in `exclude`.
-    fn acquire(&self, model: &str, exclude: &[KeyId], settle: Option<Report>) -> Result<Lease, Unavailable>;
+    fn acquire(
+        &self,
+        client: Option<&Claim>,
+        model: &str,
+        exclude: &[KeyId],
+        settle: Option<Report>,
+    ) -> Result<Lease, Unavailable>;
     /// Applies an attempt's outcome.
     fn report(&self, report: Report);
     /// Clears every mark and counter, and re-enables disabled keys.
@@ -59,7 +67,7 @@ pub enum StoreError {
 
 enum Write {
     Change(Change),
-    Rewrite(Vec<KeyRecord>, Vec<UsageRecord>),
+    Rewrite(Records),
     /// An admin operation's statements, run after the batch's rows.
     Statements(Vec<Statement>),
     /// Answered `true` once everything before it is on disk.
@@ -103,6 +111,7 @@ impl SqliteKeyStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(persist::SCHEMA)?;
         conn.execute_batch(persist::ADMIN_SCHEMA)?;
+        conn.execute_batch(clients::SCHEMA)?;
         let sealed = load(&conn, persist::SELECT_VAULT, VaultRecord::from_row)?;
         let (runtime, unopened) = proxy_core::vault::open_sealed(vault.as_ref(), sealed);
         if let Some(why) = unopened {
@@ -114,10 +123,11 @@ impl SqliteKeyStore {
             meta: load(&conn, persist::SELECT_META, KeyMeta::from_row)?,
             runtime,
             removed: load(&conn, persist::SELECT_REMOVED, persist::removed_from_row)?,
+            clients: load(&conn, clients::SELECT_CLIENTS, clients::Client::from_row)?,
+            client_usage: load(&conn, clients::SELECT_CLIENT_USAGE, ClientUsage::from_row)?,
         };
         let pool = KeyPool::restore(keys, stored);
-        let (k, u) = pool.records();
-        Batch { rewrite: Some((k, u)), ..Batch::default() }.commit(&mut conn)?;
+        Batch { rewrite: Some(pool.records()), ..Batch::default() }.commit(&mut conn)?;
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("key-store-writer".into())
@@ -144,8 +154,7 @@ impl SqliteKeyStore {
     }
 
     fn rewrite_all(&self, pool: &KeyPool) {
-        let (k, u) = pool.records();
-        self.send(Write::Rewrite(k, u));
+        self.send(Write::Rewrite(pool.records()));
     }
 
     /// Waits until every change so far is on disk: whether it got there.
@@ -167,12 +176,18 @@ impl SqliteKeyStore {
 }
 
 impl KeyBackend for SqliteKeyStore {
-    fn acquire(&self, model: &str, exclude: &[KeyId], settle: Option<Report>) -> Result<Lease, Unavailable> {
+    fn acquire(
+        &self,
+        client: Option<&Claim>,
+        model: &str,
+        exclude: &[KeyId],
+        settle: Option<Report>,
+    ) -> Result<Lease, Unavailable> {
         let mut pool = self.pool();
         if let Some(report) = settle {
             self.apply(&mut pool, &report);
         }
-        pool.acquire(model, exclude, self.clock.now())
+        pool.acquire_for(client, model, exclude, self.clock.now())
     }
 
     fn report(&self, report: Report) {
@@ -201,7 +216,7 @@ impl KeyBackend for SqliteKeyStore {
         let mut pool = self.pool();
         let applied = admin::apply(&mut pool, self.vault.as_ref(), op, self.clock.now(), &mut nonce);
         for key in applied.keys.iter().cloned() {
-            self.send(Write::Change(Change { key: Some(key), usage: Vec::new() }));
+            self.send(Write::Change(Change { key: Some(key), ..Change::default() }));
         }
         if !applied.writes.is_empty() {
             self.send(Write::Statements(applied.writes.clone()));
@@ -271,9 +286,10 @@ const WRITE_INTERVAL: Duration = Duration::from_millis(100);
 /// Writes gathered for one transaction: only the latest state of each row.
 #[derive(Default)]
 struct Batch {
-    rewrite: Option<(Vec<KeyRecord>, Vec<UsageRecord>)>,
+    rewrite: Option<Records>,
     keys: HashMap<String, KeyRecord>,
     usage: HashMap<(String, String), UsageRecord>,
+    clients: HashMap<(String, String), ClientUsage>,
     statements: Vec<Statement>,
     flushes: Vec<mpsc::Sender<bool>>,
 }
@@ -288,13 +304,17 @@ impl Batch {
                 for u in c.usage {
                     self.usage.insert((u.key_id.clone(), u.model.clone()), u);
                 }
+                if let Some(u) = c.client {
+                    self.clients.insert((u.client.clone(), u.model.clone()), u);
+                }
             }
             // A rewrite holds every row as of its time, so earlier changes
             // are in it.
-            Write::Rewrite(k, u) => {
+            Write::Rewrite(records) => {
                 self.keys.clear();
                 self.usage.clear();
-                self.rewrite = Some((k, u));
+                self.clients.clear();
+                self.rewrite = Some(records);
             }
             Write::Statements(s) => self.statements.extend(s),
             Write::Flush(done) => self.flushes.push(done),
@@ -303,8 +323,8 @@ impl Batch {
 
     fn commit(&mut self, conn: &mut Connection) -> Result<(), rusqlite::Error> {
         let tx = conn.transaction()?;
-        if let Some((k, u)) = self.rewrite.take() {
-            for statement in persist::rewrite_statements(&k, &u) {
+        if let Some(records) = self.rewrite.take() {
+            for statement in persist::rewrite_statements(&records) {
                 run(&tx, statement)?;
             }
         }
@@ -315,6 +335,9 @@ impl Batch {
             for statement in u.statements() {
                 run(&tx, statement)?;
             }
+        }
+        for (_, u) in self.clients.drain() {
+            run(&tx, (clients::UPSERT_CLIENT_USAGE, u.to_row()))?;
         }
         // After the rows: an admin's removal deletes what they wrote.
         for statement in self.statements.drain(..) {
@@ -374,8 +397,14 @@ mod tests {
         let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
         let store = SqliteKeyStore::open(&path, keys, clock, None).expect("open");
         let success = |model: &str| {
-            let lease = store.acquire(model, &[], None).expect("a key");
-            store.report(Report { key: lease.id, model: model.to_owned(), outcome: Outcome::Success, usage: None });
+            let lease = store.acquire(None, model, &[], None).expect("a key");
+            store.report(Report {
+                key: lease.id,
+                model: model.to_owned(),
+                outcome: Outcome::Success,
+                usage: None,
+                client: None,
+            });
         };
         for _ in 0..5 {
             success("a");

@@ -4,6 +4,7 @@
 //! host-runner's file).
 
 use crate::wire::{AcquireAnswer, AdminReply, StoreRequest};
+use proxy_core::clients;
 use proxy_core::config::parse_api_keys;
 use proxy_core::persist::{
     self, KeyMeta, KeyRecord, RowError, SqlValue, Statement, StoredPool, UsageRecord, VaultRecord,
@@ -74,8 +75,7 @@ impl ApiKeyManager {
     }
 
     fn rewrite(&self, pool: &KeyPool) -> Result<(), String> {
-        let (keys, usage) = pool.records();
-        persist::rewrite_statements(&keys, &usage).try_for_each(|s| self.run(s))
+        persist::rewrite_statements(&pool.records()).try_for_each(|s| self.run(s))
     }
 
     /// (Re)builds the pool when `API_KEYS` changed since it was loaded:
@@ -103,6 +103,8 @@ impl ApiKeyManager {
             meta: self.load(persist::SELECT_META, KeyMeta::from_row)?,
             runtime,
             removed: self.load(persist::SELECT_REMOVED, persist::removed_from_row)?,
+            clients: self.load(clients::SELECT_CLIENTS, clients::Client::from_row)?,
+            client_usage: self.load(clients::SELECT_CLIENT_USAGE, clients::ClientUsage::from_row)?,
         };
         let pool = KeyPool::restore(keys, stored);
         self.rewrite(&pool)?;
@@ -130,11 +132,15 @@ impl ApiKeyManager {
         let (pool, vault) = (&mut loaded.pool, loaded.vault.as_ref());
         let done = || Response::ok("").map_err(|e| e.to_string());
         match request {
-            StoreRequest::Acquire { model, exclude, settle } => {
+            StoreRequest::Acquire { model, exclude, settle, client } => {
                 self.acquires.set(self.acquires.get() + 1);
                 self.apply(pool, settle, now)?;
-                let answer = match pool.acquire(&model, &exclude, now) {
-                    Ok(lease) => AcquireAnswer::Lease { id: lease.id, secret: lease.secret.expose().to_owned() },
+                let answer = match pool.acquire_for(client.as_ref(), &model, &exclude, now) {
+                    Ok(lease) => AcquireAnswer::Lease {
+                        id: lease.id,
+                        secret: lease.secret.expose().to_owned(),
+                        client: lease.client,
+                    },
                     Err(u) => AcquireAnswer::Unavailable(u),
                 };
                 Response::from_json(&answer).map_err(|e| e.to_string())
@@ -190,7 +196,7 @@ fn nonce() -> [u8; NONCE_BYTES] {
 impl DurableObject for ApiKeyManager {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        for schema in [persist::SCHEMA, persist::ADMIN_SCHEMA] {
+        for schema in [persist::SCHEMA, persist::ADMIN_SCHEMA, clients::SCHEMA] {
             if let Err(e) = sql.exec(schema, None) {
                 worker::console_error!("creating the key store schema failed: {e}");
             }

@@ -123,15 +123,16 @@ impl KeyStore {
         model: String,
         exclude: Vec<KeyId>,
         settle: Option<Report>,
+        client: Option<proxy_core::clients::Claim>,
     ) -> Result<Result<Lease, Unavailable>, String> {
         let mut resp = self
             .call_settling(|mut pending| {
                 pending.extend(settle);
-                StoreRequest::Acquire { model, exclude, settle: pending }
+                StoreRequest::Acquire { model, exclude, settle: pending, client }
             })
             .await?;
         match resp.json::<AcquireAnswer>().await.map_err(|e| e.to_string())? {
-            AcquireAnswer::Lease { id, secret } => Ok(Ok(Lease { id, secret: ApiKey::new(secret) })),
+            AcquireAnswer::Lease { id, secret, client } => Ok(Ok(Lease { id, secret: ApiKey::new(secret), client })),
             AcquireAnswer::Unavailable(u) => Ok(Err(u)),
         }
     }
@@ -153,7 +154,11 @@ impl KeyStore {
     pub async fn admin(&mut self, op: proxy_core::admin::AdminOp) -> Result<proxy_core::admin::AdminAnswer, String> {
         let mut resp = self.call(&StoreRequest::Admin { op }).await?;
         let reply: crate::wire::AdminReply = resp.json().await.map_err(|e| e.to_string())?;
-        let leases = reply.leases.into_iter().map(|(id, secret)| Lease { id, secret: ApiKey::new(secret) }).collect();
+        let leases = reply
+            .leases
+            .into_iter()
+            .map(|(id, secret)| Lease { id, secret: ApiKey::new(secret), client: None })
+            .collect();
         Ok(proxy_core::admin::AdminAnswer { status: reply.status, body: reply.body, leases })
     }
 

@@ -128,10 +128,12 @@ impl Run {
         };
         Flow::Next(match self.exchange.resume(event) {
             Step::ReadBody { limit, .. } => io::read_request_body(self.request.as_mut(), limit).await,
-            Step::Acquire { model, exclude, settle } => match self.store.acquire(model, exclude, settle).await {
-                Ok(answer) => Event::Acquired(answer),
-                Err(why) => Event::StoreFailed(why),
-            },
+            Step::Acquire { model, exclude, settle, client } => {
+                match self.store.acquire(model, exclude, settle, client).await {
+                    Ok(answer) => Event::Acquired(answer),
+                    Err(why) => Event::StoreFailed(why),
+                }
+            }
             Step::Send(up) => {
                 let (response, event) = io::send(&up, self.exchange.body(), &self.timeouts).await;
                 self.upstream = response;

@@ -10,8 +10,15 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum StoreRequest {
     /// Apply `settle` (reports that waited in the isolate, then the previous
-    /// attempt's), then hand out a key for `model` not in `exclude`.
-    Acquire { model: String, exclude: Vec<KeyId>, settle: Vec<Report> },
+    /// attempt's), admit `client` (a request's first attempt), then hand
+    /// out a key for `model` not in `exclude`.
+    Acquire {
+        model: String,
+        exclude: Vec<KeyId>,
+        settle: Vec<Report>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<proxy_core::clients::Claim>,
+    },
     /// Apply these reports, in order.
     Report { reports: Vec<Report> },
     /// Apply `settle`, then the statistics, rendered (the object answers
@@ -37,8 +44,13 @@ pub struct AdminReply {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AcquireAnswer {
-    /// A key.
-    Lease { id: KeyId, secret: String },
+    /// A key, and the client the request was admitted as.
+    Lease {
+        id: KeyId,
+        secret: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
     /// None; why.
     Unavailable(Unavailable),
 }

@@ -151,7 +151,7 @@ impl KeyPool {
     /// The key with id `id`, for a check.
     pub fn lease_of(&self, id: &KeyId) -> Option<Lease> {
         let s = &self.keys[self.slot_of(id)?];
-        Some(Lease { id: s.id.clone(), secret: s.key.clone() })
+        Some(Lease { id: s.id.clone(), secret: s.key.clone(), client: None })
     }
 
     /// The keys to check next: those never checked first, then the longest
@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(p.len(), 1, "but no longer in the pool");
         p.daily_reset(NOW.plus(86_400_000));
         assert!(p.snapshot(NOW.plus(86_400_000)).keys.iter().all(|k| k.id != ids[0]));
-        assert!(p.records().1.iter().all(|u| u.key_id != ids[0].as_str()));
+        assert!(p.records().usage.iter().all(|u| u.key_id != ids[0].as_str()));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! phases in `phases::`, run one at a time around a restart.
 
 mod admin;
+mod clients;
 
 use e2e::Target;
 use serde_json::{Value, json};
@@ -574,6 +575,17 @@ mod phases {
             .admin(Method::POST, &format!("/admin/keys/{id}/disable"), Some(json!({"note": "kept across restarts"})))
             .await;
         assert_eq!(status, 200, "{v}");
+        // A client that used up its quota of one request.
+        let (client, secret) = crate::clients::create(&t, json!({"name": "e2e kept", "daily_requests": 1})).await;
+        assert_eq!(crate::clients::generate_as(&t, &secret, "e2e-persist-client", false).await.status(), 200);
+        let stats = t.stats_when(|s| crate::clients::client(s, &client)["today"]["requests"] == 1).await;
+        assert_eq!(crate::clients::client(&stats, &client)["today"]["requests"], 1, "{stats}");
+        std::fs::write(kept_client(&t), format!("{client}\n{secret}")).expect("the client's secret, for phase 2");
+    }
+
+    /// Where phase 1 leaves the client it created for phase 2.
+    fn kept_client(t: &Target) -> std::path::PathBuf {
+        t.store_dir.with_extension("client")
     }
 
     /// Phase 2: the mark and counts survived.
@@ -582,6 +594,12 @@ mod phases {
     async fn after_restart() {
         let t = Target::from_env();
         let stats = t.stats().await;
+        // The client's count and quota survived.
+        let kept = std::fs::read_to_string(kept_client(&t)).expect("phase 1's client");
+        let (client, secret) = kept.split_once('\n').expect("id and secret");
+        assert_eq!(crate::clients::client(&stats, client)["today"]["requests"], 1, "{stats}");
+        assert_eq!(crate::clients::generate_as(&t, secret, "e2e-persist-client", false).await.status(), 429);
+        crate::clients::revoke(&t, client).await;
         let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];
         assert_eq!(cell["state"], "exhausted", "{stats}");
         assert_eq!(cell["requests"], 1);

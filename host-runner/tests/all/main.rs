@@ -3,6 +3,7 @@
 //! clock.
 
 mod admin;
+mod clients;
 mod harness;
 mod limits;
 mod persistence;

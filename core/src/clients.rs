@@ -1,0 +1,660 @@
+//! Client keys: the callers sharing one pool, each with a name, the models
+//! it may use and daily quotas of requests and tokens. The admin creates,
+//! changes and revokes them ([`crate::admin`]); the secret is shown once
+//! and stored only as a hash.
+//!
+//! A request names its client through its credential: the exchange sends
+//! the credential's hashes with its first acquire ([`Claim`]), and the key
+//! store admits it ([`ClientBook::admit`]) before handing out a key, so a
+//! client check costs no extra round trip. `PROXY_API_KEY` stays the
+//! one-client shortcut: a request carrying it is not a client's and has no
+//! quota. Once a client key exists, an open proxy (no `PROXY_API_KEY`)
+//! takes only client keys.
+//!
+//! Quotas count per Pacific day, as Google's own per-day quotas do, and
+//! reset at Pacific midnight. A request counts once its answer is known
+//! (its last attempt's report); its tokens count with it. Requests in
+//! flight at the same time are admitted against the same count, so a quota
+//! can be overrun by as many requests as a client has in flight.
+
+use crate::auth::Credentials;
+use crate::persist::{Columns, RowError, SqlValue, Statement, int, opt_int};
+use crate::stream::TokenUsage;
+use crate::time::{UnixMillis, next_pacific_midnight};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+
+/// The prefix of a client key's secret.
+pub const SECRET_PREFIX: &str = "gpc-";
+
+/// The most client keys a pool holds.
+pub const MAX_CLIENTS: usize = 1_000;
+
+/// The most models a client's usage is kept for; later ones fold into
+/// [`OTHER_MODELS`].
+pub const MAX_MODELS_PER_CLIENT: usize = 64;
+
+/// The usage bucket of a client's models past [`MAX_MODELS_PER_CLIENT`].
+pub const OTHER_MODELS: &str = "(other models)";
+
+/// The longest client name.
+pub const MAX_NAME_CHARS: usize = 80;
+
+/// The hash a client key is stored and looked up as (hex SHA-256, in a
+/// domain of its own).
+pub fn hash_secret(secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"gemini-proxy client key\0");
+    h.update(secret.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The caller a request claims to be, as the key store sees it: the hashes
+/// of the credentials it presented (never the credentials).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// Hashes ([`hash_secret`]) of the credentials presented.
+    pub hashes: Vec<String>,
+    /// Whether the proxy is open (no `PROXY_API_KEY`): a request without a
+    /// client key passes while no client key exists.
+    pub open: bool,
+}
+
+impl Claim {
+    /// The claim of a request's credentials.
+    pub fn of(creds: &Credentials, open: bool) -> Self {
+        let presented = [&creds.bearer, &creds.goog_api_key, &creds.query_key];
+        let mut hashes: Vec<String> = presented.into_iter().flatten().map(|c| hash_secret(c)).collect();
+        hashes.dedup();
+        Self { hashes, open }
+    }
+}
+
+/// Which daily quota a client ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quota {
+    /// Requests a day.
+    Requests,
+    /// Tokens a day (prompt, output and thinking).
+    Tokens,
+}
+
+/// Why the key store refused a request's client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "why", rename_all = "kebab-case")]
+pub enum Refusal {
+    /// No client key (nor the proxy key) matches.
+    UnknownKey {
+        /// Whether any credential came at all.
+        presented: bool,
+    },
+    /// The client may not use the model.
+    ModelNotAllowed {
+        /// The client's name.
+        client: String,
+        /// The model asked for.
+        model: String,
+    },
+    /// The client used up a daily quota.
+    OverQuota {
+        /// The client's name.
+        client: String,
+        /// Which.
+        quota: Quota,
+        /// Its limit.
+        limit: u64,
+        /// When it resets (Pacific midnight).
+        resets_at: UnixMillis,
+        /// Milliseconds from now until then.
+        retry_after_ms: u64,
+    },
+}
+
+/// A client key, as stored: never its secret, only its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    /// Its id (not secret).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// [`hash_secret`] of its secret.
+    pub secret_hash: String,
+    /// The models it may use (none: every model).
+    pub models: Vec<String>,
+    /// Requests a day, if capped.
+    pub daily_requests: Option<u64>,
+    /// Tokens a day, if capped.
+    pub daily_tokens: Option<u64>,
+    /// When it was created.
+    pub created_at: u64,
+}
+
+impl Client {
+    /// The row's values, in [`SELECT_CLIENTS`] and [`UPSERT_CLIENT`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        vec![
+            SqlValue::Text(self.id.clone()),
+            SqlValue::Text(self.name.clone()),
+            SqlValue::Text(self.secret_hash.clone()),
+            SqlValue::Text(serde_json::to_string(&self.models).unwrap_or_else(|_| "[]".into())),
+            opt_int(self.daily_requests),
+            opt_int(self.daily_tokens),
+            int(self.created_at),
+        ]
+    }
+
+    /// The record of a row.
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns::new("clients", row);
+        let (id, name, secret_hash, models) = (c.text()?, c.text()?, c.text()?, c.text()?);
+        let models = serde_json::from_str(&models).map_err(|e| c.err(format!("models: {e}")))?;
+        Ok(Self {
+            id,
+            name,
+            secret_hash,
+            models,
+            daily_requests: c.opt_int()?,
+            daily_tokens: c.opt_int()?,
+            created_at: c.int()?,
+        })
+    }
+
+    fn may_use(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == model)
+    }
+}
+
+/// A client's use of one model: in all, and on its current quota day.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientUsage {
+    /// The client's id.
+    pub client: String,
+    /// The model.
+    pub model: String,
+    /// Requests answered, in all.
+    pub requests: u64,
+    /// Tokens, in all.
+    pub tokens: TokenUsage,
+    /// The quota day the next two count (its end: a Pacific midnight).
+    pub day: u64,
+    /// Requests that day.
+    pub day_requests: u64,
+    /// Tokens that day (prompt, output and thinking).
+    pub day_tokens: u64,
+}
+
+impl ClientUsage {
+    /// The row's values, in [`SELECT_CLIENT_USAGE`] and
+    /// [`UPSERT_CLIENT_USAGE`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        let t = &self.tokens;
+        vec![
+            SqlValue::Text(self.client.clone()),
+            SqlValue::Text(self.model.clone()),
+            int(self.requests),
+            int(t.prompt),
+            int(t.output),
+            int(t.cached),
+            int(t.thinking),
+            int(self.day),
+            int(self.day_requests),
+            int(self.day_tokens),
+        ]
+    }
+
+    /// The record of a row.
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns::new("client_usage", row);
+        Ok(Self {
+            client: c.text()?,
+            model: c.text()?,
+            requests: c.int()?,
+            tokens: TokenUsage { prompt: c.int()?, output: c.int()?, cached: c.int()?, thinking: c.int()? },
+            day: c.int()?,
+            day_requests: c.int()?,
+            day_tokens: c.int()?,
+        })
+    }
+
+    fn today(&self, day: u64) -> (u64, u64) {
+        if self.day == day { (self.day_requests, self.day_tokens) } else { (0, 0) }
+    }
+}
+
+/// The tokens a quota counts of a usage.
+pub fn quota_tokens(t: &TokenUsage) -> u64 {
+    t.prompt.saturating_add(t.output).saturating_add(t.thinking)
+}
+
+/// Creates the client tables when missing.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS clients (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    models TEXT NOT NULL,
+    daily_requests INTEGER,
+    daily_tokens INTEGER,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS client_usage (
+    client TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    prompt INTEGER NOT NULL,
+    output INTEGER NOT NULL,
+    cached INTEGER NOT NULL,
+    thinking INTEGER NOT NULL,
+    day INTEGER NOT NULL,
+    day_requests INTEGER NOT NULL,
+    day_tokens INTEGER NOT NULL,
+    PRIMARY KEY (client, model)
+);
+";
+
+/// Reads every client.
+pub const SELECT_CLIENTS: &str =
+    "SELECT id, name, secret_hash, models, daily_requests, daily_tokens, created_at FROM clients";
+/// Writes a client.
+pub const UPSERT_CLIENT: &str = "INSERT INTO clients (id, name, secret_hash, models, daily_requests, daily_tokens, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE SET name = excluded.name, \
+     models = excluded.models, daily_requests = excluded.daily_requests, daily_tokens = excluded.daily_tokens";
+/// Reads every client's usage.
+pub const SELECT_CLIENT_USAGE: &str = "SELECT client, model, requests, prompt, output, cached, thinking, day, \
+     day_requests, day_tokens FROM client_usage";
+/// Writes a client's usage of a model.
+pub const UPSERT_CLIENT_USAGE: &str = "INSERT INTO client_usage (client, model, requests, prompt, output, cached, \
+     thinking, day, day_requests, day_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+     ON CONFLICT(client, model) DO UPDATE SET requests = excluded.requests, prompt = excluded.prompt, \
+     output = excluded.output, cached = excluded.cached, thinking = excluded.thinking, day = excluded.day, \
+     day_requests = excluded.day_requests, day_tokens = excluded.day_tokens";
+/// Clears every client's usage.
+pub const DELETE_CLIENT_USAGE: &str = "DELETE FROM client_usage";
+
+/// The statements that forget a client and its usage.
+pub fn revoke_statements(id: &str) -> Vec<Statement> {
+    vec![
+        ("DELETE FROM clients WHERE id = ?1", vec![SqlValue::Text(id.to_owned())]),
+        ("DELETE FROM client_usage WHERE client = ?1", vec![SqlValue::Text(id.to_owned())]),
+    ]
+}
+
+/// A client's settings as the admin gives them (creating, or changing:
+/// `None` leaves a setting as it is; a quota's `Some(None)` lifts it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSettings {
+    /// Its name.
+    pub name: Option<String>,
+    /// The models it may use (empty: every model).
+    pub models: Option<Vec<String>>,
+    /// Requests a day.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub daily_requests: Option<Option<u64>>,
+    /// Tokens a day.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    pub daily_tokens: Option<Option<u64>>,
+}
+
+/// A field that is present, `null` included: "lift the quota" must not
+/// turn into "leave it" on its way to the key store (WIT, the Durable
+/// Object), where serde would read a `null` as absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+/// Every client of a pool, and their usage.
+#[derive(Clone, Debug, Default)]
+pub struct ClientBook {
+    clients: BTreeMap<String, Client>,
+    by_hash: HashMap<String, String>,
+    usage: BTreeMap<(String, String), ClientUsage>,
+}
+
+/// A client and its use, for `/stat` and the admin API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientView {
+    /// The client.
+    pub client: Client,
+    /// Its use, model by model.
+    pub usage: Vec<ClientUsage>,
+    /// Requests and tokens on the current quota day.
+    pub today: (u64, u64),
+    /// When the quota day ends.
+    pub resets_at: UnixMillis,
+}
+
+impl ClientView {
+    /// As JSON (no secret, no hash).
+    pub fn to_json(&self) -> Value {
+        let c = &self.client;
+        let mut models = serde_json::Map::new();
+        let mut requests = 0u64;
+        let mut tokens = TokenUsage::default();
+        for u in &self.usage {
+            requests += u.requests;
+            tokens.add(&u.tokens);
+            models.insert(u.model.clone(), json!({"requests": u.requests, "tokens": tokens_json(&u.tokens)}));
+        }
+        json!({
+            "id": c.id,
+            "name": c.name,
+            "models_allowed": c.models,
+            "quota": {"daily_requests": c.daily_requests, "daily_tokens": c.daily_tokens},
+            "today": {
+                "requests": self.today.0,
+                "tokens": self.today.1,
+                "resets_at": self.resets_at.to_rfc3339(),
+            },
+            "requests": requests,
+            "tokens": tokens_json(&tokens),
+            "models": models,
+            "created_at": UnixMillis(c.created_at).to_rfc3339(),
+        })
+    }
+}
+
+fn tokens_json(t: &TokenUsage) -> Value {
+    json!({"prompt": t.prompt, "output": t.output, "cached": t.cached, "thinking": t.thinking})
+}
+
+impl ClientBook {
+    /// The book of stored clients and usage (usage of unknown clients is
+    /// dropped).
+    pub fn restore(clients: Vec<Client>, usage: Vec<ClientUsage>) -> Self {
+        let mut book = Self::default();
+        for c in clients {
+            book.by_hash.insert(c.secret_hash.clone(), c.id.clone());
+            book.clients.insert(c.id.clone(), c);
+        }
+        for u in usage {
+            if book.clients.contains_key(&u.client) {
+                book.usage.insert((u.client.clone(), u.model.clone()), u);
+            }
+        }
+        book
+    }
+
+    /// Whether there is no client.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// Admits a request of `claim` for `model`: the client's id (`None`:
+    /// the proxy key's, or an open proxy's), or why not.
+    pub fn admit(&self, claim: &Claim, model: &str, now: UnixMillis) -> Result<Option<String>, Refusal> {
+        let found = claim.hashes.iter().find_map(|h| self.by_hash.get(h)).and_then(|id| self.clients.get(id));
+        let Some(client) = found else {
+            return if claim.open && self.clients.is_empty() {
+                Ok(None)
+            } else {
+                Err(Refusal::UnknownKey { presented: !claim.hashes.is_empty() })
+            };
+        };
+        if !client.may_use(model) {
+            return Err(Refusal::ModelNotAllowed { client: client.name.clone(), model: model.to_owned() });
+        }
+        let (requests, tokens) = self.today(&client.id, now);
+        let over = |quota, limit: Option<u64>, used: u64| {
+            limit.filter(|l| used >= *l).map(|limit| Refusal::OverQuota {
+                client: client.name.clone(),
+                quota,
+                limit,
+                resets_at: next_pacific_midnight(now),
+                retry_after_ms: now.until(next_pacific_midnight(now)),
+            })
+        };
+        if let Some(r) = over(Quota::Requests, client.daily_requests, requests)
+            .or_else(|| over(Quota::Tokens, client.daily_tokens, tokens))
+        {
+            return Err(r);
+        }
+        Ok(Some(client.id.clone()))
+    }
+
+    /// Requests and tokens of client `id` on the current quota day.
+    pub fn today(&self, id: &str, now: UnixMillis) -> (u64, u64) {
+        let day = next_pacific_midnight(now).0;
+        let rows = self.usage.range((id.to_owned(), String::new())..).take_while(|((c, _), _)| c == id);
+        rows.fold((0, 0), |(r, t), (_, u)| {
+            let (dr, dt) = u.today(day);
+            (r + dr, t + dt)
+        })
+    }
+
+    /// Counts one answered request of client `id` for `model`, with its
+    /// tokens; the changed row, to persist (none for an unknown client).
+    pub fn record(
+        &mut self,
+        id: &str,
+        model: &str,
+        tokens: Option<&TokenUsage>,
+        now: UnixMillis,
+    ) -> Option<ClientUsage> {
+        if !self.clients.contains_key(id) {
+            return None;
+        }
+        let known = self.usage.contains_key(&(id.to_owned(), model.to_owned()));
+        let models = self.usage.range((id.to_owned(), String::new())..).take_while(|((c, _), _)| c == id).count();
+        let model = if known || models < MAX_MODELS_PER_CLIENT { model } else { OTHER_MODELS };
+        let day = next_pacific_midnight(now).0;
+        let u = self.usage.entry((id.to_owned(), model.to_owned())).or_insert_with(|| ClientUsage {
+            client: id.to_owned(),
+            model: model.to_owned(),
+            ..ClientUsage::default()
+        });
+        if u.day != day {
+            (u.day, u.day_requests, u.day_tokens) = (day, 0, 0);
+        }
+        u.requests += 1;
+        u.day_requests += 1;
+        if let Some(t) = tokens {
+            u.tokens.add(t);
+            u.day_tokens = u.day_tokens.saturating_add(quota_tokens(t));
+        }
+        Some(u.clone())
+    }
+
+    /// Forgets every client's usage (the `/stat` reset).
+    pub fn clear_usage(&mut self) {
+        self.usage.clear();
+    }
+
+    /// Every usage row.
+    pub fn usage_records(&self) -> Vec<ClientUsage> {
+        self.usage.values().cloned().collect()
+    }
+
+    /// Every client with its use.
+    pub fn views(&self, now: UnixMillis) -> Vec<ClientView> {
+        self.clients.values().map(|c| self.view(c, now)).collect()
+    }
+
+    fn view(&self, c: &Client, now: UnixMillis) -> ClientView {
+        let usage =
+            self.usage.range((c.id.clone(), String::new())..).take_while(|((id, _), _)| *id == c.id).map(|(_, u)| u);
+        ClientView {
+            client: c.clone(),
+            usage: usage.cloned().collect(),
+            today: self.today(&c.id, now),
+            resets_at: next_pacific_midnight(now),
+        }
+    }
+
+    /// One client with its use.
+    pub fn get(&self, id: &str, now: UnixMillis) -> Option<ClientView> {
+        self.clients.get(id).map(|c| self.view(c, now))
+    }
+
+    /// Creates a client with `secret` (which the caller shows once).
+    pub fn create(&mut self, secret: &str, settings: ClientSettings, now: UnixMillis) -> Result<Client, String> {
+        if self.clients.len() >= MAX_CLIENTS {
+            return Err(format!("the pool already has {MAX_CLIENTS} client keys; revoke one first"));
+        }
+        let hash = hash_secret(secret);
+        let id = format!("c-{}", &hash_secret(&hash)[..12]);
+        let mut client = Client {
+            id,
+            name: String::new(),
+            secret_hash: hash,
+            models: Vec::new(),
+            daily_requests: None,
+            daily_tokens: None,
+            created_at: now.0,
+        };
+        apply_settings(&mut client, settings)?;
+        if client.name.is_empty() {
+            return Err("`name` is required: who the client key is for".into());
+        }
+        self.by_hash.insert(client.secret_hash.clone(), client.id.clone());
+        self.clients.insert(client.id.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Changes a client's settings: the changed client, `Ok(None)` when
+    /// there is none with that id.
+    pub fn update(&mut self, id: &str, settings: ClientSettings) -> Result<Option<Client>, String> {
+        let Some(client) = self.clients.get_mut(id) else { return Ok(None) };
+        let mut changed = client.clone();
+        apply_settings(&mut changed, settings)?;
+        *client = changed.clone();
+        Ok(Some(changed))
+    }
+
+    /// Revokes a client: whether there was one.
+    pub fn revoke(&mut self, id: &str) -> bool {
+        let Some(c) = self.clients.remove(id) else { return false };
+        self.by_hash.remove(&c.secret_hash);
+        self.usage.retain(|(client, _), _| client != id);
+        true
+    }
+}
+
+fn apply_settings(c: &mut Client, s: ClientSettings) -> Result<(), String> {
+    if let Some(name) = s.name {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+            return Err(format!("`name` must be 1 to {MAX_NAME_CHARS} printable characters"));
+        }
+        name.clone_into(&mut c.name);
+    }
+    if let Some(models) = s.models {
+        let mut models: Vec<String> =
+            models.iter().map(|m| m.trim().trim_start_matches("models/").to_owned()).collect();
+        if models.iter().any(|m| m.is_empty() || m.len() > 128) {
+            return Err("`models` must be model names, such as \"gemini-2.5-flash\"".into());
+        }
+        models.sort();
+        models.dedup();
+        c.models = models;
+    }
+    if let Some(q) = s.daily_requests {
+        c.daily_requests = q;
+    }
+    if let Some(q) = s.daily_tokens {
+        c.daily_tokens = q;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
+
+    fn settings(name: &str, requests: Option<u64>, tokens: Option<u64>) -> ClientSettings {
+        ClientSettings {
+            name: Some(name.into()),
+            models: None,
+            daily_requests: Some(requests),
+            daily_tokens: Some(tokens),
+        }
+    }
+
+    fn claim(secret: &str) -> Claim {
+        Claim { hashes: vec![hash_secret(secret)], open: false }
+    }
+
+    #[test]
+    fn request_and_token_quotas_hold_per_client_until_pacific_midnight() {
+        let mut book = ClientBook::default();
+        let a = book.create("gpc-alice-secret", settings("alice", Some(2), None), NOW).expect("a");
+        let b = book.create("gpc-bob-secret", settings("bob", None, Some(100)), NOW).expect("b");
+        for _ in 0..2 {
+            assert_eq!(book.admit(&claim("gpc-alice-secret"), "m", NOW), Ok(Some(a.id.clone())));
+            book.record(&a.id, "m", None, NOW);
+        }
+        let refused = book.admit(&claim("gpc-alice-secret"), "m", NOW).expect_err("over");
+        assert_eq!(
+            refused,
+            Refusal::OverQuota {
+                client: "alice".into(),
+                quota: Quota::Requests,
+                limit: 2,
+                resets_at: next_pacific_midnight(NOW),
+                retry_after_ms: NOW.until(next_pacific_midnight(NOW)),
+            }
+        );
+        // Bob is unaffected until his tokens run out.
+        assert_eq!(book.admit(&claim("gpc-bob-secret"), "m", NOW), Ok(Some(b.id.clone())));
+        let used = TokenUsage { prompt: 60, output: 30, cached: 50, thinking: 10 };
+        book.record(&b.id, "m", Some(&used), NOW);
+        assert!(matches!(
+            book.admit(&claim("gpc-bob-secret"), "m", NOW),
+            Err(Refusal::OverQuota { quota: Quota::Tokens, limit: 100, .. })
+        ));
+        // The next quota day starts afresh; the totals stay.
+        let tomorrow = next_pacific_midnight(NOW).plus(1);
+        assert_eq!(book.admit(&claim("gpc-alice-secret"), "m", tomorrow), Ok(Some(a.id.clone())));
+        assert_eq!(book.today(&a.id, tomorrow), (0, 0));
+        assert_eq!(book.get(&b.id, tomorrow).expect("b").usage[0].tokens, used);
+    }
+
+    #[test]
+    fn unknown_keys_models_and_open_proxies() {
+        let mut book = ClientBook::default();
+        let open = Claim { hashes: vec![], open: true };
+        assert_eq!(book.admit(&open, "m", NOW), Ok(None), "an open proxy without clients lets everyone in");
+        let mut s = settings("carol", None, None);
+        s.models = Some(vec!["models/gemini-2.5-flash".into()]);
+        book.create("gpc-carol-secret", s, NOW).expect("c");
+        assert_eq!(book.admit(&open, "m", NOW), Err(Refusal::UnknownKey { presented: false }));
+        assert_eq!(book.admit(&claim("wrong"), "m", NOW), Err(Refusal::UnknownKey { presented: true }));
+        assert!(book.admit(&claim("gpc-carol-secret"), "gemini-2.5-flash", NOW).is_ok());
+        assert!(matches!(
+            book.admit(&claim("gpc-carol-secret"), "gemini-2.5-pro", NOW),
+            Err(Refusal::ModelNotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn rows_round_trip_and_revoking_forgets_usage() {
+        let mut book = ClientBook::default();
+        let c = book.create("gpc-dave-secret", settings("dave", Some(5), Some(9)), NOW).expect("d");
+        assert_eq!(Client::from_row(&c.to_row()), Ok(c.clone()));
+        assert!(!c.to_row().iter().any(|v| *v == SqlValue::Text("gpc-dave-secret".into())), "no secret in a row");
+        let u = book.record(&c.id, "m", Some(&TokenUsage { prompt: 1, output: 2, cached: 0, thinking: 3 }), NOW);
+        let u = u.expect("row");
+        assert_eq!(ClientUsage::from_row(&u.to_row()), Ok(u.clone()));
+        let restored = ClientBook::restore(vec![c.clone()], vec![u]);
+        assert_eq!(restored.today(&c.id, NOW), (1, 6));
+        assert!(book.revoke(&c.id));
+        assert_eq!(book.admit(&claim("gpc-dave-secret"), "m", NOW), Err(Refusal::UnknownKey { presented: true }));
+        assert!(book.usage_records().is_empty());
+    }
+
+    #[test]
+    fn a_clients_models_are_bounded() {
+        let mut book = ClientBook::default();
+        let c = book.create("gpc-eve-secret", settings("eve", None, None), NOW).expect("e");
+        for i in 0..(MAX_MODELS_PER_CLIENT + 10) {
+            book.record(&c.id, &format!("made-up-{i}"), None, NOW);
+        }
+        let view = book.get(&c.id, NOW).expect("view");
+        assert_eq!(view.usage.len(), MAX_MODELS_PER_CLIENT + 1);
+        assert_eq!(view.usage.iter().find(|u| u.model == OTHER_MODELS).map(|u| u.requests), Some(10));
+    }
+}
