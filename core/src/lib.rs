@@ -19,6 +19,7 @@ pub mod cron;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod outcome;

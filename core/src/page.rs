@@ -3,6 +3,7 @@
 //! [`Snapshot`], and the login page shown without credentials. Every piece
 //! of text from outside (model names, reasons, ids) is escaped.
 
+use crate::history::Dim;
 use crate::stats::{KeyState, Snapshot};
 use crate::time::UnixMillis;
 use std::collections::BTreeMap;
@@ -250,6 +251,12 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
         }
         out.push_str("</ul>");
     }
+    out.push_str(
+        r#"<section id="history"><h2 style="font-size:15px;margin:16px 0 4px">Calls and tokens per hour</h2>"#,
+    );
+    chart(s, 24, "Last 24 hours", &mut out);
+    chart(s, 7 * 24, "Last 7 days", &mut out);
+    out.push_str("</section>");
     clients_table(s, &mut out);
     out.push_str(r#"</main><div id="reason" hidden></div><p class="legend"><span class="badge b-day">day</span> exhausted until the daily reset · <span class="badge b-min">min</span> cooling after a per-minute limit · click a marked cell for Google's reason · cells count today's calls</p>"#);
     if admin {
@@ -261,6 +268,91 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
     out.push_str(SCRIPT);
     out.push_str("</script></body></html>");
     out
+}
+
+/// The colour of the tokens line.
+const TOKENS_COLOUR: &str = "#b3261e";
+
+/// Colours of the models' bars (the last for every other model).
+const PALETTE: [&str; 6] = ["#1a73e8", "#e8710a", "#188038", "#a142f4", "#d01884", "#5f6368"];
+
+/// An inline SVG of calls per hour (bars stacked by model) and tokens per
+/// hour (a line on its own scale) over the last `hours` hours: no script,
+/// every bar titled with its numbers.
+fn chart(s: &Snapshot, hours: u64, title: &str, out: &mut String) {
+    let series = s.history.series(Dim::Model, s.now, hours);
+    let (w, h, left, right, bottom) = (720.0_f64, 160.0_f64, 44.0_f64, 64.0_f64, 18.0_f64);
+    let plot_h = h - bottom - 8.0;
+    let n = hours as usize;
+    let mut calls = vec![0u64; n];
+    let mut tokens = vec![0u64; n];
+    for buckets in series.values() {
+        for (i, b) in buckets.iter().enumerate() {
+            calls[i] += b.calls;
+            tokens[i] += crate::clients::quota_tokens(&b.tokens);
+        }
+    }
+    let max_calls = calls.iter().copied().max().unwrap_or(0).max(1);
+    let max_tokens = tokens.iter().copied().max().unwrap_or(0).max(1);
+    let slot = (w - left - right) / n as f64;
+    let _ = write!(
+        out,
+        r#"<figure class="chart"><figcaption>{title}: calls per hour by model (bars, left axis), tokens per hour (line, right axis)</figcaption><svg viewBox="0 0 {w} {h}" width="100%" role="img" aria-label="{title}"><line x1="{left}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="currentColor" stroke-opacity=".3"/><text x="{tx}" y="14" font-size="10" text-anchor="end">{max_calls}</text><text x="{tx}" y="{y0}" font-size="10" text-anchor="end">0</text><text x="{tr}" y="14" font-size="10" text-anchor="end" fill="{TOKENS_COLOUR}">{max_tokens} tok</text>"#,
+        tr = w - 2.0,
+        y0 = h - bottom,
+        x1 = w - right,
+        tx = left - 4.0,
+    );
+    let first_hour = (crate::history::hour_of(s.now) + 1).saturating_sub(hours);
+    let mut stacked = vec![0u64; n];
+    for (m, (model, buckets)) in series.iter().enumerate() {
+        let colour = PALETTE[m.min(PALETTE.len() - 1)];
+        for (i, b) in buckets.iter().enumerate().filter(|(_, b)| b.calls > 0) {
+            let y_top = plot_h * (stacked[i] + b.calls) as f64 / max_calls as f64;
+            let bar = plot_h * b.calls as f64 / max_calls as f64;
+            stacked[i] += b.calls;
+            let hour = UnixMillis((first_hour + i as u64) * crate::time::HOUR_MS).to_rfc3339();
+            let _ = write!(
+                out,
+                r#"<rect class="bar" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{} {}: {} calls, {} tokens</title></rect>"#,
+                left + slot * i as f64 + slot * 0.1,
+                h - bottom - y_top,
+                (slot * 0.8).max(0.5),
+                bar.max(0.5),
+                esc(model),
+                &hour[..13],
+                b.calls,
+                crate::clients::quota_tokens(&b.tokens),
+            );
+        }
+    }
+    let points: Vec<String> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let x = left + slot * (i as f64 + 0.5);
+            format!("{x:.1},{:.1}", h - bottom - plot_h * *t as f64 / max_tokens as f64)
+        })
+        .collect();
+    let _ = write!(
+        out,
+        r#"<polyline class="tokens" points="{}" fill="none" stroke="{TOKENS_COLOUR}" stroke-width="1.5"/>"#,
+        points.join(" ")
+    );
+    let label = |i: usize| UnixMillis((first_hour + i as u64) * crate::time::HOUR_MS).to_rfc3339();
+    let _ = write!(
+        out,
+        r#"<text x="{left}" y="{h}" font-size="10">{}</text><text x="{:.1}" y="{h}" font-size="10" text-anchor="end">{}</text></svg>"#,
+        &label(0)[..13],
+        w - right,
+        &label(n - 1)[..13],
+    );
+    out.push_str(r#"<p class="legend">"#);
+    for (m, model) in series.keys().enumerate() {
+        let colour = PALETTE[m.min(PALETTE.len() - 1)];
+        let _ = write!(out, r#"<span class="swatch" style="background:{colour}"></span>{} "#, esc(model));
+    }
+    out.push_str("</p></figure>");
 }
 
 /// Per-client use against quota (a client's tokens: prompt, output and
@@ -381,6 +473,36 @@ mod tests {
         let none = admin.find("no project").expect("the unlabelled group");
         assert!(team < none, "labelled projects first");
         assert_eq!(admin.matches("<script>").count(), 1);
+    }
+
+    #[test]
+    fn charts_show_calls_per_hour_by_model_with_their_tokens() {
+        let mut p = pool(2);
+        let now = UnixMillis(1_800_000_000_000);
+        let id = p.ids().next().cloned().expect("key");
+        let usage = crate::stream::TokenUsage { prompt: 100, output: 50, cached: 7, thinking: 10 };
+        for (hours_ago, model, n) in [(0, "gemini-2.5-flash", 3), (2, "gemini-2.5-pro", 2), (30, "gemini-2.5-flash", 1)]
+        {
+            for _ in 0..n {
+                let r = crate::outcome::Report {
+                    key: id.clone(),
+                    model: model.into(),
+                    outcome: Outcome::Success,
+                    usage: Some(usage),
+                    client: None,
+                };
+                p.apply(&r, UnixMillis(now.0 - hours_ago * crate::time::HOUR_MS));
+            }
+        }
+        let html = render(&p.snapshot(now), false);
+        let (day, week) = html.split_once("Last 7 days").expect("two charts");
+        let day = day.split_once("Last 24 hours").expect("the day's chart").1;
+        assert_eq!(day.matches(r#"class="bar""#).count(), 2, "two hours with calls in the last day");
+        assert_eq!(week.matches(r#"class="bar""#).count(), 3, "three in the week");
+        let hour = now.to_rfc3339();
+        assert!(day.contains(&format!("gemini-2.5-flash {}: 3 calls, 480 tokens", &hour[..13])), "{day}");
+        assert!(day.contains(r#"class="tokens""#) && day.contains("480 tok"));
+        assert_eq!(html.matches("<script>").count(), 1, "the charts need no script");
     }
 
     #[test]

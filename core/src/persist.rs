@@ -5,6 +5,7 @@
 //! Secrets are never stored.
 
 use crate::clients::{self, Client, ClientUsage};
+use crate::history::{self, HourChange, HourRecord};
 use crate::stream::TokenUsage;
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +136,8 @@ pub struct StoredPool {
     pub clients: Vec<Client>,
     /// Their usage ([`crate::clients::SELECT_CLIENT_USAGE`]).
     pub client_usage: Vec<ClientUsage>,
+    /// Hourly rows ([`crate::history::SELECT_HOURLY`]).
+    pub hourly: Vec<HourRecord>,
 }
 
 /// Every row a full rewrite writes.
@@ -146,6 +149,8 @@ pub struct Records {
     pub usage: Vec<UsageRecord>,
     /// Client usage rows.
     pub clients: Vec<ClientUsage>,
+    /// Hourly rows.
+    pub hourly: Vec<HourRecord>,
 }
 
 /// What a report changed, for the host to persist.
@@ -158,6 +163,8 @@ pub struct Change {
     pub usage: Vec<UsageRecord>,
     /// The client's usage row, when the report ended a client's request.
     pub client: Option<ClientUsage>,
+    /// The hourly rows the call changed.
+    pub hourly: HourChange,
 }
 
 /// Creates the tables when missing.
@@ -480,7 +487,9 @@ pub type Statement = (&'static str, Vec<SqlValue>);
 pub fn change_statements(change: &Change) -> impl Iterator<Item = Statement> + '_ {
     let key = change.key.iter().map(|k| (UPSERT_KEY, k.to_row()));
     let client = change.client.iter().map(|c| (clients::UPSERT_CLIENT_USAGE, c.to_row()));
-    key.chain(change.usage.iter().flat_map(UsageRecord::statements)).chain(client)
+    let prune = change.hourly.prune_before.map(history::prune_statement);
+    let hourly = change.hourly.rows.iter().map(|r| (history::UPSERT_HOURLY, r.to_row()));
+    key.chain(change.usage.iter().flat_map(UsageRecord::statements)).chain(client).chain(prune).chain(hourly)
 }
 
 /// The statements that replace every row with `keys` and `usage` (run them
@@ -491,11 +500,13 @@ pub fn rewrite_statements(records: &Records) -> impl Iterator<Item = Statement> 
         (DELETE_USAGE, Vec::new()),
         (DELETE_TOKENS, Vec::new()),
         (clients::DELETE_CLIENT_USAGE, Vec::new()),
+        (history::DELETE_HOURLY, Vec::new()),
     ];
     let keys = records.keys.iter().map(|k| (UPSERT_KEY, k.to_row()));
     let usage = records.usage.iter().flat_map(UsageRecord::statements);
     let client_usage = records.clients.iter().map(|c| (clients::UPSERT_CLIENT_USAGE, c.to_row()));
-    clear.into_iter().chain(keys).chain(usage).chain(client_usage)
+    let hourly = records.hourly.iter().map(|r| (history::UPSERT_HOURLY, r.to_row()));
+    clear.into_iter().chain(keys).chain(usage).chain(client_usage).chain(hourly)
 }
 
 #[cfg(test)]
@@ -561,6 +572,16 @@ mod tests {
         let k = [KeyRecord { key_id: "k".into(), disabled_reason: None, disabled_at: None }];
         let records = Records { keys: k.to_vec(), ..Records::default() };
         let names: Vec<&str> = rewrite_statements(&records).map(|(sql, _)| sql).collect();
-        assert_eq!(names, [DELETE_KEYS, DELETE_USAGE, DELETE_TOKENS, clients::DELETE_CLIENT_USAGE, UPSERT_KEY]);
+        assert_eq!(
+            names,
+            [
+                DELETE_KEYS,
+                DELETE_USAGE,
+                DELETE_TOKENS,
+                clients::DELETE_CLIENT_USAGE,
+                history::DELETE_HOURLY,
+                UPSERT_KEY
+            ]
+        );
     }
 }

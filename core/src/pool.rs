@@ -9,6 +9,7 @@
 //! thousand, however many are marked.
 
 use crate::clients::{Claim, ClientBook};
+use crate::history::{Dim, History};
 use crate::outcome::{Lease, Outcome, RateLimitScope, Report, Unavailable};
 use crate::persist::{Change, KeyMeta, KeyRecord, MarkKind, Records, StoredPool, UsageRecord};
 use crate::secret::{ApiKey, KeyId};
@@ -163,6 +164,7 @@ pub struct KeyPool {
     models: BTreeMap<String, ModelPool>,
     probation: Probation,
     clients: ClientBook,
+    history: History,
 }
 
 /// Whether an outcome shows the upstream knows the model.
@@ -193,7 +195,7 @@ impl KeyPool {
     /// disabling, statistics and marks. Records of keys no longer in the
     /// pool are ignored (the host deletes them).
     pub fn restore(env: Vec<ApiKey>, stored: StoredPool) -> Self {
-        let StoredPool { keys: key_records, usage, meta, runtime, removed, clients, client_usage } = stored;
+        let StoredPool { keys: key_records, usage, meta, runtime, removed, clients, client_usage, hourly } = stored;
         let removed: std::collections::HashSet<String> = removed.into_iter().collect();
         let mut slots: Vec<Slot> = Vec::with_capacity(env.len() + runtime.len());
         let mut index = HashMap::with_capacity(env.len() + runtime.len());
@@ -228,7 +230,14 @@ impl KeyPool {
             }
         }
         let clients = ClientBook::restore(clients, client_usage);
-        let mut pool = Self { keys: slots, index, models: BTreeMap::new(), probation: Probation::default(), clients };
+        let mut pool = Self {
+            keys: slots,
+            index,
+            models: BTreeMap::new(),
+            probation: Probation::default(),
+            clients,
+            history: History::restore(hourly),
+        };
         // Models the upstream never accepted (rows of an older version, which
         // tracked every name asked for) fold into the untracked bucket, as do
         // the least used beyond the cap.
@@ -380,12 +389,15 @@ impl KeyPool {
     /// a client's request on its last attempt.
     pub fn apply(&mut self, r: &Report, now: UnixMillis) -> Option<Change> {
         let mut change = self.report_usage(&r.key, &r.model, &r.outcome, r.usage.as_ref(), now);
+        let model = if self.models.contains_key(&r.model) { r.model.as_str() } else { UNTRACKED_MODELS };
+        let mut names = vec![(Dim::Model, model), (Dim::Key, r.key.as_str())];
         if let Some(client) = &r.client {
-            let model = if self.models.contains_key(&r.model) { r.model.as_str() } else { UNTRACKED_MODELS };
             if let Some(row) = self.clients.record(client, model, r.usage.as_ref(), now) {
                 change.get_or_insert_with(Change::default).client = Some(row);
             }
+            names.push((Dim::Client, client));
         }
+        change.get_or_insert_with(Change::default).hourly = self.history.record(now, &names, r.usage.as_ref());
         change
     }
 
@@ -461,7 +473,7 @@ impl KeyPool {
             self.keys[slot as usize].disabled = Some(d);
             rec
         });
-        Some(Change { key, usage: rows, client: None })
+        Some(Change { key, usage: rows, ..Change::default() })
     }
 
     /// Moves `model` from probation into the tracked models, if there is
@@ -551,7 +563,7 @@ impl KeyPool {
                 usage.push(usage_record(&self.keys[*slot as usize].id, model, u));
             }
         }
-        Records { keys, usage, clients: self.clients.usage_records() }
+        Records { keys, usage, clients: self.clients.usage_records(), hourly: self.history.records() }
     }
 
     /// The statistics at `now`, keys only masked.
@@ -602,7 +614,13 @@ impl KeyPool {
         }
         // A removed key stays shown while it has counts (until the daily reset).
         let keys = keys.into_iter().filter(|k| !k.removed || !k.models.is_empty()).collect();
-        Snapshot { now, next_quota_reset: next_pacific_midnight(now), keys, clients: self.clients.views(now) }
+        Snapshot {
+            now,
+            next_quota_reset: next_pacific_midnight(now),
+            keys,
+            clients: self.clients.views(now),
+            history: self.history.clone(),
+        }
     }
 }
 

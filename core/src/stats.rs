@@ -148,6 +148,8 @@ pub struct Snapshot {
     pub keys: Vec<KeyStats>,
     /// Every client key, with its use.
     pub clients: Vec<crate::clients::ClientView>,
+    /// Calls and tokens per hour.
+    pub history: crate::history::History,
 }
 
 fn time(t: UnixMillis) -> Value {
@@ -221,6 +223,7 @@ impl Snapshot {
             "models": by_model,
             "keys": keys,
             "clients": self.clients.iter().map(crate::clients::ClientView::to_json).collect::<Vec<_>>(),
+            "hourly": self.history.to_json(self.now),
         })
     }
 }

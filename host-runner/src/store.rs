@@ -6,6 +6,7 @@ use crate::clock::Clock;
 use proxy_core::admin::{self, AdminAnswer, AdminOp};
 use proxy_core::clients::ClientUsage;
 use proxy_core::clients::{self, Claim};
+use proxy_core::history;
 use proxy_core::http::Response;
 use proxy_core::persist::{
     self, Change, KeyMeta, KeyRecord, Records, RowError, SqlValue, Statement, StoredPool, UsageRecord, VaultRecord,
@@ -112,6 +113,7 @@ impl SqliteKeyStore {
         conn.execute_batch(persist::SCHEMA)?;
         conn.execute_batch(persist::ADMIN_SCHEMA)?;
         conn.execute_batch(clients::SCHEMA)?;
+        conn.execute_batch(history::SCHEMA)?;
         let sealed = load(&conn, persist::SELECT_VAULT, VaultRecord::from_row)?;
         let (runtime, unopened) = proxy_core::vault::open_sealed(vault.as_ref(), sealed);
         if let Some(why) = unopened {
@@ -125,6 +127,7 @@ impl SqliteKeyStore {
             removed: load(&conn, persist::SELECT_REMOVED, persist::removed_from_row)?,
             clients: load(&conn, clients::SELECT_CLIENTS, clients::Client::from_row)?,
             client_usage: load(&conn, clients::SELECT_CLIENT_USAGE, ClientUsage::from_row)?,
+            hourly: load(&conn, history::SELECT_HOURLY, history::HourRecord::from_row)?,
         };
         let pool = KeyPool::restore(keys, stored);
         Batch { rewrite: Some(pool.records()), ..Batch::default() }.commit(&mut conn)?;
@@ -290,6 +293,8 @@ struct Batch {
     keys: HashMap<String, KeyRecord>,
     usage: HashMap<(String, String), UsageRecord>,
     clients: HashMap<(String, String), ClientUsage>,
+    hourly: HashMap<(u64, history::Dim, String), history::HourRecord>,
+    prune_before: Option<u64>,
     statements: Vec<Statement>,
     flushes: Vec<mpsc::Sender<bool>>,
 }
@@ -307,6 +312,13 @@ impl Batch {
                 if let Some(u) = c.client {
                     self.clients.insert((u.client.clone(), u.model.clone()), u);
                 }
+                if let Some(before) = c.hourly.prune_before {
+                    self.prune_before = Some(self.prune_before.map_or(before, |b| b.max(before)));
+                    self.hourly.retain(|(hour, _, _), _| *hour >= before);
+                }
+                for r in c.hourly.rows {
+                    self.hourly.insert((r.hour, r.dim, r.name.clone()), r);
+                }
             }
             // A rewrite holds every row as of its time, so earlier changes
             // are in it.
@@ -314,6 +326,8 @@ impl Batch {
                 self.keys.clear();
                 self.usage.clear();
                 self.clients.clear();
+                self.hourly.clear();
+                self.prune_before = None;
                 self.rewrite = Some(records);
             }
             Write::Statements(s) => self.statements.extend(s),
@@ -338,6 +352,12 @@ impl Batch {
         }
         for (_, u) in self.clients.drain() {
             run(&tx, (clients::UPSERT_CLIENT_USAGE, u.to_row()))?;
+        }
+        if let Some(before) = self.prune_before.take() {
+            run(&tx, history::prune_statement(before))?;
+        }
+        for (_, r) in self.hourly.drain() {
+            run(&tx, (history::UPSERT_HOURLY, r.to_row()))?;
         }
         // After the rows: an admin's removal deletes what they wrote.
         for statement in self.statements.drain(..) {

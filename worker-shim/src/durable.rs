@@ -6,6 +6,7 @@
 use crate::wire::{AcquireAnswer, AdminReply, StoreRequest};
 use proxy_core::clients;
 use proxy_core::config::parse_api_keys;
+use proxy_core::history;
 use proxy_core::persist::{
     self, KeyMeta, KeyRecord, RowError, SqlValue, Statement, StoredPool, UsageRecord, VaultRecord,
 };
@@ -105,6 +106,7 @@ impl ApiKeyManager {
             removed: self.load(persist::SELECT_REMOVED, persist::removed_from_row)?,
             clients: self.load(clients::SELECT_CLIENTS, clients::Client::from_row)?,
             client_usage: self.load(clients::SELECT_CLIENT_USAGE, clients::ClientUsage::from_row)?,
+            hourly: self.load(history::SELECT_HOURLY, history::HourRecord::from_row)?,
         };
         let pool = KeyPool::restore(keys, stored);
         self.rewrite(&pool)?;
@@ -196,7 +198,7 @@ fn nonce() -> [u8; NONCE_BYTES] {
 impl DurableObject for ApiKeyManager {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        for schema in [persist::SCHEMA, persist::ADMIN_SCHEMA, clients::SCHEMA] {
+        for schema in [persist::SCHEMA, persist::ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA] {
             if let Err(e) = sql.exec(schema, None) {
                 worker::console_error!("creating the key store schema failed: {e}");
             }

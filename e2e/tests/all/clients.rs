@@ -122,6 +122,13 @@ async fn clients_run_into_their_own_quotas_while_the_others_keep_working() {
     let (sa, sb) = (client(&stats, &a), client(&stats, &b));
     assert_eq!((sa["today"]["tokens"].as_u64(), kinds(&sa["tokens"])), (Some(a_quota), a_kinds), "{sa}");
     assert_eq!((sb["today"]["tokens"].as_u64(), kinds(&sb["tokens"])), (Some(b_quota), b_kinds), "{sb}");
+    // The hour's buckets: the client's requests, the model's calls.
+    let this_hour = |dim: &str, name: &str| -> u64 {
+        let rows = stats["hourly"][dim][name].as_array().cloned().unwrap_or_default();
+        rows.last().and_then(|r| r[1].as_u64()).unwrap_or_default()
+    };
+    assert_eq!(this_hour("client", &a), 2, "{}", stats["hourly"]);
+    assert!(this_hour("model", "e2e-clients") >= 5, "{}", stats["hourly"]);
     let text = stats.to_string();
     assert!(![&a_secret, &b_secret, &c_secret].iter().any(|s| text.contains(s.as_str())), "a secret in /stat.json");
     let metrics = t
