@@ -135,3 +135,40 @@ test("a viewer (the proxy key) gets the page without the admin's actions", async
   assert.equal(await page.locator("#admin").count(), 0);
   await context.close();
 });
+
+test("an admin creates a client key on /stat, sees its secret once, sets its quotas and revokes it", { timeout: 60_000 }, async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const prompts = ["25", ""];
+  page.on("dialog", (d) => (d.type() === "prompt" ? d.accept(prompts.shift() ?? "") : d.accept()));
+  await page.goto(`${proxy}/stat?key=${encodeURIComponent(ADMIN_KEY)}`);
+  await page.fill("#client-name", "browser friend");
+  await page.fill("#client-models", "gemini-2.5-flash, gemini-2.5-pro");
+  await page.fill("#client-requests", "10");
+  await page.click("#add-client button[type=submit]");
+  const result = page.locator("#admin-result");
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Client: "));
+  const secret = (await result.textContent()).match(/gpc-[A-Za-z0-9_-]{20,}/)?.[0];
+  assert.ok(secret, await result.textContent());
+  await page.waitForFunction(() => document.querySelectorAll("#clients tbody tr").length === 1);
+  assert.ok(!(await page.locator("#data").innerHTML()).includes(secret), "the secret is not in the tables");
+  await page.screenshot({ path: join(shots, "admin-5-client-created.png"), fullPage: true });
+  // The key works at once, within its models.
+  const call = (model) => fetch(`${proxy}/v1beta/models/${model}:generateContent`, {
+    method: "POST", headers: { "x-goog-api-key": secret, "content-type": "application/json" },
+    body: JSON.stringify({ contents: [{ parts: [{ text: "hi" }] }] }),
+  }).then((r) => r.status);
+  assert.equal(await call("gemini-2.5-flash"), 200);
+  assert.equal(await call("gemini-2.0-flash"), 403);
+  // Quotas: 25 requests, no token quota.
+  await page.locator("#clients button[data-act=client-quota]").click();
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Quotas: "));
+  const clients = await (await fetch(`${proxy}/admin/clients`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json();
+  assert.deepEqual(clients.clients[0].quota, { daily_requests: 25, daily_tokens: null });
+  await page.waitForFunction(() => /1 \/ 25/.test(document.querySelector("#clients tbody tr").textContent));
+  // Revoke: the key is refused from then on.
+  await page.locator("#clients button[data-act=client-revoke]").click();
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Revoke: "));
+  await page.waitForFunction(() => !document.getElementById("clients"));
+  assert.equal(await call("gemini-2.5-flash"), 401);
+  await page.close();
+});

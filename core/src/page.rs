@@ -64,7 +64,7 @@ const STYLE: &str = include_str!("page/stat.css");
 
 /// The admin's panel: add keys (pasted, any separator, with a project) and
 /// check them; the per-key actions sit in the table.
-const ADMIN_PANEL: &str = r#"<section id="admin"><h2>Manage keys</h2><form id="add-keys"><label for="new-keys">Add keys (paste them, any separator)</label><textarea id="new-keys" name="keys" rows="4" spellcheck="false" autocomplete="off"></textarea><label for="new-project">Google project (optional)</label><input id="new-project" name="project" autocomplete="off"><div><button type="submit">Add keys</button> <button type="button" id="check-keys">Check keys</button></div></form><pre id="admin-result" hidden></pre></section>"#;
+const ADMIN_PANEL: &str = r#"<section id="admin"><h2>Manage keys</h2><form id="add-keys"><label for="new-keys">Add keys (paste them, any separator)</label><textarea id="new-keys" name="keys" rows="4" spellcheck="false" autocomplete="off"></textarea><label for="new-project">Google project (optional)</label><input id="new-project" name="project" autocomplete="off"><div><button type="submit">Add keys</button> <button type="button" id="check-keys">Check keys</button></div></form><form id="add-client"><label for="client-name">New client key: name</label><input id="client-name" name="name" autocomplete="off" required><label for="client-models">Models it may use (comma-separated; empty: all)</label><input id="client-models" name="models" autocomplete="off"><label for="client-requests">Requests a day (empty: no quota)</label><input id="client-requests" name="daily_requests" inputmode="numeric" autocomplete="off"><label for="client-tokens">Tokens a day (empty: no quota)</label><input id="client-tokens" name="daily_tokens" inputmode="numeric" autocomplete="off"><div><button type="submit">Create client key</button></div></form><pre id="admin-result" hidden></pre></section>"#;
 
 /// The page's script (countdowns, the reason box, refresh and reset; the
 /// admin's actions when the page is the admin's), inlined into the page.
@@ -257,7 +257,7 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
     chart(s, 24, "Last 24 hours", &mut out);
     chart(s, 7 * 24, "Last 7 days", &mut out);
     out.push_str("</section>");
-    clients_table(s, &mut out);
+    clients_table(s, admin, &mut out);
     out.push_str(r#"</main><div id="reason" hidden></div><p class="legend"><span class="badge b-day">day</span> exhausted until the daily reset · <span class="badge b-min">min</span> cooling after a per-minute limit · click a marked cell for Google's reason · cells count today's calls</p>"#);
     if admin {
         out.push_str(ADMIN_PANEL);
@@ -357,11 +357,15 @@ fn chart(s: &Snapshot, hours: u64, title: &str, out: &mut String) {
 
 /// Per-client use against quota (a client's tokens: prompt, output and
 /// thinking), when there are client keys.
-fn clients_table(s: &Snapshot, out: &mut String) {
+fn clients_table(s: &Snapshot, admin: bool, out: &mut String) {
     if s.clients.is_empty() {
         return;
     }
-    out.push_str(r#"<h2 style="font-size:15px;margin:16px 0 4px">Clients</h2><div class="wrap"><table id="clients"><thead><tr><th class="key" scope="col">client</th><th scope="col">models</th><th scope="col">requests today</th><th scope="col">tokens today</th><th scope="col">requests</th><th scope="col">prompt / output / cached / thinking tokens</th><th scope="col">quota resets</th></tr></thead><tbody>"#);
+    out.push_str(r#"<h2 style="font-size:15px;margin:16px 0 4px">Clients</h2><div class="wrap"><table id="clients"><thead><tr><th class="key" scope="col">client</th><th scope="col">models</th><th scope="col">requests today</th><th scope="col">tokens today</th><th scope="col">requests</th><th scope="col">prompt / output / cached / thinking tokens</th><th scope="col">quota resets</th>"#);
+    if admin {
+        out.push_str(r#"<th scope="col">actions</th>"#);
+    }
+    out.push_str("</tr></thead><tbody>");
     let against = |out: &mut String, used: u64, limit: Option<u64>| match limit {
         Some(l) => {
             let full = if used >= l { " class=\"over\"" } else { "" };
@@ -383,13 +387,24 @@ fn clients_table(s: &Snapshot, out: &mut String) {
         v.usage.iter().for_each(|u| tokens.add(&u.tokens));
         let _ = write!(
             out,
-            "<td>{requests}</td><td>{} / {} / {} / {}</td><td>{}</td></tr>",
+            "<td>{requests}</td><td>{} / {} / {} / {}</td><td>{}</td>",
             tokens.prompt,
             tokens.output,
             tokens.cached,
             tokens.thinking,
             v.resets_at.to_rfc3339()
         );
+        if admin {
+            let quota = |q: Option<u64>| q.map(|n| n.to_string()).unwrap_or_default();
+            let _ = write!(
+                out,
+                r#"<td class="actions"><button type="button" data-act="client-quota" data-id="{id}" data-requests="{}" data-tokens="{}">quotas…</button> <button type="button" class="danger" data-act="client-revoke" data-id="{id}">revoke</button></td>"#,
+                quota(c.daily_requests),
+                quota(c.daily_tokens),
+                id = esc(&c.id),
+            );
+        }
+        out.push_str("</tr>");
     }
     out.push_str("</tbody></table></div>");
 }

@@ -26,6 +26,9 @@ function call(method,path,body){return fetch(path,{method:method,credentials:"sa
 function summary(j){
  if(j.added)return j.added.length+" added, "+j.already_present.length+" already present, "+j.restored.length+" restored; "+j.key_count+" keys in the pool";
  if(j.checked)return j.checked.map(function(c){return c.id+": "+c.status+(c.reason?" ("+c.reason+")":"");}).join("\n")+(j.remaining?"\n"+j.remaining+" more to check: press Check keys again":"");
+ if(j.secret)return j.client.name+" ("+j.client.id+"): its key is\n\n"+j.secret+"\n\nCopy it now: it is shown this once.";
+ if(j.client)return j.client.name+" ("+j.client.id+"): "+JSON.stringify(j.client.quota);
+ if(j.revoked)return "revoked "+j.revoked;
  if(j.removed)return "removed "+j.removed+"; "+j.key_count+" keys in the pool";
  if(j.id)return j.key+" ("+j.id+")"+(j.disabled?" disabled: "+j.disabled.reason:" enabled")+(j.project?", project "+j.project:"");
  return JSON.stringify(j);}
@@ -35,6 +38,10 @@ function done(label){return function(r){
 document.getElementById("add-keys").addEventListener("submit",function(ev){ev.preventDefault();
  var keys=document.getElementById("new-keys"),project=document.getElementById("new-project").value.trim();
  call("POST","/admin/keys",{keys:keys.value,project:project||null}).then(function(r){if(r.ok)keys.value="";done("Add")(r);});});
+function quota(v){v=String(v||"").trim();return v===""?null:Number(v);}
+document.getElementById("add-client").addEventListener("submit",function(ev){ev.preventDefault();
+ var f=ev.target,models=f.elements.models.value.split(",").map(function(m){return m.trim();}).filter(Boolean);
+ call("POST","/admin/clients",{name:f.elements.name.value,models:models.length?models:null,daily_requests:quota(f.elements.daily_requests.value),daily_tokens:quota(f.elements.daily_tokens.value)}).then(function(r){if(r.ok)f.reset();done("Client")(r);});});
 document.getElementById("check-keys").addEventListener("click",function(){call("POST","/admin/keys/check",{}).then(done("Check"));});
 document.addEventListener("click",function(ev){var b=ev.target.closest("button[data-act]");if(!b)return;
  var id=b.dataset.id,act=b.dataset.act,path="/admin/keys/"+encodeURIComponent(id);
@@ -42,5 +49,8 @@ document.addEventListener("click",function(ev){var b=ev.target.closest("button[d
  else if(act==="disable"){var note=prompt("Why disable this key? (optional)","");if(note===null)return;call("POST",path+"/disable",{note:note}).then(done("Disable"));}
  else if(act==="enable")call("POST",path+"/enable",{}).then(done("Enable"));
  else if(act==="project"){var p=prompt("The key's Google project (empty: none)",b.dataset.project||"");if(p===null)return;call("PATCH",path,{project:p.trim()||null}).then(done("Project"));}
+ else if(act==="client-revoke"){if(!confirm("Revoke this client key? Its requests are refused from now on."))return;call("DELETE","/admin/clients/"+encodeURIComponent(id)).then(done("Revoke"));}
+ else if(act==="client-quota"){var rq=prompt("Requests a day (empty: no quota)",b.dataset.requests);if(rq===null)return;var tq=prompt("Tokens a day (empty: no quota)",b.dataset.tokens);if(tq===null)return;
+  call("PATCH","/admin/clients/"+encodeURIComponent(id),{daily_requests:quota(rq),daily_tokens:quota(tq)}).then(done("Quotas"));}
  else if(act==="remove"){if(!confirm("Remove this key from the pool?"))return;call("DELETE",path).then(done("Remove"));}});
 })();
