@@ -457,11 +457,6 @@ impl ClientBook {
         Some(u.clone())
     }
 
-    /// Forgets every client's usage (the `/stat` reset).
-    pub fn clear_usage(&mut self) {
-        self.usage.clear();
-    }
-
     /// Every usage row.
     pub fn usage_records(&self) -> Vec<ClientUsage> {
         self.usage.values().cloned().collect()

@@ -1366,6 +1366,10 @@ mod tests {
             "{message}"
         );
         assert!(t.sent.is_empty() && t.reports.is_empty());
+        // A reset of the pool's marks and counters leaves the client's count.
+        host.pool.reset_all();
+        let t = host.run("POST", "/v1/chat/completions", &[("authorization", "Bearer gpc-alpha-0123456789")]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(429), "a reset wipes no quota");
         // A model the client may not use: a 403; an unknown key: a 401.
         host.body = Ok(br#"{"contents":[]}"#.to_vec());
         let t = host.run("POST", path, &[("x-goog-api-key", "gpc-beta-0123456789")]);

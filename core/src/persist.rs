@@ -147,10 +147,6 @@ pub struct Records {
     pub keys: Vec<KeyRecord>,
     /// Usage rows.
     pub usage: Vec<UsageRecord>,
-    /// Client usage rows.
-    pub clients: Vec<ClientUsage>,
-    /// Hourly rows.
-    pub hourly: Vec<HourRecord>,
 }
 
 /// What a report changed, for the host to persist.
@@ -492,21 +488,16 @@ pub fn change_statements(change: &Change) -> impl Iterator<Item = Statement> + '
     key.chain(change.usage.iter().flat_map(UsageRecord::statements)).chain(client).chain(prune).chain(hourly)
 }
 
-/// The statements that replace every row with `keys` and `usage` (run them
-/// in one transaction where the host has transactions).
+/// The statements that replace every key and usage row with `records` (run
+/// them in one transaction where the host has transactions). The clients'
+/// rows and the hourly rows are not among them: no reset clears them, and
+/// each change keeps them current (upserts, and the prune of old hours), so
+/// a Durable Object waking up does not write them all again.
 pub fn rewrite_statements(records: &Records) -> impl Iterator<Item = Statement> + '_ {
-    let clear = [
-        (DELETE_KEYS, Vec::new()),
-        (DELETE_USAGE, Vec::new()),
-        (DELETE_TOKENS, Vec::new()),
-        (clients::DELETE_CLIENT_USAGE, Vec::new()),
-        (history::DELETE_HOURLY, Vec::new()),
-    ];
+    let clear = [(DELETE_KEYS, Vec::new()), (DELETE_USAGE, Vec::new()), (DELETE_TOKENS, Vec::new())];
     let keys = records.keys.iter().map(|k| (UPSERT_KEY, k.to_row()));
     let usage = records.usage.iter().flat_map(UsageRecord::statements);
-    let client_usage = records.clients.iter().map(|c| (clients::UPSERT_CLIENT_USAGE, c.to_row()));
-    let hourly = records.hourly.iter().map(|r| (history::UPSERT_HOURLY, r.to_row()));
-    clear.into_iter().chain(keys).chain(usage).chain(client_usage).chain(hourly)
+    clear.into_iter().chain(keys).chain(usage)
 }
 
 #[cfg(test)]
@@ -572,16 +563,6 @@ mod tests {
         let k = [KeyRecord { key_id: "k".into(), disabled_reason: None, disabled_at: None }];
         let records = Records { keys: k.to_vec(), ..Records::default() };
         let names: Vec<&str> = rewrite_statements(&records).map(|(sql, _)| sql).collect();
-        assert_eq!(
-            names,
-            [
-                DELETE_KEYS,
-                DELETE_USAGE,
-                DELETE_TOKENS,
-                clients::DELETE_CLIENT_USAGE,
-                history::DELETE_HOURLY,
-                UPSERT_KEY
-            ]
-        );
+        assert_eq!(names, [DELETE_KEYS, DELETE_USAGE, DELETE_TOKENS, UPSERT_KEY]);
     }
 }

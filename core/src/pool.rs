@@ -541,7 +541,9 @@ impl KeyPool {
         // Removed keys stay removed; every model's rotation starts over.
         self.models.clear();
         self.probation = Probation::default();
-        self.clients.clear_usage();
+        // The clients' counts stay: their quotas are not the pool's marks,
+        // and whoever may reset (on an open proxy, anyone) must not be able
+        // to wipe a client's count.
     }
 
     /// Every persisted record, for a full rewrite.
@@ -563,7 +565,7 @@ impl KeyPool {
                 usage.push(usage_record(&self.keys[*slot as usize].id, model, u));
             }
         }
-        Records { keys, usage, clients: self.clients.usage_records(), hourly: self.history.records() }
+        Records { keys, usage }
     }
 
     /// The statistics at `now`, keys only masked.

@@ -325,9 +325,7 @@ impl Batch {
             Write::Rewrite(records) => {
                 self.keys.clear();
                 self.usage.clear();
-                self.clients.clear();
-                self.hourly.clear();
-                self.prune_before = None;
+                // Client and hourly rows are not in a rewrite: they stay.
                 self.rewrite = Some(records);
             }
             Write::Statements(s) => self.statements.extend(s),

@@ -38,10 +38,12 @@ function done(label){return function(r){
 document.getElementById("add-keys").addEventListener("submit",function(ev){ev.preventDefault();
  var keys=document.getElementById("new-keys"),project=document.getElementById("new-project").value.trim();
  call("POST","/admin/keys",{keys:keys.value,project:project||null}).then(function(r){if(r.ok)keys.value="";done("Add")(r);});});
-function quota(v){v=String(v||"").trim();return v===""?null:Number(v);}
+function quota(v){v=String(v||"").trim().replace(/[ _,]/g,"");if(v==="")return null;if(!/^[0-9]+$/.test(v))throw new Error("a quota is a whole number, or empty for none: "+v);return Number(v);}
+function quotas(get){try{return get();}catch(e){show(e.message);return null;}}
 document.getElementById("add-client").addEventListener("submit",function(ev){ev.preventDefault();
  var f=ev.target,models=f.elements.models.value.split(",").map(function(m){return m.trim();}).filter(Boolean);
- call("POST","/admin/clients",{name:f.elements.name.value,models:models.length?models:null,daily_requests:quota(f.elements.daily_requests.value),daily_tokens:quota(f.elements.daily_tokens.value)}).then(function(r){if(r.ok)f.reset();done("Client")(r);});});
+ var q=quotas(function(){return {daily_requests:quota(f.elements.daily_requests.value),daily_tokens:quota(f.elements.daily_tokens.value)};});if(!q)return;
+ call("POST","/admin/clients",{name:f.elements.name.value,models:models.length?models:null,daily_requests:q.daily_requests,daily_tokens:q.daily_tokens}).then(function(r){if(r.ok)f.reset();done("Client")(r);});});
 document.getElementById("check-keys").addEventListener("click",function(){call("POST","/admin/keys/check",{}).then(done("Check"));});
 document.addEventListener("click",function(ev){var b=ev.target.closest("button[data-act]");if(!b)return;
  var id=b.dataset.id,act=b.dataset.act,path="/admin/keys/"+encodeURIComponent(id);
@@ -51,6 +53,7 @@ document.addEventListener("click",function(ev){var b=ev.target.closest("button[d
  else if(act==="project"){var p=prompt("The key's Google project (empty: none)",b.dataset.project||"");if(p===null)return;call("PATCH",path,{project:p.trim()||null}).then(done("Project"));}
  else if(act==="client-revoke"){if(!confirm("Revoke this client key? Its requests are refused from now on."))return;call("DELETE","/admin/clients/"+encodeURIComponent(id)).then(done("Revoke"));}
  else if(act==="client-quota"){var rq=prompt("Requests a day (empty: no quota)",b.dataset.requests);if(rq===null)return;var tq=prompt("Tokens a day (empty: no quota)",b.dataset.tokens);if(tq===null)return;
-  call("PATCH","/admin/clients/"+encodeURIComponent(id),{daily_requests:quota(rq),daily_tokens:quota(tq)}).then(done("Quotas"));}
+  var q=quotas(function(){return {daily_requests:quota(rq),daily_tokens:quota(tq)};});if(!q)return;
+  call("PATCH","/admin/clients/"+encodeURIComponent(id),q).then(done("Quotas"));}
  else if(act==="remove"){if(!confirm("Remove this key from the pool?"))return;call("DELETE",path).then(done("Remove"));}});
 })();

@@ -133,6 +133,11 @@ async fn two_clients_run_into_their_own_quotas_while_the_other_keeps_working_and
         assert!(!text.contains(secret.as_str()), "a client secret in /stat.json");
     }
 
+    // A reset leaves the clients' counts (and the proxy key may reset).
+    let r = h.http.post(h.url("/stat/reset")).bearer_auth(PROXY_KEY).send().await.expect("reset");
+    assert_eq!(r.status(), 200);
+    assert_eq!(client(&h.stats().await, &a), sa, "a reset wipes no client's count");
+
     // Counts and quotas survive a restart.
     h.restart().await;
     let after = h.stats().await;
