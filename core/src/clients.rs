@@ -327,17 +327,22 @@ pub struct ClientView {
 }
 
 impl ClientView {
+    /// Requests and tokens in all, over every model.
+    pub fn totals(&self) -> (u64, TokenUsage) {
+        self.usage.iter().fold((0, TokenUsage::default()), |(requests, mut tokens), u| {
+            tokens.add(&u.tokens);
+            (requests + u.requests, tokens)
+        })
+    }
+
     /// As JSON (no secret, no hash).
     pub fn to_json(&self) -> Value {
         let c = &self.client;
         let mut models = serde_json::Map::new();
-        let mut requests = 0u64;
-        let mut tokens = TokenUsage::default();
         for u in &self.usage {
-            requests += u.requests;
-            tokens.add(&u.tokens);
             models.insert(u.model.clone(), json!({"requests": u.requests, "tokens": tokens_json(&u.tokens)}));
         }
+        let (requests, tokens) = self.totals();
         json!({
             "id": c.id,
             "name": c.name,

@@ -382,9 +382,7 @@ fn clients_table(s: &Snapshot, admin: bool, out: &mut String) {
             write!(out, r#"<tr><td class="key">{} <small>{}</small></td><td>{models}</td>"#, esc(&c.name), esc(&c.id));
         against(out, v.today.0, c.daily_requests);
         against(out, v.today.1, c.daily_tokens);
-        let mut tokens = crate::stream::TokenUsage::default();
-        let requests: u64 = v.usage.iter().map(|u| u.requests).sum();
-        v.usage.iter().for_each(|u| tokens.add(&u.tokens));
+        let (requests, tokens) = v.totals();
         let _ = write!(
             out,
             "<td>{requests}</td><td>{} / {} / {} / {}</td><td>{}</td>",
