@@ -39,6 +39,14 @@ pub const MAX_MODELS_PER_CLIENT: usize = 64;
 /// The usage bucket of a client's models past [`MAX_MODELS_PER_CLIENT`].
 pub const OTHER_MODELS: &str = "(other models)";
 
+/// The most key × model rows a client's usage is kept for; later keys fold
+/// into [`OTHER_KEYS`] (its models stay bounded by
+/// [`MAX_MODELS_PER_CLIENT`]).
+pub const MAX_KEY_ROWS_PER_CLIENT: usize = 2_048;
+
+/// The usage bucket of a client's keys past [`MAX_KEY_ROWS_PER_CLIENT`].
+pub const OTHER_KEYS: &str = "(other keys)";
+
 /// The longest client name.
 pub const MAX_NAME_CHARS: usize = 80;
 
@@ -224,6 +232,53 @@ impl ClientUsage {
     }
 }
 
+/// A client's use of one model on one upstream key: the finest count, the
+/// key × model × client table. Quotas read [`ClientUsage`], its sum over
+/// keys, so that admitting a request stays one small range.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientKeyUsage {
+    /// The client's id.
+    pub client: String,
+    /// The upstream key's id (or [`OTHER_KEYS`]).
+    pub key: String,
+    /// The model.
+    pub model: String,
+    /// Requests answered.
+    pub requests: u64,
+    /// Tokens.
+    pub tokens: TokenUsage,
+}
+
+impl ClientKeyUsage {
+    /// The row's values, in [`SELECT_CLIENT_KEY_USAGE`] and
+    /// [`UPSERT_CLIENT_KEY_USAGE`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        let t = &self.tokens;
+        vec![
+            SqlValue::Text(self.client.clone()),
+            SqlValue::Text(self.key.clone()),
+            SqlValue::Text(self.model.clone()),
+            int(self.requests),
+            int(t.prompt),
+            int(t.output),
+            int(t.cached),
+            int(t.thinking),
+        ]
+    }
+
+    /// The record of a row.
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns::new("client_key_usage", row);
+        Ok(Self {
+            client: c.text()?,
+            key: c.text()?,
+            model: c.text()?,
+            requests: c.int()?,
+            tokens: TokenUsage { prompt: c.int()?, output: c.int()?, cached: c.int()?, thinking: c.int()? },
+        })
+    }
+}
+
 /// The tokens a quota counts of a usage.
 pub fn quota_tokens(t: &TokenUsage) -> u64 {
     t.prompt.saturating_add(t.output).saturating_add(t.thinking)
@@ -253,6 +308,17 @@ CREATE TABLE IF NOT EXISTS client_usage (
     day_tokens INTEGER NOT NULL,
     PRIMARY KEY (client, model)
 );
+CREATE TABLE IF NOT EXISTS client_key_usage (
+    client TEXT NOT NULL,
+    key TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    prompt INTEGER NOT NULL,
+    output INTEGER NOT NULL,
+    cached INTEGER NOT NULL,
+    thinking INTEGER NOT NULL,
+    PRIMARY KEY (client, key, model)
+);
 ";
 
 /// Reads every client.
@@ -273,12 +339,21 @@ pub const UPSERT_CLIENT_USAGE: &str = "INSERT INTO client_usage (client, model, 
      day_requests = excluded.day_requests, day_tokens = excluded.day_tokens";
 /// Clears every client's usage.
 pub const DELETE_CLIENT_USAGE: &str = "DELETE FROM client_usage";
+/// Reads every client's usage per key and model.
+pub const SELECT_CLIENT_KEY_USAGE: &str =
+    "SELECT client, key, model, requests, prompt, output, cached, thinking FROM client_key_usage";
+/// Writes a client's usage of a model on a key.
+pub const UPSERT_CLIENT_KEY_USAGE: &str = "INSERT INTO client_key_usage (client, key, model, requests, prompt, \
+     output, cached, thinking) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(client, key, model) DO UPDATE \
+     SET requests = excluded.requests, prompt = excluded.prompt, output = excluded.output, \
+     cached = excluded.cached, thinking = excluded.thinking";
 
 /// The statements that forget a client and its usage.
 pub fn revoke_statements(id: &str) -> Vec<Statement> {
     vec![
         ("DELETE FROM clients WHERE id = ?1", vec![SqlValue::Text(id.to_owned())]),
         ("DELETE FROM client_usage WHERE client = ?1", vec![SqlValue::Text(id.to_owned())]),
+        ("DELETE FROM client_key_usage WHERE client = ?1", vec![SqlValue::Text(id.to_owned())]),
     ]
 }
 
@@ -311,6 +386,19 @@ pub struct ClientBook {
     clients: BTreeMap<String, Client>,
     by_hash: HashMap<String, String>,
     usage: BTreeMap<(String, String), ClientUsage>,
+    /// By client, key and model.
+    by_key: BTreeMap<(String, String, String), ClientKeyUsage>,
+    /// How many `by_key` rows each client has.
+    key_rows: HashMap<String, usize>,
+}
+
+/// The rows one client request changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientRecord {
+    /// The client × model row (quotas, totals).
+    pub usage: ClientUsage,
+    /// The client × key × model row.
+    pub by_key: ClientKeyUsage,
 }
 
 /// A client and its use, for `/stat` and the admin API.
@@ -320,6 +408,8 @@ pub struct ClientView {
     pub client: Client,
     /// Its use, model by model.
     pub usage: Vec<ClientUsage>,
+    /// Its use, key × model.
+    pub by_key: Vec<ClientKeyUsage>,
     /// Requests and tokens on the current quota day.
     pub today: (u64, u64),
     /// When the quota day ends.
@@ -342,6 +432,11 @@ impl ClientView {
         for u in &self.usage {
             models.insert(u.model.clone(), json!({"requests": u.requests, "tokens": tokens_json(&u.tokens)}));
         }
+        let mut keys = serde_json::Map::new();
+        for u in &self.by_key {
+            let models = keys.entry(u.key.clone()).or_insert_with(|| json!({}));
+            models[&u.model] = json!({"requests": u.requests, "tokens": tokens_json(&u.tokens)});
+        }
         let (requests, tokens) = self.totals();
         json!({
             "id": c.id,
@@ -356,6 +451,7 @@ impl ClientView {
             "requests": requests,
             "tokens": tokens_json(&tokens),
             "models": models,
+            "keys": keys,
             "created_at": UnixMillis(c.created_at).to_rfc3339(),
         })
     }
@@ -368,7 +464,7 @@ fn tokens_json(t: &TokenUsage) -> Value {
 impl ClientBook {
     /// The book of stored clients and usage (usage of unknown clients is
     /// dropped).
-    pub fn restore(clients: Vec<Client>, usage: Vec<ClientUsage>) -> Self {
+    pub fn restore(clients: Vec<Client>, usage: Vec<ClientUsage>, by_key: Vec<ClientKeyUsage>) -> Self {
         let mut book = Self::default();
         for c in clients {
             book.by_hash.insert(c.secret_hash.clone(), c.id.clone());
@@ -377,6 +473,12 @@ impl ClientBook {
         for u in usage {
             if book.clients.contains_key(&u.client) {
                 book.usage.insert((u.client.clone(), u.model.clone()), u);
+            }
+        }
+        for u in by_key {
+            if book.clients.contains_key(&u.client) {
+                *book.key_rows.entry(u.client.clone()).or_default() += 1;
+                book.by_key.insert((u.client.clone(), u.key.clone(), u.model.clone()), u);
             }
         }
         book
@@ -429,15 +531,17 @@ impl ClientBook {
         })
     }
 
-    /// Counts one answered request of client `id` for `model`, with its
-    /// tokens; the changed row, to persist (none for an unknown client).
+    /// Counts one answered request of client `id` for `model` on upstream
+    /// key `key`, with its tokens; the changed rows, to persist (none for an
+    /// unknown client).
     pub fn record(
         &mut self,
         id: &str,
+        key: &str,
         model: &str,
         tokens: Option<&TokenUsage>,
         now: UnixMillis,
-    ) -> Option<ClientUsage> {
+    ) -> Option<ClientRecord> {
         if !self.clients.contains_key(id) {
             return None;
         }
@@ -459,12 +563,35 @@ impl ClientBook {
             u.tokens.add(t);
             u.day_tokens = u.day_tokens.saturating_add(quota_tokens(t));
         }
-        Some(u.clone())
+        let usage = u.clone();
+        Some(ClientRecord { by_key: self.record_key(id, key, model, tokens), usage })
+    }
+
+    fn record_key(&mut self, id: &str, key: &str, model: &str, tokens: Option<&TokenUsage>) -> ClientKeyUsage {
+        let mut slot = (id.to_owned(), key.to_owned(), model.to_owned());
+        if !self.by_key.contains_key(&slot) && self.key_rows.get(id).copied().unwrap_or(0) >= MAX_KEY_ROWS_PER_CLIENT {
+            OTHER_KEYS.clone_into(&mut slot.1);
+        }
+        let rows = &mut self.key_rows;
+        let u = self.by_key.entry(slot).or_insert_with_key(|(client, key, model)| {
+            *rows.entry(client.clone()).or_default() += 1;
+            ClientKeyUsage { client: client.clone(), key: key.clone(), model: model.clone(), ..Default::default() }
+        });
+        u.requests += 1;
+        if let Some(t) = tokens {
+            u.tokens.add(t);
+        }
+        u.clone()
     }
 
     /// Every usage row.
     pub fn usage_records(&self) -> Vec<ClientUsage> {
         self.usage.values().cloned().collect()
+    }
+
+    /// Every key × model usage row.
+    pub fn key_usage_records(&self) -> Vec<ClientKeyUsage> {
+        self.by_key.values().cloned().collect()
     }
 
     /// Every client with its use.
@@ -475,9 +602,15 @@ impl ClientBook {
     fn view(&self, c: &Client, now: UnixMillis) -> ClientView {
         let usage =
             self.usage.range((c.id.clone(), String::new())..).take_while(|((id, _), _)| *id == c.id).map(|(_, u)| u);
+        let by_key = self
+            .by_key
+            .range((c.id.clone(), String::new(), String::new())..)
+            .take_while(|((id, _, _), _)| *id == c.id)
+            .map(|(_, u)| u.clone());
         ClientView {
             client: c.clone(),
             usage: usage.cloned().collect(),
+            by_key: by_key.collect(),
             today: self.today(&c.id, now),
             resets_at: next_pacific_midnight(now),
         }
@@ -528,6 +661,8 @@ impl ClientBook {
         let Some(c) = self.clients.remove(id) else { return false };
         self.by_hash.remove(&c.secret_hash);
         self.usage.retain(|(client, _), _| client != id);
+        self.by_key.retain(|(client, _, _), _| client != id);
+        self.key_rows.remove(id);
         true
     }
 }
@@ -585,7 +720,7 @@ mod tests {
         let b = book.create("gpc-bob-secret", settings("bob", None, Some(100)), NOW).expect("b");
         for _ in 0..2 {
             assert_eq!(book.admit(&claim("gpc-alice-secret"), "m", NOW), Ok(Some(a.id.clone())));
-            book.record(&a.id, "m", None, NOW);
+            book.record(&a.id, "k1", "m", None, NOW);
         }
         let refused = book.admit(&claim("gpc-alice-secret"), "m", NOW).expect_err("over");
         assert_eq!(
@@ -601,7 +736,7 @@ mod tests {
         // Bob is unaffected until his tokens run out.
         assert_eq!(book.admit(&claim("gpc-bob-secret"), "m", NOW), Ok(Some(b.id.clone())));
         let used = TokenUsage { prompt: 60, output: 30, cached: 50, thinking: 10 };
-        book.record(&b.id, "m", Some(&used), NOW);
+        book.record(&b.id, "k1", "m", Some(&used), NOW);
         assert!(matches!(
             book.admit(&claim("gpc-bob-secret"), "m", NOW),
             Err(Refusal::OverQuota { quota: Quota::Tokens, limit: 100, .. })
@@ -636,14 +771,17 @@ mod tests {
         let c = book.create("gpc-dave-secret", settings("dave", Some(5), Some(9)), NOW).expect("d");
         assert_eq!(Client::from_row(&c.to_row()), Ok(c.clone()));
         assert!(!c.to_row().iter().any(|v| *v == SqlValue::Text("gpc-dave-secret".into())), "no secret in a row");
-        let u = book.record(&c.id, "m", Some(&TokenUsage { prompt: 1, output: 2, cached: 0, thinking: 3 }), NOW);
-        let u = u.expect("row");
-        assert_eq!(ClientUsage::from_row(&u.to_row()), Ok(u.clone()));
-        let restored = ClientBook::restore(vec![c.clone()], vec![u]);
+        let used = TokenUsage { prompt: 1, output: 2, cached: 0, thinking: 3 };
+        let r = book.record(&c.id, "k1", "m", Some(&used), NOW).expect("rows");
+        assert_eq!(ClientUsage::from_row(&r.usage.to_row()), Ok(r.usage.clone()));
+        assert_eq!(ClientKeyUsage::from_row(&r.by_key.to_row()), Ok(r.by_key.clone()));
+        let restored = ClientBook::restore(vec![c.clone()], vec![r.usage], vec![r.by_key]);
         assert_eq!(restored.today(&c.id, NOW), (1, 6));
+        assert_eq!(restored.get(&c.id, NOW).expect("view").by_key, book.get(&c.id, NOW).expect("view").by_key);
         assert!(book.revoke(&c.id));
         assert_eq!(book.admit(&claim("gpc-dave-secret"), "m", NOW), Err(Refusal::UnknownKey { presented: true }));
         assert!(book.usage_records().is_empty());
+        assert!(book.key_usage_records().is_empty());
     }
 
     #[test]
@@ -651,10 +789,48 @@ mod tests {
         let mut book = ClientBook::default();
         let c = book.create("gpc-eve-secret", settings("eve", None, None), NOW).expect("e");
         for i in 0..(MAX_MODELS_PER_CLIENT + 10) {
-            book.record(&c.id, &format!("made-up-{i}"), None, NOW);
+            book.record(&c.id, "k1", &format!("made-up-{i}"), None, NOW);
         }
         let view = book.get(&c.id, NOW).expect("view");
         assert_eq!(view.usage.len(), MAX_MODELS_PER_CLIENT + 1);
         assert_eq!(view.usage.iter().find(|u| u.model == OTHER_MODELS).map(|u| u.requests), Some(10));
+    }
+
+    #[test]
+    fn usage_is_counted_per_key_and_model_and_its_rows_are_bounded() {
+        let mut book = ClientBook::default();
+        let c = book.create("gpc-fay-secret", settings("fay", None, None), NOW).expect("f");
+        let t = |n| TokenUsage { prompt: n, output: 1, cached: 0, thinking: 0 };
+        book.record(&c.id, "k1", "flash", Some(&t(10)), NOW);
+        book.record(&c.id, "k2", "flash", Some(&t(20)), NOW);
+        book.record(&c.id, "k1", "flash", Some(&t(30)), NOW);
+        book.record(&c.id, "k1", "pro", None, NOW);
+        let view = book.get(&c.id, NOW).expect("view");
+        let row = |key: &str, model: &str| {
+            view.by_key.iter().find(|u| u.key == key && u.model == model).map(|u| (u.requests, u.tokens.prompt))
+        };
+        assert_eq!(row("k1", "flash"), Some((2, 40)));
+        assert_eq!(row("k2", "flash"), Some((1, 20)));
+        assert_eq!(row("k1", "pro"), Some((1, 0)));
+        assert_eq!(view.by_key.len(), 3);
+        let json = view.to_json();
+        assert_eq!(json["keys"]["k1"]["flash"]["requests"], 2);
+        assert_eq!(json["keys"]["k2"]["flash"]["tokens"]["prompt"], 20);
+        // The model rows are the sums over keys.
+        assert_eq!(json["models"]["flash"]["requests"], 3);
+
+        for i in 0..(MAX_KEY_ROWS_PER_CLIENT + 5) {
+            book.record(&c.id, &format!("key-{i}"), "flash", None, NOW);
+        }
+        let view = book.get(&c.id, NOW).expect("view");
+        assert_eq!(view.by_key.len(), MAX_KEY_ROWS_PER_CLIENT + 1);
+        let others = view.by_key.iter().find(|u| u.key == OTHER_KEYS).map(|u| u.requests);
+        assert_eq!(others, Some(3 + 5), "the keys past the bound count together");
+        // A known row still counts as itself.
+        book.record(&c.id, "k2", "flash", None, NOW);
+        assert_eq!(
+            book.get(&c.id, NOW).expect("view").by_key.iter().find(|u| u.key == "k2").map(|u| u.requests),
+            Some(2)
+        );
     }
 }

@@ -405,6 +405,47 @@ fn clients_table(s: &Snapshot, admin: bool, out: &mut String) {
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table></div>");
+    client_keys_table(s, out);
+}
+
+/// The most key × model × client rows the page lists (the busiest);
+/// `/stat.json` has them all.
+const MAX_CLIENT_KEY_ROWS: usize = 500;
+
+/// Each client's use per upstream key and model, folded (a `<details>`,
+/// which needs no script).
+fn client_keys_table(s: &Snapshot, out: &mut String) {
+    let mut rows: Vec<(&str, &crate::clients::ClientKeyUsage)> =
+        s.clients.iter().flat_map(|v| v.by_key.iter().map(move |u| (v.client.name.as_str(), u))).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let all = rows.len();
+    rows.sort_by(|a, b| {
+        b.1.requests.cmp(&a.1.requests).then_with(|| (a.0, &a.1.key, &a.1.model).cmp(&(b.0, &b.1.key, &b.1.model)))
+    });
+    rows.truncate(MAX_CLIENT_KEY_ROWS);
+    let shown = if all > rows.len() { format!("the busiest {} of {all}", rows.len()) } else { all.to_string() };
+    let _ = write!(
+        out,
+        r#"<details id="client-keys"><summary>Per client × key × model ({shown} rows)</summary><div class="wrap"><table><thead><tr><th class="key" scope="col">client</th><th scope="col">key</th><th scope="col">model</th><th scope="col">requests</th><th scope="col">prompt / output / cached / thinking tokens</th></tr></thead><tbody>"#
+    );
+    for (name, u) in rows {
+        let t = &u.tokens;
+        let _ = write!(
+            out,
+            r#"<tr><td class="key">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {} / {} / {}</td></tr>"#,
+            esc(name),
+            esc(&u.key),
+            esc(&u.model),
+            u.requests,
+            t.prompt,
+            t.output,
+            t.cached,
+            t.thinking
+        );
+    }
+    out.push_str("</tbody></table></div></details>");
 }
 
 /// The page shown without valid credentials: a login form posting the
@@ -516,6 +557,41 @@ mod tests {
         assert!(day.contains(&format!("gemini-2.5-flash {}: 3 calls, 480 tokens", &hour[..13])), "{day}");
         assert!(day.contains(r#"class="tokens""#) && day.contains("480 tok"));
         assert_eq!(html.matches("<script>").count(), 1, "the charts need no script");
+    }
+
+    #[test]
+    fn clients_show_their_use_per_key_and_model_folded() {
+        let mut p = pool(2);
+        let now = UnixMillis(1_800_000_000_000);
+        let ids: Vec<_> = p.ids().cloned().collect();
+        let settings = crate::clients::ClientSettings { name: Some("<team> bot".into()), ..Default::default() };
+        let c = p.clients_mut().create("gpc-page-secret", settings, now).expect("client");
+        for (key, model, n) in
+            [(&ids[0], "gemini-2.5-flash", 3), (&ids[1], "gemini-2.5-flash", 1), (&ids[0], "gemini-2.5-pro", 2)]
+        {
+            for _ in 0..n {
+                let usage = crate::stream::TokenUsage { prompt: 10, output: 5, cached: 0, thinking: 1 };
+                let r = crate::outcome::Report {
+                    key: key.clone(),
+                    model: model.into(),
+                    outcome: Outcome::Success,
+                    usage: Some(usage),
+                    client: Some(c.id.clone()),
+                };
+                p.apply(&r, now);
+            }
+        }
+        let html = render(&p.snapshot(now), false);
+        let folded = html.split_once(r#"<details id="client-keys">"#).expect("the folded table").1;
+        let folded = folded.split_once("</details>").expect("closed").0;
+        assert!(folded.contains("(3 rows)"), "{folded}");
+        let first = format!(
+            r#"<tr><td class="key">&lt;team&gt; bot</td><td>{}</td><td>gemini-2.5-flash</td><td>3</td><td>30 / 15 / 0 / 3</td></tr>"#,
+            ids[0]
+        );
+        assert!(folded.contains(&first), "the busiest row first: {folded}");
+        assert!(folded.find(&first) < folded.find("gemini-2.5-pro"));
+        assert!(!html.contains("gpc-page-secret"));
     }
 
     #[test]

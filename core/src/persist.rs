@@ -4,7 +4,7 @@
 //! converts [`SqlValue`]s to its driver's type and runs the statements.
 //! Secrets are never stored.
 
-use crate::clients::{self, Client, ClientUsage};
+use crate::clients::{self, Client, ClientKeyUsage, ClientUsage};
 use crate::history::{self, HourChange, HourRecord};
 use crate::stream::TokenUsage;
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,9 @@ pub struct StoredPool {
     pub clients: Vec<Client>,
     /// Their usage ([`crate::clients::SELECT_CLIENT_USAGE`]).
     pub client_usage: Vec<ClientUsage>,
+    /// Their usage per key and model
+    /// ([`crate::clients::SELECT_CLIENT_KEY_USAGE`]).
+    pub client_key_usage: Vec<ClientKeyUsage>,
     /// Hourly rows ([`crate::history::SELECT_HOURLY`]).
     pub hourly: Vec<HourRecord>,
 }
@@ -159,6 +162,8 @@ pub struct Change {
     pub usage: Vec<UsageRecord>,
     /// The client's usage row, when the report ended a client's request.
     pub client: Option<ClientUsage>,
+    /// The client's key × model row, with it.
+    pub client_key: Option<ClientKeyUsage>,
     /// The hourly rows the call changed.
     pub hourly: HourChange,
 }
@@ -483,9 +488,14 @@ pub type Statement = (&'static str, Vec<SqlValue>);
 pub fn change_statements(change: &Change) -> impl Iterator<Item = Statement> + '_ {
     let key = change.key.iter().map(|k| (UPSERT_KEY, k.to_row()));
     let client = change.client.iter().map(|c| (clients::UPSERT_CLIENT_USAGE, c.to_row()));
+    let client_key = change.client_key.iter().map(|c| (clients::UPSERT_CLIENT_KEY_USAGE, c.to_row()));
     let prune = change.hourly.prune_before.map(history::prune_statement);
     let hourly = change.hourly.rows.iter().map(|r| (history::UPSERT_HOURLY, r.to_row()));
-    key.chain(change.usage.iter().flat_map(UsageRecord::statements)).chain(client).chain(prune).chain(hourly)
+    key.chain(change.usage.iter().flat_map(UsageRecord::statements))
+        .chain(client)
+        .chain(client_key)
+        .chain(prune)
+        .chain(hourly)
 }
 
 /// The statements that replace every key and usage row with `records` (run

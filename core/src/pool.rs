@@ -195,7 +195,17 @@ impl KeyPool {
     /// disabling, statistics and marks. Records of keys no longer in the
     /// pool are ignored (the host deletes them).
     pub fn restore(env: Vec<ApiKey>, stored: StoredPool) -> Self {
-        let StoredPool { keys: key_records, usage, meta, runtime, removed, clients, client_usage, hourly } = stored;
+        let StoredPool {
+            keys: key_records,
+            usage,
+            meta,
+            runtime,
+            removed,
+            clients,
+            client_usage,
+            client_key_usage,
+            hourly,
+        } = stored;
         let removed: std::collections::HashSet<String> = removed.into_iter().collect();
         let mut slots: Vec<Slot> = Vec::with_capacity(env.len() + runtime.len());
         let mut index = HashMap::with_capacity(env.len() + runtime.len());
@@ -229,7 +239,7 @@ impl KeyPool {
                     Some(DisabledInfo { reason, since: UnixMillis(rec.disabled_at.unwrap_or(0)) });
             }
         }
-        let clients = ClientBook::restore(clients, client_usage);
+        let clients = ClientBook::restore(clients, client_usage, client_key_usage);
         let mut pool = Self {
             keys: slots,
             index,
@@ -392,8 +402,10 @@ impl KeyPool {
         let model = if self.models.contains_key(&r.model) { r.model.as_str() } else { UNTRACKED_MODELS };
         let mut names = vec![(Dim::Model, model), (Dim::Key, r.key.as_str())];
         if let Some(client) = &r.client {
-            if let Some(row) = self.clients.record(client, model, r.usage.as_ref(), now) {
-                change.get_or_insert_with(Change::default).client = Some(row);
+            if let Some(rows) = self.clients.record(client, r.key.as_str(), model, r.usage.as_ref(), now) {
+                let change = change.get_or_insert_with(Change::default);
+                change.client = Some(rows.usage);
+                change.client_key = Some(rows.by_key);
             }
             names.push((Dim::Client, client));
         }

@@ -4,8 +4,8 @@
 
 use crate::clock::Clock;
 use proxy_core::admin::{self, AdminAnswer, AdminOp};
-use proxy_core::clients::ClientUsage;
 use proxy_core::clients::{self, Claim};
+use proxy_core::clients::{ClientKeyUsage, ClientUsage};
 use proxy_core::history;
 use proxy_core::http::Response;
 use proxy_core::persist::{
@@ -67,7 +67,7 @@ pub enum StoreError {
 }
 
 enum Write {
-    Change(Change),
+    Change(Box<Change>),
     Rewrite(Records),
     /// An admin operation's statements, run after the batch's rows.
     Statements(Vec<Statement>),
@@ -127,6 +127,7 @@ impl SqliteKeyStore {
             removed: load(&conn, persist::SELECT_REMOVED, persist::removed_from_row)?,
             clients: load(&conn, clients::SELECT_CLIENTS, clients::Client::from_row)?,
             client_usage: load(&conn, clients::SELECT_CLIENT_USAGE, ClientUsage::from_row)?,
+            client_key_usage: load(&conn, clients::SELECT_CLIENT_KEY_USAGE, ClientKeyUsage::from_row)?,
             hourly: load(&conn, history::SELECT_HOURLY, history::HourRecord::from_row)?,
         };
         let pool = KeyPool::restore(keys, stored);
@@ -152,7 +153,7 @@ impl SqliteKeyStore {
 
     fn apply(&self, pool: &mut KeyPool, report: &Report) {
         if let Some(change) = pool.apply(report, self.clock.now()) {
-            self.send(Write::Change(change));
+            self.send(Write::Change(Box::new(change)));
         }
     }
 
@@ -219,7 +220,7 @@ impl KeyBackend for SqliteKeyStore {
         let mut pool = self.pool();
         let applied = admin::apply(&mut pool, self.vault.as_ref(), op, self.clock.now(), &mut nonce);
         for key in applied.keys.iter().cloned() {
-            self.send(Write::Change(Change { key: Some(key), ..Change::default() }));
+            self.send(Write::Change(Box::new(Change { key: Some(key), ..Change::default() })));
         }
         if !applied.writes.is_empty() {
             self.send(Write::Statements(applied.writes.clone()));
@@ -293,6 +294,7 @@ struct Batch {
     keys: HashMap<String, KeyRecord>,
     usage: HashMap<(String, String), UsageRecord>,
     clients: HashMap<(String, String), ClientUsage>,
+    client_keys: HashMap<(String, String, String), ClientKeyUsage>,
     hourly: HashMap<(u64, history::Dim, String), history::HourRecord>,
     prune_before: Option<u64>,
     statements: Vec<Statement>,
@@ -303,6 +305,7 @@ impl Batch {
     fn add(&mut self, w: Write) {
         match w {
             Write::Change(c) => {
+                let c = *c;
                 if let Some(k) = c.key {
                     self.keys.insert(k.key_id.clone(), k);
                 }
@@ -311,6 +314,9 @@ impl Batch {
                 }
                 if let Some(u) = c.client {
                     self.clients.insert((u.client.clone(), u.model.clone()), u);
+                }
+                if let Some(u) = c.client_key {
+                    self.client_keys.insert((u.client.clone(), u.key.clone(), u.model.clone()), u);
                 }
                 if let Some(before) = c.hourly.prune_before {
                     self.prune_before = Some(self.prune_before.map_or(before, |b| b.max(before)));
@@ -350,6 +356,9 @@ impl Batch {
         }
         for (_, u) in self.clients.drain() {
             run(&tx, (clients::UPSERT_CLIENT_USAGE, u.to_row()))?;
+        }
+        for (_, u) in self.client_keys.drain() {
+            run(&tx, (clients::UPSERT_CLIENT_KEY_USAGE, u.to_row()))?;
         }
         if let Some(before) = self.prune_before.take() {
             run(&tx, history::prune_statement(before))?;

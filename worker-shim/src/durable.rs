@@ -106,6 +106,7 @@ impl ApiKeyManager {
             removed: self.load(persist::SELECT_REMOVED, persist::removed_from_row)?,
             clients: self.load(clients::SELECT_CLIENTS, clients::Client::from_row)?,
             client_usage: self.load(clients::SELECT_CLIENT_USAGE, clients::ClientUsage::from_row)?,
+            client_key_usage: self.load(clients::SELECT_CLIENT_KEY_USAGE, clients::ClientKeyUsage::from_row)?,
             hourly: self.load(history::SELECT_HOURLY, history::HourRecord::from_row)?,
         };
         let pool = KeyPool::restore(keys, stored);

@@ -122,6 +122,23 @@ async fn clients_run_into_their_own_quotas_while_the_others_keep_working() {
     let (sa, sb) = (client(&stats, &a), client(&stats, &b));
     assert_eq!((sa["today"]["tokens"].as_u64(), kinds(&sa["tokens"])), (Some(a_quota), a_kinds), "{sa}");
     assert_eq!((sb["today"]["tokens"].as_u64(), kinds(&sb["tokens"])), (Some(b_quota), b_kinds), "{sb}");
+    // A's use per upstream key × model, as the fake served it.
+    let mut served = std::collections::BTreeMap::<(String, String), (u64, [u64; 4])>::new();
+    for r in &t.upstream_requests().await[..sent] {
+        let key = t.key_id(r["credentials"][0][1].as_str().expect("a key")).await;
+        let row = served.entry((key, r["model"].as_str().expect("a model").to_owned())).or_default();
+        row.0 += 1;
+        for (i, k) in ["prompt", "output", "cached", "thinking"].into_iter().enumerate() {
+            row.1[i] += r["usage"][k].as_u64().expect("a count");
+        }
+    }
+    let mut counted = std::collections::BTreeMap::new();
+    for (key, models) in sa["keys"].as_object().expect("keys") {
+        for (model, u) in models.as_object().expect("models") {
+            counted.insert((key.clone(), model.clone()), (u["requests"].as_u64().expect("n"), kinds(&u["tokens"])));
+        }
+    }
+    assert_eq!(counted, served, "client × key × model as served: {sa}");
     // The hour's buckets: the client's requests, the model's calls.
     let this_hour = |dim: &str, name: &str| -> u64 {
         let rows = stats["hourly"][dim][name].as_array().cloned().unwrap_or_default();

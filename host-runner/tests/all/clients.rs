@@ -126,6 +126,24 @@ async fn two_clients_run_into_their_own_quotas_while_the_other_keeps_working_and
     assert_eq!(sa["today"]["tokens"].as_u64(), Some(a_tokens_quota));
     assert_eq!(kinds(&sa["tokens"]), a_kinds);
     assert_eq!(sa["models"]["gemini-2.5-flash"]["requests"], 2);
+    // And per upstream key × model, as the fake saw them served.
+    let mut by_key = std::collections::BTreeMap::<(String, String), (u64, [u64; 4])>::new();
+    for r in &h.fake.requests()[before_a..upstream_calls] {
+        let model = r.model.clone().expect("a model");
+        let row = by_key.entry((h.id_of(r.key().expect("a key")), model)).or_default();
+        let u = r.usage.expect("usage");
+        row.0 += 1;
+        for (i, n) in [u.prompt, u.output, u.cached, u.thinking].into_iter().enumerate() {
+            row.1[i] += n;
+        }
+    }
+    let mut counted = std::collections::BTreeMap::new();
+    for (key, models) in sa["keys"].as_object().expect("keys") {
+        for (model, u) in models.as_object().expect("models") {
+            counted.insert((key.clone(), model.clone()), (u["requests"].as_u64().expect("n"), kinds(&u["tokens"])));
+        }
+    }
+    assert_eq!(counted, by_key, "client × key × model as served");
     assert_eq!(sb["today"]["tokens"].as_u64(), Some(b_tokens_quota));
     assert_eq!(kinds(&sb["tokens"]), b_kinds);
     let text = stats.to_string();
