@@ -4,7 +4,9 @@
 //! - `…:streamGenerateContent` answers an SSE stream of `chunks` events
 //!   (default 20), `interval_ms` apart (default 20), each stamped with the
 //!   wall-clock time it was written (`"t":NANOS`); both can be set in the
-//!   query string.
+//!   query string. Each event carries `usageMetadata`, as Google's do (the
+//!   last one the totals), so that the proxy's token accounting has its
+//!   real work to do.
 //! - `…/chat/completions` answers a fixed OpenAI chat completion.
 //! - anything else answers a fixed `generateContent` response.
 
@@ -51,8 +53,10 @@ fn sse(chunks: u64, interval: Duration) -> Response<Body> {
                 tokio::time::sleep(interval).await;
             }
             let event = format!(
-                "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"chunk {i} \"}}],\"role\":\"model\"}},\"index\":0}}],\"t\":{}}}\r\n\r\n",
-                now_ns()
+                "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"chunk {i} \"}}],\"role\":\"model\"}},\"index\":0}}],\"usageMetadata\":{{\"promptTokenCount\":8,\"candidatesTokenCount\":{n},\"totalTokenCount\":{total}}},\"t\":{}}}\r\n\r\n",
+                now_ns(),
+                n = 2 * (i + 1),
+                total = 8 + 2 * (i + 1)
             );
             if tx.send(Bytes::from(event)).await.is_err() {
                 return;
