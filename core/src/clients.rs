@@ -47,6 +47,10 @@ pub const MAX_KEY_ROWS_PER_CLIENT: usize = 2_048;
 /// The usage bucket of a client's keys past [`MAX_KEY_ROWS_PER_CLIENT`].
 pub const OTHER_KEYS: &str = "(other keys)";
 
+/// The most key × model rows of all clients together; past it, a new
+/// row's use counts under ([`OTHER_KEYS`], [`OTHER_MODELS`]) of its client.
+pub const MAX_KEY_ROWS: usize = 20_000;
+
 /// The longest client name.
 pub const MAX_NAME_CHARS: usize = 80;
 
@@ -569,8 +573,12 @@ impl ClientBook {
 
     fn record_key(&mut self, id: &str, key: &str, model: &str, tokens: Option<&TokenUsage>) -> ClientKeyUsage {
         let mut slot = (id.to_owned(), key.to_owned(), model.to_owned());
-        if !self.by_key.contains_key(&slot) && self.key_rows.get(id).copied().unwrap_or(0) >= MAX_KEY_ROWS_PER_CLIENT {
-            OTHER_KEYS.clone_into(&mut slot.1);
+        if !self.by_key.contains_key(&slot) {
+            if self.by_key.len() >= MAX_KEY_ROWS {
+                slot = (id.to_owned(), OTHER_KEYS.to_owned(), OTHER_MODELS.to_owned());
+            } else if self.key_rows.get(id).copied().unwrap_or(0) >= MAX_KEY_ROWS_PER_CLIENT {
+                OTHER_KEYS.clone_into(&mut slot.1);
+            }
         }
         let rows = &mut self.key_rows;
         let u = self.by_key.entry(slot).or_insert_with_key(|(client, key, model)| {
@@ -654,6 +662,20 @@ impl ClientBook {
         apply_settings(&mut changed, settings)?;
         *client = changed.clone();
         Ok(Some(changed))
+    }
+
+    /// Forgets every client's use of upstream key `key` (removed from the
+    /// pool): its rows go, as the key's own counts do; the clients' totals
+    /// per model stay.
+    pub fn forget_key(&mut self, key: &str) {
+        let rows = &mut self.key_rows;
+        self.by_key.retain(|(client, k, _), _| {
+            let keep = k != key;
+            if !keep && let Some(n) = rows.get_mut(client) {
+                *n = n.saturating_sub(1);
+            }
+            keep
+        });
     }
 
     /// Revokes a client: whether there was one.
@@ -797,6 +819,26 @@ mod tests {
     }
 
     #[test]
+    fn the_key_rows_of_all_clients_are_bounded_together() {
+        let mut book = ClientBook::default();
+        let ids: Vec<String> = (0..12)
+            .map(|i| book.create(&format!("gpc-many-{i}"), settings(&format!("c{i}"), None, None), NOW).expect("c").id)
+            .collect();
+        for (n, id) in ids.iter().enumerate() {
+            for k in 0..MAX_KEY_ROWS_PER_CLIENT {
+                book.record(id, &format!("key-{k}"), &format!("model-{n}"), None, NOW);
+            }
+        }
+        let rows = book.key_usage_records();
+        assert!(rows.len() <= MAX_KEY_ROWS + ids.len(), "{} rows", rows.len());
+        let last = book.get(&ids[11], NOW).expect("view");
+        let folded = last.by_key.iter().find(|u| (u.key.as_str(), u.model.as_str()) == (OTHER_KEYS, OTHER_MODELS));
+        assert!(folded.is_some_and(|u| u.requests > 0), "the client past the bound counts under its folded row");
+        let total: u64 = last.by_key.iter().map(|u| u.requests).sum();
+        assert_eq!(total, MAX_KEY_ROWS_PER_CLIENT as u64, "no request lost to the bound");
+    }
+
+    #[test]
     fn usage_is_counted_per_key_and_model_and_its_rows_are_bounded() {
         let mut book = ClientBook::default();
         let c = book.create("gpc-fay-secret", settings("fay", None, None), NOW).expect("f");
@@ -826,6 +868,22 @@ mod tests {
         assert_eq!(view.by_key.len(), MAX_KEY_ROWS_PER_CLIENT + 1);
         let others = view.by_key.iter().find(|u| u.key == OTHER_KEYS).map(|u| u.requests);
         assert_eq!(others, Some(3 + 5), "the keys past the bound count together");
+        // The bound holds after a restart, and a removed key's rows go.
+        let views = book.views(NOW);
+        let mut restored = ClientBook::restore(
+            views.iter().map(|v| v.client.clone()).collect(),
+            book.usage_records(),
+            book.key_usage_records(),
+        );
+        restored.record(&c.id, "one-more-key", "flash", None, NOW);
+        let view = restored.get(&c.id, NOW).expect("view");
+        assert_eq!(view.by_key.iter().find(|u| u.key == OTHER_KEYS).map(|u| u.requests), Some(9));
+        restored.forget_key("key-0");
+        restored.forget_key(OTHER_KEYS);
+        restored.record(&c.id, "fresh-key", "flash", None, NOW);
+        let view = restored.get(&c.id, NOW).expect("view");
+        assert!(view.by_key.iter().any(|u| u.key == "fresh-key"), "a removed key's slots are free again");
+        assert!(!view.by_key.iter().any(|u| u.key == "key-0"));
         // A known row still counts as itself.
         book.record(&c.id, "k2", "flash", None, NOW);
         assert_eq!(

@@ -240,11 +240,16 @@ pub const SELECT_REMOVED: &str = "SELECT key_id FROM removed";
 pub const INSERT_REMOVED: &str =
     "INSERT INTO removed (key_id, removed_at) VALUES (?1, ?2) ON CONFLICT(key_id) DO NOTHING";
 
-/// The statements that forget one removed key's secret and labels (its
-/// counts go at the next rewrite: the daily reset, or a start).
+/// The statements that forget one removed key's secret, labels and the
+/// clients' use of it (its own counts go at the next rewrite: the daily
+/// reset, or a start).
 pub fn forget_statements(key_id: &str) -> Vec<Statement> {
     let id = || vec![SqlValue::Text(key_id.to_owned())];
-    vec![("DELETE FROM vault WHERE key_id = ?1", id()), ("DELETE FROM key_meta WHERE key_id = ?1", id())]
+    vec![
+        ("DELETE FROM vault WHERE key_id = ?1", id()),
+        ("DELETE FROM key_meta WHERE key_id = ?1", id()),
+        ("DELETE FROM client_key_usage WHERE key = ?1", id()),
+    ]
 }
 
 /// The statement that undoes a removal mark.

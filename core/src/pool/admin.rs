@@ -83,7 +83,9 @@ impl KeyPool {
         s.removed = true;
         s.runtime = false;
         s.meta = KeyMeta { key_id: id.as_str().to_owned(), ..KeyMeta::default() };
-        Some(Removed { was_env: s.env })
+        let was_env = s.env;
+        self.clients.forget_key(id.as_str());
+        Some(Removed { was_env })
     }
 
     /// Disables a key by hand, with the admin's note; the rows to persist.

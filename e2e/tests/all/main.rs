@@ -597,7 +597,12 @@ mod phases {
         // The client's count and quota survived.
         let kept = std::fs::read_to_string(kept_client(&t)).expect("phase 1's client");
         let (client, secret) = kept.split_once('\n').expect("id and secret");
-        assert_eq!(crate::clients::client(&stats, client)["today"]["requests"], 1, "{stats}");
+        let kept_client = crate::clients::client(&stats, client);
+        assert_eq!(kept_client["today"]["requests"], 1, "{stats}");
+        // Its use per key × model too (the store's own table).
+        let per_key: Vec<_> = kept_client["keys"].as_object().expect("keys").values().collect();
+        assert_eq!(per_key.len(), 1, "{kept_client}");
+        assert_eq!(per_key[0]["e2e-persist-client"]["requests"], 1, "{kept_client}");
         assert_eq!(crate::clients::generate_as(&t, secret, "e2e-persist-client", false).await.status(), 429);
         crate::clients::revoke(&t, client).await;
         let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];

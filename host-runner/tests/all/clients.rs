@@ -173,8 +173,26 @@ async fn two_clients_run_into_their_own_quotas_while_the_other_keeps_working_and
         h.admin(Method::PATCH, &format!("/admin/clients/{a}"), Some(json!({"daily_requests": null}))).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(generate_as(&h, &a_secret, "gemini-2.5-flash", false).await.status(), 200);
+    let rows_of = |table: &str| -> i64 {
+        let db = rusqlite::Connection::open_with_flags(&h.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("db");
+        db.query_row(&format!("SELECT COUNT(*) FROM {table} WHERE client = ?1"), [&a], |r| r.get(0)).expect("count")
+    };
+    // The store writes in batches: wait for the rows to be as expected.
+    let settled = |want_rows: bool| async move {
+        for _ in 0..100 {
+            let rows = (rows_of("client_key_usage"), rows_of("client_usage"));
+            if if want_rows { rows.0 > 0 && rows.1 > 0 } else { rows == (0, 0) } {
+                return rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        (rows_of("client_key_usage"), rows_of("client_usage"))
+    };
+    let stored = settled(true).await;
+    assert!(stored.0 > 0 && stored.1 > 0, "A's rows are stored: {stored:?}");
     let (status, _) = h.admin(Method::DELETE, &format!("/admin/clients/{a}"), None).await;
     assert_eq!(status, 200);
+    assert_eq!(settled(false).await, (0, 0), "revoking deletes A's rows");
     assert_eq!(generate_as(&h, &a_secret, "gemini-2.5-flash", false).await.status(), 401);
     h.restart().await;
     assert_eq!(generate_as(&h, &a_secret, "gemini-2.5-flash", false).await.status(), 401, "revoked for good");
