@@ -18,7 +18,7 @@
 //! can be overrun by as many requests as a client has in flight.
 
 use crate::auth::Credentials;
-use crate::persist::{Columns, RowError, SqlValue, Statement, int, opt_int};
+use crate::persist::{Columns, RowError, SqlValue, Statement, int, opt_int, token_values};
 use crate::stream::TokenUsage;
 use crate::time::{UnixMillis, next_pacific_midnight};
 use serde::{Deserialize, Serialize};
@@ -202,19 +202,10 @@ impl ClientUsage {
     /// The row's values, in [`SELECT_CLIENT_USAGE`] and
     /// [`UPSERT_CLIENT_USAGE`] order.
     pub fn to_row(&self) -> Vec<SqlValue> {
-        let t = &self.tokens;
-        vec![
-            SqlValue::Text(self.client.clone()),
-            SqlValue::Text(self.model.clone()),
-            int(self.requests),
-            int(t.prompt),
-            int(t.output),
-            int(t.cached),
-            int(t.thinking),
-            int(self.day),
-            int(self.day_requests),
-            int(self.day_tokens),
-        ]
+        let mut row = vec![SqlValue::Text(self.client.clone()), SqlValue::Text(self.model.clone()), int(self.requests)];
+        row.extend(token_values(&self.tokens));
+        row.extend([int(self.day), int(self.day_requests), int(self.day_tokens)]);
+        row
     }
 
     /// The record of a row.
@@ -224,7 +215,7 @@ impl ClientUsage {
             client: c.text()?,
             model: c.text()?,
             requests: c.int()?,
-            tokens: TokenUsage { prompt: c.int()?, output: c.int()?, cached: c.int()?, thinking: c.int()? },
+            tokens: c.tokens()?,
             day: c.int()?,
             day_requests: c.int()?,
             day_tokens: c.int()?,
@@ -257,29 +248,20 @@ impl ClientKeyUsage {
     /// The row's values, in [`SELECT_CLIENT_KEY_USAGE`] and
     /// [`UPSERT_CLIENT_KEY_USAGE`] order.
     pub fn to_row(&self) -> Vec<SqlValue> {
-        let t = &self.tokens;
-        vec![
+        let mut row = vec![
             SqlValue::Text(self.client.clone()),
             SqlValue::Text(self.key.clone()),
             SqlValue::Text(self.model.clone()),
             int(self.requests),
-            int(t.prompt),
-            int(t.output),
-            int(t.cached),
-            int(t.thinking),
-        ]
+        ];
+        row.extend(token_values(&self.tokens));
+        row
     }
 
     /// The record of a row.
     pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
         let mut c = Columns::new("client_key_usage", row);
-        Ok(Self {
-            client: c.text()?,
-            key: c.text()?,
-            model: c.text()?,
-            requests: c.int()?,
-            tokens: TokenUsage { prompt: c.int()?, output: c.int()?, cached: c.int()?, thinking: c.int()? },
-        })
+        Ok(Self { client: c.text()?, key: c.text()?, model: c.text()?, requests: c.int()?, tokens: c.tokens()? })
     }
 }
 

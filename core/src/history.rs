@@ -8,7 +8,7 @@
 //! last attempt), as its quotas do. `/stat` draws the last 24 hours and the
 //! last 7 days from them ([`crate::page`]).
 
-use crate::persist::{Columns, RowError, SqlValue, Statement, int};
+use crate::persist::{Columns, RowError, SqlValue, Statement, int, token_values};
 use crate::stream::TokenUsage;
 use crate::time::{HOUR_MS, UnixMillis};
 use serde_json::{Map, Value, json};
@@ -105,17 +105,14 @@ pub const DELETE_HOURLY: &str = "DELETE FROM hourly";
 impl HourRecord {
     /// The row's values, in [`SELECT_HOURLY`] and [`UPSERT_HOURLY`] order.
     pub fn to_row(&self) -> Vec<SqlValue> {
-        let t = &self.bucket.tokens;
-        vec![
+        let mut row = vec![
             int(self.hour),
             SqlValue::Text(self.dim.as_str().to_owned()),
             SqlValue::Text(self.name.clone()),
             int(self.bucket.calls),
-            int(t.prompt),
-            int(t.output),
-            int(t.cached),
-            int(t.thinking),
-        ]
+        ];
+        row.extend(token_values(&self.bucket.tokens));
+        row
     }
 
     /// The record of a row.
@@ -126,7 +123,7 @@ impl HourRecord {
         let dim = Dim::parse(&dim).ok_or_else(|| c.err(format!("unknown dim {dim:?}")))?;
         let name = c.text()?;
         let calls = c.int()?;
-        let tokens = TokenUsage { prompt: c.int()?, output: c.int()?, cached: c.int()?, thinking: c.int()? };
+        let tokens = c.tokens()?;
         Ok(Self { hour, dim, name, bucket: Bucket { calls, tokens } })
     }
 }

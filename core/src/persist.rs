@@ -315,6 +315,11 @@ pub(crate) fn int(v: u64) -> SqlValue {
     SqlValue::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// A token usage's four columns: prompt, output, cached, thinking.
+pub(crate) fn token_values(t: &TokenUsage) -> [SqlValue; 4] {
+    [int(t.prompt), int(t.output), int(t.cached), int(t.thinking)]
+}
+
 pub(crate) fn opt_int(v: Option<u64>) -> SqlValue {
     v.map_or(SqlValue::Null, int)
 }
@@ -364,6 +369,11 @@ impl<'a> Columns<'a> {
             SqlValue::Integer(i) => Ok(Some(u64::try_from(*i).unwrap_or(0))),
             other => Err(self.err(format!("expected an integer, found {other:?}"))),
         }
+    }
+
+    /// The four columns of a token usage ([`token_values`]).
+    pub(crate) fn tokens(&mut self) -> Result<TokenUsage, RowError> {
+        Ok(TokenUsage { prompt: self.int()?, output: self.int()?, cached: self.int()?, thinking: self.int()? })
     }
 
     pub(crate) fn int(&mut self) -> Result<u64, RowError> {
@@ -461,21 +471,15 @@ impl UsageRecord {
             mark_until: c.opt_int()?,
             mark_reason: c.opt_text()?,
             last_error: c.opt_text()?,
-            tokens: TokenUsage { prompt: c.int()?, output: c.int()?, cached: c.int()?, thinking: c.int()? },
+            tokens: c.tokens()?,
         })
     }
 
     /// The token row's values, in [`UPSERT_TOKENS`] order.
     pub fn tokens_row(&self) -> Vec<SqlValue> {
-        let t = &self.tokens;
-        vec![
-            SqlValue::Text(self.key_id.clone()),
-            SqlValue::Text(self.model.clone()),
-            int(t.prompt),
-            int(t.output),
-            int(t.cached),
-            int(t.thinking),
-        ]
+        let mut row = vec![SqlValue::Text(self.key_id.clone()), SqlValue::Text(self.model.clone())];
+        row.extend(token_values(&self.tokens));
+        row
     }
 
     /// The statements that write this record: its usage row, and its token
