@@ -374,8 +374,6 @@ pub struct ClientBook {
     usage: BTreeMap<(String, String), ClientUsage>,
     /// By client, key and model.
     by_key: BTreeMap<(String, String, String), ClientKeyUsage>,
-    /// How many `by_key` rows each client has.
-    key_rows: HashMap<String, usize>,
 }
 
 /// The rows one client request changed.
@@ -463,7 +461,6 @@ impl ClientBook {
         }
         for u in by_key {
             if book.clients.contains_key(&u.client) {
-                *book.key_rows.entry(u.client.clone()).or_default() += 1;
                 book.by_key.insert((u.client.clone(), u.key.clone(), u.model.clone()), u);
             }
         }
@@ -558,14 +555,15 @@ impl ClientBook {
         if !self.by_key.contains_key(&slot) {
             if self.by_key.len() >= MAX_KEY_ROWS {
                 slot = (id.to_owned(), OTHER_KEYS.to_owned(), OTHER_MODELS.to_owned());
-            } else if self.key_rows.get(id).copied().unwrap_or(0) >= MAX_KEY_ROWS_PER_CLIENT {
+            } else if self.key_rows_of(id).count() >= MAX_KEY_ROWS_PER_CLIENT {
                 OTHER_KEYS.clone_into(&mut slot.1);
             }
         }
-        let rows = &mut self.key_rows;
-        let u = self.by_key.entry(slot).or_insert_with_key(|(client, key, model)| {
-            *rows.entry(client.clone()).or_default() += 1;
-            ClientKeyUsage { client: client.clone(), key: key.clone(), model: model.clone(), ..Default::default() }
+        let u = self.by_key.entry(slot).or_insert_with_key(|(client, key, model)| ClientKeyUsage {
+            client: client.clone(),
+            key: key.clone(),
+            model: model.clone(),
+            ..Default::default()
         });
         u.requests += 1;
         if let Some(t) = tokens {
@@ -577,6 +575,13 @@ impl ClientBook {
     /// Every usage row.
     pub fn usage_records(&self) -> Vec<ClientUsage> {
         self.usage.values().cloned().collect()
+    }
+
+    /// Client `id`'s key × model rows (counted only when a new row would
+    /// be added, so not per request).
+    fn key_rows_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a ClientKeyUsage> + 'a {
+        let from = (id.to_owned(), String::new(), String::new());
+        self.by_key.range(from..).take_while(move |((client, _, _), _)| client == id).map(|(_, u)| u)
     }
 
     /// Every key × model usage row.
@@ -592,15 +597,10 @@ impl ClientBook {
     fn view(&self, c: &Client, now: UnixMillis) -> ClientView {
         let usage =
             self.usage.range((c.id.clone(), String::new())..).take_while(|((id, _), _)| *id == c.id).map(|(_, u)| u);
-        let by_key = self
-            .by_key
-            .range((c.id.clone(), String::new(), String::new())..)
-            .take_while(|((id, _, _), _)| *id == c.id)
-            .map(|(_, u)| u.clone());
         ClientView {
             client: c.clone(),
             usage: usage.cloned().collect(),
-            by_key: by_key.collect(),
+            by_key: self.key_rows_of(&c.id).cloned().collect(),
             today: self.today(&c.id, now),
             resets_at: next_pacific_midnight(now),
         }
@@ -650,14 +650,7 @@ impl ClientBook {
     /// pool): its rows go, as the key's own counts do; the clients' totals
     /// per model stay.
     pub fn forget_key(&mut self, key: &str) {
-        let rows = &mut self.key_rows;
-        self.by_key.retain(|(client, k, _), _| {
-            let keep = k != key;
-            if !keep && let Some(n) = rows.get_mut(client) {
-                *n = n.saturating_sub(1);
-            }
-            keep
-        });
+        self.by_key.retain(|(_, k, _), _| k != key);
     }
 
     /// Revokes a client: whether there was one.
@@ -666,7 +659,6 @@ impl ClientBook {
         self.by_hash.remove(&c.secret_hash);
         self.usage.retain(|(client, _), _| client != id);
         self.by_key.retain(|(client, _, _), _| client != id);
-        self.key_rows.remove(id);
         true
     }
 }

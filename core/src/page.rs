@@ -383,15 +383,8 @@ fn clients_table(s: &Snapshot, admin: bool, out: &mut String) {
         against(out, v.today.0, c.daily_requests);
         against(out, v.today.1, c.daily_tokens);
         let (requests, tokens) = v.totals();
-        let _ = write!(
-            out,
-            "<td>{requests}</td><td>{} / {} / {} / {}</td><td>{}</td>",
-            tokens.prompt,
-            tokens.output,
-            tokens.cached,
-            tokens.thinking,
-            v.resets_at.to_rfc3339()
-        );
+        let _ =
+            write!(out, "<td>{requests}</td><td>{}</td><td>{}</td>", token_kinds(&tokens), v.resets_at.to_rfc3339());
         if admin {
             let quota = |q: Option<u64>| q.map(|n| n.to_string()).unwrap_or_default();
             let _ = write!(
@@ -431,21 +424,23 @@ fn client_keys_table(s: &Snapshot, out: &mut String) {
         r#"<details id="client-keys"><summary>Per client × key × model ({shown} rows)</summary><div class="wrap"><table><thead><tr><th class="key" scope="col">client</th><th scope="col">key</th><th scope="col">model</th><th scope="col">requests</th><th scope="col">prompt / output / cached / thinking tokens</th></tr></thead><tbody>"#
     );
     for (name, u) in rows {
-        let t = &u.tokens;
         let _ = write!(
             out,
-            r#"<tr><td class="key">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {} / {} / {}</td></tr>"#,
+            r#"<tr><td class="key">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(name),
             esc(&u.key),
             esc(&u.model),
             u.requests,
-            t.prompt,
-            t.output,
-            t.cached,
-            t.thinking
+            token_kinds(&u.tokens)
         );
     }
     out.push_str("</tbody></table></div></details>");
+}
+
+/// A usage's tokens as the tables show them: prompt / output / cached /
+/// thinking.
+fn token_kinds(t: &crate::stream::TokenUsage) -> String {
+    format!("{} / {} / {} / {}", t.prompt, t.output, t.cached, t.thinking)
 }
 
 /// The page shown without valid credentials: a login form posting the
