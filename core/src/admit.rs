@@ -401,9 +401,11 @@ mod tests {
     #[test]
     fn errors_follow_the_callers_dialect() {
         let c = config(None);
-        let (_, v) = error(decide(&c, "POST", "/v1/nothing", &h(&[("authorization", "Bearer k")])));
+        let (_, v) = error(decide(&c, "POST", "/nothing", &h(&[("authorization", "Bearer k")])));
         assert_eq!(v["error"]["code"], "not_found");
-        let (_, v) = error(decide(&c, "POST", "/v1beta/nothing", &[]));
+        let (_, v) = error(decide(&c, "POST", "/v1/No-thing", &h(&[("authorization", "Bearer k")])));
+        assert_eq!(v["error"]["code"], "not_found");
+        let (_, v) = error(decide(&c, "POST", "/v1beta/No-thing", &[]));
         assert_eq!(v["error"]["status"], "NOT_FOUND");
         assert_eq!(route::fallback_dialect("/v1/x:y", &Credentials::default()), Dialect::Gemini);
     }

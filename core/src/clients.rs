@@ -174,8 +174,12 @@ impl Client {
         })
     }
 
+    /// Whether the client may call `model`. Calls that name no model
+    /// (lists, files, caches, counted under a `(…)` pseudo-model) are open
+    /// to every client: the models a resource is used with are checked
+    /// when it is used.
     fn may_use(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|m| m == model)
+        model.starts_with('(') || self.models.is_empty() || self.models.iter().any(|m| m == model)
     }
 }
 
@@ -755,6 +759,10 @@ mod tests {
         assert_eq!(book.admit(&open, "m", NOW), Err(Refusal::UnknownKey { presented: false }));
         assert_eq!(book.admit(&claim("wrong"), "m", NOW), Err(Refusal::UnknownKey { presented: true }));
         assert!(book.admit(&claim("gpc-carol-secret"), "gemini-2.5-flash", NOW).is_ok());
+        // Lists and resources name no model: open to a client kept to some.
+        for pseudo in [crate::route::NO_MODEL, "(files)", crate::route::OTHER_RESOURCE] {
+            assert!(book.admit(&claim("gpc-carol-secret"), pseudo, NOW).is_ok(), "{pseudo}");
+        }
         assert!(matches!(
             book.admit(&claim("gpc-carol-secret"), "gemini-2.5-pro", NOW),
             Err(Refusal::ModelNotAllowed { .. })

@@ -233,19 +233,33 @@ pub fn upstream_request(
     };
     let mut headers = headers::upstream_headers(client_headers);
     headers.push((credential.0.to_owned(), credential.1));
-    let method = fwd.op.method();
+    let method = fwd.method.clone();
     if method.has_body() {
         headers.push(("content-length".to_owned(), body_len.to_string()));
         if !headers.iter().any(|(n, _)| n == "content-type") {
             headers.push(("content-type".to_owned(), "application/json".to_owned()));
         }
     }
-    let mut path_and_query = format!("{}{}", base.path, fwd.upstream_path);
+    let upload = if fwd.upload { "/upload" } else { "" };
+    let mut path_and_query = format!("{upload}{}{}", base.path, fwd.upstream_path);
     if !fwd.upstream_query.is_empty() {
         path_and_query.push('?');
         path_and_query.push_str(&fwd.upstream_query);
     }
     UpstreamRequest { method, scheme: base.scheme, authority: base.authority.clone(), path_and_query, headers }
+}
+
+/// The upstream's headers for the client ([`headers::client_headers`]),
+/// with the pool key scrubbed from any value that carries it (an upload
+/// URL with `key=` in its query, say).
+fn relayed_headers(upstream: &[(String, Vec<u8>)], drop_length: bool, lease: Option<&Lease>) -> Vec<(String, String)> {
+    let mut out = headers::client_headers(upstream, drop_length);
+    if let Some(lease) = lease {
+        for (_, value) in out.iter_mut().filter(|(_, v)| v.contains(lease.secret.expose())) {
+            *value = secret::redact(value, &[&lease.secret]);
+        }
+    }
+    out
 }
 
 /// The keys one request tried, and what happened.
@@ -521,7 +535,7 @@ impl Exchange {
             },
             Admission::Forward(fwd, claim) => {
                 self.dialect = fwd.dialect;
-                let has_body = fwd.op.method().has_body();
+                let has_body = fwd.method.has_body();
                 self.relay = Some(Relay {
                     fwd,
                     claim,
@@ -602,7 +616,8 @@ impl Exchange {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Head, &Event::Done) };
         if (200..300).contains(&status) {
             self.waiting = Waiting::Stream;
-            return Step::Stream { status, headers: headers::client_headers(&upstream_headers, false) };
+            let headers = relayed_headers(&upstream_headers, false, relay.lease.as_ref());
+            return Step::Stream { status, headers };
         }
         relay.status = status;
         relay.upstream_headers = upstream_headers;
@@ -627,7 +642,8 @@ impl Exchange {
         let status = relay.status;
         let relayed = |outcome| {
             let body = redact(&String::from_utf8_lossy(body));
-            let response = Response { status, headers: headers::client_headers(&relay.upstream_headers, true), body };
+            let headers = relayed_headers(&relay.upstream_headers, true, Some(&lease));
+            let response = Response { status, headers, body };
             let client = relay.client.clone();
             (Report { key: lease.id.clone(), model: model.clone(), outcome, usage: None, client }, response)
         };
@@ -835,6 +851,9 @@ mod tests {
         upstream: VecDeque<Answer>,
         body: Result<Vec<u8>, BodyError>,
         cfg: Config,
+        /// Whether the upstream's heads carry an upload URL with the key
+        /// in its query, as Google's do for a key sent in the query.
+        key_in_upload_url: bool,
     }
 
     impl Host {
@@ -845,6 +864,7 @@ mod tests {
                 upstream: upstream.iter().cloned().collect(),
                 body: Ok(br#"{"contents":[]}"#.to_vec()),
                 cfg: config(None),
+                key_in_upload_url: false,
             }
         }
 
@@ -878,21 +898,29 @@ mod tests {
                         }
                     }
                     Step::Send(request) => {
-                        let key = request
+                        let secret = request
                             .headers
                             .iter()
                             .find(|(n, _)| n == "x-goog-api-key" || n == "authorization")
-                            .map(|(_, v)| crate::secret::ApiKey::new(v.trim_start_matches("Bearer ")).id())
+                            .map(|(_, v)| v.trim_start_matches("Bearer ").to_owned())
                             .expect("a credential");
-                        trace.sent.push((key, request));
+                        trace.sent.push((crate::secret::ApiKey::new(&secret).id(), request));
                         let answer = self.upstream.pop_front().unwrap_or(Answer::Status(200, "{}"));
+                        let upload_url = format!("https://up.example/upload/v1beta/files?key={secret}&upload_id=u1");
+                        let head = |pairs: &[(&str, &str)]| {
+                            let mut headers = h(pairs);
+                            if self.key_in_upload_url {
+                                headers.push(("X-Goog-Upload-URL".into(), upload_url.clone().into_bytes()));
+                            }
+                            headers
+                        };
                         let event = match &answer {
                             Answer::Status(s, _) => Event::Head {
                                 status: *s,
-                                headers: h(&[("content-type", "application/json"), ("content-length", "99")]),
+                                headers: head(&[("content-type", "application/json"), ("content-length", "99")]),
                             },
                             Answer::Stream(_) | Answer::EarlyBreak => {
-                                Event::Head { status: 200, headers: h(&[("content-type", "text/event-stream")]) }
+                                Event::Head { status: 200, headers: head(&[("content-type", "text/event-stream")]) }
                             }
                             Answer::Unreachable => {
                                 Event::SendFailed { reason: "connection refused".into(), timed_out: false }
@@ -958,6 +986,36 @@ mod tests {
 
     fn generate(host: &mut Host) -> Trace {
         host.run("POST", "/v1beta/models/gemini-2.5-flash:generateContent", &[("x-goog-api-key", "client")])
+    }
+
+    #[test]
+    fn a_resource_call_keeps_its_method_and_path_and_never_shows_the_key() {
+        let mut host = Host::new(2, &[Answer::Status(200, "{}")]);
+        host.key_in_upload_url = true;
+        let t = host.run("DELETE", "/v1beta/files/abc-123?key=client", &[]);
+        assert!(t.body_limits.is_empty(), "a DELETE has no body to read");
+        let (_, sent) = &t.sent[0];
+        assert_eq!((&sent.method, sent.path_and_query.as_str()), (&Method::Delete, "/v1beta/files/abc-123"));
+        assert!(!sent.headers.iter().any(|(n, _)| n == "content-length"));
+        assert_eq!(t.reports[0].model, "(files)");
+        let (status, headers) = t.streamed.as_ref().expect("streamed");
+        assert_eq!(*status, 200);
+        let url = &headers.iter().find(|(n, _)| n == "x-goog-upload-url").expect("relayed").1;
+        assert!(url.starts_with("https://up.example/upload/v1beta/files?key=") && url.ends_with("&upload_id=u1"));
+        let secrets = fake_keys("DRIVER", 2);
+        assert!(secrets.iter().all(|k| !url.contains(k.expose())), "the key leaked: {url}");
+
+        // An upload start goes below Google's /upload prefix, with its body;
+        // an error answer's headers are scrubbed too.
+        let mut host = Host::new(1, &[Answer::Status(400, LOCATION)]);
+        host.key_in_upload_url = true;
+        host.body = Ok(br#"{"file":{"displayName":"a.pdf"}}"#.to_vec());
+        let t = host.run("POST", "/upload/v1beta/files", &[("x-goog-api-key", "client")]);
+        assert_eq!(t.sent[0].1.path_and_query, "/upload/v1beta/files");
+        let response = t.response.as_ref().expect("relayed");
+        assert_eq!(response.status, 400);
+        let url = &response.headers.iter().find(|(n, _)| n == "x-goog-upload-url").expect("relayed").1;
+        assert!(!url.contains(fake_keys("DRIVER", 1)[0].expose()), "the key leaked: {url}");
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub fn preflight(headers: &[(String, Vec<u8>)]) -> Vec<(String, String)> {
         .unwrap_or("authorization, content-type, x-goog-api-key, x-goog-api-client");
     vec![
         ("access-control-allow-origin".into(), "*".into()),
-        ("access-control-allow-methods".into(), "GET, POST, OPTIONS".into()),
+        ("access-control-allow-methods".into(), "GET, POST, PUT, PATCH, DELETE, OPTIONS".into()),
         ("access-control-allow-headers".into(), requested.to_owned()),
         ("access-control-max-age".into(), "86400".into()),
     ]

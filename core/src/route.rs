@@ -46,10 +46,16 @@ pub enum Op {
     Embeddings,
     /// OpenAI `images/generations`.
     ImagesGenerations,
+    /// Any other Gemini call (files, uploads, cached contents, batches,
+    /// operations, interactions, and whatever Google ships next), or an
+    /// OpenAI-style `files` / `batches` call: relayed as it is, with the
+    /// request's own method.
+    Resource,
 }
 
 impl Op {
-    /// The HTTP method the operation takes.
+    /// The HTTP method the operation takes (a [`Op::Resource`] call takes
+    /// the request's own).
     pub fn method(self) -> Method {
         match self {
             Op::ListModels | Op::GetModel => Method::Get,
@@ -77,10 +83,15 @@ pub struct Forward {
     pub dialect: Dialect,
     /// What it does.
     pub op: Op,
+    /// The method to send upstream.
+    pub method: Method,
     /// The model it uses; `None` until the body is read for OpenAI posts.
     pub model: Option<String>,
     /// Path below the upstream base, starting with `/`.
     pub upstream_path: String,
+    /// Whether the path goes below Google's `/upload` prefix (media
+    /// uploads: `/upload/v1beta/files`).
+    pub upload: bool,
     /// Query to send upstream (no `key`), without the `?`.
     pub upstream_query: String,
     /// Whether the client asked for a stream.
@@ -96,6 +107,10 @@ impl Forward {
     /// Inspects the (complete) request body: an OpenAI body must be a JSON
     /// object naming a model; a Gemini body is relayed as it is.
     pub fn bind_body(&mut self, body: &[u8]) -> Result<(), ProxyError> {
+        if self.op == Op::Resource {
+            self.bind_resource_body(body);
+            return Ok(());
+        }
         if self.dialect != Dialect::OpenAi || self.op.method() != Method::Post {
             return Ok(());
         }
@@ -113,6 +128,26 @@ impl Forward {
         self.model = Some(model);
         self.streaming = obj.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
         Ok(())
+    }
+
+    /// A resource call's body is relayed as it is, whatever it holds; a
+    /// JSON object naming a `model` (an interaction, a batch) is counted
+    /// under that model. Only the top level is read: nested values are
+    /// skipped, never built.
+    fn bind_resource_body(&mut self, body: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Top {
+            model: Option<serde_json::Value>,
+            stream: Option<serde_json::Value>,
+        }
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return;
+        }
+        let Ok(top) = serde_json::from_slice::<Top>(body) else { return };
+        if let Some(model) = top.model.as_ref().and_then(|m| m.as_str()).and_then(normalize_model) {
+            self.model = Some(model);
+        }
+        self.streaming = top.stream.and_then(|s| s.as_bool()).unwrap_or(false);
     }
 }
 
@@ -241,7 +276,7 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         return Err(not_found());
     }
     let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
-    let Ok(m) = router().at(trimmed) else { return Err(not_found()) };
+    let Ok(m) = router().at(trimmed) else { return route_resource(method, trimmed, query, creds) };
     let allow = |allowed: Method| {
         if *method == allowed {
             Ok(())
@@ -253,7 +288,8 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         allow(op.method())?;
         let streaming = op == Op::StreamGenerateContent;
         let upstream_query = strip_key_param(query);
-        Ok(Route::Api(Forward { dialect, op, model, upstream_path, upstream_query, streaming }))
+        let method = op.method();
+        Ok(Route::Api(Forward { dialect, op, method, model, upstream_path, upload: false, upstream_query, streaming }))
     };
     let stat = |route: StatRoute, allowed: Method| allow(allowed).map(|()| Route::Stat(route));
     match *m.value {
@@ -272,7 +308,11 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
                 None => forward(Dialect::Gemini, Op::ListModels, None, "/models".into()),
                 Some(t) => match t.split_once(':') {
                     Some((model, action)) => {
-                        let op = Op::gemini_action(action).ok_or_else(not_found)?;
+                        let Some(op) = Op::gemini_action(action) else {
+                            // An action with no route of its own
+                            // (`:predictLongRunning`, `:batchGenerateContent`, …).
+                            return route_resource(method, trimmed, query, creds);
+                        };
                         let model = normalize_model(model).ok_or_else(not_found)?;
                         let path = format!("/models/{model}:{action}");
                         forward(Dialect::Gemini, op, Some(model), path)
@@ -349,6 +389,108 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
             }
         }
     }
+}
+
+/// Collections of the Gemini API with no route of their own: a call to one
+/// that names no model is counted under `({collection})`, a call to any
+/// other well-formed path under [`OTHER_RESOURCE`].
+const COLLECTIONS: &[&str] = &[
+    "files",
+    "cachedContents",
+    "batches",
+    "operations",
+    "interactions",
+    "fileSearchStores",
+    "tunedModels",
+    "corpora",
+    "generatedFiles",
+];
+
+/// Pseudo-model of a call to a path outside [`COLLECTIONS`] that names no model.
+pub const OTHER_RESOURCE: &str = "(other)";
+
+/// The collections of the OpenAI-style API relayed as they are.
+const OPENAI_COLLECTIONS: &[&str] = &["files", "batches"];
+
+/// The longest resource path relayed, and the most segments in it.
+const MAX_RESOURCE_PATH: usize = 1024;
+const MAX_RESOURCE_SEGMENTS: usize = 10;
+
+/// A path segment of a resource call: a name or id, maybe with an
+/// `:action`.
+fn resource_segment_ok(seg: &str) -> bool {
+    !seg.is_empty() && seg.len() <= 256 && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:@=".contains(&b))
+}
+
+/// Routes a path no route of the table took: a well-formed Gemini path
+/// (`/{version}/{collection}[/…]`, or below `/upload`) is relayed as it is,
+/// so that an API Google ships tomorrow works today; so are the OpenAI-style
+/// `files` and `batches` calls. Any other path is a 404.
+fn route_resource(method: &Method, path: &str, query: &str, creds: &Credentials) -> Result<Route, ProxyError> {
+    let not_found = || ProxyError::NotFound { method: method.to_string(), path: path.to_owned() };
+    let (upload, rest) = match path.strip_prefix("/upload") {
+        Some(rest) if rest.starts_with('/') => (true, rest),
+        _ => (false, path),
+    };
+    if rest.len() > MAX_RESOURCE_PATH {
+        return Err(not_found());
+    }
+    let segments: Vec<&str> = rest[1..].split('/').collect();
+    if segments.len() > MAX_RESOURCE_SEGMENTS || !segments.iter().all(|s| resource_segment_ok(s)) {
+        return Err(not_found());
+    }
+    let collection = |seg: &str| seg.split(':').next().unwrap_or_default().to_owned();
+    // `/files…` and `/batches…` at the root are the OpenAI-style API's (a
+    // base URL of the proxy's root). So is `/v1/…` for a caller that does
+    // not speak Gemini (the credential decides, as for `/v1/models`): it
+    // goes to Google's OpenAI-compatible endpoint, which answers what it
+    // has and 404s the rest in the caller's format.
+    let (dialect, below) = match segments.as_slice() {
+        [first, ..] if !upload && OPENAI_COLLECTIONS.contains(&collection(first).as_str()) => {
+            (Dialect::OpenAi, &segments[..])
+        }
+        [version, _, ..] if is_version(version) => {
+            let openai = *version == "v1" && !upload && !creds.is_gemini_style();
+            (if openai { Dialect::OpenAi } else { Dialect::Gemini }, &segments[1..])
+        }
+        _ => return Err(not_found()),
+    };
+    let name = collection(below[0]);
+    let well_formed =
+        name.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) && name.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !well_formed {
+        return Err(not_found());
+    }
+    if !matches!(method, Method::Get | Method::Post | Method::Put | Method::Patch | Method::Delete) {
+        return Err(ProxyError::MethodNotAllowed {
+            method: method.to_string(),
+            allowed: Method::Other("GET, POST, PUT, PATCH, DELETE".to_owned()),
+        });
+    }
+    let model = match below {
+        [first, named, ..] if name == "models" || name == "tunedModels" => {
+            let id = named.split(':').next().unwrap_or_default();
+            let model = normalize_model(id).ok_or_else(not_found)?;
+            if first.contains(':') {
+                return Err(not_found());
+            }
+            model
+        }
+        // A fixed set of names, so that made-up paths cannot grow the
+        // statistics.
+        _ if COLLECTIONS.contains(&name.as_str()) => format!("({name})"),
+        _ => OTHER_RESOURCE.to_owned(),
+    };
+    Ok(Route::Api(Forward {
+        dialect,
+        op: Op::Resource,
+        method: method.clone(),
+        model: Some(model),
+        upstream_path: format!("/{}", below.join("/")),
+        upload,
+        upstream_query: strip_key_param(query),
+        streaming: false,
+    }))
 }
 
 /// Routes the part of a `/v1beta/openai/…` path after `openai`: only the
@@ -571,6 +713,95 @@ mod tests {
     }
 
     #[test]
+    fn other_gemini_paths_are_relayed_with_their_method() {
+        // (method, path, creds, dialect, model, upstream path, upload)
+        let cases: &[(&str, &str, Credentials, Dialect, &str, &str, bool)] = &[
+            ("GET", "/v1beta/files", goog(), Dialect::Gemini, "(files)", "/files", false),
+            ("DELETE", "/v1beta/files/abc-123", goog(), Dialect::Gemini, "(files)", "/files/abc-123", false),
+            ("GET", "/v1beta/files/abc:download", goog(), Dialect::Gemini, "(files)", "/files/abc:download", false),
+            ("POST", "/upload/v1beta/files", goog(), Dialect::Gemini, "(files)", "/files", true),
+            ("PUT", "/upload/v1/files", Credentials::default(), Dialect::Gemini, "(files)", "/files", true),
+            (
+                "PATCH",
+                "/v1beta/cachedContents/c1",
+                goog(),
+                Dialect::Gemini,
+                "(cachedContents)",
+                "/cachedContents/c1",
+                false,
+            ),
+            ("POST", "/v1beta/batches/b1:cancel", goog(), Dialect::Gemini, "(batches)", "/batches/b1:cancel", false),
+            ("POST", "/v1beta/interactions", goog(), Dialect::Gemini, "(interactions)", "/interactions", false),
+            (
+                "POST",
+                "/v1beta/models/veo-3.0-generate-001:predictLongRunning",
+                goog(),
+                Dialect::Gemini,
+                "veo-3.0-generate-001",
+                "/models/veo-3.0-generate-001:predictLongRunning",
+                false,
+            ),
+            (
+                "GET",
+                "/v1beta/models/veo-3.0-generate-001/operations/op9",
+                goog(),
+                Dialect::Gemini,
+                "veo-3.0-generate-001",
+                "/models/veo-3.0-generate-001/operations/op9",
+                false,
+            ),
+            ("POST", "/v1alpha/somethingNew:run", goog(), Dialect::Gemini, OTHER_RESOURCE, "/somethingNew:run", false),
+            // OpenAI-style files and batches: at the root, under /v1 with a
+            // bearer, and under Google's /v1beta/openai.
+            ("GET", "/v1/files", bearer(), Dialect::OpenAi, "(files)", "/files", false),
+            ("GET", "/v1/files", goog(), Dialect::Gemini, "(files)", "/files", false),
+            ("POST", "/batches", bearer(), Dialect::OpenAi, "(batches)", "/batches", false),
+            ("GET", "/v1beta/openai/batches/b1", bearer(), Dialect::OpenAi, "(batches)", "/batches/b1", false),
+            ("POST", "/v1/responses", bearer(), Dialect::OpenAi, OTHER_RESOURCE, "/responses", false),
+            ("POST", "/v1/responses", goog(), Dialect::Gemini, OTHER_RESOURCE, "/responses", false),
+        ];
+        for (method, path, creds, dialect, model, up, upload) in cases {
+            let f = fwd(method, path, "key=secret&pageSize=2", creds);
+            let got = (f.dialect, f.op, f.method.as_str(), f.model(), f.upstream_path.as_str(), f.upload);
+            assert_eq!(got, (*dialect, Op::Resource, *method, *model, *up, *upload), "{method} {path}");
+            assert_eq!(f.upstream_query, "pageSize=2", "{path}");
+        }
+        // Not Gemini's, or not well formed: still 404.
+        for path in [
+            "/v1beta",
+            "/upload",
+            "/upload/files",
+            "/v2/files",
+            "/wp-login.php",
+            "/v1beta/Files",
+            "/v1beta/9lives",
+            "/v1beta/files/a b",
+            "/v1beta/files/a%2e",
+            "/v1beta/files/a$b",
+            "/v1beta/models:list/x",
+            "/v1beta/openai/interactions",
+            "/v1beta/a/b/c/d/e/f/g/h/i/j/k",
+        ] {
+            let e = route("GET", path, "", &goog()).expect_err(path);
+            assert_eq!(e.status(), 404, "{path}");
+        }
+        assert_eq!(route("HEAD", "/v1beta/files", "", &goog()).expect_err("405").status(), 405);
+    }
+
+    #[test]
+    fn resource_bodies_name_their_model() {
+        let mut f = fwd("POST", "/v1beta/interactions", "", &goog());
+        f.bind_body(br#" {"input":{"deep":[1,{"model":"x"}]},"model":"models/gemini-2.5-flash","stream":true}"#)
+            .expect("ok");
+        assert_eq!((f.model(), f.streaming), ("gemini-2.5-flash", true));
+        for relayed in [&b"--boundary\r\nmultipart"[..], b"[1,2]", b"{broken", br#"{"model":"a/b"}"#, b""] {
+            let mut f = fwd("POST", "/v1beta/interactions", "", &goog());
+            f.bind_body(relayed).expect("a resource body is relayed as it is");
+            assert_eq!((f.model(), f.streaming), ("(interactions)", false));
+        }
+    }
+
+    #[test]
     fn query_kept_except_key() {
         let f = fwd("POST", "/v1beta/models/m:streamGenerateContent", "key=secret&alt=sse", &Credentials::default());
         assert_eq!(f.upstream_query, "alt=sse");
@@ -583,8 +814,6 @@ mod tests {
         for path in [
             "/",
             "/v2/models",
-            "/v1beta/files",
-            "/v1beta/models/gemini:unknownAction",
             "/v1beta/models/../../evil:generateContent",
             "/v1beta/models/..%2F..%2Fevil:generateContent",
             "/v1beta/models/x%2fy:generateContent",

@@ -223,8 +223,11 @@ async fn the_proxys_own_errors_are_in_the_callers_dialect() {
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["error"]["code"], 405);
 
-    let r = h.http.get(h.url("/v1beta/files")).header("x-goog-api-key", "k").send().await.expect("404");
+    // Not a Gemini path (a collection starts lower-case): the proxy's own 404.
+    let r = h.http.get(h.url("/v1beta/Files")).header("x-goog-api-key", "k").send().await.expect("404");
     assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["status"], "NOT_FOUND");
     let r = h
         .http
         .get(h.url("/v1beta/models/..%2F..%2Fetc:generateContent"))
