@@ -13,7 +13,9 @@
 //!
 //! Work in progress for issue #11: nothing routes through it yet.
 
-use crate::time::{HOUR_MS, UnixMillis};
+use crate::persist::{Columns, RowError, SqlValue, Statement, int};
+use crate::time::{HOUR_MS, UnixMillis, parse_rfc3339};
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// The kinds of resource a key owns.
@@ -260,6 +262,47 @@ fn member_may_start(body: &[u8], quote: usize) -> bool {
     before.is_none_or(|i| matches!(body[i], b'{' | b','))
 }
 
+/// The resources an answer tells of, with the expiry it gives: the answer
+/// itself (`cachedContents`, `batches/…`, an operation), its `file` (an
+/// upload's last answer), its `interaction` (the first event of an
+/// interaction stream), and the items of a list (`files`,
+/// `cachedContents`, `operations`, `batches`, `fileSearchStores`). An
+/// interaction is known by its `id`: taken only when `interaction` says
+/// the answer is one.
+pub fn told_of(answer: &Value, interaction: bool) -> Vec<(Resource, Option<UnixMillis>)> {
+    let mut objects: Vec<(&Value, bool)> = vec![(answer, interaction)];
+    for member in ["file", "interaction"] {
+        if let Some(v) = answer.get(member) {
+            objects.push((v, member == "interaction"));
+        }
+    }
+    for list in ["files", "cachedContents", "operations", "batches", "fileSearchStores", "interactions"] {
+        if let Some(items) = answer.get(list).and_then(Value::as_array) {
+            objects.extend(items.iter().take(MAX_LISTED).map(|v| (v, list == "interactions")));
+        }
+    }
+    let mut out = Vec::new();
+    for (o, is_interaction) in objects {
+        let name = o.get("name").and_then(Value::as_str).and_then(Resource::parse);
+        let id = || {
+            let id = o.get("id").and_then(Value::as_str).filter(|id| is_id(id))?;
+            Resource::parse(&format!("interactions/{id}"))
+        };
+        let Some(r) = name.or_else(|| if is_interaction { id() } else { None }) else { continue };
+        let expires = ["expirationTime", "expireTime"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str))
+            .and_then(parse_rfc3339);
+        if !out.iter().any(|(known, _): &(Resource, _)| *known == r) {
+            out.push((r, expires));
+        }
+    }
+    out
+}
+
+/// The most items of one list answer remembered.
+pub const MAX_LISTED: usize = 1_000;
+
 /// Who owns a resource, and until when it is remembered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
@@ -272,6 +315,45 @@ pub struct Owner {
 /// The most resources the registry remembers; past it, the entries that
 /// expire soonest go first.
 pub const MAX_ENTRIES: usize = 100_000;
+
+/// Creates the registry's table when missing.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS affinity (
+    name TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    expires INTEGER NOT NULL
+);
+";
+/// Reads every entry: `name, key_id, expires`.
+pub const SELECT: &str = "SELECT name, key_id, expires FROM affinity";
+/// Writes an entry.
+pub const UPSERT: &str = "INSERT INTO affinity (name, key_id, expires) VALUES (?1, ?2, ?3) \
+     ON CONFLICT(name) DO UPDATE SET key_id = excluded.key_id, expires = excluded.expires";
+
+/// The statement that writes `owner` of `r`.
+pub fn upsert_statement(r: &Resource, owner: &Owner) -> Statement {
+    (UPSERT, vec![SqlValue::Text(r.name.clone()), SqlValue::Text(owner.key.clone()), int(owner.expires.0)])
+}
+
+/// The statement that forgets `r`.
+pub fn delete_statement(r: &Resource) -> Statement {
+    ("DELETE FROM affinity WHERE name = ?1", vec![SqlValue::Text(r.name.clone())])
+}
+
+/// The statement that drops the entries expired at `now`.
+pub fn prune_statement(now: UnixMillis) -> Statement {
+    ("DELETE FROM affinity WHERE expires <= ?1", vec![int(now.0)])
+}
+
+/// An entry of a row read with [`SELECT`].
+pub fn from_row(row: &[SqlValue]) -> Result<(Resource, Owner), RowError> {
+    let mut c = Columns::new("affinity", row);
+    let name = c.text()?;
+    let r = Resource::parse(&name)
+        .or_else(|| name.strip_prefix("uploads/").and_then(Resource::upload))
+        .ok_or_else(|| c.err(format!("not a resource name: {name:?}")))?;
+    Ok((r, Owner { key: c.text()?, expires: UnixMillis(c.int()?) }))
+}
 
 /// What the registry knows of the keys' resources.
 #[derive(Clone, Debug, Default)]
@@ -289,6 +371,18 @@ pub struct Conflict {
 }
 
 impl Registry {
+    /// The registry of stored entries, less those expired at `now`.
+    pub fn restore(entries: Vec<(Resource, Owner)>, now: UnixMillis) -> Self {
+        let mut reg = Self::default();
+        for (r, owner) in entries.into_iter().filter(|(_, o)| o.expires > now) {
+            if reg.entries.len() >= MAX_ENTRIES {
+                reg.evict(now);
+            }
+            reg.entries.insert(r.name, owner);
+        }
+        reg
+    }
+
     /// Remembers that `key` owns `r` until `expires` (or its kind's
     /// default); the entry to persist.
     pub fn remember(&mut self, r: &Resource, key: &str, expires: Option<UnixMillis>, now: UnixMillis) -> Owner {
@@ -431,6 +525,29 @@ mod tests {
     }
 
     #[test]
+    fn answers_tell_of_the_resources_they_created_with_their_expiry() {
+        let upload = serde_json::json!({"file": {"name": "files/abc", "uri": "https://generativelanguage.googleapis.com/v1beta/files/abc",
+            "expirationTime": "2026-12-03T20:00:00.123456Z", "state": "ACTIVE"}});
+        let told = told_of(&upload, false);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].0.name(), "files/abc");
+        assert_eq!(told[0].1, parse_rfc3339("2026-12-03T20:00:00.123Z"));
+        let cache = serde_json::json!({"name": "cachedContents/c1", "model": "models/gemini-2.5-flash", "expireTime": "2026-12-01T21:00:00Z"});
+        assert_eq!(told_of(&cache, false)[0].0.kind(), Kind::CachedContent);
+        let video = serde_json::json!({"name": "models/veo-3.1-generate-preview/operations/op1", "done": false});
+        assert_eq!(told_of(&video, false)[0].0.name(), "models/veo-3.1-generate-preview/operations/op1");
+        let list = serde_json::json!({"files": [{"name": "files/a"}, {"name": "files/b"}, {"name": "not a name"}], "nextPageToken": "t"});
+        assert_eq!(told_of(&list, false).iter().map(|(r, _)| r.name()).collect::<Vec<_>>(), ["files/a", "files/b"]);
+        let interaction = serde_json::json!({"id": "v1_abc", "status": "completed", "outputs": []});
+        assert_eq!(told_of(&interaction, true)[0].0.name(), "interactions/v1_abc");
+        assert!(told_of(&interaction, false).is_empty(), "an id is no resource name elsewhere");
+        let first_event = serde_json::json!({"event_type": "interaction.created", "interaction": {"id": "v1_xyz", "status": "in_progress"}});
+        assert_eq!(told_of(&first_event, false)[0].0.name(), "interactions/v1_xyz");
+        let answer = serde_json::json!({"candidates": [{"content": {"parts": [{"text": "files/abc"}]}}]});
+        assert!(told_of(&answer, false).is_empty());
+    }
+
+    #[test]
     fn the_registry_knows_owners_until_they_expire_and_refuses_two_owners() {
         let mut reg = Registry::default();
         let one = Resource::parse("files/one").expect("r");
@@ -451,6 +568,25 @@ mod tests {
         assert_eq!(reg.owner(&one, UnixMillis(NOW.0 + 48 * HOUR_MS - 1)), Some("k-a"));
         assert_eq!(reg.owner(&one, UnixMillis(NOW.0 + 48 * HOUR_MS)), None);
         assert!(reg.forget(&two) && reg.owner(&two, NOW).is_none());
+    }
+
+    #[test]
+    fn entries_round_trip_through_rows_and_expired_ones_are_not_restored() {
+        let mut reg = Registry::default();
+        let file = Resource::parse("files/abc").expect("r");
+        let upload = Resource::upload("up-1").expect("r");
+        let rows: Vec<Vec<SqlValue>> = [(&file, None), (&upload, Some(UnixMillis(NOW.0 + 5)))]
+            .into_iter()
+            .map(|(r, exp)| upsert_statement(r, &reg.remember(r, "k-a", exp, NOW)).1)
+            .collect();
+        let back: Vec<(Resource, Owner)> = rows.iter().map(|r| from_row(r).expect("row")).collect();
+        assert_eq!(back[0].0, file);
+        assert_eq!(back[1].0, upload);
+        let restored = Registry::restore(back.clone(), NOW);
+        assert_eq!((restored.owner(&file, NOW), restored.owner(&upload, NOW)), (Some("k-a"), Some("k-a")));
+        let later = Registry::restore(back, UnixMillis(NOW.0 + 5));
+        assert_eq!((later.owner(&file, NOW), later.len()), (Some("k-a"), 1), "the expired upload is not restored");
+        assert!(from_row(&[SqlValue::Text("nonsense".into()), SqlValue::Text("k".into()), int(1)]).is_err());
     }
 
     #[test]
