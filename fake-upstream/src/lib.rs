@@ -15,6 +15,7 @@
 //! chunk.
 #![deny(missing_docs)]
 
+pub mod projects;
 mod raw;
 mod responses;
 
