@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod admit;
+pub mod affinity;
 pub mod auth;
 pub mod clients;
 pub mod config;

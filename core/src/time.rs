@@ -40,6 +40,47 @@ impl UnixMillis {
     }
 }
 
+/// The instant of an RFC 3339 timestamp as Google writes them
+/// (`2026-12-03T20:00:00.123456Z`, or with an offset such as `+01:00`);
+/// `None` for anything else, or a time before the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<UnixMillis> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<u64> {
+        let part = b.get(from..from + len)?;
+        part.iter().all(u8::is_ascii_digit).then(|| part.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+    };
+    let sep = |at: usize, c: u8| b.get(at) == Some(&c);
+    if !(sep(4, b'-') && sep(7, b'-') && matches!(b.get(10), Some(b'T' | b't')) && sep(13, b':') && sep(16, b':')) {
+        return None;
+    }
+    let (y, mo, d, h, mi, sec) = (num(0, 4)?, num(5, 2)?, num(8, 2)?, num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0;
+    if sep(i, b'.') {
+        i += 1;
+        let digits = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        ms = num(i, digits.min(3))? * 10u64.pow(3 - digits.min(3) as u32);
+        i += digits;
+    }
+    let offset_min: i64 = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(&c @ (b'+' | b'-')) if i + 6 == b.len() && sep(i + 3, b':') => {
+            let m = (num(i + 1, 2)? * 60 + num(i + 4, 2)?) as i64;
+            if c == b'+' { m } else { -m }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y as i64, mo as u32, d as u32);
+    let secs = days * 86_400 + (h * 3600 + mi * 60 + sec) as i64 - offset_min * 60;
+    u64::try_from(secs).ok().map(|s| UnixMillis(s * 1000 + ms))
+}
+
 /// Days since the epoch of a civil (proleptic Gregorian) date.
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -171,5 +212,28 @@ mod tests {
         assert_eq!(pacific_offset_hours(at(2026, 3, 8, 10, 0)), 7);
         assert_eq!(pacific_offset_hours(at(2026, 11, 1, 8, 59)), 7);
         assert_eq!(pacific_offset_hours(at(2026, 11, 1, 9, 0)), 8);
+    }
+
+    #[test]
+    fn rfc3339_timestamps_parse_as_google_writes_them() {
+        let t = UnixMillis(1_800_000_000_000);
+        assert_eq!(parse_rfc3339(&t.to_rfc3339()), Some(t));
+        assert_eq!(
+            parse_rfc3339("2026-12-03T20:00:00.123456Z"),
+            parse_rfc3339("2026-12-03T20:00:00Z").map(|t| t.plus(123))
+        );
+        assert_eq!(parse_rfc3339("2026-12-03T21:00:00+01:00"), parse_rfc3339("2026-12-03T20:00:00Z"));
+        assert_eq!(parse_rfc3339("2026-12-03T19:30:00-00:30"), parse_rfc3339("2026-12-03T20:00:00Z"));
+        for bad in [
+            "",
+            "2026-12-03",
+            "2026-13-03T20:00:00Z",
+            "2026-12-03T20:00:00",
+            "2026-12-03T20:00:00.Z",
+            "1969-12-31T23:59:59Z",
+            "2026-12-03T20:00:00Zjunk",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

@@ -13,8 +13,14 @@
 //! default), `GET /_fake/requests`, `POST /_fake/reset`, and `POST
 //! /_fake/hold` / `POST /_fake/release` to hold streams after their first
 //! chunk.
+//!
+//! Each key is a Google project of its own ([`projects`]): resumable
+//! uploads to `/upload/v1beta/files`, `files` (get, list, delete) and
+//! `cachedContents` (create, get) are seen by their project only, and a
+//! prompt that names another project's file or cache gets Google's 403.
 #![deny(missing_docs)]
 
+pub mod projects;
 mod raw;
 mod responses;
 
@@ -165,6 +171,8 @@ struct State {
     hold: Mutex<bool>,
     release: Notify,
     stream_chunks: Mutex<usize>,
+    projects: Mutex<projects::Projects>,
+    origin: Mutex<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -196,6 +204,7 @@ impl FakeUpstream {
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         *lock(&state.stream_chunks) = 3;
+        *lock(&state.origin) = format!("http://{addr}");
         let st = state.clone();
         tokio::spawn(async move {
             loop {
@@ -246,6 +255,7 @@ impl FakeUpstream {
 
     /// Forgets recorded requests and behaviors.
     pub fn reset(&self) {
+        *lock(&self.state.projects) = projects::Projects::default();
         lock(&self.state.requests).clear();
         lock(&self.state.behaviors).clear();
         *lock(&self.state.default) = None;
@@ -404,10 +414,12 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>
         return Ok(control(st, req).await);
     }
     let method = req.method().to_string();
+    let method_name = method.clone();
     let query = req.uri().query().map(str::to_owned);
     let creds =
         credentials(req.headers().iter().filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?))), req.uri().query());
     let header_names = req.headers().keys().map(|k| k.as_str().to_owned()).collect();
+    let upload = UploadHeaders::of(req.headers());
     let body = req.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
     let body_json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     let body_len = body.len();
@@ -420,20 +432,122 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>
         // scripted: closing it without an answer is the nearest thing.
         return Err(std::io::Error::other("scripted to misbehave below HTTP"));
     }
+    // A chunk of a resumable upload: its upload id is its authority.
+    let upload_id = query.as_deref().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("upload_id=")));
+    if path.starts_with("/upload/")
+        && let Some(id) = upload_id
+    {
+        let command = upload.command.as_deref().unwrap_or("upload");
+        let answer =
+            lock(&st.projects).chunk(id, command, upload.offset, body_len as u64, std::time::SystemTime::now());
+        return Ok(answer_of(answer));
+    }
     let usage = responses::Usage::for_body(body_len);
-    Ok(respond(&st, &path, query.as_deref(), &creds, model, &body_json, &usage).await)
+    let req = Api {
+        method: &method_name,
+        path: &path,
+        query: query.as_deref(),
+        creds: &creds,
+        body_json: &body_json,
+        upload: &upload,
+    };
+    Ok(respond(&st, &req, model, &usage).await)
+}
+
+/// A request to the API, as `respond` reads it.
+struct Api<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    creds: &'a [(Mechanism, String)],
+    body_json: &'a serde_json::Value,
+    upload: &'a UploadHeaders,
+}
+
+/// The `X-Goog-Upload-*` headers of a request.
+#[derive(Default)]
+struct UploadHeaders {
+    protocol: Option<String>,
+    command: Option<String>,
+    offset: Option<u64>,
+    declared: Option<u64>,
+    mime: Option<String>,
+}
+
+impl UploadHeaders {
+    fn of(h: &http::HeaderMap) -> Self {
+        let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_ascii_lowercase());
+        Self {
+            protocol: get("x-goog-upload-protocol"),
+            command: get("x-goog-upload-command"),
+            offset: get("x-goog-upload-offset").and_then(|v| v.parse().ok()),
+            declared: get("x-goog-upload-header-content-length").and_then(|v| v.parse().ok()),
+            mime: h.get("x-goog-upload-header-content-type").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        }
+    }
+}
+
+fn answer_of(a: projects::Answer) -> Response<Body> {
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = if a.body.is_null() { full(status, "text/plain", Bytes::new()) } else { json(status, &a.body) };
+    for (name, value) in a.headers {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            r.headers_mut().insert(name, v);
+        }
+    }
+    r
+}
+
+/// The answer of the fake's projects to a request for a resource (files,
+/// uploads, cached contents), or a refusal of a prompt that names another
+/// project's; `None` for any other request.
+fn resources(st: &State, key: &str, req: &Api<'_>) -> Option<Response<Body>> {
+    let now = std::time::SystemTime::now();
+    let mut projects = lock(&st.projects);
+    let rest = req.path.strip_prefix("/v1beta/").or_else(|| req.path.strip_prefix("/v1/"));
+    let param = |name: &str| {
+        req.query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('=')).map(str::to_owned))
+    };
+    let answer = match (req.path, rest) {
+        ("/upload/v1beta/files" | "/upload/v1/files", _) => {
+            if req.upload.protocol.as_deref() != Some("resumable") || req.upload.command.as_deref() != Some("start") {
+                return Some(json(
+                    StatusCode::BAD_REQUEST,
+                    &responses::error(400, "The fake takes resumable uploads only.", "INVALID_ARGUMENT"),
+                ));
+            }
+            let key_in_query = req.query.is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")));
+            let origin = lock(&st.origin).clone();
+            let start = projects::Start {
+                declared: req.upload.declared,
+                mime: req.upload.mime.as_deref(),
+                body: req.body_json,
+                origin: &origin,
+                key_in_query,
+            };
+            projects.start_upload(key, &start, now)
+        }
+        (_, Some("files")) => {
+            let size = param("pageSize").and_then(|s| s.parse().ok());
+            projects.list_files(key, size, param("pageToken").as_deref(), now)
+        }
+        (_, Some(r)) if r.starts_with("files/") => {
+            let id = projects::file_id(r).to_owned();
+            if req.method == "DELETE" { projects.delete_file(key, &id, now) } else { projects.get_file(key, &id, now) }
+        }
+        (_, Some("cachedContents")) => projects.create_cache(key, req.body_json, now),
+        (_, Some(r)) if r.starts_with("cachedContents/") => projects.get_cache(key, r, now),
+        (_, Some(r)) if r.contains(":generateContent") || r.contains(":streamGenerateContent") => {
+            projects.refused_files(key, req.body_json, now)?
+        }
+        _ => return None,
+    };
+    Some(answer_of(answer))
 }
 
 /// The answer to a recorded API request.
-async fn respond(
-    st: &Arc<State>,
-    path: &str,
-    query: Option<&str>,
-    creds: &[(Mechanism, String)],
-    model: Option<String>,
-    body_json: &serde_json::Value,
-    usage: &responses::Usage,
-) -> Response<Body> {
+async fn respond(st: &Arc<State>, req: &Api<'_>, model: Option<String>, usage: &responses::Usage) -> Response<Body> {
+    let (path, query, creds, body_json) = (req.path, req.query, req.creds, req.body_json);
     let openai = path.starts_with("/v1beta/openai/");
     let st = st.clone();
     let path = path.to_owned();
@@ -505,6 +619,9 @@ async fn respond(
             "models/{model_name} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods."
         );
         return json(StatusCode::NOT_FOUND, &wrap(responses::error(404, &message, "NOT_FOUND")));
+    }
+    if let Some(answer) = resources(&st, &key, req) {
+        return answer;
     }
     let cut = behavior == Behavior::CutMidStream;
     let chunks = *lock(&st.stream_chunks);
@@ -692,6 +809,7 @@ async fn control(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             json(StatusCode::OK, &v)
         }
         "/_fake/reset" => {
+            *lock(&st.projects) = projects::Projects::default();
             lock(&st.requests).clear();
             lock(&st.behaviors).clear();
             *lock(&st.default) = None;

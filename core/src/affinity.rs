@@ -1,0 +1,607 @@
+//! Resources that belong to one upstream key: a file, an upload in
+//! progress, a cached content, a batch, a long-running operation, an
+//! interaction, a file search store. Each lives in the Google project of the
+//! key that created it; another key gets `403 PERMISSION_DENIED` for it. So
+//! a request that names one must go to its owner, and to no other key.
+//!
+//! This module decides, without I/O:
+//! - which resources a request names, in its path ([`in_path`]) or in its
+//!   body ([`in_body`], a scan of the members that hold names, without
+//!   parsing a large body in full);
+//! - which key owns them ([`Registry`]), bounded in size, each entry kept
+//!   until the expiry Google gives (files live 48 hours).
+//!
+//! Work in progress for issue #11: nothing routes through it yet.
+
+use crate::persist::{Columns, RowError, SqlValue, Statement, int};
+use crate::time::{HOUR_MS, UnixMillis, parse_rfc3339};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// The kinds of resource a key owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `files/{id}`.
+    File,
+    /// `uploads/{upload_id}`: a resumable upload in progress.
+    Upload,
+    /// `cachedContents/{id}`.
+    CachedContent,
+    /// `batches/{id}`.
+    Batch,
+    /// `operations/{id}` or `models/{model}/operations/{id}` (Veo), or an
+    /// operation of a file search store.
+    Operation,
+    /// `interactions/{id}`.
+    Interaction,
+    /// `fileSearchStores/{id}`.
+    FileSearchStore,
+}
+
+impl Kind {
+    /// How long Google keeps a resource of this kind when its answer gives
+    /// no expiry: files 48 hours; the others at least that, so 48 hours
+    /// too (a resource still alive after it is looked for across the pool
+    /// again, and remembered again).
+    pub fn default_ttl_ms(self) -> u64 {
+        match self {
+            Kind::Upload => 7 * 24 * HOUR_MS,
+            _ => 48 * HOUR_MS,
+        }
+    }
+}
+
+/// A resource's canonical name (`files/abc`, `models/veo-3/operations/x`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Resource {
+    name: String,
+    kind: Kind,
+}
+
+/// The host of the URIs Google gives its resources
+/// (`https://generativelanguage.googleapis.com/v1beta/files/abc`).
+pub const GOOGLE_API_HOST: &str = "generativelanguage.googleapis.com";
+
+/// The longest resource name taken.
+const MAX_NAME_LEN: usize = 256;
+
+/// The collections whose members are resources, and their kinds.
+const COLLECTIONS: &[(&str, Kind)] = &[
+    ("files", Kind::File),
+    ("cachedContents", Kind::CachedContent),
+    ("batches", Kind::Batch),
+    ("operations", Kind::Operation),
+    ("interactions", Kind::Interaction),
+    ("fileSearchStores", Kind::FileSearchStore),
+];
+
+fn is_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+impl Resource {
+    /// The resource a name or URI refers to: `files/abc`, `models/x/operations/y`,
+    /// or a full URI such as
+    /// `https://generativelanguage.googleapis.com/v1beta/files/abc`; `None`
+    /// for anything else. A trailing `:action` is dropped.
+    pub fn parse(raw: &str) -> Option<Self> {
+        if raw.len() > MAX_NAME_LEN {
+            return None;
+        }
+        let mut rest = raw;
+        if let Some((scheme, after)) = rest.split_once("://") {
+            let (host, path) = after.split_once('/')?;
+            // Only Google's API names its resources in a URI; any other
+            // URL (a page for url_context, say) is no resource of a key.
+            if scheme != "https" || host != GOOGLE_API_HOST {
+                return None;
+            }
+            rest = path;
+        }
+        let rest = rest.trim_start_matches('/');
+        let rest = ["v1beta/", "v1/", "v1alpha/"].iter().find_map(|v| rest.strip_prefix(v)).unwrap_or(rest);
+        let rest = rest.split(['?', '#']).next().unwrap_or_default();
+        let segments: Vec<&str> = rest.split('/').collect();
+        let strip_action = |s: &str| s.split_once(':').map_or(s, |(id, _)| id).to_owned();
+        match segments.as_slice() {
+            ["models", model, "operations", op, ..] if is_id(model) && is_id(&strip_action(op)) => {
+                Some(Self { name: format!("models/{model}/operations/{}", strip_action(op)), kind: Kind::Operation })
+            }
+            ["fileSearchStores", store, "operations", op, ..] if is_id(store) && is_id(&strip_action(op)) => {
+                Some(Self {
+                    name: format!("fileSearchStores/{store}/operations/{}", strip_action(op)),
+                    kind: Kind::Operation,
+                })
+            }
+            [collection, id, ..] => {
+                let id = strip_action(id);
+                let (c, kind) = COLLECTIONS.iter().find(|(c, _)| c == collection)?;
+                is_id(&id).then(|| Self { name: format!("{c}/{id}"), kind: *kind })
+            }
+            _ => None,
+        }
+    }
+
+    /// The resource of a resumable upload in progress, by its upload id.
+    pub fn upload(upload_id: &str) -> Option<Self> {
+        let ok = !upload_id.is_empty()
+            && upload_id.len() <= MAX_NAME_LEN
+            && upload_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+        ok.then(|| Self { name: format!("uploads/{upload_id}"), kind: Kind::Upload })
+    }
+
+    /// Its canonical name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
+/// The resource a request path names (`/v1beta/files/abc:download`,
+/// `/v1beta/batches/x:cancel`, `/v1beta/models/veo/operations/op`,
+/// `/v1beta/interactions/i/cancel`), if any. A collection itself
+/// (`/v1beta/files`) names none.
+pub fn in_path(path: &str) -> Option<Resource> {
+    let rest = path.trim_start_matches('/');
+    let rest = ["v1beta/", "v1/", "v1alpha/"].iter().find_map(|v| rest.strip_prefix(v))?;
+    Resource::parse(rest)
+}
+
+/// The members of a request body whose string values name resources (both
+/// spellings the REST API takes).
+const NAMING_MEMBERS: &[&[u8]] = &[
+    b"fileUri",
+    b"file_uri",
+    b"uri",
+    b"cachedContent",
+    b"cached_content",
+    b"previous_interaction_id",
+    b"previousInteractionId",
+    b"fileName",
+    b"file_name",
+    b"fileSearchStoreNames",
+    b"file_search_store_names",
+];
+
+/// The most resources taken from one body.
+pub const MAX_NAMED: usize = 64;
+
+/// The resources a request body names, found by a scan for the members that
+/// hold names ([`NAMING_MEMBERS`]) rather than a parse of the whole body
+/// (which may be a large prompt). A member counts only where a member may
+/// start (after `{` or `,`), so text that quotes one (`\"fileUri\"`)
+/// is not taken. Interaction ids are bare (`v1_abc`): taken as
+/// `interactions/…`. At most [`MAX_NAMED`], without repeats.
+pub fn in_body(body: &[u8]) -> Vec<Resource> {
+    let mut found: Vec<Resource> = Vec::new();
+    let mut at = 0;
+    while let Some(q) = body[at..].iter().position(|&b| b == b'"') {
+        let start = at + q;
+        at = start + 1;
+        let Some(end) = string_end(body, start) else { break };
+        let member = &body[start + 1..end];
+        if !NAMING_MEMBERS.contains(&member) || !member_may_start(body, start) {
+            continue;
+        }
+        let mut i = skip_ws(body, end + 1);
+        if body.get(i) != Some(&b':') {
+            continue;
+        }
+        i = skip_ws(body, i + 1);
+        let interaction = member.starts_with(b"previous");
+        let mut take = |value: &[u8]| {
+            let Ok(value) = std::str::from_utf8(value) else { return };
+            let resource = if interaction && is_id(value) {
+                Resource::parse(&format!("interactions/{value}"))
+            } else {
+                Resource::parse(value)
+            };
+            if let Some(r) = resource
+                && !found.contains(&r)
+                && found.len() < MAX_NAMED
+            {
+                found.push(r);
+            }
+        };
+        match body.get(i) {
+            Some(b'"') => {
+                if let Some(e) = string_end(body, i) {
+                    take(&body[i + 1..e]);
+                    at = e + 1;
+                }
+            }
+            Some(b'[') => {
+                // An array of names (file search stores).
+                let mut j = skip_ws(body, i + 1);
+                while body.get(j) == Some(&b'"') {
+                    let Some(e) = string_end(body, j) else { break };
+                    take(&body[j + 1..e]);
+                    j = skip_ws(body, e + 1);
+                    if body.get(j) != Some(&b',') {
+                        break;
+                    }
+                    j = skip_ws(body, j + 1);
+                }
+                at = j.max(at);
+            }
+            _ => {}
+        }
+        if found.len() >= MAX_NAMED {
+            break;
+        }
+    }
+    found
+}
+
+/// The index of the quote that ends the string opened at `open`.
+fn string_end(body: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    while i < body.len() {
+        match body[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn skip_ws(body: &[u8], mut i: usize) -> usize {
+    while body.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+        i += 1;
+    }
+    i
+}
+
+fn member_may_start(body: &[u8], quote: usize) -> bool {
+    let before = body[..quote].iter().rposition(|b| !b.is_ascii_whitespace());
+    before.is_none_or(|i| matches!(body[i], b'{' | b','))
+}
+
+/// The resources an answer tells of, with the expiry it gives: the answer
+/// itself (`cachedContents`, `batches/…`, an operation), its `file` (an
+/// upload's last answer), its `interaction` (the first event of an
+/// interaction stream), and the items of a list (`files`,
+/// `cachedContents`, `operations`, `batches`, `fileSearchStores`). An
+/// interaction is known by its `id`: taken only when `interaction` says
+/// the answer is one.
+pub fn told_of(answer: &Value, interaction: bool) -> Vec<(Resource, Option<UnixMillis>)> {
+    let mut objects: Vec<(&Value, bool)> = vec![(answer, interaction)];
+    for member in ["file", "interaction"] {
+        if let Some(v) = answer.get(member) {
+            objects.push((v, member == "interaction"));
+        }
+    }
+    for list in ["files", "cachedContents", "operations", "batches", "fileSearchStores", "interactions"] {
+        if let Some(items) = answer.get(list).and_then(Value::as_array) {
+            objects.extend(items.iter().take(MAX_LISTED).map(|v| (v, list == "interactions")));
+        }
+    }
+    let mut out = Vec::new();
+    for (o, is_interaction) in objects {
+        let name = o.get("name").and_then(Value::as_str).and_then(Resource::parse);
+        let id = || {
+            let id = o.get("id").and_then(Value::as_str).filter(|id| is_id(id))?;
+            Resource::parse(&format!("interactions/{id}"))
+        };
+        let Some(r) = name.or_else(|| if is_interaction { id() } else { None }) else { continue };
+        let expires = ["expirationTime", "expireTime"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(Value::as_str))
+            .and_then(parse_rfc3339);
+        if !out.iter().any(|(known, _): &(Resource, _)| *known == r) {
+            out.push((r, expires));
+        }
+    }
+    out
+}
+
+/// The most items of one list answer remembered.
+pub const MAX_LISTED: usize = 1_000;
+
+/// Who owns a resource, and until when it is remembered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The owning key's id.
+    pub key: String,
+    /// When the entry expires.
+    pub expires: UnixMillis,
+}
+
+/// The most resources the registry remembers; past it, the entries that
+/// expire soonest go first.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// Creates the registry's table when missing.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS affinity (
+    name TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    expires INTEGER NOT NULL
+);
+";
+/// Reads every entry: `name, key_id, expires`.
+pub const SELECT: &str = "SELECT name, key_id, expires FROM affinity";
+/// Writes an entry.
+pub const UPSERT: &str = "INSERT INTO affinity (name, key_id, expires) VALUES (?1, ?2, ?3) \
+     ON CONFLICT(name) DO UPDATE SET key_id = excluded.key_id, expires = excluded.expires";
+
+/// The statement that writes `owner` of `r`.
+pub fn upsert_statement(r: &Resource, owner: &Owner) -> Statement {
+    (UPSERT, vec![SqlValue::Text(r.name.clone()), SqlValue::Text(owner.key.clone()), int(owner.expires.0)])
+}
+
+/// The statement that forgets `r`.
+pub fn delete_statement(r: &Resource) -> Statement {
+    ("DELETE FROM affinity WHERE name = ?1", vec![SqlValue::Text(r.name.clone())])
+}
+
+/// The statement that drops the entries expired at `now`.
+pub fn prune_statement(now: UnixMillis) -> Statement {
+    ("DELETE FROM affinity WHERE expires <= ?1", vec![int(now.0)])
+}
+
+/// An entry of a row read with [`SELECT`].
+pub fn from_row(row: &[SqlValue]) -> Result<(Resource, Owner), RowError> {
+    let mut c = Columns::new("affinity", row);
+    let name = c.text()?;
+    let r = Resource::parse(&name)
+        .or_else(|| name.strip_prefix("uploads/").and_then(Resource::upload))
+        .ok_or_else(|| c.err(format!("not a resource name: {name:?}")))?;
+    Ok((r, Owner { key: c.text()?, expires: UnixMillis(c.int()?) }))
+}
+
+/// What the registry knows of the keys' resources.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    entries: HashMap<String, Owner>,
+}
+
+/// Why the resources of a request have no single owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// Two of them, with different owners.
+    pub first: String,
+    /// The other.
+    pub second: String,
+}
+
+impl Registry {
+    /// The registry of stored entries, less those expired at `now`.
+    pub fn restore(entries: Vec<(Resource, Owner)>, now: UnixMillis) -> Self {
+        let mut reg = Self::default();
+        for (r, owner) in entries.into_iter().filter(|(_, o)| o.expires > now) {
+            if reg.entries.len() >= MAX_ENTRIES {
+                reg.evict(now);
+            }
+            reg.entries.insert(r.name, owner);
+        }
+        reg
+    }
+
+    /// Remembers that `key` owns `r` until `expires` (or its kind's
+    /// default); the entry to persist.
+    pub fn remember(&mut self, r: &Resource, key: &str, expires: Option<UnixMillis>, now: UnixMillis) -> Owner {
+        let expires = expires.unwrap_or(UnixMillis(now.0.saturating_add(r.kind.default_ttl_ms())));
+        let owner = Owner { key: key.to_owned(), expires };
+        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&r.name) {
+            self.evict(now);
+        }
+        self.entries.insert(r.name.clone(), owner.clone());
+        owner
+    }
+
+    /// The key that owns `r`, unless unknown or expired.
+    pub fn owner(&self, r: &Resource, now: UnixMillis) -> Option<&str> {
+        self.entries.get(&r.name).filter(|o| o.expires > now).map(|o| o.key.as_str())
+    }
+
+    /// The one key that owns every known resource of `rs` (`None`: none of
+    /// them is known), or the two that disagree.
+    pub fn owner_of_all(&self, rs: &[Resource], now: UnixMillis) -> Result<Option<&str>, Conflict> {
+        let mut found: Option<(&str, &Resource)> = None;
+        for r in rs {
+            let Some(key) = self.owner(r, now) else { continue };
+            match found {
+                Some((k, first)) if k != key => {
+                    return Err(Conflict { first: first.name.clone(), second: r.name.clone() });
+                }
+                Some(_) => {}
+                None => found = Some((key, r)),
+            }
+        }
+        Ok(found.map(|(k, _)| k))
+    }
+
+    /// Forgets `r` (deleted); whether it was known.
+    pub fn forget(&mut self, r: &Resource) -> bool {
+        self.entries.remove(&r.name).is_some()
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drops the expired entries, then, if still full, the tenth that
+    /// expires soonest.
+    fn evict(&mut self, now: UnixMillis) {
+        self.entries.retain(|_, o| o.expires > now);
+        if self.entries.len() < MAX_ENTRIES {
+            return;
+        }
+        let mut expiries: Vec<u64> = self.entries.values().map(|o| o.expires.0).collect();
+        let tenth = expiries.len() / 10;
+        let (_, cut, _) = expiries.select_nth_unstable(tenth);
+        let cut = *cut;
+        self.entries.retain(|_, o| o.expires.0 > cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
+
+    fn names(rs: &[Resource]) -> Vec<&str> {
+        rs.iter().map(Resource::name).collect()
+    }
+
+    #[test]
+    fn paths_name_their_resource_and_collections_name_none() {
+        let cases = [
+            ("/v1beta/files/abc123", Some("files/abc123")),
+            ("/v1beta/files/abc123:download", Some("files/abc123")),
+            ("/v1/files/abc", Some("files/abc")),
+            ("/v1beta/files", None),
+            ("/v1beta/cachedContents/c-1", Some("cachedContents/c-1")),
+            ("/v1beta/batches/b1:cancel", Some("batches/b1")),
+            (
+                "/v1beta/models/veo-3.1-generate-preview/operations/op9",
+                Some("models/veo-3.1-generate-preview/operations/op9"),
+            ),
+            ("/v1beta/operations/op9", Some("operations/op9")),
+            ("/v1beta/interactions/v1_abc/cancel", Some("interactions/v1_abc")),
+            ("/v1beta/fileSearchStores/s1/documents/d1", Some("fileSearchStores/s1")),
+            ("/v1beta/fileSearchStores/s1/operations/o1", Some("fileSearchStores/s1/operations/o1")),
+            ("/v1beta/models/gemini-2.5-flash:generateContent", None),
+            ("/v1beta/files/a%2Fb", None),
+            ("/v2/files/abc", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(in_path(path).as_ref().map(Resource::name), want, "{path}");
+        }
+        assert_eq!(in_path("/v1beta/batches/b1").map(|r| r.kind()), Some(Kind::Batch));
+    }
+
+    #[test]
+    fn full_uris_and_names_are_the_same_resource() {
+        let uri = Resource::parse("https://generativelanguage.googleapis.com/v1beta/files/abc").expect("uri");
+        assert_eq!(uri, Resource::parse("files/abc").expect("name"));
+        assert_eq!(uri.kind(), Kind::File);
+        assert_eq!(Resource::parse("gs://bucket/files/abc"), None, "not Google's API");
+        assert_eq!(Resource::parse("https://example.com/a.png"), None);
+        assert_eq!(Resource::parse("https://example.com/v1beta/files/report"), None, "another host's path");
+        assert_eq!(Resource::upload("AbC-12_x").map(|r| r.name().to_owned()), Some("uploads/AbC-12_x".into()));
+        assert_eq!(Resource::upload("a/b"), None);
+    }
+
+    #[test]
+    fn bodies_name_files_caches_and_interactions_without_a_full_parse() {
+        let body = br#"{"contents":[{"parts":[
+            {"fileData":{"mimeType":"application/pdf","fileUri":"https://generativelanguage.googleapis.com/v1beta/files/one"}},
+            {"text":"quoted: {\"fileUri\": \"files/not-me\"}"},
+            {"file_data":{"file_uri":"files/two"}},
+            {"fileData":{"fileUri":"files/one"}}]}],
+          "cachedContent" : "cachedContents/cache1",
+          "tools":[{"fileSearch":{"fileSearchStoreNames":["fileSearchStores/s1", "fileSearchStores/s2"]}}]}"#;
+        assert_eq!(
+            names(&in_body(body)),
+            ["files/one", "files/two", "cachedContents/cache1", "fileSearchStores/s1", "fileSearchStores/s2"]
+        );
+        let follow_up = br#"{"model":"gemini-2.5-flash","input":"and then?","previous_interaction_id":"v1_abc"}"#;
+        assert_eq!(names(&in_body(follow_up)), ["interactions/v1_abc"]);
+        let batch = br#"{"batch":{"inputConfig":{"fileName":"files/input1"}}}"#;
+        assert_eq!(names(&in_body(batch)), ["files/input1"]);
+        assert!(in_body(br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#).is_empty());
+        assert!(in_body(br#"{"fileUri": "#).is_empty(), "a body cut short names nothing");
+    }
+
+    #[test]
+    fn a_body_names_a_bounded_number_of_resources() {
+        let parts: Vec<String> = (0..200).map(|i| format!(r#"{{"fileData":{{"fileUri":"files/f{i}"}}}}"#)).collect();
+        let body = format!(r#"{{"contents":[{{"parts":[{}]}}]}}"#, parts.join(","));
+        assert_eq!(in_body(body.as_bytes()).len(), MAX_NAMED);
+    }
+
+    #[test]
+    fn answers_tell_of_the_resources_they_created_with_their_expiry() {
+        let upload = serde_json::json!({"file": {"name": "files/abc", "uri": "https://generativelanguage.googleapis.com/v1beta/files/abc",
+            "expirationTime": "2026-12-03T20:00:00.123456Z", "state": "ACTIVE"}});
+        let told = told_of(&upload, false);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].0.name(), "files/abc");
+        assert_eq!(told[0].1, parse_rfc3339("2026-12-03T20:00:00.123Z"));
+        let cache = serde_json::json!({"name": "cachedContents/c1", "model": "models/gemini-2.5-flash", "expireTime": "2026-12-01T21:00:00Z"});
+        assert_eq!(told_of(&cache, false)[0].0.kind(), Kind::CachedContent);
+        let video = serde_json::json!({"name": "models/veo-3.1-generate-preview/operations/op1", "done": false});
+        assert_eq!(told_of(&video, false)[0].0.name(), "models/veo-3.1-generate-preview/operations/op1");
+        let list = serde_json::json!({"files": [{"name": "files/a"}, {"name": "files/b"}, {"name": "not a name"}], "nextPageToken": "t"});
+        assert_eq!(told_of(&list, false).iter().map(|(r, _)| r.name()).collect::<Vec<_>>(), ["files/a", "files/b"]);
+        let interaction = serde_json::json!({"id": "v1_abc", "status": "completed", "outputs": []});
+        assert_eq!(told_of(&interaction, true)[0].0.name(), "interactions/v1_abc");
+        assert!(told_of(&interaction, false).is_empty(), "an id is no resource name elsewhere");
+        let first_event = serde_json::json!({"event_type": "interaction.created", "interaction": {"id": "v1_xyz", "status": "in_progress"}});
+        assert_eq!(told_of(&first_event, false)[0].0.name(), "interactions/v1_xyz");
+        let answer = serde_json::json!({"candidates": [{"content": {"parts": [{"text": "files/abc"}]}}]});
+        assert!(told_of(&answer, false).is_empty());
+    }
+
+    #[test]
+    fn the_registry_knows_owners_until_they_expire_and_refuses_two_owners() {
+        let mut reg = Registry::default();
+        let one = Resource::parse("files/one").expect("r");
+        let two = Resource::parse("files/two").expect("r");
+        let cache = Resource::parse("cachedContents/c").expect("r");
+        reg.remember(&one, "k-a", None, NOW);
+        reg.remember(&two, "k-b", None, NOW);
+        reg.remember(&cache, "k-a", Some(UnixMillis(NOW.0 + 1000)), NOW);
+        assert_eq!(reg.owner(&one, NOW), Some("k-a"));
+        assert_eq!(reg.owner_of_all(&[one.clone(), cache.clone()], NOW), Ok(Some("k-a")));
+        assert_eq!(reg.owner_of_all(&[Resource::parse("files/unknown").expect("r")], NOW), Ok(None));
+        assert_eq!(
+            reg.owner_of_all(&[one.clone(), two.clone()], NOW),
+            Err(Conflict { first: "files/one".into(), second: "files/two".into() })
+        );
+        // The cache's own expiry, and a file's 48 hours.
+        assert_eq!(reg.owner(&cache, UnixMillis(NOW.0 + 1000)), None);
+        assert_eq!(reg.owner(&one, UnixMillis(NOW.0 + 48 * HOUR_MS - 1)), Some("k-a"));
+        assert_eq!(reg.owner(&one, UnixMillis(NOW.0 + 48 * HOUR_MS)), None);
+        assert!(reg.forget(&two) && reg.owner(&two, NOW).is_none());
+    }
+
+    #[test]
+    fn entries_round_trip_through_rows_and_expired_ones_are_not_restored() {
+        let mut reg = Registry::default();
+        let file = Resource::parse("files/abc").expect("r");
+        let upload = Resource::upload("up-1").expect("r");
+        let rows: Vec<Vec<SqlValue>> = [(&file, None), (&upload, Some(UnixMillis(NOW.0 + 5)))]
+            .into_iter()
+            .map(|(r, exp)| upsert_statement(r, &reg.remember(r, "k-a", exp, NOW)).1)
+            .collect();
+        let back: Vec<(Resource, Owner)> = rows.iter().map(|r| from_row(r).expect("row")).collect();
+        assert_eq!(back[0].0, file);
+        assert_eq!(back[1].0, upload);
+        let restored = Registry::restore(back.clone(), NOW);
+        assert_eq!((restored.owner(&file, NOW), restored.owner(&upload, NOW)), (Some("k-a"), Some("k-a")));
+        let later = Registry::restore(back, UnixMillis(NOW.0 + 5));
+        assert_eq!((later.owner(&file, NOW), later.len()), (Some("k-a"), 1), "the expired upload is not restored");
+        assert!(from_row(&[SqlValue::Text("nonsense".into()), SqlValue::Text("k".into()), int(1)]).is_err());
+    }
+
+    #[test]
+    fn the_registry_is_bounded_and_evicts_the_soonest_to_expire() {
+        let mut reg = Registry::default();
+        for i in 0..MAX_ENTRIES {
+            let r = Resource::parse(&format!("files/f{i}")).expect("r");
+            reg.remember(&r, "k", Some(UnixMillis(NOW.0 + 1 + i as u64)), NOW);
+        }
+        let late = Resource::parse("files/late").expect("r");
+        reg.remember(&late, "k", None, NOW);
+        assert!(reg.len() <= MAX_ENTRIES);
+        assert_eq!(reg.owner(&late, NOW), Some("k"));
+        assert_eq!(reg.owner(&Resource::parse("files/f0").expect("r"), NOW), None, "the soonest to expire went");
+        let last = Resource::parse(&format!("files/f{}", MAX_ENTRIES - 1)).expect("r");
+        assert_eq!(reg.owner(&last, NOW), Some("k"));
+    }
+}

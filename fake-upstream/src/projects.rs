@@ -1,0 +1,462 @@
+//! Google projects as the fake models them, for the resources a key owns
+//! (issue #11, work in progress: not wired into the server yet).
+//!
+//! Each key is a project of its own. A project's files, uploads and cached
+//! contents are visible to that project only: another key gets Google's
+//! `403 PERMISSION_DENIED` ("You do not have permission to access the File
+//! … or it may not exist"), the same answer as for a resource that never
+//! existed or has expired. Files live 48 hours.
+//!
+//! Uploads follow the resumable protocol the SDKs speak: a `start` answers
+//! an upload URL on the fake's own host (`/upload/v1beta/files?upload_id=…`,
+//! with the key in its query when the key came in the query); chunks carry
+//! `X-Goog-Upload-Command: upload` (`upload, finalize` on the last) and
+//! their `X-Goog-Upload-Offset`, and need no key: the upload id is the
+//! authority. Only sizes are kept, never the bytes.
+
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a file lives.
+pub const FILE_TTL: Duration = Duration::from_secs(48 * 3600);
+
+/// The URI form Google gives a file (never fetched).
+pub const FILE_URI_BASE: &str = "https://generativelanguage.googleapis.com/v1beta/files/";
+
+/// A stored file's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct File {
+    /// `files/{id}`.
+    pub name: String,
+    /// The owning project (key).
+    pub project: String,
+    /// Its display name.
+    pub display_name: Option<String>,
+    /// Its MIME type.
+    pub mime_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was created.
+    pub created: SystemTime,
+}
+
+impl File {
+    /// When it expires.
+    pub fn expires(&self) -> SystemTime {
+        self.created + FILE_TTL
+    }
+
+    /// Its JSON, as Google answers it.
+    pub fn to_json(&self) -> Value {
+        let id = self.name.trim_start_matches("files/");
+        let mut v = json!({
+            "name": self.name,
+            "mimeType": self.mime_type,
+            "sizeBytes": self.size.to_string(),
+            "createTime": rfc3339(self.created),
+            "updateTime": rfc3339(self.created),
+            "expirationTime": rfc3339(self.expires()),
+            "sha256Hash": "ZmFrZQ==",
+            "uri": format!("{FILE_URI_BASE}{id}"),
+            "state": "ACTIVE",
+            "source": "UPLOADED",
+        });
+        if let Some(d) = &self.display_name {
+            v["displayName"] = json!(d);
+        }
+        v
+    }
+}
+
+/// A resumable upload's `start` request.
+#[derive(Clone, Copy, Debug)]
+pub struct Start<'a> {
+    /// The declared size (`X-Goog-Upload-Header-Content-Length`).
+    pub declared: Option<u64>,
+    /// The declared type (`X-Goog-Upload-Header-Content-Type`).
+    pub mime: Option<&'a str>,
+    /// The JSON body (`{"file": {...}}`).
+    pub body: &'a Value,
+    /// The fake's own `http://host:port`.
+    pub origin: &'a str,
+    /// Whether the key came in the query (it is then in the upload URL
+    /// too, as Google does).
+    pub key_in_query: bool,
+}
+
+/// An upload in progress.
+#[derive(Clone, Debug)]
+struct Upload {
+    file: File,
+    declared: u64,
+    received: u64,
+}
+
+/// A cached content's metadata.
+#[derive(Clone, Debug)]
+struct Cache {
+    project: String,
+    model: String,
+    expires: SystemTime,
+}
+
+/// What the fake's projects hold.
+#[derive(Debug, Default)]
+pub struct Projects {
+    files: HashMap<String, File>,
+    uploads: HashMap<String, Upload>,
+    caches: HashMap<String, Cache>,
+    next: u64,
+}
+
+/// An answer: status and JSON body, and for uploads the
+/// `X-Goog-Upload-*` headers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Value,
+    /// Extra headers (name, value).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    fn ok(body: Value) -> Self {
+        Self { status: 200, body, headers: Vec::new() }
+    }
+
+    fn error(status: u16, message: &str, reason: &str) -> Self {
+        Self {
+            status,
+            body: json!({"error": {"code": status, "message": message, "status": reason}}),
+            headers: Vec::new(),
+        }
+    }
+
+    fn no_file(id: &str) -> Self {
+        Self::error(
+            403,
+            &format!("You do not have permission to access the File {id} or it may not exist."),
+            "PERMISSION_DENIED",
+        )
+    }
+}
+
+/// The id part of `files/{id}`, a file URI, or a bare id.
+pub fn file_id(raw: &str) -> &str {
+    let raw = raw.strip_prefix(FILE_URI_BASE).unwrap_or(raw);
+    let raw = raw.rsplit_once("/files/").map_or(raw, |(_, id)| id);
+    let raw = raw.strip_prefix("files/").unwrap_or(raw);
+    raw.split(':').next().unwrap_or(raw)
+}
+
+impl Projects {
+    fn fresh_id(&mut self, prefix: &str) -> String {
+        self.next += 1;
+        // Google's ids are lowercase letters and digits.
+        format!("{prefix}{:010x}", self.next.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 24)
+    }
+
+    /// Starts a resumable upload for project `key`.
+    pub fn start_upload(&mut self, key: &str, start: &Start<'_>, now: SystemTime) -> Answer {
+        let Start { declared, mime, body, origin, key_in_query } = *start;
+        let Some(declared) = declared else {
+            return Answer::error(400, "Missing X-Goog-Upload-Header-Content-Length.", "INVALID_ARGUMENT");
+        };
+        let meta = body.get("file").unwrap_or(&Value::Null);
+        let name = match meta.get("name").and_then(Value::as_str) {
+            Some(n) => format!("files/{}", file_id(n)),
+            None => format!("files/{}", self.fresh_id("")),
+        };
+        if self.files.contains_key(&name) {
+            return Answer::error(409, &format!("File {name} already exists."), "ALREADY_EXISTS");
+        }
+        let mime_type = meta.get("mimeType").and_then(Value::as_str).or(mime).unwrap_or("application/octet-stream");
+        let file = File {
+            name,
+            project: key.to_owned(),
+            display_name: meta.get("displayName").and_then(Value::as_str).map(str::to_owned),
+            mime_type: mime_type.to_owned(),
+            size: declared,
+            created: now,
+        };
+        let upload_id = self.fresh_id("AU");
+        self.uploads.insert(upload_id.clone(), Upload { file, declared, received: 0 });
+        let key_part = if key_in_query { format!("key={key}&") } else { String::new() };
+        let url = format!("{origin}/upload/v1beta/files?{key_part}upload_id={upload_id}&upload_protocol=resumable");
+        Answer {
+            status: 200,
+            body: Value::Null,
+            headers: vec![("x-goog-upload-status", "active".into()), ("x-goog-upload-url", url)],
+        }
+    }
+
+    /// One chunk of upload `upload_id`: `command` as sent
+    /// (`upload`, `upload, finalize`, `finalize`, `query`), the `offset`
+    /// it claims and its length.
+    pub fn chunk(&mut self, upload_id: &str, command: &str, offset: Option<u64>, len: u64, now: SystemTime) -> Answer {
+        let Some(up) = self.uploads.get_mut(upload_id) else {
+            return Answer::error(404, "Upload not found.", "NOT_FOUND");
+        };
+        let parts: Vec<&str> = command.split(',').map(str::trim).collect();
+        let status = |s: &str, received: u64| {
+            vec![("x-goog-upload-status", s.to_owned()), ("x-goog-upload-size-received", received.to_string())]
+        };
+        if parts == ["query"] {
+            return Answer { status: 200, body: Value::Null, headers: status("active", up.received) };
+        }
+        if parts.contains(&"upload") {
+            if offset != Some(up.received) {
+                return Answer {
+                    status: 400,
+                    body: json!({"error": {"code": 400, "message": "Invalid upload offset.", "status": "INVALID_ARGUMENT"}}),
+                    headers: status("active", up.received),
+                };
+            }
+            up.received += len;
+        }
+        if !parts.contains(&"finalize") {
+            return Answer { status: 200, body: Value::Null, headers: status("active", up.received) };
+        }
+        if up.received != up.declared {
+            let message = format!("Upload size {} does not match the declared {}.", up.received, up.declared);
+            return Answer::error(400, &message, "INVALID_ARGUMENT");
+        }
+        let Some(up) = self.uploads.remove(upload_id) else { unreachable!("the upload was just found") };
+        let mut file = up.file;
+        file.created = now;
+        let body = json!({"file": file.to_json()});
+        self.files.insert(file.name.clone(), file);
+        Answer { status: 200, body, headers: vec![("x-goog-upload-status", "final".into())] }
+    }
+
+    fn visible(&self, key: &str, id: &str, now: SystemTime) -> Option<&File> {
+        self.files.get(&format!("files/{id}")).filter(|f| f.project == key && f.expires() > now)
+    }
+
+    /// `GET files/{id}`.
+    pub fn get_file(&self, key: &str, id: &str, now: SystemTime) -> Answer {
+        self.visible(key, id, now).map_or_else(|| Answer::no_file(id), |f| Answer::ok(f.to_json()))
+    }
+
+    /// `DELETE files/{id}`.
+    pub fn delete_file(&mut self, key: &str, id: &str, now: SystemTime) -> Answer {
+        if self.visible(key, id, now).is_none() {
+            return Answer::no_file(id);
+        }
+        self.files.remove(&format!("files/{id}"));
+        Answer::ok(json!({}))
+    }
+
+    /// `GET files?pageSize=&pageToken=`: the project's live files, by name,
+    /// `page_size` (default 10, at most 100) a page; the token is the last
+    /// name of the previous page.
+    pub fn list_files(&self, key: &str, page_size: Option<usize>, token: Option<&str>, now: SystemTime) -> Answer {
+        let size = page_size.unwrap_or(10).clamp(1, 100);
+        let mut names: Vec<&File> = self.files.values().filter(|f| f.project == key && f.expires() > now).collect();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
+        let after: Vec<&File> = names.into_iter().filter(|f| token.is_none_or(|t| f.name.as_str() > t)).collect();
+        let page: Vec<Value> = after.iter().take(size).map(|f| f.to_json()).collect();
+        let mut body = json!({});
+        if !page.is_empty() {
+            body["files"] = json!(page);
+        }
+        if after.len() > size {
+            body["nextPageToken"] = json!(after[size - 1].name);
+        }
+        Answer::ok(body)
+    }
+
+    /// `POST cachedContents`.
+    pub fn create_cache(&mut self, key: &str, body: &Value, now: SystemTime) -> Answer {
+        let Some(model) = body.get("model").and_then(Value::as_str) else {
+            return Answer::error(400, "Model name is required.", "INVALID_ARGUMENT");
+        };
+        if let Some(refused) = self.refused_files(key, body, now) {
+            return refused;
+        }
+        let ttl = body.get("ttl").and_then(Value::as_str).and_then(|t| t.strip_suffix('s')?.parse::<f64>().ok());
+        let expires = now + Duration::from_secs_f64(ttl.unwrap_or(3600.0).max(1.0));
+        let name = format!("cachedContents/{}", self.fresh_id(""));
+        let cache = Cache { project: key.to_owned(), model: model.to_owned(), expires };
+        let out = cache_json(&name, &cache);
+        self.caches.insert(name, cache);
+        Answer::ok(out)
+    }
+
+    /// `GET cachedContents/{id}`.
+    pub fn get_cache(&self, key: &str, name: &str, now: SystemTime) -> Answer {
+        match self.caches.get(name).filter(|c| c.project == key && c.expires > now) {
+            Some(c) => Answer::ok(cache_json(name, c)),
+            None => Answer::error(403, "CachedContent not found (or permission denied)", "PERMISSION_DENIED"),
+        }
+    }
+
+    /// Google's refusal of a generation (or cache) body that names a file
+    /// or cached content this project cannot see, if any.
+    pub fn refused_files(&self, key: &str, body: &Value, now: SystemTime) -> Option<Answer> {
+        let mut uris = Vec::new();
+        collect_file_uris(body, &mut uris);
+        if let Some(id) = uris.iter().map(|u| file_id(u)).find(|id| self.visible(key, id, now).is_none()) {
+            return Some(Answer::no_file(id));
+        }
+        let cache = body.get("cachedContent").or_else(|| body.get("cached_content")).and_then(Value::as_str)?;
+        let refused = self.get_cache(key, cache, now);
+        (refused.status != 200).then_some(refused)
+    }
+}
+
+fn cache_json(name: &str, c: &Cache) -> Value {
+    json!({"name": name, "model": c.model, "expireTime": rfc3339(c.expires), "usageMetadata": {"totalTokenCount": 4096}})
+}
+
+fn collect_file_uris<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("fileUri" | "file_uri", Value::String(s)) => out.push(s),
+                    _ => collect_file_uris(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_file_uris(v, out)),
+        _ => {}
+    }
+}
+
+/// RFC 3339 in UTC with microseconds, as Google writes times.
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "AIzaSyFAKEprojectA00000000000000000000";
+    const B: &str = "AIzaSyFAKEprojectB00000000000000000000";
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn upload(p: &mut Projects, key: &str, size: u64) -> String {
+        let body = json!({"file": {"displayName": "doc"}});
+        let start = Start {
+            declared: Some(size),
+            mime: Some("application/pdf"),
+            body: &body,
+            origin: "http://127.0.0.1:9",
+            key_in_query: true,
+        };
+        let start = p.start_upload(key, &start, now());
+        let url = start.headers.iter().find(|(n, _)| *n == "x-goog-upload-url").expect("url").1.clone();
+        assert!(url.starts_with("http://127.0.0.1:9/upload/v1beta/files?key=") && url.contains(key), "{url}");
+        let id = url.split("upload_id=").nth(1).and_then(|r| r.split('&').next()).expect("id").to_owned();
+        let half = size / 2;
+        assert_eq!(p.chunk(&id, "upload", Some(0), half, now()).headers[0].1, "active");
+        let last = p.chunk(&id, "upload, finalize", Some(half), size - half, now());
+        assert_eq!((last.status, last.headers[0].1.as_str()), (200, "final"), "{last:?}");
+        last.body["file"]["name"].as_str().expect("name").to_owned()
+    }
+
+    #[test]
+    fn an_upload_makes_a_file_only_its_project_can_see_for_48_hours() {
+        let mut p = Projects::default();
+        let name = upload(&mut p, A, 3 * 1024 * 1024);
+        let id = file_id(&name).to_owned();
+        let got = p.get_file(A, &id, now());
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body["sizeBytes"], "3145728");
+        assert_eq!(got.body["uri"], format!("{FILE_URI_BASE}{id}"));
+        let other = p.get_file(B, &id, now());
+        assert_eq!(other.status, 403);
+        assert!(other.body["error"]["message"].as_str().is_some_and(|m| m.contains("permission to access the File")));
+        let later = now() + FILE_TTL;
+        assert_eq!(p.get_file(A, &id, later).status, 403, "expired");
+        let prompt = json!({"contents": [{"parts": [{"fileData": {"fileUri": format!("{FILE_URI_BASE}{id}")}}]}]});
+        assert!(p.refused_files(A, &prompt, now()).is_none());
+        assert_eq!(p.refused_files(B, &prompt, now()).map(|a| a.status), Some(403));
+        assert_eq!(p.delete_file(B, &id, now()).status, 403);
+        assert_eq!(p.delete_file(A, &id, now()).status, 200);
+        assert_eq!(p.get_file(A, &id, now()).status, 403);
+    }
+
+    #[test]
+    fn chunks_must_come_in_order_and_add_up() {
+        let mut p = Projects::default();
+        let empty = json!({});
+        let plain = Start { declared: Some(10), mime: None, body: &empty, origin: "http://h", key_in_query: false };
+        let start = p.start_upload(A, &plain, now());
+        let url = &start.headers[1].1;
+        assert!(!url.contains("key="), "no key in the URL when it came in a header: {url}");
+        let id = url.split("upload_id=").nth(1).and_then(|r| r.split('&').next()).expect("id").to_owned();
+        assert_eq!(p.chunk(&id, "upload", Some(4), 4, now()).status, 400, "a gap");
+        assert_eq!(p.chunk(&id, "upload", Some(0), 4, now()).status, 200);
+        assert_eq!(p.chunk(&id, "query", None, 0, now()).headers[1].1, "4");
+        assert_eq!(p.chunk(&id, "upload, finalize", Some(4), 4, now()).status, 400, "short of the declared size");
+        assert_eq!(p.chunk("AUnone", "upload", Some(0), 1, now()).status, 404);
+        assert_eq!(p.start_upload(A, &Start { declared: None, ..plain }, now()).status, 400);
+    }
+
+    #[test]
+    fn listing_pages_through_a_projects_files_only() {
+        let mut p = Projects::default();
+        for _ in 0..5 {
+            upload(&mut p, A, 2);
+        }
+        upload(&mut p, B, 2);
+        let first = p.list_files(A, Some(2), None, now());
+        assert_eq!(first.body["files"].as_array().map(Vec::len), Some(2));
+        let mut seen = 2;
+        let mut token = first.body["nextPageToken"].as_str().map(str::to_owned);
+        while let Some(t) = token {
+            let page = p.list_files(A, Some(2), Some(&t), now());
+            seen += page.body["files"].as_array().map_or(0, Vec::len);
+            token = page.body["nextPageToken"].as_str().map(str::to_owned);
+        }
+        assert_eq!(seen, 5);
+        assert_eq!(p.list_files(B, None, None, now()).body["files"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn caches_belong_to_their_project_and_expire() {
+        let mut p = Projects::default();
+        let made = p.create_cache(A, &json!({"model": "models/gemini-2.5-flash", "ttl": "60s"}), now());
+        let name = made.body["name"].as_str().expect("name").to_owned();
+        assert!(name.starts_with("cachedContents/"));
+        assert_eq!(p.get_cache(A, &name, now()).status, 200);
+        assert_eq!(p.get_cache(B, &name, now()).status, 403);
+        assert_eq!(p.get_cache(A, &name, now() + Duration::from_secs(60)).status, 403);
+        let prompt = json!({"cachedContent": name, "contents": []});
+        assert!(p.refused_files(A, &prompt, now()).is_none());
+        assert_eq!(p.refused_files(B, &prompt, now()).map(|a| a.status), Some(403));
+    }
+
+    #[test]
+    fn times_are_written_as_google_writes_them() {
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_micros(1_800_000_000_123_456)), "2027-01-15T08:00:00.123456Z");
+    }
+}
