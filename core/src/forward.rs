@@ -241,12 +241,22 @@ pub fn upstream_request(
         }
     }
     let upload = if fwd.upload { "/upload" } else { "" };
-    let mut path_and_query = format!("{upload}{}{}", base.path, fwd.upstream_path);
+    let mut path_and_query = format!("{upload}{}{}", versioned(&base.path, fwd.version.as_deref()), fwd.upstream_path);
     if !fwd.upstream_query.is_empty() {
         path_and_query.push('?');
         path_and_query.push_str(&fwd.upstream_query);
     }
     UpstreamRequest { method, scheme: base.scheme, authority: base.authority.clone(), path_and_query, headers }
+}
+
+/// The upstream base's path with its version (its last segment, when
+/// that is one: `/v1beta`) replaced by `version`.
+fn versioned<'a>(base: &'a str, version: Option<&str>) -> std::borrow::Cow<'a, str> {
+    let Some(version) = version else { return base.into() };
+    match base.rsplit_once('/') {
+        Some((head, last)) if crate::route::is_version(last) && last != version => format!("{head}/{version}").into(),
+        _ => base.into(),
+    }
 }
 
 /// The upstream's headers for the client ([`headers::client_headers`]),
@@ -1010,8 +1020,8 @@ mod tests {
         let mut host = Host::new(1, &[Answer::Status(400, LOCATION)]);
         host.key_in_upload_url = true;
         host.body = Ok(br#"{"file":{"displayName":"a.pdf"}}"#.to_vec());
-        let t = host.run("POST", "/upload/v1beta/files", &[("x-goog-api-key", "client")]);
-        assert_eq!(t.sent[0].1.path_and_query, "/upload/v1beta/files");
+        let t = host.run("POST", "/upload/v1alpha/files", &[("x-goog-api-key", "client")]);
+        assert_eq!(t.sent[0].1.path_and_query, "/upload/v1alpha/files", "with the version asked for");
         let response = t.response.as_ref().expect("relayed");
         assert_eq!(response.status, 400);
         let url = &response.headers.iter().find(|(n, _)| n == "x-goog-upload-url").expect("relayed").1;

@@ -92,6 +92,10 @@ pub struct Forward {
     /// Whether the path goes below Google's `/upload` prefix (media
     /// uploads: `/upload/v1beta/files`).
     pub upload: bool,
+    /// The API version a resource call asked for, sent upstream in place
+    /// of the upstream base's (an API may exist in `v1alpha` only); `None`:
+    /// the base's.
+    pub version: Option<String>,
     /// Query to send upstream (no `key`), without the `?`.
     pub upstream_query: String,
     /// Whether the client asked for a stream.
@@ -251,7 +255,7 @@ pub fn normalize_model(raw: &str) -> Option<String> {
     ok.then(|| m.to_owned())
 }
 
-fn is_version(v: &str) -> bool {
+pub(crate) fn is_version(v: &str) -> bool {
     matches!(v, "v1" | "v1beta" | "v1alpha")
 }
 
@@ -289,7 +293,18 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         let streaming = op == Op::StreamGenerateContent;
         let upstream_query = strip_key_param(query);
         let method = op.method();
-        Ok(Route::Api(Forward { dialect, op, method, model, upstream_path, upload: false, upstream_query, streaming }))
+        let (upload, version) = (false, None);
+        Ok(Route::Api(Forward {
+            dialect,
+            op,
+            method,
+            model,
+            upstream_path,
+            upload,
+            version,
+            upstream_query,
+            streaming,
+        }))
     };
     let stat = |route: StatRoute, allowed: Method| allow(allowed).map(|()| Route::Stat(route));
     match *m.value {
@@ -488,6 +503,7 @@ fn route_resource(method: &Method, path: &str, query: &str, creds: &Credentials)
         model: Some(model),
         upstream_path: format!("/{}", below.join("/")),
         upload,
+        version: (dialect == Dialect::Gemini).then(|| segments[0].to_owned()),
         upstream_query: strip_key_param(query),
         streaming: false,
     }))

@@ -8,5 +8,6 @@ mod harness;
 mod limits;
 mod persistence;
 mod proxying;
+mod resources;
 mod rotation;
 mod tokens;

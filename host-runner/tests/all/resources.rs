@@ -1,0 +1,123 @@
+//! Calls the proxy has no route of its own for (files, uploads, future
+//! APIs) are relayed with their method, body and version.
+
+use crate::harness::Harness;
+use serde_json::{Value, json};
+
+/// The `(name, value)` of every response header, lower-cased names.
+fn header_values(r: &reqwest::Response) -> Vec<(String, String)> {
+    r.headers().iter().map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned())).collect()
+}
+
+#[tokio::test]
+async fn a_file_is_uploaded_read_listed_and_deleted_through_the_proxy() {
+    let h = Harness::new(1).await;
+    let key = || ("x-goog-api-key", "client-key");
+    let r = h
+        .http
+        .post(h.url("/upload/v1beta/files"))
+        .header(key().0, key().1)
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header("x-goog-upload-header-content-length", "3000")
+        .header("x-goog-upload-header-content-type", "text/plain")
+        .json(&json!({"file": {"displayName": "notes.txt"}}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(r.status(), 200);
+    let headers = header_values(&r);
+    assert!(headers.iter().all(|(_, v)| !h.keys.iter().any(|k| v.contains(k.as_str()))), "{headers:?}");
+    let upload_url = headers.iter().find(|(n, _)| n == "x-goog-upload-url").expect("an upload URL").1.clone();
+    let path_and_query = &upload_url[upload_url.find("/upload/").expect("an upload path")..];
+
+    let r = h
+        .http
+        .post(h.url(path_and_query))
+        .header(key().0, key().1)
+        .header("x-goog-upload-command", "upload, finalize")
+        .header("x-goog-upload-offset", "0")
+        .body(vec![b'x'; 3000])
+        .send()
+        .await
+        .expect("chunk");
+    assert_eq!(r.status(), 200);
+    let file: Value = r.json().await.expect("json");
+    let name = file["file"]["name"].as_str().expect("a file name").to_owned();
+    assert_eq!(file["file"]["sizeBytes"], "3000");
+
+    let get = |path: String| h.http.get(h.url(&path)).header(key().0, key().1).send();
+    let r = get(format!("/v1beta/{name}")).await.expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.expect("json")["displayName"], "notes.txt");
+    let r = get("/v1beta/files?pageSize=10".into()).await.expect("list");
+    let listed: Value = r.json().await.expect("json");
+    assert_eq!(listed["files"][0]["name"], name.as_str());
+
+    let r = h.http.delete(h.url(&format!("/v1beta/{name}"))).header(key().0, key().1).send().await.expect("delete");
+    assert_eq!(r.status(), 200);
+    let r = get(format!("/v1beta/{name}")).await.expect("get");
+    assert_eq!(r.status(), 403, "Google's answer for a file gone, relayed");
+
+    let seen: Vec<(String, String)> = h.fake.requests().iter().map(|r| (r.method.clone(), r.path.clone())).collect();
+    let id = name.trim_start_matches("files/");
+    let expected = [
+        ("POST", "/upload/v1beta/files".to_owned()),
+        ("POST", "/upload/v1beta/files".to_owned()),
+        ("GET", format!("/v1beta/files/{id}")),
+        ("GET", "/v1beta/files".to_owned()),
+        ("DELETE", format!("/v1beta/files/{id}")),
+        ("GET", format!("/v1beta/files/{id}")),
+    ];
+    assert_eq!(seen, expected.map(|(m, p)| (m.to_owned(), p)));
+    h.assert_only_pool_keys_upstream();
+
+    // Counted under the files pseudo-model; the 403 left the key alone.
+    let stats = h.stats().await;
+    let key_row = &stats["keys"][0];
+    assert!(key_row["disabled"].is_null(), "{key_row}");
+    let files = &key_row["models"]["(files)"];
+    assert_eq!(
+        (&files["requests"], &files["errors"], &files["state"]),
+        (&json!(6), &json!(0), &json!("ok")),
+        "{files}"
+    );
+}
+
+#[tokio::test]
+async fn an_api_the_proxy_does_not_know_is_relayed_in_the_version_asked_for() {
+    let h = Harness::new(2).await;
+    let r = h.gemini("/v1alpha/somethingNew/abc:run?key=client-key&view=FULL", json!({"x": 1})).await;
+    // The fake has no such API: its own 404, relayed (not the proxy's).
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.expect("json");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.contains("no route")), "{v}");
+    let seen = h.fake.requests();
+    assert_eq!(seen.len(), 1, "a 404 is the caller's: no retry on another key");
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("POST", "/v1alpha/somethingNew/abc:run"));
+    assert_eq!(seen[0].query.as_deref(), Some("view=FULL"));
+    assert_eq!(seen[0].body, br#"{"x":1}"#);
+
+    // An action with no route of its own, under a model.
+    let r = h.gemini("/v1beta/models/veo-3.0-generate-001:predictLongRunning", json!({"instances": []})).await;
+    assert_eq!(r.status(), 404, "the fake has no Veo");
+    assert_eq!(h.fake.requests()[1].path, "/v1beta/models/veo-3.0-generate-001:predictLongRunning");
+    // Names the upstream never accepted are counted together, as any
+    // unknown model is: made-up paths cannot grow the statistics.
+    let stats = h.stats().await;
+    let counted: Vec<(&str, u64)> = stats["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .flat_map(|k| k["models"].as_object().expect("models"))
+        .map(|(m, c)| (m.as_str(), c["requests"].as_u64().unwrap_or_default()))
+        .collect();
+    assert_eq!(counted.iter().map(|(_, n)| n).sum::<u64>(), 2, "{counted:?}");
+    assert!(counted.iter().all(|(m, _)| *m == "(untracked models)"), "{counted:?}");
+    h.assert_only_pool_keys_upstream();
+
+    // Not Gemini's: the proxy's own 404, nothing sent.
+    let r = h.http.get(h.url("/v1beta/Not.a.collection")).header("x-goog-api-key", "k").send().await.expect("404");
+    assert_eq!(r.status(), 404);
+    assert_eq!(h.fake.requests().len(), 2);
+}
