@@ -122,6 +122,12 @@ impl Resource {
         }
     }
 
+    /// A name as [`Self::name`] gives it: a resource's, or an upload's
+    /// (`uploads/{id}`).
+    pub fn stored(name: &str) -> Option<Self> {
+        Self::parse(name).or_else(|| name.strip_prefix("uploads/").and_then(Self::upload))
+    }
+
     /// The resource of a resumable upload in progress, by its upload id.
     pub fn upload(upload_id: &str) -> Option<Self> {
         let ok = !upload_id.is_empty()
@@ -330,14 +336,13 @@ pub const SELECT: &str = "SELECT name, key_id, expires FROM affinity";
 pub const UPSERT: &str = "INSERT INTO affinity (name, key_id, expires) VALUES (?1, ?2, ?3) \
      ON CONFLICT(name) DO UPDATE SET key_id = excluded.key_id, expires = excluded.expires";
 
-/// The statement that writes `owner` of `r`.
-pub fn upsert_statement(r: &Resource, owner: &Owner) -> Statement {
-    (UPSERT, vec![SqlValue::Text(r.name.clone()), SqlValue::Text(owner.key.clone()), int(owner.expires.0)])
-}
-
-/// The statement that forgets `r`.
-pub fn delete_statement(r: &Resource) -> Statement {
-    ("DELETE FROM affinity WHERE name = ?1", vec![SqlValue::Text(r.name.clone())])
+/// The statement that writes `owner` of the resource `name`, or forgets
+/// it (`None`).
+pub fn row_statement(name: &str, owner: Option<&Owner>) -> Statement {
+    match owner {
+        Some(o) => (UPSERT, vec![SqlValue::Text(name.to_owned()), SqlValue::Text(o.key.clone()), int(o.expires.0)]),
+        None => ("DELETE FROM affinity WHERE name = ?1", vec![SqlValue::Text(name.to_owned())]),
+    }
 }
 
 /// The statement that drops the entries expired at `now`.
@@ -349,9 +354,7 @@ pub fn prune_statement(now: UnixMillis) -> Statement {
 pub fn from_row(row: &[SqlValue]) -> Result<(Resource, Owner), RowError> {
     let mut c = Columns::new("affinity", row);
     let name = c.text()?;
-    let r = Resource::parse(&name)
-        .or_else(|| name.strip_prefix("uploads/").and_then(Resource::upload))
-        .ok_or_else(|| c.err(format!("not a resource name: {name:?}")))?;
+    let r = Resource::stored(&name).ok_or_else(|| c.err(format!("not a resource name: {name:?}")))?;
     Ok((r, Owner { key: c.text()?, expires: UnixMillis(c.int()?) }))
 }
 
@@ -577,7 +580,7 @@ mod tests {
         let upload = Resource::upload("up-1").expect("r");
         let rows: Vec<Vec<SqlValue>> = [(&file, None), (&upload, Some(UnixMillis(NOW.0 + 5)))]
             .into_iter()
-            .map(|(r, exp)| upsert_statement(r, &reg.remember(r, "k-a", exp, NOW)).1)
+            .map(|(r, exp)| row_statement(r.name(), Some(&reg.remember(r, "k-a", exp, NOW))).1)
             .collect();
         let back: Vec<(Resource, Owner)> = rows.iter().map(|r| from_row(r).expect("row")).collect();
         assert_eq!(back[0].0, file);

@@ -105,6 +105,37 @@ pub enum ProxyError {
         /// Milliseconds until then.
         retry_after_ms: u64,
     },
+    /// The key that owns a resource the request names is rate-limited for
+    /// the model; no other key can see the resource.
+    #[error("{resource} belongs to one key of the pool, and that key is rate-limited for model {model} until {} (in {}s); no other key can see it. Retry then", until.to_rfc3339(), retry_after_ms.div_ceil(1000))]
+    ResourceOwnerLimited {
+        /// The resource.
+        resource: String,
+        /// The model asked for.
+        model: String,
+        /// When the key frees up.
+        until: UnixMillis,
+        /// Milliseconds until then.
+        retry_after_ms: u64,
+    },
+    /// The key that owns a resource the request names can no longer serve.
+    #[error("{resource} belongs to a key that can no longer be used ({why}); no other key can see it. Create it again")]
+    ResourceOwnerGone {
+        /// The resource.
+        resource: String,
+        /// What became of the key.
+        why: String,
+    },
+    /// The request names resources of two different keys (Google projects).
+    #[error(
+        "{first} and {second} belong to different keys of the pool (different Google projects), so no one request can use both. Create them again in one request's flow, or use them in separate requests"
+    )]
+    ResourcesOfTwoKeys {
+        /// One resource.
+        first: String,
+        /// One of another key.
+        second: String,
+    },
     /// No key can serve at all (every key disabled, or none configured).
     #[error("no usable API key for model {model}: {why}")]
     NoUsableKey {
@@ -170,13 +201,17 @@ impl ProxyError {
             Self::Conflict(_) => 409,
             Self::MethodNotAllowed { .. } => 405,
             Self::Unauthorized(_) => 401,
-            Self::BadRequest(_) => 400,
+            Self::BadRequest(_) | Self::ResourcesOfTwoKeys { .. } => 400,
+            Self::ResourceOwnerGone { .. } => 410,
             Self::Forbidden(_) | Self::ModelNotAllowed { .. } => 403,
             Self::PayloadTooLarge { .. } => 413,
             Self::UriTooLong { .. } => 414,
             Self::HeadersTooLarge { .. } => 431,
             Self::UpstreamTimedOut { .. } => 504,
-            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } | Self::ClientQuota { .. } => 429,
+            Self::AllKeysLimited { .. }
+            | Self::RateLimitedEverywhere { .. }
+            | Self::ClientQuota { .. }
+            | Self::ResourceOwnerLimited { .. } => 429,
             Self::NoUsableKey { .. } | Self::KeyStoreUnavailable { .. } | Self::TooManyConnections { .. } => 503,
             Self::UpstreamFailed { .. } => 502,
             Self::Internal { .. } => 500,
@@ -189,15 +224,18 @@ impl ProxyError {
             Self::Conflict(_) => "FAILED_PRECONDITION",
             Self::MethodNotAllowed { .. } => "UNIMPLEMENTED",
             Self::Unauthorized(_) => "UNAUTHENTICATED",
+            Self::ResourceOwnerGone { .. } => "FAILED_PRECONDITION",
             Self::BadRequest(_)
+            | Self::ResourcesOfTwoKeys { .. }
             | Self::PayloadTooLarge { .. }
             | Self::UriTooLong { .. }
             | Self::HeadersTooLarge { .. } => "INVALID_ARGUMENT",
             Self::UpstreamTimedOut { .. } => "DEADLINE_EXCEEDED",
             Self::Forbidden(_) | Self::ModelNotAllowed { .. } => "PERMISSION_DENIED",
-            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } | Self::ClientQuota { .. } => {
-                "RESOURCE_EXHAUSTED"
-            }
+            Self::AllKeysLimited { .. }
+            | Self::RateLimitedEverywhere { .. }
+            | Self::ClientQuota { .. }
+            | Self::ResourceOwnerLimited { .. } => "RESOURCE_EXHAUSTED",
             Self::NoUsableKey { .. }
             | Self::UpstreamFailed { .. }
             | Self::KeyStoreUnavailable { .. }
@@ -222,9 +260,11 @@ impl ProxyError {
             Self::UriTooLong { .. } => ("invalid_request_error", "uri_too_long"),
             Self::HeadersTooLarge { .. } => ("invalid_request_error", "headers_too_large"),
             Self::UpstreamTimedOut { .. } => ("server_error", "upstream_timeout"),
-            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } => {
+            Self::AllKeysLimited { .. } | Self::RateLimitedEverywhere { .. } | Self::ResourceOwnerLimited { .. } => {
                 ("rate_limit_error", "rate_limit_exceeded")
             }
+            Self::ResourceOwnerGone { .. } => ("invalid_request_error", "resource_owner_gone"),
+            Self::ResourcesOfTwoKeys { .. } => ("invalid_request_error", "resources_of_two_keys"),
             Self::NoUsableKey { .. } => ("server_error", "no_usable_key"),
             Self::UpstreamFailed { .. } => ("server_error", "upstream_failed"),
             Self::KeyStoreUnavailable { .. } => ("server_error", "key_store_unavailable"),
@@ -252,7 +292,9 @@ impl ProxyError {
             Self::MethodNotAllowed { allowed, .. } => {
                 response.headers.push(("allow".into(), allowed.to_string()));
             }
-            Self::AllKeysLimited { retry_after_ms, .. } | Self::ClientQuota { retry_after_ms, .. } => {
+            Self::AllKeysLimited { retry_after_ms, .. }
+            | Self::ClientQuota { retry_after_ms, .. }
+            | Self::ResourceOwnerLimited { retry_after_ms, .. } => {
                 response.headers.push(("retry-after".into(), retry_after_ms.div_ceil(1000).max(1).to_string()));
             }
             Self::Unauthorized(_) if dialect == Dialect::OpenAi => {
@@ -282,6 +324,18 @@ impl ProxyError {
             Refusal::OverQuota { client, quota, limit, resets_at, retry_after_ms } => {
                 Self::ClientQuota { client, quota, limit, resets_at, retry_after_ms }
             }
+        }
+    }
+
+    /// The answer to a request whose resources' owner cannot serve it.
+    pub fn resource(refusal: crate::outcome::ResourceRefusal, model: &str) -> Self {
+        use crate::outcome::ResourceRefusal as R;
+        match refusal {
+            R::OwnerLimited { resource, until, retry_after_ms } => {
+                Self::ResourceOwnerLimited { resource, model: model.to_owned(), until, retry_after_ms }
+            }
+            R::OwnerGone { resource, why } => Self::ResourceOwnerGone { resource, why },
+            R::Conflict { first, second } => Self::ResourcesOfTwoKeys { first, second },
         }
     }
 

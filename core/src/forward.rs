@@ -27,13 +27,14 @@
 
 use crate::admin::{self, AdminAnswer, AdminOp, AdminRoute, MAX_ADMIN_BODY_BYTES};
 use crate::admit::{self, Admission, MAX_LOGIN_BODY_BYTES};
+use crate::affinity::{self, Resource};
 use crate::auth::Credentials;
 use crate::clients::Claim;
 use crate::config::{Config, Scheme, UpstreamBase};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::http::{Headers, Method, Response};
-use crate::outcome::{Lease, Outcome, Report, Unavailable};
+use crate::outcome::{Lease, Outcome, Owned, Report, Unavailable};
 use crate::persist::CheckInfo;
 use crate::route::{self, Dialect, Forward, MAX_BODY_BYTES};
 use crate::secret::{self, KeyId};
@@ -45,6 +46,11 @@ use std::sync::Arc;
 
 /// At most this many upstream attempts (so keys) per request.
 pub const MAX_ATTEMPTS: usize = 5;
+
+/// At most this many keys are asked for a resource the key store does not
+/// know (created before the proxy, or elsewhere) before Google's 403 or
+/// 404 is the answer.
+pub const MAX_PROBES: usize = 16;
 
 /// The largest upstream error body read for classification and relaying.
 pub const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
@@ -77,6 +83,9 @@ pub enum Step {
         /// Who the request claims to be, to admit (first attempt only;
         /// none: it carried the proxy key).
         client: Option<Claim>,
+        /// The resources the request names: it goes to the key that owns
+        /// those the key store knows, and to no other.
+        resources: Vec<Resource>,
     },
     /// Send this request upstream with [`Exchange::body`] as its body (for a
     /// method with a body). Answer [`Event::Head`] or [`Event::SendFailed`].
@@ -286,17 +295,13 @@ impl Attempts {
         Self { tried: Vec::new(), last_failure: None, all_rate_limited: true, all_timed_out: true }
     }
 
-    fn may_try_again(&self) -> bool {
-        self.tried.len() < MAX_ATTEMPTS
-    }
-
     /// Records a failed attempt that will be retried; returns its report.
     fn failed(&mut self, lease: &Lease, model: &str, outcome: Outcome, timed_out: bool) -> Report {
         self.all_rate_limited &= matches!(outcome, Outcome::RateLimited(_));
         self.all_timed_out &= timed_out;
         self.tried.push(lease.id.clone());
         self.last_failure = Some(outcome.clone());
-        Report { key: lease.id.clone(), model: model.to_owned(), outcome, usage: None, client: None }
+        Report::of(lease, model, outcome)
     }
 
     /// The error to answer with once no further attempt is possible:
@@ -317,6 +322,7 @@ impl Attempts {
             }
             Some(Unavailable::NoUsableKey { why }) => ProxyError::NoUsableKey { model: model.to_owned(), why },
             Some(Unavailable::Refused { refusal }) => ProxyError::refused(refusal),
+            Some(Unavailable::Resource { refusal }) => ProxyError::resource(refusal, model),
             Some(Unavailable::AllTried) | None if self.all_rate_limited && !self.tried.is_empty() => {
                 ProxyError::RateLimitedEverywhere { attempts: self.tried.len(), last: last() }
             }
@@ -342,6 +348,11 @@ struct Relay {
     lease: Option<Lease>,
     status: u16,
     upstream_headers: Headers,
+    /// The resources the request names ([`affinity`]).
+    resources: Vec<Resource>,
+    /// Google's 403 or 404 for a resource no key was known to own, kept
+    /// while other keys are asked: the answer if none can see it.
+    not_seen: Option<Response>,
 }
 
 impl Relay {
@@ -554,6 +565,8 @@ impl Exchange {
                     lease: None,
                     status: 0,
                     upstream_headers: Vec::new(),
+                    resources: Vec::new(),
+                    not_seen: None,
                 });
                 if !has_body {
                     return self.bind(Vec::new());
@@ -580,6 +593,11 @@ impl Exchange {
         if let Err(e) = relay.fwd.bind_body(&body) {
             return self.fail(e);
         }
+        if relay.fwd.dialect == Dialect::Gemini {
+            let in_path = Resource::parse(relay.fwd.upstream_path.trim_start_matches('/'));
+            relay.resources = in_path.into_iter().chain(affinity::in_body(&body)).collect();
+            relay.resources.dedup();
+        }
         self.body = body;
         self.next_attempt(None)
     }
@@ -588,20 +606,31 @@ impl Exchange {
     /// (applying the last attempt's report first).
     fn next_attempt(&mut self, settle: Option<Report>) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Lease, &Event::Done) };
-        if !relay.attempts.may_try_again() {
+        let limit = if relay.not_seen.is_some() { MAX_PROBES } else { MAX_ATTEMPTS };
+        if relay.attempts.tried.len() >= limit {
             return self.give_up(settle, None);
         }
         self.waiting = Waiting::Lease;
         let client = relay.claim.take();
-        Step::Acquire { model: relay.model().to_owned(), exclude: relay.attempts.tried.clone(), settle, client }
+        let (model, exclude, resources) =
+            (relay.model().to_owned(), relay.attempts.tried.clone(), relay.resources.clone());
+        Step::Acquire { model, exclude, settle, client, resources }
     }
 
     /// Answers with why no further attempt is possible; `settle`, the last
     /// attempt's report, ends the client's request.
     fn give_up(&mut self, settle: Option<Report>, unavailable: Option<Unavailable>) -> Step {
-        let Some(relay) = self.relay.as_ref() else { return self.host_bug(Waiting::Lease, &Event::Done) };
-        let error = relay.attempts.give_up(relay.model(), unavailable);
-        let respond = Step::Respond(error.to_response(self.dialect));
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Lease, &Event::Done) };
+        let respond = match (relay.not_seen.take(), unavailable) {
+            (_, Some(Unavailable::Resource { refusal })) => {
+                Step::Respond(ProxyError::resource(refusal, relay.model()).to_response(self.dialect))
+            }
+            // No key that was asked could see the resource: Google's answer.
+            (Some(not_seen), _) => Step::Respond(not_seen),
+            (None, unavailable) => {
+                Step::Respond(relay.attempts.give_up(relay.model(), unavailable).to_response(self.dialect))
+            }
+        };
         match settle {
             Some(report) => {
                 let report = Report { client: relay.client.clone(), ..report };
@@ -650,22 +679,31 @@ impl Exchange {
         let model = relay.model().to_owned();
         let redact = |text: &str| secret::redact(text, &[&lease.secret]);
         let status = relay.status;
-        let relayed = |outcome| {
-            let body = redact(&String::from_utf8_lossy(body));
-            let headers = relayed_headers(&relay.upstream_headers, true, Some(&lease));
-            let response = Response { status, headers, body };
-            let client = relay.client.clone();
-            (Report { key: lease.id.clone(), model: model.clone(), outcome, usage: None, client }, response)
-        };
-        let (report, response) = match upstream::classify(status, body, redact) {
+        let outcome = match upstream::classify(status, body, redact) {
             Verdict::Retry(outcome) => {
                 let report = relay.attempts.failed(&lease, &model, outcome, false);
                 return self.next_attempt(Some(report));
             }
-            Verdict::Relay(outcome) => relayed(outcome),
-            Verdict::Success => relayed(Outcome::Success),
+            Verdict::Relay(outcome) => outcome,
+            Verdict::Success => Outcome::Success,
         };
+        let body = redact(&String::from_utf8_lossy(body));
+        let headers = relayed_headers(&relay.upstream_headers, true, Some(&lease));
+        let response = Response { status, headers, body };
         relay.attempts.tried.push(lease.id.clone());
+        let mut report = Report::of(&lease, &model, outcome);
+        if matches!(status, 403 | 404) && !relay.resources.is_empty() {
+            if lease.pinned {
+                // The owner no longer sees it (deleted, expired): forgotten,
+                // so that a resource of the same name is looked for again.
+                report.deleted = relay.resources.iter().map(|r| r.name().to_owned()).collect();
+            } else {
+                // Another key may own it: asked next; this key is fine.
+                relay.not_seen = Some(response);
+                return self.next_attempt(Some(report));
+            }
+        }
+        report.client = relay.client.clone();
         self.emit([Step::Report(report), Step::Respond(response)])
     }
 
@@ -678,8 +716,14 @@ impl Exchange {
             Ok(usage) => (Outcome::Success, usage),
             Err(reason) => (Outcome::BrokenStream { reason: secret::redact(&reason, &[&lease.secret]) }, None),
         };
-        let report =
-            Report { key: lease.id, model: relay.model().to_owned(), outcome, usage, client: relay.client.clone() };
+        let mut report = Report { usage, client: relay.client.clone(), ..Report::of(&lease, relay.model(), outcome) };
+        if relay.fwd.method == Method::Delete {
+            // A resource deleted is forgotten.
+            report.deleted = relay.resources.iter().map(|r| r.name().to_owned()).collect();
+        } else if !lease.pinned {
+            // The key could see every resource the request named: its own.
+            report.owned = relay.resources.iter().map(|r| Owned { name: r.name().to_owned(), expires: None }).collect();
+        }
         self.emit([Step::Report(report)])
     }
 
@@ -896,7 +940,7 @@ mod tests {
                             Err(e) => Event::BodyFailed(e),
                         }
                     }
-                    Step::Acquire { model, exclude, settle, client } => {
+                    Step::Acquire { model, exclude, settle, client, resources } => {
                         if self.store_fails {
                             Event::StoreFailed("the Durable Object is overloaded".into())
                         } else {
@@ -904,7 +948,7 @@ mod tests {
                                 self.pool.apply(&r, now);
                                 trace.settled.push(r);
                             }
-                            Event::Acquired(self.pool.acquire_for(client.as_ref(), &model, &exclude, now))
+                            Event::Acquired(self.pool.acquire_for(client.as_ref(), &model, &resources, &exclude, now))
                         }
                     }
                     Step::Send(request) => {
@@ -1051,7 +1095,9 @@ mod tests {
                 model: "gemini-2.5-flash".into(),
                 outcome: Outcome::Success,
                 usage: None,
-                client: None
+                client: None,
+                owned: Vec::new(),
+                deleted: Vec::new(),
             }]
         );
         assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
@@ -1115,6 +1161,88 @@ mod tests {
         let counted: u64 =
             host.pool.snapshot(UnixMillis(0)).keys.iter().flat_map(|k| &k.models).map(|m| m.errors).sum();
         assert_eq!(counted, 5);
+    }
+
+    const NOT_YOURS: &str = r#"{"error":{"code":403,"message":"You do not have permission to access the File abc or it may not exist.","status":"PERMISSION_DENIED"}}"#;
+
+    /// A prompt naming `files/abc` (by its URI, as SDKs send it).
+    fn with_file(host: &mut Host, names: &[&str]) {
+        let parts: Vec<String> = names
+            .iter()
+            .map(|n| format!(r#"{{"fileData":{{"fileUri":"https://generativelanguage.googleapis.com/v1beta/{n}"}}}}"#))
+            .collect();
+        host.body = Ok(format!(r#"{{"contents":[{{"parts":[{}]}}]}}"#, parts.join(",")).into_bytes());
+    }
+
+    #[test]
+    fn a_resource_is_looked_for_once_then_its_owner_serves_it_alone() {
+        let mut host =
+            Host::new(4, &[Answer::Status(403, NOT_YOURS), Answer::Status(403, NOT_YOURS), Answer::Status(200, "{}")]);
+        with_file(&mut host, &["files/abc"]);
+        let t = generate(&mut host);
+        let keys = t.keys_sent();
+        assert_eq!(keys.len(), 3, "asked until a key could see it");
+        assert!(t.response.is_none(), "the third key's answer streamed");
+        // The keys that could not see it are fine.
+        assert!(t.settled.iter().all(|r| r.outcome == Outcome::ClientError { status: 403 }), "{:?}", t.settled);
+        let owner = keys[2].clone();
+        assert_eq!(t.reports[0].owned, [Owned { name: "files/abc".into(), expires: None }]);
+
+        // From now on, only the owner; Google's 403 from it is final.
+        for _ in 0..3 {
+            let t = generate(&mut host);
+            assert_eq!(t.keys_sent(), [owner.clone()]);
+        }
+        host.upstream = [Answer::Status(429, PER_MINUTE)].into_iter().collect();
+        let t = generate(&mut host);
+        assert_eq!(t.keys_sent(), [owner.clone()], "never a key that cannot see it");
+        let r = t.response.as_ref().expect("an answer");
+        assert_eq!(r.status, 429);
+        assert!(r.headers.iter().any(|(n, _)| n == "retry-after"), "{:?}", r.headers);
+        let message = t.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains("files/abc") && message.contains("rate-limited"), "{message}");
+
+        // Two resources of two keys: a 400, nothing sent.
+        let mut host = Host::new(2, &[]);
+        with_file(&mut host, &["files/one"]);
+        let one = generate(&mut host).keys_sent();
+        with_file(&mut host, &["files/two"]);
+        let two = generate(&mut host).keys_sent();
+        assert_ne!(one, two, "the ring moved on: owned by different keys");
+        with_file(&mut host, &["files/one", "files/two"]);
+        let t = generate(&mut host);
+        assert!(t.sent.is_empty());
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(400));
+        assert!(t.json()["error"]["message"].as_str().is_some_and(|m| m.contains("files/one and files/two")));
+    }
+
+    fn res(name: &str) -> Resource {
+        Resource::parse(name).expect("a resource")
+    }
+
+    const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
+
+    #[test]
+    fn no_key_sees_it_google_answers_and_a_deleted_resource_is_forgotten() {
+        // No key sees it: Google's 403, after every key was asked once.
+        let mut host = Host::new(3, &[Answer::Status(403, NOT_YOURS); 3]);
+        with_file(&mut host, &["files/gone"]);
+        let t = generate(&mut host);
+        assert_eq!(t.keys_sent().len(), 3);
+        let r = t.response.as_ref().expect("an answer");
+        assert_eq!((r.status, t.json()["error"]["status"].as_str()), (403, Some("PERMISSION_DENIED")));
+        assert!(host.pool.acquire_naming("m", &[res("files/gone")], &[], NOW).is_ok_and(|l| !l.pinned));
+
+        // Found, then deleted through the proxy: forgotten.
+        let mut host = Host::new(3, &[Answer::Status(403, NOT_YOURS), Answer::Status(200, "{}")]);
+        with_file(&mut host, &["files/abc"]);
+        let owner = generate(&mut host).keys_sent()[1].clone();
+        let lease = host.pool.acquire_naming("m", &[res("files/abc")], &[], NOW).expect("owner");
+        assert!(lease.pinned && lease.id == owner);
+        let t = host.run("DELETE", "/v1beta/files/abc", &[("x-goog-api-key", "client")]);
+        assert_eq!(t.keys_sent(), [owner]);
+        assert_eq!(t.reports[0].deleted, ["files/abc"]);
+        assert!(!host.pool.acquire_naming("m", &[res("files/abc")], &[], NOW).expect("any").pinned);
     }
 
     #[test]

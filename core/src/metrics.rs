@@ -212,6 +212,8 @@ mod tests {
             outcome: Outcome::Success,
             usage: Some(usage),
             client: None,
+            owned: Vec::new(),
+            deleted: Vec::new(),
         };
         pool.apply(&report, NOW);
         let text = render(&pool.snapshot(NOW));

@@ -84,6 +84,39 @@ pub struct Report {
     /// only (it counts the request, and the tokens, against the client).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// Resources the attempt found to be `key`'s (it created them, or it
+    /// could see them): the registry sends what names them to `key`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owned: Vec<Owned>,
+    /// Resources the attempt deleted: the registry forgets them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
+}
+
+impl Report {
+    /// The report of an attempt with `lease` for `model`: no usage, no
+    /// client, no resources.
+    pub fn of(lease: &Lease, model: &str, outcome: Outcome) -> Self {
+        Report {
+            key: lease.id.clone(),
+            model: model.to_owned(),
+            outcome,
+            usage: None,
+            client: None,
+            owned: Vec::new(),
+            deleted: Vec::new(),
+        }
+    }
+}
+
+/// A resource found to be a key's ([`crate::affinity`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owned {
+    /// Its name (`files/abc`, `cachedContents/x`, `uploads/…`).
+    pub name: String,
+    /// When Google lets it expire, if it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<UnixMillis>,
 }
 
 /// A key handed out for one attempt.
@@ -96,6 +129,9 @@ pub struct Lease {
     /// The client the store admitted the request as (none: the proxy key's,
     /// or an open proxy's).
     pub client: Option<String>,
+    /// Whether the key was chosen because it owns a resource the request
+    /// names (none other may serve it).
+    pub pinned: bool,
 }
 
 /// Why no key was handed out.
@@ -122,5 +158,40 @@ pub enum Unavailable {
     Refused {
         /// Why.
         refusal: crate::clients::Refusal,
+    },
+    /// The request names resources whose owner cannot serve it.
+    Resource {
+        /// Why.
+        refusal: ResourceRefusal,
+    },
+}
+
+/// Why a request that names resources cannot be served: it may go to the
+/// key that owns them and to no other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ResourceRefusal {
+    /// The owner is cooling or exhausted for the model.
+    OwnerLimited {
+        /// The resource.
+        resource: String,
+        /// When the owner frees up.
+        until: UnixMillis,
+        /// Milliseconds from now until then.
+        retry_after_ms: u64,
+    },
+    /// The owner is disabled, or was removed from the pool.
+    OwnerGone {
+        /// The resource.
+        resource: String,
+        /// What became of the key.
+        why: String,
+    },
+    /// Two of the resources belong to different keys.
+    Conflict {
+        /// One resource.
+        first: String,
+        /// One of another key.
+        second: String,
     },
 }

@@ -539,6 +539,8 @@ mod tests {
                     outcome: Outcome::Success,
                     usage: Some(usage),
                     client: None,
+                    owned: Vec::new(),
+                    deleted: Vec::new(),
                 };
                 p.apply(&r, UnixMillis(now.0 - hours_ago * crate::time::HOUR_MS));
             }
@@ -572,6 +574,8 @@ mod tests {
                     outcome: Outcome::Success,
                     usage: Some(usage),
                     client: Some(c.id.clone()),
+                    owned: Vec::new(),
+                    deleted: Vec::new(),
                 };
                 p.apply(&r, now);
             }

@@ -141,6 +141,8 @@ pub struct StoredPool {
     pub client_key_usage: Vec<ClientKeyUsage>,
     /// Hourly rows ([`crate::history::SELECT_HOURLY`]).
     pub hourly: Vec<HourRecord>,
+    /// The resource registry ([`crate::affinity::SELECT`]).
+    pub affinity: Vec<(crate::affinity::Resource, crate::affinity::Owner)>,
 }
 
 /// Every row a full rewrite writes.
@@ -166,6 +168,8 @@ pub struct Change {
     pub client_key: Option<ClientKeyUsage>,
     /// The hourly rows the call changed.
     pub hourly: HourChange,
+    /// The resource owners it found (`None`: the resource was deleted).
+    pub affinity: Vec<(String, Option<crate::affinity::Owner>)>,
 }
 
 /// Creates the tables when missing.
@@ -500,11 +504,13 @@ pub fn change_statements(change: &Change) -> impl Iterator<Item = Statement> + '
     let client_key = change.client_key.iter().map(|c| (clients::UPSERT_CLIENT_KEY_USAGE, c.to_row()));
     let prune = change.hourly.prune_before.map(history::prune_statement);
     let hourly = change.hourly.rows.iter().map(|r| (history::UPSERT_HOURLY, r.to_row()));
+    let affinity = change.affinity.iter().map(|(name, owner)| crate::affinity::row_statement(name, owner.as_ref()));
     key.chain(change.usage.iter().flat_map(UsageRecord::statements))
         .chain(client)
         .chain(client_key)
         .chain(prune)
         .chain(hourly)
+        .chain(affinity)
 }
 
 /// The statements that replace every key and usage row with `records` (run

@@ -8,9 +8,10 @@
 //! expires. Choosing a key therefore costs the same with ten keys or ten
 //! thousand, however many are marked.
 
+use crate::affinity::{Conflict, Owner, Registry, Resource};
 use crate::clients::{Claim, ClientBook};
 use crate::history::{Dim, History};
-use crate::outcome::{Lease, Outcome, RateLimitScope, Report, Unavailable};
+use crate::outcome::{Lease, Outcome, RateLimitScope, Report, ResourceRefusal, Unavailable};
 use crate::persist::{Change, KeyMeta, KeyRecord, MarkKind, Records, StoredPool, UsageRecord};
 use crate::secret::{ApiKey, KeyId};
 use crate::stats::{DisabledInfo, KeySource, KeyState, KeyStats, ModelStats, Snapshot};
@@ -165,6 +166,8 @@ pub struct KeyPool {
     probation: Probation,
     clients: ClientBook,
     history: History,
+    /// Which key owns each resource it knows of.
+    affinity: Registry,
 }
 
 /// Whether an outcome shows the upstream knows the model.
@@ -205,6 +208,7 @@ impl KeyPool {
             client_usage,
             client_key_usage,
             hourly,
+            affinity,
         } = stored;
         let removed: std::collections::HashSet<String> = removed.into_iter().collect();
         let mut slots: Vec<Slot> = Vec::with_capacity(env.len() + runtime.len());
@@ -247,6 +251,9 @@ impl KeyPool {
             probation: Probation::default(),
             clients,
             history: History::restore(hourly),
+            // Expired entries are skipped on lookup, and dropped when the
+            // registry is full.
+            affinity: Registry::restore(affinity, UnixMillis(0)),
         };
         // Models the upstream never accepted (rows of an older version, which
         // tracked every name asked for) fold into the untracked bucket, as do
@@ -346,7 +353,7 @@ impl KeyPool {
                 tried_usable = true;
                 continue;
             }
-            return Ok(Lease { id: entry.id.clone(), secret: entry.key.clone(), client: None });
+            return Ok(Lease { id: entry.id.clone(), secret: entry.key.clone(), client: None, pinned: false });
         }
         if tried_usable {
             return Err(Unavailable::AllTried);
@@ -384,6 +391,7 @@ impl KeyPool {
         &mut self,
         claim: Option<&Claim>,
         model: &str,
+        resources: &[Resource],
         exclude: &[KeyId],
         now: UnixMillis,
     ) -> Result<Lease, Unavailable> {
@@ -391,8 +399,76 @@ impl KeyPool {
             Some(claim) => self.clients.admit(claim, model, now).map_err(|refusal| Unavailable::Refused { refusal })?,
             None => None,
         };
-        let lease = self.acquire(model, exclude, now)?;
+        let lease = self.acquire_naming(model, resources, exclude, now)?;
         Ok(Lease { client, ..lease })
+    }
+
+    /// Chooses the key for a request that names `resources`: the key that
+    /// owns those the registry knows, and no other ([`ResourceRefusal`]
+    /// when it cannot serve); any key ([`Self::acquire`]) when it knows
+    /// none of them.
+    pub fn acquire_naming(
+        &mut self,
+        model: &str,
+        resources: &[Resource],
+        exclude: &[KeyId],
+        now: UnixMillis,
+    ) -> Result<Lease, Unavailable> {
+        let refused = |refusal| Err(Unavailable::Resource { refusal });
+        let owner = match self.affinity.owner_of_all(resources, now) {
+            Ok(None) => return self.acquire(model, exclude, now),
+            Ok(Some(owner)) => KeyId::from_string(owner),
+            Err(Conflict { first, second }) => return refused(ResourceRefusal::Conflict { first, second }),
+        };
+        let resource = resources
+            .iter()
+            .find(|r| self.affinity.owner(r, now).is_some())
+            .map(|r| r.name().to_owned())
+            .unwrap_or_default();
+        let gone = |why: &str| refused(ResourceRefusal::OwnerGone { resource: resource.clone(), why: why.to_owned() });
+        let Some(&slot) = self.index.get(&owner) else { return gone("its key is no longer in the pool") };
+        let entry = &self.keys[slot as usize];
+        if entry.removed {
+            return gone("its key was removed from the pool");
+        }
+        if let Some(d) = &entry.disabled {
+            return gone(&format!("its key is disabled: {}", d.reason));
+        }
+        let lease = Lease { id: entry.id.clone(), secret: entry.key.clone(), client: None, pinned: true };
+        // A mark first: an owner this request found rate-limited is
+        // reported so, with when it frees up.
+        if let Some(mp) = self.models.get_mut(model) {
+            mp.release_expired(now, &self.keys);
+            if let Some(until) = mp.usage.get(&slot).and_then(|u| u.active_mark(now)).map(|m| m.until) {
+                let retry_after_ms = now.until(until);
+                return refused(ResourceRefusal::OwnerLimited { resource, until, retry_after_ms });
+            }
+        }
+        if exclude.contains(&lease.id) {
+            return Err(Unavailable::AllTried);
+        }
+        Ok(lease)
+    }
+
+    /// Remembers what a report found of the resources' owners; the
+    /// registry rows to persist (`None`: delete).
+    fn record_owners(&mut self, r: &Report, now: UnixMillis) -> Vec<(String, Option<Owner>)> {
+        let mut rows = Vec::new();
+        for owned in &r.owned {
+            let Some(resource) = Resource::parse(&owned.name).or_else(|| Resource::stored(&owned.name)) else {
+                continue;
+            };
+            let owner = self.affinity.remember(&resource, r.key.as_str(), owned.expires, now);
+            rows.push((resource.name().to_owned(), Some(owner)));
+        }
+        for name in &r.deleted {
+            if let Some(resource) = Resource::parse(name).or_else(|| Resource::stored(name))
+                && self.affinity.forget(&resource)
+            {
+                rows.push((resource.name().to_owned(), None));
+            }
+        }
+        rows
     }
 
     /// Applies one attempt's report, its token usage included, and counts
@@ -409,8 +485,10 @@ impl KeyPool {
             }
             names.push((Dim::Client, client));
         }
-        change.get_or_insert_with(Change::default).hourly = self.history.record(now, &names, r.usage.as_ref());
-        change
+        let mut change = change.unwrap_or_default();
+        change.hourly = self.history.record(now, &names, r.usage.as_ref());
+        change.affinity = self.record_owners(r, now);
+        Some(change)
     }
 
     /// The clients of the pool.

@@ -21,7 +21,7 @@ pub fn fake_keys(tag: &str, n: usize) -> Vec<ApiKey> {
 /// A lease of the fake key `i` tagged `POOL`.
 pub fn lease(i: usize) -> Lease {
     let secret = ApiKey::new(fake_key("POOL", i));
-    Lease { id: secret.id(), secret, client: None }
+    Lease { id: secret.id(), secret, client: None, pinned: false }
 }
 
 /// A header list from string pairs.

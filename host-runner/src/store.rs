@@ -431,6 +431,8 @@ mod tests {
                 outcome: Outcome::Success,
                 usage: None,
                 client: None,
+                owned: Vec::new(),
+                deleted: Vec::new(),
             });
         };
         for _ in 0..5 {

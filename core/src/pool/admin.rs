@@ -153,7 +153,7 @@ impl KeyPool {
     /// The key with id `id`, for a check.
     pub fn lease_of(&self, id: &KeyId) -> Option<Lease> {
         let s = &self.keys[self.slot_of(id)?];
-        Some(Lease { id: s.id.clone(), secret: s.key.clone(), client: None })
+        Some(Lease { id: s.id.clone(), secret: s.key.clone(), client: None, pinned: false })
     }
 
     /// The keys to check next: those never checked first, then the longest
