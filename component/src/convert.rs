@@ -17,7 +17,7 @@ pub fn admin_answer(a: ks::AdminAnswer) -> AdminAnswer {
 }
 
 pub fn lease(l: ks::Lease) -> Lease {
-    Lease { id: KeyId::from_string(l.id), secret: ApiKey::new(l.secret), client: l.client }
+    Lease { id: KeyId::from_string(l.id), secret: ApiKey::new(l.secret), client: l.client, pinned: l.pinned }
 }
 
 pub fn unavailable(u: ks::Unavailable) -> Unavailable {
@@ -31,6 +31,10 @@ pub fn unavailable(u: ks::Unavailable) -> Unavailable {
         ks::Unavailable::NoUsableKey(why) => Unavailable::NoUsableKey { why },
         ks::Unavailable::Refused(json) => match serde_json::from_str(&json) {
             Ok(refusal) => Unavailable::Refused { refusal },
+            Err(e) => Unavailable::NoUsableKey { why: format!("the key store's refusal is unreadable: {e}") },
+        },
+        ks::Unavailable::ResourceRefused(json) => match serde_json::from_str(&json) {
+            Ok(refusal) => Unavailable::Resource { refusal },
             Err(e) => Unavailable::NoUsableKey { why: format!("the key store's refusal is unreadable: {e}") },
         },
     }
@@ -68,6 +72,12 @@ pub fn report(r: &Report) -> ks::AttemptReport {
         outcome,
         usage,
         client: r.client.clone(),
+        owned: r
+            .owned
+            .iter()
+            .map(|o| ks::OwnedResource { name: o.name.clone(), expires: o.expires.map(|e| e.0) })
+            .collect(),
+        deleted: r.deleted.clone(),
     }
 }
 

@@ -63,12 +63,13 @@ fn drive(mut exchange: Exchange, request: IncomingRequest, out: ResponseOutparam
                 Some(r) => http::read_request_body(r, declared, limit).map_or_else(Event::BodyFailed, Event::Body),
                 None => Event::BodyFailed(BodyError::Broken("the body was already read".into())),
             },
-            Step::Acquire { model, exclude, settle, client } => {
+            Step::Acquire { model, exclude, settle, client, resources } => {
                 let exclude: Vec<String> = exclude.iter().map(|id| id.as_str().to_owned()).collect();
                 let settled = settle.as_ref().map(convert::report);
                 let claim = client.as_ref().map(convert::claim);
+                let resources: Vec<String> = resources.iter().map(|r| r.name().to_owned()).collect();
                 Event::Acquired(
-                    key_store::acquire(&model, &exclude, settled.as_ref(), claim.as_ref())
+                    key_store::acquire(&model, &exclude, settled.as_ref(), claim.as_ref(), &resources)
                         .map(convert::lease)
                         .map_err(convert::unavailable),
                 )

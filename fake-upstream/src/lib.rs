@@ -253,6 +253,11 @@ impl FakeUpstream {
         lock(&self.state.requests).clone()
     }
 
+    /// Forgets the recorded requests only (the projects' resources stay).
+    pub fn clear_requests(&self) {
+        lock(&self.state.requests).clear();
+    }
+
     /// Forgets recorded requests and behaviors.
     pub fn reset(&self) {
         *lock(&self.state.projects) = projects::Projects::default();

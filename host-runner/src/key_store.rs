@@ -6,9 +6,11 @@ use crate::proxy::bindings::gemini_proxy::host::key_store as wit;
 use crate::proxy::bindings::gemini_proxy::host::log;
 use crate::store::KeyBackend;
 use proxy_core::admin::{AdminAnswer, AdminOp};
+use proxy_core::affinity::Resource;
 use proxy_core::clients::Claim;
+use proxy_core::outcome::Owned;
 use proxy_core::stats::StatsView;
-use proxy_core::{KeyId, Outcome, RateLimit, RateLimitScope, Report, Unavailable};
+use proxy_core::{KeyId, Outcome, RateLimit, RateLimitScope, Report, Unavailable, UnixMillis};
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -51,14 +53,17 @@ impl wit::Host for KeyStoreCtx {
         exclude: Vec<String>,
         settle: Option<wit::AttemptReport>,
         client: Option<wit::ClientClaim>,
+        resources: Vec<String>,
     ) -> Result<wit::Lease, wit::Unavailable> {
         let exclude: Vec<KeyId> = exclude.into_iter().map(KeyId::from_string).collect();
         let claim = client.map(|c| Claim { hashes: c.hashes, open: c.open });
-        match self.backend.acquire(claim.as_ref(), &model, &exclude, settle.map(report)) {
+        let resources: Vec<Resource> = resources.iter().filter_map(|n| Resource::stored(n)).collect();
+        match self.backend.acquire(claim.as_ref(), &model, &resources, &exclude, settle.map(report)) {
             Ok(lease) => Ok(wit::Lease {
                 id: lease.id.as_str().to_owned(),
                 secret: lease.secret.expose().to_owned(),
                 client: lease.client,
+                pinned: lease.pinned,
             }),
             Err(Unavailable::AllLimited { until, retry_after_ms, keys }) => {
                 Err(wit::Unavailable::AllLimited(wit::Limited {
@@ -71,6 +76,9 @@ impl wit::Host for KeyStoreCtx {
             Err(Unavailable::NoUsableKey { why }) => Err(wit::Unavailable::NoUsableKey(why)),
             Err(Unavailable::Refused { refusal }) => {
                 Err(wit::Unavailable::Refused(serde_json::to_string(&refusal).unwrap_or_default()))
+            }
+            Err(Unavailable::Resource { refusal }) => {
+                Err(wit::Unavailable::ResourceRefused(serde_json::to_string(&refusal).unwrap_or_default()))
             }
         }
     }
@@ -107,7 +115,12 @@ impl wit::Host for KeyStoreCtx {
         let leases = answer
             .leases
             .into_iter()
-            .map(|l| wit::Lease { id: l.id.as_str().to_owned(), secret: l.secret.expose().to_owned(), client: None })
+            .map(|l| wit::Lease {
+                id: l.id.as_str().to_owned(),
+                secret: l.secret.expose().to_owned(),
+                client: None,
+                pinned: false,
+            })
             .collect();
         wit::AdminAnswer { status: answer.status, body: answer.body, leases }
     }
@@ -137,5 +150,14 @@ fn report(r: wit::AttemptReport) -> Report {
         cached: u.cached,
         thinking: u.thinking,
     });
-    Report { key: KeyId::from_string(r.key), model: r.model, outcome, usage, client: r.client }
+    let owned = r.owned.into_iter().map(|o| Owned { name: o.name, expires: o.expires.map(UnixMillis) }).collect();
+    Report {
+        key: KeyId::from_string(r.key),
+        model: r.model,
+        outcome,
+        usage,
+        client: r.client,
+        owned,
+        deleted: r.deleted,
+    }
 }

@@ -4,6 +4,7 @@
 
 use crate::clock::Clock;
 use proxy_core::admin::{self, AdminAnswer, AdminOp};
+use proxy_core::affinity::{self, Resource};
 use proxy_core::clients::{self, Claim};
 use proxy_core::clients::{ClientKeyUsage, ClientUsage};
 use proxy_core::history;
@@ -26,11 +27,13 @@ use std::time::Duration;
 /// per host; this crate's is [`SqliteKeyStore`].
 pub trait KeyBackend: Send + Sync + 'static {
     /// Applies `settle` (the previous attempt's report), then hands out a
-    /// key for `model` that is not in `exclude`.
+    /// key for `model` that is not in `exclude`: the owner of the known
+    /// `resources`, if any.
     fn acquire(
         &self,
         client: Option<&Claim>,
         model: &str,
+        resources: &[Resource],
         exclude: &[KeyId],
         settle: Option<Report>,
     ) -> Result<Lease, Unavailable>;
@@ -114,6 +117,8 @@ impl SqliteKeyStore {
         conn.execute_batch(persist::ADMIN_SCHEMA)?;
         conn.execute_batch(clients::SCHEMA)?;
         conn.execute_batch(history::SCHEMA)?;
+        conn.execute_batch(affinity::SCHEMA)?;
+        run(&conn, affinity::prune_statement(clock.now()))?;
         let sealed = load(&conn, persist::SELECT_VAULT, VaultRecord::from_row)?;
         let (runtime, unopened) = proxy_core::vault::open_sealed(vault.as_ref(), sealed);
         if let Some(why) = unopened {
@@ -129,6 +134,7 @@ impl SqliteKeyStore {
             client_usage: load(&conn, clients::SELECT_CLIENT_USAGE, ClientUsage::from_row)?,
             client_key_usage: load(&conn, clients::SELECT_CLIENT_KEY_USAGE, ClientKeyUsage::from_row)?,
             hourly: load(&conn, history::SELECT_HOURLY, history::HourRecord::from_row)?,
+            affinity: load(&conn, affinity::SELECT, affinity::from_row)?,
         };
         let pool = KeyPool::restore(keys, stored);
         Batch { rewrite: Some(pool.records()), ..Batch::default() }.commit(&mut conn)?;
@@ -184,6 +190,7 @@ impl KeyBackend for SqliteKeyStore {
         &self,
         client: Option<&Claim>,
         model: &str,
+        resources: &[Resource],
         exclude: &[KeyId],
         settle: Option<Report>,
     ) -> Result<Lease, Unavailable> {
@@ -191,7 +198,7 @@ impl KeyBackend for SqliteKeyStore {
         if let Some(report) = settle {
             self.apply(&mut pool, &report);
         }
-        pool.acquire_for(client, model, exclude, self.clock.now())
+        pool.acquire_for(client, model, resources, exclude, self.clock.now())
     }
 
     fn report(&self, report: Report) {
@@ -297,6 +304,8 @@ struct Batch {
     client_keys: HashMap<(String, String, String), ClientKeyUsage>,
     hourly: HashMap<(u64, history::Dim, String), history::HourRecord>,
     prune_before: Option<u64>,
+    /// Resource owners (`None`: forgotten).
+    affinity: HashMap<String, Option<affinity::Owner>>,
     statements: Vec<Statement>,
     flushes: Vec<mpsc::Sender<bool>>,
 }
@@ -325,6 +334,7 @@ impl Batch {
                 for r in c.hourly.rows {
                     self.hourly.insert((r.hour, r.dim, r.name.clone()), r);
                 }
+                self.affinity.extend(c.affinity);
             }
             // A rewrite holds every row as of its time, so earlier changes
             // are in it.
@@ -365,6 +375,9 @@ impl Batch {
         }
         for (_, r) in self.hourly.drain() {
             run(&tx, (history::UPSERT_HOURLY, r.to_row()))?;
+        }
+        for (name, owner) in self.affinity.drain() {
+            run(&tx, affinity::row_statement(&name, owner.as_ref()))?;
         }
         // After the rows: an admin's removal deletes what they wrote.
         for statement in self.statements.drain(..) {
@@ -424,7 +437,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
         let store = SqliteKeyStore::open(&path, keys, clock, None).expect("open");
         let success = |model: &str| {
-            let lease = store.acquire(None, model, &[], None).expect("a key");
+            let lease = store.acquire(None, model, &[], &[], None).expect("a key");
             store.report(Report {
                 key: lease.id,
                 model: model.to_owned(),

@@ -4,6 +4,7 @@
 //! host-runner's file).
 
 use crate::wire::{AcquireAnswer, AdminReply, StoreRequest};
+use proxy_core::affinity::{self, Resource};
 use proxy_core::clients;
 use proxy_core::config::parse_api_keys;
 use proxy_core::history;
@@ -93,6 +94,7 @@ impl ApiKeyManager {
             Some(secret) => Some(Vault::from_secret(&secret).map_err(|e| e.to_string())?),
             None => None,
         };
+        self.run(affinity::prune_statement(now()))?;
         let sealed = self.load(persist::SELECT_VAULT, VaultRecord::from_row)?;
         let (runtime, unopened) = proxy_core::vault::open_sealed(vault.as_ref(), sealed);
         if let Some(why) = unopened {
@@ -108,6 +110,7 @@ impl ApiKeyManager {
             client_usage: self.load(clients::SELECT_CLIENT_USAGE, clients::ClientUsage::from_row)?,
             client_key_usage: self.load(clients::SELECT_CLIENT_KEY_USAGE, clients::ClientKeyUsage::from_row)?,
             hourly: self.load(history::SELECT_HOURLY, history::HourRecord::from_row)?,
+            affinity: self.load(affinity::SELECT, affinity::from_row)?,
         };
         let pool = KeyPool::restore(keys, stored);
         self.rewrite(&pool)?;
@@ -135,14 +138,16 @@ impl ApiKeyManager {
         let (pool, vault) = (&mut loaded.pool, loaded.vault.as_ref());
         let done = || Response::ok("").map_err(|e| e.to_string());
         match request {
-            StoreRequest::Acquire { model, exclude, settle, client } => {
+            StoreRequest::Acquire { model, exclude, settle, client, resources } => {
                 self.acquires.set(self.acquires.get() + 1);
                 self.apply(pool, settle, now)?;
-                let answer = match pool.acquire_for(client.as_ref(), &model, &exclude, now) {
+                let resources: Vec<Resource> = resources.iter().filter_map(|n| Resource::stored(n)).collect();
+                let answer = match pool.acquire_for(client.as_ref(), &model, &resources, &exclude, now) {
                     Ok(lease) => AcquireAnswer::Lease {
                         id: lease.id,
                         secret: lease.secret.expose().to_owned(),
                         client: lease.client,
+                        pinned: lease.pinned,
                     },
                     Err(u) => AcquireAnswer::Unavailable(u),
                 };
@@ -199,7 +204,7 @@ fn nonce() -> [u8; NONCE_BYTES] {
 impl DurableObject for ApiKeyManager {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        for schema in [persist::SCHEMA, persist::ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA] {
+        for schema in [persist::SCHEMA, persist::ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA, affinity::SCHEMA] {
             if let Err(e) = sql.exec(schema, None) {
                 worker::console_error!("creating the key store schema failed: {e}");
             }

@@ -124,15 +124,19 @@ impl KeyStore {
         exclude: Vec<KeyId>,
         settle: Option<Report>,
         client: Option<proxy_core::clients::Claim>,
+        resources: &[proxy_core::affinity::Resource],
     ) -> Result<Result<Lease, Unavailable>, String> {
+        let resources = resources.iter().map(|r| r.name().to_owned()).collect();
         let mut resp = self
             .call_settling(|mut pending| {
                 pending.extend(settle);
-                StoreRequest::Acquire { model, exclude, settle: pending, client }
+                StoreRequest::Acquire { model, exclude, settle: pending, client, resources }
             })
             .await?;
         match resp.json::<AcquireAnswer>().await.map_err(|e| e.to_string())? {
-            AcquireAnswer::Lease { id, secret, client } => Ok(Ok(Lease { id, secret: ApiKey::new(secret), client })),
+            AcquireAnswer::Lease { id, secret, client, pinned } => {
+                Ok(Ok(Lease { id, secret: ApiKey::new(secret), client, pinned }))
+            }
             AcquireAnswer::Unavailable(u) => Ok(Err(u)),
         }
     }
@@ -157,7 +161,7 @@ impl KeyStore {
         let leases = reply
             .leases
             .into_iter()
-            .map(|(id, secret)| Lease { id, secret: ApiKey::new(secret), client: None })
+            .map(|(id, secret)| Lease { id, secret: ApiKey::new(secret), client: None, pinned: false })
             .collect();
         Ok(proxy_core::admin::AdminAnswer { status: reply.status, body: reply.body, leases })
     }

@@ -128,8 +128,8 @@ impl Run {
         };
         Flow::Next(match self.exchange.resume(event) {
             Step::ReadBody { limit, .. } => io::read_request_body(self.request.as_mut(), limit).await,
-            Step::Acquire { model, exclude, settle, client } => {
-                match self.store.acquire(model, exclude, settle, client).await {
+            Step::Acquire { model, exclude, settle, client, resources } => {
+                match self.store.acquire(model, exclude, settle, client, &resources).await {
                     Ok(answer) => Event::Acquired(answer),
                     Err(why) => Event::StoreFailed(why),
                 }

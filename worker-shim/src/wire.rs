@@ -18,6 +18,9 @@ pub enum StoreRequest {
         settle: Vec<Report>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<proxy_core::clients::Claim>,
+        /// The names of the resources the request names.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        resources: Vec<String>,
     },
     /// Apply these reports, in order.
     Report { reports: Vec<Report> },
@@ -50,6 +53,8 @@ pub enum AcquireAnswer {
         secret: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pinned: bool,
     },
     /// None; why.
     Unavailable(Unavailable),

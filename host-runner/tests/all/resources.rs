@@ -121,3 +121,94 @@ async fn an_api_the_proxy_does_not_know_is_relayed_in_the_version_asked_for() {
     assert_eq!(r.status(), 404);
     assert_eq!(h.fake.requests().len(), 2);
 }
+
+/// Uploads `size` bytes through the proxy in Google's resumable protocol;
+/// the file's name.
+async fn upload(h: &Harness, size: usize) -> String {
+    let r = h
+        .http
+        .post(h.url("/upload/v1beta/files"))
+        .header("x-goog-api-key", "client-key")
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header("x-goog-upload-header-content-length", size.to_string())
+        .header("x-goog-upload-header-content-type", "text/plain")
+        .json(&json!({"file": {"displayName": "a.txt"}}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(r.status(), 200);
+    let url = r.headers()["x-goog-upload-url"].to_str().expect("ascii").to_owned();
+    let r = h
+        .http
+        .post(h.url(&url[url.find("/upload/").expect("an upload path")..]))
+        .header("x-goog-api-key", "client-key")
+        .header("x-goog-upload-command", "upload, finalize")
+        .header("x-goog-upload-offset", "0")
+        .body(vec![b'x'; size])
+        .send()
+        .await
+        .expect("chunk");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    v["file"]["name"].as_str().expect("a name").to_owned()
+}
+
+fn with_files(names: &[&str]) -> Value {
+    let parts: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"fileData": {"fileUri": format!("https://generativelanguage.googleapis.com/v1beta/{n}")}}))
+        .collect();
+    json!({"contents": [{"parts": parts}]})
+}
+
+#[tokio::test]
+async fn a_file_goes_to_the_key_that_owns_it_and_no_other_across_a_restart() {
+    let mut h = Harness::new(4).await;
+    let name = upload(&h, 1000).await;
+    let owner = h.fake.requests()[0].key().expect("a key").to_owned();
+    h.fake.clear_requests();
+
+    // First use: the keys are asked in turn until one can see it; the
+    // others' 403s count against no key.
+    let r = h.gemini("/v1beta/models/gemini-2.5-flash:generateContent", with_files(&[&name])).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let asked = h.keys_seen();
+    assert!(asked.len() <= 4 && asked.last() == Some(&owner), "{asked:?}");
+    assert_eq!(asked.iter().filter(|k| **k == owner).count(), 1);
+
+    // From then on only the owner, for every call that names the file,
+    // after a restart too (the registry is in the SQLite file).
+    h.restart().await;
+    h.fake.clear_requests();
+    for _ in 0..3 {
+        let r = h.gemini("/v1beta/models/gemini-2.5-flash:generateContent", with_files(&[&name])).await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = h.http.get(h.url(&format!("/v1beta/{name}"))).header("x-goog-api-key", "k").send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.keys_seen(), vec![owner.clone(); 4]);
+    let stats = h.stats().await;
+    assert!(stats["keys"].as_array().expect("keys").iter().all(|k| k["disabled"].is_null()), "{stats}");
+
+    // Two files of two keys in one prompt: a clear 400, nothing sent.
+    let other = loop {
+        let n = upload(&h, 10).await;
+        let r = h.http.get(h.url(&format!("/v1beta/{n}"))).header("x-goog-api-key", "k").send().await.expect("get");
+        assert_eq!(r.status(), 200);
+        if h.fake.requests().last().and_then(|r| r.key()) != Some(owner.as_str()) {
+            break n;
+        }
+    };
+    h.fake.clear_requests();
+    let r = h.gemini("/v1beta/models/gemini-2.5-flash:generateContent", with_files(&[&name, &other])).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("json");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains(&name) && m.contains(&other)), "{v}");
+    assert!(h.fake.requests().is_empty());
+
+    // Deleted through the proxy, on its owner: forgotten.
+    let r = h.http.delete(h.url(&format!("/v1beta/{name}"))).header("x-goog-api-key", "k").send().await.expect("del");
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.keys_seen(), [owner]);
+}
