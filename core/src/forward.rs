@@ -1191,11 +1191,11 @@ mod tests {
         // From now on, only the owner; Google's 403 from it is final.
         for _ in 0..3 {
             let t = generate(&mut host);
-            assert_eq!(t.keys_sent(), [owner.clone()]);
+            assert_eq!(t.keys_sent(), std::slice::from_ref(&owner));
         }
         host.upstream = [Answer::Status(429, PER_MINUTE)].into_iter().collect();
         let t = generate(&mut host);
-        assert_eq!(t.keys_sent(), [owner.clone()], "never a key that cannot see it");
+        assert_eq!(t.keys_sent(), std::slice::from_ref(&owner), "never a key that cannot see it");
         let r = t.response.as_ref().expect("an answer");
         assert_eq!(r.status, 429);
         assert!(r.headers.iter().any(|(n, _)| n == "retry-after"), "{:?}", r.headers);

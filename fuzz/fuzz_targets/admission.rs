@@ -46,11 +46,11 @@ fuzz_target!(|data: &[u8]| {
             Step::ReadBody { limit, .. } => {
                 if body.len() as u64 > limit { Event::BodyFailed(proxy_core::forward::BodyError::TooLarge) } else { Event::Body(body.clone()) }
             }
-            Step::Acquire { model, exclude, settle, client } => {
+            Step::Acquire { model, exclude, settle, client, resources } => {
                 if let Some(r) = settle {
                     pool.apply(&r, now);
                 }
-                Event::Acquired(pool.acquire_for(client.as_ref(), &model, &exclude, now))
+                Event::Acquired(pool.acquire_for(client.as_ref(), &model, &resources, &exclude, now))
             }
             Step::Send(up) => {
                 assert!(up.headers.iter().all(|(_, v)| v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))));

@@ -937,3 +937,79 @@ async fn other_gemini_calls_are_relayed_as_they_are() {
     assert_eq!(files(&stats), 3, "{stats}");
     assert!(stats["keys"].as_array().expect("keys").iter().all(|k| k["disabled"].is_null()), "{stats}");
 }
+
+/// A file belongs to the key (Google project) that uploaded it: once the
+/// proxy has found that key, every call naming the file goes to it and to
+/// no other, on both hosts; two files of two keys in one prompt are a 400.
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn a_file_goes_to_the_key_that_owns_it() {
+    let t = &Target::fresh_from_env().await;
+    let upload = |size: usize| async move {
+        let start = t
+            .http
+            .post(format!("{}/upload/v1beta/files", t.proxy))
+            .header("x-goog-api-key", &t.proxy_key)
+            .header("x-goog-upload-protocol", "resumable")
+            .header("x-goog-upload-command", "start")
+            .header("x-goog-upload-header-content-length", size.to_string())
+            .json(&json!({"file": {"displayName": "owned.txt"}}))
+            .send()
+            .await
+            .expect("start");
+        let url = start.headers()["x-goog-upload-url"].to_str().expect("ascii").to_owned();
+        let done = t
+            .http
+            .post(format!("{}{}", t.proxy, &url[url.find("/upload/").expect("an upload path")..]))
+            .header("x-goog-api-key", &t.proxy_key)
+            .header("x-goog-upload-command", "upload, finalize")
+            .header("x-goog-upload-offset", "0")
+            .body(vec![b'o'; size])
+            .send()
+            .await
+            .expect("chunk");
+        let v: Value = done.json().await.expect("json");
+        v["file"]["name"].as_str().expect("a file name").to_owned()
+    };
+    let prompt = |names: &[&str]| {
+        let parts: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"fileData": {"fileUri": format!("https://generativelanguage.googleapis.com/v1beta/{n}")}}))
+            .collect();
+        t.http
+            .post(format!("{}/v1beta/models/e2e-files:generateContent", t.proxy))
+            .header("x-goog-api-key", &t.proxy_key)
+            .json(&json!({"contents": [{"parts": parts}]}))
+            .send()
+    };
+    let name = upload(4096).await;
+    let owner = t.keys_seen().await[0].clone();
+    let r = prompt(&[&name]).await.expect("first use");
+    assert_eq!(r.status(), 200, "the keys are asked until the owner answers");
+    let before = t.upstream_requests().await.len();
+    for _ in 0..4 {
+        let r = prompt(&[&name]).await.expect("use");
+        assert_eq!(r.status(), 200);
+    }
+    let seen = t.keys_seen().await;
+    assert_eq!(seen[before..], vec![owner.clone(); 4], "only the owner, once it is known");
+
+    // A file of another key, found by a GET; then both in one prompt.
+    let other = loop {
+        let n = upload(16).await;
+        let r = t.http.get(format!("{}/v1beta/{n}", t.proxy)).header("x-goog-api-key", &t.proxy_key).send().await;
+        assert_eq!(r.expect("get").status(), 200);
+        if t.keys_seen().await.last() != Some(&owner) {
+            break n;
+        }
+    };
+    let before = t.upstream_requests().await.len();
+    let r = prompt(&[&name, &other]).await.expect("two owners");
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.expect("json");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains(&name) && m.contains(&other)), "{v}");
+    assert_eq!(t.upstream_requests().await.len(), before, "nothing sent");
+    // The 403s of the search counted against no key.
+    let stats = t.stats().await;
+    assert!(stats["keys"].as_array().expect("keys").iter().all(|k| k["disabled"].is_null()), "{stats}");
+}
