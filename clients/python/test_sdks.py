@@ -7,7 +7,7 @@ from google import genai
 from google.genai import types
 import openai
 
-from conftest import PROXY_KEY, assert_upstream_saw_only_pool_keys
+from conftest import POOL_KEYS, PROXY_KEY, assert_upstream_saw_only_pool_keys
 
 MODEL = "gemini-2.5-flash"
 
@@ -79,3 +79,27 @@ def test_genai_models(gclient, fake):
     names = [m.name for m in gclient.models.list()]
     assert "models/gemini-2.5-flash" in names
     assert_upstream_saw_only_pool_keys(fake, "/v1beta/models")
+
+
+def test_genai_files_upload_then_generate_lands_on_the_owning_key(gclient, fake, tmp_path):
+    # A multi-MB file, uploaded in Google's resumable protocol: the start goes
+    # through the proxy, the chunks to the upload URL it relays.
+    path = tmp_path / "report.txt"
+    path.write_bytes(b"gemini-proxy " * (3 * 1024 * 1024 // 13))
+    doc = gclient.files.upload(file=str(path), config={"mime_type": "text/plain"})
+    assert doc.name.startswith("files/") and doc.size_bytes == path.stat().st_size
+    reqs = fake.requests()
+    owner = next(r for r in reqs if r["path"].startswith("/upload/") and r["credentials"])["credentials"][0][1]
+    for r in reqs:
+        for _, key in r["credentials"]:
+            assert key in POOL_KEYS
+    # The prompt that names it: asked of the keys until the owner answers;
+    # then only the owner.
+    for _ in range(3):
+        r = gclient.models.generate_content(model=MODEL, contents=[doc, "summarise"])
+        assert r.text == f"Hello from the fake {MODEL}."
+    generated = [r for r in fake.requests() if r["path"].endswith(":generateContent")]
+    answered_by = generated[-3:]
+    assert [r["credentials"][0][1] for r in answered_by] == [owner] * 3, generated
+    assert gclient.files.get(name=doc.name).name == doc.name
+    assert fake.requests()[-1]["credentials"][0][1] == owner

@@ -425,6 +425,12 @@ impl Registry {
         self.entries.remove(&r.name).is_some()
     }
 
+    /// Drops the entries expired at `now` (the table's rows go with
+    /// [`prune_statement`]).
+    pub fn prune(&mut self, now: UnixMillis) {
+        self.entries.retain(|_, o| o.expires > now);
+    }
+
     /// How many entries it holds.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -174,12 +174,15 @@ impl Client {
         })
     }
 
-    /// Whether the client may call `model`. Calls that name no model
-    /// (lists, files, caches, counted under a `(…)` pseudo-model) are open
-    /// to every client: the models a resource is used with are checked
-    /// when it is used.
+    /// Whether the client may call `model`. Lists and the resources a
+    /// model is used with (files, caches, batches, operations), counted
+    /// under a pseudo-model, are open to every client: the model is checked
+    /// where it is used. Interactions (an agent generates) and calls to
+    /// unknown APIs are not.
     fn may_use(&self, model: &str) -> bool {
-        model.starts_with('(') || self.models.is_empty() || self.models.iter().any(|m| m == model)
+        crate::route::OPEN_PSEUDO_MODELS.contains(&model)
+            || self.models.is_empty()
+            || self.models.iter().any(|m| m == model)
     }
 }
 
@@ -760,8 +763,11 @@ mod tests {
         assert_eq!(book.admit(&claim("wrong"), "m", NOW), Err(Refusal::UnknownKey { presented: true }));
         assert!(book.admit(&claim("gpc-carol-secret"), "gemini-2.5-flash", NOW).is_ok());
         // Lists and resources name no model: open to a client kept to some.
-        for pseudo in [crate::route::NO_MODEL, "(files)", crate::route::OTHER_RESOURCE] {
+        for pseudo in [crate::route::NO_MODEL, "(files)", "(cachedContents)"] {
             assert!(book.admit(&claim("gpc-carol-secret"), pseudo, NOW).is_ok(), "{pseudo}");
+        }
+        for closed in ["(interactions)", crate::route::OTHER_RESOURCE] {
+            assert!(book.admit(&claim("gpc-carol-secret"), closed, NOW).is_err(), "{closed}");
         }
         assert!(matches!(
             book.admit(&claim("gpc-carol-secret"), "gemini-2.5-pro", NOW),

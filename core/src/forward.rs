@@ -625,9 +625,13 @@ impl Exchange {
             (_, Some(Unavailable::Resource { refusal })) => {
                 Step::Respond(ProxyError::resource(refusal, relay.model()).to_response(self.dialect))
             }
-            // No key that was asked could see the resource: Google's answer.
-            (Some(not_seen), _) => Step::Respond(not_seen),
-            (None, unavailable) => {
+            // No key that was asked could see the resource: Google's
+            // answer. When keys were left unasked because they are
+            // rate-limited, the caller gets the 429 and retries.
+            (Some(not_seen), None | Some(Unavailable::AllTried | Unavailable::NoUsableKey { .. })) => {
+                Step::Respond(not_seen)
+            }
+            (_, unavailable) => {
                 Step::Respond(relay.attempts.give_up(relay.model(), unavailable).to_response(self.dialect))
             }
         };

@@ -431,8 +431,9 @@ impl KeyPool {
         if entry.removed {
             return gone("its key was removed from the pool");
         }
-        if let Some(d) = &entry.disabled {
-            return gone(&format!("its key is disabled: {}", d.reason));
+        // Not the reason: it may be an admin's note.
+        if entry.disabled.is_some() {
+            return gone("its key is disabled");
         }
         let lease = Lease { id: entry.id.clone(), secret: entry.key.clone(), client: None, pinned: true };
         // A mark first: an owner this request found rate-limited is
@@ -597,6 +598,7 @@ impl KeyPool {
     /// The daily job: clears the day's counters and the marks that have
     /// expired by `now`. Disabled keys stay disabled.
     pub fn daily_reset(&mut self, now: UnixMillis) {
+        self.affinity.prune(now);
         let keys = &self.keys;
         for mp in self.models.values_mut() {
             mp.release_expired(now, keys);

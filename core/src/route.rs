@@ -424,6 +424,11 @@ const COLLECTIONS: &[&str] = &[
 /// Pseudo-model of a call to a path outside [`COLLECTIONS`] that names no model.
 pub const OTHER_RESOURCE: &str = "(other)";
 
+/// The pseudo-models open to a client kept to some models: lists, and the
+/// resources a model is used with (it is checked where it is used).
+pub const OPEN_PSEUDO_MODELS: &[&str] =
+    &[NO_MODEL, "(files)", "(cachedContents)", "(batches)", "(operations)", "(fileSearchStores)", "(generatedFiles)"];
+
 /// The collections of the OpenAI-style API relayed as they are.
 const OPENAI_COLLECTIONS: &[&str] = &["files", "batches"];
 

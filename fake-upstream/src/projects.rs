@@ -154,7 +154,10 @@ pub fn file_id(raw: &str) -> &str {
 
 impl Projects {
     fn fresh_id(&mut self, prefix: &str) -> String {
-        self.next += 1;
+        // Unique across resets of the fake, as Google's are for ever: a
+        // proxy's registry outlives a reset.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        self.next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         // Google's ids are lowercase letters and digits.
         format!("{prefix}{:010x}", self.next.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 24)
     }

@@ -214,8 +214,10 @@ impl KeyBackend for SqliteKeyStore {
 
     fn daily_reset(&self) {
         let mut pool = self.pool();
-        pool.daily_reset(self.clock.now());
+        let now = self.clock.now();
+        pool.daily_reset(now);
         self.rewrite_all(&pool);
+        self.send(Write::Statements(vec![affinity::prune_statement(now)]));
     }
 
     fn stats(&self, view: StatsView) -> Response {

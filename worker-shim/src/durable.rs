@@ -187,6 +187,7 @@ impl ApiKeyManager {
             StoreRequest::DailyReset => {
                 pool.daily_reset(now);
                 self.rewrite(pool)?;
+                self.run(affinity::prune_statement(now))?;
                 done()
             }
         }

@@ -916,25 +916,29 @@ async fn other_gemini_calls_are_relayed_as_they_are() {
         })
         .collect();
     let upload_query = path.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default();
-    let want = [
-        ("POST", "/upload/v1beta/files", String::new()),
-        ("POST", "/upload/v1beta/files", upload_query),
-        ("DELETE", "/v1beta/files/not-this-projects", String::new()),
-        ("PATCH", "/v1alpha/somethingNew/x1", "updateMask=a".to_owned()),
-    ];
-    assert_eq!(seen, want.map(|(m, p, q)| (m.to_owned(), p.to_owned(), q)));
+    // A file no key is known to own is looked for on every key once.
+    let mut want =
+        vec![("POST", "/upload/v1beta/files", String::new()), ("POST", "/upload/v1beta/files", upload_query)];
+    want.extend(t.keys.iter().map(|_| ("DELETE", "/v1beta/files/not-this-projects", String::new())));
+    want.push(("PATCH", "/v1alpha/somethingNew/x1", "updateMask=a".to_owned()));
+    let want: Vec<_> = want.into_iter().map(|(m, p, q)| (m.to_owned(), p.to_owned(), q)).collect();
+    assert_eq!(seen, want);
+    let deleted_on: std::collections::BTreeSet<String> =
+        t.keys_seen().await[2..2 + t.keys.len()].iter().cloned().collect();
+    assert_eq!(deleted_on.len(), t.keys.len(), "each key asked once");
     for k in t.keys_seen().await {
         assert!(t.keys.contains(&k), "a non-pool credential went upstream");
     }
-    // The three file calls counted under `(files)` (the Worker's reports
+    // The file calls counted under `(files)` (the Worker's reports
     // land a moment later; other scenarios' late reports count under their
     // own models); the 403 disabled no key.
     let files = |s: &Value| -> u64 {
         let keys = s["keys"].as_array().cloned().unwrap_or_default();
         keys.iter().map(|k| k["models"]["(files)"]["requests"].as_u64().unwrap_or(0)).sum()
     };
-    let stats = t.stats_when(|s| files(s) == 3).await;
-    assert_eq!(files(&stats), 3, "{stats}");
+    let calls = 2 + t.keys.len() as u64;
+    let stats = t.stats_when(|s| files(s) == calls).await;
+    assert_eq!(files(&stats), calls, "{stats}");
     assert!(stats["keys"].as_array().expect("keys").iter().all(|k| k["disabled"].is_null()), "{stats}");
 }
 
