@@ -101,4 +101,24 @@ for (const apiVersion of [undefined, "v1beta"]) {
     assert.ok(names.includes("models/gemini-2.5-flash"), names.join());
     await upstreamSawOnlyPoolKeys("/v1beta/models");
   });
+
+  test(`@google/genai (${name}): files.upload, then generate on the key that owns the file`, { skip }, async () => {
+    await fresh();
+    const blob = new Blob([new Uint8Array(2 * 1024 * 1024).fill(0x61)], { type: "text/plain" });
+    const file = await genai().files.upload({ file: blob, config: { mimeType: "text/plain" } });
+    assert.ok(file.name.startsWith("files/"), file.name);
+    const owner = (await fake("requests")).find((r) => r.path.startsWith("/upload/") && r.credentials.length)
+      .credentials[0][1];
+    for (let i = 0; i < 3; i++) {
+      const r = await genai().models.generateContent({
+        model: MODEL,
+        contents: [{ role: "user", parts: [{ fileData: { fileUri: file.uri, mimeType: file.mimeType } }, { text: "summarise" }] }],
+      });
+      assert.equal(r.text, `Hello from the fake ${MODEL}.`);
+    }
+    const generated = (await fake("requests")).filter((r) => r.path.endsWith(":generateContent"));
+    assert.deepEqual(generated.slice(-3).map((r) => r.credentials[0][1]), [owner, owner, owner]);
+    const pool = env.E2E_POOL_KEYS.split(",");
+    for (const r of await fake("requests")) for (const [, key] of r.credentials) assert.ok(pool.includes(key));
+  });
 }
