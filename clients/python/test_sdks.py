@@ -82,24 +82,26 @@ def test_genai_models(gclient, fake):
 
 
 def test_genai_files_upload_then_generate_lands_on_the_owning_key(gclient, fake, tmp_path):
-    # A multi-MB file, uploaded in Google's resumable protocol: the start goes
-    # through the proxy, the chunks to the upload URL it relays.
+    # A multi-MB file, uploaded in Google's resumable protocol: the start and
+    # every chunk go through the proxy (the upload URL it hands out is its
+    # own, with no key in it), all to the key that started the upload.
+    before = len(fake.requests())
     path = tmp_path / "report.txt"
     path.write_bytes(b"gemini-proxy " * (3 * 1024 * 1024 // 13))
     doc = gclient.files.upload(file=str(path), config={"mime_type": "text/plain"})
     assert doc.name.startswith("files/") and doc.size_bytes == path.stat().st_size
-    reqs = fake.requests()
-    owner = next(r for r in reqs if r["path"].startswith("/upload/") and r["credentials"])["credentials"][0][1]
-    for r in reqs:
-        for _, key in r["credentials"]:
-            assert key in POOL_KEYS
-    # The prompt that names it: asked of the keys until the owner answers;
-    # then only the owner.
+    reqs = fake.requests()[before:]
+    uploads = [r for r in reqs if r["path"].startswith("/upload/")]
+    assert len(uploads) >= 2, "a start and at least one chunk"
+    owner = uploads[0]["credentials"][0][1]
+    assert owner in POOL_KEYS
+    assert [[key for _, key in r["credentials"]] for r in uploads] == [[owner]] * len(uploads), uploads
+    # The prompt that names it goes to its owner at once: the proxy saw the
+    # upload create it.
     for _ in range(3):
         r = gclient.models.generate_content(model=MODEL, contents=[doc, "summarise"])
         assert r.text == f"Hello from the fake {MODEL}."
-    generated = [r for r in fake.requests() if r["path"].endswith(":generateContent")]
-    answered_by = generated[-3:]
-    assert [r["credentials"][0][1] for r in answered_by] == [owner] * 3, generated
+    generated = [r for r in fake.requests()[before:] if r["path"].endswith(":generateContent")]
+    assert [r["credentials"][0][1] for r in generated] == [owner] * 3, generated
     assert gclient.files.get(name=doc.name).name == doc.name
     assert fake.requests()[-1]["credentials"][0][1] == owner

@@ -196,6 +196,7 @@ pub fn stream_response(
     out: &mut Option<ResponseOutparam>,
     status: u16,
     headers: &[(String, String)],
+    head: usize,
 ) -> Event {
     let early = |reason: String, timed_out| Event::StreamFailedEarly { reason, timed_out };
     let Ok(incoming) = response.consume() else { return early("upstream body unavailable".into(), false) };
@@ -219,7 +220,7 @@ pub fn stream_response(
     let Ok(dst) = outgoing.write() else { return Event::Streamed(Err("response body unavailable".into())) };
     // Each piece passes through the guest (rather than a host-side splice)
     // so that the answer's end, with its token usage, can be read.
-    let mut tail = UsageTail::new();
+    let mut tail = UsageTail::keeping_head(head);
     tail.push(&first);
     if write_stream(&dst, &first).is_err() {
         return Event::Streamed(Err("the client went away".into()));
@@ -246,7 +247,7 @@ pub fn stream_response(
         Ok(()) => {
             let _ = dst_finish(outgoing);
             drop(incoming);
-            Event::Streamed(Ok(tail.usage()))
+            Event::Streamed(Ok(tail.seen()))
         }
         // Dropping the outgoing body unfinished aborts the client's response.
         Err(e) => Event::Streamed(Err(e)),

@@ -18,7 +18,7 @@ mod bindings {
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
 use bindings::gemini_proxy::host::{key_store, log};
-use bindings::wasi::http::types::{IncomingRequest, IncomingResponse, ResponseOutparam};
+use bindings::wasi::http::types::{IncomingRequest, IncomingResponse, ResponseOutparam, Scheme};
 use proxy_core::forward::{BodyError, Event, Exchange, Step};
 use proxy_core::{Config, Dialect, ProxyError};
 use std::sync::{Arc, OnceLock};
@@ -37,7 +37,14 @@ impl Guest for Component {
         };
         let method = http::core_method(&request.method());
         let path_and_query = request.path_with_query().unwrap_or_else(|| "/".to_owned());
-        let exchange = Exchange::new(config, method, path_and_query, request.headers().entries());
+        let mut exchange = Exchange::new(config, method, path_and_query, request.headers().entries());
+        if let Some(authority) = request.authority() {
+            let scheme = match request.scheme() {
+                Some(Scheme::Https) => "https",
+                _ => "http",
+            };
+            exchange = exchange.with_origin(scheme, &authority);
+        }
         drive(exchange, request, out);
     }
 }
@@ -85,8 +92,8 @@ fn drive(mut exchange: Exchange, request: IncomingRequest, out: ResponseOutparam
             Step::ReadErrorBody { limit } => {
                 Event::ErrorBody(upstream.take().map(|r| http::read_body(r, limit)).unwrap_or_default())
             }
-            Step::Stream { status, headers } => match upstream.take() {
-                Some(response) => http::stream_response(response, &mut out, status, &headers),
+            Step::Stream { status, headers, head } => match upstream.take() {
+                Some(response) => http::stream_response(response, &mut out, status, &headers, head),
                 None => Event::Streamed(Err("nothing to stream".into())),
             },
             Step::Respond(r) => {

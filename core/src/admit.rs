@@ -103,6 +103,12 @@ pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(S
             // knows (as it knows whether an open proxy has client keys).
             let claim = match (&cfg.proxy_key, creds.authorize(cfg.proxy_key.as_ref())) {
                 (Some(_), Ok(())) => None,
+                // A resumable upload's chunk may come without any: its
+                // upload id, handed out to the client that started it, is
+                // its authority once the key store knows the upload.
+                (Some(_), Err(_)) if creds == Credentials::default() && is_upload_chunk(&f, headers) => {
+                    Some(Claim { hashes: Vec::new(), open: false })
+                }
                 (Some(_), Err(e)) if creds == Credentials::default() => return respond(e),
                 (Some(_), Err(_)) => Some(Claim::of(&creds, false)),
                 (None, _) => Some(Claim::of(&creds, true)),
@@ -114,6 +120,19 @@ pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(S
             }
         }
     }
+}
+
+/// Whether `f` continues a resumable upload: a `POST` or `PUT` that names
+/// its upload and whose `X-Goog-Upload-Command` uploads, finalizes, queries
+/// or cancels (never one that starts an upload).
+fn is_upload_chunk(f: &Forward, headers: &[(String, Vec<u8>)]) -> bool {
+    let continues = headers::get(headers, "x-goog-upload-command").is_some_and(|c| {
+        c.split(',').map(str::trim).all(|part| matches!(part, "upload" | "finalize" | "query" | "cancel"))
+    });
+    f.upload
+        && matches!(f.method, Method::Post | Method::Put)
+        && continues
+        && crate::affinity::upload_in_query(&f.upstream_query).is_some()
 }
 
 /// The request's declared body length, if any.

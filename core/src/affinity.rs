@@ -10,10 +10,9 @@
 //!   parsing a large body in full);
 //! - which key owns them ([`Registry`]), bounded in size, each entry kept
 //!   until the expiry Google gives (files live 48 hours).
-//!
-//! Work in progress for issue #11: nothing routes through it yet.
 
 use crate::persist::{Columns, RowError, SqlValue, Statement, int};
+use crate::stream::{Framing, Splitter};
 use crate::time::{HOUR_MS, UnixMillis, parse_rfc3339};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -306,6 +305,62 @@ pub fn told_of(answer: &Value, interaction: bool) -> Vec<(Resource, Option<UnixM
     out
 }
 
+/// The resources the first bytes of an answer tell of ([`told_of`]):
+/// the answer itself when `whole` holds all of it, else the first events
+/// of an SSE stream (an interaction's: its `interaction.start` event
+/// names it). A JSON answer longer than its head tells of nothing: the
+/// resource is looked for across the pool when first named.
+pub fn told_of_head(head: &[u8], whole: bool, interaction: bool) -> Vec<(Resource, Option<UnixMillis>)> {
+    if whole && let Ok(v) = serde_json::from_slice::<Value>(head) {
+        return told_of(&v, interaction);
+    }
+    let mut out: Vec<(Resource, Option<UnixMillis>)> = Vec::new();
+    let mut events = 0;
+    Splitter::new(Framing::Sse).push(head, |event| {
+        events += 1;
+        if events > MAX_HEAD_EVENTS {
+            return;
+        }
+        // An event is no interaction itself; its `interaction` member is.
+        let Ok(v) = serde_json::from_slice::<Value>(event) else { return };
+        for (r, expires) in told_of(&v, false) {
+            if !out.iter().any(|(known, _)| *known == r) {
+                out.push((r, expires));
+            }
+        }
+    });
+    out
+}
+
+/// The most stream events [`told_of_head`] reads.
+const MAX_HEAD_EVENTS: usize = 4;
+
+/// The upload a request's query names (`upload_id=…`, as in the URL a
+/// resumable upload's chunks go to).
+pub fn upload_in_query(query: &str) -> Option<Resource> {
+    query.split('&').find_map(|p| p.strip_prefix("upload_id=")).and_then(Resource::upload)
+}
+
+/// Google's upload URL (`https://…/upload/v1beta/files?upload_id=…`) moved
+/// below `public` (the proxy's own origin and path prefix), without its
+/// `key` parameter, with the upload it names; `None` if it names no
+/// upload below `/upload/`.
+pub fn proxied_upload_url(google: &str, public: &str) -> Option<(String, Resource)> {
+    let (_, after_scheme) = google.split_once("://")?;
+    let target = &after_scheme[after_scheme.find('/')?..];
+    let target = target.split('#').next().unwrap_or_default();
+    let (path, query) = target.split_once('?')?;
+    if !path.starts_with("/upload/") {
+        return None;
+    }
+    let upload = upload_in_query(query)?;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.split('=').next().is_some_and(|n| n.eq_ignore_ascii_case("key")))
+        .collect();
+    Some((format!("{}{path}?{}", public.trim_end_matches('/'), kept.join("&")), upload))
+}
+
 /// The most items of one list answer remembered.
 pub const MAX_LISTED: usize = 1_000;
 
@@ -531,6 +586,41 @@ mod tests {
         let parts: Vec<String> = (0..200).map(|i| format!(r#"{{"fileData":{{"fileUri":"files/f{i}"}}}}"#)).collect();
         let body = format!(r#"{{"contents":[{{"parts":[{}]}}]}}"#, parts.join(","));
         assert_eq!(in_body(body.as_bytes()).len(), MAX_NAMED);
+    }
+
+    #[test]
+    fn upload_urls_move_to_the_proxy_without_the_key() {
+        let google = "https://generativelanguage.googleapis.com/upload/v1beta/files?key=AIzaSyFAKE&upload_id=AU-x_1&upload_protocol=resumable";
+        let (url, upload) = proxied_upload_url(google, "https://ai.example/gemini/").expect("an upload");
+        assert_eq!(url, "https://ai.example/gemini/upload/v1beta/files?upload_id=AU-x_1&upload_protocol=resumable");
+        assert_eq!(upload.name(), "uploads/AU-x_1");
+        assert_eq!(
+            proxied_upload_url("https://g/upload/v1beta/files?KEY=k&upload_id=a", "http://p").map(|u| u.0).as_deref(),
+            Some("http://p/upload/v1beta/files?upload_id=a")
+        );
+        for not_an_upload in
+            ["https://g/v1beta/files?upload_id=a", "https://g/upload/v1beta/files?key=k", "no url", "https://g"]
+        {
+            assert_eq!(proxied_upload_url(not_an_upload, "http://p"), None, "{not_an_upload}");
+        }
+        assert_eq!(upload_in_query("a=1&upload_id=u%2F").map(|r| r.name().to_owned()), None, "not an id");
+    }
+
+    #[test]
+    fn the_head_of_an_answer_tells_of_what_it_created() {
+        let whole = br#"{"name":"models/veo-3/operations/op-1"}"#;
+        assert_eq!(
+            names(&told_of_head(whole, true, false).into_iter().map(|(r, _)| r).collect::<Vec<_>>()),
+            ["models/veo-3/operations/op-1"]
+        );
+        assert!(told_of_head(&whole[..20], false, false).is_empty(), "a cut JSON answer tells nothing");
+        let sse = b"data: {\"interaction\":{\"id\":\"it-1\"},\"id\":\"ev-1\"}\n\ndata: {\"interaction\":{\"id\":\"it-2";
+        let told: Vec<Resource> = told_of_head(sse, false, true).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(
+            names(&told),
+            ["interactions/it-1"],
+            "the event's own id is no interaction; a cut event is not read"
+        );
     }
 
     #[test]

@@ -138,6 +138,11 @@ pub struct Config {
     pub openai_upstream: UpstreamBase,
     /// How long to wait on the upstream.
     pub timeouts: UpstreamTimeouts,
+    /// `PUBLIC_URL`: the proxy's own URL as its clients reach it (behind a
+    /// reverse proxy, with its path prefix), for the URLs it hands out (an
+    /// upload's). Unset: from the request's `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host`, else its own origin.
+    pub public_url: Option<UpstreamBase>,
 }
 
 impl Config {
@@ -189,6 +194,10 @@ impl Config {
             admin_key,
             gemini_upstream: base("GEMINI_UPSTREAM_URL", DEFAULT_GEMINI_UPSTREAM)?,
             openai_upstream: base("OPENAI_UPSTREAM_URL", DEFAULT_OPENAI_UPSTREAM)?,
+            public_url: match get("PUBLIC_URL") {
+                None => None,
+                Some(url) => Some(UpstreamBase::parse(&url).map_err(|why| ConfigError { var: "PUBLIC_URL", why })?),
+            },
             timeouts: UpstreamTimeouts {
                 connect_ms: seconds("UPSTREAM_CONNECT_TIMEOUT", defaults.connect_ms)?,
                 first_byte_ms: seconds("UPSTREAM_FIRST_BYTE_TIMEOUT", defaults.first_byte_ms)?,
@@ -275,6 +284,14 @@ mod tests {
             let e = Config::from_lookup(|v| (v == "UPSTREAM_IDLE_TIMEOUT").then(|| bad.to_owned())).expect_err(bad);
             assert_eq!(e.var, "UPSTREAM_IDLE_TIMEOUT");
         }
+    }
+
+    #[test]
+    fn the_public_url_is_checked() {
+        let c = Config::from_lookup(|v| (v == "PUBLIC_URL").then(|| "https://ai.example/gemini/".to_owned()));
+        assert_eq!(c.expect("valid").public_url.map(|u| u.to_string()).as_deref(), Some("https://ai.example/gemini"));
+        let e = Config::from_lookup(|v| (v == "PUBLIC_URL").then(|| "ai.example".to_owned())).expect_err("bad");
+        assert_eq!(e.var, "PUBLIC_URL");
     }
 
     #[test]

@@ -36,10 +36,10 @@ use crate::headers;
 use crate::http::{Headers, Method, Response};
 use crate::outcome::{Lease, Outcome, Owned, Report, Unavailable};
 use crate::persist::CheckInfo;
-use crate::route::{self, Dialect, Forward, MAX_BODY_BYTES};
+use crate::route::{self, Dialect, Forward, MAX_BODY_BYTES, Op};
 use crate::secret::{self, KeyId};
 use crate::stats::StatsView;
-use crate::stream::TokenUsage;
+use crate::stream::{HEAD_BYTES, Seen};
 use crate::upstream::{self, Verdict};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -109,11 +109,16 @@ pub enum Step {
         status: u16,
         /// The headers for the client.
         headers: Vec<(String, String)>,
+        /// How many of the answer's first bytes to keep and tell in
+        /// [`Event::Streamed`] ([`crate::stream::UsageTail::keeping_head`]):
+        /// 0 for most answers; some for those that may create a resource.
+        head: usize,
     },
     /// Send the client this answer. Answer [`Event::Done`].
     Respond(Response),
     /// Apply this report to the key store (a host may batch reports, but
-    /// loses none). Answer [`Event::Done`].
+    /// loses none, and holds back none that [`Report::must_land_first`]).
+    /// Answer [`Event::Done`].
     Report(Report),
     /// Answer the client with the key store's statistics in this view
     /// ([`StatsView::render`]). Answer [`Event::Done`], or
@@ -161,10 +166,10 @@ pub enum Event {
     },
     /// The upstream error body, at most the step's limit.
     ErrorBody(Vec<u8>),
-    /// How a streamed answer ended, once its head went to the client: the
-    /// token usage it reported (read with a [`crate::stream::UsageTail`] of
-    /// every piece), or `Err` with why when it broke off.
-    Streamed(Result<Option<TokenUsage>, String>),
+    /// How a streamed answer ended, once its head went to the client: what
+    /// a [`crate::stream::UsageTail`] of every piece saw (the token usage,
+    /// the first bytes asked for), or `Err` with why when it broke off.
+    Streamed(Result<Seen, String>),
     /// A 2xx answer failed before its first piece, so before anything went
     /// to the client.
     StreamFailedEarly {
@@ -257,6 +262,12 @@ pub fn upstream_request(
     }
     UpstreamRequest { method, scheme: base.scheme, authority: base.authority.clone(), path_and_query, headers }
 }
+
+/// The header of Google's answer to an upload's start that holds the URL
+/// its chunks go to (lower-case, as [`headers::client_headers`] gives it).
+const UPLOAD_URL: &str = "x-goog-upload-url";
+/// The header that may hold the URL to cancel or query an upload.
+const UPLOAD_CONTROL_URL: &str = "x-goog-upload-control-url";
 
 /// The upstream base's path with its version (its last segment, when
 /// that is one: `/v1beta`) replaced by `version`.
@@ -353,6 +364,9 @@ struct Relay {
     /// Google's 403 or 404 for a resource no key was known to own, kept
     /// while other keys are asked: the answer if none can see it.
     not_seen: Option<Response>,
+    /// Whether this answer ended the upload it continued (its status is
+    /// `final`): the upload is forgotten, the file it made remembered.
+    upload_over: bool,
 }
 
 impl Relay {
@@ -410,6 +424,8 @@ pub struct Exchange {
     relay: Option<Relay>,
     admin: Option<AdminWork>,
     request_id: Option<String>,
+    /// The request's own scheme and authority, as the host received it.
+    origin: Option<(String, String)>,
 }
 
 impl Exchange {
@@ -431,6 +447,7 @@ impl Exchange {
             relay: None,
             admin: None,
             request_id,
+            origin: None,
         }
     }
 
@@ -440,6 +457,40 @@ impl Exchange {
     pub fn with_request_id(mut self, id: String) -> Self {
         self.request_id = Some(id);
         self
+    }
+
+    /// The scheme and authority the host received the request on: the
+    /// proxy's own URL when neither `PUBLIC_URL` nor `X-Forwarded-Host`
+    /// tells it.
+    pub fn with_origin(mut self, scheme: &str, authority: &str) -> Self {
+        self.origin = Some((scheme.to_owned(), authority.to_owned()));
+        self
+    }
+
+    /// The proxy's URL as this client reaches it, for the URLs handed out:
+    /// `PUBLIC_URL`, else `X-Forwarded-Proto` and `X-Forwarded-Host` (the
+    /// first of each), else the request's own origin or `Host`.
+    fn public_base(&self) -> Option<String> {
+        if let Some(url) = &self.cfg.public_url {
+            return Some(url.to_string());
+        }
+        let first = |name: &str| {
+            let value = headers::get(&self.headers, name)?.split(',').next()?.trim();
+            (!value.is_empty()).then_some(value)
+        };
+        let is_host = |h: &&str| {
+            !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        };
+        let origin = self.origin.as_ref();
+        let host = first("x-forwarded-host")
+            .filter(is_host)
+            .or_else(|| origin.map(|(_, a)| a.as_str()).filter(is_host))
+            .or_else(|| first("host").filter(is_host))?;
+        let scheme = first("x-forwarded-proto")
+            .filter(|p| matches!(*p, "http" | "https"))
+            .or_else(|| origin.map(|(s, _)| s.as_str()).filter(|s| matches!(*s, "http" | "https")))
+            .unwrap_or("http");
+        Some(format!("{scheme}://{}", host.to_ascii_lowercase()))
     }
 
     fn log(&self, line: String) -> Step {
@@ -567,6 +618,7 @@ impl Exchange {
                     upstream_headers: Vec::new(),
                     resources: Vec::new(),
                     not_seen: None,
+                    upload_over: false,
                 });
                 if !has_body {
                     return self.bind(Vec::new());
@@ -590,13 +642,21 @@ impl Exchange {
 
     fn bind(&mut self, body: Vec<u8>) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ForwardBody, &Event::Done) };
-        if let Err(e) = relay.fwd.bind_body(&body) {
-            return self.fail(e);
-        }
-        if relay.fwd.dialect == Dialect::Gemini {
+        if relay.fwd.upload {
+            // An upload's body is the file's bytes (or its metadata, then
+            // the bytes): never read for a model or for names. A chunk
+            // names its upload, in its query.
             let in_path = Resource::parse(relay.fwd.upstream_path.trim_start_matches('/'));
-            relay.resources = in_path.into_iter().chain(affinity::in_body(&body)).collect();
-            relay.resources.dedup();
+            relay.resources = in_path.into_iter().chain(affinity::upload_in_query(&relay.fwd.upstream_query)).collect();
+        } else {
+            if let Err(e) = relay.fwd.bind_body(&body) {
+                return self.fail(e);
+            }
+            if relay.fwd.dialect == Dialect::Gemini {
+                let in_path = Resource::parse(relay.fwd.upstream_path.trim_start_matches('/'));
+                relay.resources = in_path.into_iter().chain(affinity::in_body(&body)).collect();
+                relay.resources.dedup();
+            }
         }
         self.body = body;
         self.next_attempt(None)
@@ -657,10 +717,21 @@ impl Exchange {
 
     fn head(&mut self, status: u16, upstream_headers: Headers) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Head, &Event::Done) };
-        if (200..300).contains(&status) {
+        let success = (200..300).contains(&status);
+        // An upload's start is read whole (its body is empty), so that the
+        // key store knows the upload before the client has the URL its
+        // chunks go to.
+        let starts_upload = relay.fwd.upload && headers::get(&upstream_headers, UPLOAD_URL).is_some();
+        if success && !starts_upload {
             self.waiting = Waiting::Stream;
             let headers = relayed_headers(&upstream_headers, false, relay.lease.as_ref());
-            return Step::Stream { status, headers };
+            relay.upload_over = relay.fwd.upload
+                && headers::get(&upstream_headers, "x-goog-upload-status").is_some_and(|s| s.trim() == "final");
+            // An answer that may create a resource is read for its name.
+            let content_type = headers::get(&upstream_headers, "content-type").unwrap_or_default();
+            let readable = ["application/json", "text/event-stream"].iter().any(|t| content_type.starts_with(t));
+            let head = if relay.fwd.op == Op::Resource && readable { HEAD_BYTES } else { 0 };
+            return Step::Stream { status, headers, head };
         }
         relay.status = status;
         relay.upstream_headers = upstream_headers;
@@ -678,6 +749,7 @@ impl Exchange {
     }
 
     fn classify(&mut self, body: &[u8]) -> Step {
+        let public = self.public_base();
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ErrorBody, &Event::Done) };
         let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::ErrorBody, &Event::Done) };
         let model = relay.model().to_owned();
@@ -692,10 +764,22 @@ impl Exchange {
             Verdict::Success => Outcome::Success,
         };
         let body = redact(&String::from_utf8_lossy(body));
-        let headers = relayed_headers(&relay.upstream_headers, true, Some(&lease));
+        let mut headers = relayed_headers(&relay.upstream_headers, true, Some(&lease));
+        let mut report = Report::of(&lease, &model, outcome);
+        if let (true, Some(public)) = ((200..300).contains(&status) && relay.fwd.upload, public) {
+            // The chunks come to the proxy, which sends them to this key.
+            let urls = headers.iter_mut().filter(|(n, _)| [UPLOAD_URL, UPLOAD_CONTROL_URL].contains(&n.as_str()));
+            for (_, value) in urls {
+                if let Some((url, upload)) = affinity::proxied_upload_url(value, &public) {
+                    *value = url;
+                    if !report.owned.iter().any(|o| o.name == upload.name()) {
+                        report.owned.push(Owned { name: upload.name().to_owned(), expires: None });
+                    }
+                }
+            }
+        }
         let response = Response { status, headers, body };
         relay.attempts.tried.push(lease.id.clone());
-        let mut report = Report::of(&lease, &model, outcome);
         if matches!(status, 403 | 404) && !relay.resources.is_empty() {
             if lease.pinned {
                 // The owner no longer sees it (deleted, expired): forgotten,
@@ -711,22 +795,42 @@ impl Exchange {
         self.emit([Step::Report(report), Step::Respond(response)])
     }
 
-    fn streamed(&mut self, result: Result<Option<TokenUsage>, String>) -> Step {
+    fn streamed(&mut self, result: Result<Seen, String>) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Stream, &Event::Done) };
         let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::Stream, &Event::Done) };
         relay.attempts.tried.push(lease.id.clone());
         self.answered = true;
-        let (outcome, usage) = match result {
-            Ok(usage) => (Outcome::Success, usage),
-            Err(reason) => (Outcome::BrokenStream { reason: secret::redact(&reason, &[&lease.secret]) }, None),
+        let (outcome, seen) = match result {
+            Ok(seen) => (Outcome::Success, seen),
+            Err(reason) => {
+                (Outcome::BrokenStream { reason: secret::redact(&reason, &[&lease.secret]) }, Seen::default())
+            }
         };
-        let mut report = Report { usage, client: relay.client.clone(), ..Report::of(&lease, relay.model(), outcome) };
+        let mut report =
+            Report { usage: seen.usage, client: relay.client.clone(), ..Report::of(&lease, relay.model(), outcome) };
         if relay.fwd.method == Method::Delete {
             // A resource deleted is forgotten.
             report.deleted = relay.resources.iter().map(|r| r.name().to_owned()).collect();
-        } else if !lease.pinned {
+            return self.emit([Step::Report(report)]);
+        }
+        if !lease.pinned {
             // The key could see every resource the request named: its own.
             report.owned = relay.resources.iter().map(|r| Owned { name: r.name().to_owned(), expires: None }).collect();
+        }
+        if relay.upload_over {
+            let over = relay.resources.iter().filter(|r| r.kind() == affinity::Kind::Upload);
+            report.deleted = over.map(|r| r.name().to_owned()).collect();
+            report.owned.retain(|o| !report.deleted.contains(&o.name));
+        }
+        // What the answer created (or listed) is this key's too, until the
+        // expiry it gives.
+        let interaction = relay.fwd.upstream_path.split('/').any(|s| s == "interactions");
+        let told = affinity::told_of_head(&seen.head, seen.whole, interaction);
+        for (r, expires) in told {
+            match report.owned.iter_mut().find(|o| o.name == r.name()) {
+                Some(known) => known.expires = expires.or(known.expires),
+                None => report.owned.push(Owned { name: r.name().to_owned(), expires }),
+            }
         }
         self.emit([Step::Report(report)])
     }
@@ -861,6 +965,7 @@ mod tests {
     use super::*;
     use crate::outcome::RateLimitScope;
     use crate::pool::KeyPool;
+    use crate::stream::TokenUsage;
     use crate::test_support::{config, fake_keys, h};
     use crate::time::UnixMillis;
     use serde_json::Value;
@@ -873,6 +978,9 @@ mod tests {
         Stalled,
         Stream(Result<Option<TokenUsage>, &'static str>),
         EarlyBreak,
+        /// An upload's last chunk answered: 200, this body, and
+        /// `x-goog-upload-status: final`.
+        Final(&'static str),
     }
 
     const PER_MINUTE: &str = r#"{"error":{"code":429,"message":"slow down","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}]}}"#;
@@ -890,6 +998,8 @@ mod tests {
         logs: Vec<String>,
         body_limits: Vec<u64>,
         steps: usize,
+        /// The reports and answers, in order (`report`, `respond`).
+        order: Vec<&'static str>,
     }
 
     impl Trace {
@@ -977,6 +1087,13 @@ mod tests {
                                 status: *s,
                                 headers: head(&[("content-type", "application/json"), ("content-length", "99")]),
                             },
+                            Answer::Final(_) => Event::Head {
+                                status: 200,
+                                headers: head(&[
+                                    ("content-type", "application/json"),
+                                    ("x-goog-upload-status", "final"),
+                                ]),
+                            },
                             Answer::Stream(_) | Answer::EarlyBreak => {
                                 Event::Head { status: 200, headers: head(&[("content-type", "text/event-stream")]) }
                             }
@@ -996,25 +1113,31 @@ mod tests {
                         }
                         _ => panic!("an error body without an error"),
                     },
-                    Step::Stream { status, headers } => match current.take() {
+                    Step::Stream { status, headers, head } => match current.take() {
                         Some(Answer::EarlyBreak) => {
                             Event::StreamFailedEarly { reason: "closed before the body".into(), timed_out: false }
                         }
                         Some(Answer::Stream(r)) => {
                             trace.streamed = Some((status, headers));
-                            Event::Streamed(r.map_err(str::to_owned))
+                            Event::Streamed(r.map(Seen::usage).map_err(str::to_owned))
                         }
-                        _ => {
+                        answer => {
                             trace.streamed = Some((status, headers));
-                            Event::Streamed(Ok(None))
+                            let mut tail = crate::stream::UsageTail::keeping_head(head);
+                            if let Some(Answer::Status(_, body) | Answer::Final(body)) = answer {
+                                tail.push(body.as_bytes());
+                            }
+                            Event::Streamed(Ok(tail.seen()))
                         }
                     },
                     Step::Respond(r) => {
+                        trace.order.push("respond");
                         assert!(trace.response.is_none(), "answered twice");
                         trace.response = Some(r);
                         Event::Done
                     }
                     Step::Report(r) => {
+                        trace.order.push("report");
                         self.pool.apply(&r, now);
                         trace.reports.push(r);
                         Event::Done
@@ -1218,6 +1341,129 @@ mod tests {
         assert!(t.sent.is_empty());
         assert_eq!(t.response.as_ref().map(|r| r.status), Some(400));
         assert!(t.json()["error"]["message"].as_str().is_some_and(|m| m.contains("files/one and files/two")));
+    }
+
+    const FILE_MADE: &str = r#"{"file":{"name":"files/made-1","uri":"https://generativelanguage.googleapis.com/v1beta/files/made-1","expirationTime":"2027-02-01T00:00:00Z"}}"#;
+
+    #[test]
+    fn an_upload_url_points_at_the_proxy_and_its_chunks_go_to_the_key_that_started_it() {
+        let mut host = Host::new(4, &[]);
+        host.cfg = config(Some("proxy-key-0123456789"));
+        host.key_in_upload_url = true;
+        let start = [("x-goog-api-key", "proxy-key-0123456789"), ("host", "proxy.local:8080")];
+        let t = host.run("POST", "/upload/v1beta/files", &start);
+        let owner = t.keys_sent()[0].clone();
+        let response = t.response.as_ref().expect("read whole, then answered");
+        let url = &response.headers.iter().find(|(n, _)| n == "x-goog-upload-url").expect("relayed").1;
+        assert_eq!(url, "http://proxy.local:8080/upload/v1beta/files?upload_id=u1", "no key in it");
+        assert!(t.reports[0].owned.iter().any(|o| o.name == "uploads/u1"), "{:?}", t.reports[0].owned);
+        // The upload is known before the client has its URL: a host that
+        // holds reports back sends this one at once.
+        assert_eq!(t.order, ["report", "respond"]);
+        assert!(t.reports[0].must_land_first());
+        host.key_in_upload_url = false;
+
+        // The chunks carry no credential (the Python SDK sends none): the
+        // upload id lets them in, to the key that started it, which the
+        // ring would not have chosen next.
+        host.upstream = [Answer::Status(200, "{}"), Answer::Final(FILE_MADE)].into_iter().collect();
+        let chunk = [("x-goog-upload-command", "upload"), ("x-goog-upload-offset", "0")];
+        let t = host.run("POST", "/upload/v1beta/files?upload_id=u1&upload_protocol=resumable", &chunk);
+        assert!(t.response.is_none(), "{:?}", t.response);
+        assert_eq!(t.keys_sent(), std::slice::from_ref(&owner));
+        let sent = &t.sent[0].1;
+        assert_eq!(sent.path_and_query, "/upload/v1beta/files?upload_id=u1&upload_protocol=resumable");
+        assert!(sent.headers.iter().any(|(n, v)| n == "x-goog-upload-command" && v == "upload"));
+        // Only a chunk gets in so: not a start, nor a GET, with that id.
+        for (method, command) in [("POST", "start"), ("GET", "upload")] {
+            let t = host.run(method, "/upload/v1beta/files?upload_id=u1", &[("x-goog-upload-command", command)]);
+            assert_eq!(t.response.as_ref().map(|r| r.status), Some(401), "{method} {command}");
+        }
+        // The file's bytes are not read: names in them (a batch's input)
+        // pin nothing, and a model named there is not the call's.
+        host.body = Ok(br#"{"model":"gemini-x","fileUri":"files/of-another-key"}"#.to_vec());
+        let t = host.run("POST", "/upload/v1beta/files?upload_id=u1&upload_protocol=resumable", &chunk);
+        assert_eq!(t.keys_sent(), std::slice::from_ref(&owner));
+        assert_eq!(t.reports[0].model, "(files)");
+        // The last answer names the file, with its expiry: the owner's; the
+        // upload is over, and forgotten.
+        assert_eq!(t.reports[0].deleted, ["uploads/u1"]);
+        let made = t.reports[0].owned.iter().find(|o| o.name == "files/made-1").expect("the file is told of");
+        assert_eq!(made.expires, crate::time::parse_rfc3339("2027-02-01T00:00:00Z"));
+        for _ in 0..3 {
+            with_file(&mut host, &["files/made-1"]);
+            let t = host.run(
+                "POST",
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                &[("x-goog-api-key", "proxy-key-0123456789")],
+            );
+            assert_eq!(t.keys_sent(), std::slice::from_ref(&owner), "no search: its owner is known");
+        }
+
+        // An upload id the proxy never handed out needs the proxy key.
+        let t = host.run("POST", "/upload/v1beta/files?upload_id=other", &chunk);
+        assert!(t.sent.is_empty());
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(401));
+        let t = host.run("POST", "/upload/v1beta/files", &[]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(401), "a start needs a key");
+        let t = host.run("POST", "/upload/v1beta/files?upload_id=u1", &chunk);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(401), "an upload over needs the key again");
+    }
+
+    #[test]
+    fn the_proxy_url_comes_from_public_url_forwarded_headers_or_the_origin() {
+        let upload_url = |cfg: Config, origin: Option<(&str, &str)>, headers: &[(&str, &str)]| {
+            let mut ex = Exchange::new(Arc::new(cfg), Method::Post, "/upload/v1beta/files".into(), h(headers));
+            if let Some((scheme, authority)) = origin {
+                ex = ex.with_origin(scheme, authority);
+            }
+            ex.public_base()
+        };
+        let public = Config { public_url: UpstreamBase::parse("https://ai.example/gemini/").ok(), ..config(None) };
+        let forwarded = [("x-forwarded-host", "edge.example, inner"), ("x-forwarded-proto", "https"), ("host", "x")];
+        assert_eq!(upload_url(public, None, &forwarded).as_deref(), Some("https://ai.example/gemini"));
+        assert_eq!(upload_url(config(None), None, &forwarded).as_deref(), Some("https://edge.example"));
+        let origin = Some(("https", "w.example.workers.dev"));
+        assert_eq!(
+            upload_url(config(None), origin, &[("host", "x")]).as_deref(),
+            Some("https://w.example.workers.dev")
+        );
+        assert_eq!(upload_url(config(None), None, &[("host", "Local:8080")]).as_deref(), Some("http://local:8080"));
+        assert_eq!(upload_url(config(None), None, &[("host", "a/b@c")]), None, "no such host");
+        assert_eq!(upload_url(config(None), None, &[]), None);
+    }
+
+    #[test]
+    fn answers_that_create_a_resource_make_it_their_keys() {
+        const CACHE: &str =
+            r#"{"name":"cachedContents/c-1","model":"models/gemini-2.5-flash","expireTime":"2027-02-01T00:00:00Z"}"#;
+        let mut host = Host::new(4, &[Answer::Status(200, CACHE)]);
+        host.body = Ok(br#"{"model":"models/gemini-2.5-flash","contents":[]}"#.to_vec());
+        let t = host.run("POST", "/v1beta/cachedContents", &[("x-goog-api-key", "client")]);
+        let owner = t.keys_sent()[0].clone();
+        assert_eq!(t.reports[0].owned.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["cachedContents/c-1"]);
+        for _ in 0..3 {
+            host.body = Ok(br#"{"cachedContent":"cachedContents/c-1","contents":[]}"#.to_vec());
+            assert_eq!(generate(&mut host).keys_sent(), std::slice::from_ref(&owner));
+        }
+        // A generation's answer is not read for names: nothing is told of.
+        host.upstream = [Answer::Status(200, r#"{"name":"cachedContents/c-2"}"#)].into_iter().collect();
+        host.body = Ok(br#"{"contents":[]}"#.to_vec());
+        assert!(generate(&mut host).reports[0].owned.is_empty());
+
+        // An interaction, streamed: its first event names it.
+        const EVENTS: &str = "data: {\"event_type\":\"interaction.start\",\"interaction\":{\"id\":\"v1_it-9\",\"status\":\"in_progress\"}}\n\ndata: {\"event_type\":\"content.delta\",\"id\":\"not-it\"}\n\n";
+        host.upstream = [Answer::Status(200, EVENTS)].into_iter().collect();
+        host.body = Ok(br#"{"model":"gemini-2.5-flash","input":"hi","stream":true}"#.to_vec());
+        let t = host.run("POST", "/v1beta/interactions?alt=sse", &[("x-goog-api-key", "client")]);
+        let names: Vec<&str> = t.reports[0].owned.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["interactions/v1_it-9"]);
+        let it = t.keys_sent()[0].clone();
+        host.body = Ok(br#"{"model":"gemini-2.5-flash","input":"more","previous_interaction_id":"v1_it-9"}"#.to_vec());
+        for _ in 0..3 {
+            let t = host.run("POST", "/v1beta/interactions", &[("x-goog-api-key", "client")]);
+            assert_eq!(t.keys_sent(), std::slice::from_ref(&it));
+        }
     }
 
     fn res(name: &str) -> Resource {

@@ -94,6 +94,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether the report makes an upload in progress known: the client's
+    /// next request, a chunk (perhaps without a credential, perhaps served
+    /// by another isolate), needs it applied, so a host that holds reports
+    /// back sends this one before the answer ([`crate::forward::Step::Report`]).
+    pub fn must_land_first(&self) -> bool {
+        self.owned.iter().any(|o| o.name.starts_with("uploads/"))
+    }
+
     /// The report of an attempt with `lease` for `model`: no usage, no
     /// client, no resources.
     pub fn of(lease: &Lease, model: &str, outcome: Outcome) -> Self {

@@ -396,11 +396,19 @@ impl KeyPool {
         now: UnixMillis,
     ) -> Result<Lease, Unavailable> {
         let client = match claim {
+            // A chunk of an upload the registry knows, without a credential:
+            // its upload id is its authority ([`crate::admit`]).
+            Some(claim) if claim.hashes.is_empty() && self.knows_upload(resources, now) => None,
             Some(claim) => self.clients.admit(claim, model, now).map_err(|refusal| Unavailable::Refused { refusal })?,
             None => None,
         };
         let lease = self.acquire_naming(model, resources, exclude, now)?;
         Ok(Lease { client, ..lease })
+    }
+
+    /// Whether `resources` name an upload in progress the registry knows.
+    fn knows_upload(&self, resources: &[Resource], now: UnixMillis) -> bool {
+        resources.iter().any(|r| r.kind() == crate::affinity::Kind::Upload && self.affinity.owner(r, now).is_some())
     }
 
     /// Chooses the key for a request that names `resources`: the key that

@@ -211,14 +211,43 @@ fn openai_usage(u: &Value) -> Option<TokenUsage> {
 /// How much of an answer's end [`UsageTail`] keeps.
 pub const TAIL_BYTES: usize = 16 * 1024;
 
-/// The end of an answer as it passes, to read its token usage once it is
-/// over: the usage (`usageMetadata`, `usage`) comes last in a JSON answer
-/// and in a stream's last events, so the last [`TAIL_BYTES`] hold it. No
-/// event is parsed on the way (each chunk costs one copy of at most
+/// How much of an answer's start [`UsageTail::keeping_head`] keeps when
+/// asked to: enough for the answers that create a resource (an upload's
+/// last answer, a cached content, a batch, an operation, an
+/// interaction's first event).
+pub const HEAD_BYTES: usize = 64 * 1024;
+
+/// The ends of an answer as it passes, to read once it is over: its token
+/// usage (`usageMetadata`, `usage`), which comes last in a JSON answer and
+/// in a stream's last events, so the last [`TAIL_BYTES`] hold it; and,
+/// when asked for, its first bytes (the resources it tells of). No event
+/// is parsed on the way (each chunk costs one copy of at most
 /// [`TAIL_BYTES`]), and nothing is held back.
 #[derive(Clone, Debug, Default)]
 pub struct UsageTail {
     tail: Vec<u8>,
+    head: Vec<u8>,
+    head_limit: usize,
+    /// Whether more than `head_limit` bytes passed.
+    beyond_head: bool,
+}
+
+/// What a host saw of a streamed answer ([`UsageTail::seen`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The token usage it reported last.
+    pub usage: Option<TokenUsage>,
+    /// Its first bytes, as many as were asked for.
+    pub head: Vec<u8>,
+    /// Whether `head` is the whole answer.
+    pub whole: bool,
+}
+
+impl Seen {
+    /// An answer that reported `usage`, its start unseen.
+    pub fn usage(usage: Option<TokenUsage>) -> Self {
+        Self { usage, head: Vec::new(), whole: false }
+    }
 }
 
 impl UsageTail {
@@ -227,8 +256,19 @@ impl UsageTail {
         Self::default()
     }
 
+    /// A tail that also keeps the answer's first `limit` bytes (at most
+    /// [`HEAD_BYTES`]).
+    pub fn keeping_head(limit: usize) -> Self {
+        Self { head_limit: limit.min(HEAD_BYTES), ..Self::default() }
+    }
+
     /// Notes a chunk of the answer.
     pub fn push(&mut self, chunk: &[u8]) {
+        let room = self.head_limit - self.head.len();
+        if room > 0 {
+            self.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        self.beyond_head |= chunk.len() > room;
         if chunk.len() >= TAIL_BYTES {
             self.tail.clear();
             self.tail.extend_from_slice(&chunk[chunk.len() - TAIL_BYTES..]);
@@ -239,6 +279,13 @@ impl UsageTail {
             self.tail.drain(..overflow);
         }
         self.tail.extend_from_slice(chunk);
+    }
+
+    /// What was seen: the usage, and the head when one was kept.
+    pub fn seen(self) -> Seen {
+        let usage = self.usage();
+        let whole = self.head_limit > 0 && !self.beyond_head;
+        Seen { usage, head: self.head, whole }
     }
 
     /// The last usage the answer reported, if any: the value of the last
@@ -367,5 +414,21 @@ mod tests {
         assert_eq!(usage_of(openai), Some(TokenUsage { prompt: 3, output: 5, cached: 1, thinking: 4 }));
         assert_eq!(usage_of(br#"{"usage":null}"#), None);
         assert_eq!(usage_of(b"[DONE]"), None);
+    }
+
+    #[test]
+    fn a_head_is_kept_only_when_asked_for_and_says_whether_it_is_whole() {
+        let answer = b"{\"name\":\"batches/b1\"}";
+        let mut tail = UsageTail::keeping_head(64);
+        tail.push(&answer[..5]);
+        tail.push(&answer[5..]);
+        assert_eq!(tail.seen(), Seen { usage: None, head: answer.to_vec(), whole: true });
+        let mut tail = UsageTail::keeping_head(8);
+        tail.push(answer);
+        assert_eq!((tail.clone().seen().head, tail.seen().whole), (answer[..8].to_vec(), false));
+        let mut tail = UsageTail::new();
+        tail.push(answer);
+        assert_eq!(tail.seen(), Seen::default(), "no head asked for");
+        assert_eq!(UsageTail::keeping_head(usize::MAX).head_limit, HEAD_BYTES);
     }
 }

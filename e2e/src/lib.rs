@@ -13,6 +13,19 @@
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// What [`Target::upload_file`] saw.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    /// The file's name (`files/…`).
+    pub name: String,
+    /// The upload URL the proxy handed out.
+    pub url: String,
+    /// The start answer's headers.
+    pub start_headers: Vec<(String, String)>,
+    /// The last chunk's answer, as sent.
+    pub final_answer: String,
+}
+
 /// The proxy under test and its fake upstream.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -118,6 +131,48 @@ impl Target {
             .send()
             .await
             .expect("generate")
+    }
+
+    /// Uploads `size` bytes through the proxy in Google's resumable
+    /// protocol, as the Python SDK does: the start with the proxy's key,
+    /// the chunk to the upload URL handed out, with no credential. Checks
+    /// that the URL is the proxy's own.
+    pub async fn upload_file(&self, size: usize, mime: &str) -> Uploaded {
+        let start = self
+            .http
+            .post(format!("{}/upload/v1beta/files", self.proxy))
+            .header("x-goog-api-key", &self.proxy_key)
+            .header("x-goog-upload-protocol", "resumable")
+            .header("x-goog-upload-command", "start")
+            .header("x-goog-upload-header-content-length", size.to_string())
+            .header("x-goog-upload-header-content-type", mime)
+            .json(&json!({"file": {"displayName": "e2e.bin"}}))
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(start.status(), 200);
+        let start_headers: Vec<(String, String)> = start
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let url = start_headers.iter().find(|(n, _)| n == "x-goog-upload-url").expect("an upload URL").1.clone();
+        let ours = format!("{}/upload/v1beta/files?upload_id=", self.proxy);
+        assert!(url.starts_with(&ours), "the upload URL is not the proxy's own: {url}");
+        let done = self
+            .http
+            .post(&url)
+            .header("x-goog-upload-command", "upload, finalize")
+            .header("x-goog-upload-offset", "0")
+            .body(vec![b'%'; size])
+            .send()
+            .await
+            .expect("chunk");
+        assert_eq!(done.status(), 200);
+        let final_answer = done.text().await.expect("body");
+        let file: Value = serde_json::from_str(&final_answer).expect("json");
+        let name = file["file"]["name"].as_str().expect("a file name").to_owned();
+        Uploaded { name, url, start_headers, final_answer }
     }
 
     /// An OpenAI chat completion.

@@ -7,6 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use proxy_core::forward::{Event, Exchange, Step};
 use proxy_core::http::Method;
+use proxy_core::stream::UsageTail;
 use proxy_core::test_support::{config, fake_keys};
 use proxy_core::{KeyPool, UnixMillis};
 use std::sync::Arc;
@@ -57,9 +58,12 @@ fuzz_target!(|data: &[u8]| {
                 Event::Head { status, headers: vec![("content-type".into(), b"application/json".to_vec())] }
             }
             Step::ReadErrorBody { .. } => Event::ErrorBody(body.clone()),
-            Step::Stream { .. } => {
+            Step::Stream { head, .. } => {
                 answers += 1;
-                Event::Streamed(Ok(None))
+                // The answer's head is read for the resources it tells of.
+                let mut tail = UsageTail::keeping_head(head);
+                tail.push(&body);
+                Event::Streamed(Ok(tail.seen()))
             }
             Step::Respond(_) | Step::Stats(_) => {
                 answers += 1;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The variables the proxy reads.
-pub const VARS: [&str; 9] = [
+pub const VARS: [&str; 10] = [
     "API_KEYS",
     "KEY_ENCRYPTION_SECRET",
     "PROXY_API_KEY",
@@ -19,6 +19,7 @@ pub const VARS: [&str; 9] = [
     "UPSTREAM_CONNECT_TIMEOUT",
     "UPSTREAM_FIRST_BYTE_TIMEOUT",
     "UPSTREAM_IDLE_TIMEOUT",
+    "PUBLIC_URL",
 ];
 
 /// Everything this host needs to start.

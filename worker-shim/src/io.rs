@@ -7,7 +7,7 @@ use futures_util::future::{Either, select};
 use proxy_core::config::UpstreamTimeouts;
 use proxy_core::forward::{BodyError, Event, UpstreamRequest};
 use proxy_core::http::Response as CoreResponse;
-use proxy_core::stream::{TokenUsage, UsageTail};
+use proxy_core::stream::{Seen, UsageTail};
 use std::pin::pin;
 use std::time::Duration;
 use wasm_bindgen::JsCast;
@@ -132,10 +132,11 @@ pub struct Piped {
 }
 
 impl Piped {
-    /// How the stream ended, with the token usage it reported.
-    pub async fn ended(self) -> Result<Option<TokenUsage>, String> {
-        let (piped, usage) = futures_util::future::join(self.pipe, self.tail.read()).await;
-        piped.map(|_| usage).map_err(|e| format!("stream broke off: {e:?}"))
+    /// How the stream ended, with what was seen of it (the token usage it
+    /// reported, its first bytes when asked for).
+    pub async fn ended(self) -> Result<Seen, String> {
+        let (piped, seen) = futures_util::future::join(self.pipe, self.tail.read()).await;
+        piped.map(|_| seen).map_err(|e| format!("stream broke off: {e:?}"))
     }
 }
 
@@ -147,21 +148,39 @@ impl Piped {
 struct Tail {
     rest: web_sys::ReadableStream,
     first: js_sys::Uint8Array,
+    /// How many of the answer's first bytes to keep ([`Step::Stream`]).
+    ///
+    /// [`Step::Stream`]: proxy_core::forward::Step::Stream
+    head: usize,
 }
 
 impl Tail {
-    async fn read(self) -> Option<TokenUsage> {
-        let gathered = web_sys::Response::new_with_opt_readable_stream(Some(&self.rest)).ok()?;
-        let buffer: js_sys::ArrayBuffer = JsFuture::from(gathered.array_buffer().ok()?).await.ok()?.dyn_into().ok()?;
-        let rest = js_sys::Uint8Array::new(&buffer);
+    async fn read(self) -> Seen {
+        let first = self.first.to_vec();
+        let mut tail = UsageTail::keeping_head(self.head);
+        let rest = async {
+            let gathered = web_sys::Response::new_with_opt_readable_stream(Some(&self.rest)).ok()?;
+            let buffer: js_sys::ArrayBuffer =
+                JsFuture::from(gathered.array_buffer().ok()?).await.ok()?.dyn_into().ok()?;
+            Some(js_sys::Uint8Array::new(&buffer))
+        };
+        let Some(rest) = rest.await else {
+            tail.push(&first);
+            return tail.seen();
+        };
+        tail.push(&first);
+        // What the head still wants of the rest, then the rest's end: the
+        // tail keeps the last bytes pushed, and nothing between is copied.
         let keep = proxy_core::stream::TAIL_BYTES as u32;
-        let mut tail = UsageTail::new();
-        if rest.length() < keep {
-            tail.push(&self.first.to_vec());
+        let len = rest.length();
+        let wanted = (self.head.saturating_sub(first.len()) as u32).min(len);
+        if len <= wanted.saturating_add(keep) {
+            tail.push(&rest.to_vec());
+        } else {
+            tail.push(&rest.subarray(0, wanted).to_vec());
+            tail.push(&rest.subarray(len - keep, len).to_vec());
         }
-        let from = rest.length().saturating_sub(keep);
-        tail.push(&rest.subarray(from, rest.length()).to_vec());
-        tail.usage()
+        tail.seen()
     }
 }
 
@@ -177,6 +196,7 @@ pub async fn pass_through(
     upstream: Upstream,
     status: u16,
     headers: &[(String, String)],
+    head: usize,
     timeouts: &UpstreamTimeouts,
 ) -> Result<(worker::Result<Response>, Option<Piped>), (String, bool)> {
     let headers = match headers_of(headers) {
@@ -228,7 +248,7 @@ pub async fn pass_through(
     let to_tail: web_sys::ReadableStream = branches.get(1).unchecked_into();
     let first: js_sys::Uint8Array =
         field("value").dyn_into().unwrap_or_else(|_| js_sys::Uint8Array::new_with_length(0));
-    let tail = Tail { rest: to_tail, first };
+    let tail = Tail { rest: to_tail, first, head };
     let pipe = JsFuture::from(to_client.pipe_to(&writable));
     let response =
         Response::from_body(ResponseBody::Stream(readable)).map(|r| r.with_status(status).with_headers(headers));

@@ -15,6 +15,7 @@ use keys::KeyStore;
 use proxy_core::config::UpstreamTimeouts;
 use proxy_core::forward::{Event, Exchange, Step};
 use proxy_core::http::Method;
+use proxy_core::stream::Seen;
 use proxy_core::{Config, Dialect, ProxyError, Report};
 use std::sync::Arc;
 use worker::{Context, Date, Env, Request, Response, ScheduleContext, ScheduledEvent, event, js_sys};
@@ -55,7 +56,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let method = Method::parse(req.method().as_ref());
     let headers = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
     let timeouts = config.timeouts;
-    let exchange = Exchange::new(config, method, path_and_query, headers).with_request_id(request_id(&req));
+    let mut exchange = Exchange::new(config, method, path_and_query, headers).with_request_id(request_id(&req));
+    if let Some(host) = url.host_str() {
+        let authority = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
+        exchange = exchange.with_origin(url.scheme(), &authority);
+    }
     let store = KeyStore::new(&env);
     let mut run =
         Run { exchange, request: Some(req), store, timeouts, upstream: None, pipe: None, reports: Vec::new() };
@@ -140,12 +145,12 @@ impl Run {
                 event
             }
             Step::ReadErrorBody { limit } => io::read_error_body(self.upstream.take(), limit, &self.timeouts).await,
-            Step::Stream { status, headers } => match self.upstream.take() {
+            Step::Stream { status, headers, head } => match self.upstream.take() {
                 // Nothing goes to the client before the first piece.
-                Some(upstream) => match io::pass_through(upstream, status, &headers, &self.timeouts).await {
+                Some(upstream) => match io::pass_through(upstream, status, &headers, head, &self.timeouts).await {
                     Ok((response, pipe)) => {
                         self.pipe = pipe;
-                        return Flow::Answer(response, Event::Streamed(Ok(None)));
+                        return Flow::Answer(response, Event::Streamed(Ok(Seen::default())));
                     }
                     Err((reason, timed_out)) => Event::StreamFailedEarly { reason, timed_out },
                 },
@@ -157,7 +162,14 @@ impl Run {
                 Err(why) => Event::StoreFailed(why),
             },
             Step::Report(r) => {
+                let now = r.must_land_first();
                 self.reports.push(r);
+                if now {
+                    keys::defer(std::mem::take(&mut self.reports));
+                    if let Err(e) = self.store.flush().await {
+                        worker::console_error!("reporting an upload to the key store failed: {e}");
+                    }
+                }
                 Event::Done
             }
             Step::Reset => self.store.reset().await.map_or_else(Event::StoreFailed, |()| Event::Done),

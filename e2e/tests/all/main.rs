@@ -855,38 +855,14 @@ async fn other_gemini_calls_are_relayed_as_they_are() {
     let leaks = |what: &str, text: &str| {
         assert!(!t.keys.iter().any(|k| text.contains(k.as_str())), "a pool key in {what}: {text}");
     };
-    let start = t
-        .http
-        .post(format!("{}/upload/v1beta/files", t.proxy))
-        .header("x-goog-api-key", &t.proxy_key)
-        .header("x-goog-upload-protocol", "resumable")
-        .header("x-goog-upload-command", "start")
-        .header("x-goog-upload-header-content-length", "2048")
-        .header("x-goog-upload-header-content-type", "application/pdf")
-        .json(&json!({"file": {"displayName": "e2e.pdf"}}))
-        .send()
-        .await
-        .expect("start");
-    assert_eq!(start.status(), 200);
-    for (name, value) in start.headers() {
-        leaks(name.as_str(), value.to_str().unwrap_or_default());
+    // The chunk goes to the proxy's own URL, without a credential.
+    let up = t.upload_file(2048, "application/pdf").await;
+    for (name, value) in &up.start_headers {
+        leaks(name, value);
     }
-    let url = start.headers().get("x-goog-upload-url").and_then(|v| v.to_str().ok()).expect("an upload URL");
-    let path = &url[url.find("/upload/").expect("an upload path")..];
-    let chunk = t
-        .http
-        .post(format!("{}{path}", t.proxy))
-        .header("x-goog-api-key", &t.proxy_key)
-        .header("x-goog-upload-command", "upload, finalize")
-        .header("x-goog-upload-offset", "0")
-        .body(vec![b'%'; 2048])
-        .send()
-        .await
-        .expect("chunk");
-    assert_eq!(chunk.status(), 200);
-    let text = chunk.text().await.expect("body");
-    leaks("the final answer", &text);
-    let file: Value = serde_json::from_str(&text).expect("json");
+    leaks("the upload URL", &up.url);
+    leaks("the final answer", &up.final_answer);
+    let file: Value = serde_json::from_str(&up.final_answer).expect("json");
     assert_eq!((&file["file"]["sizeBytes"], &file["file"]["mimeType"]), (&json!("2048"), &json!("application/pdf")));
 
     let r = t
@@ -915,7 +891,7 @@ async fn other_gemini_calls_are_relayed_as_they_are() {
             (s("method"), s("path"), s("query"))
         })
         .collect();
-    let upload_query = path.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default();
+    let upload_query = up.url.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default();
     // A file no key is known to own is looked for on every key once.
     let mut want =
         vec![("POST", "/upload/v1beta/files", String::new()), ("POST", "/upload/v1beta/files", upload_query)];
@@ -942,39 +918,16 @@ async fn other_gemini_calls_are_relayed_as_they_are() {
     assert!(stats["keys"].as_array().expect("keys").iter().all(|k| k["disabled"].is_null()), "{stats}");
 }
 
-/// A file belongs to the key (Google project) that uploaded it: once the
-/// proxy has found that key, every call naming the file goes to it and to
-/// no other, on both hosts; two files of two keys in one prompt are a 400.
+/// A file belongs to the key (Google project) that uploaded it: the upload
+/// through the proxy (its chunk sent to the proxy's own URL, without a
+/// credential) tells the proxy which key, and every call naming the file
+/// goes to it and to no other, on both hosts; so does a prompt that uses a
+/// cache made through the proxy; two files of two keys in one prompt are a
+/// 400.
 #[tokio::test]
 #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn a_file_goes_to_the_key_that_owns_it() {
     let t = &Target::fresh_from_env().await;
-    let upload = |size: usize| async move {
-        let start = t
-            .http
-            .post(format!("{}/upload/v1beta/files", t.proxy))
-            .header("x-goog-api-key", &t.proxy_key)
-            .header("x-goog-upload-protocol", "resumable")
-            .header("x-goog-upload-command", "start")
-            .header("x-goog-upload-header-content-length", size.to_string())
-            .json(&json!({"file": {"displayName": "owned.txt"}}))
-            .send()
-            .await
-            .expect("start");
-        let url = start.headers()["x-goog-upload-url"].to_str().expect("ascii").to_owned();
-        let done = t
-            .http
-            .post(format!("{}{}", t.proxy, &url[url.find("/upload/").expect("an upload path")..]))
-            .header("x-goog-api-key", &t.proxy_key)
-            .header("x-goog-upload-command", "upload, finalize")
-            .header("x-goog-upload-offset", "0")
-            .body(vec![b'o'; size])
-            .send()
-            .await
-            .expect("chunk");
-        let v: Value = done.json().await.expect("json");
-        v["file"]["name"].as_str().expect("a file name").to_owned()
-    };
     let prompt = |names: &[&str]| {
         let parts: Vec<Value> = names
             .iter()
@@ -986,21 +939,20 @@ async fn a_file_goes_to_the_key_that_owns_it() {
             .json(&json!({"contents": [{"parts": parts}]}))
             .send()
     };
-    let name = upload(4096).await;
+    let name = t.upload_file(4096, "text/plain").await.name;
     let owner = t.keys_seen().await[0].clone();
-    let r = prompt(&[&name]).await.expect("first use");
-    assert_eq!(r.status(), 200, "the keys are asked until the owner answers");
+    assert_eq!(t.keys_seen().await, [owner.clone(), owner.clone()], "the chunk went to the key that started it");
     let before = t.upstream_requests().await.len();
     for _ in 0..4 {
         let r = prompt(&[&name]).await.expect("use");
         assert_eq!(r.status(), 200);
     }
     let seen = t.keys_seen().await;
-    assert_eq!(seen[before..], vec![owner.clone(); 4], "only the owner, once it is known");
+    assert_eq!(seen[before..], vec![owner.clone(); 4], "only the owner: the upload told the proxy whose it is");
 
     // A file of another key, found by a GET; then both in one prompt.
     let other = loop {
-        let n = upload(16).await;
+        let n = t.upload_file(16, "text/plain").await.name;
         let r = t.http.get(format!("{}/v1beta/{n}", t.proxy)).header("x-goog-api-key", &t.proxy_key).send().await;
         assert_eq!(r.expect("get").status(), 200);
         if t.keys_seen().await.last() != Some(&owner) {
@@ -1013,7 +965,41 @@ async fn a_file_goes_to_the_key_that_owns_it() {
     let v: Value = r.json().await.expect("json");
     assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains(&name) && m.contains(&other)), "{v}");
     assert_eq!(t.upstream_requests().await.len(), before, "nothing sent");
-    // The 403s of the search counted against no key.
+    // A cache made through the proxy goes to the key that made it. Its
+    // maker is not the pool's first key, where the ring of a model never
+    // used before starts: only the registry sends the prompts there.
+    let (cache, maker) = loop {
+        let r = t
+            .http
+            .post(format!("{}/v1beta/cachedContents", t.proxy))
+            .header("x-goog-api-key", &t.proxy_key)
+            .json(&json!({"model": "models/e2e-files", "contents": [{"parts": [{"text": "a long context"}]}]}))
+            .send()
+            .await
+            .expect("cache");
+        assert_eq!(r.status(), 200);
+        let cache = r.json::<Value>().await.expect("json")["name"].as_str().expect("a name").to_owned();
+        let maker = t.keys_seen().await.last().cloned().expect("a key");
+        if maker != t.keys[0] {
+            break (cache, maker);
+        }
+    };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let fresh_model = format!("e2e-cache-{nanos}");
+    let before = t.upstream_requests().await.len();
+    for _ in 0..3 {
+        let r = t
+            .http
+            .post(format!("{}/v1beta/models/{fresh_model}:generateContent", t.proxy))
+            .header("x-goog-api-key", &t.proxy_key)
+            .json(&json!({"cachedContent": cache, "contents": [{"parts": [{"text": "so?"}]}]}))
+            .send()
+            .await
+            .expect("use");
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(t.keys_seen().await[before..], vec![maker; 3], "only the cache's maker");
+    // Nothing counted against a key.
     let stats = t.stats().await;
     assert!(stats["keys"].as_array().expect("keys").iter().all(|k| k["disabled"].is_null()), "{stats}");
 }

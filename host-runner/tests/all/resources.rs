@@ -1,7 +1,7 @@
 //! Calls the proxy has no route of its own for (files, uploads, future
 //! APIs) are relayed with their method, body and version.
 
-use crate::harness::Harness;
+use crate::harness::{Harness, PROXY_KEY, pool_keys};
 use serde_json::{Value, json};
 
 /// The `(name, value)` of every response header, lower-cased names.
@@ -13,38 +13,9 @@ fn header_values(r: &reqwest::Response) -> Vec<(String, String)> {
 async fn a_file_is_uploaded_read_listed_and_deleted_through_the_proxy() {
     let h = Harness::new(1).await;
     let key = || ("x-goog-api-key", "client-key");
-    let r = h
-        .http
-        .post(h.url("/upload/v1beta/files"))
-        .header(key().0, key().1)
-        .header("x-goog-upload-protocol", "resumable")
-        .header("x-goog-upload-command", "start")
-        .header("x-goog-upload-header-content-length", "3000")
-        .header("x-goog-upload-header-content-type", "text/plain")
-        .json(&json!({"file": {"displayName": "notes.txt"}}))
-        .send()
-        .await
-        .expect("start");
-    assert_eq!(r.status(), 200);
-    let headers = header_values(&r);
-    assert!(headers.iter().all(|(_, v)| !h.keys.iter().any(|k| v.contains(k.as_str()))), "{headers:?}");
-    let upload_url = headers.iter().find(|(n, _)| n == "x-goog-upload-url").expect("an upload URL").1.clone();
-    let path_and_query = &upload_url[upload_url.find("/upload/").expect("an upload path")..];
-
-    let r = h
-        .http
-        .post(h.url(path_and_query))
-        .header(key().0, key().1)
-        .header("x-goog-upload-command", "upload, finalize")
-        .header("x-goog-upload-offset", "0")
-        .body(vec![b'x'; 3000])
-        .send()
-        .await
-        .expect("chunk");
-    assert_eq!(r.status(), 200);
-    let file: Value = r.json().await.expect("json");
-    let name = file["file"]["name"].as_str().expect("a file name").to_owned();
-    assert_eq!(file["file"]["sizeBytes"], "3000");
+    let Uploaded { name, start_headers, .. } = upload(&h, 3000).await;
+    let leaks = |v: &str| h.keys.iter().any(|k| v.contains(k.as_str()));
+    assert!(start_headers.iter().all(|(_, v)| !leaks(v)), "{start_headers:?}");
 
     let get = |path: String| h.http.get(h.url(&path)).header(key().0, key().1).send();
     let r = get(format!("/v1beta/{name}")).await.expect("get");
@@ -122,27 +93,39 @@ async fn an_api_the_proxy_does_not_know_is_relayed_in_the_version_asked_for() {
     assert_eq!(h.fake.requests().len(), 2);
 }
 
-/// Uploads `size` bytes through the proxy in Google's resumable protocol;
-/// the file's name.
-async fn upload(h: &Harness, size: usize) -> String {
+/// What an upload through the proxy gave the client.
+struct Uploaded {
+    /// The file's name.
+    name: String,
+    /// The upload URL the proxy handed out.
+    url: String,
+    /// The start answer's headers.
+    start_headers: Vec<(String, String)>,
+}
+
+/// Uploads `size` bytes through the proxy in Google's resumable protocol,
+/// the chunk sent as the Python SDK sends it: to the upload URL handed out,
+/// without any credential.
+async fn upload(h: &Harness, size: usize) -> Uploaded {
     let r = h
         .http
         .post(h.url("/upload/v1beta/files"))
-        .header("x-goog-api-key", "client-key")
+        .header("x-goog-api-key", h.proxy_key.clone().unwrap_or_else(|| "client-key".into()))
         .header("x-goog-upload-protocol", "resumable")
         .header("x-goog-upload-command", "start")
         .header("x-goog-upload-header-content-length", size.to_string())
         .header("x-goog-upload-header-content-type", "text/plain")
-        .json(&json!({"file": {"displayName": "a.txt"}}))
+        .json(&json!({"file": {"displayName": "notes.txt"}}))
         .send()
         .await
         .expect("start");
     assert_eq!(r.status(), 200);
-    let url = r.headers()["x-goog-upload-url"].to_str().expect("ascii").to_owned();
+    let start_headers = header_values(&r);
+    let url = start_headers.iter().find(|(n, _)| n == "x-goog-upload-url").expect("an upload URL").1.clone();
+    assert!(url.starts_with(&h.url("/upload/v1beta/files?upload_id=")), "the proxy's own URL: {url}");
     let r = h
         .http
-        .post(h.url(&url[url.find("/upload/").expect("an upload path")..]))
-        .header("x-goog-api-key", "client-key")
+        .post(&url)
         .header("x-goog-upload-command", "upload, finalize")
         .header("x-goog-upload-offset", "0")
         .body(vec![b'x'; size])
@@ -150,6 +133,36 @@ async fn upload(h: &Harness, size: usize) -> String {
         .await
         .expect("chunk");
     assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["file"]["sizeBytes"], size.to_string());
+    Uploaded { name: v["file"]["name"].as_str().expect("a name").to_owned(), url, start_headers }
+}
+
+/// Uploads `size` bytes straight to the fake Google with `key`, as another
+/// tool of the key's owner would; the file's name.
+async fn upload_at_google(h: &Harness, key: &str, size: usize) -> String {
+    let origin = h.fake.gemini_base().trim_end_matches("/v1beta").to_owned();
+    let r = h
+        .http
+        .post(format!("{origin}/upload/v1beta/files"))
+        .header("x-goog-api-key", key)
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header("x-goog-upload-header-content-length", size.to_string())
+        .json(&json!({"file": {}}))
+        .send()
+        .await
+        .expect("start");
+    let url = r.headers()["x-goog-upload-url"].to_str().expect("ascii").to_owned();
+    let r = h
+        .http
+        .post(url)
+        .header("x-goog-upload-command", "upload, finalize")
+        .header("x-goog-upload-offset", "0")
+        .body(vec![b'y'; size])
+        .send()
+        .await
+        .expect("chunk");
     let v: Value = r.json().await.expect("json");
     v["file"]["name"].as_str().expect("a name").to_owned()
 }
@@ -172,18 +185,34 @@ async fn a_file_goes_to_the_key_that_owns_it_and_no_other_across_a_restart() {
     assert_eq!(r.status(), 200);
     let first = h.keys_seen()[0].clone();
     h.fake.clear_requests();
-    let name = upload(&h, 1000).await;
+    let Uploaded { name, url, .. } = upload(&h, 1000).await;
     let owner = h.fake.requests()[0].key().expect("a key").to_owned();
     assert_ne!(owner, first);
-    h.fake.clear_requests();
+    // The start and the chunk (sent without a credential) both reached
+    // the key that started the upload, and the chunk went through the
+    // proxy, with no key in its URL.
+    let upstream: Vec<(String, Option<String>)> =
+        h.fake.requests().iter().map(|r| (r.path.clone(), r.key().map(str::to_owned))).collect();
+    assert_eq!(upstream, vec![("/upload/v1beta/files".to_owned(), Some(owner.clone())); 2]);
+    assert!(!h.keys.iter().any(|k| url.contains(k.as_str())), "{url}");
 
-    // First use: the keys are asked in turn until one can see it; the
-    // others' 403s count against no key.
-    let r = h.gemini("/v1beta/models/gemini-2.5-flash:generateContent", with_files(&[&name])).await;
+    // A file made elsewhere (straight at Google, by the same project) is
+    // unknown to the proxy: the keys are asked in turn until one can see
+    // it; the others' 403s count against no key.
+    let elsewhere = upload_at_google(&h, &owner, 10).await;
+    h.fake.clear_requests();
+    let r = h.gemini("/v1beta/models/gemini-2.5-flash:generateContent", with_files(&[&elsewhere])).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     let asked = h.keys_seen();
     assert!(asked.len() >= 2 && asked.len() <= 4 && asked.last() == Some(&owner), "{asked:?}");
     assert_eq!(asked.iter().filter(|k| **k == owner).count(), 1);
+
+    // The file uploaded through the proxy needs no search: the upload's
+    // answer told the proxy whose it is.
+    h.fake.clear_requests();
+    let r = h.gemini("/v1beta/models/gemini-2.5-flash:generateContent", with_files(&[&name])).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.keys_seen(), std::slice::from_ref(&owner));
 
     // From then on only the owner, for every call that names the file,
     // after a restart too (the registry is in the SQLite file).
@@ -201,7 +230,7 @@ async fn a_file_goes_to_the_key_that_owns_it_and_no_other_across_a_restart() {
 
     // Two files of two keys in one prompt: a clear 400, nothing sent.
     let other = loop {
-        let n = upload(&h, 10).await;
+        let n = upload(&h, 10).await.name;
         let r = h.http.get(h.url(&format!("/v1beta/{n}"))).header("x-goog-api-key", "k").send().await.expect("get");
         assert_eq!(r.status(), 200);
         if h.fake.requests().last().and_then(|r| r.key()) != Some(owner.as_str()) {
@@ -219,4 +248,54 @@ async fn a_file_goes_to_the_key_that_owns_it_and_no_other_across_a_restart() {
     let r = h.http.delete(h.url(&format!("/v1beta/{name}"))).header("x-goog-api-key", "k").send().await.expect("del");
     assert_eq!(r.status(), 200);
     assert_eq!(h.keys_seen(), [owner]);
+}
+
+#[tokio::test]
+async fn behind_a_proxy_key_a_chunk_needs_its_upload_id_and_a_cache_goes_to_the_key_that_made_it() {
+    let h = Harness::with(pool_keys(4), Some(PROXY_KEY)).await;
+    // The chunk carries no credential: the upload id the proxy handed out
+    // lets it in. One the proxy never handed out does not.
+    let Uploaded { url, .. } = upload(&h, 100).await;
+    h.fake.clear_requests();
+    let chunk = |url: String| {
+        h.http
+            .post(url)
+            .header("x-goog-upload-command", "upload, finalize")
+            .header("x-goog-upload-offset", "0")
+            .body(vec![b'x'; 10])
+            .send()
+    };
+    let r = chunk(url.replace("upload_id=", "upload_id=made-up-")).await.expect("chunk");
+    assert_eq!(r.status(), 401);
+    let r = chunk(url.clone()).await.expect("chunk");
+    assert_eq!(r.status(), 401, "an upload over is forgotten");
+    assert!(h.fake.requests().is_empty(), "nothing reached Google");
+
+    // A cache made through the proxy: its answer names it, so every
+    // prompt that uses it goes to the key that made it, without a search.
+    // Two are made, so that the second's maker is not the key a prompt's
+    // ring starts at (the first): only the registry can send it there.
+    let mut caches = Vec::new();
+    for _ in 0..2 {
+        h.fake.clear_requests();
+        let body = json!({"model": "models/gemini-2.5-flash", "contents": [{"parts": [{"text": "a long context"}]}]});
+        let r = h.gemini("/v1beta/cachedContents", body).await;
+        assert_eq!(r.status(), 200);
+        caches.push(r.json::<Value>().await.expect("json")["name"].as_str().expect("a name").to_owned());
+    }
+    let cache = caches.pop().expect("two");
+    let maker = h.keys_seen()[0].clone();
+    assert_ne!(maker, h.keys[0], "the ring moved on");
+    h.fake.clear_requests();
+    for _ in 0..4 {
+        let r = h
+            .gemini(
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                json!({"cachedContent": cache, "contents": [{"parts": [{"text": "and so?"}]}]}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(h.keys_seen(), vec![maker; 4]);
+    h.assert_only_pool_keys_upstream();
 }
