@@ -105,3 +105,48 @@ def test_genai_files_upload_then_generate_lands_on_the_owning_key(gclient, fake,
     assert [r["credentials"][0][1] for r in generated] == [owner] * 3, generated
     assert gclient.files.get(name=doc.name).name == doc.name
     assert fake.requests()[-1]["credentials"][0][1] == owner
+
+
+def test_genai_two_files_and_a_cache_each_land_on_their_owner(gclient, fake, tmp_path):
+    # Two files uploaded on different calls, then used in one prompt: they
+    # may belong to two keys (a clear 400) or to one (its key serves).
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"part{i}.txt"
+        p.write_bytes(b"part %d " % i * 1000)
+        paths.append(p)
+    docs, owners = [], []
+    for p in paths:
+        before = len(fake.requests())
+        docs.append(gclient.files.upload(file=str(p), config={"mime_type": "text/plain"}))
+        owners.append(fake.requests()[before]["credentials"][0][1])
+    before = len(fake.requests())
+    if owners[0] == owners[1]:
+        r = gclient.models.generate_content(model=MODEL, contents=[docs[0], docs[1], "compare"])
+        assert r.text == f"Hello from the fake {MODEL}."
+        assert [q["credentials"][0][1] for q in fake.requests()[before:]] == [owners[0]]
+    else:
+        with pytest.raises(genai.errors.ClientError) as e:
+            gclient.models.generate_content(model=MODEL, contents=[docs[0], docs[1], "compare"])
+        assert e.value.code == 400 and docs[0].name in str(e.value) and docs[1].name in str(e.value)
+        assert fake.requests()[before:] == [], "nothing sent"
+
+    # caches.create, then generate with the cache: every prompt on the key
+    # that made it, with no search across the pool.
+    cache = gclient.caches.create(
+        model=MODEL,
+        config=types.CreateCachedContentConfig(
+            contents=[types.Content(role="user", parts=[types.Part(text="a long context " * 50)])], ttl="300s"
+        ),
+    )
+    assert cache.name.startswith("cachedContents/")
+    maker = fake.requests()[-1]["credentials"][0][1]
+    before = len(fake.requests())
+    for _ in range(3):
+        r = gclient.models.generate_content(
+            model=MODEL, contents="and so?", config=types.GenerateContentConfig(cached_content=cache.name)
+        )
+        assert r.text == f"Hello from the fake {MODEL}."
+    assert [q["credentials"][0][1] for q in fake.requests()[before:]] == [maker] * 3
+    assert gclient.caches.get(name=cache.name).name == cache.name
+    assert fake.requests()[-1]["credentials"][0][1] == maker
