@@ -749,7 +749,8 @@ impl Exchange {
     }
 
     fn classify(&mut self, body: &[u8]) -> Step {
-        let public = self.public_base();
+        // Only an upload's answer hands out a URL of the proxy's own.
+        let public = self.relay.as_ref().is_some_and(|r| r.fwd.upload).then(|| self.public_base()).flatten();
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ErrorBody, &Event::Done) };
         let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::ErrorBody, &Event::Done) };
         let model = relay.model().to_owned();
@@ -772,9 +773,7 @@ impl Exchange {
             for (_, value) in urls {
                 if let Some((url, upload)) = affinity::proxied_upload_url(value, &public) {
                     *value = url;
-                    if !report.owned.iter().any(|o| o.name == upload.name()) {
-                        report.owned.push(Owned { name: upload.name().to_owned(), expires: None });
-                    }
+                    report.own(upload.name(), None);
                 }
             }
         }
@@ -827,10 +826,7 @@ impl Exchange {
         let interaction = relay.fwd.upstream_path.split('/').any(|s| s == "interactions");
         let told = affinity::told_of_head(&seen.head, seen.whole, interaction);
         for (r, expires) in told {
-            match report.owned.iter_mut().find(|o| o.name == r.name()) {
-                Some(known) => known.expires = expires.or(known.expires),
-                None => report.owned.push(Owned { name: r.name().to_owned(), expires }),
-            }
+            report.own(r.name(), expires);
         }
         self.emit([Step::Report(report)])
     }

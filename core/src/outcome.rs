@@ -102,6 +102,15 @@ impl Report {
         self.owned.iter().any(|o| o.name.starts_with("uploads/"))
     }
 
+    /// Notes that the key owns `name`, once: until `expires` when given,
+    /// else as already noted.
+    pub fn own(&mut self, name: &str, expires: Option<UnixMillis>) {
+        match self.owned.iter_mut().find(|o| o.name == name) {
+            Some(known) => known.expires = expires.or(known.expires),
+            None => self.owned.push(Owned { name: name.to_owned(), expires }),
+        }
+    }
+
     /// The report of an attempt with `lease` for `model`: no usage, no
     /// client, no resources.
     pub fn of(lease: &Lease, model: &str, outcome: Outcome) -> Self {
