@@ -103,14 +103,14 @@ struct Uploaded {
     start_headers: Vec<(String, String)>,
 }
 
-/// Uploads `size` bytes through the proxy in Google's resumable protocol,
-/// the chunk sent as the Python SDK sends it: to the upload URL handed out,
-/// without any credential.
-async fn upload(h: &Harness, size: usize) -> Uploaded {
+/// Uploads `size` bytes in Google's resumable protocol: the start to
+/// `{origin}/upload/v1beta/files` with `key`, the chunk to the upload URL
+/// it answers, without any credential (as the Python SDK sends it).
+async fn resumable_upload(h: &Harness, origin: &str, key: &str, size: usize) -> Uploaded {
     let r = h
         .http
-        .post(h.url("/upload/v1beta/files"))
-        .header("x-goog-api-key", h.proxy_key.clone().unwrap_or_else(|| "client-key".into()))
+        .post(format!("{origin}/upload/v1beta/files"))
+        .header("x-goog-api-key", key)
         .header("x-goog-upload-protocol", "resumable")
         .header("x-goog-upload-command", "start")
         .header("x-goog-upload-header-content-length", size.to_string())
@@ -122,7 +122,6 @@ async fn upload(h: &Harness, size: usize) -> Uploaded {
     assert_eq!(r.status(), 200);
     let start_headers = header_values(&r);
     let url = start_headers.iter().find(|(n, _)| n == "x-goog-upload-url").expect("an upload URL").1.clone();
-    assert!(url.starts_with(&h.url("/upload/v1beta/files?upload_id=")), "the proxy's own URL: {url}");
     let r = h
         .http
         .post(&url)
@@ -138,33 +137,20 @@ async fn upload(h: &Harness, size: usize) -> Uploaded {
     Uploaded { name: v["file"]["name"].as_str().expect("a name").to_owned(), url, start_headers }
 }
 
+/// Uploads `size` bytes through the proxy ([`resumable_upload`]); the
+/// upload URL it hands out is its own.
+async fn upload(h: &Harness, size: usize) -> Uploaded {
+    let key = h.proxy_key.clone().unwrap_or_else(|| "client-key".into());
+    let up = resumable_upload(h, &h.url(""), &key, size).await;
+    assert!(up.url.starts_with(&h.url("/upload/v1beta/files?upload_id=")), "the proxy's own URL: {}", up.url);
+    up
+}
+
 /// Uploads `size` bytes straight to the fake Google with `key`, as another
 /// tool of the key's owner would; the file's name.
 async fn upload_at_google(h: &Harness, key: &str, size: usize) -> String {
     let origin = h.fake.gemini_base().trim_end_matches("/v1beta").to_owned();
-    let r = h
-        .http
-        .post(format!("{origin}/upload/v1beta/files"))
-        .header("x-goog-api-key", key)
-        .header("x-goog-upload-protocol", "resumable")
-        .header("x-goog-upload-command", "start")
-        .header("x-goog-upload-header-content-length", size.to_string())
-        .json(&json!({"file": {}}))
-        .send()
-        .await
-        .expect("start");
-    let url = r.headers()["x-goog-upload-url"].to_str().expect("ascii").to_owned();
-    let r = h
-        .http
-        .post(url)
-        .header("x-goog-upload-command", "upload, finalize")
-        .header("x-goog-upload-offset", "0")
-        .body(vec![b'y'; size])
-        .send()
-        .await
-        .expect("chunk");
-    let v: Value = r.json().await.expect("json");
-    v["file"]["name"].as_str().expect("a name").to_owned()
+    resumable_upload(h, &origin, key, size).await.name
 }
 
 fn with_files(names: &[&str]) -> Value {
