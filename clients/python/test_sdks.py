@@ -150,3 +150,68 @@ def test_genai_two_files_and_a_cache_each_land_on_their_owner(gclient, fake, tmp
     assert [q["credentials"][0][1] for q in fake.requests()[before:]] == [maker] * 3
     assert gclient.caches.get(name=cache.name).name == cache.name
     assert fake.requests()[-1]["credentials"][0][1] == maker
+
+
+def _keys(reqs):
+    return [r["credentials"][0][1] for r in reqs]
+
+
+def test_genai_batch_create_then_get_on_its_maker(gclient, fake):
+    # A batch job belongs to the key that made it: its polling goes there.
+    # Three jobs, so that their makers are not all the key a search of the
+    # pool would ask first.
+    jobs, makers = [], []
+    for n in range(3):
+        before = len(fake.requests())
+        job = gclient.batches.create(
+            model=MODEL,
+            src=[
+                types.InlinedRequest(contents=[types.Content(role="user", parts=[types.Part(text=f"q{i}")])])
+                for i in range(n + 1)
+            ],
+        )
+        assert job.name.startswith("batches/") and job.state == types.JobState.JOB_STATE_PENDING
+        made = fake.requests()[before:]
+        assert [r["path"].rsplit(":", 1)[-1] for r in made] == ["batchGenerateContent"]
+        jobs.append(job)
+        makers += _keys(made)
+    assert set(makers) <= set(POOL_KEYS) and len(set(makers)) > 1, makers
+    # Polled last first: a ring that turns as it did for the creates would
+    # not meet each maker again by chance.
+    for job, maker, n in reversed(list(zip(jobs, makers, range(1, 4)))):
+        before = len(fake.requests())
+        for _ in range(2):
+            got = gclient.batches.get(name=job.name)
+            assert got.state == types.JobState.JOB_STATE_SUCCEEDED
+            assert [r.response.text for r in got.dest.inlined_responses] == [f"Hello from the fake {MODEL}."] * n
+        assert _keys(fake.requests()[before:]) == [maker] * 2, "every poll on the maker, none searched"
+
+
+def test_genai_interactions_plain_streamed_and_followed_up_on_their_owner(gclient, fake):
+    before = len(fake.requests())
+    first = gclient.interactions.create(model=MODEL, input="hi")
+    assert first.id and first.output_text == f"Hello from the fake {MODEL}."
+    owner = _keys(fake.requests()[before:])[0]
+    assert owner in POOL_KEYS
+
+    # Streamed: the events come as Google sends them, the first naming the
+    # new interaction.
+    before = len(fake.requests())
+    events = list(gclient.interactions.create(model=MODEL, input="and?", stream=True))
+    kinds = [e.event_type for e in events]
+    assert kinds[0] == "interaction.created" and kinds[-1] == "interaction.completed", kinds
+    text = "".join(e.delta.text for e in events if e.event_type == "step.delta")
+    assert text == f"Hello from the fake {MODEL}."
+    streamed = events[0].interaction.id
+    streamer = _keys(fake.requests()[before:])[0]
+
+    # Follow-ups with previous_interaction_id go to the interaction's owner,
+    # whichever key the ring would have chosen.
+    for prev, key in [(first.id, owner), (streamed, streamer), (first.id, owner)]:
+        before = len(fake.requests())
+        more = gclient.interactions.create(model=MODEL, input="more", previous_interaction_id=prev)
+        assert more.output_text == f"Hello from the fake {MODEL}."
+        assert _keys(fake.requests()[before:]) == [key], (prev, fake.requests()[before:])
+    before = len(fake.requests())
+    assert gclient.interactions.get(first.id).id == first.id
+    assert _keys(fake.requests()[before:]) == [owner]

@@ -370,7 +370,17 @@ fn model_of(path: &str, body: &[u8]) -> Option<String> {
             .map(str::to_owned)
             .or_else(|| path.strip_prefix("/v1beta/openai/models/").map(str::to_owned))
     } else {
-        path.strip_prefix("/v1beta/models/").map(|rest| rest.split(':').next().unwrap_or(rest).to_owned())
+        let in_path = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/"));
+        match in_path {
+            Some(rest) => Some(rest.split(':').next().unwrap_or(rest).to_owned()),
+            // The Interactions API names its model in the body.
+            None if path.ends_with("/interactions") => serde_json::from_slice::<serde_json::Value>(body)
+                .ok()?
+                .get("model")?
+                .as_str()
+                .map(|m| m.trim_start_matches("models/").to_owned()),
+            None => None,
+        }
     }
 }
 
@@ -506,7 +516,7 @@ fn answer_of(a: projects::Answer) -> Response<Body> {
 /// The answer of the fake's projects to a request for a resource (files,
 /// uploads, cached contents), or a refusal of a prompt that names another
 /// project's; `None` for any other request.
-fn resources(st: &State, key: &str, req: &Api<'_>) -> Option<Response<Body>> {
+fn resources(st: &Arc<State>, key: &str, req: &Api<'_>) -> Option<Response<Body>> {
     let now = std::time::SystemTime::now();
     let mut projects = lock(&st.projects);
     let rest = req.path.strip_prefix("/v1beta/").or_else(|| req.path.strip_prefix("/v1/"));
@@ -539,6 +549,29 @@ fn resources(st: &State, key: &str, req: &Api<'_>) -> Option<Response<Body>> {
         (_, Some(r)) if r.starts_with("files/") => {
             let id = projects::file_id(r).to_owned();
             if req.method == "DELETE" { projects.delete_file(key, &id, now) } else { projects.get_file(key, &id, now) }
+        }
+        (_, Some(r)) if r.starts_with("models/") && r.ends_with(":batchGenerateContent") => {
+            let model = r.trim_start_matches("models/").trim_end_matches(":batchGenerateContent");
+            projects.create_batch(key, model, req.body_json, now)
+        }
+        (_, Some(r)) if r.starts_with("batches/") => {
+            let (name, action) =
+                r.split_once(':').unwrap_or((r, if req.method == "DELETE" { "delete" } else { "get" }));
+            projects.batch_call(key, name, action, now)
+        }
+        (_, Some("interactions")) if req.method == "POST" => {
+            match projects.create_interaction(key, req.body_json, now) {
+                Ok(projects::Made::Whole(v)) => projects::Answer { status: 200, body: v, headers: Vec::new() },
+                Ok(projects::Made::Events(events)) => {
+                    drop(projects);
+                    return Some(stream(st.clone(), "text/event-stream", events, false));
+                }
+                Err(refused) => refused,
+            }
+        }
+        (_, Some(r)) if r.starts_with("interactions/") => {
+            let id = r.trim_start_matches("interactions/");
+            projects.interaction_call(key, id, req.method == "DELETE", now)
         }
         (_, Some("cachedContents")) => projects.create_cache(key, req.body_json, now),
         (_, Some(r)) if r.starts_with("cachedContents/") => projects.get_cache(key, r, now),

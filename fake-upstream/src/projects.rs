@@ -1,11 +1,12 @@
-//! Google projects as the fake models them, for the resources a key owns
-//! (issue #11, work in progress: not wired into the server yet).
+//! Google projects as the fake models them, for the resources a key owns:
+//! files and uploads, cached contents, batches and interactions.
 //!
 //! Each key is a project of its own. A project's files, uploads and cached
 //! contents are visible to that project only: another key gets Google's
 //! `403 PERMISSION_DENIED` ("You do not have permission to access the File
 //! … or it may not exist"), the same answer as for a resource that never
-//! existed or has expired. Files live 48 hours.
+//! existed or has expired. Files live 48 hours; batches and interactions
+//! are kept as long.
 //!
 //! Uploads follow the resumable protocol the SDKs speak: a `start` answers
 //! an upload URL on the fake's own host (`/upload/v1beta/files?upload_id=…`,
@@ -101,12 +102,39 @@ struct Cache {
     expires: SystemTime,
 }
 
+/// A batch job: it succeeds at once, each of its inline requests answered
+/// as `generateContent` would answer it.
+#[derive(Clone, Debug)]
+struct Batch {
+    project: String,
+    model: String,
+    display_name: Option<String>,
+    requests: usize,
+    created: SystemTime,
+    cancelled: bool,
+}
+
+/// An interaction (the Interactions API): its answer is kept, as Google
+/// keeps it for a later `GET` and for `previous_interaction_id`.
+#[derive(Clone, Debug)]
+struct Interaction {
+    project: String,
+    model: String,
+    previous: Option<String>,
+    created: SystemTime,
+}
+
+/// How long the fake keeps batches and interactions.
+pub const JOB_TTL: Duration = Duration::from_secs(48 * 3600);
+
 /// What the fake's projects hold.
 #[derive(Debug, Default)]
 pub struct Projects {
     files: HashMap<String, File>,
     uploads: HashMap<String, Upload>,
     caches: HashMap<String, Cache>,
+    batches: HashMap<String, Batch>,
+    interactions: HashMap<String, Interaction>,
     next: u64,
 }
 
@@ -311,6 +339,189 @@ impl Projects {
     }
 }
 
+/// What a new interaction answers: whole, or as the events of a stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Made {
+    /// The interaction's JSON.
+    Whole(Value),
+    /// Server-sent events, each a whole `data:` block.
+    Events(Vec<String>),
+}
+
+impl Projects {
+    /// `POST models/{model}:batchGenerateContent` (inline requests).
+    pub fn create_batch(&mut self, key: &str, model: &str, body: &Value, now: SystemTime) -> Answer {
+        let batch = body.get("batch").unwrap_or(&Value::Null);
+        let Some(requests) = batch.pointer("/inputConfig/requests/requests").and_then(Value::as_array) else {
+            return Answer::error(400, "batch.input_config.requests is required.", "INVALID_ARGUMENT");
+        };
+        if let Some(refused) = self.refused_files(key, batch, now) {
+            return refused;
+        }
+        let name = format!("batches/{}", self.fresh_id(""));
+        let job = Batch {
+            project: key.to_owned(),
+            model: format!("models/{}", model.trim_start_matches("models/")),
+            display_name: batch.get("displayName").and_then(Value::as_str).map(str::to_owned),
+            requests: requests.len(),
+            created: now,
+            cancelled: false,
+        };
+        let out = batch_json(&name, &job, false);
+        self.batches.insert(name, job);
+        Answer::ok(out)
+    }
+
+    fn batch(&mut self, key: &str, name: &str, now: SystemTime) -> Option<&mut Batch> {
+        self.batches.get_mut(name).filter(|b| b.project == key && b.created + JOB_TTL > now)
+    }
+
+    /// `GET batches/{id}`, `POST batches/{id}:cancel`, `DELETE batches/{id}`
+    /// (`action` is `get`, `cancel` or `delete`).
+    pub fn batch_call(&mut self, key: &str, name: &str, action: &str, now: SystemTime) -> Answer {
+        let Some(job) = self.batch(key, name, now) else {
+            return Answer::error(
+                403,
+                &format!("You do not have permission to access the batch {name} or it may not exist."),
+                "PERMISSION_DENIED",
+            );
+        };
+        match action {
+            "cancel" => {
+                job.cancelled = true;
+                Answer::ok(json!({}))
+            }
+            "delete" => {
+                self.batches.remove(name);
+                Answer::ok(json!({}))
+            }
+            _ => Answer::ok(batch_json(name, job, true)),
+        }
+    }
+
+    /// `POST interactions`: the model's answer to `input`, after
+    /// `previous_interaction_id` if given (which must be this project's).
+    pub fn create_interaction(&mut self, key: &str, body: &Value, now: SystemTime) -> Result<Made, Answer> {
+        let Some(model) = body.get("model").and_then(Value::as_str) else {
+            return Err(Answer::error(400, "model or agent is required.", "INVALID_ARGUMENT"));
+        };
+        let previous = body.get("previous_interaction_id").and_then(Value::as_str);
+        if let Some(p) = previous
+            && self.interaction(key, p, now).is_none()
+        {
+            return Err(no_interaction(p));
+        }
+        if let Some(refused) = self.refused_files(key, body, now) {
+            return Err(refused);
+        }
+        let id = format!("v1_{}", self.fresh_id("int"));
+        let made = Interaction {
+            project: key.to_owned(),
+            model: model.trim_start_matches("models/").to_owned(),
+            previous: previous.map(str::to_owned),
+            created: now,
+        };
+        let whole = interaction_json(&id, &made);
+        self.interactions.insert(id.clone(), made);
+        if body.get("stream") != Some(&Value::Bool(true)) {
+            return Ok(Made::Whole(whole));
+        }
+        let text = whole.pointer("/steps/0/content/0/text").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let (head, tail) = text.split_at(text.len() / 2);
+        let events = [
+            json!({"event_type": "interaction.created", "interaction": {"id": id, "status": "in_progress", "model": whole["model"]}}),
+            json!({"event_type": "step.start", "index": 0, "step": {"type": "model_output", "content": []}}),
+            json!({"event_type": "step.delta", "index": 0, "delta": {"type": "text", "text": head}}),
+            json!({"event_type": "step.delta", "index": 0, "delta": {"type": "text", "text": tail}}),
+            json!({"event_type": "step.stop", "index": 0}),
+            json!({"event_type": "interaction.completed", "interaction": {"id": id, "status": "completed"}, "usage": whole["usage"]}),
+        ];
+        let events = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut e)| {
+                e["event_id"] = json!(format!("evt_{i}"));
+                format!("event: {}\ndata: {e}\n\n", e["event_type"].as_str().unwrap_or_default())
+            })
+            .collect();
+        Ok(Made::Events(events))
+    }
+
+    fn interaction(&self, key: &str, id: &str, now: SystemTime) -> Option<&Interaction> {
+        self.interactions.get(id).filter(|i| i.project == key && i.created + JOB_TTL > now)
+    }
+
+    /// `GET interactions/{id}`, `DELETE interactions/{id}`.
+    pub fn interaction_call(&mut self, key: &str, id: &str, delete: bool, now: SystemTime) -> Answer {
+        let Some(found) = self.interaction(key, id, now) else { return no_interaction(id) };
+        if delete {
+            self.interactions.remove(id);
+            return Answer::ok(json!({}));
+        }
+        Answer::ok(interaction_json(id, found))
+    }
+}
+
+fn no_interaction(id: &str) -> Answer {
+    Answer::error(
+        403,
+        &format!("You do not have permission to access the interaction {id} or it may not exist."),
+        "PERMISSION_DENIED",
+    )
+}
+
+fn interaction_json(id: &str, i: &Interaction) -> Value {
+    let mut v = json!({
+        "id": id,
+        "status": "completed",
+        "model": i.model,
+        "created": rfc3339(i.created),
+        "updated": rfc3339(i.created),
+        "steps": [{"type": "model_output", "content": [{"type": "text", "text": format!("Hello from the fake {}.", i.model)}]}],
+        "usage": {"total_input_tokens": 7, "total_output_tokens": 6, "total_tokens": 13},
+    });
+    if let Some(p) = &i.previous {
+        v["previous_interaction_id"] = json!(p);
+    }
+    v
+}
+
+/// A batch as Google answers it: a long-running operation whose metadata
+/// is the batch; done (every request answered) once asked after creation.
+fn batch_json(name: &str, b: &Batch, done: bool) -> Value {
+    let state = match (b.cancelled, done) {
+        (true, _) => "BATCH_STATE_CANCELLED",
+        (false, true) => "BATCH_STATE_SUCCEEDED",
+        (false, false) => "BATCH_STATE_PENDING",
+    };
+    let n = b.requests.to_string();
+    let mut meta = json!({
+        "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+        "name": name,
+        "model": b.model,
+        "state": state,
+        "createTime": rfc3339(b.created),
+        "updateTime": rfc3339(b.created),
+        "batchStats": {"requestCount": n},
+    });
+    if let Some(d) = &b.display_name {
+        meta["displayName"] = json!(d);
+    }
+    let mut v = json!({"name": name, "metadata": meta});
+    if done && !b.cancelled {
+        let model = b.model.trim_start_matches("models/");
+        let answer = json!({"response": {
+            "candidates": [{"content": {"parts": [{"text": format!("Hello from the fake {model}.")}], "role": "model"}, "finishReason": "STOP"}],
+            "modelVersion": model,
+        }});
+        let answers = vec![answer; b.requests];
+        v["metadata"]["output"] = json!({"inlinedResponses": {"inlinedResponses": answers}});
+        v["metadata"]["batchStats"]["successfulRequestCount"] = json!(n);
+        v["done"] = json!(true);
+    }
+    v
+}
+
 fn cache_json(name: &str, c: &Cache) -> Value {
     json!({"name": name, "model": c.model, "expireTime": rfc3339(c.expires), "usageMetadata": {"totalTokenCount": 4096}})
 }
@@ -456,6 +667,54 @@ mod tests {
         let prompt = json!({"cachedContent": name, "contents": []});
         assert!(p.refused_files(A, &prompt, now()).is_none());
         assert_eq!(p.refused_files(B, &prompt, now()).map(|a| a.status), Some(403));
+    }
+
+    #[test]
+    fn batches_belong_to_their_project_and_answer_every_request() {
+        let mut p = Projects::default();
+        let body = json!({"batch": {"inputConfig": {"requests": {"requests": [{"request": {}}, {"request": {}}]}}}});
+        let made = p.create_batch(A, "gemini-2.5-flash", &body, now());
+        assert_eq!((made.status, &made.body["metadata"]["state"]), (200, &json!("BATCH_STATE_PENDING")));
+        let name = made.body["name"].as_str().expect("name").to_owned();
+        assert!(name.starts_with("batches/"), "{name}");
+        let got = p.batch_call(A, &name, "get", now());
+        assert_eq!(got.body["metadata"]["state"], "BATCH_STATE_SUCCEEDED");
+        assert_eq!(
+            got.body
+                .pointer("/metadata/output/inlinedResponses/inlinedResponses")
+                .and_then(Value::as_array)
+                .map(Vec::len),
+            Some(2)
+        );
+        assert_eq!(p.batch_call(B, &name, "get", now()).status, 403);
+        assert_eq!(p.batch_call(A, &name, "get", now() + JOB_TTL).status, 403, "expired");
+        assert_eq!(p.batch_call(A, &name, "cancel", now()).status, 200);
+        assert_eq!(p.batch_call(A, &name, "get", now()).body["metadata"]["state"], "BATCH_STATE_CANCELLED");
+        assert_eq!(p.create_batch(A, "m", &json!({}), now()).status, 400);
+    }
+
+    #[test]
+    fn interactions_follow_up_only_in_their_project_and_stream_their_id_first() {
+        let mut p = Projects::default();
+        let Ok(Made::Whole(first)) =
+            p.create_interaction(A, &json!({"model": "gemini-2.5-flash", "input": "hi"}), now())
+        else {
+            panic!("a whole interaction")
+        };
+        let id = first["id"].as_str().expect("id").to_owned();
+        assert_eq!(first["steps"][0]["content"][0]["text"], "Hello from the fake gemini-2.5-flash.");
+        let follow =
+            json!({"model": "gemini-2.5-flash", "input": "more", "previous_interaction_id": id, "stream": true});
+        assert_eq!(p.create_interaction(B, &follow, now()).err().map(|a| a.status), Some(403));
+        let Ok(Made::Events(events)) = p.create_interaction(A, &follow, now()) else { panic!("a stream") };
+        assert!(events[0].starts_with("event: interaction.created\n") && events[0].ends_with("\n\n"), "{events:?}");
+        let data: Value = serde_json::from_str(events[0].split("data: ").nth(1).expect("data").trim()).expect("json");
+        let second = data["interaction"]["id"].as_str().expect("the id in the first event").to_owned();
+        assert_ne!(second, id);
+        assert_eq!(p.interaction_call(A, &second, false, now()).body["previous_interaction_id"], json!(id));
+        assert_eq!(p.interaction_call(B, &id, false, now()).status, 403);
+        assert_eq!(p.interaction_call(A, &id, true, now()).status, 200);
+        assert_eq!(p.interaction_call(A, &id, false, now()).status, 403, "deleted");
     }
 
     #[test]
