@@ -307,7 +307,7 @@ pub fn told_of(answer: &Value, interaction: bool) -> Vec<(Resource, Option<UnixM
 
 /// The resources the first bytes of an answer tell of ([`told_of`]):
 /// the answer itself when `whole` holds all of it, else the first events
-/// of an SSE stream (an interaction's: its `interaction.start` event
+/// of an SSE stream (an interaction's: its `interaction.created` event
 /// names it). A JSON answer longer than its head tells of nothing: the
 /// resource is looked for across the pool when first named.
 pub fn told_of_head(head: &[u8], whole: bool, interaction: bool) -> Vec<(Resource, Option<UnixMillis>)> {

@@ -1448,7 +1448,7 @@ mod tests {
         assert!(generate(&mut host).reports[0].owned.is_empty());
 
         // An interaction, streamed: its first event names it.
-        const EVENTS: &str = "data: {\"event_type\":\"interaction.start\",\"interaction\":{\"id\":\"v1_it-9\",\"status\":\"in_progress\"}}\n\ndata: {\"event_type\":\"content.delta\",\"id\":\"not-it\"}\n\n";
+        const EVENTS: &str = "data: {\"event_type\":\"interaction.created\",\"interaction\":{\"id\":\"v1_it-9\",\"status\":\"in_progress\"}}\n\ndata: {\"event_type\":\"step.delta\",\"id\":\"not-it\"}\n\n";
         host.upstream = [Answer::Status(200, EVENTS)].into_iter().collect();
         host.body = Ok(br#"{"model":"gemini-2.5-flash","input":"hi","stream":true}"#.to_vec());
         let t = host.run("POST", "/v1beta/interactions?alt=sse", &[("x-goog-api-key", "client")]);
