@@ -8,7 +8,7 @@ use crate::bindings::wasi::http::types::{
 };
 use crate::bindings::wasi::io::streams::StreamError;
 use proxy_core::config::Scheme as CoreScheme;
-use proxy_core::forward::{BodyError, Event, UpstreamRequest};
+use proxy_core::forward::{BodyError, BodyFrom, Event, UpstreamRequest};
 use proxy_core::http::{Method as CoreMethod, Response};
 use proxy_core::stream::UsageTail;
 
@@ -108,9 +108,91 @@ pub fn read_request_body(request: IncomingRequest, declared: Option<u64>, limit:
     Ok(buf)
 }
 
-/// Sends an upstream request and waits for its response head; on failure,
-/// why and whether it timed out.
-pub fn send(up: &UpstreamRequest, body: &[u8]) -> Result<IncomingResponse, (String, bool)> {
+/// Sends an upstream request, its body `body` or, for
+/// [`BodyFrom::Client`], the `client`'s own piped through, and waits for
+/// its response head. On failure, the event that tells it: the upstream's
+/// ([`Event::SendFailed`]), or the client body's ([`Event::BodyFailed`]).
+pub fn send(up: &UpstreamRequest, body: &[u8], client: Option<IncomingRequest>) -> Result<IncomingResponse, Event> {
+    let piped = match (up.body, client) {
+        (BodyFrom::Client(len), Some(client)) => Some((client, len)),
+        (BodyFrom::Client(_), None) => {
+            return Err(Event::BodyFailed(BodyError::Broken("the request body was already read".into())));
+        }
+        (BodyFrom::Read, _) => None,
+    };
+    let failed = |(reason, timed_out)| Event::SendFailed { reason, timed_out };
+    let (outgoing, pending) = start(up).map_err(failed)?;
+    let sent = match piped {
+        Some((client, len)) => pipe(client, &outgoing, len),
+        None if up.method.has_body() => {
+            write_all(&outgoing, body).map_err(|_| Piping::Upstream("sending the request body upstream failed"))
+        }
+        None => Ok(()),
+    };
+    match sent {
+        Ok(()) => OutgoingBody::finish(outgoing, None).map_err(|e| failed(describe(&e)))?,
+        // The upstream request is aborted (its body dropped unfinished).
+        Err(Piping::Client(why)) => return Err(Event::BodyFailed(BodyError::Broken(why))),
+        // The upstream may have answered (refused the body) before it took
+        // it all: its answer, if one came, else the failure.
+        Err(Piping::Upstream(why)) => {
+            drop(outgoing);
+            return head(&pending).map_err(|_| failed((why.to_owned(), false)));
+        }
+    }
+    head(&pending).map_err(failed)
+}
+
+/// Why piping a body upstream stopped.
+enum Piping {
+    /// Reading the client's body failed, or it ended short: why.
+    Client(String),
+    /// Writing upstream failed.
+    Upstream(&'static str),
+}
+
+/// Pipes exactly `len` bytes of the client's request body into `outgoing`,
+/// a piece at a time: no more than one piece is held.
+fn pipe(client: IncomingRequest, outgoing: &OutgoingBody, len: u64) -> Result<(), Piping> {
+    let client_side = |why: &str| Piping::Client(why.to_owned());
+    let body = client.consume().map_err(|()| client_side("the request body was already consumed"))?;
+    let src = body.stream().map_err(|()| client_side("the request body stream is unavailable"))?;
+    let dst = outgoing.write().map_err(|()| Piping::Upstream("the upstream request body is unavailable"))?;
+    let mut left = len;
+    while left > 0 {
+        let piece = match src.blocking_read(left.min(READ_CHUNK)) {
+            Ok(piece) => piece,
+            Err(StreamError::Closed) => return Err(client_side("it ended before its declared length")),
+            Err(StreamError::LastOperationFailed(e)) => return Err(Piping::Client(e.to_debug_string())),
+        };
+        left = left.saturating_sub(piece.len() as u64);
+        write_permitted(&dst, &piece).map_err(|_| Piping::Upstream("sending the request body upstream failed"))?;
+    }
+    dst.blocking_flush().map_err(|_| Piping::Upstream("sending the request body upstream failed"))
+}
+
+/// Writes `bytes` in as few calls as the stream permits (a permit is
+/// often far more than [`WRITE_CHUNK`]), waiting when it permits none.
+fn write_permitted(
+    dst: &crate::bindings::wasi::io::streams::OutputStream,
+    mut bytes: &[u8],
+) -> Result<(), StreamError> {
+    while !bytes.is_empty() {
+        let permit = usize::try_from(dst.check_write()?).unwrap_or(usize::MAX);
+        if permit == 0 {
+            dst.subscribe().block();
+            continue;
+        }
+        let n = permit.min(bytes.len());
+        dst.write(&bytes[..n])?;
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+/// Builds and starts an upstream request: its body to write, and its
+/// future answer.
+fn start(up: &UpstreamRequest) -> Result<(OutgoingBody, outgoing_handler::FutureIncomingResponse), (String, bool)> {
     let headers: Vec<(String, Vec<u8>)> = up.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     let request = OutgoingRequest::new(fields_from(&headers));
     let method = wasi_method(&up.method);
@@ -132,10 +214,12 @@ pub fn send(up: &UpstreamRequest, body: &[u8]) -> Result<IncomingResponse, (Stri
     // request-options resource in the store's table for good, which would
     // stop the host from reusing this instance.
     let pending = outgoing_handler::handle(request, None).map_err(|e| describe(&e))?;
-    if up.method.has_body() {
-        write_all(&outgoing, body).map_err(|_| other("sending the request body upstream failed"))?;
-    }
-    OutgoingBody::finish(outgoing, None).map_err(|e| describe(&e))?;
+    Ok((outgoing, pending))
+}
+
+/// Waits for an upstream request's response head.
+fn head(pending: &outgoing_handler::FutureIncomingResponse) -> Result<IncomingResponse, (String, bool)> {
+    let other = |why: &str| (why.to_owned(), false);
     // The head is rarely there yet: wait first, then take it.
     pending.subscribe().block();
     match pending.get() {

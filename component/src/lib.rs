@@ -19,7 +19,7 @@ mod bindings {
 use bindings::exports::wasi::http::incoming_handler::Guest;
 use bindings::gemini_proxy::host::{key_store, log};
 use bindings::wasi::http::types::{IncomingRequest, IncomingResponse, ResponseOutparam, Scheme};
-use proxy_core::forward::{BodyError, Event, Exchange, Step};
+use proxy_core::forward::{BodyError, BodyFrom, Event, Exchange, Step};
 use proxy_core::{Config, Dialect, ProxyError};
 use std::sync::{Arc, OnceLock};
 
@@ -81,14 +81,17 @@ fn drive(mut exchange: Exchange, request: IncomingRequest, out: ResponseOutparam
                         .map_err(convert::unavailable),
                 )
             }
-            Step::Send(up) => match http::send(&up, exchange.body()) {
-                Ok(response) => {
-                    let head = Event::Head { status: response.status(), headers: response.headers().entries() };
-                    upstream = Some(response);
-                    head
+            Step::Send(up) => {
+                let client = matches!(up.body, BodyFrom::Client(_)).then(|| request.take()).flatten();
+                match http::send(&up, exchange.body(), client) {
+                    Ok(response) => {
+                        let head = Event::Head { status: response.status(), headers: response.headers().entries() };
+                        upstream = Some(response);
+                        head
+                    }
+                    Err(failed) => failed,
                 }
-                Err((reason, timed_out)) => Event::SendFailed { reason, timed_out },
-            },
+            }
             Step::ReadErrorBody { limit } => {
                 Event::ErrorBody(upstream.take().map(|r| http::read_body(r, limit)).unwrap_or_default())
             }

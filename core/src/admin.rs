@@ -376,6 +376,7 @@ pub fn check_request(cfg: &crate::config::Config, lease: &Lease) -> crate::forwa
         authority: base.authority.clone(),
         path_and_query: format!("{}/models?pageSize=1", base.path),
         headers: vec![("x-goog-api-key".to_owned(), lease.secret.expose().to_owned())],
+        body: crate::forward::BodyFrom::Read,
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::http::{Method, Response};
-use crate::route::{self, Forward, MAX_BODY_BYTES, Route, StatRoute};
+use crate::route::{self, Forward, MAX_BODY_BYTES, MAX_UPLOAD_BYTES, Route, StatRoute};
 use crate::session;
 use crate::stats::StatsView;
 
@@ -113,8 +113,9 @@ pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(S
                 (Some(_), Err(_)) => Some(Claim::of(&creds, false)),
                 (None, _) => Some(Claim::of(&creds, true)),
             };
+            let limit = if f.upload { MAX_UPLOAD_BYTES } else { MAX_BODY_BYTES };
             match declared_length(headers) {
-                Ok(Some(n)) if n > MAX_BODY_BYTES => respond(ProxyError::PayloadTooLarge { limit: MAX_BODY_BYTES }),
+                Ok(Some(n)) if n > limit => respond(ProxyError::PayloadTooLarge { limit }),
                 Ok(_) => Admission::Forward(f, claim),
                 Err(e) => respond(e),
             }

@@ -16,7 +16,7 @@
 //!     event = match exchange.resume(event) {
 //!         Step::ReadBody { limit, .. } => /* read ≤ limit */ Event::Body(bytes),
 //!         Step::Acquire { .. } => Event::Acquired(store.acquire(..)),
-//!         Step::Send(request) => /* send with exchange.body() */ Event::Head { .. },
+//!         Step::Send(request) => /* send with exchange.body(), or pipe the client's */ Event::Head { .. },
 //!         Step::ReadErrorBody { limit } => Event::ErrorBody(bytes),
 //!         Step::Stream { .. } => /* pipe the upstream body to the client */ Event::Streamed(result),
 //!         Step::Respond(_) | Step::Report(_) | Step::Stats(_) | Step::Reset | Step::Log(_) => Event::Done,
@@ -36,7 +36,7 @@ use crate::headers;
 use crate::http::{Headers, Method, Response};
 use crate::outcome::{Lease, Outcome, Owned, Report, Unavailable};
 use crate::persist::CheckInfo;
-use crate::route::{self, Dialect, Forward, MAX_BODY_BYTES, Op};
+use crate::route::{self, Dialect, Forward, MAX_BODY_BYTES, Op, PIPED_UPLOAD_ABOVE};
 use crate::secret::{self, KeyId};
 use crate::stats::StatsView;
 use crate::stream::{HEAD_BYTES, Seen};
@@ -87,8 +87,10 @@ pub enum Step {
         /// those the key store knows, and to no other.
         resources: Vec<Resource>,
     },
-    /// Send this request upstream with [`Exchange::body`] as its body (for a
-    /// method with a body). Answer [`Event::Head`] or [`Event::SendFailed`].
+    /// Send this request upstream with the body its [`UpstreamRequest::body`]
+    /// names (for a method with a body). Answer [`Event::Head`] or
+    /// [`Event::SendFailed`]; [`Event::BodyFailed`] when the client's piped
+    /// body broke off.
     Send(UpstreamRequest),
     /// Read at most `limit` bytes of the upstream answer's body (an error to
     /// classify), then drop the rest. Answer [`Event::ErrorBody`].
@@ -207,6 +209,20 @@ pub struct UpstreamRequest {
     /// Headers, the pool key as the one credential among them; every value
     /// visible ASCII.
     pub headers: Vec<(String, String)>,
+    /// Where the body comes from (for a method with one).
+    pub body: BodyFrom,
+}
+
+/// The body of an [`UpstreamRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFrom {
+    /// [`Exchange::body`], read before (empty for a method without one).
+    Read,
+    /// The client's request body, unread, piped upstream as it arrives:
+    /// exactly this many bytes (its declared `content-length`). A client
+    /// body that breaks off or ends short is [`Event::BodyFailed`], not a
+    /// failure of the upstream's.
+    Client(u64),
 }
 
 impl UpstreamRequest {
@@ -239,7 +255,8 @@ pub fn upstream_request(
     fwd: &Forward,
     client_headers: &[(String, Vec<u8>)],
     lease: &Lease,
-    body_len: usize,
+    body: BodyFrom,
+    body_len: u64,
 ) -> UpstreamRequest {
     let (base, credential): (&UpstreamBase, _) = match fwd.dialect {
         Dialect::Gemini => (&cfg.gemini_upstream, ("x-goog-api-key", lease.secret.expose().to_owned())),
@@ -260,7 +277,7 @@ pub fn upstream_request(
         path_and_query.push('?');
         path_and_query.push_str(&fwd.upstream_query);
     }
-    UpstreamRequest { method, scheme: base.scheme, authority: base.authority.clone(), path_and_query, headers }
+    UpstreamRequest { method, scheme: base.scheme, authority: base.authority.clone(), path_and_query, headers, body }
 }
 
 /// The header of Google's answer to an upload's start that holds the URL
@@ -367,6 +384,9 @@ struct Relay {
     /// Whether this answer ended the upload it continued (its status is
     /// `final`): the upload is forgotten, the file it made remembered.
     upload_over: bool,
+    /// The declared length of an upload body piped from the client
+    /// ([`BodyFrom::Client`]): it can be sent once, so to one key.
+    piped: Option<u64>,
 }
 
 impl Relay {
@@ -548,6 +568,7 @@ impl Exchange {
             (Waiting::Reset, Event::Done) => self.emit([Step::Respond(admit::reset_done())]),
             (Waiting::Head, Event::Head { status, headers }) => self.head(status, headers),
             (Waiting::Head, Event::SendFailed { reason, timed_out }) => self.transport_failed(&reason, timed_out),
+            (Waiting::Head, Event::BodyFailed(e)) => self.piped_body_failed(e),
             (Waiting::ErrorBody, Event::ErrorBody(body)) => self.classify(&body),
             (Waiting::Stream, Event::Streamed(result)) => self.streamed(result),
             (Waiting::Stream, Event::StreamFailedEarly { reason, timed_out }) => {
@@ -608,6 +629,9 @@ impl Exchange {
             Admission::Forward(fwd, claim) => {
                 self.dialect = fwd.dialect;
                 let has_body = fwd.method.has_body();
+                // Admission refused a declared length over the limit.
+                let declared = admit::declared_length(&self.headers).ok().flatten();
+                let piped = declared.filter(|&n| has_body && fwd.upload && n > PIPED_UPLOAD_ABOVE);
                 self.relay = Some(Relay {
                     fwd,
                     claim,
@@ -619,12 +643,11 @@ impl Exchange {
                     resources: Vec::new(),
                     not_seen: None,
                     upload_over: false,
+                    piped,
                 });
-                if !has_body {
+                if !has_body || piped.is_some() {
                     return self.bind(Vec::new());
                 }
-                // Admission refused a declared length over the limit.
-                let declared = admit::declared_length(&self.headers).ok().flatten();
                 self.waiting = Waiting::ForwardBody;
                 Step::ReadBody { limit: MAX_BODY_BYTES, declared }
             }
@@ -666,7 +689,12 @@ impl Exchange {
     /// (applying the last attempt's report first).
     fn next_attempt(&mut self, settle: Option<Report>) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Lease, &Event::Done) };
-        let limit = if relay.not_seen.is_some() { MAX_PROBES } else { MAX_ATTEMPTS };
+        let limit = match (relay.piped, &relay.not_seen) {
+            // A piped body went with the first attempt.
+            (Some(_), _) => 1,
+            (None, Some(_)) => MAX_PROBES,
+            (None, None) => MAX_ATTEMPTS,
+        };
         if relay.attempts.tried.len() >= limit {
             return self.give_up(settle, None);
         }
@@ -709,7 +737,11 @@ impl Exchange {
         if relay.attempts.tried.is_empty() {
             relay.client.clone_from(&lease.client);
         }
-        let request = upstream_request(&self.cfg, &relay.fwd, &self.headers, &lease, self.body.len());
+        let (from, len) = match relay.piped {
+            Some(n) => (BodyFrom::Client(n), n),
+            None => (BodyFrom::Read, self.body.len() as u64),
+        };
+        let request = upstream_request(&self.cfg, &relay.fwd, &self.headers, &lease, from, len);
         relay.lease = Some(lease);
         self.waiting = Waiting::Head;
         Step::Send(request)
@@ -746,6 +778,22 @@ impl Exchange {
         let model = relay.model().to_owned();
         let report = relay.attempts.failed(&lease, &model, outcome, timed_out);
         self.next_attempt(Some(report))
+    }
+
+    /// The client's body broke off (or ended short) while it was piped
+    /// upstream: the client's failure, not the key's.
+    fn piped_body_failed(&mut self, e: BodyError) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Head, &Event::Done) };
+        let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::Head, &Event::Done) };
+        let error = match e {
+            BodyError::TooLarge => ProxyError::PayloadTooLarge { limit: relay.piped.unwrap_or(MAX_BODY_BYTES) },
+            BodyError::Broken(why) => ProxyError::BadRequest(format!("reading the request body failed: {why}")),
+        };
+        let response = error.to_response(self.dialect);
+        relay.attempts.tried.push(lease.id.clone());
+        let outcome = Outcome::ClientError { status: response.status };
+        let report = Report { client: relay.client.clone(), ..Report::of(&lease, relay.model(), outcome) };
+        self.emit([Step::Report(report), Step::Respond(response)])
     }
 
     fn classify(&mut self, body: &[u8]) -> Step {
@@ -1018,6 +1066,9 @@ mod tests {
         /// Whether the upstream's heads carry an upload URL with the key
         /// in its query, as Google's do for a key sent in the query.
         key_in_upload_url: bool,
+        /// What piping the client's body upstream ([`BodyFrom::Client`])
+        /// meets: the client's body breaking off, instead of the upstream.
+        piped_body_breaks: bool,
     }
 
     impl Host {
@@ -1029,6 +1080,7 @@ mod tests {
                 body: Ok(br#"{"contents":[]}"#.to_vec()),
                 cfg: config(None),
                 key_in_upload_url: false,
+                piped_body_breaks: false,
             }
         }
 
@@ -1068,7 +1120,12 @@ mod tests {
                             .find(|(n, _)| n == "x-goog-api-key" || n == "authorization")
                             .map(|(_, v)| v.trim_start_matches("Bearer ").to_owned())
                             .expect("a credential");
+                        let piped = matches!(request.body, BodyFrom::Client(_));
                         trace.sent.push((crate::secret::ApiKey::new(&secret).id(), request));
+                        if piped && self.piped_body_breaks {
+                            event = Event::BodyFailed(BodyError::Broken("the client went away".into()));
+                            continue;
+                        }
                         let answer = self.upstream.pop_front().unwrap_or(Answer::Status(200, "{}"));
                         let upload_url = format!("https://up.example/upload/v1beta/files?key={secret}&upload_id=u1");
                         let head = |pairs: &[(&str, &str)]| {
@@ -1407,6 +1464,64 @@ mod tests {
     }
 
     #[test]
+    fn a_large_upload_body_is_piped_once_and_never_read() {
+        let mut host = Host::new(4, &[]);
+        host.key_in_upload_url = true;
+        let start = [("x-goog-upload-protocol", "resumable"), ("host", "proxy.local")];
+        let t = host.run("POST", "/upload/v1beta/files", &start);
+        assert_eq!(t.body_limits, [MAX_BODY_BYTES], "a start is read");
+        assert!(t.reports[0].owned.iter().any(|o| o.name == "uploads/u1"));
+        let owner = t.keys_sent()[0].clone();
+        host.key_in_upload_url = false;
+
+        // 200 MiB of chunk: piped with its declared length, never read.
+        let len = (200u64 << 20).to_string();
+        let chunk =
+            [("x-goog-upload-command", "upload, finalize"), ("x-goog-upload-offset", "0"), ("content-length", &len)];
+        host.upstream = [Answer::Final(FILE_MADE)].into_iter().collect();
+        let t = host.run("POST", "/upload/v1beta/files?upload_id=u1", &chunk);
+        assert!(t.body_limits.is_empty(), "read: {:?}", t.body_limits);
+        assert_eq!(t.keys_sent(), std::slice::from_ref(&owner));
+        let sent = &t.sent[0].1;
+        assert_eq!(sent.body, BodyFrom::Client(200 << 20));
+        let lengths: Vec<&str> =
+            sent.headers.iter().filter(|(n, _)| n == "content-length").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(lengths, [len.as_str()]);
+        assert!(t.reports[0].owned.iter().any(|o| o.name == "files/made-1"));
+
+        // A piped body goes with one attempt: a multipart upload that meets
+        // an overloaded upstream is not sent again to another key (a read
+        // one is), and over the Files API's size it is refused unsent.
+        let form = |len: &str| {
+            [("x-goog-upload-protocol", "multipart"), ("content-length", len)].map(|(n, v)| (n, v.to_owned()))
+        };
+        for (len, tries) in [((5u64 << 20).to_string(), 1), ("1000".to_owned(), 2)] {
+            host.upstream = [Answer::Status(503, OVERLOADED), Answer::Status(200, "{}")].into_iter().collect();
+            let headers = form(&len);
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let t = host.run("POST", "/upload/v1beta/files", &headers);
+            assert_eq!(t.sent.len(), tries, "{len} bytes");
+            let status = t.response.as_ref().map_or(200, |r| r.status);
+            assert_eq!(status == 200, tries == 2, "{len} bytes: {status}");
+        }
+        let headers = form(&(3u64 << 30).to_string());
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let t = host.run("POST", "/upload/v1beta/files", &headers);
+        assert!(t.sent.is_empty());
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(413));
+
+        // A client body that breaks off on its way is the client's failure:
+        // a 400 for it, and a key in good standing.
+        host.piped_body_breaks = true;
+        let t = host.run("POST", "/upload/v1beta/files?upload_id=u1", &chunk);
+        assert_eq!(t.keys_sent(), std::slice::from_ref(&owner));
+        let response = t.response.as_ref().expect("an answer");
+        assert_eq!(response.status, 400);
+        assert!(response.body.contains("the client went away"), "{}", response.body);
+        assert_eq!(t.reports[0].outcome, Outcome::ClientError { status: 400 });
+    }
+
+    #[test]
     fn the_proxy_url_comes_from_public_url_forwarded_headers_or_the_origin() {
         let upload_url = |cfg: Config, origin: Option<(&str, &str)>, headers: &[(&str, &str)]| {
             let mut ex = Exchange::new(Arc::new(cfg), Method::Post, "/upload/v1beta/files".into(), h(headers));
@@ -1628,7 +1743,7 @@ mod tests {
         };
         let lease = crate::test_support::lease(1);
         let f = admitted("POST", "/v1/models/gemini-2.5-flash:generateContent?key=client-secret&alt=sse");
-        let up = upstream_request(&c, &f, &client, &lease, 10);
+        let up = upstream_request(&c, &f, &client, &lease, BodyFrom::Read, 10);
         assert_eq!(up.path_and_query, "/v1beta/models/gemini-2.5-flash:generateContent?alt=sse");
         assert_eq!(up.method, Method::Post);
         assert_eq!(up.url(), "http://127.0.0.1:9/v1beta/models/gemini-2.5-flash:generateContent?alt=sse");
@@ -1648,12 +1763,12 @@ mod tests {
 
         let mut f = admitted("POST", "/v1/chat/completions");
         f.bind_body(br#"{"model":"gemini-2.5-flash"}"#).expect("body");
-        let up = upstream_request(&c, &f, &client, &lease, 28);
+        let up = upstream_request(&c, &f, &client, &lease, BodyFrom::Read, 28);
         assert_eq!(up.path_and_query, "/v1beta/openai/chat/completions");
         assert!(up.headers.contains(&("authorization".into(), format!("Bearer {}", lease.secret.expose()))));
         assert!(up.headers.iter().all(|(n, _)| n != "x-goog-api-key"));
         let f = admitted("GET", "/v1/models");
-        let up = upstream_request(&c, &f, &[], &lease, 0);
+        let up = upstream_request(&c, &f, &[], &lease, BodyFrom::Read, 0);
         assert_eq!((up.method, up.path_and_query.as_str()), (Method::Get, "/v1beta/models"));
         assert!(up.headers.iter().all(|(n, _)| n != "content-length"));
     }

@@ -18,8 +18,18 @@ pub enum Dialect {
 /// Pseudo-model under which calls that name no model (lists) are counted.
 pub const NO_MODEL: &str = "(models)";
 
-/// The largest request body the proxy accepts.
+/// The largest request body the proxy reads (an upload's is piped).
 pub const MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The largest upload body accepted: Google takes files of up to 2 GB,
+/// and a multipart upload adds its metadata to that.
+pub const MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024 + 1024 * 1024;
+
+/// An upload body declared longer than this is piped upstream as it
+/// arrives, to one key and without a retry on another, rather than read
+/// first: an upload is never held whole in memory. A shorter one (an
+/// upload's start, a small file) is read, so that it can be retried.
+pub const PIPED_UPLOAD_ABOVE: u64 = 1024 * 1024;
 
 /// What a forwarded request does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

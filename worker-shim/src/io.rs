@@ -5,7 +5,7 @@
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use proxy_core::config::UpstreamTimeouts;
-use proxy_core::forward::{BodyError, Event, UpstreamRequest};
+use proxy_core::forward::{BodyError, BodyFrom, Event, UpstreamRequest};
 use proxy_core::http::Response as CoreResponse;
 use proxy_core::stream::{Seen, UsageTail};
 use std::pin::pin;
@@ -51,11 +51,17 @@ pub struct Upstream {
     abort: AbortController,
 }
 
-/// Sends an upstream request, waiting for its head no longer than the
-/// first-byte timeout.
-pub async fn send(up: &UpstreamRequest, body: &[u8], timeouts: &UpstreamTimeouts) -> (Option<Upstream>, Event) {
+/// Sends an upstream request, its body `body` or, for
+/// [`BodyFrom::Client`], the `client`'s own piped through, waiting for its
+/// head no longer than the first-byte timeout.
+pub async fn send(
+    up: &UpstreamRequest,
+    body: &[u8],
+    client: Option<&Request>,
+    timeouts: &UpstreamTimeouts,
+) -> (Option<Upstream>, Event) {
     let abort = AbortController::default();
-    let sent = pin!(fetch(up, body, abort.signal()));
+    let sent = pin!(fetch(up, body, client, abort.signal()));
     let first_byte = pin!(Delay::from(Duration::from_millis(timeouts.first_byte_ms)));
     match select(sent, first_byte).await {
         Either::Left((Ok(r), _)) => {
@@ -72,13 +78,43 @@ pub async fn send(up: &UpstreamRequest, body: &[u8], timeouts: &UpstreamTimeouts
     }
 }
 
-async fn fetch(up: &UpstreamRequest, body: &[u8], signal: worker::AbortSignal) -> worker::Result<Response> {
+async fn fetch(
+    up: &UpstreamRequest,
+    body: &[u8],
+    client: Option<&Request>,
+    signal: worker::AbortSignal,
+) -> worker::Result<Response> {
     let mut init = RequestInit::new();
     init.with_method(Method::from(up.method.as_str().to_owned())).with_headers(headers_of(&up.headers)?);
     if up.method.has_body() {
-        init.with_body(Some(js_sys::Uint8Array::from(body).into()));
+        let body = match (up.body, client) {
+            (BodyFrom::Read, _) => js_sys::Uint8Array::from(body).into(),
+            (BodyFrom::Client(len), Some(client)) => piped_body(client, len)?,
+            (BodyFrom::Client(_), None) => return Err(worker::Error::RustError("the request body was read".into())),
+        };
+        init.with_body(Some(body));
     }
     Fetch::Request(Request::new_with_init(&up.url(), &init)?).send_with_signal(&signal).await
+}
+
+/// The client's request body as a stream of exactly `len` bytes, so that
+/// the upstream gets its `content-length`: workerd's `FixedLengthStream`
+/// fed by the body (natively: no byte passes through wasm), else the body
+/// itself. A body that breaks off or ends short fails the fetch; that is
+/// then told as the upstream's failure (the runtime does not say which side
+/// broke).
+fn piped_body(client: &Request, len: u64) -> worker::Result<wasm_bindgen::JsValue> {
+    let Some(body) = client.inner().body() else { return Ok(js_sys::Uint8Array::new_with_length(0).into()) };
+    let class = js_sys::Reflect::get(&js_sys::global(), &"FixedLengthStream".into())?;
+    let Ok(class) = class.dyn_into::<js_sys::Function>() else { return Ok(body.into()) };
+    let fixed = js_sys::Reflect::construct(&class, &js_sys::Array::of1(&(len as f64).into()))?;
+    let writable: web_sys::WritableStream = js_sys::Reflect::get(&fixed, &"writable".into())?.unchecked_into();
+    let pipe = JsFuture::from(body.pipe_to(&writable));
+    // Its failure errors the fixed stream, and so the fetch that reads it.
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = pipe.await;
+    });
+    Ok(js_sys::Reflect::get(&fixed, &"readable".into())?)
 }
 
 /// Up to `limit` bytes of an upstream error body (what arrived before a

@@ -140,7 +140,8 @@ impl Run {
                 }
             }
             Step::Send(up) => {
-                let (response, event) = io::send(&up, self.exchange.body(), &self.timeouts).await;
+                let client = self.request.as_ref();
+                let (response, event) = io::send(&up, self.exchange.body(), client, &self.timeouts).await;
                 self.upstream = response;
                 event
             }
