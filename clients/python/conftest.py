@@ -18,7 +18,7 @@ if EXTERNAL:
     POOL_KEYS = os.environ["E2E_POOL_KEYS"].split(",")
     PROXY_KEY = os.environ["E2E_PROXY_KEY"]
 else:
-    POOL_KEYS = [f"AIzaSyPYTHONpoolKEY{i:0>20}" for i in range(3)]
+    POOL_KEYS = [f"AIzaSyPYTHONpoolKEY{i:0>20}" for i in range(4)]
     PROXY_KEY = "AQ.pythonPROXYkey0123456789abcdefXYZ"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
