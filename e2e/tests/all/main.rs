@@ -260,10 +260,31 @@ async fn a_stream_that_breaks_off_counts_against_the_key() {
     if t.host == "host-runner" {
         assert!(!ended_cleanly, "a cut stream must not end cleanly");
     }
-    // The report lands a moment after the stream's end: poll for it.
+    // The report lands a moment after the stream's end: poll for it. In
+    // `wrangler dev` a request sent just after a cut stream can stall in
+    // the dev server in front of the Worker: measured once in about 180
+    // runs here and twice in CI, the /stat.json request never reached the
+    // Worker (its inspector log shows no call to the key store), whose
+    // report had landed. So each poll goes on a connection of its own, with
+    // a short timeout, and a stall there is polled again (a few at most);
+    // on host-runner a stall fails the scenario.
+    let polls =
+        reqwest::Client::builder().timeout(Duration::from_secs(5)).pool_max_idle_per_host(0).build().expect("client");
+    let mut stalls = 0;
     let mut cell = Value::Null;
     for _ in 0..100 {
-        let stats = t.stats().await;
+        let sent = polls.get(format!("{}/stat.json", t.proxy)).bearer_auth(&t.proxy_key).send().await;
+        let stats: Value = match sent {
+            Ok(r) => {
+                assert_eq!(r.status(), 200, "/stat.json");
+                r.json().await.expect("/stat.json")
+            }
+            Err(e) if e.is_timeout() && t.host != "host-runner" && stalls < 3 => {
+                stalls += 1;
+                continue;
+            }
+            Err(e) => panic!("/stat.json after {stalls} stalls: {e}"),
+        };
         let served = t.keys_seen().await;
         cell = t.key_row(&stats, &served[0])["models"]["e2e-cut"].clone();
         if cell["errors"] == 1 {
