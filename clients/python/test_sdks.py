@@ -215,3 +215,39 @@ def test_genai_interactions_plain_streamed_and_followed_up_on_their_owner(gclien
     before = len(fake.requests())
     assert gclient.interactions.get(first.id).id == first.id
     assert _keys(fake.requests()[before:]) == [owner]
+
+
+def test_openai_files_and_batches_stay_on_the_key_that_made_them(oai, fake, tmp_path):
+    # Google's OpenAI-compatible Batch API: a JSONL file uploaded with
+    # files.create, a batch of it, then the batch and the file polled. The
+    # ids are Google names (`files/…`, `batches/…`), which the SDK escapes
+    # in its paths (`/batches/batches%2F…`). Three rounds, so that the
+    # makers are not all the key a search of the pool would ask first.
+    lines = tmp_path / "batch.jsonl"
+    lines.write_text(
+        '{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", '
+        f'"body": {{"model": "{MODEL}", "messages": [{{"role": "user", "content": "hi"}}]}}}}\n'
+    )
+    made = []
+    for _ in range(3):
+        # A file more than batches, so that the rings of the two do not
+        # meet the file's key by chance.
+        with lines.open("rb") as f:
+            oai.files.create(file=f, purpose="batch")
+        before = len(fake.requests())
+        with lines.open("rb") as f:
+            file = oai.files.create(file=f, purpose="batch")
+        assert file.id.startswith("files/"), file
+        batch = oai.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
+        assert batch.id.startswith("batches/") and batch.input_file_id == file.id, batch
+        maker = _keys(fake.requests()[before:])
+        assert len(set(maker)) == 1, f"the batch went to another key than its file: {maker}"
+        made.append((file, batch, maker[0]))
+    assert len({m for _, _, m in made}) > 1, made
+    for file, batch, maker in reversed(made):
+        before = len(fake.requests())
+        assert oai.batches.retrieve(batch.id).id == batch.id
+        assert oai.files.retrieve(file.id).id == file.id
+        seen = fake.requests()[before:]
+        assert _keys(seen) == [maker] * 2, "every call on the maker, none searched"
+        assert "%2F" in seen[0]["path"] or "/batches/batches/" in seen[0]["path"], seen[0]["path"]

@@ -156,8 +156,30 @@ pub fn in_path(path: &str) -> Option<Resource> {
     Resource::parse(rest)
 }
 
+/// The resource the path of a call relayed upstream names
+/// ([`Forward::upstream_path`], below the version): as [`in_path`] for a
+/// Gemini call; for an OpenAI-style one (`/files/{id}[/content]`,
+/// `/batches/{id}[/cancel]`), its id, which is a Google name (`files/abc`),
+/// with its `/` escaped as `%2F` or not, or a bare id.
+///
+/// [`Forward::upstream_path`]: crate::route::Forward::upstream_path
+pub fn in_upstream_path(path: &str, openai: bool) -> Option<Resource> {
+    let path = path.replace("%2F", "/").replace("%2f", "/");
+    let rest = path.trim_start_matches('/');
+    if openai {
+        for collection in ["files/", "batches/"] {
+            if let Some(id) = rest.strip_prefix(collection) {
+                return Resource::parse(id).or_else(|| Resource::parse(rest));
+            }
+        }
+        return None;
+    }
+    Resource::parse(rest)
+}
+
 /// The members of a request body whose string values name resources (both
-/// spellings the REST API takes).
+/// spellings the REST API takes; `input_file_id` and `file_id` are the
+/// OpenAI-style API's).
 const NAMING_MEMBERS: &[&[u8]] = &[
     b"fileUri",
     b"file_uri",
@@ -170,6 +192,8 @@ const NAMING_MEMBERS: &[&[u8]] = &[
     b"file_name",
     b"fileSearchStoreNames",
     b"file_search_store_names",
+    b"input_file_id",
+    b"file_id",
 ];
 
 /// The most resources taken from one body.
@@ -281,28 +305,58 @@ pub fn told_of(answer: &Value, interaction: bool) -> Vec<(Resource, Option<UnixM
             objects.push((v, member == "interaction"));
         }
     }
-    for list in ["files", "cachedContents", "operations", "batches", "fileSearchStores", "interactions"] {
+    for list in ["files", "cachedContents", "operations", "batches", "fileSearchStores", "interactions", "data"] {
         if let Some(items) = answer.get(list).and_then(Value::as_array) {
             objects.extend(items.iter().take(MAX_LISTED).map(|v| (v, list == "interactions")));
         }
     }
-    let mut out = Vec::new();
+    let mut out: Vec<(Resource, Option<UnixMillis>)> = Vec::new();
+    let mut add = |r: Resource, expires: Option<UnixMillis>| {
+        if !out.iter().any(|(known, _)| *known == r) {
+            out.push((r, expires));
+        }
+    };
     for (o, is_interaction) in objects {
         let name = o.get("name").and_then(Value::as_str).and_then(Resource::parse);
         let id = || {
             let id = o.get("id").and_then(Value::as_str).filter(|id| is_id(id))?;
             Resource::parse(&format!("interactions/{id}"))
         };
-        let Some(r) = name.or_else(|| if is_interaction { id() } else { None }) else { continue };
+        let openai = openai_object(o);
+        let Some(r) = name.or_else(|| if is_interaction { id() } else { openai.first().cloned() }) else {
+            continue;
+        };
         let expires = ["expirationTime", "expireTime"]
             .iter()
             .find_map(|k| o.get(*k).and_then(Value::as_str))
-            .and_then(parse_rfc3339);
-        if !out.iter().any(|(known, _): &(Resource, _)| *known == r) {
-            out.push((r, expires));
+            .and_then(parse_rfc3339)
+            .or_else(|| o.get("expires_at").and_then(Value::as_u64).map(|secs| UnixMillis(secs.saturating_mul(1000))));
+        add(r, expires);
+        // A batch's input and result files live in its project.
+        for file in openai.into_iter().skip(1) {
+            add(file, None);
         }
     }
     out
+}
+
+/// An OpenAI-style `file` or `batch` object's resources: itself (its `id`
+/// is a Google name, `files/abc`, or a bare id), then for a batch the files
+/// it names (`input_file_id`, `output_file_id`, `error_file_id`).
+fn openai_object(o: &Value) -> Vec<Resource> {
+    let collection = match o.get("object").and_then(Value::as_str) {
+        Some("file") => "files",
+        Some("batch") => "batches",
+        _ => return Vec::new(),
+    };
+    let resource = |id: &str| Resource::parse(id).or_else(|| Resource::parse(&format!("{collection}/{id}")));
+    let Some(itself) = o.get("id").and_then(Value::as_str).and_then(resource) else { return Vec::new() };
+    let mut found = vec![itself];
+    if collection == "batches" {
+        let files = ["input_file_id", "output_file_id", "error_file_id"].iter().filter_map(|k| o.get(*k)?.as_str());
+        found.extend(files.filter_map(|id| Resource::parse(id).or_else(|| Resource::parse(&format!("files/{id}")))));
+    }
+    found
 }
 
 /// The resources the first bytes of an answer tell of ([`told_of`]):
@@ -546,6 +600,46 @@ mod tests {
             assert_eq!(in_path(path).as_ref().map(Resource::name), want, "{path}");
         }
         assert_eq!(in_path("/v1beta/batches/b1").map(|r| r.kind()), Some(Kind::Batch));
+    }
+
+    #[test]
+    fn openai_style_paths_name_the_google_resource_in_their_id() {
+        let cases = [
+            ("/files/files%2Fabc", true, Some("files/abc")),
+            ("/files/files%2fabc/content", true, Some("files/abc")),
+            ("/files/files/abc/content", true, Some("files/abc")),
+            ("/files/abc", true, Some("files/abc")),
+            ("/batches/batches%2Fb1", true, Some("batches/b1")),
+            ("/batches/batches%2Fb1/cancel", true, Some("batches/b1")),
+            ("/batches", true, None),
+            ("/chat/completions", true, None),
+            ("/files/abc", false, Some("files/abc")),
+            ("/models/m:generateContent", false, None),
+        ];
+        for (path, openai, want) in cases {
+            assert_eq!(in_upstream_path(path, openai).as_ref().map(Resource::name), want, "{path}");
+        }
+        let create = br#"{"input_file_id":"files/in1","endpoint":"/v1/chat/completions","completion_window":"24h"}"#;
+        assert_eq!(names(&in_body(create)), ["files/in1"]);
+        let chat = br#"{"messages":[{"role":"user","content":[{"type":"file","file":{"file_id":"files/f2"}}]}]}"#;
+        assert_eq!(names(&in_body(chat)), ["files/f2"]);
+    }
+
+    #[test]
+    fn openai_style_objects_tell_of_their_files_and_batches() {
+        let file =
+            serde_json::json!({"id": "files/abc", "object": "file", "bytes": 10, "expires_at": 1_800_000_000_u64});
+        let told = told_of(&file, false);
+        assert_eq!(told, [(Resource::parse("files/abc").expect("name"), Some(UnixMillis(1_800_000_000_000)))]);
+        let batch = serde_json::json!({"id": "batches/b1", "object": "batch", "input_file_id": "files/in",
+            "output_file_id": "files/out", "error_file_id": null});
+        let told = told_of(&batch, false);
+        let told: Vec<&str> = told.iter().map(|(r, _)| r.name()).collect();
+        assert_eq!(told, ["batches/b1", "files/in", "files/out"]);
+        let list = serde_json::json!({"object": "list", "data": [{"id": "files/a", "object": "file"}, {"id": "x", "object": "model"}]});
+        assert_eq!(told_of(&list, false).iter().map(|(r, _)| r.name()).collect::<Vec<_>>(), ["files/a"]);
+        let chat = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion"});
+        assert!(told_of(&chat, false).is_empty(), "a completion's id is no resource");
     }
 
     #[test]

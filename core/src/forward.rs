@@ -669,17 +669,19 @@ impl Exchange {
             // An upload's body is the file's bytes (or its metadata, then
             // the bytes): never read for a model or for names. A chunk
             // names its upload, in its query.
-            let in_path = Resource::parse(relay.fwd.upstream_path.trim_start_matches('/'));
+            let in_path = affinity::in_upstream_path(&relay.fwd.upstream_path, false);
             relay.resources = in_path.into_iter().chain(affinity::upload_in_query(&relay.fwd.upstream_query)).collect();
         } else {
             if let Err(e) = relay.fwd.bind_body(&body) {
                 return self.fail(e);
             }
-            if relay.fwd.dialect == Dialect::Gemini {
-                let in_path = Resource::parse(relay.fwd.upstream_path.trim_start_matches('/'));
-                relay.resources = in_path.into_iter().chain(affinity::in_body(&body)).collect();
-                relay.resources.dedup();
-            }
+            // An OpenAI-style call names Google's resources too (its
+            // files and batches, by their Google names); a chat or an
+            // embedding is scanned as well (a `file_id` part).
+            let openai = relay.fwd.dialect == Dialect::OpenAi;
+            let in_path = affinity::in_upstream_path(&relay.fwd.upstream_path, openai);
+            relay.resources = in_path.into_iter().chain(affinity::in_body(&body)).collect();
+            relay.resources.dedup();
         }
         self.body = body;
         self.next_attempt(None)

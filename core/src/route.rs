@@ -276,11 +276,25 @@ fn path_is_safe(path: &str) -> bool {
         return false;
     }
     let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e", "%00", "%3f", "%23"].iter().any(|bad| lower.contains(bad)) {
+    if ["%5c", "%2e", "%00", "%3f", "%23"].iter().any(|bad| lower.contains(bad)) {
         return false;
     }
-    !path.split('/').any(|seg| seg == "." || seg == "..")
+    // `%2F` only in the id of an OpenAI-style file or batch, which is a
+    // Google name (`/v1/batches/batches%2Fabc`, as the openai SDK escapes
+    // it), and only where the path read with it unescaped is as safe.
+    let decoded = lower.replace("%2f", "/");
+    if decoded.len() != lower.len() {
+        let openai_id = OPENAI_ID_PREFIXES.iter().any(|p| lower.starts_with(p) && !lower[p.len()..].starts_with("%2f"));
+        if !openai_id || decoded.contains("//") || decoded.contains('%') {
+            return false;
+        }
+    }
+    !decoded.split('/').any(|seg| seg == "." || seg == "..")
 }
+
+/// Where a path may hold `%2F`: in the id after these.
+const OPENAI_ID_PREFIXES: &[&str] =
+    &["/files/", "/batches/", "/v1/files/", "/v1/batches/", "/v1beta/openai/files/", "/v1beta/openai/batches/"];
 
 /// Routes a request. `path` is the raw request path (no query), `query`
 /// the raw query (no `?`).
@@ -447,9 +461,14 @@ const MAX_RESOURCE_PATH: usize = 1024;
 const MAX_RESOURCE_SEGMENTS: usize = 10;
 
 /// A path segment of a resource call: a name or id, maybe with an
-/// `:action`.
+/// `:action`. The one escape taken is `%2F`: the OpenAI SDK escapes the
+/// `/` of an id that is a Google name (`/batches/batches%2Fabc`).
 fn resource_segment_ok(seg: &str) -> bool {
-    !seg.is_empty() && seg.len() <= 256 && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:@=".contains(&b))
+    let unescaped = seg.replace("%2F", "/").replace("%2f", "/");
+    !seg.is_empty()
+        && seg.len() <= 256
+        && unescaped.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:@=/".contains(&b))
+        && !unescaped.split('/').any(|part| part.is_empty() || part == "." || part == "..")
 }
 
 /// Routes a path no route of the table took: a well-formed Gemini path
@@ -788,6 +807,17 @@ mod tests {
             ("GET", "/v1/files", goog(), Dialect::Gemini, "(files)", "/files", false),
             ("POST", "/batches", bearer(), Dialect::OpenAi, "(batches)", "/batches", false),
             ("GET", "/v1beta/openai/batches/b1", bearer(), Dialect::OpenAi, "(batches)", "/batches/b1", false),
+            // The OpenAI SDK escapes the `/` of a Google name in a path.
+            ("GET", "/v1/batches/batches%2Fb1", bearer(), Dialect::OpenAi, "(batches)", "/batches/batches%2Fb1", false),
+            (
+                "GET",
+                "/v1/files/files%2ff1/content",
+                bearer(),
+                Dialect::OpenAi,
+                "(files)",
+                "/files/files%2ff1/content",
+                false,
+            ),
             ("POST", "/v1/responses", bearer(), Dialect::OpenAi, OTHER_RESOURCE, "/responses", false),
             ("POST", "/v1/responses", goog(), Dialect::Gemini, OTHER_RESOURCE, "/responses", false),
         ];
@@ -808,6 +838,10 @@ mod tests {
             "/v1beta/9lives",
             "/v1beta/files/a b",
             "/v1beta/files/a%2e",
+            "/v1/files/files%2F",
+            "/v1/files/%2F..%2Fmodels",
+            "/v1/files/a%2F%2Fb",
+            "/v1/files/a%252Fb",
             "/v1beta/files/a$b",
             "/v1beta/models:list/x",
             "/v1beta/openai/interactions",

@@ -439,6 +439,9 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>
     let body_json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     let body_len = body.len();
     let model = model_of(&path, &body);
+    // A multipart form (the OpenAI-style file upload) is read after the
+    // record took the body.
+    let form = if path == "/v1beta/openai/files" { body.clone() } else { Vec::new() };
     st.record(method, path.clone(), query.clone(), creds.clone(), header_names, body);
     if let [(_, key)] = creds.as_slice()
         && matches!(st.behavior_of(key), Behavior::Reset | Behavior::Garbage)
@@ -464,6 +467,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>
         query: query.as_deref(),
         creds: &creds,
         body_json: &body_json,
+        body: &form,
         upload: &upload,
     };
     Ok(respond(&st, &req, model, &usage).await)
@@ -476,6 +480,8 @@ struct Api<'a> {
     query: Option<&'a str>,
     creds: &'a [(Mechanism, String)],
     body_json: &'a serde_json::Value,
+    /// The body as sent, for a multipart form (no JSON); else empty.
+    body: &'a [u8],
     upload: &'a UploadHeaders,
 }
 
@@ -573,6 +579,16 @@ fn resources(st: &Arc<State>, key: &str, req: &Api<'_>) -> Option<Response<Body>
             let id = r.trim_start_matches("interactions/");
             projects.interaction_call(key, id, req.method == "DELETE", now)
         }
+        ("/v1beta/openai/files", _) if req.method == "POST" => {
+            projects.openai_create_file(key, multipart_filename(req.body).as_deref(), req.body.len() as u64, now)
+        }
+        ("/v1beta/openai/batches", _) if req.method == "POST" => projects.openai_create_batch(key, req.body_json, now),
+        (p, _) if p.starts_with("/v1beta/openai/files/") => {
+            projects.openai_get_file(key, &percent_slashes(&p["/v1beta/openai/files/".len()..]), now)
+        }
+        (p, _) if p.starts_with("/v1beta/openai/batches/") => {
+            projects.openai_get_batch(key, &percent_slashes(&p["/v1beta/openai/batches/".len()..]), now)
+        }
         (_, Some("cachedContents")) => projects.create_cache(key, req.body_json, now),
         (_, Some(r)) if r.starts_with("cachedContents/") => projects.get_cache(key, r, now),
         (_, Some(r)) if r.contains(":generateContent") || r.contains(":streamGenerateContent") => {
@@ -581,6 +597,19 @@ fn resources(st: &Arc<State>, key: &str, req: &Api<'_>) -> Option<Response<Body>
         _ => return None,
     };
     Some(answer_of(answer))
+}
+
+/// `%2F` (as the OpenAI SDK escapes the `/` of an id such as
+/// `batches/x` in a path) as `/`.
+fn percent_slashes(s: &str) -> String {
+    s.replace("%2F", "/").replace("%2f", "/")
+}
+
+/// The `filename` of a multipart form's file part.
+fn multipart_filename(body: &[u8]) -> Option<String> {
+    let head = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    let at = head.find("filename=\"")? + "filename=\"".len();
+    head[at..].split('"').next().map(str::to_owned)
 }
 
 /// The answer to a recorded API request.

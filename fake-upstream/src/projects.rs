@@ -565,6 +565,103 @@ fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// The OpenAI-compatible Files and Batches API (`/v1beta/openai/files`,
+/// `/v1beta/openai/batches`), as Google serves it: the same projects, ids
+/// that are Google's names (`files/…`, `batches/…`), objects in OpenAI's
+/// shape, errors as a one-element list.
+impl Projects {
+    /// `POST files` (multipart): a file of `size` bytes named `filename`.
+    pub fn openai_create_file(&mut self, key: &str, filename: Option<&str>, size: u64, now: SystemTime) -> Answer {
+        let name = format!("files/{}", self.fresh_id(""));
+        let file = File {
+            name: name.clone(),
+            project: key.to_owned(),
+            display_name: filename.map(str::to_owned),
+            mime_type: "application/jsonl".to_owned(),
+            size,
+            created: now,
+        };
+        let out = openai_file_json(&file);
+        self.files.insert(name, file);
+        Answer::ok(out)
+    }
+
+    /// `GET files/{id}` (the id percent-encoded or not).
+    pub fn openai_get_file(&self, key: &str, id: &str, now: SystemTime) -> Answer {
+        let id = file_id(id);
+        self.visible(key, id, now)
+            .map_or_else(|| openai_error(Answer::no_file(id)), |f| Answer::ok(openai_file_json(f)))
+    }
+
+    /// `POST batches`: a batch of the file `input_file_id` (this project's).
+    pub fn openai_create_batch(&mut self, key: &str, body: &Value, now: SystemTime) -> Answer {
+        let Some(input) = body.get("input_file_id").and_then(Value::as_str) else {
+            return openai_error(Answer::error(400, "input_file_id is required.", "INVALID_ARGUMENT"));
+        };
+        if self.visible(key, file_id(input), now).is_none() {
+            return openai_error(Answer::no_file(file_id(input)));
+        }
+        let name = format!("batches/{}", self.fresh_id(""));
+        let job = Batch {
+            project: key.to_owned(),
+            model: body.get("endpoint").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            display_name: Some(input.to_owned()),
+            requests: 1,
+            created: now,
+            cancelled: false,
+        };
+        let out = openai_batch_json(&name, &job);
+        self.batches.insert(name, job);
+        Answer::ok(out)
+    }
+
+    /// `GET batches/{id}`.
+    pub fn openai_get_batch(&mut self, key: &str, name: &str, now: SystemTime) -> Answer {
+        match self.batch(key, name, now) {
+            Some(job) => Answer::ok(openai_batch_json(name, job)),
+            None => openai_error(Answer::error(
+                403,
+                &format!("You do not have permission to access the batch {name} or it may not exist."),
+                "PERMISSION_DENIED",
+            )),
+        }
+    }
+}
+
+fn openai_error(mut a: Answer) -> Answer {
+    a.body = Value::Array(vec![a.body]);
+    a
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn openai_file_json(f: &File) -> Value {
+    json!({
+        "id": f.name,
+        "object": "file",
+        "bytes": f.size,
+        "created_at": unix_secs(f.created),
+        "expires_at": unix_secs(f.expires()),
+        "filename": f.display_name.clone().unwrap_or_default(),
+        "purpose": "batch",
+        "status": "processed",
+    })
+}
+
+fn openai_batch_json(name: &str, b: &Batch) -> Value {
+    json!({
+        "id": name,
+        "object": "batch",
+        "endpoint": b.model,
+        "input_file_id": b.display_name,
+        "completion_window": "24h",
+        "status": if b.cancelled { "cancelled" } else { "validating" },
+        "created_at": unix_secs(b.created),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
