@@ -164,17 +164,18 @@ pub fn in_path(path: &str) -> Option<Resource> {
 ///
 /// [`Forward::upstream_path`]: crate::route::Forward::upstream_path
 pub fn in_upstream_path(path: &str, openai: bool) -> Option<Resource> {
+    if !openai {
+        return Resource::parse(path.trim_start_matches('/'));
+    }
     let path = path.replace("%2F", "/").replace("%2f", "/");
     let rest = path.trim_start_matches('/');
-    if openai {
-        for collection in ["files/", "batches/"] {
-            if let Some(id) = rest.strip_prefix(collection) {
-                return Resource::parse(id).or_else(|| Resource::parse(rest));
-            }
+    for (collection, kind) in [("files/", Kind::File), ("batches/", Kind::Batch)] {
+        if let Some(id) = rest.strip_prefix(collection) {
+            // Only a resource of the collection's own kind.
+            return Resource::parse(id).or_else(|| Resource::parse(rest)).filter(|r| r.kind() == kind);
         }
-        return None;
     }
-    Resource::parse(rest)
+    None
 }
 
 /// The members of a request body whose string values name resources (both
@@ -614,6 +615,9 @@ mod tests {
             ("/batches", true, None),
             ("/chat/completions", true, None),
             ("/files/abc", false, Some("files/abc")),
+            ("/files/batches%2Fb1", true, None),
+            ("/batches/cachedContents%2Fc1", true, None),
+            ("/files/files%2Fabc", false, None),
             ("/models/m:generateContent", false, None),
         ];
         for (path, openai, want) in cases {

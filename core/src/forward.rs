@@ -676,11 +676,14 @@ impl Exchange {
                 return self.fail(e);
             }
             // An OpenAI-style call names Google's resources too (its
-            // files and batches, by their Google names); a chat or an
-            // embedding is scanned as well (a `file_id` part).
+            // files and batches, by their Google names); a JSON body (a
+            // batch's, a chat's `file_id` part) is scanned as well, never a
+            // form (a file's bytes, on their way to `files`).
             let openai = relay.fwd.dialect == Dialect::OpenAi;
             let in_path = affinity::in_upstream_path(&relay.fwd.upstream_path, openai);
-            relay.resources = in_path.into_iter().chain(affinity::in_body(&body)).collect();
+            let json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+            let in_body = if openai && !json { Vec::new() } else { affinity::in_body(&body) };
+            relay.resources = in_path.into_iter().chain(in_body).collect();
             relay.resources.dedup();
         }
         self.body = body;
@@ -1576,6 +1579,37 @@ mod tests {
         for _ in 0..3 {
             let t = host.run("POST", "/v1beta/interactions", &[("x-goog-api-key", "client")]);
             assert_eq!(t.keys_sent(), std::slice::from_ref(&it));
+        }
+    }
+
+    #[test]
+    fn openai_files_and_batches_stay_with_their_file_and_a_form_is_never_scanned() {
+        let mut host = Host::new(4, &[Answer::Status(200, r#"{"id":"files/in1","object":"file","bytes":9}"#)]);
+        // The file's bytes name another file: a form is never read for names.
+        host.body = Ok(b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n{\"file_id\":\"files/other\"}\r\n--b--".to_vec());
+        let t = host.run(
+            "POST",
+            "/v1/files",
+            &[("authorization", "Bearer client"), ("content-type", "multipart/form-data; boundary=b")],
+        );
+        let owned: Vec<&str> = t.reports[0].owned.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(owned, ["files/in1"], "only what the answer created");
+        let owner = t.keys_sent()[0].clone();
+        for _ in 0..3 {
+            host.upstream =
+                [Answer::Status(200, r#"{"id":"batches/b1","object":"batch","input_file_id":"files/in1"}"#)]
+                    .into_iter()
+                    .collect();
+            host.body =
+                Ok(br#"{"input_file_id":"files/in1","endpoint":"/v1/chat/completions","completion_window":"24h"}"#
+                    .to_vec());
+            let t = host.run("POST", "/v1/batches", &[("authorization", "Bearer client")]);
+            assert_eq!(t.keys_sent(), std::slice::from_ref(&owner), "the batch goes where its file is");
+        }
+        host.body = Ok(Vec::new());
+        for path in ["/v1/batches/batches%2Fb1", "/v1/files/files%2Fin1/content"] {
+            let t = host.run("GET", path, &[("authorization", "Bearer client")]);
+            assert_eq!(t.keys_sent(), std::slice::from_ref(&owner), "{path}");
         }
     }
 

@@ -504,6 +504,12 @@ fn route_resource(method: &Method, path: &str, query: &str, creds: &Credentials)
         }
         _ => return Err(not_found()),
     };
+    // `%2F` only in the id of an OpenAI-style file or batch.
+    let escaped =
+        |(i, seg): (usize, &&str)| seg.to_ascii_lowercase().contains("%2f") && (dialect, i) != (Dialect::OpenAi, 1);
+    if below.iter().enumerate().any(escaped) {
+        return Err(not_found());
+    }
     let name = collection(below[0]);
     let well_formed =
         name.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) && name.bytes().all(|b| b.is_ascii_alphanumeric());
@@ -849,6 +855,14 @@ mod tests {
         ] {
             let e = route("GET", path, "", &goog()).expect_err(path);
             assert_eq!(e.status(), 404, "{path}");
+        }
+        // `%2F` is taken in an OpenAI-style id only: not from a Gemini
+        // caller, not in another segment.
+        for path in ["/v1/files/files%2Fabc", "/v1beta/files/a%2Fb"] {
+            assert_eq!(route("GET", path, "", &goog()).expect_err(path).status(), 404, "{path}");
+        }
+        for path in ["/v1/batches/b1/x%2Fy", "/v1/files%2Fx"] {
+            assert_eq!(route("GET", path, "", &bearer()).expect_err(path).status(), 404, "{path}");
         }
         assert_eq!(route("HEAD", "/v1beta/files", "", &goog()).expect_err("405").status(), 405);
     }
