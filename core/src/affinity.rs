@@ -167,15 +167,26 @@ pub fn in_upstream_path(path: &str, openai: bool) -> Option<Resource> {
     if !openai {
         return Resource::parse(path.trim_start_matches('/'));
     }
-    let path = path.replace("%2F", "/").replace("%2f", "/");
+    let path = unescape_slashes(path);
     let rest = path.trim_start_matches('/');
-    for (collection, kind) in [("files/", Kind::File), ("batches/", Kind::Batch)] {
-        if let Some(id) = rest.strip_prefix(collection) {
+    for (collection, kind) in [("files", Kind::File), ("batches", Kind::Batch)] {
+        if let Some(id) = rest.strip_prefix(collection).and_then(|r| r.strip_prefix('/')) {
             // Only a resource of the collection's own kind.
-            return Resource::parse(id).or_else(|| Resource::parse(rest)).filter(|r| r.kind() == kind);
+            return google_name(id, collection).filter(|r| r.kind() == kind);
         }
     }
     None
+}
+
+/// `s` with each `%2F` (either case) read as the `/` it escapes.
+pub(crate) fn unescape_slashes(s: &str) -> String {
+    s.replace("%2F", "/").replace("%2f", "/")
+}
+
+/// The resource an OpenAI-style id names: a Google name (`files/abc`), or a
+/// bare id in `collection`.
+fn google_name(id: &str, collection: &str) -> Option<Resource> {
+    Resource::parse(id).or_else(|| Resource::parse(&format!("{collection}/{id}")))
 }
 
 /// The members of a request body whose string values name resources (both
@@ -350,12 +361,13 @@ fn openai_object(o: &Value) -> Vec<Resource> {
         Some("batch") => "batches",
         _ => return Vec::new(),
     };
-    let resource = |id: &str| Resource::parse(id).or_else(|| Resource::parse(&format!("{collection}/{id}")));
-    let Some(itself) = o.get("id").and_then(Value::as_str).and_then(resource) else { return Vec::new() };
+    let Some(itself) = o.get("id").and_then(Value::as_str).and_then(|id| google_name(id, collection)) else {
+        return Vec::new();
+    };
     let mut found = vec![itself];
     if collection == "batches" {
         let files = ["input_file_id", "output_file_id", "error_file_id"].iter().filter_map(|k| o.get(*k)?.as_str());
-        found.extend(files.filter_map(|id| Resource::parse(id).or_else(|| Resource::parse(&format!("files/{id}")))));
+        found.extend(files.filter_map(|id| google_name(id, "files")));
     }
     found
 }

@@ -282,7 +282,7 @@ fn path_is_safe(path: &str) -> bool {
     // `%2F` only in the id of an OpenAI-style file or batch, which is a
     // Google name (`/v1/batches/batches%2Fabc`, as the openai SDK escapes
     // it), and only where the path read with it unescaped is as safe.
-    let decoded = lower.replace("%2f", "/");
+    let decoded = crate::affinity::unescape_slashes(&lower);
     if decoded.len() != lower.len() {
         let openai_id = OPENAI_ID_PREFIXES.iter().any(|p| lower.starts_with(p) && !lower[p.len()..].starts_with("%2f"));
         if !openai_id || decoded.contains("//") || decoded.contains('%') {
@@ -464,7 +464,7 @@ const MAX_RESOURCE_SEGMENTS: usize = 10;
 /// `:action`. The one escape taken is `%2F`: the OpenAI SDK escapes the
 /// `/` of an id that is a Google name (`/batches/batches%2Fabc`).
 fn resource_segment_ok(seg: &str) -> bool {
-    let unescaped = seg.replace("%2F", "/").replace("%2f", "/");
+    let unescaped = crate::affinity::unescape_slashes(seg);
     !seg.is_empty()
         && seg.len() <= 256
         && unescaped.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:@=/".contains(&b))
@@ -505,8 +505,9 @@ fn route_resource(method: &Method, path: &str, query: &str, creds: &Credentials)
         _ => return Err(not_found()),
     };
     // `%2F` only in the id of an OpenAI-style file or batch.
-    let escaped =
-        |(i, seg): (usize, &&str)| seg.to_ascii_lowercase().contains("%2f") && (dialect, i) != (Dialect::OpenAi, 1);
+    let escaped = |(i, seg): (usize, &&str)| {
+        crate::affinity::unescape_slashes(seg).len() != seg.len() && (dialect, i) != (Dialect::OpenAi, 1)
+    };
     if below.iter().enumerate().any(escaped) {
         return Err(not_found());
     }
