@@ -121,4 +121,21 @@ for (const apiVersion of [undefined, "v1beta"]) {
     const pool = env.E2E_POOL_KEYS.split(",");
     for (const r of await fake("requests")) for (const [, key] of r.credentials) assert.ok(pool.includes(key));
   });
+
+  test(`@google/genai (${name}): files.list pages through every key's files`, { skip }, async () => {
+    await fresh();
+    const made = [];
+    for (let i = 0; i < 5; i++) {
+      const blob = new Blob([`file ${i} `.repeat(100)], { type: "text/plain" });
+      made.push((await genai().files.upload({ file: blob, config: { mimeType: "text/plain" } })).name);
+    }
+    const makers = new Set((await fake("requests")).filter((r) => r.path.startsWith("/upload/") && r.credentials.length)
+      .map((r) => r.credentials[0][1]));
+    assert.ok(makers.size > 1, "the files are spread over the keys");
+    const listed = [];
+    for await (const file of await genai().files.list({ config: { pageSize: 2 } })) listed.push(file.name);
+    assert.deepEqual(listed.sort(), made.sort());
+    const asked = (await fake("requests")).filter((r) => r.method === "GET" && /^\/v1(beta)?\/files$/.test(r.path));
+    assert.equal(new Set(asked.map((r) => r.credentials[0][1])).size, env.E2E_POOL_KEYS.split(",").length);
+  });
 }

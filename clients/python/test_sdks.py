@@ -187,6 +187,44 @@ def test_genai_batch_create_then_get_on_its_maker(gclient, fake):
         assert _keys(fake.requests()[before:]) == [maker] * 2, "every poll on the maker, none searched"
 
 
+def test_genai_lists_merge_every_keys_files_caches_and_batches(gclient, fake, tmp_path):
+    # Files, caches and batches made on several keys: each list shows the
+    # pool's, paged by the SDK's own pager across the keys.
+    files, caches, batches = [], [], []
+    for i in range(7):
+        p = tmp_path / f"doc{i}.txt"
+        p.write_bytes(b"doc %d " % i * 100)
+        files.append(gclient.files.upload(file=str(p), config={"mime_type": "text/plain"}).name)
+    for i in range(3):
+        config = types.CreateCachedContentConfig(
+            contents=[types.Content(role="user", parts=[types.Part(text=f"context {i} " * 50)])], ttl="300s"
+        )
+        caches.append(gclient.caches.create(model=MODEL, config=config).name)
+        src = [types.InlinedRequest(contents=[types.Content(role="user", parts=[types.Part(text=f"q{i}")])])]
+        batches.append(gclient.batches.create(model=MODEL, src=src).name)
+    made = fake.requests()
+    makers = {r["credentials"][0][1] for r in made if r["path"].startswith("/upload/")}
+    assert len(makers) > 1, "the files are spread over the keys"
+
+    for page_size in (1, 2, 3, 10):
+        before = len(fake.requests())
+        listed = [f.name for f in gclient.files.list(config={"page_size": page_size})]
+        assert sorted(listed) == sorted(files), (page_size, listed)
+        asked = fake.requests()[before:]
+        assert {r["path"].split("/", 2)[-1] for r in asked} == {"files"}
+        assert _keys(asked) and set(_keys(asked)) <= set(POOL_KEYS)
+        assert len(set(_keys(asked))) == len(POOL_KEYS), "every key's list was read"
+        for r in asked:
+            size = int(dict(q.split("=", 1) for q in r["query"].split("&"))["pageSize"])
+            assert 1 <= size <= page_size, r
+    assert sorted(c.name for c in gclient.caches.list(config={"page_size": 2})) == sorted(caches)
+    assert sorted(b.name for b in gclient.batches.list(config={"page_size": 2})) == sorted(batches)
+    # A page the SDK did not get from the proxy is refused, clearly.
+    with pytest.raises(genai.errors.ClientError) as e:
+        gclient.files.list(config={"page_size": 2, "page_token": "CgZmaWxlcy8"})
+    assert e.value.code == 400 and "pageToken" in str(e.value)
+
+
 def test_genai_interactions_plain_streamed_and_followed_up_on_their_owner(gclient, fake):
     before = len(fake.requests())
     first = gclient.interactions.create(model=MODEL, input="hi")

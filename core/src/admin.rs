@@ -8,9 +8,10 @@
 //! time) and persists what [`Applied::writes`] lists; checks go upstream in
 //! between, through the exchange, and come back as [`AdminOp::Checked`].
 
-use crate::clients::{self, ClientSettings, ClientView};
+use crate::clients::{self, Claim, ClientSettings, ClientView};
 use crate::error::ProxyError;
 use crate::http::Response;
+use crate::listing::WalkFrom;
 use crate::outcome::Lease;
 use crate::persist::{self, CheckInfo, KeyRecord, SqlValue, Statement, VaultRecord};
 use crate::pool::{Added, KeyPool};
@@ -103,6 +104,20 @@ pub enum AdminOp {
     ClientRevoke {
         /// Its id.
         id: String,
+    },
+    /// Not an admin's: the keys a merged listing walks ([`KeyPool::walk`]),
+    /// after admitting its client (`claim`; none: the proxy key's) for
+    /// `model`. Answered 200 with the leases (the body names the client),
+    /// or with why not.
+    Walk {
+        /// Where the walk starts.
+        from: WalkFrom,
+        /// At most this many keys.
+        count: usize,
+        /// Who the request claims to be.
+        claim: Option<Claim>,
+        /// The model its listing counts under.
+        model: String,
     },
     /// What the checks found, to record.
     Checked {
@@ -253,6 +268,20 @@ pub fn apply(
             }
             None => unknown(&id),
         },
+        AdminOp::Walk { from, count, claim, model } => {
+            let client = match claim.map(|c| pool.clients().admit(&c, &model, now)).transpose() {
+                Ok(client) => client.flatten(),
+                Err(refusal) => return answer(403, json!({ "refused": refusal })),
+            };
+            let leases = pool.walk(&from, count.min(crate::listing::MAX_FETCHES));
+            if leases.is_empty() && from == WalkFrom::First {
+                let why =
+                    format!("none of the pool's {} keys is usable (all disabled, or none configured)", pool.len());
+                return answer(503, json!({ "unavailable": why }));
+            }
+            let leases = leases.into_iter().map(|l| Lease { client: client.clone(), ..l }).collect();
+            Applied { status: 200, body: json!({ "client": client }).to_string(), leases, ..Applied::default() }
+        }
         AdminOp::CheckPlan { ids, limit } => {
             let limit = limit.clamp(1, MAX_CHECKS_PER_CALL);
             let ids = match ids {

@@ -29,11 +29,12 @@ use crate::admin::{self, AdminAnswer, AdminOp, AdminRoute, MAX_ADMIN_BODY_BYTES}
 use crate::admit::{self, Admission, MAX_LOGIN_BODY_BYTES};
 use crate::affinity::{self, Resource};
 use crate::auth::Credentials;
-use crate::clients::Claim;
+use crate::clients::{Claim, Refusal};
 use crate::config::{Config, Scheme, UpstreamBase};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::http::{Headers, Method, Response};
+use crate::listing::{self, Merge, Next};
 use crate::outcome::{Lease, Outcome, Owned, Report, Unavailable};
 use crate::persist::CheckInfo;
 use crate::route::{self, Dialect, Forward, MAX_BODY_BYTES, Op, PIPED_UPLOAD_ABOVE};
@@ -387,6 +388,9 @@ struct Relay {
     /// The declared length of an upload body piped from the client
     /// ([`BodyFrom::Client`]): it can be sent once, so to one key.
     piped: Option<u64>,
+    /// A listing merged across the pool ([`listing`]), and the reports of
+    /// the keys it asked so far.
+    merge: Option<(Merge, Vec<Report>)>,
 }
 
 impl Relay {
@@ -407,6 +411,10 @@ enum Waiting {
     Stream,
     Stats,
     Reset,
+    /// The keys of a merged listing.
+    Walk,
+    /// A key's page of a merged listing.
+    ListPage,
     AdminBody,
     AdminAnswer,
     CheckHead,
@@ -556,7 +564,12 @@ impl Exchange {
                 self.check_found(CheckInfo { status: "error".into(), at: 0, reason: Some(reason) })
             }
             (Waiting::CheckBody, Event::ErrorBody(body)) => self.check_body(&body),
-            (Waiting::Lease | Waiting::Stats | Waiting::Reset | Waiting::AdminAnswer, Event::StoreFailed(why)) => {
+            (Waiting::Walk, Event::Admin(answer)) => self.walked(answer),
+            (Waiting::ListPage, Event::ErrorBody(body)) => self.listed(&body),
+            (
+                Waiting::Lease | Waiting::Stats | Waiting::Reset | Waiting::AdminAnswer | Waiting::Walk,
+                Event::StoreFailed(why),
+            ) => {
                 let log = self.log(format!("the key store failed: {why}"));
                 let e = ProxyError::KeyStoreUnavailable { request_id: self.request_id.clone() };
                 self.emit([log, Step::Respond(e.to_response(self.dialect))])
@@ -644,6 +657,7 @@ impl Exchange {
                     not_seen: None,
                     upload_over: false,
                     piped,
+                    merge: None,
                 });
                 if !has_body || piped.is_some() {
                     return self.bind(Vec::new());
@@ -672,6 +686,17 @@ impl Exchange {
             let in_path = affinity::in_upstream_path(&relay.fwd.upstream_path, false);
             relay.resources = in_path.into_iter().chain(affinity::upload_in_query(&relay.fwd.upstream_query)).collect();
         } else {
+            match Merge::of(&relay.fwd) {
+                Ok(Some(merge)) => {
+                    let from = merge.walk_from();
+                    let (claim, model) = (relay.claim.take(), relay.model().to_owned());
+                    relay.merge = Some((merge, Vec::new()));
+                    self.waiting = Waiting::Walk;
+                    return Step::Admin(AdminOp::Walk { from, count: listing::MAX_FETCHES, claim, model });
+                }
+                Ok(None) => {}
+                Err(e) => return self.fail(e),
+            }
             if let Err(e) = relay.fwd.bind_body(&body) {
                 return self.fail(e);
             }
@@ -754,6 +779,12 @@ impl Exchange {
 
     fn head(&mut self, status: u16, upstream_headers: Headers) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Head, &Event::Done) };
+        if relay.merge.is_some() {
+            relay.status = status;
+            relay.upstream_headers = upstream_headers;
+            self.waiting = Waiting::ListPage;
+            return Step::ReadErrorBody { limit: listing::MAX_PAGE_BYTES };
+        }
         let success = (200..300).contains(&status);
         // An upload's start is read whole (its body is empty), so that the
         // key store knows the upload before the client has the URL its
@@ -782,6 +813,10 @@ impl Exchange {
         let outcome = Outcome::TransportError { reason: secret::redact(reason, &[&lease.secret]) };
         let model = relay.model().to_owned();
         let report = relay.attempts.failed(&lease, &model, outcome, timed_out);
+        if relay.merge.is_some() {
+            // Another key cannot list this one's resources.
+            return self.list_failed(report);
+        }
         self.next_attempt(Some(report))
     }
 
@@ -882,6 +917,121 @@ impl Exchange {
             report.own(r.name(), expires);
         }
         self.emit([Step::Report(report)])
+    }
+
+    /// The keys of a merged listing, or why there are none.
+    fn walked(&mut self, answer: AdminAnswer) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Walk, &Event::Done) };
+        let Some((merge, _)) = relay.merge.as_mut() else { return self.host_bug(Waiting::Walk, &Event::Done) };
+        let said: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        if answer.status != 200 {
+            let e = match serde_json::from_value::<Refusal>(said["refused"].clone()) {
+                Ok(refusal) => ProxyError::refused(refusal),
+                Err(_) => ProxyError::NoUsableKey {
+                    model: relay.fwd.model().to_owned(),
+                    why: said["unavailable"].as_str().unwrap_or("no key can list").to_owned(),
+                },
+            };
+            return self.fail(e);
+        }
+        // The body names the client (a host may carry leases bare).
+        relay.client = said["client"].as_str().map(str::to_owned);
+        let next = merge.start(answer.leases);
+        self.list_next(next)
+    }
+
+    /// Asks the next key for its page, or answers with the merged page.
+    fn list_next(&mut self, next: Next) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ListPage, &Event::Done) };
+        match next {
+            Next::Fetch { lease, query } => {
+                let fwd = Forward { upstream_query: query, ..relay.fwd.clone() };
+                let request = upstream_request(&self.cfg, &fwd, &self.headers, &lease, BodyFrom::Read, 0);
+                relay.lease = Some(lease);
+                self.waiting = Waiting::Head;
+                Step::Send(request)
+            }
+            Next::Answer(response) => self.list_over(None, response),
+        }
+    }
+
+    /// Ends a merged listing with `response`, after the reports of every
+    /// key it asked (and `last`'s).
+    fn list_over(&mut self, last: Option<Report>, response: Response) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ListPage, &Event::Done) };
+        let mut reports = relay.merge.take().map(|(_, reports)| reports).unwrap_or_default();
+        reports.extend(last);
+        // The request counts against its client once, on its last call.
+        if let Some(report) = reports.last_mut() {
+            report.client.clone_from(&relay.client);
+        }
+        self.queue.extend(reports.into_iter().map(Step::Report));
+        self.emit([Step::Respond(response)])
+    }
+
+    /// A merged listing cannot go on past a key that failed (its resources
+    /// would be missing): the caller gets why, and may ask again with the
+    /// same page token.
+    fn list_failed(&mut self, report: Report) -> Step {
+        let Some(relay) = self.relay.as_ref() else { return self.host_bug(Waiting::ListPage, &Event::Done) };
+        let response = relay.attempts.give_up(relay.model(), None).to_response(self.dialect);
+        self.list_over(Some(report), response)
+    }
+
+    /// A key's page of a merged listing.
+    fn listed(&mut self, body: &[u8]) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ListPage, &Event::Done) };
+        let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::ListPage, &Event::Done) };
+        let model = relay.model().to_owned();
+        let redact = |text: &str| secret::redact(text, &[&lease.secret]);
+        let status = relay.status;
+        match upstream::classify(status, body, redact) {
+            Verdict::Success => {}
+            Verdict::Retry(outcome @ Outcome::KeyRejected { .. }) => {
+                // A dead key's resources are out of reach: the keys after
+                // it are listed.
+                let report = relay.attempts.failed(&lease, &model, outcome, false);
+                let Some((merge, reports)) = relay.merge.as_mut() else {
+                    return self.host_bug(Waiting::ListPage, &Event::Done);
+                };
+                reports.push(report);
+                let next = merge.skip();
+                return self.list_next(next);
+            }
+            Verdict::Retry(outcome) => {
+                let report = relay.attempts.failed(&lease, &model, outcome, false);
+                return self.list_failed(report);
+            }
+            Verdict::Relay(outcome) => {
+                // The caller's own mistake (a malformed filter, say):
+                // Google's answer.
+                let headers = relayed_headers(&relay.upstream_headers, true, Some(&lease));
+                let response = Response { status, headers, body: redact(&String::from_utf8_lossy(body)) };
+                return self.list_over(Some(Report::of(&lease, &model, outcome)), response);
+            }
+        }
+        let page = serde_json::from_slice::<serde_json::Value>(body).ok().filter(|p| p.is_object());
+        let Some(page) = page.filter(|_| body.len() < listing::MAX_PAGE_BYTES) else {
+            let report = Report::of(&lease, &model, Outcome::Success);
+            let e = ProxyError::UpstreamFailed {
+                attempts: relay.attempts.tried.len() + 1,
+                last: format!(
+                    "a key's page of the listing was not JSON, or over {} MiB: ask for a smaller pageSize",
+                    listing::MAX_PAGE_BYTES >> 20
+                ),
+            };
+            return self.list_over(Some(report), e.to_response(self.dialect));
+        };
+        let mut report = Report::of(&lease, &model, Outcome::Success);
+        for (r, expires) in affinity::told_of(&page, false) {
+            report.own(r.name(), expires);
+        }
+        let Some((merge, reports)) = relay.merge.as_mut() else {
+            return self.host_bug(Waiting::ListPage, &Event::Done);
+        };
+        reports.push(report);
+        let next = merge.fetched(&page);
+        self.list_next(next)
     }
 
     fn admin_op(&mut self, body: &[u8]) -> Step {
@@ -1014,9 +1164,12 @@ mod tests {
     use super::*;
     use crate::outcome::RateLimitScope;
     use crate::pool::KeyPool;
+    use crate::secret::ApiKey;
     use crate::stream::TokenUsage;
     use crate::test_support::{config, fake_keys, h};
     use crate::time::UnixMillis;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::Value;
 
     /// What the scripted upstream answers, attempt by attempt.
@@ -1225,6 +1378,72 @@ mod tests {
 
     fn generate(host: &mut Host) -> Trace {
         host.run("POST", "/v1beta/models/gemini-2.5-flash:generateContent", &[("x-goog-api-key", "client")])
+    }
+
+    #[test]
+    fn a_listing_is_merged_across_the_keys_in_the_order_of_their_ids() {
+        const KEY_REJECTED: &str = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
+        let answers = [
+            Answer::Status(200, r#"{"files":[{"name":"files/a","expirationTime":"2027-02-01T00:00:00Z"}]}"#),
+            Answer::Status(200, r#"{"files":[{"name":"files/b"}],"nextPageToken":"t+1"}"#),
+            Answer::Status(200, r#"{"files":[{"name":"files/c"},{"name":"files/d"}]}"#),
+            // The third key is dead: its files are out of reach.
+            Answer::Status(400, KEY_REJECTED),
+            Answer::Status(200, "{}"),
+        ];
+        let mut host = Host::new(5, &answers);
+        let t = host.run("GET", "/v1beta/files?pageSize=3&key=client", &[]);
+        let mut ids: Vec<KeyId> = fake_keys("DRIVER", 5).iter().map(ApiKey::id).collect();
+        ids.sort();
+        assert_eq!(t.keys_sent(), [&ids[0], &ids[1], &ids[1], &ids[2], &ids[3], &ids[4]].map(Clone::clone));
+        let queries: Vec<&str> = t.sent.iter().map(|(_, r)| r.path_and_query.as_str()).collect();
+        assert_eq!(
+            queries,
+            [
+                "/v1beta/files?pageSize=3",
+                "/v1beta/files?pageSize=2",
+                "/v1beta/files?pageSize=1&pageToken=t%2B1",
+                // The page is full: is there more after it?
+                "/v1beta/files?pageSize=1",
+                "/v1beta/files?pageSize=1",
+                "/v1beta/files?pageSize=1",
+            ]
+        );
+        let response = t.response.as_ref().expect("an answer");
+        assert_eq!(response.status, 200);
+        let page = t.json();
+        let names: Vec<&str> =
+            page["files"].as_array().expect("files").iter().filter_map(|f| f["name"].as_str()).collect();
+        assert_eq!(names, ["files/a", "files/b", "files/c", "files/d"]);
+        assert_eq!(page.get("nextPageToken"), None, "no key has more");
+        // Every key asked counts a call; what it listed is its own.
+        assert_eq!(t.reports.len(), 6);
+        assert!(matches!(t.reports[3].outcome, Outcome::KeyRejected { .. }));
+        let owned: Vec<(&KeyId, &str)> =
+            t.reports.iter().flat_map(|r| r.owned.iter().map(move |o| (&r.key, o.name.as_str()))).collect();
+        assert_eq!(owned, [(&ids[0], "files/a"), (&ids[1], "files/b"), (&ids[1], "files/c"), (&ids[1], "files/d")]);
+        assert!(t.reports[0].owned[0].expires.is_some(), "with the expiry Google gave");
+        assert_eq!(t.order.last(), Some(&"respond"), "the registry knows the files before the client does");
+
+        // A key that fails on the way (a 429) stops the page: the caller
+        // gets why, not a page with that key's files missing.
+        let mut host =
+            Host::new(2, &[Answer::Status(200, r#"{"files":[{"name":"files/a"}]}"#), Answer::Status(429, PER_MINUTE)]);
+        let t = host.run("GET", "/v1beta/files?key=client", &[]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(429));
+        assert_eq!(t.sent.len(), 2, "no key is asked for another's list");
+
+        // The next page starts where the token says, with Google's token.
+        let mut host = Host::new(3, &[Answer::Status(200, r#"{"files":[{"name":"files/x"}]}"#)]);
+        let mut ids: Vec<KeyId> = fake_keys("DRIVER", 3).iter().map(ApiKey::id).collect();
+        ids.sort();
+        let token = format!("gp1.k.{}.{}", ids[1], URL_SAFE_NO_PAD.encode("next/1"));
+        let t = host.run("GET", &format!("/v1beta/files?pageToken={token}&pageSize=5&key=client"), &[]);
+        assert_eq!(t.sent[0].0, ids[1]);
+        assert_eq!(t.sent[0].1.path_and_query, "/v1beta/files?pageSize=5&pageToken=next%2F1");
+        let t = host.run("GET", "/v1beta/files?pageToken=CgZmaWxlcy8&key=client", &[]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(400), "not a token of the proxy's");
+        assert!(t.sent.is_empty());
     }
 
     #[test]

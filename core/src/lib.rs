@@ -22,6 +22,7 @@ pub mod forward;
 pub mod headers;
 pub mod history;
 pub mod http;
+pub mod listing;
 pub mod metrics;
 pub mod outcome;
 pub mod page;

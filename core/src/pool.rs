@@ -11,6 +11,7 @@
 use crate::affinity::{Conflict, Owner, Registry, Resource};
 use crate::clients::{Claim, ClientBook};
 use crate::history::{Dim, History};
+use crate::listing::WalkFrom;
 use crate::outcome::{Lease, Outcome, RateLimitScope, Report, ResourceRefusal, Unavailable};
 use crate::persist::{Change, KeyMeta, KeyRecord, MarkKind, Records, StoredPool, UsageRecord};
 use crate::secret::{ApiKey, KeyId};
@@ -324,6 +325,26 @@ impl KeyPool {
     /// run time).
     pub fn ids(&self) -> impl Iterator<Item = &KeyId> {
         self.keys.iter().filter(|s| !s.removed).map(|s| &s.id)
+    }
+
+    /// At most `count` keys that are not disabled, in the order of their
+    /// ids, from `from` on: the keys a merged listing walks
+    /// ([`crate::listing`]). Rate-limit marks do not matter: they are a
+    /// model's, and a listing names none.
+    pub fn walk(&self, from: &WalkFrom, count: usize) -> Vec<Lease> {
+        let mut keys: Vec<&Slot> = self
+            .keys
+            .iter()
+            .filter(|s| s.usable())
+            .filter(|s| match from {
+                WalkFrom::First => true,
+                WalkFrom::At(id) => s.id >= *id,
+                WalkFrom::After(id) => s.id > *id,
+            })
+            .collect();
+        keys.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let lease = |s: &Slot| Lease { id: s.id.clone(), secret: s.key.clone(), client: None, pinned: false };
+        keys.into_iter().take(count).map(lease).collect()
     }
 
     /// Chooses a key for `model`, skipping the ones this request already

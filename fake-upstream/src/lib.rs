@@ -527,7 +527,7 @@ fn resources(st: &Arc<State>, key: &str, req: &Api<'_>) -> Option<Response<Body>
     let mut projects = lock(&st.projects);
     let rest = req.path.strip_prefix("/v1beta/").or_else(|| req.path.strip_prefix("/v1/"));
     let param = |name: &str| {
-        req.query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('=')).map(str::to_owned))
+        req.query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('='))).map(percent_decoded)
     };
     let answer = match (req.path, rest) {
         ("/upload/v1beta/files" | "/upload/v1/files", _) => {
@@ -589,7 +589,15 @@ fn resources(st: &Arc<State>, key: &str, req: &Api<'_>) -> Option<Response<Body>
         (p, _) if p.starts_with("/v1beta/openai/batches/") => {
             projects.openai_get_batch(key, &percent_slashes(&p["/v1beta/openai/batches/".len()..]), now)
         }
+        (_, Some("cachedContents")) if req.method == "GET" => {
+            let size = param("pageSize").and_then(|s| s.parse().ok());
+            projects.list_caches(key, size, param("pageToken").as_deref(), now)
+        }
         (_, Some("cachedContents")) => projects.create_cache(key, req.body_json, now),
+        (_, Some("batches")) if req.method == "GET" => {
+            let size = param("pageSize").and_then(|s| s.parse().ok());
+            projects.list_batches(key, size, param("pageToken").as_deref(), now)
+        }
         (_, Some(r)) if r.starts_with("cachedContents/") => projects.get_cache(key, r, now),
         (_, Some(r)) if r.contains(":generateContent") || r.contains(":streamGenerateContent") => {
             projects.refused_files(key, req.body_json, now)?
@@ -597,6 +605,27 @@ fn resources(st: &Arc<State>, key: &str, req: &Api<'_>) -> Option<Response<Body>
         _ => return None,
     };
     Some(answer_of(answer))
+}
+
+/// A query value with its `%XX` escapes decoded (a malformed one kept).
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `%2F` (as the OpenAI SDK escapes the `/` of an id such as

@@ -172,6 +172,31 @@ impl Answer {
     }
 }
 
+/// One page of a listing, by name: `page_size` (default 10, at most 100)
+/// items in `member`, the token an opaque one (base64 of the last name
+/// of the page, as Google's are opaque), omitted on the last page.
+fn page(member: &str, mut items: Vec<(String, Value)>, page_size: Option<usize>, token: Option<&str>) -> Answer {
+    use base64::Engine as _;
+    let size = page_size.filter(|&n| n > 0).unwrap_or(10).min(100);
+    let engine = base64::engine::general_purpose::STANDARD;
+    let after = match token.map(|t| engine.decode(t).ok().and_then(|b| String::from_utf8(b).ok())) {
+        Some(Some(after)) => Some(after),
+        Some(None) => return Answer::error(400, "Invalid page token.", "INVALID_ARGUMENT"),
+        None => None,
+    };
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    items.retain(|(name, _)| after.as_deref().is_none_or(|a| name.as_str() > a));
+    let mut body = json!({});
+    if items.len() > size {
+        body["nextPageToken"] = json!(engine.encode(&items[size - 1].0));
+    }
+    let page: Vec<Value> = items.into_iter().take(size).map(|(_, v)| v).collect();
+    if !page.is_empty() {
+        body[member] = json!(page);
+    }
+    Answer::ok(body)
+}
+
 /// The id part of `files/{id}`, a file URI, or a bare id.
 pub fn file_id(raw: &str) -> &str {
     let raw = raw.strip_prefix(FILE_URI_BASE).unwrap_or(raw);
@@ -282,22 +307,23 @@ impl Projects {
     }
 
     /// `GET files?pageSize=&pageToken=`: the project's live files, by name,
-    /// `page_size` (default 10, at most 100) a page; the token is the last
-    /// name of the previous page.
+    /// a [`page`] at a time.
     pub fn list_files(&self, key: &str, page_size: Option<usize>, token: Option<&str>, now: SystemTime) -> Answer {
-        let size = page_size.unwrap_or(10).clamp(1, 100);
-        let mut names: Vec<&File> = self.files.values().filter(|f| f.project == key && f.expires() > now).collect();
-        names.sort_by(|a, b| a.name.cmp(&b.name));
-        let after: Vec<&File> = names.into_iter().filter(|f| token.is_none_or(|t| f.name.as_str() > t)).collect();
-        let page: Vec<Value> = after.iter().take(size).map(|f| f.to_json()).collect();
-        let mut body = json!({});
-        if !page.is_empty() {
-            body["files"] = json!(page);
-        }
-        if after.len() > size {
-            body["nextPageToken"] = json!(after[size - 1].name);
-        }
-        Answer::ok(body)
+        let files = self.files.values().filter(|f| f.project == key && f.expires() > now);
+        page("files", files.map(|f| (f.name.clone(), f.to_json())).collect(), page_size, token)
+    }
+
+    /// `GET cachedContents?pageSize=&pageToken=`: the project's live caches.
+    pub fn list_caches(&self, key: &str, page_size: Option<usize>, token: Option<&str>, now: SystemTime) -> Answer {
+        let caches = self.caches.iter().filter(|(_, c)| c.project == key && c.expires > now);
+        page("cachedContents", caches.map(|(n, c)| (n.clone(), cache_json(n, c))).collect(), page_size, token)
+    }
+
+    /// `GET batches?pageSize=&pageToken=`: the project's batches, as
+    /// operations.
+    pub fn list_batches(&self, key: &str, page_size: Option<usize>, token: Option<&str>, now: SystemTime) -> Answer {
+        let batches = self.batches.iter().filter(|(_, b)| b.project == key && b.created + JOB_TTL > now);
+        page("operations", batches.map(|(n, b)| (n.clone(), batch_json(n, b, true))).collect(), page_size, token)
     }
 
     /// `POST cachedContents`.

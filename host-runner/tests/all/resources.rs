@@ -164,11 +164,10 @@ fn with_files(names: &[&str]) -> Value {
 #[tokio::test]
 async fn a_file_goes_to_the_key_that_owns_it_and_no_other_across_a_restart() {
     let mut h = Harness::new(4).await;
-    // A list first, so that the upload's key is the files ring's second:
-    // a prompt's ring starts at the first, before and after a restart, so
-    // only the registry can send it to the owner at once.
-    let r = h.http.get(h.url("/v1beta/files")).header("x-goog-api-key", "k").send().await.expect("list");
-    assert_eq!(r.status(), 200);
+    // An upload first, so that the next one's key is the files ring's
+    // second: a prompt's ring starts at the first, before and after a
+    // restart, so only the registry can send it to the owner at once.
+    upload(&h, 10).await;
     let first = h.keys_seen()[0].clone();
     h.fake.clear_requests();
     let Uploaded { name, url, .. } = upload(&h, 1000).await;
@@ -234,6 +233,58 @@ async fn a_file_goes_to_the_key_that_owns_it_and_no_other_across_a_restart() {
     let r = h.http.delete(h.url(&format!("/v1beta/{name}"))).header("x-goog-api-key", "k").send().await.expect("del");
     assert_eq!(r.status(), 200);
     assert_eq!(h.keys_seen(), [owner]);
+}
+
+#[tokio::test]
+async fn a_list_pages_through_every_keys_files_and_what_it_listed_needs_no_search() {
+    let h = Harness::new(4).await;
+    // Files made at Google (unknown to the proxy): none on the first key,
+    // one on the second, two on the third, three on the fourth.
+    let mut made: Vec<(String, String)> = Vec::new();
+    for (i, key) in h.keys.iter().enumerate() {
+        for _ in 0..i {
+            made.push((upload_at_google(&h, key, 10).await, key.clone()));
+        }
+    }
+    h.fake.clear_requests();
+    let mut listed = Vec::new();
+    let mut token: Option<String> = None;
+    for page in 0.. {
+        assert!(page < 10, "the listing does not end");
+        let query = token.as_ref().map(|t| format!("&pageToken={t}")).unwrap_or_default();
+        let url = h.url(&format!("/v1beta/files?pageSize=2{query}"));
+        let r = h.http.get(url).header("x-goog-api-key", "k").send().await.expect("list");
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.expect("json");
+        let names: Vec<String> =
+            v["files"].as_array().into_iter().flatten().filter_map(|f| f["name"].as_str().map(str::to_owned)).collect();
+        assert!(names.len() <= 2, "{v}");
+        assert!(!names.is_empty(), "a page reached by a token has items: {v}");
+        assert!(!h.keys.iter().any(|k| v.to_string().contains(k.as_str())), "{v}");
+        listed.extend(names);
+        token = v["nextPageToken"].as_str().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut want: Vec<String> = made.iter().map(|(n, _)| n.clone()).collect();
+    want.sort();
+    listed.sort();
+    assert_eq!(listed, want);
+    // Every key was asked, none for more than it lacked.
+    let asked: std::collections::HashSet<String> = h.keys_seen().into_iter().collect();
+    assert_eq!(asked.len(), 4);
+
+    // What the list showed is known: each file's prompt goes to its owner,
+    // with no search, after a restart too.
+    let mut h = h;
+    h.restart().await;
+    for (name, owner) in &made {
+        h.fake.clear_requests();
+        let r = h.gemini("/v1beta/models/gemini-2.5-flash:generateContent", with_files(&[name])).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(&h.keys_seen(), std::slice::from_ref(owner), "{name}");
+    }
 }
 
 #[tokio::test]
