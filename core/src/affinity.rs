@@ -373,13 +373,17 @@ fn openai_object(o: &Value) -> Vec<Resource> {
 }
 
 /// The resources the first bytes of an answer tell of ([`told_of`]):
-/// the answer itself when `whole` holds all of it, else the first events
-/// of an SSE stream (an interaction's: its `interaction.created` event
-/// names it). A JSON answer longer than its head tells of nothing: the
-/// resource is looked for across the pool when first named.
+/// the answer itself when `whole` holds all of it; the string members of
+/// its top level that the head holds whole when it is a JSON object cut
+/// short (an interaction with a long output still names itself by its
+/// `id`); else the first events of an SSE stream (an interaction's: its
+/// `interaction.created` event names it).
 pub fn told_of_head(head: &[u8], whole: bool, interaction: bool) -> Vec<(Resource, Option<UnixMillis>)> {
     if whole && let Ok(v) = serde_json::from_slice::<Value>(head) {
         return told_of(&v, interaction);
+    }
+    if !whole && head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        return told_of(&Value::Object(top_level_strings(head)), interaction);
     }
     let mut out: Vec<(Resource, Option<UnixMillis>)> = Vec::new();
     let mut events = 0;
@@ -397,6 +401,101 @@ pub fn told_of_head(head: &[u8], whole: bool, interaction: bool) -> Vec<(Resourc
         }
     });
     out
+}
+
+/// The string members at the top level of a JSON object's first bytes,
+/// cut anywhere: those whose value the bytes hold whole. Nested objects
+/// and arrays are skipped (their `name` is not the answer's).
+fn top_level_strings(head: &[u8]) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let skip_ws = |i: &mut usize| {
+        while head.get(*i).is_some_and(u8::is_ascii_whitespace) {
+            *i += 1;
+        }
+    };
+    let mut i = head.iter().position(|b| !b.is_ascii_whitespace()).map_or(head.len(), |p| p + 1);
+    loop {
+        skip_ws(&mut i);
+        let Some(key) = json_string(head, &mut i) else { return out };
+        skip_ws(&mut i);
+        if head.get(i) != Some(&b':') {
+            return out;
+        }
+        i += 1;
+        skip_ws(&mut i);
+        match head.get(i) {
+            Some(b'"') => match json_string(head, &mut i) {
+                Some(value) => {
+                    out.insert(key, Value::String(value));
+                }
+                None => return out,
+            },
+            Some(_) => {
+                if !skip_value(head, &mut i) {
+                    return out;
+                }
+            }
+            None => return out,
+        }
+        skip_ws(&mut i);
+        match head.get(i) {
+            Some(b',') => i += 1,
+            _ => return out,
+        }
+    }
+}
+
+/// The JSON string that starts at `head[*i]` (a `"`), decoded, with `*i`
+/// past it; `None` if it is cut short or malformed.
+fn json_string(head: &[u8], i: &mut usize) -> Option<String> {
+    if head.get(*i) != Some(&b'"') {
+        return None;
+    }
+    let mut j = *i + 1;
+    while j < head.len() {
+        match head[j] {
+            b'\\' => j += 2,
+            b'"' => {
+                let s = serde_json::from_slice(&head[*i..=j]).ok()?;
+                *i = j + 1;
+                return Some(s);
+            }
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// Moves `*i` past the value (not a string) that starts there: an object,
+/// an array or a scalar. `false` if the head ends inside it.
+fn skip_value(head: &[u8], i: &mut usize) -> bool {
+    let mut depth = 0usize;
+    while *i < head.len() {
+        match head[*i] {
+            b'"' => {
+                if json_string(head, i).is_none() {
+                    return false;
+                }
+                if depth == 0 {
+                    return true;
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth == 0 => return true,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    *i += 1;
+                    return true;
+                }
+            }
+            b',' if depth == 0 => return true,
+            _ => {}
+        }
+        *i += 1;
+    }
+    false
 }
 
 /// The most stream events [`told_of_head`] reads.
@@ -723,7 +822,23 @@ mod tests {
             names(&told_of_head(whole, true, false).into_iter().map(|(r, _)| r).collect::<Vec<_>>()),
             ["models/veo-3/operations/op-1"]
         );
-        assert!(told_of_head(&whole[..20], false, false).is_empty(), "a cut JSON answer tells nothing");
+        assert!(told_of_head(&whole[..20], false, false).is_empty(), "a name cut short tells nothing");
+        // An interaction with a long output, cut at its head: its top-level
+        // `id` still names it; a nested `name` does not, nor a value cut.
+        let long = format!(
+            r#"{{ "metadata": {{"name": "files/nested", "n": [1, {{"x": "]"}}]}}, "status" : "completed", "id":"it-long", "usage": 12, "outputs": [{{"text": "{}"}}], "name": "cut"#,
+            "ü\\\" ".repeat(30_000)
+        );
+        let head = &long.as_bytes()[..64 * 1024];
+        let told: Vec<Resource> = told_of_head(head, false, true).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(names(&told), ["interactions/it-long"]);
+        let strings = top_level_strings(long.as_bytes());
+        assert_eq!(strings.keys().collect::<Vec<_>>(), ["id", "status"], "{strings:?}");
+        assert_eq!(top_level_strings(br#"{"a":"x\"y","b":{"c":"d"},"e":"f"}"#).get("a"), Some(&Value::from("x\"y")));
+        assert_eq!(top_level_strings(br#"{"a":"x\"y","b":{"c":"d"},"e":"f"}"#).get("e"), Some(&Value::from("f")));
+        for cut in [&b"{"[..], b"{\"a", b"{\"a\":", b"{\"a\":\"b", b"[1,2]", b"", b"{\"a\":[1,{\"b\":\"c\"}"] {
+            assert!(top_level_strings(cut).is_empty(), "{cut:?}");
+        }
         let sse = b"data: {\"interaction\":{\"id\":\"it-1\"},\"id\":\"ev-1\"}\n\ndata: {\"interaction\":{\"id\":\"it-2";
         let told: Vec<Resource> = told_of_head(sse, false, true).into_iter().map(|(r, _)| r).collect();
         assert_eq!(
