@@ -273,7 +273,7 @@ pub fn apply(
                 Ok(client) => client.flatten(),
                 Err(refusal) => return answer(403, json!({ "refused": refusal })),
             };
-            let leases = pool.walk(&from, count.min(crate::listing::MAX_FETCHES));
+            let leases = pool.walk(&from, count.min(crate::listing::WALK_KEYS));
             if leases.is_empty() && from == WalkFrom::First {
                 let why =
                     format!("none of the pool's {} keys is usable (all disabled, or none configured)", pool.len());

@@ -692,7 +692,7 @@ impl Exchange {
                     let (claim, model) = (relay.claim.take(), relay.model().to_owned());
                     relay.merge = Some((merge, Vec::new()));
                     self.waiting = Waiting::Walk;
-                    return Step::Admin(AdminOp::Walk { from, count: listing::MAX_FETCHES, claim, model });
+                    return Step::Admin(AdminOp::Walk { from, count: listing::WALK_KEYS, claim, model });
                 }
                 Ok(None) => {}
                 Err(e) => return self.fail(e),
@@ -824,6 +824,11 @@ impl Exchange {
     /// upstream: the client's failure, not the key's.
     fn piped_body_failed(&mut self, e: BodyError) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Head, &Event::Done) };
+        if relay.merge.is_some() {
+            // A listing has no body: a host's mistake, answered as a failed
+            // call, with every report of the keys asked so far.
+            return self.transport_failed("the request could not be sent", false);
+        }
         let Some(lease) = relay.lease.take() else { return self.host_bug(Waiting::Head, &Event::Done) };
         let error = match e {
             BodyError::TooLarge => ProxyError::PayloadTooLarge { limit: relay.piped.unwrap_or(MAX_BODY_BYTES) },
@@ -934,9 +939,12 @@ impl Exchange {
             };
             return self.fail(e);
         }
-        // The body names the client (a host may carry leases bare).
-        relay.client = said["client"].as_str().map(str::to_owned);
-        let next = merge.start(answer.leases);
+        // The body names the client (a host may carry leases bare); a
+        // later walk admits no one.
+        if let Some(client) = said["client"].as_str() {
+            relay.client = Some(client.to_owned());
+        }
+        let next = merge.walked(answer.leases);
         self.list_next(next)
     }
 
@@ -950,6 +958,11 @@ impl Exchange {
                 relay.lease = Some(lease);
                 self.waiting = Waiting::Head;
                 Step::Send(request)
+            }
+            Next::Walk(from) => {
+                let model = relay.model().to_owned();
+                self.waiting = Waiting::Walk;
+                Step::Admin(AdminOp::Walk { from, count: listing::WALK_KEYS, claim: None, model })
             }
             Next::Answer(response) => self.list_over(None, response),
         }

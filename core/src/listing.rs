@@ -9,10 +9,11 @@
 //! state in the proxy, survives a restart, and a key added or removed
 //! between two pages shifts nothing but itself.
 //!
-//! A page with a next-page token is never empty: the Python SDK's pager
-//! fails on an empty page that has one, so before a full page ends at the
-//! end of a key's list, the next keys are asked for one item
-//! ([`MAX_FETCHES`] upstream calls a page at most).
+//! A page reached by a next-page token is not empty: the Python SDK's
+//! pager fails on one. So before a full page hands out a token, the key
+//! (or the keys after it) is asked for one more item; only a page that
+//! spends its [`MAX_FETCHES`] upstream calls on keys that hold nothing can
+//! end with a token it could not check.
 
 use crate::error::ProxyError;
 use crate::http::{Method, Response};
@@ -26,8 +27,12 @@ use serde_json::{Map, Value};
 use std::collections::VecDeque;
 
 /// At most this many upstream calls make one page (a Worker may make 50
-/// subrequests per invocation on the free plan).
-pub const MAX_FETCHES: usize = 16;
+/// subrequests per invocation on the free plan: these, the walks of
+/// [`WALK_KEYS`] keys, and a report's flush stay below it).
+pub const MAX_FETCHES: usize = 40;
+
+/// The keys one walk of the key store hands out.
+pub const WALK_KEYS: usize = 16;
 
 /// The page size when the client gives none (Google's for files).
 pub const DEFAULT_PAGE_SIZE: usize = 10;
@@ -152,6 +157,10 @@ fn encode(value: &str) -> String {
 /// What the exchange does next for a merged listing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
+    /// Ask the key store for the next keys, from here
+    /// ([`KeyPool::walk`](crate::KeyPool::walk)), and [`Merge::walked`]
+    /// them.
+    Walk(WalkFrom),
     /// Ask this key for a page, with this query (after the path's `?`).
     Fetch {
         /// The key.
@@ -173,12 +182,14 @@ pub struct Merge {
     cursor: Cursor,
     /// The keys of the walk not asked yet.
     keys: VecDeque<Lease>,
-    /// Whether the walk may have stopped short of the pool's last key.
+    /// Whether the last walk may have stopped short of the pool's last key.
     more_keys: bool,
+    /// The last key the walks handed out.
+    last_walked: Option<KeyId>,
+    /// Whether a walk was answered.
+    walked: bool,
     /// The key being listed, and Google's token for where in its list.
     current: Option<(Lease, Option<String>)>,
-    /// The last key whose list was read to its end.
-    finished: Option<KeyId>,
     items: Vec<Value>,
     fetches: usize,
     /// Whether the page is full and the keys after it are being asked
@@ -217,8 +228,8 @@ impl Merge {
             }
         }
         let page_size = page_size.min(MAX_PAGE_SIZE);
-        let (keys, current, finished) = (VecDeque::new(), None, None);
-        let (items, fetches, probing, more_keys) = (Vec::new(), 0, false, false);
+        let (keys, current, last_walked) = (VecDeque::new(), None, None);
+        let (items, fetches, probing, more_keys, walked) = (Vec::new(), 0, false, false, false);
         Ok(Some(Self {
             collection,
             page_size,
@@ -226,8 +237,9 @@ impl Merge {
             cursor,
             keys,
             more_keys,
+            last_walked,
+            walked,
             current,
-            finished,
             items,
             fetches,
             probing,
@@ -243,18 +255,22 @@ impl Merge {
         }
     }
 
-    /// Starts with the walk's keys (at most [`MAX_FETCHES`], in order).
-    pub fn start(&mut self, keys: Vec<Lease>) -> Next {
-        self.more_keys = keys.len() >= MAX_FETCHES;
+    /// Goes on with a walk's keys (at most [`WALK_KEYS`], in order).
+    pub fn walked(&mut self, keys: Vec<Lease>) -> Next {
+        self.more_keys = keys.len() >= WALK_KEYS;
+        if let Some(last) = keys.last() {
+            self.last_walked = Some(last.id.clone());
+        }
         let mut keys = VecDeque::from(keys);
-        if let (Cursor::At(key, token), Some(first)) = (&self.cursor, keys.front())
+        let first_walk = !std::mem::replace(&mut self.walked, true);
+        if let (true, Cursor::At(key, token), Some(first)) = (first_walk, &self.cursor, keys.front())
             && first.id == *key
         {
             // Google's token holds for this key only.
             let first = keys.pop_front().expect("a first key");
             self.current = Some((first, token.clone()));
         }
-        self.keys = keys;
+        self.keys.extend(keys);
         self.advance()
     }
 
@@ -262,15 +278,15 @@ impl Merge {
     pub fn fetched(&mut self, page: &Value) -> Next {
         let items = page.get(self.collection.items).and_then(Value::as_array).cloned().unwrap_or_default();
         let next = page.get("nextPageToken").and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_owned);
-        let Some((lease, _)) = self.current.take() else { return self.advance() };
+        let Some((lease, asked)) = self.current.take() else { return self.advance() };
         if self.probing {
             if !items.is_empty() {
-                // This key has more: the next page starts at its start.
-                return self.answer(Cursor::At(lease.id, None));
+                // There is more: the next page starts where this probe did.
+                return self.answer(Cursor::At(lease.id, asked));
             }
-            match next {
-                Some(token) => self.current = Some((lease, Some(token))),
-                None => self.finished = Some(lease.id),
+            if next.is_some() {
+                // An empty page of Google's: its list goes on.
+                self.current = Some((lease, next));
             }
             return self.advance();
         }
@@ -278,26 +294,19 @@ impl Merge {
         // after it.
         self.items.extend(items);
         let full = self.items.len() >= self.page_size;
-        match next {
-            Some(token) if full => self.answer(Cursor::At(lease.id, Some(token))),
-            Some(token) => {
-                self.current = Some((lease, Some(token)));
-                self.advance()
-            }
-            None => {
-                self.finished = Some(lease.id);
-                self.probing = full;
-                self.advance()
-            }
+        // A full page is handed out with a token only once one more item
+        // is found after it: on this key, then on the keys after it.
+        self.probing = full;
+        if next.is_some() {
+            self.current = Some((lease, next));
         }
+        self.advance()
     }
 
     /// The key asked last cannot list (it is disabled): the keys after it
     /// are asked.
     pub fn skip(&mut self) -> Next {
-        if let Some((lease, _)) = self.current.take() {
-            self.finished = Some(lease.id);
-        }
+        self.current = None;
         self.advance()
     }
 
@@ -306,12 +315,13 @@ impl Merge {
             match self.keys.pop_front() {
                 Some(lease) => self.current = Some((lease, None)),
                 None => {
-                    let end = match (&self.finished, self.more_keys) {
+                    let after = self.last_walked.clone();
+                    return match after {
                         // The walk stopped short of the last key.
-                        (Some(last), true) => Cursor::After(last.clone()),
-                        _ => Cursor::Start,
+                        Some(last) if self.more_keys && self.fetches < MAX_FETCHES => Next::Walk(WalkFrom::After(last)),
+                        Some(last) if self.more_keys => self.answer(Cursor::After(last)),
+                        _ => self.answer(Cursor::Start),
                     };
-                    return self.answer(end);
                 }
             }
         }
@@ -371,8 +381,10 @@ mod tests {
     }
 
     /// Google's list of one key: `pageSize` items a page, the token the
-    /// index of the next (as opaque to the proxy as Google's are).
-    fn google_page(items: &[String], query: &str) -> Value {
+    /// index of the next (as opaque to the proxy as Google's are). `loose`:
+    /// a page that ends at the list's end has a token too (then an empty
+    /// page), as some of Google's lists do.
+    fn google_page(items: &[String], query: &str, loose: bool) -> Value {
         let param = |n: &str| query.split('&').find_map(|p| p.strip_prefix(n)).map(str::to_owned);
         let size: usize = param("pageSize=").and_then(|s| s.parse().ok()).unwrap_or(10);
         let from: usize = param("pageToken=").map_or(0, |t| t.trim_start_matches("at%2B").parse().expect("a token"));
@@ -381,7 +393,7 @@ mod tests {
         if !page.is_empty() {
             body["files"] = json!(page);
         }
-        if from + size < items.len() {
+        if from + size < items.len() || (loose && from < items.len() && from + size == items.len()) {
             // A `+`, which a query must escape.
             body["nextPageToken"] = json!(format!("at+{}", from + size));
         }
@@ -390,7 +402,12 @@ mod tests {
 
     /// Lists the whole pool as an SDK pager does; every page's items, and
     /// the number of upstream calls each page took.
-    fn list_all(pool: &KeyPool, lists: &BTreeMap<KeyId, Vec<String>>, page_size: usize) -> Vec<(Vec<String>, usize)> {
+    fn list_all(
+        pool: &KeyPool,
+        lists: &BTreeMap<KeyId, Vec<String>>,
+        page_size: usize,
+        loose: bool,
+    ) -> Vec<(Vec<String>, usize)> {
         let mut pages = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -400,15 +417,16 @@ mod tests {
                 query.push_str(&format!("&pageToken={t}"));
             }
             let mut merge = Merge::of(&files_get(&query)).expect("a valid listing").expect("a merged listing");
-            let mut next = merge.start(pool.walk(&merge.walk_from(), MAX_FETCHES));
+            let mut next = merge.walked(pool.walk(&merge.walk_from(), WALK_KEYS));
             let mut fetches = 0;
             let answer = loop {
                 match next {
+                    Next::Walk(from) => next = merge.walked(pool.walk(&from, WALK_KEYS)),
                     Next::Fetch { lease, query } => {
                         fetches += 1;
                         assert!(query.contains("filter=x"), "the client's other parameters go along: {query}");
                         assert!(!query.contains('+'), "Google's token is escaped: {query}");
-                        next = merge.fetched(&google_page(&lists[&lease.id], &query));
+                        next = merge.fetched(&google_page(&lists[&lease.id], &query, loose));
                     }
                     Next::Answer(r) => break r,
                 }
@@ -443,17 +461,26 @@ mod tests {
 
     #[test]
     fn every_page_size_lists_every_keys_items_once_and_no_page_with_a_token_is_empty() {
-        for counts in [&[3, 0, 5, 1][..], &[0, 0, 0, 7], &[12, 12], &[0, 0, 0], &[4], &[1, 0, 0, 0, 0, 1]] {
+        let mut pools: Vec<Vec<usize>> =
+            [&[3, 0, 5, 1][..], &[0, 0, 0, 7], &[12, 12], &[0, 0, 0], &[4], &[1, 0, 0, 0, 0, 1]]
+                .map(<[usize]>::to_vec)
+                .into();
+        // Pools of more keys than one walk hands out, most of them empty.
+        for (n, at) in [(16, vec![0]), (17, vec![0]), (17, vec![16]), (33, vec![2, 20, 32]), (35, vec![0, 34])] {
+            pools.push((0..n).map(|i| if at.contains(&i) { 3 } else { 0 }).collect());
+        }
+        for (counts, loose) in pools.iter().flat_map(|c| [(c, false), (c, true)]) {
             let (pool, lists) = pool_with(counts);
             let mut want: Vec<String> = lists.values().flatten().cloned().collect();
             want.sort();
             for page_size in [1, 2, 3, 4, 5, 10, 100] {
-                let pages = list_all(&pool, &lists, page_size);
+                let pages = list_all(&pool, &lists, page_size, loose);
                 let mut got: Vec<String> = pages.iter().flat_map(|(items, _)| items.clone()).collect();
                 got.sort();
                 assert_eq!(got, want, "counts {counts:?}, page size {page_size}");
                 for (i, (items, fetches)) in pages.iter().enumerate() {
                     assert!(items.len() <= page_size, "counts {counts:?}, page size {page_size}: {items:?}");
+                    assert!(*fetches <= MAX_FETCHES, "counts {counts:?}, page size {page_size}");
                     assert!(*fetches <= MAX_FETCHES);
                     // A pager fails on an empty page it reached by a token.
                     if i > 0 {
@@ -470,10 +497,11 @@ mod tests {
         let ids: Vec<KeyId> = lists.keys().cloned().collect();
         // Page 1 ends inside the second key's list.
         let mut merge = Merge::of(&files_get("pageSize=3")).expect("valid").expect("merged");
-        let mut next = merge.start(pool.walk(&WalkFrom::First, MAX_FETCHES));
+        let mut next = merge.walked(pool.walk(&WalkFrom::First, WALK_KEYS));
         let first = loop {
             match next {
-                Next::Fetch { lease, query } => next = merge.fetched(&google_page(&lists[&lease.id], &query)),
+                Next::Walk(_) => unreachable!("three keys are one walk"),
+                Next::Fetch { lease, query } => next = merge.fetched(&google_page(&lists[&lease.id], &query, false)),
                 Next::Answer(r) => break serde_json::from_str::<Value>(&r.body).expect("json"),
             }
         };
@@ -481,12 +509,13 @@ mod tests {
         assert!(pool.remove(&ids[1]).is_some(), "the second key is removed");
         let mut merge =
             Merge::of(&files_get(&format!("pageSize=3&pageToken={token}"))).expect("valid").expect("merged");
-        let mut next = merge.start(pool.walk(&merge.walk_from(), MAX_FETCHES));
+        let mut next = merge.walked(pool.walk(&merge.walk_from(), WALK_KEYS));
         let second = loop {
             match next {
+                Next::Walk(_) => unreachable!("two keys are one walk"),
                 Next::Fetch { lease, query } => {
                     assert!(!query.contains("pageToken"), "Google's token held for the removed key only: {query}");
-                    next = merge.fetched(&google_page(&lists[&lease.id], &query));
+                    next = merge.fetched(&google_page(&lists[&lease.id], &query, false));
                 }
                 Next::Answer(r) => break serde_json::from_str::<Value>(&r.body).expect("json"),
             }
