@@ -1028,4 +1028,38 @@ async fn a_file_goes_to_the_key_that_owns_it() {
     // Nothing counted against a key.
     let stats = t.stats().await;
     assert!(stats["keys"].as_array().expect("keys").iter().all(|k| k["disabled"].is_null()), "{stats}");
+
+    // The lists show the pool's files and caches, one item a page, each
+    // once, from every key.
+    for (collection, want) in [("files", vec![&name, &other]), ("cachedContents", vec![&cache])] {
+        let before = t.upstream_requests().await.len();
+        let (mut listed, mut token) = (Vec::<String>::new(), None::<String>);
+        for page in 0.. {
+            assert!(page < 50, "the {collection} listing does not end");
+            let query = token.as_ref().map(|t| format!("&pageToken={t}")).unwrap_or_default();
+            let url = format!("{}/v1beta/{collection}?pageSize=1{query}", t.proxy);
+            let r = t.http.get(url).header("x-goog-api-key", &t.proxy_key).send().await.expect("list");
+            assert_eq!(r.status(), 200);
+            let text = r.text().await.expect("a page");
+            assert!(!t.keys.iter().any(|k| text.contains(k.as_str())), "a key in the {collection} list: {text}");
+            let v: Value = serde_json::from_str(&text).expect("json");
+            let items: Vec<String> = v[collection]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                .collect();
+            assert!(items.len() == 1 || (page == 0 && items.is_empty()), "{text}");
+            listed.extend(items);
+            token = v["nextPageToken"].as_str().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        let unique: std::collections::HashSet<&String> = listed.iter().collect();
+        assert_eq!(unique.len(), listed.len(), "an item listed twice: {listed:?}");
+        assert!(want.iter().all(|n| listed.contains(n)), "{collection}: {listed:?}");
+        let asked: std::collections::HashSet<String> = t.keys_seen().await[before..].iter().cloned().collect();
+        assert!(t.keys.iter().all(|k| asked.contains(k)), "every key's list was read: {asked:?}");
+    }
 }
