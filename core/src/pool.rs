@@ -162,6 +162,9 @@ impl Probation {
 #[derive(Clone, Debug)]
 pub struct KeyPool {
     keys: Vec<Slot>,
+    /// How many of `keys` are not removed, kept by [`Self::restore`], `add`
+    /// and `remove`, so that no acquire counts them.
+    live: usize,
     index: HashMap<KeyId, u32>,
     models: BTreeMap<String, ModelPool>,
     probation: Probation,
@@ -246,6 +249,7 @@ impl KeyPool {
         }
         let clients = ClientBook::restore(clients, client_usage, client_key_usage);
         let mut pool = Self {
+            live: slots.iter().filter(|s| !s.removed).count(),
             keys: slots,
             index,
             models: BTreeMap::new(),
@@ -313,7 +317,7 @@ impl KeyPool {
 
     /// How many keys the pool holds.
     pub fn len(&self) -> usize {
-        self.keys.iter().filter(|s| !s.removed).count()
+        self.live
     }
 
     /// Whether the pool is empty.

@@ -45,6 +45,7 @@ impl KeyPool {
             }
             s.removed = false;
             s.runtime = true;
+            self.live += 1;
             self.requeue_everywhere(slot);
             return Added::Restored;
         }
@@ -53,6 +54,7 @@ impl KeyPool {
         s.meta.key_id = id.as_str().to_owned();
         s.meta.project = project.map(|p| super::clip(p.trim()));
         self.keys.push(s);
+        self.live += 1;
         self.index.insert(id, slot);
         for mp in self.models.values_mut().chain(self.probation.pools.values_mut().map(|(mp, _)| mp)) {
             mp.queued.push(false);
@@ -84,6 +86,7 @@ impl KeyPool {
         s.runtime = false;
         s.meta = KeyMeta { key_id: id.as_str().to_owned(), ..KeyMeta::default() };
         let was_env = s.env;
+        self.live -= 1;
         self.clients.forget_key(id.as_str());
         Some(Removed { was_env })
     }
