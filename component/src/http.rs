@@ -1,51 +1,22 @@
 //! Moving requests and bodies through `wasi:http`.
 
-use crate::bindings::wasi::http::outgoing_handler;
-use crate::bindings::wasi::http::types;
-use crate::bindings::wasi::http::types::{
-    ErrorCode, Fields, IncomingRequest, IncomingResponse, Method, OutgoingBody, OutgoingRequest, OutgoingResponse,
-    ResponseOutparam, Scheme,
-};
 use crate::bindings::wasi::io::streams::StreamError;
+use crate::wasi::{describe, fields_from, wasi_method};
+use crate::wasi_http::outgoing_handler;
+use crate::wasi_http::types;
+use crate::wasi_http::types::{
+    ErrorCode, IncomingRequest, IncomingResponse, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam,
+    Scheme,
+};
 use proxy_core::config::Scheme as CoreScheme;
 use proxy_core::forward::{BodyError, BodyFrom, Event, UpstreamRequest};
-use proxy_core::http::{Method as CoreMethod, Response};
+use proxy_core::http::Response;
 use proxy_core::stream::UsageTail;
 
 /// Most bytes one `blocking-write-and-flush` takes.
 const WRITE_CHUNK: usize = 4096;
 /// Most bytes moved per read or splice.
 const READ_CHUNK: u64 = 64 * 1024;
-
-/// The request's method in core's terms.
-pub fn core_method(m: &Method) -> CoreMethod {
-    match m {
-        Method::Get => CoreMethod::Get,
-        Method::Head => CoreMethod::Head,
-        Method::Post => CoreMethod::Post,
-        Method::Put => CoreMethod::Put,
-        Method::Patch => CoreMethod::Patch,
-        Method::Delete => CoreMethod::Delete,
-        Method::Options => CoreMethod::Options,
-        Method::Connect => CoreMethod::Other("CONNECT".into()),
-        Method::Trace => CoreMethod::Other("TRACE".into()),
-        Method::Other(s) => CoreMethod::parse(s),
-    }
-}
-
-fn fields_from(headers: &[(String, Vec<u8>)]) -> Fields {
-    // One host call for the whole list; only if the host refuses one of the
-    // headers (forbidden or malformed) are they added one by one, dropping
-    // the refused ones.
-    if let Ok(fields) = Fields::from_list(headers) {
-        return fields;
-    }
-    let fields = Fields::new();
-    for (name, value) in headers {
-        let _ = fields.append(name, value);
-    }
-    fields
-}
 
 /// Sends an answer the exchange made (the proxy's own, or a relayed error).
 pub fn respond(out: ResponseOutparam, r: &Response) {
@@ -230,27 +201,6 @@ fn head(pending: &outgoing_handler::FutureIncomingResponse) -> Result<IncomingRe
     }
 }
 
-fn describe(e: &ErrorCode) -> (String, bool) {
-    let timed_out = matches!(
-        e,
-        ErrorCode::ConnectionTimeout
-            | ErrorCode::HttpResponseTimeout
-            | ErrorCode::ConnectionReadTimeout
-            | ErrorCode::ConnectionWriteTimeout
-    );
-    let why = match e {
-        ErrorCode::ConnectionRefused => "connection refused".into(),
-        ErrorCode::ConnectionTimeout => "connection timed out".into(),
-        ErrorCode::ConnectionTerminated => "connection closed by the upstream".into(),
-        ErrorCode::HttpResponseTimeout => "the upstream did not answer in time".into(),
-        ErrorCode::HttpRequestDenied => "the host refused the upstream request (origin not allowed)".into(),
-        ErrorCode::DnsError(_) => "DNS lookup failed".into(),
-        ErrorCode::TlsCertificateError | ErrorCode::TlsProtocolError => "TLS handshake failed".into(),
-        other => format!("{other:?}"),
-    };
-    (why, timed_out)
-}
-
 /// Reads up to `limit` bytes of an upstream answer's body; the rest is
 /// dropped with the response.
 pub fn read_body(response: IncomingResponse, limit: usize) -> Vec<u8> {
@@ -340,17 +290,4 @@ pub fn stream_response(
 
 fn dst_finish(body: OutgoingBody) -> Result<(), ErrorCode> {
     OutgoingBody::finish(body, None)
-}
-
-fn wasi_method(m: &CoreMethod) -> Method {
-    match m {
-        CoreMethod::Get => Method::Get,
-        CoreMethod::Head => Method::Head,
-        CoreMethod::Post => Method::Post,
-        CoreMethod::Put => Method::Put,
-        CoreMethod::Patch => Method::Patch,
-        CoreMethod::Delete => Method::Delete,
-        CoreMethod::Options => Method::Options,
-        CoreMethod::Other(name) => Method::Other(name.clone()),
-    }
 }

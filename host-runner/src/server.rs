@@ -330,7 +330,7 @@ async fn run_component(
         }
     };
     let task = tokio::spawn(async move {
-        let handled = warm.proxy.wasi_http_incoming_handler().call_handle(&mut warm.store, request, out).await;
+        let handled = warm.proxy.wasi_http0_2_12_incoming_handler().call_handle(&mut warm.store, request, out).await;
         // A trapped instance is dropped; a clean one serves again.
         if handled.is_ok() {
             component.checkin(warm);
