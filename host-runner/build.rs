@@ -1,5 +1,6 @@
 //! Builds the proxy component (`component/`, target `wasm32-wasip2`) with a
-//! nested cargo into `OUT_DIR` and exposes its path as `COMPONENT_PATH`, so
+//! nested cargo into `OUT_DIR`, for `wasi:http` 0.2 and for 0.3, and exposes
+//! their paths as `COMPONENT_PATH` and `COMPONENT_P3_PATH`, so
 //! `cargo run -p host-runner` and the tests never depend on a prebuilt file.
 //!
 //! Cargo reruns this script when anything the component was built from
@@ -22,12 +23,49 @@ fn main() {
     ensure_target(&root);
 
     let target_dir = out_dir.join("component-target");
+    let release = target_dir.join(TARGET).join("release");
+    // The same crate is built twice, for wasi:http 0.2 and (feature `p3`)
+    // 0.3; both builds write the same file, so each is copied out of it.
+    let mut deps = Vec::new();
+    for (features, env, file) in
+        [(None, "COMPONENT_PATH", "proxy-p2.wasm"), (Some("p3"), "COMPONENT_P3_PATH", "proxy-p3.wasm")]
+    {
+        build_component(&root, &target_dir, features);
+        let wasm = release.join(format!("{CRATE}.wasm"));
+        assert!(wasm.exists(), "component not found at {}", wasm.display());
+        let kept = out_dir.join(file);
+        std::fs::copy(&wasm, &kept).unwrap_or_else(|e| panic!("copying {} to {}: {e}", wasm.display(), kept.display()));
+        println!("cargo:rustc-env={env}={}", kept.display());
+        let dep_info = release.join(format!("{CRATE}.d"));
+        let text = std::fs::read_to_string(&dep_info).unwrap_or_else(|e| panic!("reading {}: {e}", dep_info.display()));
+        deps.extend(dependencies(&text));
+    }
+
+    for watched in ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "component/Cargo.toml", "core/Cargo.toml", "wit"]
+    {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    deps.sort();
+    deps.dedup();
+    for dep in deps {
+        // Registry sources never change under a fixed lock file.
+        if Path::new(&dep).starts_with(&root) {
+            println!("cargo:rerun-if-changed={dep}");
+        }
+    }
+}
+
+/// Builds the component crate for the guest target, with `features`.
+fn build_component(root: &Path, target_dir: &Path, features: Option<&str>) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
+    cmd.current_dir(root)
         .args(["build", "--release", "--locked", "-p", "gemini-proxy-component", "--target", TARGET])
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(target_dir);
+    if let Some(features) = features {
+        cmd.args(["--features", features]);
+    }
     // A lean guest: no debug info (the host's release profile keeps some).
     cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "true");
     // The outer build's flags are for the host, not the guest.
@@ -37,25 +75,7 @@ fn main() {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("running nested cargo to build the component");
-    assert!(status.success(), "building the component (target {TARGET}) failed");
-
-    let release = target_dir.join(TARGET).join("release");
-    let wasm = release.join(format!("{CRATE}.wasm"));
-    assert!(wasm.exists(), "component not found at {}", wasm.display());
-
-    for watched in ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "component/Cargo.toml", "core/Cargo.toml", "wit"]
-    {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
-    }
-    let dep_info = release.join(format!("{CRATE}.d"));
-    let text = std::fs::read_to_string(&dep_info).unwrap_or_else(|e| panic!("reading {}: {e}", dep_info.display()));
-    for dep in dependencies(&text) {
-        // Registry sources never change under a fixed lock file.
-        if Path::new(&dep).starts_with(&root) {
-            println!("cargo:rerun-if-changed={dep}");
-        }
-    }
-    println!("cargo:rustc-env=COMPONENT_PATH={}", wasm.display());
+    assert!(status.success(), "building the component (target {TARGET}, features {features:?}) failed");
 }
 
 /// The prerequisites of a Makefile-style dep-info file (`out: a b\ c`),

@@ -11,9 +11,13 @@ pub mod config;
 pub mod conn;
 pub mod key_store;
 pub mod outbound;
+pub mod p3;
 pub mod proxy;
 pub mod server;
 pub mod store;
 
-/// The component this host serves, built by `build.rs`.
+/// The component this host serves (on `wasi:http` 0.2), built by `build.rs`.
 pub const COMPONENT_PATH: &str = env!("COMPONENT_PATH");
+
+/// The same component built for `wasi:http` 0.3 (its `p3` feature).
+pub const COMPONENT_P3_PATH: &str = env!("COMPONENT_P3_PATH");

@@ -5,6 +5,7 @@ use clap::Parser;
 use host_runner::clock::SystemClock;
 use host_runner::config::HostConfig;
 use host_runner::conn::ConnectionLimits;
+use host_runner::proxy::WasiHttp;
 use host_runner::server::{Server, ServerOptions};
 use proxy_core::cron::Cron;
 use std::collections::HashMap;
@@ -38,6 +39,10 @@ struct Args {
     /// request in flight (a long stream included) is never cut.
     #[arg(long, default_value = "60", value_parser = seconds)]
     idle_timeout: Duration,
+    /// The wasi:http the proxy component runs on: 0.2 or 0.3 (the same
+    /// component, built for either).
+    #[arg(long, env = "GEMINI_PROXY_WASI_HTTP", default_value = "0.2")]
+    wasi_http: WasiHttp,
     /// Most client connections open at once; more are answered 503 and
     /// closed. Lowered, with a warning, to fit the open-file limit.
     #[arg(long, default_value_t = 4096)]
@@ -122,14 +127,15 @@ async fn run() -> anyhow::Result<()> {
         reset_cron: args.reset_cron.clone(),
         config,
         clock: Arc::new(SystemClock),
-        component_path: host_runner::COMPONENT_PATH.to_owned(),
+        component_path: args.wasi_http.component_path().to_owned(),
+        wasi_http: args.wasi_http,
         compile_cache: Some(compile_cache.clone()),
         limits: connection_limits(&args),
     })
     .await?;
     tracing::info!(
         addr = %server.addr(), keys, db = %db.display(), compile_cache = %compile_cache.display(),
-        reset_cron = %args.reset_cron, %gemini, %openai,
+        reset_cron = %args.reset_cron, %gemini, %openai, wasi_http = %args.wasi_http,
         "gemini-proxy listening on http://{}", server.addr()
     );
     shutdown_signal().await;

@@ -6,7 +6,7 @@ use crate::key_store::{KeyStoreCtx, KeyStoreView};
 use crate::outbound::Outbound;
 use crate::store::KeyBackend;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -44,6 +44,48 @@ impl From<wasmtime::Error> for ProxyError {
     }
 }
 
+/// Which `wasi:http` the component is built for and served with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WasiHttp {
+    /// `wasi:http` 0.2: `incoming-handler`, a response outparam, and
+    /// `wasi:io` streams (the default).
+    #[default]
+    V0_2,
+    /// `wasi:http` 0.3: an async `handler` and `stream<u8>` bodies.
+    V0_3,
+}
+
+impl WasiHttp {
+    /// The component built (by `build.rs`) for this version.
+    pub fn component_path(self) -> &'static str {
+        match self {
+            Self::V0_2 => crate::COMPONENT_PATH,
+            Self::V0_3 => crate::COMPONENT_P3_PATH,
+        }
+    }
+}
+
+impl std::fmt::Display for WasiHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V0_2 => "0.2",
+            Self::V0_3 => "0.3",
+        })
+    }
+}
+
+impl std::str::FromStr for WasiHttp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "0.2" => Ok(Self::V0_2),
+            "0.3" => Ok(Self::V0_3),
+            other => Err(format!("{other:?} is not a wasi:http version this host serves (0.2 or 0.3)")),
+        }
+    }
+}
+
 /// Per-request state of a store.
 #[expect(missing_debug_implementations, reason = "holds WASI contexts that are not Debug")]
 pub struct RequestState {
@@ -58,19 +100,56 @@ pub struct RequestState {
 /// Records the largest linear memory an instance asked for (wasm memory
 /// never shrinks), so that an instance grown by one big request is not
 /// kept idle with that memory.
-#[derive(Debug, Default)]
-struct MemoryWatch {
-    largest: usize,
+#[derive(Debug, Default, Clone)]
+pub(crate) struct MemoryWatch {
+    largest: Arc<AtomicUsize>,
+}
+
+impl MemoryWatch {
+    /// Whether the instance grew too large to be kept for another request.
+    pub(crate) fn too_large(&self) -> bool {
+        self.largest.load(Ordering::Relaxed) > MAX_IDLE_MEMORY_BYTES
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryWatch {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.largest = self.largest.max(desired);
+        self.largest.fetch_max(desired, Ordering::Relaxed);
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(true)
+    }
+}
+
+impl RequestState {
+    /// A fresh store for one instance: its environment `env`, the key store
+    /// `backend`, the upstream client `outbound`.
+    pub(crate) fn store(
+        engine: &Engine,
+        env: &[(String, String)],
+        backend: &Arc<dyn KeyBackend>,
+        outbound: &Outbound,
+    ) -> Store<Self> {
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(env);
+        let state = Self {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            keys: KeyStoreCtx::new(backend.clone()),
+            outbound: outbound.clone(),
+            memory: MemoryWatch::default(),
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.memory);
+        store
+    }
+
+    /// The instance's memory watch.
+    pub(crate) fn memory(&self) -> &MemoryWatch {
+        &self.memory
     }
 }
 
@@ -159,29 +238,7 @@ impl ProxyComponent {
         outbound: Outbound,
         compile_cache: Option<&Path>,
     ) -> Result<Self, ProxyError> {
-        let mut config = wasmtime::Config::new();
-        let cache = match compile_cache {
-            Some(dir) => {
-                let mut c = CacheConfig::new();
-                c.with_directory(dir);
-                Some(Cache::new(c)?)
-            }
-            None => None,
-        };
-        config.cache(cache.clone());
-        // For `perf`: names the guest's compiled functions in /tmp/perf-PID.map.
-        if std::env::var_os("GEMINI_PROXY_PERFMAP").is_some_and(|v| v == "1") {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let mut pooling = PoolingAllocationConfig::default();
-        pooling
-            .total_component_instances(MAX_CONCURRENT_INSTANCES)
-            .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
-            .total_memories(MAX_CONCURRENT_INSTANCES)
-            .total_tables(MAX_CONCURRENT_INSTANCES * 4)
-            .max_memory_size(256 << 20);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&config)?;
+        let (engine, cache) = engine(compile_cache, false)?;
         let component = Component::from_file(&engine, path)?;
         let mut linker = Linker::<RequestState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -219,10 +276,7 @@ impl ProxyComponent {
     pub fn checkin(&self, mut warm: Warm) {
         warm.served += 1;
         let state = warm.store.data();
-        if warm.served >= MAX_REQUESTS_PER_INSTANCE
-            || !state.table.is_empty()
-            || state.memory.largest > MAX_IDLE_MEMORY_BYTES
-        {
+        if warm.served >= MAX_REQUESTS_PER_INSTANCE || !state.table.is_empty() || state.memory.too_large() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -262,25 +316,46 @@ impl ProxyComponent {
 
     /// A fresh store for one instance.
     pub fn new_store(&self) -> Store<RequestState> {
-        let mut wasi = WasiCtx::builder();
-        wasi.envs(&self.env);
-        let state = RequestState {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            keys: KeyStoreCtx::new(self.backend.clone()),
-            outbound: self.outbound.clone(),
-            memory: MemoryWatch::default(),
-        };
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|s| &mut s.memory);
-        store
+        RequestState::store(self.pre.engine(), &self.env, &self.backend, &self.outbound)
     }
 
     /// The pre-instantiated component.
     pub fn pre(&self) -> &bindings::ProxyPre<RequestState> {
         &self.pre
     }
+}
+
+/// The engine both `wasi:http` versions run on: compiled code kept in
+/// `compile_cache` (when given), instances from a pooling allocator, and
+/// the component model's async ABI when `component_model_async` (0.3).
+pub(crate) fn engine(
+    compile_cache: Option<&Path>,
+    component_model_async: bool,
+) -> Result<(Engine, Option<Cache>), ProxyError> {
+    let mut config = wasmtime::Config::new();
+    let cache = match compile_cache {
+        Some(dir) => {
+            let mut c = CacheConfig::new();
+            c.with_directory(dir);
+            Some(Cache::new(c)?)
+        }
+        None => None,
+    };
+    config.cache(cache.clone());
+    config.wasm_component_model_async(component_model_async);
+    // For `perf`: names the guest's compiled functions in /tmp/perf-PID.map.
+    if std::env::var_os("GEMINI_PROXY_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling
+        .total_component_instances(MAX_CONCURRENT_INSTANCES)
+        .total_core_instances(MAX_CONCURRENT_INSTANCES * 4)
+        .total_memories(MAX_CONCURRENT_INSTANCES)
+        .total_tables(MAX_CONCURRENT_INSTANCES * 4)
+        .max_memory_size(256 << 20);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    Ok((Engine::new(&config)?, cache))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use crate::clock::Clock;
 use crate::config::HostConfig;
 use crate::conn::{Activity, ConnectionLimits, InFlight, Watched};
 use crate::outbound::{OriginError, Outbound};
-use crate::proxy::{ProxyComponent, ProxyError as ComponentError};
+use crate::p3::P3Proxy;
+use crate::proxy::{ProxyComponent, ProxyError as ComponentError, WasiHttp};
 use crate::store::{KeyBackend, SqliteKeyStore, StoreError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -44,6 +45,8 @@ pub struct ServerOptions {
     pub clock: Arc<dyn Clock>,
     /// The component to serve.
     pub component_path: String,
+    /// The `wasi:http` it is built for.
+    pub wasi_http: WasiHttp,
     /// Where compiled machine code of the component is kept between starts
     /// (none: compile at every start).
     pub compile_cache: Option<PathBuf>,
@@ -78,7 +81,7 @@ pub enum StartError {
 pub struct Server {
     addr: SocketAddr,
     store: Arc<SqliteKeyStore>,
-    component: ProxyComponent,
+    component: Served,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -101,13 +104,12 @@ impl Server {
         let origins = vec![opts.config.proxy.gemini_upstream.origin(), opts.config.proxy.openai_upstream.origin()];
         let outbound = Outbound::new(&origins, opts.config.proxy.timeouts)?;
         let backend: Arc<dyn KeyBackend> = store.clone();
-        let component = ProxyComponent::new(
-            &opts.component_path,
-            opts.config.component_env.clone(),
-            backend,
-            outbound,
-            opts.compile_cache.as_deref(),
-        )?;
+        let (path, env, cache) =
+            (&opts.component_path, opts.config.component_env.clone(), opts.compile_cache.as_deref());
+        let component = match opts.wasi_http {
+            WasiHttp::V0_2 => Served::P2(Arc::new(ProxyComponent::new(path, env, backend, outbound, cache)?)),
+            WasiHttp::V0_3 => Served::P3(P3Proxy::new(path, env, backend, outbound, cache)?),
+        };
         match component.loaded_from_cache() {
             Some(true) => tracing::info!("loaded the compiled component from the cache"),
             Some(false) => tracing::info!("compiled the component (kept in the cache for the next start)"),
@@ -118,7 +120,9 @@ impl Server {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: opts.listen, source })?;
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(daily_reset_loop(store.clone(), opts.reset_cron.clone(), opts.clock.clone(), stopped.clone()));
-        tokio::spawn(trim_idle_loop(component.clone(), stopped.clone()));
+        if let Served::P2(c) = &component {
+            tokio::spawn(trim_idle_loop(c.clone(), stopped.clone()));
+        }
         let task = tokio::spawn(accept_loop(listener, component.clone(), opts.limits, stopped));
         Ok(Self { addr, store, component, stop, task })
     }
@@ -139,15 +143,24 @@ impl Server {
         self.component.instances_created()
     }
 
-    /// How many instances of the component wait for a request.
+    /// How many instances of the component wait for a request (on 0.3:
+    /// how many are alive, serving or not).
     pub fn idle_instances(&self) -> usize {
-        self.component.idle_instances()
+        match &self.component {
+            Served::P2(c) => c.idle_instances(),
+            Served::P3(c) => c.instances_alive(),
+        }
     }
 
     /// Drops the idle instances unused for `unused_for` (beyond the few
     /// always kept), as the server does every few seconds; returns how many.
+    /// On 0.3 an instance ends itself once idle for
+    /// [`IDLE_INSTANCE_TTL`](crate::proxy::IDLE_INSTANCE_TTL): none here.
     pub fn trim_idle_instances(&self, unused_for: Duration) -> usize {
-        self.component.trim_idle(unused_for)
+        match &self.component {
+            Served::P2(c) => c.trim_idle(unused_for),
+            Served::P3(_) => 0,
+        }
     }
 
     /// Stops accepting, lets requests in flight finish (up to `grace`), and
@@ -162,9 +175,32 @@ impl Server {
     }
 }
 
+/// The component, served on the `wasi:http` it was built for.
+#[derive(Clone, Debug)]
+enum Served {
+    P2(Arc<ProxyComponent>),
+    P3(P3Proxy),
+}
+
+impl Served {
+    fn instances_created(&self) -> u64 {
+        match self {
+            Self::P2(c) => c.instances_created(),
+            Self::P3(c) => c.instances_created(),
+        }
+    }
+
+    fn loaded_from_cache(&self) -> Option<bool> {
+        match self {
+            Self::P2(c) => c.loaded_from_cache(),
+            Self::P3(c) => c.loaded_from_cache(),
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
-    component: ProxyComponent,
+    component: Served,
     limits: ConnectionLimits,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -274,7 +310,7 @@ fn request_id() -> String {
 /// status, time to the response head). A head over core's limits is
 /// answered here, before the component: Wasmtime's own header limits are
 /// lower than what a client can send.
-async fn handle(component: ProxyComponent, mut req: hyper::Request<Incoming>, in_flight: InFlight) -> Answer {
+async fn handle(component: Served, mut req: hyper::Request<Incoming>, in_flight: InFlight) -> Answer {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -291,7 +327,10 @@ async fn handle(component: ProxyComponent, mut req: hyper::Request<Incoming>, in
         if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
             req.headers_mut().insert(proxy_core::headers::REQUEST_ID, v);
         }
-        run_component(component, req, &id).await
+        match component {
+            Served::P2(c) => run_component(c, req, &id).await,
+            Served::P3(c) => run_p3(&c, req, &id).await,
+        }
     };
     tracing::info!(
         %method,
@@ -305,7 +344,7 @@ async fn handle(component: ProxyComponent, mut req: hyper::Request<Incoming>, in
 }
 
 async fn run_component(
-    component: ProxyComponent,
+    component: Arc<ProxyComponent>,
     req: hyper::Request<Incoming>,
     id: &str,
 ) -> hyper::Response<HyperOutgoingBody> {
@@ -355,6 +394,30 @@ async fn run_component(
     }
 }
 
+/// Runs one request through the 0.3 component. The request's URI names
+/// its authority (from `host`) as 0.2's incoming request does.
+async fn run_p3(component: &P3Proxy, req: hyper::Request<Incoming>, id: &str) -> hyper::Response<HyperOutgoingBody> {
+    let (mut parts, body) = req.into_parts();
+    let authority = parts.headers.get(hyper::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let uri = authority.and_then(|authority| {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        hyper::Uri::builder().scheme("http").authority(authority).path_and_query(pq).build().ok()
+    });
+    let Some(uri) = uri else {
+        tracing::warn!(request_id = %id, "a request without a usable host header");
+        return error_response(&ProxyError::BadRequest("the request's head could not be read".into()));
+    };
+    parts.uri = uri;
+    let body = body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync();
+    match component.handle(hyper::Request::from_parts(parts, body)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(request_id = %id, error = %format!("{e:#}"), "the proxy component failed");
+            error_response(&ProxyError::internal("the proxy failed on this request", Some(id)))
+        }
+    }
+}
+
 /// A response body that ends its connection's request when it is dropped
 /// (finished, or abandoned by a client that went away).
 #[derive(Debug)]
@@ -384,7 +447,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for Guarded<B> {
 }
 
 /// Gives back the memory of instances left idle after a burst.
-async fn trim_idle_loop(component: ProxyComponent, mut stopped: watch::Receiver<bool>) {
+async fn trim_idle_loop(component: Arc<ProxyComponent>, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}

@@ -1,6 +1,7 @@
 use fake_upstream::{FakeUpstream, Mechanism};
 use host_runner::clock::ManualClock;
 use host_runner::config::HostConfig;
+use host_runner::proxy::WasiHttp;
 use host_runner::server::{Server, ServerOptions};
 use proxy_core::UnixMillis;
 use proxy_core::time::{DAY_MS, HOUR_MS, days_from_civil};
@@ -8,6 +9,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The `wasi:http` the tests serve the component on: 0.2, or 0.3 when
+/// `GEMINI_PROXY_WASI_HTTP=0.3` (`scripts/test` runs the suite on both).
+pub fn wasi_http() -> WasiHttp {
+    match std::env::var("GEMINI_PROXY_WASI_HTTP") {
+        Ok(v) => v.parse().unwrap_or_else(|e| panic!("GEMINI_PROXY_WASI_HTTP: {e}")),
+        Err(_) => WasiHttp::default(),
+    }
+}
 
 /// Fake but realistic pool keys.
 pub fn pool_keys(n: usize) -> Vec<String> {
@@ -79,7 +89,8 @@ impl Harness {
             reset_cron: "0 7 * * *".parse().expect("cron"),
             config,
             clock: self.clock.clone(),
-            component_path: host_runner::COMPONENT_PATH.to_owned(),
+            component_path: wasi_http().component_path().to_owned(),
+            wasi_http: wasi_http(),
             compile_cache: None,
             limits: self.limits,
         })

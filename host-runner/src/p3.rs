@@ -1,0 +1,219 @@
+//! Serving the component built for `wasi:http` 0.3 (`--wasi-http 0.3`).
+//!
+//! Wasmtime's own driver for 0.3 ([`ProxyHandler`]) runs each instance as a
+//! worker task that owns its store and its event loop: the loop keeps
+//! running after the guest has answered, so that the guest can pump a
+//! streamed body and file its reports. An instance takes one request at a
+//! time, serves up to [`MAX_REQUESTS_PER_INSTANCE`], and is dropped after
+//! [`IDLE_INSTANCE_TTL`] unused, after a trap, or once its memory grew past
+//! [`MAX_IDLE_MEMORY_BYTES`](crate::proxy::MAX_IDLE_MEMORY_BYTES).
+
+use crate::outbound::Outbound;
+use crate::proxy::{IDLE_INSTANCE_TTL, MAX_REQUESTS_PER_INSTANCE, MemoryWatch, ProxyError, RequestState, engine};
+use crate::store::KeyBackend;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+use wasmtime::component::{Component, GuestTaskId, Linker};
+use wasmtime::{Cache, Engine, Store, StoreContextMut};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::handler::{
+    HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
+};
+
+/// The 0.3 component, compiled and pre-linked, with Wasmtime's handler
+/// over its instances.
+#[derive(Clone)]
+pub struct P3Proxy {
+    handler: ProxyHandler<Instances>,
+}
+
+impl std::fmt::Debug for P3Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P3Proxy").finish_non_exhaustive()
+    }
+}
+
+/// What every new instance is made from, and how many there are.
+struct Instances {
+    engine: Engine,
+    pre: ProxyPre<RequestState>,
+    env: Vec<(String, String)>,
+    backend: Arc<dyn KeyBackend>,
+    outbound: Outbound,
+    cache: Option<Cache>,
+    created: AtomicU64,
+    live: Arc<AtomicUsize>,
+}
+
+impl P3Proxy {
+    /// Compiles the 0.3 component at `path` and links it as
+    /// [`ProxyComponent::new`](crate::proxy::ProxyComponent::new) does the
+    /// 0.2 one.
+    pub fn new(
+        path: &str,
+        env: Vec<(String, String)>,
+        backend: Arc<dyn KeyBackend>,
+        outbound: Outbound,
+        compile_cache: Option<&Path>,
+    ) -> Result<Self, ProxyError> {
+        let (engine, cache) = engine(compile_cache, true)?;
+        let component = Component::from_file(&engine, path)?;
+        let mut linker = Linker::<RequestState>::new(&engine);
+        // Rust's std on wasm32-wasip2 imports WASI 0.2 (the environment,
+        // the clocks); the http types of 0.3 use 0.3's clocks.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        crate::key_store::add_to_linker(&mut linker)?;
+        let pre = wasmtime_wasi_http::p3::bindings::ServicePre::new(linker.instantiate_pre(&component)?)?;
+        let instances = Instances {
+            engine,
+            pre: ProxyPre::P3(pre),
+            env,
+            backend,
+            outbound,
+            cache,
+            created: AtomicU64::new(0),
+            live: Arc::new(AtomicUsize::new(0)),
+        };
+        Ok(Self { handler: ProxyHandler::new(instances) })
+    }
+
+    /// Runs one request through an instance.
+    pub async fn handle(&self, request: wasmtime_wasi_http::handler::Request) -> wasmtime::Result<Response> {
+        self.handler.handle((), request).await
+    }
+
+    /// With a compile cache: whether this start loaded the machine code from
+    /// it (rather than compiling).
+    pub fn loaded_from_cache(&self) -> Option<bool> {
+        self.handler.state().cache.as_ref().map(|c| c.cache_hits() > 0)
+    }
+
+    /// How many instances have been created so far.
+    pub fn instances_created(&self) -> u64 {
+        self.handler.state().created.load(Ordering::Relaxed)
+    }
+
+    /// How many instances are alive (serving, or waiting for a request).
+    pub fn instances_alive(&self) -> usize {
+        self.handler.state().live.load(Ordering::Relaxed)
+    }
+}
+
+/// A response of the 0.3 handler.
+pub type Response = wasmtime_wasi_http::handler::Response;
+
+impl HandlerState for Instances {
+    type StoreData = RequestState;
+    type WorkerExpiration = IdleExpiry;
+    type WorkerState = Worker;
+
+    async fn instantiate(&self) -> wasmtime::Result<Instance<RequestState, IdleExpiry, Worker>> {
+        let mut store = RequestState::store(&self.engine, &self.env, &self.backend, &self.outbound);
+        let memory = store.data().memory().clone();
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        self.created.fetch_add(1, Ordering::Relaxed);
+        self.live.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance {
+            store,
+            proxy,
+            view: <RequestState as WasiHttpView>::http,
+            expiration: IdleExpiry::default(),
+            state: Worker { memory, live: self.live.clone() },
+        })
+    }
+}
+
+/// One instance: one request at a time (as on 0.2; letting an instance take
+/// 8 or 64 at once served no more requests in a quick wrk run), and not once
+/// it grew too large.
+struct Worker {
+    memory: MemoryWatch,
+    live: Arc<AtomicUsize>,
+}
+
+impl WorkerState for Worker {
+    type StoreData = RequestState;
+    type RequestData = ();
+
+    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        if total >= MAX_REQUESTS_PER_INSTANCE as usize || self.memory.too_large() {
+            ShouldAccept::Never
+        } else if concurrent > 0 {
+            ShouldAccept::No
+        } else {
+            ShouldAccept::Yes
+        }
+    }
+
+    fn on_request_start(
+        &self,
+        _: StoreContextMut<'_, RequestState>,
+        (): (),
+        _: GuestTaskId,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        // No deadline of its own: the upstream's timeouts are the host's.
+        Box::pin(std::future::pending())
+    }
+
+    fn drop(&self, store: Store<RequestState>, result: wasmtime::Result<()>) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = result {
+            tracing::error!(error = %format!("{e:#}"), "a proxy instance failed and was dropped");
+        }
+        drop(store);
+    }
+}
+
+/// Ends an instance left idle for [`IDLE_INSTANCE_TTL`].
+#[derive(Default)]
+struct IdleExpiry {
+    timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl WorkerExpiration for IdleExpiry {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>, status: WorkerStatus, since: Instant) -> Poll<()> {
+        if status != WorkerStatus::Idle {
+            self.timer = None;
+            return Poll::Pending;
+        }
+        if self.timer.as_ref().is_none_or(|(at, _)| *at != since) {
+            let deadline = tokio::time::Instant::from_std(since + IDLE_INSTANCE_TTL);
+            self.timer = Some((since, Box::pin(tokio::time::sleep_until(deadline))));
+        }
+        match &mut self.timer {
+            Some((_, sleep)) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::proxy::{ProxyComponent, WasiHttp};
+    use crate::store::SqliteKeyStore;
+
+    #[test]
+    fn each_version_serves_only_the_component_built_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
+        let store: Arc<dyn KeyBackend> =
+            Arc::new(SqliteKeyStore::open(&dir.path().join("k.sqlite3"), Vec::new(), clock, None).expect("store"));
+        let outbound =
+            Outbound::new(&["http://127.0.0.1:9".to_owned()], proxy_core::config::UpstreamTimeouts::HOST_RUNNER)
+                .expect("outbound");
+        let (p2, p3) = (WasiHttp::V0_2.component_path(), WasiHttp::V0_3.component_path());
+        assert_ne!(p2, p3);
+        assert!(P3Proxy::new(p3, Vec::new(), store.clone(), outbound.clone(), None).is_ok());
+        assert!(P3Proxy::new(p2, Vec::new(), store.clone(), outbound.clone(), None).is_err());
+        assert!(ProxyComponent::new(p3, Vec::new(), store.clone(), outbound.clone(), None).is_err());
+        assert!(ProxyComponent::new(p2, Vec::new(), store, outbound, None).is_ok());
+    }
+}
