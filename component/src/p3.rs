@@ -166,8 +166,11 @@ impl ClientBody {
         let declared = declared.and_then(|n| usize::try_from(n).ok());
         let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0).min(limit as usize));
         while declared.is_none_or(|n| buf.len() < n) {
-            if buf.capacity() - buf.len() < READ_CHUNK {
-                buf.reserve(READ_CHUNK);
+            // A read fills the spare capacity: with a declared length that
+            // is what is left of it (never grown past), else a chunk.
+            let want = declared.map_or(READ_CHUNK, |n| n - buf.len()).clamp(1, READ_CHUNK);
+            if buf.capacity() - buf.len() < want {
+                buf.reserve(want);
             }
             let (result, filled) = self.stream.read(buf).await;
             buf = filled;
@@ -230,10 +233,7 @@ async fn send(up: &UpstreamRequest, body: &[u8], piped: Option<(ClientBody, u64)
         let Some(mut tx) = writer else { return Ok(()) };
         let sent = match piped {
             Some((client, len)) => pipe(client, &mut tx, len).await,
-            None => match tx.write_all(body.to_vec()).await {
-                rest if rest.is_empty() => Ok(()),
-                _ => Err(Piping::Upstream),
-            },
+            None => write_pieces(&mut tx, body).await,
         };
         drop(tx);
         match &sent {
@@ -251,6 +251,16 @@ async fn send(up: &UpstreamRequest, body: &[u8], piped: Option<(ClientBody, u64)
         (Ok(response), _) => Ok(response),
         (Err(e), _) => Err(failed(describe(&e))),
     }
+}
+
+/// Writes `body` a chunk at a time (no second copy of the whole body).
+async fn write_pieces(dst: &mut StreamWriter<u8>, body: &[u8]) -> Result<(), Piping> {
+    for piece in body.chunks(READ_CHUNK) {
+        if !dst.write_all(piece.to_vec()).await.is_empty() {
+            return Err(Piping::Upstream);
+        }
+    }
+    Ok(())
 }
 
 /// Pipes exactly `len` bytes of the client's body into `dst`, a piece at a
@@ -282,13 +292,17 @@ async fn pipe(mut client: ClientBody, dst: &mut StreamWriter<u8>, len: u64) -> R
 /// Reads up to `limit` bytes of an upstream answer's body; the rest is
 /// dropped with the stream.
 async fn read_error_body(response: Response, limit: usize) -> Vec<u8> {
-    let (mut stream, _end) = Response::consume_body(response, wit_future::new(|| Ok(())).1);
+    let (mut stream, end) = Response::consume_body(response, wit_future::new(|| Ok(())).1);
     let mut buf: Vec<u8> = Vec::new();
     while buf.len() < limit {
         buf.reserve((limit - buf.len()).min(READ_CHUNK));
         let (result, filled) = stream.read(buf).await;
         buf = filled;
         if !matches!(result, StreamResult::Complete(_)) {
+            // The body ended: its end is taken (trailers, if any, dropped)
+            // so that nothing of it stays with the instance.
+            drop(stream);
+            let _ = end.await;
             break;
         }
     }

@@ -4,7 +4,8 @@
 //! worker task that owns its store and its event loop: the loop keeps
 //! running after the guest has answered, so that the guest can pump a
 //! streamed body and file its reports. An instance takes one request at a
-//! time, serves up to [`MAX_REQUESTS_PER_INSTANCE`], and is dropped after
+//! time (until the guest is done with it, not only until it answered),
+//! serves up to [`MAX_REQUESTS_PER_INSTANCE`], and is dropped after
 //! [`IDLE_INSTANCE_TTL`] unused, after a trap, or once its memory grew past
 //! [`MAX_IDLE_MEMORY_BYTES`](crate::proxy::MAX_IDLE_MEMORY_BYTES).
 
@@ -14,7 +15,7 @@ use crate::store::KeyBackend;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use wasmtime::component::{Component, GuestTaskId, Linker};
@@ -116,6 +117,7 @@ impl HandlerState for Instances {
     async fn instantiate(&self) -> wasmtime::Result<Instance<RequestState, IdleExpiry, Worker>> {
         let mut store = RequestState::store(&self.engine, &self.env, &self.backend, &self.outbound);
         let memory = store.data().memory().clone();
+        let idle = Arc::new(AtomicBool::new(true));
         let proxy = self.pre.instantiate_async(&mut store).await?;
         self.created.fetch_add(1, Ordering::Relaxed);
         self.live.fetch_add(1, Ordering::Relaxed);
@@ -123,17 +125,21 @@ impl HandlerState for Instances {
             store,
             proxy,
             view: <RequestState as WasiHttpView>::http,
-            expiration: IdleExpiry::default(),
-            state: Worker { memory, live: self.live.clone() },
+            expiration: IdleExpiry { idle: idle.clone(), timer: None },
+            state: Worker { memory, idle, live: self.live.clone() },
         })
     }
 }
 
-/// One instance: one request at a time (as on 0.2; letting an instance take
-/// 8 or 64 at once served no more requests in a quick wrk run), and not once
-/// it grew too large.
+/// One instance: one request at a time, as on 0.2, until the guest has
+/// done all it does for it (a request leaves Wasmtime's count once it has
+/// answered, while the guest may still pump its stream and file its
+/// reports); and not once it grew too large. (Letting an instance take 8 or
+/// 64 requests at once served no more of them in a quick wrk run.)
 struct Worker {
     memory: MemoryWatch,
+    /// Whether the instance has nothing left to do, told by [`IdleExpiry`].
+    idle: Arc<AtomicBool>,
     live: Arc<AtomicUsize>,
 }
 
@@ -144,7 +150,7 @@ impl WorkerState for Worker {
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= MAX_REQUESTS_PER_INSTANCE as usize || self.memory.too_large() {
             ShouldAccept::Never
-        } else if concurrent > 0 {
+        } else if concurrent > 0 || !self.idle.load(Ordering::Relaxed) {
             ShouldAccept::No
         } else {
             ShouldAccept::Yes
@@ -157,6 +163,7 @@ impl WorkerState for Worker {
         (): (),
         _: GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        self.idle.store(false, Ordering::Relaxed);
         // No deadline of its own: the upstream's timeouts are the host's.
         Box::pin(std::future::pending())
     }
@@ -170,9 +177,10 @@ impl WorkerState for Worker {
     }
 }
 
-/// Ends an instance left idle for [`IDLE_INSTANCE_TTL`].
-#[derive(Default)]
+/// Tells the [`Worker`] when its instance has nothing left to do, and ends
+/// an instance left idle for [`IDLE_INSTANCE_TTL`].
 struct IdleExpiry {
+    idle: Arc<AtomicBool>,
     timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
 }
 
@@ -181,6 +189,11 @@ impl WorkerExpiration for IdleExpiry {
         if status != WorkerStatus::Idle {
             self.timer = None;
             return Poll::Pending;
+        }
+        if !self.idle.swap(true, Ordering::Relaxed) {
+            // Newly idle: the handler asks the worker again whether it
+            // takes a request only when it is polled again.
+            cx.waker().wake_by_ref();
         }
         if self.timer.as_ref().is_none_or(|(at, _)| *at != since) {
             let deadline = tokio::time::Instant::from_std(since + IDLE_INSTANCE_TTL);

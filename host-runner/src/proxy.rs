@@ -342,6 +342,10 @@ pub(crate) fn engine(
         None => None,
     };
     config.cache(cache.clone());
+    // The async ABI only for 0.3: with it on (Wasmtime's default once the
+    // crate feature is built in), every 0.2 call too would go through the
+    // concurrent event loop.
+    config.concurrency_support(component_model_async);
     config.wasm_component_model_async(component_model_async);
     // For `perf`: names the guest's compiled functions in /tmp/perf-PID.map.
     if std::env::var_os("GEMINI_PROXY_PERFMAP").is_some_and(|v| v == "1") {

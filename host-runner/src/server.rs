@@ -395,10 +395,15 @@ async fn run_component(
 }
 
 /// Runs one request through the 0.3 component. The request's URI names
-/// its authority (from `host`) as 0.2's incoming request does.
+/// its authority (HTTP/2's `:authority`, else `host`) as 0.2's incoming
+/// request does.
 async fn run_p3(component: &P3Proxy, req: hyper::Request<Incoming>, id: &str) -> hyper::Response<HyperOutgoingBody> {
     let (mut parts, body) = req.into_parts();
-    let authority = parts.headers.get(hyper::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| parts.headers.get(hyper::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
     let uri = authority.and_then(|authority| {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         hyper::Uri::builder().scheme("http").authority(authority).path_and_query(pq).build().ok()
