@@ -10,7 +10,9 @@
 //! [`MAX_IDLE_MEMORY_BYTES`](crate::proxy::MAX_IDLE_MEMORY_BYTES).
 
 use crate::outbound::Outbound;
-use crate::proxy::{IDLE_INSTANCE_TTL, MAX_REQUESTS_PER_INSTANCE, MemoryWatch, ProxyError, RequestState, engine};
+use crate::proxy::{
+    IDLE_INSTANCE_TTL, MAX_REQUESTS_PER_INSTANCE, MemoryWatch, ProxyError, RequestState, WasiHttp, linked,
+};
 use crate::store::KeyBackend;
 use std::path::Path;
 use std::pin::Pin;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
-use wasmtime::component::{Component, GuestTaskId, Linker};
+use wasmtime::component::GuestTaskId;
 use wasmtime::{Cache, Engine, Store, StoreContextMut};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::{
@@ -61,16 +63,9 @@ impl P3Proxy {
         outbound: Outbound,
         compile_cache: Option<&Path>,
     ) -> Result<Self, ProxyError> {
-        let (engine, cache) = engine(compile_cache, true)?;
-        let component = Component::from_file(&engine, path)?;
-        let mut linker = Linker::<RequestState>::new(&engine);
-        // Rust's std on wasm32-wasip2 imports WASI 0.2 (the environment,
-        // the clocks); the http types of 0.3 use 0.3's clocks.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
-        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-        crate::key_store::add_to_linker(&mut linker)?;
-        let pre = wasmtime_wasi_http::p3::bindings::ServicePre::new(linker.instantiate_pre(&component)?)?;
+        let (pre, cache) = linked(path, compile_cache, WasiHttp::V0_3)?;
+        let engine = pre.engine().clone();
+        let pre = wasmtime_wasi_http::p3::bindings::ServicePre::new(pre)?;
         let instances = Instances {
             engine,
             pre: ProxyPre::P3(pre),

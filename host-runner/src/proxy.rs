@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Cache, CacheConfig, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -238,13 +238,8 @@ impl ProxyComponent {
         outbound: Outbound,
         compile_cache: Option<&Path>,
     ) -> Result<Self, ProxyError> {
-        let (engine, cache) = engine(compile_cache, false)?;
-        let component = Component::from_file(&engine, path)?;
-        let mut linker = Linker::<RequestState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        crate::key_store::add_to_linker(&mut linker)?;
-        let pre = bindings::ProxyPre::new(linker.instantiate_pre(&component)?)?;
+        let (pre, cache) = linked(path, compile_cache, WasiHttp::V0_2)?;
+        let pre = bindings::ProxyPre::new(pre)?;
         Ok(Self {
             pre,
             env: Arc::new(env),
@@ -325,13 +320,35 @@ impl ProxyComponent {
     }
 }
 
+/// The component at `path`, compiled (or loaded from `compile_cache`) and
+/// linked against WASI, `wasi:http` `version` and the key store.
+pub(crate) fn linked(
+    path: &str,
+    compile_cache: Option<&Path>,
+    version: WasiHttp,
+) -> Result<(InstancePre<RequestState>, Option<Cache>), ProxyError> {
+    let (engine, cache) = engine(compile_cache, version == WasiHttp::V0_3)?;
+    let component = Component::from_file(&engine, path)?;
+    let mut linker = Linker::<RequestState>::new(&engine);
+    // Rust's std on wasm32-wasip2 imports WASI 0.2 (the environment, the
+    // clocks) whichever wasi:http the component is built for.
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    match version {
+        WasiHttp::V0_2 => wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?,
+        WasiHttp::V0_3 => {
+            // 0.3's http types use 0.3's clocks.
+            wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+            wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        }
+    }
+    crate::key_store::add_to_linker(&mut linker)?;
+    Ok((linker.instantiate_pre(&component)?, cache))
+}
+
 /// The engine both `wasi:http` versions run on: compiled code kept in
 /// `compile_cache` (when given), instances from a pooling allocator, and
 /// the component model's async ABI when `component_model_async` (0.3).
-pub(crate) fn engine(
-    compile_cache: Option<&Path>,
-    component_model_async: bool,
-) -> Result<(Engine, Option<Cache>), ProxyError> {
+fn engine(compile_cache: Option<&Path>, component_model_async: bool) -> Result<(Engine, Option<Cache>), ProxyError> {
     let mut config = wasmtime::Config::new();
     let cache = match compile_cache {
         Some(dir) => {
