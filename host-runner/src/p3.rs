@@ -200,28 +200,3 @@ impl WorkerExpiration for IdleExpiry {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::ManualClock;
-    use crate::proxy::{ProxyComponent, WasiHttp};
-    use crate::store::SqliteKeyStore;
-
-    #[test]
-    fn each_version_serves_only_the_component_built_for_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
-        let store: Arc<dyn KeyBackend> =
-            Arc::new(SqliteKeyStore::open(&dir.path().join("k.sqlite3"), Vec::new(), clock, None).expect("store"));
-        let outbound =
-            Outbound::new(&["http://127.0.0.1:9".to_owned()], proxy_core::config::UpstreamTimeouts::HOST_RUNNER)
-                .expect("outbound");
-        let (p2, p3) = (WasiHttp::V0_2.component_path(), WasiHttp::V0_3.component_path());
-        assert_ne!(p2, p3);
-        assert!(P3Proxy::new(p3, Vec::new(), store.clone(), outbound.clone(), None).is_ok());
-        assert!(P3Proxy::new(p2, Vec::new(), store.clone(), outbound.clone(), None).is_err());
-        assert!(ProxyComponent::new(p3, Vec::new(), store.clone(), outbound.clone(), None).is_err());
-        assert!(ProxyComponent::new(p2, Vec::new(), store, outbound, None).is_ok());
-    }
-}

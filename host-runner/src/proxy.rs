@@ -383,17 +383,36 @@ fn engine(compile_cache: Option<&Path>, component_model_async: bool) -> Result<(
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::p3::P3Proxy;
     use crate::store::SqliteKeyStore;
+
+    /// A key store in `dir` and an upstream client, for preparing a component.
+    fn parts(dir: &Path) -> (Arc<dyn KeyBackend>, Outbound) {
+        let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
+        let store: Arc<dyn KeyBackend> =
+            Arc::new(SqliteKeyStore::open(&dir.join("k.sqlite3"), Vec::new(), clock, None).expect("store"));
+        let outbound =
+            Outbound::new(&["http://127.0.0.1:9".to_owned()], proxy_core::config::UpstreamTimeouts::HOST_RUNNER)
+                .expect("outbound");
+        (store, outbound)
+    }
+
+    #[test]
+    fn each_version_serves_only_the_component_built_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, outbound) = parts(dir.path());
+        let (p2, p3) = (WasiHttp::V0_2.component_path(), WasiHttp::V0_3.component_path());
+        assert_ne!(p2, p3);
+        assert!(P3Proxy::new(p3, Vec::new(), store.clone(), outbound.clone(), None).is_ok());
+        assert!(P3Proxy::new(p2, Vec::new(), store.clone(), outbound.clone(), None).is_err());
+        assert!(ProxyComponent::new(p3, Vec::new(), store.clone(), outbound.clone(), None).is_err());
+        assert!(ProxyComponent::new(p2, Vec::new(), store, outbound, None).is_ok());
+    }
 
     #[test]
     fn a_second_start_loads_the_compiled_component_from_the_cache() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
-        let store: Arc<dyn KeyBackend> =
-            Arc::new(SqliteKeyStore::open(&dir.path().join("k.sqlite3"), Vec::new(), clock, None).expect("store"));
-        let outbound =
-            Outbound::new(&["http://127.0.0.1:9".to_owned()], proxy_core::config::UpstreamTimeouts::HOST_RUNNER)
-                .expect("outbound");
+        let (store, outbound) = parts(dir.path());
         let cache = dir.path().join("compiled");
         let start = || {
             let c =
