@@ -33,7 +33,7 @@ mod bindings {
 }
 
 /// `wasi:http` of the world built (both versions are in `../wit`, so the
-/// bindings name 0.3's by its version).
+/// bindings name each by its version).
 #[cfg(not(feature = "p3"))]
 use bindings::wasi::http0_2_12 as wasi_http;
 #[cfg(feature = "p3")]
