@@ -1,7 +1,7 @@
 //! Moving requests and bodies through `wasi:http`.
 
 use crate::bindings::wasi::io::streams::StreamError;
-use crate::wasi::{describe, fields_from, wasi_method};
+use crate::wasi::{answer_fields, describe, fields_from, wasi_method};
 use crate::wasi_http::outgoing_handler;
 use crate::wasi_http::types;
 use crate::wasi_http::types::{
@@ -20,20 +20,11 @@ const READ_CHUNK: u64 = 64 * 1024;
 
 /// Sends an answer the exchange made (the proxy's own, or a relayed error).
 pub fn respond(out: ResponseOutparam, r: &Response) {
-    let headers: Vec<(String, Vec<u8>)> = r.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-    send_buffered(out, r.status, &headers, r.body.as_bytes());
-}
-
-fn send_buffered(out: ResponseOutparam, status: u16, headers: &[(String, Vec<u8>)], body: &[u8]) {
-    let mut headers = headers.to_vec();
-    if status != 204 && status != 304 {
-        headers.push(("content-length".into(), body.len().to_string().into_bytes()));
-    }
-    let response = OutgoingResponse::new(fields_from(&headers));
-    let _ = response.set_status_code(status);
+    let response = OutgoingResponse::new(answer_fields(r));
+    let _ = response.set_status_code(r.status);
     let Ok(outgoing) = response.body() else { return };
     ResponseOutparam::set(out, Ok(response));
-    if write_all(&outgoing, body).is_ok() {
+    if write_all(&outgoing, r.body.as_bytes()).is_ok() {
         let _ = OutgoingBody::finish(outgoing, None);
     }
 }
@@ -164,8 +155,7 @@ fn write_permitted(
 /// Builds and starts an upstream request: its body to write, and its
 /// future answer.
 fn start(up: &UpstreamRequest) -> Result<(OutgoingBody, outgoing_handler::FutureIncomingResponse), (String, bool)> {
-    let headers: Vec<(String, Vec<u8>)> = up.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-    let request = OutgoingRequest::new(fields_from(&headers));
+    let request = OutgoingRequest::new(fields_from(&up.headers));
     let method = wasi_method(&up.method);
     let scheme = match up.scheme {
         CoreScheme::Http => Scheme::Http,
@@ -244,8 +234,7 @@ pub fn stream_response(
         }
     };
     let Some(out) = out.take() else { return Event::Streamed(Err("the answer was already sent".into())) };
-    let headers: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-    let outgoing_response = OutgoingResponse::new(fields_from(&headers));
+    let outgoing_response = OutgoingResponse::new(fields_from(headers));
     let _ = outgoing_response.set_status_code(status);
     let Ok(outgoing) = outgoing_response.body() else {
         return Event::Streamed(Err("response body unavailable".into()));

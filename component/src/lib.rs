@@ -129,7 +129,7 @@ mod export {
 mod p2 {
     use crate::bindings::exports::wasi::http0_2_12::incoming_handler::Guest;
     use crate::bindings::gemini_proxy::host::key_store;
-    use crate::wasi_http::types::{IncomingRequest, IncomingResponse, ResponseOutparam, Scheme};
+    use crate::wasi_http::types::{IncomingRequest, IncomingResponse, ResponseOutparam};
     use crate::{convert, http};
     use proxy_core::forward::{BodyError, BodyFrom, Event, Exchange, Step};
 
@@ -137,13 +137,7 @@ mod p2 {
 
     impl Guest for Component {
         fn handle(request: IncomingRequest, out: ResponseOutparam) {
-            let origin = request.authority().map(|authority| {
-                let scheme = match request.scheme() {
-                    Some(Scheme::Https) => "https",
-                    _ => "http",
-                };
-                (scheme, authority)
-            });
+            let origin = request.authority().map(|authority| (crate::wasi::scheme_name(request.scheme()), authority));
             let path_and_query = request.path_with_query().unwrap_or_else(|| "/".to_owned());
             match crate::exchange(
                 crate::wasi::core_method(&request.method()),

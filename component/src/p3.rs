@@ -10,7 +10,7 @@ use crate::bindings::exports::wasi::http0_3_0::handler::Guest;
 use crate::bindings::gemini_proxy::host::key_store;
 use crate::bindings::{wit_future, wit_stream};
 use crate::convert;
-use crate::wasi::{core_method, describe, fields_from, wasi_method};
+use crate::wasi::{answer_fields, core_method, describe, fields_from, scheme_name, wasi_method};
 use crate::wasi_http::client;
 use crate::wasi_http::types::{ErrorCode, Fields, Request, Response, Scheme};
 use futures::channel::oneshot;
@@ -33,10 +33,7 @@ pub(crate) struct Component;
 
 impl Guest for Component {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
-        let scheme = match request.get_scheme() {
-            Some(Scheme::Https) => "https",
-            _ => "http",
-        };
+        let scheme = scheme_name(request.get_scheme());
         let exchange = crate::exchange(
             core_method(&request.get_method()),
             request.get_path_with_query().unwrap_or_else(|| "/".to_owned()),
@@ -126,14 +123,9 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
 
 /// An answer held whole: its body is written once the host reads it.
 pub(crate) fn buffered(r: &CoreResponse) -> Response {
-    let mut headers: Vec<(String, Vec<u8>)> =
-        r.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-    if r.status != 204 && r.status != 304 {
-        headers.push(("content-length".into(), r.body.len().to_string().into_bytes()));
-    }
     let body = r.body.as_bytes().to_vec();
     let (mut tx, rx) = wit_stream::new::<u8>();
-    let (response, _) = Response::new(fields_from(&headers), Some(rx), ended_cleanly());
+    let (response, _) = Response::new(answer_fields(r), Some(rx), ended_cleanly());
     let _ = response.set_status_code(r.status);
     if !body.is_empty() {
         wit_bindgen::spawn(async move {
@@ -148,6 +140,12 @@ fn ended_cleanly() -> BodyEnd {
     wit_future::new(|| Ok(None)).1
 }
 
+/// The `res` future `consume-body` takes: how processing the body went,
+/// told as done (a dropped writer tells it).
+fn processed_ok() -> FutureReader<Result<(), ErrorCode>> {
+    wit_future::new(|| Ok(())).1
+}
+
 /// The client's request body: the stream and how it ended.
 struct ClientBody {
     stream: StreamReader<u8>,
@@ -156,7 +154,7 @@ struct ClientBody {
 
 impl ClientBody {
     fn of(request: Request) -> Self {
-        let (stream, end) = Request::consume_body(request, wit_future::new(|| Ok(())).1);
+        let (stream, end) = Request::consume_body(request, processed_ok());
         Self { stream, end }
     }
 
@@ -207,7 +205,6 @@ enum Piping {
 /// client's own, and waits for its response head.
 async fn send(up: &UpstreamRequest, body: &[u8], piped: Option<(ClientBody, u64)>) -> Result<Response, Event> {
     let failed = |(reason, timed_out)| Event::SendFailed { reason, timed_out };
-    let headers: Vec<(String, Vec<u8>)> = up.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     let has_body = piped.is_some() || up.method.has_body();
     let (contents, writer) = if has_body {
         let (tx, rx) = wit_stream::new::<u8>();
@@ -217,7 +214,7 @@ async fn send(up: &UpstreamRequest, body: &[u8], piped: Option<(ClientBody, u64)
     };
     let (end_tx, end_rx) = wit_future::new(|| Ok(None));
     // No request-options: the timeouts are the host's.
-    let (request, _sent) = Request::new(fields_from(&headers), contents, end_rx, None);
+    let (request, _sent) = Request::new(fields_from(&up.headers), contents, end_rx, None);
     let scheme = match up.scheme {
         CoreScheme::Http => Scheme::Http,
         CoreScheme::Https => Scheme::Https,
@@ -292,7 +289,7 @@ async fn pipe(mut client: ClientBody, dst: &mut StreamWriter<u8>, len: u64) -> R
 /// Reads up to `limit` bytes of an upstream answer's body; the rest is
 /// dropped with the stream.
 async fn read_error_body(response: Response, limit: usize) -> Vec<u8> {
-    let (mut stream, end) = Response::consume_body(response, wit_future::new(|| Ok(())).1);
+    let (mut stream, end) = Response::consume_body(response, processed_ok());
     let mut buf: Vec<u8> = Vec::new();
     while buf.len() < limit {
         buf.reserve((limit - buf.len()).min(READ_CHUNK));
@@ -335,7 +332,7 @@ async fn stream_response(
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.trim().parse::<usize>().ok());
-    let (mut src, src_end) = Response::consume_body(response, wit_future::new(|| Ok(())).1);
+    let (mut src, src_end) = Response::consume_body(response, processed_ok());
     let (result, first) = src.read(Vec::with_capacity(declared.unwrap_or(READ_CHUNK).clamp(1, READ_CHUNK))).await;
     let mut got = first.len();
     let mut src_end = Some(src_end);
@@ -351,10 +348,9 @@ async fn stream_response(
         let reason = format!("the answer broke off before its first byte: {}", describe(&e).0);
         return Streaming::Early(Event::StreamFailedEarly { reason, timed_out }, out);
     }
-    let headers: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     let (mut dst, rx) = wit_stream::new::<u8>();
     let (dst_end, dst_end_rx) = wit_future::new(|| Ok(None));
-    let (answer, _) = Response::new(fields_from(&headers), Some(rx), dst_end_rx);
+    let (answer, _) = Response::new(fields_from(headers), Some(rx), dst_end_rx);
     let _ = answer.set_status_code(status);
     if out.send(answer).is_err() {
         return Streaming::Over(Event::Streamed(Err("the client went away".into())));

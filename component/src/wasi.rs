@@ -2,8 +2,8 @@
 //! 0.2 and of 0.3 share these names and shapes, so one copy serves either
 //! world the crate is built for.
 
-use crate::wasi_http::types::{ErrorCode, Fields, Method};
-use proxy_core::http::Method as CoreMethod;
+use crate::wasi_http::types::{ErrorCode, Fields, Method, Scheme};
+use proxy_core::http::{Method as CoreMethod, Response};
 
 /// The request's method in core's terms.
 pub fn core_method(m: &Method) -> CoreMethod {
@@ -22,18 +22,37 @@ pub fn core_method(m: &Method) -> CoreMethod {
 }
 
 /// Headers as `wasi:http` fields.
-pub fn fields_from(headers: &[(String, Vec<u8>)]) -> Fields {
+pub fn fields_from(headers: &[(String, String)]) -> Fields {
+    let headers: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     // One host call for the whole list; only if the host refuses one of the
     // headers (forbidden or malformed) are they added one by one, dropping
     // the refused ones.
-    if let Ok(fields) = Fields::from_list(headers) {
+    if let Ok(fields) = Fields::from_list(&headers) {
         return fields;
     }
     let fields = Fields::new();
-    for (name, value) in headers {
+    for (name, value) in &headers {
         let _ = fields.append(name, value);
     }
     fields
+}
+
+/// The head of an answer the exchange made and that is sent whole: its
+/// headers and, but on a 204 or 304, its `content-length`.
+pub fn answer_fields(r: &Response) -> Fields {
+    let mut headers = r.headers.clone();
+    if r.status != 204 && r.status != 304 {
+        headers.push(("content-length".into(), r.body.len().to_string()));
+    }
+    fields_from(&headers)
+}
+
+/// A request's scheme, as core names it.
+pub fn scheme_name(scheme: Option<Scheme>) -> &'static str {
+    match scheme {
+        Some(Scheme::Https) => "https",
+        _ => "http",
+    }
 }
 
 /// Why an upstream request failed, and whether it timed out.
