@@ -128,6 +128,8 @@ pub enum Mechanism {
     Bearer,
     /// `?key=`.
     Query,
+    /// `?access_token=` (an OAuth token, as Google takes it in a query).
+    AccessToken,
 }
 
 /// One request as the fake received it.
@@ -355,6 +357,8 @@ fn credentials<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>, query: Opt
     for pair in query.unwrap_or_default().split('&') {
         if let Some(v) = pair.strip_prefix("key=") {
             out.push((Mechanism::Query, v.to_owned()));
+        } else if let Some(v) = pair.strip_prefix("access_token=") {
+            out.push((Mechanism::AccessToken, v.to_owned()));
         }
     }
     out
@@ -707,6 +711,10 @@ async fn respond(st: &Arc<State>, req: &Api<'_>, model: Option<String>, usage: &
     };
     if let Some((status, body)) = failure {
         return json(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &wrap(body));
+    }
+    // Google echoes the names it does not know (a caller's words).
+    if let Some(body) = responses::unknown_name(req.method, &path, query.as_deref(), body_json) {
+        return json(StatusCode::BAD_REQUEST, &wrap(body));
     }
     // Google's answer to a model it does not have (the fake has every model
     // but those whose name says they are made up).

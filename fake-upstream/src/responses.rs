@@ -6,6 +6,50 @@ pub fn error(code: u16, message: &str, status: &str) -> Value {
     json!({"error": {"code": code, "message": message, "status": status}})
 }
 
+/// Google's answer to a member or query parameter it does not know: a 400
+/// that echoes the caller's name, in its message and in a `BadRequest`
+/// detail (for a generation's body, and a list's query).
+pub fn unknown_name(method: &str, path: &str, query: Option<&str>, body: &Value) -> Option<Value> {
+    const GENERATE_MEMBERS: &[&str] = &[
+        "contents",
+        "systemInstruction",
+        "system_instruction",
+        "tools",
+        "toolConfig",
+        "tool_config",
+        "safetySettings",
+        "safety_settings",
+        "generationConfig",
+        "generation_config",
+        "cachedContent",
+        "cached_content",
+        "model",
+        "labels",
+    ];
+    const LIST_PARAMS: &[&str] = &["pageSize", "pageToken", "alt", "key", "access_token", "filter", "$alt"];
+    let generation = path.ends_with(":generateContent") || path.ends_with(":streamGenerateContent");
+    let list = method == "GET"
+        && ["/files", "/cachedContents", "/batches", "/fileSearchStores", "/models"].iter().any(|c| path.ends_with(c));
+    let unknown = if generation && !path.starts_with("/v1beta/openai/") {
+        body.as_object()?.keys().find(|k| !GENERATE_MEMBERS.contains(&k.as_str()))?.clone()
+    } else if list {
+        let names = query.unwrap_or_default().split('&').filter(|p| !p.is_empty());
+        names.map(|p| p.split('=').next().unwrap_or(p)).find(|n| !LIST_PARAMS.contains(n))?.to_owned()
+    } else {
+        return None;
+    };
+    let how = if generation { "Cannot find field." } else { "Cannot bind query parameter." };
+    let message = format!("Invalid JSON payload received. Unknown name \"{unknown}\": {how}");
+    Some(json!({"error": {
+        "code": 400,
+        "message": message,
+        "status": "INVALID_ARGUMENT",
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [{"description": message}]}
+        ]
+    }}))
+}
+
 pub fn per_day(model: &str) -> Value {
     json!({"error": {
         "code": 429,
