@@ -78,6 +78,7 @@ pub fn report(r: &Report) -> ks::AttemptReport {
             .map(|o| ks::OwnedResource { name: o.name.clone(), expires: o.expires.map(|e| e.0) })
             .collect(),
         deleted: r.deleted.clone(),
+        listed: r.listed,
     }
 }
 

@@ -119,6 +119,20 @@ pub enum AdminOp {
         /// The model its listing counts under.
         model: String,
     },
+    /// Not an admin's: whether the proxy is open to anyone, that is whether
+    /// no client key exists (asked only of a proxy without `PROXY_API_KEY`,
+    /// [`crate::admit::Admission::Gated`]). Answered 200 with
+    /// `{"open": bool}`.
+    Open,
+    /// Not an admin's: the names of client `client`'s resources that
+    /// start with `prefix` (`files/`), for a listing it makes: it sees only
+    /// those. Answered 200 with `{"names": […]}`.
+    Names {
+        /// The client.
+        client: String,
+        /// The names' start.
+        prefix: String,
+    },
     /// What the checks found, to record.
     Checked {
         /// Key by key.
@@ -268,6 +282,8 @@ pub fn apply(
             }
             None => unknown(&id),
         },
+        AdminOp::Open => answer(200, json!({ "open": pool.clients().is_empty() })),
+        AdminOp::Names { client, prefix } => answer(200, json!({ "names": pool.names_of(&client, &prefix, now) })),
         AdminOp::Walk { from, count, claim, model } => {
             let client = match claim.map(|c| pool.clients().admit(&c, &model, now)).transpose() {
                 Ok(client) => client.flatten(),

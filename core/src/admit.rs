@@ -12,6 +12,7 @@ use crate::http::{Method, Response};
 use crate::route::{self, Forward, MAX_BODY_BYTES, MAX_UPLOAD_BYTES, Route, StatRoute};
 use crate::session;
 use crate::stats::StatsView;
+use crate::web;
 
 /// Header the `/stat` page sends with its reset; a cross-site form cannot
 /// set it, so a cookie alone never resets.
@@ -64,6 +65,15 @@ pub enum Admission {
     Login,
     /// An admin API request, from the admin.
     Admin(crate::admin::AdminRoute),
+    /// Decided by whether the proxy is open: without `PROXY_API_KEY`, only
+    /// the key store knows whether a client key exists
+    /// ([`crate::admin::AdminOp::Open`]).
+    Gated {
+        /// What it is when no client key exists (anyone may use the proxy).
+        open: Box<Admission>,
+        /// What it is once one does (every caller needs a key).
+        closed: Box<Admission>,
+    },
 }
 
 /// Decides what a request is and whether it may pass.
@@ -72,10 +82,21 @@ pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(S
         return Admission::Respond(refused);
     }
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-    if *method == Method::Options && !path.starts_with("/stat") {
-        return Admission::Respond(Response { status: 204, headers: headers::preflight(headers), body: String::new() });
-    }
     let creds = Credentials::from_request(headers, query);
+    if *method == Method::Options && !path.starts_with("/stat") {
+        let granted =
+            Admission::Respond(Response { status: 204, headers: headers::preflight(headers), body: String::new() });
+        if cfg.proxy_key.is_some() {
+            return granted;
+        }
+        // An open proxy grants a preflight only to the origins it serves;
+        // once client keys exist, to any (the page must hold one).
+        let open = match web::refusal(cfg, headers) {
+            Some(e) => Admission::Respond(e.to_response(route::fallback_dialect(path, &creds))),
+            None => granted.clone(),
+        };
+        return Admission::Gated { open: Box::new(open), closed: Box::new(granted) };
+    }
     let routed = route::route(method, path, query, &creds);
     let dialect = match &routed {
         Ok(Route::Api(f)) => f.dialect,
@@ -177,7 +198,44 @@ fn admit_admin(
     }
 }
 
+/// The statistics routes. On a proxy without `PROXY_API_KEY`, what anyone
+/// may see while the proxy is open needs the admin key once a client key
+/// exists (the clients would see each other's use), and an open proxy shows
+/// it only under its own host names, to no other origin's page.
 fn admit_stat(
+    cfg: &Config,
+    stat: StatRoute,
+    creds: &Credentials,
+    headers: &[(String, Vec<u8>)],
+    dialect: route::Dialect,
+) -> Admission {
+    let page = stat == StatRoute::Page;
+    let admitted = admit_stat_route(cfg, stat, creds, headers, dialect);
+    let admin = cfg.admin_key.as_ref();
+    let by_admin = admin.is_some_and(|a| {
+        [&creds.bearer, &creds.goog_api_key].into_iter().flatten().any(|c| a.matches(c))
+            || session::is_admin(headers, a)
+    });
+    if cfg.proxy_key.is_some() || by_admin || !matches!(admitted, Admission::Stats(_) | Admission::Reset) {
+        return admitted;
+    }
+    let why = match admin {
+        Some(_) => "client keys exist, so the statistics need the admin key (ADMIN_API_KEY)",
+        None => "client keys exist, so the statistics need the admin key: set ADMIN_API_KEY",
+    };
+    let closed = if page {
+        Response::html(401, crate::page::login(Some(why)))
+    } else {
+        ProxyError::Unauthorized(why).to_response(dialect)
+    };
+    let open = match web::refusal(cfg, headers) {
+        Some(e) => Admission::Respond(e.to_response(dialect)),
+        None => admitted,
+    };
+    Admission::Gated { open: Box::new(open), closed: Box::new(Admission::Respond(closed)) }
+}
+
+fn admit_stat_route(
     cfg: &Config,
     stat: StatRoute,
     creds: &Credentials,

@@ -317,7 +317,7 @@ pub fn told_of(answer: &Value, interaction: bool) -> Vec<(Resource, Option<UnixM
             objects.push((v, member == "interaction"));
         }
     }
-    for list in ["files", "cachedContents", "operations", "batches", "fileSearchStores", "interactions", "data"] {
+    for list in LIST_MEMBERS {
         if let Some(items) = answer.get(list).and_then(Value::as_array) {
             objects.extend(items.iter().take(MAX_LISTED).map(|v| (v, list == "interactions")));
         }
@@ -348,8 +348,45 @@ pub fn told_of(answer: &Value, interaction: bool) -> Vec<(Resource, Option<UnixM
         for file in openai.into_iter().skip(1) {
             add(file, None);
         }
+        // So does a finished native batch's output file.
+        for file in batch_output_files(o) {
+            add(file, None);
+        }
     }
     out
+}
+
+/// Where a native batch names the file of its results: the operation's
+/// `metadata.output.responsesFile` and `response.responsesFile` (Google's
+/// REST form), `output.responsesFile`, and `dest.fileName` (the SDKs').
+fn batch_output_files(o: &Value) -> Vec<Resource> {
+    const PATHS: &[&[&str]] = &[
+        &["metadata", "output", "responsesFile"],
+        &["response", "responsesFile"],
+        &["output", "responsesFile"],
+        &["dest", "fileName"],
+        &["dest", "file_name"],
+    ];
+    PATHS
+        .iter()
+        .filter_map(|path| path.iter().try_fold(o, |v, k| v.get(*k))?.as_str())
+        .filter_map(|name| Resource::parse(name).filter(|r| r.kind() == Kind::File))
+        .collect()
+}
+
+/// The members of a list answer that hold its items ([`told_of`]).
+const LIST_MEMBERS: [&str; 7] =
+    ["files", "cachedContents", "operations", "batches", "fileSearchStores", "interactions", "data"];
+
+/// Keeps of a list answer (a page) only the items that name one of `own`
+/// (a client's own resources); the rest of the answer is left as it is.
+pub fn keep_own(page: &mut Value, own: &std::collections::HashSet<String>) {
+    for list in LIST_MEMBERS {
+        let interaction = list == "interactions";
+        if let Some(items) = page.get_mut(list).and_then(Value::as_array_mut) {
+            items.retain(|item| told_of(item, interaction).iter().any(|(r, _)| own.contains(r.name())));
+        }
+    }
 }
 
 /// An OpenAI-style `file` or `batch` object's resources: itself (its `id`
@@ -537,31 +574,59 @@ pub struct Owner {
     pub key: String,
     /// When the entry expires.
     pub expires: UnixMillis,
+    /// The client that made it (none: the proxy key's, an open proxy's,
+    /// or one the proxy only saw listed, or registered before clients were
+    /// told apart). A client sees its own resources only; the proxy key and
+    /// the admin see every one.
+    pub client: Option<String>,
 }
 
 /// The most resources the registry remembers; past it, the entries that
-/// expire soonest go first.
+/// expire soonest go first, the proxy's own before any client's.
 pub const MAX_ENTRIES: usize = 100_000;
+
+/// The most resources the registry remembers of one client; past it, that
+/// client's entries that expire soonest go first (never another's).
+pub const MAX_PER_CLIENT: usize = 10_000;
 
 /// Creates the registry's table when missing.
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS affinity (
     name TEXT PRIMARY KEY,
     key_id TEXT NOT NULL,
-    expires INTEGER NOT NULL
+    expires INTEGER NOT NULL,
+    client TEXT
 );
 ";
-/// Reads every entry: `name, key_id, expires`.
-pub const SELECT: &str = "SELECT name, key_id, expires FROM affinity";
+/// Adds the `client` column to a table made before it existed (its rows
+/// are the proxy key's). Where the column exists it fails with
+/// [`is_duplicate_column`]'s message, which a host ignores.
+pub const ADD_CLIENT_COLUMN: &str = "ALTER TABLE affinity ADD COLUMN client TEXT";
+
+/// Whether a failure of [`ADD_CLIENT_COLUMN`] only says the column exists.
+pub fn is_duplicate_column(message: &str) -> bool {
+    message.contains("duplicate column")
+}
+
+/// Reads every entry: `name, key_id, expires, client`.
+pub const SELECT: &str = "SELECT name, key_id, expires, client FROM affinity";
 /// Writes an entry.
-pub const UPSERT: &str = "INSERT INTO affinity (name, key_id, expires) VALUES (?1, ?2, ?3) \
-     ON CONFLICT(name) DO UPDATE SET key_id = excluded.key_id, expires = excluded.expires";
+pub const UPSERT: &str = "INSERT INTO affinity (name, key_id, expires, client) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT(name) DO UPDATE SET key_id = excluded.key_id, expires = excluded.expires, client = excluded.client";
 
 /// The statement that writes `owner` of the resource `name`, or forgets
 /// it (`None`).
 pub fn row_statement(name: &str, owner: Option<&Owner>) -> Statement {
     match owner {
-        Some(o) => (UPSERT, vec![SqlValue::Text(name.to_owned()), SqlValue::Text(o.key.clone()), int(o.expires.0)]),
+        Some(o) => (
+            UPSERT,
+            vec![
+                SqlValue::Text(name.to_owned()),
+                SqlValue::Text(o.key.clone()),
+                int(o.expires.0),
+                o.client.clone().map_or(SqlValue::Null, SqlValue::Text),
+            ],
+        ),
         None => ("DELETE FROM affinity WHERE name = ?1", vec![SqlValue::Text(name.to_owned())]),
     }
 }
@@ -576,13 +641,16 @@ pub fn from_row(row: &[SqlValue]) -> Result<(Resource, Owner), RowError> {
     let mut c = Columns::new("affinity", row);
     let name = c.text()?;
     let r = Resource::stored(&name).ok_or_else(|| c.err(format!("not a resource name: {name:?}")))?;
-    Ok((r, Owner { key: c.text()?, expires: UnixMillis(c.int()?) }))
+    Ok((r, Owner { key: c.text()?, expires: UnixMillis(c.int()?), client: c.opt_text()? }))
 }
 
-/// What the registry knows of the keys' resources.
+/// What the registry knows of the keys' resources, and which client made
+/// each.
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     entries: HashMap<String, Owner>,
+    /// How many entries each client has.
+    per_client: HashMap<String, usize>,
 }
 
 /// Why the resources of a request have no single owner.
@@ -594,34 +662,113 @@ pub struct Conflict {
     pub second: String,
 }
 
+/// Who is asking for a resource: the proxy key's (or the admin's, or an open
+/// proxy's) caller sees every one; a client, only its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asker<'a> {
+    /// Sees every resource.
+    Anyone,
+    /// This client, which sees only what it made.
+    Client(&'a str),
+}
+
 impl Registry {
     /// The registry of stored entries, less those expired at `now`.
     pub fn restore(entries: Vec<(Resource, Owner)>, now: UnixMillis) -> Self {
         let mut reg = Self::default();
         for (r, owner) in entries.into_iter().filter(|(_, o)| o.expires > now) {
-            if reg.entries.len() >= MAX_ENTRIES {
-                reg.evict(now);
-            }
-            reg.entries.insert(r.name, owner);
+            reg.insert(r.name, owner, now);
         }
         reg
     }
 
     /// Remembers that `key` owns `r` until `expires` (or its kind's
-    /// default); the entry to persist.
-    pub fn remember(&mut self, r: &Resource, key: &str, expires: Option<UnixMillis>, now: UnixMillis) -> Owner {
-        let expires = expires.unwrap_or(UnixMillis(now.0.saturating_add(r.kind.default_ttl_ms())));
-        let owner = Owner { key: key.to_owned(), expires };
-        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&r.name) {
+    /// default). A resource new to the registry is `made_by`'s (none: the
+    /// proxy's); a known one keeps the client it has. Returns the entry to
+    /// persist, or `None` when nothing changed (a listing that sees what
+    /// is known writes nothing).
+    pub fn remember(
+        &mut self,
+        r: &Resource,
+        key: &str,
+        expires: Option<UnixMillis>,
+        made_by: Option<&str>,
+        now: UnixMillis,
+    ) -> Option<Owner> {
+        let known = self.entries.get(&r.name).filter(|o| o.expires > now);
+        // An answer that gives no expiry keeps the one known.
+        let expires = expires
+            .or_else(|| known.filter(|o| o.key == key).map(|o| o.expires))
+            .unwrap_or(UnixMillis(now.0.saturating_add(r.kind.default_ttl_ms())));
+        let client = match known {
+            Some(o) => o.client.clone(),
+            None => made_by.map(str::to_owned),
+        };
+        let owner = Owner { key: key.to_owned(), expires, client };
+        if known == Some(&owner) {
+            return None;
+        }
+        self.insert(r.name.clone(), owner.clone(), now);
+        Some(owner)
+    }
+
+    fn insert(&mut self, name: String, owner: Owner, now: UnixMillis) {
+        if let Some(old) = self.entries.remove(&name) {
+            self.uncount(old.client.as_deref());
+        }
+        if let Some(client) = &owner.client
+            && self.per_client.get(client).copied().unwrap_or(0) >= MAX_PER_CLIENT
+        {
+            self.evict_client(client, now);
+        }
+        if self.entries.len() >= MAX_ENTRIES {
             self.evict(now);
         }
-        self.entries.insert(r.name.clone(), owner.clone());
-        owner
+        if let Some(client) = &owner.client {
+            *self.per_client.entry(client.clone()).or_default() += 1;
+        }
+        self.entries.insert(name, owner);
+    }
+
+    fn uncount(&mut self, client: Option<&str>) {
+        if let Some(client) = client
+            && let Some(n) = self.per_client.get_mut(client)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_client.remove(client);
+            }
+        }
     }
 
     /// The key that owns `r`, unless unknown or expired.
     pub fn owner(&self, r: &Resource, now: UnixMillis) -> Option<&str> {
-        self.entries.get(&r.name).filter(|o| o.expires > now).map(|o| o.key.as_str())
+        self.entry(r, now).map(|o| o.key.as_str())
+    }
+
+    /// What the registry holds of `r`, unless unknown or expired.
+    pub fn entry(&self, r: &Resource, now: UnixMillis) -> Option<&Owner> {
+        self.entries.get(&r.name).filter(|o| o.expires > now)
+    }
+
+    /// Whether `asker` may name `r`: anyone who sees every resource, and a
+    /// client only what it made (a resource the registry does not know is
+    /// no client's).
+    pub fn may_see(&self, r: &Resource, asker: Asker<'_>, now: UnixMillis) -> bool {
+        match asker {
+            Asker::Anyone => true,
+            Asker::Client(c) => self.entry(r, now).is_some_and(|o| o.client.as_deref() == Some(c)),
+        }
+    }
+
+    /// The names of client `client`'s resources whose names start with
+    /// `prefix` (`files/`), at most [`MAX_PER_CLIENT`].
+    pub fn names_of(&self, client: &str, prefix: &str, now: UnixMillis) -> Vec<String> {
+        let mine = self
+            .entries
+            .iter()
+            .filter(|(name, o)| o.expires > now && o.client.as_deref() == Some(client) && name.starts_with(prefix));
+        mine.map(|(name, _)| name.clone()).take(MAX_PER_CLIENT).collect()
     }
 
     /// The one key that owns every known resource of `rs` (`None`: none of
@@ -643,13 +790,19 @@ impl Registry {
 
     /// Forgets `r` (deleted); whether it was known.
     pub fn forget(&mut self, r: &Resource) -> bool {
-        self.entries.remove(&r.name).is_some()
+        match self.entries.remove(&r.name) {
+            Some(old) => {
+                self.uncount(old.client.as_deref());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Drops the entries expired at `now` (the table's rows go with
     /// [`prune_statement`]).
     pub fn prune(&mut self, now: UnixMillis) {
-        self.entries.retain(|_, o| o.expires > now);
+        self.retain(|o| o.expires > now);
     }
 
     /// How many entries it holds.
@@ -662,19 +815,55 @@ impl Registry {
         self.entries.is_empty()
     }
 
+    fn retain(&mut self, keep: impl Fn(&Owner) -> bool) {
+        self.entries.retain(|_, o| keep(o));
+        self.per_client.clear();
+        for client in self.entries.values().filter_map(|o| o.client.clone()) {
+            *self.per_client.entry(client).or_default() += 1;
+        }
+    }
+
     /// Drops the expired entries, then, if still full, the tenth that
-    /// expires soonest.
+    /// expires soonest of the proxy's own (a listing's), and only then of
+    /// the clients'.
     fn evict(&mut self, now: UnixMillis) {
-        self.entries.retain(|_, o| o.expires > now);
+        self.retain(|o| o.expires > now);
         if self.entries.len() < MAX_ENTRIES {
             return;
         }
-        let mut expiries: Vec<u64> = self.entries.values().map(|o| o.expires.0).collect();
-        let tenth = expiries.len() / 10;
-        let (_, cut, _) = expiries.select_nth_unstable(tenth);
-        let cut = *cut;
-        self.entries.retain(|_, o| o.expires.0 > cut);
+        let tenth_of_all = MAX_ENTRIES / 10;
+        let proxys: Vec<u64> = self.entries.values().filter(|o| o.client.is_none()).map(|o| o.expires.0).collect();
+        if proxys.len() >= tenth_of_all {
+            let cut = nth(proxys, tenth_of_all);
+            self.retain(|o| o.client.is_some() || o.expires.0 > cut);
+        } else {
+            let cut = nth(self.entries.values().map(|o| o.expires.0).collect(), tenth_of_all);
+            self.retain(|o| o.expires.0 > cut);
+        }
     }
+
+    /// Makes room for one more of `client`'s entries: its expired ones go,
+    /// then the tenth of its own that expire soonest.
+    fn evict_client(&mut self, client: &str, now: UnixMillis) {
+        let mine = |o: &Owner| o.client.as_deref() == Some(client);
+        self.retain(|o| !mine(o) || o.expires > now);
+        if self.per_client.get(client).copied().unwrap_or(0) < MAX_PER_CLIENT {
+            return;
+        }
+        let cut = nth(self.entries.values().filter(|o| mine(o)).map(|o| o.expires.0).collect(), MAX_PER_CLIENT / 10);
+        self.retain(|o| !mine(o) || o.expires.0 > cut);
+    }
+}
+
+/// The `n`th smallest of `expiries` (0-based, the last when there are
+/// fewer): the entries that expire at it or sooner go.
+fn nth(mut expiries: Vec<u64>, n: usize) -> u64 {
+    if expiries.is_empty() {
+        return 0;
+    }
+    let n = n.min(expiries.len() - 1);
+    let (_, cut, _) = expiries.select_nth_unstable(n);
+    *cut
 }
 
 #[cfg(test)]
@@ -877,9 +1066,9 @@ mod tests {
         let one = Resource::parse("files/one").expect("r");
         let two = Resource::parse("files/two").expect("r");
         let cache = Resource::parse("cachedContents/c").expect("r");
-        reg.remember(&one, "k-a", None, NOW);
-        reg.remember(&two, "k-b", None, NOW);
-        reg.remember(&cache, "k-a", Some(UnixMillis(NOW.0 + 1000)), NOW);
+        reg.remember(&one, "k-a", None, None, NOW);
+        reg.remember(&two, "k-b", None, None, NOW);
+        reg.remember(&cache, "k-a", Some(UnixMillis(NOW.0 + 1000)), None, NOW);
         assert_eq!(reg.owner(&one, NOW), Some("k-a"));
         assert_eq!(reg.owner_of_all(&[one.clone(), cache.clone()], NOW), Ok(Some("k-a")));
         assert_eq!(reg.owner_of_all(&[Resource::parse("files/unknown").expect("r")], NOW), Ok(None));
@@ -901,16 +1090,23 @@ mod tests {
         let upload = Resource::upload("up-1").expect("r");
         let rows: Vec<Vec<SqlValue>> = [(&file, None), (&upload, Some(UnixMillis(NOW.0 + 5)))]
             .into_iter()
-            .map(|(r, exp)| row_statement(r.name(), Some(&reg.remember(r, "k-a", exp, NOW))).1)
+            .map(|(r, exp)| row_statement(r.name(), reg.remember(r, "k-a", exp, Some("client-1"), NOW).as_ref()).1)
             .collect();
         let back: Vec<(Resource, Owner)> = rows.iter().map(|r| from_row(r).expect("row")).collect();
         assert_eq!(back[0].0, file);
         assert_eq!(back[1].0, upload);
         let restored = Registry::restore(back.clone(), NOW);
         assert_eq!((restored.owner(&file, NOW), restored.owner(&upload, NOW)), (Some("k-a"), Some("k-a")));
+        assert!(restored.may_see(&file, Asker::Client("client-1"), NOW));
+        // A row written before clients were told apart has no client: the
+        // proxy key's.
+        let old =
+            from_row(&[SqlValue::Text("files/old".into()), SqlValue::Text("k".into()), int(NOW.0 + 9), SqlValue::Null]);
+        assert_eq!(old.expect("row").1.client, None);
         let later = Registry::restore(back, UnixMillis(NOW.0 + 5));
         assert_eq!((later.owner(&file, NOW), later.len()), (Some("k-a"), 1), "the expired upload is not restored");
-        assert!(from_row(&[SqlValue::Text("nonsense".into()), SqlValue::Text("k".into()), int(1)]).is_err());
+        let nonsense = [SqlValue::Text("nonsense".into()), SqlValue::Text("k".into()), int(1), SqlValue::Null];
+        assert!(from_row(&nonsense).is_err());
     }
 
     #[test]
@@ -918,14 +1114,48 @@ mod tests {
         let mut reg = Registry::default();
         for i in 0..MAX_ENTRIES {
             let r = Resource::parse(&format!("files/f{i}")).expect("r");
-            reg.remember(&r, "k", Some(UnixMillis(NOW.0 + 1 + i as u64)), NOW);
+            reg.remember(&r, "k", Some(UnixMillis(NOW.0 + 1 + i as u64)), None, NOW);
         }
         let late = Resource::parse("files/late").expect("r");
-        reg.remember(&late, "k", None, NOW);
+        reg.remember(&late, "k", None, None, NOW);
         assert!(reg.len() <= MAX_ENTRIES);
         assert_eq!(reg.owner(&late, NOW), Some("k"));
         assert_eq!(reg.owner(&Resource::parse("files/f0").expect("r"), NOW), None, "the soonest to expire went");
         let last = Resource::parse(&format!("files/f{}", MAX_ENTRIES - 1)).expect("r");
         assert_eq!(reg.owner(&last, NOW), Some("k"));
+    }
+
+    #[test]
+    fn a_client_sees_only_what_it_made_and_keeps_it_against_others() {
+        let mut reg = Registry::default();
+        let a = Resource::parse("files/a").expect("r");
+        let listed = Resource::parse("files/listed").expect("r");
+        assert!(reg.remember(&a, "k", None, Some("alice"), NOW).is_some());
+        // Seen again (a listing, another client's answer): still Alice's,
+        // and nothing to write.
+        assert_eq!(reg.remember(&a, "k", Some(UnixMillis(NOW.0 + 48 * HOUR_MS)), Some("bob"), NOW), None);
+        reg.remember(&listed, "k", None, None, NOW);
+        assert!(reg.may_see(&a, Asker::Client("alice"), NOW));
+        assert!(!reg.may_see(&a, Asker::Client("bob"), NOW));
+        assert!(!reg.may_see(&listed, Asker::Client("alice"), NOW), "the proxy's own");
+        assert!(!reg.may_see(&Resource::parse("files/unknown").expect("r"), Asker::Client("alice"), NOW));
+        assert!(reg.may_see(&a, Asker::Anyone, NOW) && reg.may_see(&listed, Asker::Anyone, NOW));
+        assert_eq!(reg.names_of("alice", "files/", NOW), ["files/a"]);
+        assert!(reg.names_of("alice", "cachedContents/", NOW).is_empty());
+    }
+
+    #[test]
+    fn one_client_cannot_evict_anothers_entries() {
+        let mut reg = Registry::default();
+        let bobs = Resource::parse("files/bobs").expect("r");
+        reg.remember(&bobs, "k", None, Some("bob"), NOW);
+        for i in 0..MAX_PER_CLIENT + 50 {
+            let r = Resource::parse(&format!("files/m{i}")).expect("r");
+            reg.remember(&r, "k", Some(UnixMillis(NOW.0 + 1 + i as u64)), Some("mallory"), NOW);
+        }
+        assert!(reg.names_of("mallory", "files/", NOW).len() <= MAX_PER_CLIENT);
+        assert!(reg.may_see(&bobs, Asker::Client("bob"), NOW));
+        let newest = Resource::parse(&format!("files/m{}", MAX_PER_CLIENT + 49)).expect("r");
+        assert!(reg.may_see(&newest, Asker::Client("mallory"), NOW));
     }
 }

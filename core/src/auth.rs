@@ -117,13 +117,24 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| percent_decode(v))
 }
 
-/// The query without any `key` parameter (which would carry a credential
-/// upstream).
+/// Query parameters that Google reads as a credential, a billed project, a
+/// method or a JSONP wrapper (its "system parameters"); a caller's are never
+/// sent upstream, where the pool key is the one credential. Matched after
+/// percent-decoding, case-insensitively, with or without Google's `$`.
+const SYSTEM_PARAMS: &[&str] =
+    &["key", "access_token", "oauth_token", "bearer_token", "userproject", "httpmethod", "callback", "quotauser"];
+
+/// The query without any parameter that would carry a credential (or
+/// another [`SYSTEM_PARAMS`] entry) upstream.
 pub fn strip_key_param(query: &str) -> String {
+    let dropped = |name: &str| {
+        let name = percent_decode(name).to_ascii_lowercase();
+        SYSTEM_PARAMS.contains(&name.trim().trim_start_matches('$'))
+    };
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| percent_decode(pair.split_once('=').map_or(*pair, |(k, _)| k)) != "key")
+        .filter(|pair| !dropped(pair.split_once('=').map_or(*pair, |(k, _)| k)))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -196,6 +207,10 @@ mod tests {
         assert_eq!(strip_key_param("alt=sse&key=abc"), "alt=sse");
         assert_eq!(strip_key_param("key=abc"), "");
         assert_eq!(strip_key_param("k%65y=abc&pageSize=5&"), "pageSize=5");
+        assert_eq!(
+            strip_key_param("access_token=ya29.x&alt=sse&$userProject=p&Callback=f&oauth_token=t&%24key=k&quotaUser=u"),
+            "alt=sse"
+        );
         assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
         assert_eq!(percent_decode("%41%42"), "AB");
     }

@@ -143,6 +143,22 @@ pub struct Config {
     /// upload's). Unset: from the request's `X-Forwarded-Proto` and
     /// `X-Forwarded-Host`, else its own origin.
     pub public_url: Option<UpstreamBase>,
+    /// `CORS_ORIGINS`: the web origins (`scheme://host[:port]`, lower-case;
+    /// `*` for any, `null` for pages without one) an open proxy serves and
+    /// grants CORS to. A proxy with a key grants any origin: its callers
+    /// send the key in a header, never a cookie.
+    pub cors_origins: Vec<String>,
+    /// `ALLOWED_HOSTS`: host names (lower-case, no port) an open proxy
+    /// answers besides `localhost`, the loopback addresses, its listen
+    /// address and `PUBLIC_URL`'s host.
+    pub allowed_hosts: Vec<String>,
+    /// Whether an open proxy checks a request's `Host` (the defence against
+    /// DNS rebinding). On by default; the Worker turns it off unless
+    /// `ALLOWED_HOSTS` is set (its host names are Cloudflare's to route).
+    pub check_host: bool,
+    /// The host host-runner listens on (`GEMINI_PROXY_LISTEN`, set by
+    /// host-runner for its component, not by users), a `Host` it answers.
+    pub listen_host: Option<String>,
 }
 
 impl Config {
@@ -203,8 +219,58 @@ impl Config {
                 first_byte_ms: seconds("UPSTREAM_FIRST_BYTE_TIMEOUT", defaults.first_byte_ms)?,
                 idle_ms: seconds("UPSTREAM_IDLE_TIMEOUT", defaults.idle_ms)?,
             },
+            cors_origins: match get("CORS_ORIGINS") {
+                None => Vec::new(),
+                Some(v) => parse_origins(&v).map_err(|why| ConfigError { var: "CORS_ORIGINS", why })?,
+            },
+            allowed_hosts: match get("ALLOWED_HOSTS") {
+                None => Vec::new(),
+                Some(v) => parse_hosts(&v).map_err(|why| ConfigError { var: "ALLOWED_HOSTS", why })?,
+            },
+            check_host: true,
+            listen_host: get("GEMINI_PROXY_LISTEN").map(|l| host_of(l.trim()).to_owned()),
         })
     }
+}
+
+/// The host of `host[:port]` (`[v6]` kept in brackets), lower-case.
+pub fn host_of(authority: &str) -> String {
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) => h,
+        _ => authority,
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Parses `CORS_ORIGINS`: comma-separated origins (`scheme://host[:port]`),
+/// `*`, or `null`.
+fn parse_origins(value: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for origin in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        let valid = origin == "*"
+            || origin == "null"
+            || (UpstreamBase::parse(&origin).is_ok_and(|b| b.path.is_empty())
+                && (origin.starts_with("http://") || origin.starts_with("https://")));
+        if !valid {
+            return Err(format!("{origin:?} is not an origin (scheme://host[:port], `null` or `*`)"));
+        }
+        out.push(origin);
+    }
+    Ok(out)
+}
+
+/// Parses `ALLOWED_HOSTS`: comma-separated host names or addresses (a port
+/// is ignored).
+fn parse_hosts(value: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for host in value.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        if !host.chars().all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c)) {
+            return Err(format!("{host:?} is not a host name (give names like proxy.example.com or 192.168.1.5)"));
+        }
+        out.push(host_of(host));
+    }
+    Ok(out)
 }
 
 /// `"30"` or `"1.5"` seconds as milliseconds, within 1 ms and a day.

@@ -35,6 +35,12 @@ pub enum ProxyError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// A client named a resource that is not its own (or no one's).
+    #[error("{resource} was not found")]
+    ResourceNotFound {
+        /// The resource.
+        resource: String,
+    },
     /// The admin named a key the pool does not hold.
     #[error("no key with id {id} in the pool; GET /admin/keys lists them")]
     NotFoundKey {
@@ -53,6 +59,15 @@ pub enum ProxyError {
     /// Authenticated, but not allowed this way.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// An open proxy was addressed by a host name not its own (DNS
+    /// rebinding, [`crate::web`]).
+    #[error(
+        "this proxy is open (no PROXY_API_KEY, no client key) and answers only its own host names, not {host:?}: add the name to ALLOWED_HOSTS, or set PROXY_API_KEY"
+    )]
+    MisdirectedHost {
+        /// The `Host` the request named.
+        host: String,
+    },
     /// The client's key may not use this model.
     #[error("client key \"{client}\" may not use model {model}; ask the proxy's admin to allow it")]
     ModelNotAllowed {
@@ -197,7 +212,10 @@ impl ProxyError {
     /// The HTTP status this error maps to.
     pub fn status(&self) -> u16 {
         match self {
-            Self::NotFound { .. } | Self::NotFoundKey { .. } | Self::NotFoundClient { .. } => 404,
+            Self::NotFound { .. }
+            | Self::NotFoundKey { .. }
+            | Self::NotFoundClient { .. }
+            | Self::ResourceNotFound { .. } => 404,
             Self::Conflict(_) => 409,
             Self::MethodNotAllowed { .. } => 405,
             Self::Unauthorized(_) => 401,
@@ -207,6 +225,7 @@ impl ProxyError {
             Self::PayloadTooLarge { .. } => 413,
             Self::UriTooLong { .. } => 414,
             Self::HeadersTooLarge { .. } => 431,
+            Self::MisdirectedHost { .. } => 421,
             Self::UpstreamTimedOut { .. } => 504,
             Self::AllKeysLimited { .. }
             | Self::RateLimitedEverywhere { .. }
@@ -220,7 +239,10 @@ impl ProxyError {
 
     fn gemini_status(&self) -> &'static str {
         match self {
-            Self::NotFound { .. } | Self::NotFoundKey { .. } | Self::NotFoundClient { .. } => "NOT_FOUND",
+            Self::NotFound { .. }
+            | Self::NotFoundKey { .. }
+            | Self::NotFoundClient { .. }
+            | Self::ResourceNotFound { .. } => "NOT_FOUND",
             Self::Conflict(_) => "FAILED_PRECONDITION",
             Self::MethodNotAllowed { .. } => "UNIMPLEMENTED",
             Self::Unauthorized(_) => "UNAUTHENTICATED",
@@ -231,7 +253,7 @@ impl ProxyError {
             | Self::UriTooLong { .. }
             | Self::HeadersTooLarge { .. } => "INVALID_ARGUMENT",
             Self::UpstreamTimedOut { .. } => "DEADLINE_EXCEEDED",
-            Self::Forbidden(_) | Self::ModelNotAllowed { .. } => "PERMISSION_DENIED",
+            Self::Forbidden(_) | Self::ModelNotAllowed { .. } | Self::MisdirectedHost { .. } => "PERMISSION_DENIED",
             Self::AllKeysLimited { .. }
             | Self::RateLimitedEverywhere { .. }
             | Self::ClientQuota { .. }
@@ -246,14 +268,16 @@ impl ProxyError {
 
     fn openai_type_and_code(&self) -> (&'static str, &'static str) {
         match self {
-            Self::NotFound { .. } | Self::NotFoundKey { .. } | Self::NotFoundClient { .. } => {
-                ("invalid_request_error", "not_found")
-            }
+            Self::NotFound { .. }
+            | Self::NotFoundKey { .. }
+            | Self::NotFoundClient { .. }
+            | Self::ResourceNotFound { .. } => ("invalid_request_error", "not_found"),
             Self::Conflict(_) => ("invalid_request_error", "conflict"),
             Self::MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
             Self::Unauthorized(_) => ("authentication_error", "invalid_api_key"),
             Self::BadRequest(_) => ("invalid_request_error", "invalid_request"),
             Self::Forbidden(_) => ("permission_error", "forbidden"),
+            Self::MisdirectedHost { .. } => ("invalid_request_error", "misdirected_request"),
             Self::ModelNotAllowed { .. } => ("permission_error", "model_not_allowed"),
             Self::ClientQuota { .. } => ("rate_limit_error", "client_quota_exceeded"),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
@@ -336,6 +360,7 @@ impl ProxyError {
             }
             R::OwnerGone { resource, why } => Self::ResourceOwnerGone { resource, why },
             R::Conflict { first, second } => Self::ResourcesOfTwoKeys { first, second },
+            R::NotFound { resource } => Self::ResourceNotFound { resource },
         }
     }
 

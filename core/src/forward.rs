@@ -41,8 +41,9 @@ use crate::route::{self, Dialect, Forward, MAX_BODY_BYTES, Op, PIPED_UPLOAD_ABOV
 use crate::secret::{self, KeyId};
 use crate::stats::StatsView;
 use crate::stream::{HEAD_BYTES, Seen};
-use crate::upstream::{self, Verdict};
-use std::collections::VecDeque;
+use crate::upstream::{self, Confirmation, Verdict};
+use crate::web;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 /// At most this many upstream attempts (so keys) per request.
@@ -379,6 +380,8 @@ struct Relay {
     upstream_headers: Headers,
     /// The resources the request names ([`affinity`]).
     resources: Vec<Resource>,
+    /// The one its path names, if any (also in `resources`).
+    in_path: Option<Resource>,
     /// Google's 403 or 404 for a resource no key was known to own, kept
     /// while other keys are asked: the answer if none can see it.
     not_seen: Option<Response>,
@@ -391,6 +394,39 @@ struct Relay {
     /// A listing merged across the pool ([`listing`]), and the reports of
     /// the keys it asked so far.
     merge: Option<(Merge, Vec<Report>)>,
+    /// A key whose refusal may be the caller's doing, being checked alone.
+    suspect: Option<Suspect>,
+    /// When a client lists a collection: the names of its own resources
+    /// there, the only items it is shown.
+    own: Option<HashSet<String>>,
+    /// What waits for those names.
+    pending: Option<Pending>,
+}
+
+/// What a client's listing does once its names are known.
+#[derive(Debug)]
+enum Pending {
+    /// Goes on with the keys of its first walk (a merged listing).
+    Walk(Vec<Lease>),
+    /// Sends the request with this key.
+    Send(Lease),
+}
+
+/// The start of the names a listing of `fwd`'s lists (`files/`), when it is
+/// a `GET` of a collection itself.
+fn listed_prefix(fwd: &Forward) -> Option<String> {
+    let collection = fwd.upstream_path.strip_prefix('/')?;
+    let plain = !collection.is_empty() && collection.bytes().all(|b| b.is_ascii_alphanumeric());
+    (fwd.op == Op::Resource && fwd.method == Method::Get && !fwd.upload && plain).then(|| format!("{collection}/"))
+}
+
+/// A key under check ([`Verdict::Suspect`]): the answer it gave the caller
+/// (its status and headers stay in the [`Relay`]), and its check's status.
+#[derive(Debug)]
+struct Suspect {
+    lease: Lease,
+    body: Vec<u8>,
+    check_status: u16,
 }
 
 impl Relay {
@@ -419,6 +455,14 @@ enum Waiting {
     AdminAnswer,
     CheckHead,
     CheckBody,
+    /// The head of a suspect key's check.
+    ConfirmHead,
+    /// The body of a suspect key's check.
+    ConfirmBody,
+    /// A listing client's own names.
+    Names,
+    /// Whether the proxy is open ([`Admission::Gated`]).
+    Gate,
     /// The answer to a queued step.
     Queued,
     Over,
@@ -454,6 +498,11 @@ pub struct Exchange {
     request_id: Option<String>,
     /// The request's own scheme and authority, as the host received it.
     origin: Option<(String, String)>,
+    /// What a gated admission becomes when the proxy is open, and when not.
+    gate: Option<(Admission, Admission)>,
+    /// Whether the request needed a key (the proxy has `PROXY_API_KEY`, the
+    /// admin's, or client keys exist): its answer may go to any origin.
+    keyed: bool,
 }
 
 impl Exchange {
@@ -476,6 +525,8 @@ impl Exchange {
             admin: None,
             request_id,
             origin: None,
+            gate: None,
+            keyed: false,
         }
     }
 
@@ -491,6 +542,11 @@ impl Exchange {
     /// proxy's own URL when neither `PUBLIC_URL` nor `X-Forwarded-Host`
     /// tells it.
     pub fn with_origin(mut self, scheme: &str, authority: &str) -> Self {
+        // A host that hands the authority over apart from the headers
+        // (wasi:http) leaves no `Host` among them: it is the request's.
+        if headers::get(&self.headers, "host").is_none() && !authority.is_empty() {
+            self.headers.push(("host".to_owned(), authority.as_bytes().to_vec()));
+        }
         self.origin = Some((scheme.to_owned(), authority.to_owned()));
         self
     }
@@ -564,10 +620,21 @@ impl Exchange {
                 self.check_found(CheckInfo { status: "error".into(), at: 0, reason: Some(reason) })
             }
             (Waiting::CheckBody, Event::ErrorBody(body)) => self.check_body(&body),
+            (Waiting::ConfirmHead, Event::Head { status, .. }) => self.confirm_head(status),
+            (Waiting::ConfirmHead, Event::SendFailed { .. }) => self.confirmed(None),
+            (Waiting::ConfirmBody, Event::ErrorBody(body)) => self.confirmed(Some(&body)),
             (Waiting::Walk, Event::Admin(answer)) => self.walked(answer),
+            (Waiting::Gate, Event::Admin(answer)) => self.gated(&answer),
+            (Waiting::Names, Event::Admin(answer)) => self.names(&answer),
             (Waiting::ListPage, Event::ErrorBody(body)) => self.listed(&body),
             (
-                Waiting::Lease | Waiting::Stats | Waiting::Reset | Waiting::AdminAnswer | Waiting::Walk,
+                Waiting::Lease
+                | Waiting::Stats
+                | Waiting::Reset
+                | Waiting::AdminAnswer
+                | Waiting::Walk
+                | Waiting::Gate
+                | Waiting::Names,
                 Event::StoreFailed(why),
             ) => {
                 let log = self.log(format!("the key store failed: {why}"));
@@ -594,7 +661,46 @@ impl Exchange {
     }
 
     fn admit(&mut self) -> Step {
-        match admit::decide(&self.cfg, &self.method, &self.path_and_query, &self.headers) {
+        self.keyed = self.cfg.proxy_key.is_some();
+        let admission = admit::decide(&self.cfg, &self.method, &self.path_and_query, &self.headers);
+        self.admitted(admission)
+    }
+
+    /// Whether the proxy is open decided a gated admission.
+    fn gated(&mut self, answer: &AdminAnswer) -> Step {
+        let Some((open, closed)) = self.gate.take() else { return self.host_bug(Waiting::Gate, &Event::Done) };
+        let is_open = answer.status == 200
+            && serde_json::from_str::<serde_json::Value>(&answer.body).is_ok_and(|v| v["open"].as_bool() == Some(true));
+        if is_open {
+            self.admitted(open)
+        } else {
+            self.keyed = true;
+            self.admitted(closed)
+        }
+    }
+
+    /// Why an open proxy refuses the request from the web, if it does: a
+    /// request let in without a key (`client`: none) on a proxy without
+    /// `PROXY_API_KEY` ([`web::refusal`]). Checked once the key store
+    /// answered, before anything goes upstream.
+    fn web_refusal(&self, client: Option<&str>) -> Option<ProxyError> {
+        (self.cfg.proxy_key.is_none() && client.is_none()).then(|| web::refusal(&self.cfg, &self.headers)).flatten()
+    }
+
+    /// The CORS grant of this request's answers ([`web::grant`]) applied
+    /// to `headers`.
+    fn cors(&self, headers: &mut Vec<(String, String)>) {
+        let client = self.relay.as_ref().is_some_and(|r| r.client.is_some());
+        web::apply(&web::grant(&self.cfg, &self.headers, self.keyed || client), headers);
+    }
+
+    fn admitted(&mut self, admission: Admission) -> Step {
+        match admission {
+            Admission::Gated { open, closed } => {
+                self.gate = Some((*open, *closed));
+                self.waiting = Waiting::Gate;
+                Step::Admin(AdminOp::Open)
+            }
             Admission::Respond(r) => self.emit([Step::Respond(r)]),
             Admission::Stats(view) => {
                 self.waiting = Waiting::Stats;
@@ -606,6 +712,7 @@ impl Exchange {
             }
             Admission::Admin(route) => {
                 self.dialect = Dialect::Gemini;
+                self.keyed = true;
                 let reads_body = route.reads_body();
                 self.admin = Some(AdminWork {
                     route,
@@ -654,10 +761,14 @@ impl Exchange {
                     status: 0,
                     upstream_headers: Vec::new(),
                     resources: Vec::new(),
+                    in_path: None,
                     not_seen: None,
                     upload_over: false,
                     piped,
                     merge: None,
+                    suspect: None,
+                    own: None,
+                    pending: None,
                 });
                 if !has_body || piped.is_some() {
                     return self.bind(Vec::new());
@@ -684,6 +795,7 @@ impl Exchange {
             // the bytes): never read for a model or for names. A chunk
             // names its upload, in its query.
             let in_path = affinity::in_upstream_path(&relay.fwd.upstream_path, false);
+            relay.in_path.clone_from(&in_path);
             relay.resources = in_path.into_iter().chain(affinity::upload_in_query(&relay.fwd.upstream_query)).collect();
         } else {
             match Merge::of(&relay.fwd) {
@@ -706,6 +818,7 @@ impl Exchange {
             // form (a file's bytes, on their way to `files`).
             let openai = relay.fwd.dialect == Dialect::OpenAi;
             let in_path = affinity::in_upstream_path(&relay.fwd.upstream_path, openai);
+            relay.in_path.clone_from(&in_path);
             let json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
             let in_body = if openai && !json { Vec::new() } else { affinity::in_body(&body) };
             relay.resources = in_path.into_iter().chain(in_body).collect();
@@ -763,9 +876,21 @@ impl Exchange {
     }
 
     fn send(&mut self, lease: Lease) -> Step {
+        let first = self.relay.as_ref().is_some_and(|r| r.attempts.tried.is_empty());
+        if first && let Some(e) = self.web_refusal(lease.client.as_deref()) {
+            return self.fail(e);
+        }
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Lease, &Event::Done) };
-        if relay.attempts.tried.is_empty() {
+        if first {
             relay.client.clone_from(&lease.client);
+        }
+        // A client's listing shows only its own: their names first.
+        if let (true, None, None, Some(client), Some(prefix)) =
+            (first, &relay.own, &relay.merge, lease.client.clone(), listed_prefix(&relay.fwd))
+        {
+            relay.pending = Some(Pending::Send(lease));
+            self.waiting = Waiting::Names;
+            return Step::Admin(AdminOp::Names { client, prefix });
         }
         let (from, len) = match relay.piped {
             Some(n) => (BodyFrom::Client(n), n),
@@ -790,15 +915,25 @@ impl Exchange {
         // key store knows the upload before the client has the URL its
         // chunks go to.
         let starts_upload = relay.fwd.upload && headers::get(&upstream_headers, UPLOAD_URL).is_some();
+        // A client's listing is read whole, to show it only its own.
+        if success && relay.own.is_some() {
+            relay.status = status;
+            relay.upstream_headers = upstream_headers;
+            self.waiting = Waiting::ErrorBody;
+            return Step::ReadErrorBody { limit: listing::MAX_PAGE_BYTES };
+        }
         if success && !starts_upload {
             self.waiting = Waiting::Stream;
             let headers = relayed_headers(&upstream_headers, false, relay.lease.as_ref());
             relay.upload_over = relay.fwd.upload
-                && headers::get(&upstream_headers, "x-goog-upload-status").is_some_and(|s| s.trim() == "final");
+                && headers::get(&upstream_headers, "x-goog-upload-status")
+                    .is_some_and(|s| matches!(s.trim(), "final" | "cancelled"));
             // An answer that may create a resource is read for its name.
             let content_type = headers::get(&upstream_headers, "content-type").unwrap_or_default();
             let readable = ["application/json", "text/event-stream"].iter().any(|t| content_type.starts_with(t));
             let head = if relay.fwd.op == Op::Resource && readable { HEAD_BYTES } else { 0 };
+            let mut headers = headers;
+            self.cors(&mut headers);
             return Step::Stream { status, headers, head };
         }
         relay.status = status;
@@ -854,10 +989,36 @@ impl Exchange {
                 let report = relay.attempts.failed(&lease, &model, outcome, false);
                 return self.next_attempt(Some(report));
             }
+            // A 403 for a resource another key may own is no sign against
+            // this one (the owner is looked for below).
+            Verdict::Suspect if status != 403 || relay.resources.is_empty() => {
+                return self.confirm_key(lease, body.to_vec());
+            }
+            Verdict::Suspect => Outcome::ClientError { status },
             Verdict::Relay(outcome) => outcome,
             Verdict::Success => Outcome::Success,
         };
-        let body = redact(&String::from_utf8_lossy(body));
+        self.answer(lease, public, body, outcome)
+    }
+
+    /// Relays the upstream's answer (`body`, read whole) to the client,
+    /// after the report of `lease`'s attempt: an upload's URLs made the
+    /// proxy's, a resource another key may own looked for there.
+    fn answer(&mut self, lease: Lease, public: Option<String>, body: &[u8], outcome: Outcome) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ErrorBody, &Event::Done) };
+        let model = relay.model().to_owned();
+        let status = relay.status;
+        let mut body = secret::redact(&String::from_utf8_lossy(body), &[&lease.secret]);
+        if let (true, Some(own)) = ((200..300).contains(&status), &relay.own) {
+            match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(mut page) => {
+                    affinity::keep_own(&mut page, own);
+                    body = page.to_string();
+                }
+                // Nothing of another's is shown, whatever came.
+                Err(_) => body = "{}".to_owned(),
+            }
+        }
         let mut headers = relayed_headers(&relay.upstream_headers, true, Some(&lease));
         let mut report = Report::of(&lease, &model, outcome);
         if let (true, Some(public)) = ((200..300).contains(&status) && relay.fwd.upload, public) {
@@ -870,13 +1031,21 @@ impl Exchange {
                 }
             }
         }
+        let concerns = |r: &Resource| match &relay.in_path {
+            Some(in_path) => r == in_path,
+            None => r.name().rsplit('/').next().is_some_and(|id| !id.is_empty() && body.contains(id)),
+        };
+        let concerned: Vec<String> =
+            relay.resources.iter().filter(|r| concerns(r)).map(|r| r.name().to_owned()).collect();
         let response = Response { status, headers, body };
         relay.attempts.tried.push(lease.id.clone());
         if matches!(status, 403 | 404) && !relay.resources.is_empty() {
             if lease.pinned {
                 // The owner no longer sees it (deleted, expired): forgotten,
                 // so that a resource of the same name is looked for again.
-                report.deleted = relay.resources.iter().map(|r| r.name().to_owned()).collect();
+                // Only the one the answer concerns: the path's, else those
+                // Google's answer names.
+                report.deleted = concerned;
             } else {
                 // Another key may own it: asked next; this key is fine.
                 relay.not_seen = Some(response);
@@ -906,8 +1075,10 @@ impl Exchange {
             return self.emit([Step::Report(report)]);
         }
         if !lease.pinned {
-            // The key could see every resource the request named: its own.
-            report.owned = relay.resources.iter().map(|r| Owned { name: r.name().to_owned(), expires: None }).collect();
+            // The key could see the resource the path named: its own. Names
+            // in a request body are never taken (a caller could name
+            // another's), only what answers create or list.
+            report.owned = relay.in_path.iter().map(|r| Owned { name: r.name().to_owned(), expires: None }).collect();
         }
         if relay.upload_over {
             let over = relay.resources.iter().filter(|r| r.kind() == affinity::Kind::Upload);
@@ -927,7 +1098,6 @@ impl Exchange {
     /// The keys of a merged listing, or why there are none.
     fn walked(&mut self, answer: AdminAnswer) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Walk, &Event::Done) };
-        let Some((merge, _)) = relay.merge.as_mut() else { return self.host_bug(Waiting::Walk, &Event::Done) };
         let said: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
         if answer.status != 200 {
             let e = match serde_json::from_value::<Refusal>(said["refused"].clone()) {
@@ -944,8 +1114,40 @@ impl Exchange {
         if let Some(client) = said["client"].as_str() {
             relay.client = Some(client.to_owned());
         }
-        let next = merge.walked(answer.leases);
+        let client = relay.client.clone();
+        if let Some(e) = self.web_refusal(client.as_deref()) {
+            return self.fail(e);
+        }
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Walk, &Event::Done) };
+        if let (Some(client), None, Some(prefix)) = (client, &relay.own, listed_prefix(&relay.fwd)) {
+            relay.pending = Some(Pending::Walk(answer.leases));
+            self.waiting = Waiting::Names;
+            return Step::Admin(AdminOp::Names { client, prefix });
+        }
+        self.walk_on(answer.leases)
+    }
+
+    /// Goes on with a merged listing's keys.
+    fn walk_on(&mut self, leases: Vec<Lease>) -> Step {
+        let Some((merge, _)) = self.relay.as_mut().and_then(|r| r.merge.as_mut()) else {
+            return self.host_bug(Waiting::Walk, &Event::Done);
+        };
+        let next = merge.walked(leases);
         self.list_next(next)
+    }
+
+    /// A listing client's own names ([`AdminOp::Names`]): the listing goes
+    /// on, showing only those (none, if the key store could not tell).
+    fn names(&mut self, answer: &AdminAnswer) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Names, &Event::Done) };
+        let said: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        let names = said["names"].as_array().into_iter().flatten().filter_map(|n| n.as_str().map(str::to_owned));
+        relay.own = Some(if answer.status == 200 { names.collect() } else { HashSet::new() });
+        match relay.pending.take() {
+            Some(Pending::Walk(leases)) => self.walk_on(leases),
+            Some(Pending::Send(lease)) => self.send(lease),
+            None => self.host_bug(Waiting::Names, &Event::Done),
+        }
     }
 
     /// Asks the next key for its page, or answers with the merged page.
@@ -1015,6 +1217,7 @@ impl Exchange {
                 let report = relay.attempts.failed(&lease, &model, outcome, false);
                 return self.list_failed(report);
             }
+            Verdict::Suspect => return self.confirm_key(lease, body.to_vec()),
             Verdict::Relay(outcome) => {
                 // The caller's own mistake (a malformed filter, say):
                 // Google's answer.
@@ -1035,9 +1238,13 @@ impl Exchange {
             };
             return self.list_over(Some(report), e.to_response(self.dialect));
         };
-        let mut report = Report::of(&lease, &model, Outcome::Success);
+        let mut report = Report { listed: true, ..Report::of(&lease, &model, Outcome::Success) };
         for (r, expires) in affinity::told_of(&page, false) {
             report.own(r.name(), expires);
+        }
+        let mut page = page;
+        if let Some(own) = &relay.own {
+            affinity::keep_own(&mut page, own);
         }
         let Some((merge, reports)) = relay.merge.as_mut() else {
             return self.host_bug(Waiting::ListPage, &Event::Done);
@@ -1045,6 +1252,66 @@ impl Exchange {
         reports.push(report);
         let next = merge.fetched(&page);
         self.list_next(next)
+    }
+
+    /// Checks a suspect key alone ([`Verdict::Suspect`]) with a call that
+    /// carries nothing of the caller's, before its refusal is held
+    /// against it; `body` is the answer it gave the caller.
+    fn confirm_key(&mut self, lease: Lease, body: Vec<u8>) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ErrorBody, &Event::Done) };
+        let request = admin::check_request(&self.cfg, &lease);
+        relay.suspect = Some(Suspect { lease, body, check_status: 0 });
+        self.waiting = Waiting::ConfirmHead;
+        Step::Send(request)
+    }
+
+    fn confirm_head(&mut self, status: u16) -> Step {
+        let Some(suspect) = self.relay.as_mut().and_then(|r| r.suspect.as_mut()) else {
+            return self.host_bug(Waiting::ConfirmHead, &Event::Done);
+        };
+        suspect.check_status = status;
+        self.waiting = Waiting::ConfirmBody;
+        Step::ReadErrorBody { limit: 64 * 1024 }
+    }
+
+    /// What a suspect key's check found (`None`: it could not be sent):
+    /// refused again, the key is out and the request goes on with another
+    /// (a listing with the keys after it); otherwise the caller gets the
+    /// key's first answer and the key is left alone.
+    fn confirmed(&mut self, check_body: Option<&[u8]>) -> Step {
+        let public = self.relay.as_ref().is_some_and(|r| r.fwd.upload).then(|| self.public_base()).flatten();
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ConfirmBody, &Event::Done) };
+        let Some(Suspect { lease, body, check_status }) = relay.suspect.take() else {
+            return self.host_bug(Waiting::ConfirmBody, &Event::Done);
+        };
+        let redact = |text: &str| secret::redact(text, &[&lease.secret]);
+        let found = check_body.map_or(Confirmation::Unknown, |b| upstream::confirm(check_status, b, redact));
+        let status = relay.status;
+        let model = relay.model().to_owned();
+        match (found, relay.merge.as_mut()) {
+            (Confirmation::KeyRejected(outcome), None) => {
+                let report = relay.attempts.failed(&lease, &model, outcome, false);
+                self.next_attempt(Some(report))
+            }
+            (Confirmation::KeyRejected(outcome), Some(_)) => {
+                let report = relay.attempts.failed(&lease, &model, outcome, false);
+                let Some((merge, reports)) = relay.merge.as_mut() else {
+                    return self.host_bug(Waiting::ConfirmBody, &Event::Done);
+                };
+                reports.push(report);
+                let next = merge.skip();
+                self.list_next(next)
+            }
+            (Confirmation::KeyWorks | Confirmation::Unknown, None) => {
+                self.answer(lease, public, &body, Outcome::ClientError { status })
+            }
+            (Confirmation::KeyWorks | Confirmation::Unknown, Some(_)) => {
+                let headers = relayed_headers(&relay.upstream_headers, true, Some(&lease));
+                let response = Response { status, headers, body: redact(&String::from_utf8_lossy(&body)) };
+                let report = Report::of(&lease, &model, Outcome::ClientError { status });
+                self.list_over(Some(report), response)
+            }
+        }
     }
 
     fn admin_op(&mut self, body: &[u8]) -> Step {
@@ -1157,9 +1424,10 @@ impl Exchange {
 
     fn next_queued(&mut self) -> Step {
         match self.queue.pop_front() {
-            Some(step) => {
-                if matches!(step, Step::Respond(_)) {
+            Some(mut step) => {
+                if let Step::Respond(response) = &mut step {
                     self.answered = true;
+                    self.cors(&mut response.headers);
                 }
                 self.waiting = Waiting::Queued;
                 step
@@ -1515,6 +1783,7 @@ mod tests {
                 client: None,
                 owned: Vec::new(),
                 deleted: Vec::new(),
+                listed: false,
             }]
         );
         assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
@@ -1603,6 +1872,14 @@ mod tests {
         // The keys that could not see it are fine.
         assert!(t.settled.iter().all(|r| r.outcome == Outcome::ClientError { status: 403 }), "{:?}", t.settled);
         let owner = keys[2].clone();
+        // A name in a request body is never taken as the key's: the next
+        // prompt looks again. A get of the file itself tells.
+        assert!(t.reports[0].owned.is_empty(), "{:?}", t.reports[0].owned);
+        host.upstream = [Answer::Status(403, NOT_YOURS), Answer::Status(403, NOT_YOURS), Answer::Status(200, "{}")]
+            .into_iter()
+            .collect();
+        let t = host.run("GET", "/v1beta/files/abc", &[("x-goog-api-key", "client")]);
+        assert_eq!(t.keys_sent().last(), Some(&owner));
         assert_eq!(t.reports[0].owned, [Owned { name: "files/abc".into(), expires: None }]);
 
         // From now on, only the owner; Google's 403 from it is final.
@@ -1621,10 +1898,8 @@ mod tests {
 
         // Two resources of two keys: a 400, nothing sent.
         let mut host = Host::new(2, &[]);
-        with_file(&mut host, &["files/one"]);
-        let one = generate(&mut host).keys_sent();
-        with_file(&mut host, &["files/two"]);
-        let two = generate(&mut host).keys_sent();
+        let one = host.run("GET", "/v1beta/files/one", &[("x-goog-api-key", "client")]).keys_sent();
+        let two = host.run("GET", "/v1beta/files/two", &[("x-goog-api-key", "client")]).keys_sent();
         assert_ne!(one, two, "the ring moved on: owned by different keys");
         with_file(&mut host, &["files/one", "files/two"]);
         let t = generate(&mut host);
@@ -1703,6 +1978,7 @@ mod tests {
     #[test]
     fn a_large_upload_body_is_piped_once_and_never_read() {
         let mut host = Host::new(4, &[]);
+        host.cfg.allowed_hosts = vec!["proxy.local".into()];
         host.key_in_upload_url = true;
         let start = [("x-goog-upload-protocol", "resumable"), ("host", "proxy.local")];
         let t = host.run("POST", "/upload/v1beta/files", &start);
@@ -1864,8 +2140,7 @@ mod tests {
 
         // Found, then deleted through the proxy: forgotten.
         let mut host = Host::new(3, &[Answer::Status(403, NOT_YOURS), Answer::Status(200, "{}")]);
-        with_file(&mut host, &["files/abc"]);
-        let owner = generate(&mut host).keys_sent()[1].clone();
+        let owner = host.run("GET", "/v1beta/files/abc", &[("x-goog-api-key", "client")]).keys_sent()[1].clone();
         let lease = host.pool.acquire_naming("m", &[res("files/abc")], &[], NOW).expect("owner");
         assert!(lease.pinned && lease.id == owner);
         let t = host.run("DELETE", "/v1beta/files/abc", &[("x-goog-api-key", "client")]);
@@ -1894,7 +2169,8 @@ mod tests {
             assert!(!r.body.contains(fake_keys("DRIVER", 1)[0].expose()), "{}", r.body);
             assert_eq!(r.header("content-type"), Some("application/json"));
             assert_eq!(r.header("content-length"), None, "the body changed length");
-            assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+            // An open proxy grants no page CORS (none asked here).
+            assert_eq!(r.header("access-control-allow-origin"), None);
             assert!(host.pool.snapshot(UnixMillis(0)).keys.iter().all(|k| k.disabled.is_none()));
         }
     }
@@ -2139,7 +2415,10 @@ mod tests {
     #[test]
     fn stats_and_reset_are_the_hosts_to_render_and_apply() {
         let mut ex = Exchange::new(Arc::new(config(None)), Method::Get, "/stat.json".into(), Vec::new());
-        assert_eq!(ex.resume(Event::Start), Step::Stats(StatsView::Json));
+        // An open proxy asks the key store whether it is still open.
+        assert_eq!(ex.resume(Event::Start), Step::Admin(AdminOp::Open));
+        let open = AdminAnswer { status: 200, body: r#"{"open":true}"#.into(), leases: Vec::new() };
+        assert_eq!(ex.resume(Event::Admin(open)), Step::Stats(StatsView::Json));
         assert_eq!(ex.resume(Event::Done), Step::Done);
         assert!(ex.answered());
         let mut ex = Exchange::new(
@@ -2148,7 +2427,9 @@ mod tests {
             "/stat/reset".into(),
             h(&[("authorization", "Bearer k")]),
         );
-        assert_eq!(ex.resume(Event::Start), Step::Reset);
+        assert_eq!(ex.resume(Event::Start), Step::Admin(AdminOp::Open));
+        let open = AdminAnswer { status: 200, body: r#"{"open":true}"#.into(), leases: Vec::new() };
+        assert_eq!(ex.resume(Event::Admin(open)), Step::Reset);
         assert!(matches!(ex.resume(Event::Done), Step::Respond(r) if r.status == 200));
         assert_eq!(ex.resume(Event::Done), Step::Done);
     }
@@ -2206,5 +2487,220 @@ mod tests {
         let t = host.run("POST", path, &[("x-goog-api-key", "proxy-key-123456")]);
         assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
         assert_eq!(t.reports[0].client, None);
+    }
+
+    const LEAKED: &str = r#"{"error":{"code":403,"message":"Your API key was reported as leaked. Please use another API key.","status":"PERMISSION_DENIED"}}"#;
+    const UNKNOWN_FIELD: &str = r#"{"error":{"code":400,"message":"Invalid JSON payload received. Unknown name \"consumer_suspended\": Cannot find field.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"description":"Unknown name \"consumer_suspended\""}]}]}}"#;
+
+    fn disabled_keys(host: &Host) -> usize {
+        let snapshot = host.pool.snapshot(UnixMillis(1_800_000_000_000));
+        snapshot.keys.iter().filter(|k| k.disabled.is_some()).count()
+    }
+
+    #[test]
+    fn the_callers_words_in_googles_answer_never_disable_a_key() {
+        let mut host = Host::new(3, &[Answer::Status(400, UNKNOWN_FIELD)]);
+        let t = generate(&mut host);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(400));
+        assert_eq!(t.sent.len(), 1, "no retry, no check");
+        assert_eq!(t.reports[0].outcome, Outcome::ClientError { status: 400 });
+        // A listing relays Google's answer to its query, and moves on to no
+        // other key.
+        host.upstream = [Answer::Status(400, UNKNOWN_FIELD)].into_iter().collect();
+        let t = host.run("GET", "/v1beta/files?consumer_suspended=1", &[("x-goog-api-key", "client")]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(400));
+        assert!(t.json()["error"]["message"].as_str().is_some_and(|m| m.contains("consumer_suspended")));
+        assert_eq!(t.sent.len(), 1);
+        assert_eq!(disabled_keys(&host), 0);
+    }
+
+    #[test]
+    fn a_suspect_key_is_checked_alone_and_disabled_only_when_refused_again() {
+        // Leaked: refused again by its check, so out; the next key serves.
+        let mut host = Host::new(3, &[Answer::Status(403, LEAKED), Answer::Status(403, LEAKED)]);
+        let t = generate(&mut host);
+        assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
+        assert_eq!(t.sent.len(), 3);
+        assert_eq!(t.sent[1].0, t.sent[0].0, "the check is the suspect key's");
+        assert!(t.sent[1].1.path_and_query.ends_with("/models?pageSize=1"), "{:?}", t.sent[1].1.path_and_query);
+        assert_eq!(t.sent[1].1.method, Method::Get);
+        assert!(t.sent[1].1.headers.iter().all(|(n, _)| n == "x-goog-api-key"), "nothing of the caller's");
+        assert!(matches!(&t.settled[0].outcome, Outcome::KeyRejected { reason } if reason.contains("leaked")));
+        assert_eq!(disabled_keys(&host), 1);
+        // The caller's own 403: the key works alone, so Google's answer is
+        // relayed and the key left alone.
+        let denied = r#"{"error":{"code":403,"message":"You do not have permission to access the tuned model","status":"PERMISSION_DENIED"}}"#;
+        for check in [Answer::Status(200, "{}"), Answer::Unreachable, Answer::Status(429, PER_MINUTE)] {
+            host.upstream = [Answer::Status(403, denied), check].into_iter().collect();
+            let t = generate(&mut host);
+            assert_eq!(t.response.as_ref().map(|r| r.status), Some(403));
+            assert_eq!(t.sent.len(), 2);
+            assert_eq!(t.reports.last().map(|r| &r.outcome), Some(&Outcome::ClientError { status: 403 }));
+            assert_eq!(disabled_keys(&host), 1);
+        }
+        // A bare 401 is checked too.
+        host.upstream = [Answer::Status(401, ""), Answer::Status(200, "{}")].into_iter().collect();
+        let t = generate(&mut host);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(401));
+        assert_eq!(disabled_keys(&host), 1);
+        // In a listing, a key refused again is skipped; the others list.
+        let mut host = Host::new(2, &[Answer::Status(403, LEAKED), Answer::Status(403, LEAKED)]);
+        let t = host.run("GET", "/v1beta/files", &[("x-goog-api-key", "client")]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(200));
+        assert_eq!(t.sent.len(), 3, "the page, the check, the other key's page");
+        assert_eq!(disabled_keys(&host), 1);
+    }
+
+    #[test]
+    fn an_open_proxy_serves_no_page_of_another_origin_and_no_foreign_host() {
+        let mut host = Host::new(2, &[]);
+        let path = "/v1beta/models/gemini-2.5-flash:generateContent";
+        for (headers, status) in [
+            (&[("origin", "https://evil.example")][..], 403),
+            (&[("host", "rebound.evil.example:8787")][..], 421),
+            (&[("sec-fetch-site", "cross-site")][..], 403),
+        ] {
+            let t = host.run("POST", path, headers);
+            let r = t.response.as_ref().expect("refused");
+            assert_eq!(r.status, status, "{headers:?}");
+            assert!(r.header("access-control-allow-origin").is_none());
+            assert!(t.sent.is_empty(), "nothing upstream");
+            let t = host.run("GET", "/v1beta/files", headers);
+            assert_eq!(t.response.as_ref().map(|r| r.status), Some(status), "a listing, {headers:?}");
+            assert!(t.sent.is_empty());
+        }
+        let preflight = [("origin", "https://evil.example"), ("access-control-request-method", "POST")];
+        let t = host.run("OPTIONS", path, &preflight);
+        assert!(t.response.as_ref().expect("answered").header("access-control-allow-origin").is_none());
+        // The proxy's own page, and a tool, are served; without a grant for
+        // any other origin.
+        let t = host.run("POST", path, &[("host", "127.0.0.1:8787"), ("origin", "http://127.0.0.1:8787")]);
+        assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
+        // A listed origin is served and granted.
+        host.cfg.cors_origins = vec!["https://chat.example".into()];
+        let t = host.run("POST", path, &[("origin", "https://chat.example")]);
+        let (status, headers) = t.streamed.expect("streamed");
+        assert_eq!(status, 200);
+        assert!(headers.contains(&("access-control-allow-origin".into(), "https://chat.example".into())));
+        let t = host.run("OPTIONS", path, &[("origin", "https://chat.example")]);
+        assert_eq!(t.response.expect("preflight").header("access-control-allow-origin"), Some("https://chat.example"));
+    }
+
+    #[test]
+    fn once_a_client_key_exists_the_statistics_need_the_admin_key_and_pages_get_cors() {
+        use crate::clients::ClientSettings;
+        let mut host = Host::new(2, &[]);
+        host.cfg = crate::test_support::config_with(None, Some("admin-key-0123456789"));
+        let t = host.run("GET", "/stat.json", &[]);
+        assert!(t.response.is_none(), "open: the statistics, rendered by the host");
+        let settings =
+            ClientSettings { name: Some("c".into()), models: None, daily_requests: None, daily_tokens: None };
+        let now = UnixMillis(1_800_000_000_000);
+        host.pool.clients_mut().create("gpc-client-0123456789", settings, now).expect("client");
+        for path in ["/stat.json", "/metrics", "/stat"] {
+            for headers in [&[][..], &[("x-goog-api-key", "gpc-client-0123456789")][..]] {
+                let t = host.run("GET", path, headers);
+                assert_eq!(t.response.as_ref().map(|r| r.status), Some(401), "{path} {headers:?}");
+            }
+            let t = host.run("GET", path, &[("x-goog-api-key", "admin-key-0123456789")]);
+            assert!(t.response.is_none(), "{path}: the statistics, rendered by the host");
+        }
+        let t = host.run("POST", "/stat/reset", &[("x-gemini-proxy-action", "reset")]);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(401));
+        // A page of any origin with a client key is served, with CORS.
+        let path = "/v1beta/models/gemini-2.5-flash:generateContent";
+        let t = host.run("OPTIONS", path, &[("origin", "https://chat.example")]);
+        assert_eq!(t.response.expect("preflight").header("access-control-allow-origin"), Some("*"));
+        let t =
+            host.run("POST", path, &[("origin", "https://chat.example"), ("x-goog-api-key", "gpc-client-0123456789")]);
+        let (_, headers) = t.streamed.expect("served");
+        assert!(headers.contains(&("access-control-allow-origin".into(), "*".into())));
+    }
+
+    #[test]
+    fn a_batch_names_its_output_file_and_an_owners_404_forgets_only_what_it_concerns() {
+        const DONE: &str = r#"{"name":"batches/b-1","done":true,"metadata":{"@type":"type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch","output":{"responsesFile":"files/batch-out-1"}},"response":{"responsesFile":"files/batch-out-1"}}"#;
+        let mut host = Host::new(3, &[Answer::Status(200, DONE)]);
+        let t = host.run("GET", "/v1beta/batches/b-1", &[("x-goog-api-key", "client")]);
+        let names: Vec<&str> = t.reports[0].owned.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["batches/b-1", "files/batch-out-1"]);
+        let owner = t.keys_sent()[0].clone();
+        let t = host.run("GET", "/v1beta/files/batch-out-1", &[("x-goog-api-key", "client")]);
+        assert_eq!(t.keys_sent(), std::slice::from_ref(&owner), "straight to its owner");
+        // A prompt naming the file and the batch: the owner's 404 names the
+        // file, which alone is forgotten.
+        let gone = r#"{"error":{"code":404,"message":"File batch-out-1 was not found.","status":"NOT_FOUND"}}"#;
+        host.upstream = [Answer::Status(404, gone)].into_iter().collect();
+        host.body = Ok(
+            br#"{"contents":[{"parts":[{"fileData":{"fileUri":"files/batch-out-1"}}]}],"cachedContent":"batches/b-1"}"#
+                .to_vec(),
+        );
+        let t = generate(&mut host);
+        assert_eq!(t.reports[0].deleted, ["files/batch-out-1"]);
+        // Names in a request body are never registered.
+        host.body = Ok(br#"{"contents":[{"parts":[{"fileData":{"fileUri":"files/someone-elses"}}]}]}"#.to_vec());
+        host.upstream = [Answer::Status(200, "{}")].into_iter().collect();
+        let t = generate(&mut host);
+        assert!(t.reports[0].owned.is_empty(), "{:?}", t.reports[0].owned);
+    }
+
+    #[test]
+    fn clients_see_only_their_own_resources() {
+        use crate::clients::ClientSettings;
+        let mut host = Host::new(2, &[]);
+        host.cfg = config(Some("proxy-key-123456"));
+        let now = UnixMillis(1_800_000_000_000);
+        let settings = |name: &str| ClientSettings { name: Some(name.into()), ..ClientSettings::default() };
+        let alice = host.pool.clients_mut().create("gpc-alice-0123456789", settings("alice"), now).expect("alice");
+        host.pool.clients_mut().create("gpc-bob-0123456789", settings("bob"), now).expect("bob");
+        let (a, b) =
+            (&[("x-goog-api-key", "gpc-alice-0123456789")][..], &[("x-goog-api-key", "gpc-bob-0123456789")][..]);
+        const CACHE: &str =
+            r#"{"name":"cachedContents/c-1","model":"models/gemini-2.5-flash","expireTime":"2027-02-01T00:00:00Z"}"#;
+        host.upstream = [Answer::Status(200, CACHE)].into_iter().collect();
+        host.body = Ok(br#"{"model":"models/gemini-2.5-flash","contents":[]}"#.to_vec());
+        let t = host.run("POST", "/v1beta/cachedContents", a);
+        assert_eq!(t.reports[0].client.as_deref(), Some(alice.id.as_str()));
+
+        // Bob cannot read, use, delete or cancel it: a 404, nothing sent.
+        host.body = Ok(br#"{"cachedContent":"cachedContents/c-1","contents":[]}"#.to_vec());
+        for (method, path) in [
+            ("GET", "/v1beta/cachedContents/c-1"),
+            ("DELETE", "/v1beta/cachedContents/c-1"),
+            ("PATCH", "/v1beta/cachedContents/c-1"),
+            ("POST", "/v1beta/models/gemini-2.5-flash:generateContent"),
+            ("GET", "/v1beta/files/never-made"),
+        ] {
+            let t = host.run(method, path, b);
+            assert!(t.sent.is_empty(), "{method} {path}");
+            let r = t.response.as_ref().expect("refused");
+            assert_eq!(r.status, 404, "{method} {path}");
+            assert_eq!(t.json()["error"]["status"], "NOT_FOUND");
+        }
+        // Alice can.
+        host.upstream = [Answer::Status(200, CACHE)].into_iter().collect();
+        assert_eq!(host.run("GET", "/v1beta/cachedContents/c-1", a).sent.len(), 1);
+
+        // Listings: each client sees its own; the proxy key, everything.
+        const PAGE: &str = r#"{"cachedContents":[{"name":"cachedContents/c-1"},{"name":"cachedContents/other"}]}"#;
+        let listed = |host: &mut Host, headers: &[(&str, &str)]| {
+            host.upstream = [Answer::Status(200, PAGE), Answer::Status(200, "{}")].into_iter().collect();
+            let t = host.run("GET", "/v1beta/cachedContents", headers);
+            let v = t.json();
+            let items = v["cachedContents"].as_array().cloned().unwrap_or_default();
+            items.iter().map(|i| i["name"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(listed(&mut host, a), ["cachedContents/c-1"]);
+        assert!(listed(&mut host, b).is_empty());
+        let all = listed(&mut host, &[("x-goog-api-key", "proxy-key-123456")]);
+        assert_eq!(all, ["cachedContents/c-1", "cachedContents/other"]);
+        // What a listing found is the proxy's, not the lister's.
+        assert!(!host.pool.names_of(&alice.id, "cachedContents/", now).contains(&"cachedContents/other".to_owned()));
+        // An OpenAI-style list is read whole and kept to the client's own.
+        const FILES: &str = r#"{"object":"list","data":[{"object":"file","id":"files/theirs","filename":"x"}]}"#;
+        host.upstream = [Answer::Status(200, FILES)].into_iter().collect();
+        let t = host.run("GET", "/v1/files", &[("authorization", "Bearer gpc-bob-0123456789")]);
+        assert_eq!(t.json()["data"], serde_json::json!([]));
+        assert_eq!(t.json()["object"], "list");
     }
 }

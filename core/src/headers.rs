@@ -22,13 +22,25 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Client headers never forwarded upstream, besides hop-by-hop ones: every
-/// credential (the upstream gets exactly one: the pool key), the proxy's
-/// own cookie, and `accept-encoding`, so that error bodies arrive readable
-/// for classification. `content-length` is set anew for the body sent.
+/// credential (the upstream gets exactly one: the pool key), a billed
+/// project or method override, the headers a key's restrictions read (so
+/// that a caller cannot make a restricted pool key fail), the browser's
+/// origin, the proxy's own cookie, and `accept-encoding`, so that error
+/// bodies arrive readable for classification. `content-length` is set anew
+/// for the body sent.
 const REQUEST_DROP: &[&str] = &[
     REQUEST_ID,
     "authorization",
     "x-goog-api-key",
+    "x-goog-user-project",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "referer",
+    "origin",
+    "x-android-package",
+    "x-android-cert",
+    "x-ios-bundle-identifier",
     "cookie",
     "accept-encoding",
     "content-length",
@@ -125,6 +137,13 @@ mod tests {
             "Transfer-Encoding",
             "Cookie",
             "TE",
+            "X-Goog-User-Project",
+            "X-HTTP-Method-Override",
+            "Referer",
+            "Origin",
+            "X-Android-Package",
+            "X-Android-Cert",
+            "X-Ios-Bundle-Identifier",
         ] {
             assert!(!forward_request_header(h), "{h}");
         }

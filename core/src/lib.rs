@@ -38,6 +38,7 @@ pub mod test_support;
 pub mod time;
 pub mod upstream;
 pub mod vault;
+pub mod web;
 
 pub use config::Config;
 pub use error::ProxyError;

@@ -214,6 +214,7 @@ mod tests {
             client: None,
             owned: Vec::new(),
             deleted: Vec::new(),
+            listed: false,
         };
         pool.apply(&report, NOW);
         let text = render(&pool.snapshot(NOW));

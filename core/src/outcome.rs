@@ -91,6 +91,10 @@ pub struct Report {
     /// Resources the attempt deleted: the registry forgets them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<String>,
+    /// Whether `owned` was only seen in a listing: what is new to the
+    /// registry is then the proxy's, not the client's who listed it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub listed: bool,
 }
 
 impl Report {
@@ -122,6 +126,7 @@ impl Report {
             client: None,
             owned: Vec::new(),
             deleted: Vec::new(),
+            listed: false,
         }
     }
 }
@@ -203,6 +208,13 @@ pub enum ResourceRefusal {
         resource: String,
         /// What became of the key.
         why: String,
+    },
+    /// The asker is a client, and the resource is not one it made (or
+    /// is unknown): answered as a missing one, so that a client cannot
+    /// learn that another's name exists.
+    NotFound {
+        /// The resource.
+        resource: String,
     },
     /// Two of the resources belong to different keys.
     Conflict {

@@ -541,6 +541,7 @@ mod tests {
                     client: None,
                     owned: Vec::new(),
                     deleted: Vec::new(),
+                    listed: false,
                 };
                 p.apply(&r, UnixMillis(now.0 - hours_ago * crate::time::HOUR_MS));
             }
@@ -576,6 +577,7 @@ mod tests {
                     client: Some(c.id.clone()),
                     owned: Vec::new(),
                     deleted: Vec::new(),
+                    listed: false,
                 };
                 p.apply(&r, now);
             }

@@ -8,7 +8,7 @@
 //! expires. Choosing a key therefore costs the same with ten keys or ten
 //! thousand, however many are marked.
 
-use crate::affinity::{Conflict, Owner, Registry, Resource};
+use crate::affinity::{Asker, Conflict, Owner, Registry, Resource};
 use crate::clients::{Claim, ClientBook};
 use crate::history::{Dim, History};
 use crate::listing::WalkFrom;
@@ -422,18 +422,40 @@ impl KeyPool {
     ) -> Result<Lease, Unavailable> {
         let client = match claim {
             // A chunk of an upload the registry knows, without a credential:
-            // its upload id is its authority ([`crate::admit`]).
-            Some(claim) if claim.hashes.is_empty() && self.knows_upload(resources, now) => None,
+            // its upload id is its authority ([`crate::admit`]), and it
+            // counts against the client that started the upload.
+            Some(claim) if claim.hashes.is_empty() && self.knows_upload(resources, now) => {
+                self.upload_of(resources, now).and_then(|o| o.client.clone())
+            }
             Some(claim) => self.clients.admit(claim, model, now).map_err(|refusal| Unavailable::Refused { refusal })?,
             None => None,
         };
+        // A client names only what it made; anything else is answered as
+        // missing, and nothing is sent.
+        if let Some(c) = client.as_deref()
+            && let Some(r) = resources.iter().find(|r| !self.affinity.may_see(r, Asker::Client(c), now))
+        {
+            return Err(Unavailable::Resource { refusal: ResourceRefusal::NotFound { resource: r.name().to_owned() } });
+        }
         let lease = self.acquire_naming(model, resources, exclude, now)?;
         Ok(Lease { client, ..lease })
     }
 
     /// Whether `resources` name an upload in progress the registry knows.
     fn knows_upload(&self, resources: &[Resource], now: UnixMillis) -> bool {
-        resources.iter().any(|r| r.kind() == crate::affinity::Kind::Upload && self.affinity.owner(r, now).is_some())
+        self.upload_of(resources, now).is_some()
+    }
+
+    /// The registry's entry of the upload in progress `resources` name.
+    fn upload_of(&self, resources: &[Resource], now: UnixMillis) -> Option<&Owner> {
+        let upload = resources.iter().find(|r| r.kind() == crate::affinity::Kind::Upload)?;
+        self.affinity.entry(upload, now)
+    }
+
+    /// The names of client `client`'s resources that start with `prefix`
+    /// (its files, `files/`), for a listing it makes of them.
+    pub fn names_of(&self, client: &str, prefix: &str, now: UnixMillis) -> Vec<String> {
+        self.affinity.names_of(client, prefix, now)
     }
 
     /// Chooses the key for a request that names `resources`: the key that
@@ -492,8 +514,12 @@ impl KeyPool {
             let Some(resource) = Resource::parse(&owned.name).or_else(|| Resource::stored(&owned.name)) else {
                 continue;
             };
-            let owner = self.affinity.remember(&resource, r.key.as_str(), owned.expires, now);
-            rows.push((resource.name().to_owned(), Some(owner)));
+            // A listing's new names are the proxy's; what an answer made is
+            // its client's.
+            let made_by = if r.listed { None } else { r.client.as_deref() };
+            if let Some(owner) = self.affinity.remember(&resource, r.key.as_str(), owned.expires, made_by, now) {
+                rows.push((resource.name().to_owned(), Some(owner)));
+            }
         }
         for name in &r.deleted {
             if let Some(resource) = Resource::parse(name).or_else(|| Resource::stored(name))

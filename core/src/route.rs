@@ -18,6 +18,11 @@ pub enum Dialect {
 /// Pseudo-model under which calls that name no model (lists) are counted.
 pub const NO_MODEL: &str = "(models)";
 
+/// Pseudo-model of an OpenAI-style batch's creation: its models are named
+/// inside the file it runs, which the proxy does not read, so a client kept
+/// to some models may not create one (it is not in [`OPEN_PSEUDO_MODELS`]).
+pub const OPENAI_BATCH: &str = "(OpenAI-style batch, whose models the proxy cannot see)";
+
 /// The largest request body the proxy reads (an upload's is piped).
 pub const MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -122,8 +127,7 @@ impl Forward {
     /// object naming a model; a Gemini body is relayed as it is.
     pub fn bind_body(&mut self, body: &[u8]) -> Result<(), ProxyError> {
         if self.op == Op::Resource {
-            self.bind_resource_body(body);
-            return Ok(());
+            return self.bind_resource_body(body);
         }
         if self.dialect != Dialect::OpenAi || self.op.method() != Method::Post {
             return Ok(());
@@ -132,6 +136,9 @@ impl Forward {
             .map_err(|e| ProxyError::BadRequest(format!("request body is not valid JSON: {e}")))?;
         let obj =
             value.as_object().ok_or_else(|| ProxyError::BadRequest("request body must be a JSON object".into()))?;
+        if top_level_models(body) > 1 {
+            return Err(duplicate_model());
+        }
         let model = match obj.get("model") {
             Some(serde_json::Value::String(m)) => {
                 normalize_model(m).ok_or_else(|| ProxyError::BadRequest(format!("invalid model name {m:?}")))?
@@ -148,21 +155,52 @@ impl Forward {
     /// JSON object naming a `model` (an interaction, a batch) is counted
     /// under that model. Only the top level is read: nested values are
     /// skipped, never built.
-    fn bind_resource_body(&mut self, body: &[u8]) {
+    fn bind_resource_body(&mut self, body: &[u8]) -> Result<(), ProxyError> {
         #[derive(serde::Deserialize)]
         struct Top {
             model: Option<serde_json::Value>,
             stream: Option<serde_json::Value>,
         }
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return;
+            return Ok(());
         }
-        let Ok(top) = serde_json::from_slice::<Top>(body) else { return };
+        // Two `model` members: one for the proxy's check, one for Google?
+        if top_level_models(body) > 1 {
+            return Err(duplicate_model());
+        }
+        let Ok(top) = serde_json::from_slice::<Top>(body) else { return Ok(()) };
         if let Some(model) = top.model.as_ref().and_then(|m| m.as_str()).and_then(normalize_model) {
             self.model = Some(model);
         }
         self.streaming = top.stream.and_then(|s| s.as_bool()).unwrap_or(false);
+        Ok(())
     }
+}
+
+fn duplicate_model() -> ProxyError {
+    ProxyError::BadRequest("the request body names `model` more than once".into())
+}
+
+/// How many `model` members a JSON object's top level has (0 for anything
+/// else). Values are skipped, never built.
+fn top_level_models(body: &[u8]) -> usize {
+    struct Count;
+    impl<'de> serde::de::Visitor<'de> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+            let mut n = 0;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                n += usize::from(key == "model");
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+            Ok(n)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde::Deserializer::deserialize_map(&mut de, Count).unwrap_or(0)
 }
 
 /// Where a request goes: an API request to relay, or one of the proxy's
@@ -534,6 +572,8 @@ fn route_resource(method: &Method, path: &str, query: &str, creds: &Credentials)
         }
         // A fixed set of names, so that made-up paths cannot grow the
         // statistics.
+        // An OpenAI-style batch names its models in its file.
+        ["batches"] if dialect == Dialect::OpenAi && *method == Method::Post => OPENAI_BATCH.to_owned(),
         _ if COLLECTIONS.contains(&name.as_str()) => format!("({name})"),
         _ => OTHER_RESOURCE.to_owned(),
     };
@@ -812,7 +852,7 @@ mod tests {
             // bearer, and under Google's /v1beta/openai.
             ("GET", "/v1/files", bearer(), Dialect::OpenAi, "(files)", "/files", false),
             ("GET", "/v1/files", goog(), Dialect::Gemini, "(files)", "/files", false),
-            ("POST", "/batches", bearer(), Dialect::OpenAi, "(batches)", "/batches", false),
+            ("POST", "/batches", bearer(), Dialect::OpenAi, OPENAI_BATCH, "/batches", false),
             ("GET", "/v1beta/openai/batches/b1", bearer(), Dialect::OpenAi, "(batches)", "/batches/b1", false),
             // The OpenAI SDK escapes the `/` of a Google name in a path.
             ("GET", "/v1/batches/batches%2Fb1", bearer(), Dialect::OpenAi, "(batches)", "/batches/batches%2Fb1", false),
@@ -938,5 +978,27 @@ mod tests {
         let mut g = fwd("POST", "/v1beta/models/m:generateContent", "", &goog());
         g.bind_body(b"not json is relayed as is").expect("gemini bodies are not parsed");
         assert_eq!(fwd("GET", "/v1beta/models", "", &goog()).model(), NO_MODEL);
+    }
+
+    #[test]
+    fn what_a_model_limited_client_could_slip_past_names_a_model() {
+        let none = Credentials::default();
+        let batch = fwd("POST", "/v1/batches", "", &none);
+        assert_eq!(batch.model(), OPENAI_BATCH);
+        assert!(!OPEN_PSEUDO_MODELS.contains(&batch.model()), "a client kept to some models is refused");
+        assert_eq!(fwd("GET", "/v1/batches", "", &none).model(), "(batches)");
+        assert_eq!(fwd("POST", "/v1/batches/batches%2Fb1/cancel", "", &none).model(), "(batches)");
+        let mut cache = fwd("POST", "/v1beta/cachedContents", "", &none);
+        cache.bind_body(br#"{"model": "models/gemini-2.5-pro", "contents": []}"#).expect("one model");
+        assert_eq!(cache.model(), "gemini-2.5-pro");
+        let twice = br#"{"model": "models/gemini-2.5-flash", "contents": [], "model": "models/gemini-2.5-pro"}"#;
+        let e = fwd("POST", "/v1beta/cachedContents", "", &none).bind_body(twice).expect_err("twice");
+        assert_eq!(e.status(), 400);
+        let chat_twice = br#"{"model": "gemini-2.5-flash", "messages": [], "model": "gemini-2.5-pro"}"#;
+        let e = fwd("POST", "/v1/chat/completions", "", &none).bind_body(chat_twice).expect_err("twice");
+        assert_eq!(e.status(), 400);
+        // A nested `model` is not the request's.
+        let nested = br#"{"model": "gemini-2.5-flash", "messages": [{"model": "x"}]}"#;
+        assert!(fwd("POST", "/v1/chat/completions", "", &none).bind_body(nested).is_ok());
     }
 }

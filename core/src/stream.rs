@@ -198,13 +198,15 @@ fn gemini_usage(u: &Value) -> Option<TokenUsage> {
     })
 }
 
+/// OpenAI's `usage`, or the Interactions API's (`total_input_tokens`, …).
 fn openai_usage(u: &Value) -> Option<TokenUsage> {
     let details = |k: &str, field: &str| u.get(k).map_or(0, |d| count(d, field));
+    let first = |a: u64, k: &str| if a > 0 { a } else { count(u, k) };
     u.is_object().then(|| TokenUsage {
-        prompt: count(u, "prompt_tokens"),
-        output: count(u, "completion_tokens"),
-        cached: details("prompt_tokens_details", "cached_tokens"),
-        thinking: details("completion_tokens_details", "reasoning_tokens"),
+        prompt: first(count(u, "prompt_tokens"), "total_input_tokens"),
+        output: first(count(u, "completion_tokens"), "total_output_tokens"),
+        cached: first(details("prompt_tokens_details", "cached_tokens"), "total_cached_tokens"),
+        thinking: first(details("completion_tokens_details", "reasoning_tokens"), "total_thought_tokens"),
     })
 }
 
@@ -430,5 +432,11 @@ mod tests {
         tail.push(answer);
         assert_eq!(tail.seen(), Seen::default(), "no head asked for");
         assert_eq!(UsageTail::keeping_head(usize::MAX).head_limit, HEAD_BYTES);
+    }
+
+    #[test]
+    fn an_interactions_usage_counts() {
+        let done = br#"{"id":"v1_it","status":"completed","usage":{"total_input_tokens":11,"total_output_tokens":7,"total_thought_tokens":3,"total_cached_tokens":2,"total_tokens":21}}"#;
+        assert_eq!(usage_of(done), Some(TokenUsage { prompt: 11, output: 7, cached: 2, thinking: 3 }));
     }
 }

@@ -76,9 +76,18 @@ pub enum Verdict {
     /// The caller's own problem (or one no other key would fix): relay the
     /// answer as it is, after reporting the outcome.
     Relay(Outcome),
+    /// A refusal that may be the key's or the caller's doing (a 401, a 403
+    /// `PERMISSION_DENIED` that names no key reason): the key is checked
+    /// alone ([`Confirmation`]) before anything is held against it.
+    Suspect,
 }
 
-const KEY_REASONS: &[&str] = &[
+/// The `ErrorInfo.reason`s by which Google says that a key itself cannot
+/// be used (invalid, expired, suspended, its project's service off, or a
+/// restriction that no request through the proxy can meet). Only these
+/// structured words disable a key: a message can echo the caller's own
+/// text (unknown field names, invalid values, prompt text).
+pub const KEY_REASONS: &[&str] = &[
     "API_KEY_INVALID",
     "API_KEY_EXPIRED",
     "CONSUMER_SUSPENDED",
@@ -89,45 +98,24 @@ const KEY_REASONS: &[&str] = &[
     "API_KEY_ANDROID_APP_BLOCKED",
     "API_KEY_IOS_APP_BLOCKED",
     "BILLING_DISABLED",
+    "ACCESS_TOKEN_TYPE_UNSUPPORTED",
 ];
 
-const KEY_MESSAGES: &[&str] = &[
-    "api key not valid",
-    "api key expired",
-    "reported as leaked",
-    "has been suspended",
-    "consumer_suspended",
-    "permission denied: consumer",
-    "api key not found",
-    "invalid api key",
-    "has not been used in project",
-];
-
-fn is_key_problem(status: u16, err: &GoogleError) -> bool {
-    let msg = err.message.to_ascii_lowercase();
-    let by_reason = err.reasons.iter().any(|r| KEY_REASONS.contains(&r.as_str()));
-    let by_message = KEY_MESSAGES.iter().any(|m| msg.contains(m));
-    match status {
-        400 | 403 => by_reason || by_message,
-        401 => true,
-        _ => false,
-    }
+/// Whether Google's structured word says the key is unusable.
+fn names_a_key_reason(err: &GoogleError) -> bool {
+    err.reasons.iter().any(|r| KEY_REASONS.contains(&r.as_str()))
 }
 
 /// Classifies an upstream answer. `redact` scrubs secrets from the reason
-/// kept; `body` is the (bounded) error body, ignored for 2xx.
+/// kept; `body` is the (bounded) error body, ignored for 2xx. The key is
+/// judged by the status, `error.status` and `ErrorInfo.reason` only, never
+/// by the message's words.
 pub fn classify(status: u16, body: &[u8], redact: impl Fn(&str) -> String) -> Verdict {
     if (200..300).contains(&status) {
         return Verdict::Success;
     }
     let err = parse_google_error(body);
-    let reason = || {
-        let text = match &err {
-            Some(e) if !e.message.is_empty() => e.message.clone(),
-            _ => format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]).trim()),
-        };
-        redact(&text)
-    };
+    let reason = || error_reason(status, err.as_ref(), body, &redact);
     match status {
         429 => {
             let e = err.clone().unwrap_or_default();
@@ -144,12 +132,56 @@ pub fn classify(status: u16, body: &[u8], redact: impl Fn(&str) -> String) -> Ve
                 reason: reason(),
             }))
         }
-        400 | 401 | 403 if err.as_ref().is_some_and(|e| is_key_problem(status, e)) => {
+        400 | 401 | 403 if err.as_ref().is_some_and(names_a_key_reason) => {
             Verdict::Retry(Outcome::KeyRejected { reason: reason() })
+        }
+        401 => Verdict::Suspect,
+        403 if err.as_ref().is_none_or(|e| e.status.as_deref().is_none_or(|s| s == "PERMISSION_DENIED")) => {
+            Verdict::Suspect
         }
         500 | 502 | 503 | 504 => Verdict::Retry(Outcome::UpstreamError { status, reason: reason() }),
         s if s >= 500 => Verdict::Relay(Outcome::UpstreamError { status, reason: reason() }),
         s => Verdict::Relay(Outcome::ClientError { status: s }),
+    }
+}
+
+/// The reason kept for an error answer: Google's message, else the status
+/// and the body's start; redacted.
+fn error_reason(status: u16, err: Option<&GoogleError>, body: &[u8], redact: &impl Fn(&str) -> String) -> String {
+    let text = match err {
+        Some(e) if !e.message.is_empty() => e.message.clone(),
+        _ => format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]).trim()),
+    };
+    redact(&text)
+}
+
+/// What the check of a suspect key found: the answer to a call that
+/// carries nothing of the caller's (one models list with that key alone,
+/// [`crate::admin::check_request`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The key works: the refusal was the caller's doing; relay it.
+    KeyWorks,
+    /// The key was refused again: it is disabled, with Google's reason
+    /// from this answer.
+    KeyRejected(Outcome),
+    /// Nothing can be told (a 429, a 5xx, no answer): the key is left
+    /// alone and the caller gets the first answer.
+    Unknown,
+}
+
+/// Judges the answer to a suspect key's check. The call carried no input
+/// of the caller's, so any refusal of it (400, 401, 403) is the key's.
+pub fn confirm(status: u16, body: &[u8], redact: impl Fn(&str) -> String) -> Confirmation {
+    match status {
+        200..=299 => Confirmation::KeyWorks,
+        400 | 401 | 403 => {
+            let err = parse_google_error(body);
+            Confirmation::KeyRejected(Outcome::KeyRejected {
+                reason: error_reason(status, err.as_ref(), body, &redact),
+            })
+        }
+        _ => Confirmation::Unknown,
     }
 }
 
@@ -221,8 +253,8 @@ mod tests {
     }
 
     #[test]
-    fn invalid_suspended_and_leaked_keys_are_rejected_with_redacted_reason() {
-        for (status, body) in [(400, INVALID), (403, SUSPENDED), (403, LEAKED)] {
+    fn keys_are_rejected_on_googles_structured_reason_with_a_redacted_reason() {
+        for (status, body) in [(400, INVALID), (403, SUSPENDED)] {
             match classify(status, body.as_bytes(), r) {
                 Verdict::Retry(Outcome::KeyRejected { reason }) => {
                     assert!(!reason.contains("AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW"), "{reason}");
@@ -230,14 +262,59 @@ mod tests {
                 v => panic!("{status}: {v:?}"),
             }
         }
+        let wrong_type = r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"ACCESS_TOKEN_TYPE_UNSUPPORTED"}]}}"#;
+        assert!(matches!(classify(401, wrong_type.as_bytes(), r), Verdict::Retry(Outcome::KeyRejected { .. })));
+    }
+
+    #[test]
+    fn a_leaked_key_a_bare_401_and_a_bare_permission_denied_are_confirmed_first() {
+        assert_eq!(classify(403, LEAKED.as_bytes(), r), Verdict::Suspect);
+        assert_eq!(classify(401, b"", r), Verdict::Suspect);
+        let unauthenticated = br#"{"error":{"code":401,"message":"API key not valid","status":"UNAUTHENTICATED"}}"#;
+        assert_eq!(classify(401, unauthenticated, r), Verdict::Suspect);
+        let denied = br#"{"error":{"code":403,"message":"You do not have permission to access the tuned model","status":"PERMISSION_DENIED"}}"#;
+        assert_eq!(classify(403, denied, r), Verdict::Suspect);
+    }
+
+    /// Google echoes unknown field and parameter names, invalid values and
+    /// prompt text: none of it may read as a key's fault.
+    #[test]
+    fn the_callers_words_echoed_by_google_never_reject_a_key() {
+        let unknown_field = r#"{"error":{"code":400,"message":"Invalid JSON payload received. Unknown name \"consumer_suspended\": Cannot find field.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"description":"Invalid JSON payload received. Unknown name \"consumer_suspended\": Cannot find field."}]}]}}"#;
+        let unknown_param = r#"{"error":{"code":400,"message":"Invalid JSON payload received. Unknown name \"api key not valid\": Cannot bind query parameter. Field 'api key not valid' could not be found in request message.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"description":"Invalid JSON payload received. Unknown name \"api key not valid\""}]}]}}"#;
+        let invalid_value = r#"{"error":{"code":400,"message":"Invalid value at 'contents[0].role' (TYPE_STRING), \"Your API key was reported as leaked. has been suspended\"","status":"INVALID_ARGUMENT"}}"#;
+        let echoed_in_openai = format!("[{unknown_field}]");
+        for body in [unknown_field, unknown_param, invalid_value, echoed_in_openai.as_str(), LOCATION] {
+            assert_eq!(
+                classify(400, body.as_bytes(), r),
+                Verdict::Relay(Outcome::ClientError { status: 400 }),
+                "{body}"
+            );
+        }
+        // A 403 of another kind than PERMISSION_DENIED is the caller's.
+        let other = br#"{"error":{"code":403,"message":"API key not valid: consumer_suspended","status":"FAILED_PRECONDITION"}}"#;
+        assert_eq!(classify(403, other, r), Verdict::Relay(Outcome::ClientError { status: 403 }));
+    }
+
+    #[test]
+    fn a_suspect_keys_check_decides() {
+        assert_eq!(confirm(200, b"{}", r), Confirmation::KeyWorks);
+        match confirm(403, LEAKED.as_bytes(), r) {
+            Confirmation::KeyRejected(Outcome::KeyRejected { reason }) => {
+                assert!(reason.contains("leaked"), "{reason}")
+            }
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(confirm(401, b"", r), Confirmation::KeyRejected(_)));
+        for status in [429, 500, 503] {
+            assert_eq!(confirm(status, b"", r), Confirmation::Unknown, "{status}");
+        }
     }
 
     #[test]
     fn caller_problems_are_relayed_and_key_untouched() {
         assert_eq!(classify(400, LOCATION.as_bytes(), r), Verdict::Relay(Outcome::ClientError { status: 400 }));
         assert_eq!(classify(404, b"{}", r), Verdict::Relay(Outcome::ClientError { status: 404 }));
-        let other403 = br#"{"error":{"code":403,"message":"You do not have permission to access the tuned model","status":"PERMISSION_DENIED"}}"#;
-        assert_eq!(classify(403, other403, r), Verdict::Relay(Outcome::ClientError { status: 403 }));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The variables the proxy reads.
-pub const VARS: [&str; 10] = [
+pub const VARS: [&str; 12] = [
     "API_KEYS",
     "KEY_ENCRYPTION_SECRET",
     "PROXY_API_KEY",
@@ -20,6 +20,8 @@ pub const VARS: [&str; 10] = [
     "UPSTREAM_FIRST_BYTE_TIMEOUT",
     "UPSTREAM_IDLE_TIMEOUT",
     "PUBLIC_URL",
+    "CORS_ORIGINS",
+    "ALLOWED_HOSTS",
 ];
 
 /// Everything this host needs to start.

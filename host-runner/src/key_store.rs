@@ -159,5 +159,6 @@ fn report(r: wit::AttemptReport) -> Report {
         client: r.client,
         owned,
         deleted: r.deleted,
+        listed: r.listed,
     }
 }

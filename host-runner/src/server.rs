@@ -104,8 +104,14 @@ impl Server {
         let origins = vec![opts.config.proxy.gemini_upstream.origin(), opts.config.proxy.openai_upstream.origin()];
         let outbound = Outbound::new(&origins, opts.config.proxy.timeouts)?;
         let backend: Arc<dyn KeyBackend> = store.clone();
-        let (path, env, cache) =
+        let (path, mut env, cache) =
             (&opts.component_path, opts.config.component_env.clone(), opts.compile_cache.as_deref());
+        // The address it listens on is a host name an open proxy answers.
+        let ip = opts.listen.ip();
+        if !ip.is_unspecified() {
+            let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+            env.push(("GEMINI_PROXY_LISTEN".to_owned(), host));
+        }
         let component = match opts.wasi_http {
             WasiHttp::V0_2 => Served::P2(Arc::new(ProxyComponent::new(path, env, backend, outbound, cache)?)),
             WasiHttp::V0_3 => Served::P3(P3Proxy::new(path, env, backend, outbound, cache)?),

@@ -118,6 +118,11 @@ impl SqliteKeyStore {
         conn.execute_batch(clients::SCHEMA)?;
         conn.execute_batch(history::SCHEMA)?;
         conn.execute_batch(affinity::SCHEMA)?;
+        // A registry made before clients were told apart gains its column.
+        match conn.execute_batch(affinity::ADD_CLIENT_COLUMN) {
+            Err(e) if !affinity::is_duplicate_column(&e.to_string()) => return Err(e.into()),
+            _ => {}
+        }
         run(&conn, affinity::prune_statement(clock.now()))?;
         let sealed = load(&conn, persist::SELECT_VAULT, VaultRecord::from_row)?;
         let (runtime, unopened) = proxy_core::vault::open_sealed(vault.as_ref(), sealed);
@@ -448,6 +453,7 @@ mod tests {
                 client: None,
                 owned: Vec::new(),
                 deleted: Vec::new(),
+                listed: false,
             });
         };
         for _ in 0..5 {

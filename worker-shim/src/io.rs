@@ -85,7 +85,11 @@ async fn fetch(
     signal: worker::AbortSignal,
 ) -> worker::Result<Response> {
     let mut init = RequestInit::new();
-    init.with_method(Method::from(up.method.as_str().to_owned())).with_headers(headers_of(&up.headers)?);
+    // A redirect is never followed with the pool key on it: the client
+    // gets the 3xx (its headers scrubbed of the key, as every answer's).
+    init.with_method(Method::from(up.method.as_str().to_owned()))
+        .with_headers(headers_of(&up.headers)?)
+        .with_redirect(worker::RequestRedirect::Manual);
     if up.method.has_body() {
         let body = match (up.body, client) {
             (BodyFrom::Read, _) => js_sys::Uint8Array::from(body).into(),

@@ -247,7 +247,7 @@ async fn the_proxys_own_errors_are_in_the_callers_dialect() {
 
 #[tokio::test]
 async fn browsers_get_cors_on_api_routes() {
-    let h = Harness::new(1).await;
+    let h = Harness::with(pool_keys(1), Some("AQ.hostRUNNERcorsPROXYkey0123456789ab")).await;
     let r = h
         .http
         .request(reqwest::Method::OPTIONS, h.url("/v1/chat/completions"))
@@ -263,6 +263,38 @@ async fn browsers_get_cors_on_api_routes() {
     let r = h.openai("/v1/chat/completions", json!({"model": "gemini-2.5-flash", "messages": []})).await;
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
     assert!(h.fake.requests().iter().all(|r| r.method != "OPTIONS"), "preflights stay at the proxy");
+}
+
+#[tokio::test]
+async fn an_open_proxy_serves_only_its_own_names_and_listed_origins() {
+    let mut h = Harness::new(1).await;
+    h.vars.push(("CORS_ORIGINS".into(), "https://chat.example".into()));
+    h.restart().await;
+    let url = h.url("/v1beta/models/gemini-2.5-flash:generateContent");
+    let body = json!({"contents": [{"parts": [{"text": "hi"}]}]});
+    let post = |origin: Option<&str>, host: Option<&str>| {
+        let mut req = h.http.post(&url).json(&body);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        if let Some(host) = host {
+            req = req.header("host", host);
+        }
+        req.send()
+    };
+    let r = post(Some("https://evil.example"), None).await.expect("foreign page");
+    assert_eq!(r.status(), 403);
+    assert!(!r.headers().contains_key("access-control-allow-origin"));
+    let r = post(None, Some("rebound.evil.example")).await.expect("rebound name");
+    assert_eq!(r.status(), 421);
+    assert!(h.fake.requests().is_empty(), "nothing refused went upstream");
+    let r = post(Some("https://chat.example"), None).await.expect("listed page");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://chat.example");
+    let port = url.split(':').nth(2).and_then(|p| p.split('/').next()).unwrap_or_default().to_owned();
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        assert_eq!(post(None, Some(&host)).await.expect("own name").status(), 200, "{host}");
+    }
 }
 
 #[tokio::test]
