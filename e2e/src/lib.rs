@@ -138,10 +138,15 @@ impl Target {
     /// the chunk to the upload URL handed out, with no credential. Checks
     /// that the URL is the proxy's own.
     pub async fn upload_file(&self, size: usize, mime: &str) -> Uploaded {
+        self.upload_file_as(&self.proxy_key, size, mime).await
+    }
+
+    /// [`Self::upload_file`], started with `key` (a client's).
+    pub async fn upload_file_as(&self, key: &str, size: usize, mime: &str) -> Uploaded {
         let start = self
             .http
             .post(format!("{}/upload/v1beta/files", self.proxy))
-            .header("x-goog-api-key", &self.proxy_key)
+            .header("x-goog-api-key", key)
             .header("x-goog-upload-protocol", "resumable")
             .header("x-goog-upload-command", "start")
             .header("x-goog-upload-header-content-length", size.to_string())

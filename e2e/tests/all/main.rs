@@ -6,6 +6,7 @@
 //! runner filters by name (`worker_only::`), and the restart scenario's
 //! phases in `phases::`, run one at a time around a restart.
 
+mod abuse;
 mod admin;
 mod clients;
 
@@ -710,6 +711,90 @@ mod phases {
         assert_eq!(t.stats().await["keys"].as_array().map(Vec::len), Some(t.keys.len()));
         let r = t.http.get(format!("{}/admin/keys", t.proxy)).send().await.expect("admin");
         assert_eq!(r.status(), 401);
+        web_pages_cannot_use_an_open_proxy(&t).await;
+    }
+
+    /// An open proxy and the web: no CORS grant and no service to a page of
+    /// another origin, no answer under a foreign host name (DNS rebinding;
+    /// the Worker leaves host names to Cloudflare unless ALLOWED_HOSTS is
+    /// set), and once a client key exists, /stat needs the admin key.
+    async fn web_pages_cannot_use_an_open_proxy(t: &Target) {
+        let before = t.upstream_requests().await.len();
+        let url = format!("{}/v1beta/models/e2e-web:generateContent", t.proxy);
+        let r = t
+            .http
+            .request(Method::OPTIONS, &url)
+            .header("origin", "https://evil.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .await
+            .expect("preflight");
+        assert!(!r.headers().contains_key("access-control-allow-origin"), "a grant to a foreign origin");
+        let body = json!({"contents": [{"parts": [{"text": "hi"}]}]});
+        // A "simple" request a page can send without a preflight.
+        let r = t
+            .http
+            .post(&url)
+            .header("origin", "https://evil.example")
+            .header("content-type", "text/plain")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("a page's simple request");
+        assert_eq!(r.status(), 403);
+        assert!(!r.headers().contains_key("access-control-allow-origin"));
+        let r = t.http.get(format!("{}/v1beta/files", t.proxy)).header("sec-fetch-site", "cross-site").send().await;
+        assert_eq!(r.expect("a cross-site listing").status(), 403);
+        if t.host == "host-runner" {
+            let port = t.proxy.rsplit(':').next().unwrap_or_default();
+            let r = t.http.post(&url).header("host", format!("rebound.evil.example:{port}")).json(&body).send().await;
+            assert_eq!(r.expect("a rebound name").status(), 421);
+            let r = t.http.get(format!("{}/stat.json", t.proxy)).header("host", "rebound.evil.example").send().await;
+            assert_eq!(r.expect("stat under a rebound name").status(), 421);
+        }
+        assert_eq!(t.upstream_requests().await.len(), before, "nothing refused went upstream");
+        // The proxy's own page is served (wrangler dev hands the Worker a
+        // Host of its own, so there only tools are).
+        if t.host == "host-runner" {
+            let own = t.http.post(&url).header("origin", t.proxy.as_str()).json(&body).send().await.expect("own page");
+            assert_eq!(own.status(), 200);
+        }
+        assert_eq!(t.http.post(&url).json(&body).send().await.expect("a tool").status(), 200);
+        // Once a client key exists, the statistics need the admin key.
+        assert_eq!(t.http.get(format!("{}/stat.json", t.proxy)).send().await.expect("stat").status(), 200);
+        let (id, secret) = crate::clients::create(t, json!({"name": "e2e closes the open proxy"})).await;
+        for path in ["/stat.json", "/metrics"] {
+            let r = t.http.get(format!("{}{path}", t.proxy)).send().await.expect("stat");
+            assert_eq!(r.status(), 401, "{path} without the admin key");
+            let r = t.http.get(format!("{}{path}", t.proxy)).bearer_auth(&secret).send().await.expect("stat");
+            assert_eq!(r.status(), 401, "{path} with a client key");
+            let r = t.http.get(format!("{}{path}", t.proxy)).bearer_auth(&t.admin_key).send().await.expect("stat");
+            assert_eq!(r.status(), 200, "{path} with the admin key");
+        }
+        // A page of another origin with a client key is served, with CORS.
+        let r = t
+            .http
+            .request(Method::OPTIONS, &url)
+            .header("origin", "https://chat.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-goog-api-key, content-type")
+            .send()
+            .await
+            .expect("preflight");
+        assert_eq!(r.headers().get("access-control-allow-origin").map(|v| v.as_bytes()), Some(&b"*"[..]));
+        let r = t
+            .http
+            .post(&url)
+            .header("origin", "https://chat.example")
+            .header("x-goog-api-key", &secret)
+            .json(&body)
+            .send()
+            .await
+            .expect("a page with a client key");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers().get("access-control-allow-origin").map(|v| v.as_bytes()), Some(&b"*"[..]));
+        crate::clients::revoke(t, &id).await;
     }
 
     /// Ten thousand keys in one paste: added, reported, and the proxy
