@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use proxy_core::ApiKey;
 use proxy_core::Outcome;
-use proxy_core::upstream::{Verdict, classify, parse_google_error};
+use proxy_core::upstream::{Confirmation, Verdict, classify, confirm, parse_google_error};
 
 const SECRET: &str = "AIzaSyFUZZsecretKEYfuzzSECRETkey0000001";
 
@@ -26,9 +26,15 @@ fuzz_target!(|data: &[u8]| {
             Outcome::KeyRejected { reason } | Outcome::UpstreamError { reason, .. } => Some(reason.clone()),
             _ => None,
         },
-        Verdict::Success => None,
+        Verdict::Success | Verdict::Suspect => None,
     };
     if let Some(r) = reason {
         assert!(!r.contains(SECRET), "a secret in a kept reason");
+    }
+    // A suspect key's check: its reason is kept too.
+    if let Confirmation::KeyRejected(Outcome::KeyRejected { reason }) =
+        confirm(status, planted.as_bytes(), |t| proxy_core::secret::redact(t, &[&key]))
+    {
+        assert!(!reason.contains(SECRET), "a secret in a check's reason");
     }
 });
