@@ -38,14 +38,16 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// How long Google keeps a resource of this kind when its answer gives
-    /// no expiry: files 48 hours; the others at least that, so 48 hours
-    /// too (a resource still alive after it is looked for across the pool
-    /// again, and remembered again).
+    /// How long an entry of this kind is remembered when its answer gives
+    /// no expiry: files 48 hours (Google's own); uploads a week; the kinds
+    /// Google keeps longer (file search stores until deleted; batches,
+    /// operations and interactions for weeks) 30 days, renewed while they
+    /// are used: a client reaches only what the registry remembers as its.
     pub fn default_ttl_ms(self) -> u64 {
         match self {
+            Kind::File | Kind::CachedContent => 48 * HOUR_MS,
             Kind::Upload => 7 * 24 * HOUR_MS,
-            _ => 48 * HOUR_MS,
+            Kind::Batch | Kind::Operation | Kind::Interaction | Kind::FileSearchStore => 30 * 24 * HOUR_MS,
         }
     }
 }
@@ -215,17 +217,27 @@ pub const MAX_NAMED: usize = 64;
 /// hold names ([`NAMING_MEMBERS`]) rather than a parse of the whole body
 /// (which may be a large prompt). A member counts only where a member may
 /// start (after `{` or `,`), so text that quotes one (`\"fileUri\"`)
-/// is not taken. Interaction ids are bare (`v1_abc`): taken as
-/// `interactions/…`. At most [`MAX_NAMED`], without repeats.
+/// is not taken; a member name or value written with JSON escapes
+/// (`file\u0055ri`, `files\/abc`) is read as Google reads it. Interaction
+/// ids are bare (`v1_abc`): taken as `interactions/…`. At most
+/// [`MAX_NAMED`], without repeats ([`named_in_body`] tells when there were
+/// more).
 pub fn in_body(body: &[u8]) -> Vec<Resource> {
+    named_in_body(body).0
+}
+
+/// [`in_body`], and whether the body names more than [`MAX_NAMED`]
+/// resources (the rest unread).
+pub fn named_in_body(body: &[u8]) -> (Vec<Resource>, bool) {
     let mut found: Vec<Resource> = Vec::new();
+    let mut more = false;
     let mut at = 0;
     while let Some(q) = body[at..].iter().position(|&b| b == b'"') {
         let start = at + q;
         at = start + 1;
         let Some(end) = string_end(body, start) else { break };
-        let member = &body[start + 1..end];
-        if !NAMING_MEMBERS.contains(&member) || !member_may_start(body, start) {
+        let member = unescaped(&body[start..=end]);
+        if !NAMING_MEMBERS.contains(&member.as_ref()) || !member_may_start(body, start) {
             continue;
         }
         let mut i = skip_ws(body, end + 1);
@@ -234,24 +246,25 @@ pub fn in_body(body: &[u8]) -> Vec<Resource> {
         }
         i = skip_ws(body, i + 1);
         let interaction = member.starts_with(b"previous");
-        let mut take = |value: &[u8]| {
-            let Ok(value) = std::str::from_utf8(value) else { return };
+        let mut take = |quoted: &[u8]| {
+            let value = unescaped(quoted);
+            let Ok(value) = std::str::from_utf8(&value) else { return };
             let resource = if interaction && is_id(value) {
                 Resource::parse(&format!("interactions/{value}"))
             } else {
                 Resource::parse(value)
             };
-            if let Some(r) = resource
-                && !found.contains(&r)
-                && found.len() < MAX_NAMED
-            {
-                found.push(r);
+            match resource {
+                Some(r) if found.contains(&r) => {}
+                Some(_) if found.len() >= MAX_NAMED => more = true,
+                Some(r) => found.push(r),
+                None => {}
             }
         };
         match body.get(i) {
             Some(b'"') => {
                 if let Some(e) = string_end(body, i) {
-                    take(&body[i + 1..e]);
+                    take(&body[i..=e]);
                     at = e + 1;
                 }
             }
@@ -260,7 +273,7 @@ pub fn in_body(body: &[u8]) -> Vec<Resource> {
                 let mut j = skip_ws(body, i + 1);
                 while body.get(j) == Some(&b'"') {
                     let Some(e) = string_end(body, j) else { break };
-                    take(&body[j + 1..e]);
+                    take(&body[j..=e]);
                     j = skip_ws(body, e + 1);
                     if body.get(j) != Some(&b',') {
                         break;
@@ -271,11 +284,24 @@ pub fn in_body(body: &[u8]) -> Vec<Resource> {
             }
             _ => {}
         }
-        if found.len() >= MAX_NAMED {
+        if more {
             break;
         }
     }
-    found
+    (found, more)
+}
+
+/// A JSON string's content (`quoted`, with its quotes), its escapes
+/// decoded when it has any; the raw bytes when it does not parse.
+fn unescaped(quoted: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let inner = &quoted[1..quoted.len() - 1];
+    if !inner.contains(&b'\\') {
+        return inner.into();
+    }
+    match serde_json::from_slice::<String>(quoted) {
+        Ok(s) => s.into_bytes().into(),
+        Err(_) => inner.into(),
+    }
 }
 
 /// The index of the quote that ends the string opened at `open`.
@@ -348,12 +374,27 @@ pub fn told_of(answer: &Value, interaction: bool) -> Vec<(Resource, Option<UnixM
         for file in openai.into_iter().skip(1) {
             add(file, None);
         }
-        // So does a finished native batch's output file.
-        for file in batch_output_files(o) {
+        // So does a finished native batch's output file, and the videos
+        // a finished operation made.
+        for file in batch_output_files(o).into_iter().chain(generated_files(o)) {
             add(file, None);
         }
     }
     out
+}
+
+/// The files a finished long-running operation made (a Veo operation's
+/// `response.generateVideoResponse.generatedSamples[].video.uri`, a
+/// download URL of `files/…`).
+fn generated_files(o: &Value) -> Vec<Resource> {
+    let samples = o.pointer("/response/generateVideoResponse/generatedSamples").and_then(Value::as_array);
+    samples
+        .into_iter()
+        .flatten()
+        .take(MAX_LISTED)
+        .filter_map(|s| s.pointer("/video/uri")?.as_str())
+        .filter_map(|uri| Resource::parse(uri).filter(|r| r.kind() == Kind::File))
+        .collect()
 }
 
 /// Where a native batch names the file of its results: the operation's
@@ -379,14 +420,20 @@ const LIST_MEMBERS: [&str; 7] =
     ["files", "cachedContents", "operations", "batches", "fileSearchStores", "interactions", "data"];
 
 /// Keeps of a list answer (a page) only the items that name one of `own`
-/// (a client's own resources); the rest of the answer is left as it is.
+/// (a client's own resources); a list member of another kind (whose items
+/// the registry does not know) is dropped whole, the rest of the answer
+/// (its page token, say) left as it is.
 pub fn keep_own(page: &mut Value, own: &std::collections::HashSet<String>) {
-    for list in LIST_MEMBERS {
-        let interaction = list == "interactions";
-        if let Some(items) = page.get_mut(list).and_then(Value::as_array_mut) {
-            items.retain(|item| told_of(item, interaction).iter().any(|(r, _)| own.contains(r.name())));
+    let Some(members) = page.as_object_mut() else { return };
+    members.retain(|member, value| {
+        let Some(items) = value.as_array_mut() else { return true };
+        if !LIST_MEMBERS.contains(&member.as_str()) {
+            return false;
         }
-    }
+        let interaction = member == "interactions";
+        items.retain(|item| told_of(item, interaction).iter().any(|(r, _)| own.contains(r.name())));
+        true
+    });
 }
 
 /// An OpenAI-style `file` or `batch` object's resources: itself (its `id`
@@ -696,10 +743,15 @@ impl Registry {
         now: UnixMillis,
     ) -> Option<Owner> {
         let known = self.entries.get(&r.name).filter(|o| o.expires > now);
-        // An answer that gives no expiry keeps the one known.
-        let expires = expires
-            .or_else(|| known.filter(|o| o.key == key).map(|o| o.expires))
-            .unwrap_or(UnixMillis(now.0.saturating_add(r.kind.default_ttl_ms())));
+        // An answer that gives no expiry (a use of the resource) renews
+        // the kind's default, once half of it has run out.
+        let ttl = r.kind.default_ttl_ms();
+        let renewed = UnixMillis(now.0.saturating_add(ttl));
+        let expires = match (expires, known.filter(|o| o.key == key)) {
+            (Some(e), _) => e,
+            (None, Some(o)) if o.expires.0 >= now.0.saturating_add(ttl / 2) => o.expires,
+            (None, _) => renewed,
+        };
         let client = match known {
             Some(o) => o.client.clone(),
             None => made_by.map(str::to_owned),
@@ -1157,5 +1209,39 @@ mod tests {
         assert!(reg.may_see(&bobs, Asker::Client("bob"), NOW));
         let newest = Resource::parse(&format!("files/m{}", MAX_PER_CLIENT + 49)).expect("r");
         assert!(reg.may_see(&newest, Asker::Client("mallory"), NOW));
+    }
+
+    #[test]
+    fn names_written_with_escapes_are_read_as_google_reads_them() {
+        let body = br#"{"contents":[{"parts":[{"fileData":{"file\u0055ri":"files\/alice-file"}}]}],"cached\u0043ontent":"cachedContents\/c1"}"#;
+        let names: Vec<String> = in_body(body).iter().map(|r| r.name().to_owned()).collect();
+        assert_eq!(names, ["files/alice-file", "cachedContents/c1"]);
+        // Quoted in a prompt, still no member.
+        assert!(in_body(br#"{"text":"say \"fileUri\": \"files/x\""}"#).is_empty());
+        let many: Vec<String> = (0..MAX_NAMED + 1).map(|i| format!(r#"{{"fileUri":"files/f{i}"}}"#)).collect();
+        let body = format!(r#"{{"parts":[{}]}}"#, many.join(","));
+        let (found, more) = named_in_body(body.as_bytes());
+        assert_eq!((found.len(), more), (MAX_NAMED, true));
+    }
+
+    #[test]
+    fn a_clients_listing_keeps_its_own_items_and_no_list_of_another_kind() {
+        let own: std::collections::HashSet<String> = ["files/mine".to_owned()].into();
+        let mut page = serde_json::json!({
+            "files": [{"name": "files/mine"}, {"name": "files/theirs"}],
+            "generatedFiles": [{"name": "generatedFiles/g"}],
+            "nextPageToken": "t"
+        });
+        keep_own(&mut page, &own);
+        assert_eq!(page, serde_json::json!({"files": [{"name": "files/mine"}], "nextPageToken": "t"}));
+    }
+
+    #[test]
+    fn a_finished_video_operation_names_its_files() {
+        let op = serde_json::json!({"name": "models/veo-3.0-generate-001/operations/op1", "done": true,
+            "response": {"generateVideoResponse": {"generatedSamples": [
+                {"video": {"uri": "https://generativelanguage.googleapis.com/v1beta/files/vid-1:download?alt=media"}}]}}});
+        let names: Vec<String> = told_of(&op, false).iter().map(|(r, _)| r.name().to_owned()).collect();
+        assert_eq!(names, ["models/veo-3.0-generate-001/operations/op1", "files/vid-1"]);
     }
 }

@@ -401,6 +401,10 @@ struct Relay {
     own: Option<HashSet<String>>,
     /// What waits for those names.
     pending: Option<Pending>,
+    /// Whether the body names more resources than are checked
+    /// ([`affinity::MAX_NAMED`]): refused to a client, which may name only
+    /// its own.
+    names_more: bool,
 }
 
 /// What a client's listing does once its names are known.
@@ -412,12 +416,15 @@ enum Pending {
     Send(Lease),
 }
 
-/// The start of the names a listing of `fwd`'s lists (`files/`), when it is
-/// a `GET` of a collection itself.
-fn listed_prefix(fwd: &Forward) -> Option<String> {
-    let collection = fwd.upstream_path.strip_prefix('/')?;
-    let plain = !collection.is_empty() && collection.bytes().all(|b| b.is_ascii_alphanumeric());
-    (fwd.op == Op::Resource && fwd.method == Method::Get && !fwd.upload && plain).then(|| format!("{collection}/"))
+/// The start of the names a listing of `fwd`'s lists (`files/`,
+/// `models/veo-3/operations/`), when it is a `GET` of a collection that
+/// names no resource (`in_path`: one named was checked to be the asker's,
+/// and what is below it is its too).
+fn listed_prefix(fwd: &Forward, in_path: Option<&Resource>) -> Option<String> {
+    let path = fwd.upstream_path.strip_prefix('/')?;
+    let last = path.rsplit('/').next().unwrap_or_default();
+    let collection = !last.is_empty() && last.bytes().all(|b| b.is_ascii_alphanumeric());
+    (fwd.op == Op::Resource && fwd.method == Method::Get && collection && in_path.is_none()).then(|| format!("{path}/"))
 }
 
 /// A key under check ([`Verdict::Suspect`]): the answer it gave the caller
@@ -769,6 +776,7 @@ impl Exchange {
                     suspect: None,
                     own: None,
                     pending: None,
+                    names_more: false,
                 });
                 if !has_body || piped.is_some() {
                     return self.bind(Vec::new());
@@ -820,9 +828,10 @@ impl Exchange {
             let in_path = affinity::in_upstream_path(&relay.fwd.upstream_path, openai);
             relay.in_path.clone_from(&in_path);
             let json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-            let in_body = if openai && !json { Vec::new() } else { affinity::in_body(&body) };
+            let (in_body, more) = if openai && !json { (Vec::new(), false) } else { affinity::named_in_body(&body) };
             relay.resources = in_path.into_iter().chain(in_body).collect();
             relay.resources.dedup();
+            relay.names_more = more;
         }
         self.body = body;
         self.next_attempt(None)
@@ -884,9 +893,17 @@ impl Exchange {
         if first {
             relay.client.clone_from(&lease.client);
         }
+        if first && relay.names_more && lease.client.is_some() {
+            let e = ProxyError::BadRequest(format!(
+                "the request names more than {} files, caches or other resources; a client key may name at most that many",
+                affinity::MAX_NAMED
+            ));
+            return self.fail(e);
+        }
         // A client's listing shows only its own: their names first.
+        let prefix = listed_prefix(&relay.fwd, relay.in_path.as_ref());
         if let (true, None, None, Some(client), Some(prefix)) =
-            (first, &relay.own, &relay.merge, lease.client.clone(), listed_prefix(&relay.fwd))
+            (first, &relay.own, &relay.merge, lease.client.clone(), prefix)
         {
             relay.pending = Some(Pending::Send(lease));
             self.waiting = Waiting::Names;
@@ -1074,12 +1091,11 @@ impl Exchange {
             report.deleted = relay.resources.iter().map(|r| r.name().to_owned()).collect();
             return self.emit([Step::Report(report)]);
         }
-        if !lease.pinned {
-            // The key could see the resource the path named: its own. Names
-            // in a request body are never taken (a caller could name
-            // another's), only what answers create or list.
-            report.owned = relay.in_path.iter().map(|r| Owned { name: r.name().to_owned(), expires: None }).collect();
-        }
+        // The key could see the resource the path named: its own (and a
+        // use of it renews the registry's entry). Names in a request body
+        // are never taken (a caller could name another's), only what
+        // answers create or list.
+        report.owned = relay.in_path.iter().map(|r| Owned { name: r.name().to_owned(), expires: None }).collect();
         if relay.upload_over {
             let over = relay.resources.iter().filter(|r| r.kind() == affinity::Kind::Upload);
             report.deleted = over.map(|r| r.name().to_owned()).collect();
@@ -1119,7 +1135,7 @@ impl Exchange {
             return self.fail(e);
         }
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Walk, &Event::Done) };
-        if let (Some(client), None, Some(prefix)) = (client, &relay.own, listed_prefix(&relay.fwd)) {
+        if let (Some(client), None, Some(prefix)) = (client, &relay.own, listed_prefix(&relay.fwd, None)) {
             relay.pending = Some(Pending::Walk(answer.leases));
             self.waiting = Waiting::Names;
             return Step::Admin(AdminOp::Names { client, prefix });
@@ -2702,5 +2718,23 @@ mod tests {
         let t = host.run("GET", "/v1/files", &[("authorization", "Bearer gpc-bob-0123456789")]);
         assert_eq!(t.json()["data"], serde_json::json!([]));
         assert_eq!(t.json()["object"], "list");
+        // A list below a model names no resource: kept to the client's own.
+        const OPS: &str = r#"{"operations":[{"name":"models/veo-3/operations/theirs"}]}"#;
+        host.upstream = [Answer::Status(200, OPS)].into_iter().collect();
+        let t = host.run("GET", "/v1beta/models/veo-3/operations", b);
+        assert_eq!(t.json()["operations"], serde_json::json!([]));
+        // More names than are checked: refused to a client, not to the proxy key.
+        let lease = host.pool.acquire("gemini-2.5-flash", &[], now).expect("a key");
+        let mut made = Report { client: Some(alice.id.clone()), ..Report::of(&lease, "(files)", Outcome::Success) };
+        for i in 0..affinity::MAX_NAMED {
+            made.own(&format!("files/f{i}"), None);
+        }
+        host.pool.apply(&made, now);
+        // Alice's 64, then one of no one's past the scan's bound.
+        let many: Vec<String> = (0..=affinity::MAX_NAMED).map(|i| format!(r#"{{"fileUri":"files/f{i}"}}"#)).collect();
+        host.body = Ok(format!(r#"{{"contents":[{{"parts":[{}]}}]}}"#, many.join(",")).into_bytes());
+        let t = host.run("POST", "/v1beta/models/gemini-2.5-flash:generateContent", a);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(400));
+        assert!(t.sent.is_empty());
     }
 }

@@ -58,8 +58,12 @@ pub const REQUEST_ID: &str = "x-gemini-proxy-request-id";
 
 /// Whether a client request header is relayed to the upstream.
 pub fn forward_request_header(name: &str) -> bool {
-    !HOP_BY_HOP.iter().chain(REQUEST_DROP).any(|h| name.eq_ignore_ascii_case(h))
-        && !name.to_ascii_lowercase().starts_with("cf-")
+    let lower = name.to_ascii_lowercase();
+    !HOP_BY_HOP.iter().chain(REQUEST_DROP).any(|h| lower == *h)
+        && !lower.starts_with("cf-")
+        // Google's IAM credentials and delegation.
+        && !lower.starts_with("x-goog-iam-")
+        && !lower.starts_with("x-goog-authenticated-user")
 }
 
 /// Whether an upstream response header is relayed to the client. The
@@ -144,6 +148,8 @@ mod tests {
             "X-Android-Package",
             "X-Android-Cert",
             "X-Ios-Bundle-Identifier",
+            "X-Goog-IAM-Authorization-Token",
+            "X-Goog-Iam-Authority-Selector",
         ] {
             assert!(!forward_request_header(h), "{h}");
         }

@@ -714,6 +714,18 @@ mod phases {
         web_pages_cannot_use_an_open_proxy(&t).await;
     }
 
+    /// A browser's CORS preflight of a POST to `url` from `origin`.
+    async fn preflight(t: &Target, url: &str, origin: &str, headers: &str) -> reqwest::Response {
+        t.http
+            .request(Method::OPTIONS, url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", headers)
+            .send()
+            .await
+            .expect("preflight")
+    }
+
     /// An open proxy and the web: no CORS grant and no service to a page of
     /// another origin, no answer under a foreign host name (DNS rebinding;
     /// the Worker leaves host names to Cloudflare unless ALLOWED_HOSTS is
@@ -721,15 +733,7 @@ mod phases {
     async fn web_pages_cannot_use_an_open_proxy(t: &Target) {
         let before = t.upstream_requests().await.len();
         let url = format!("{}/v1beta/models/e2e-web:generateContent", t.proxy);
-        let r = t
-            .http
-            .request(Method::OPTIONS, &url)
-            .header("origin", "https://evil.example")
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type")
-            .send()
-            .await
-            .expect("preflight");
+        let r = preflight(t, &url, "https://evil.example", "content-type").await;
         assert!(!r.headers().contains_key("access-control-allow-origin"), "a grant to a foreign origin");
         let body = json!({"contents": [{"parts": [{"text": "hi"}]}]});
         // A "simple" request a page can send without a preflight.
@@ -773,15 +777,7 @@ mod phases {
             assert_eq!(r.status(), 200, "{path} with the admin key");
         }
         // A page of another origin with a client key is served, with CORS.
-        let r = t
-            .http
-            .request(Method::OPTIONS, &url)
-            .header("origin", "https://chat.example")
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "x-goog-api-key, content-type")
-            .send()
-            .await
-            .expect("preflight");
+        let r = preflight(t, &url, "https://chat.example", "x-goog-api-key, content-type").await;
         assert_eq!(r.headers().get("access-control-allow-origin").map(|v| v.as_bytes()), Some(&b"*"[..]));
         let r = t
             .http
