@@ -79,6 +79,7 @@ pub fn report(r: &Report) -> ks::AttemptReport {
             .collect(),
         deleted: r.deleted.clone(),
         listed: r.listed,
+        usage_of: r.usage_of.clone(),
     }
 }
 

@@ -626,6 +626,10 @@ pub struct Owner {
     /// told apart). A client sees its own resources only; the proxy key and
     /// the admin see every one.
     pub client: Option<String>,
+    /// Whether the tokens of its finished work (a batch's, an
+    /// interaction's) were counted: they are counted once, however often it
+    /// is read.
+    pub counted: bool,
 }
 
 /// The most resources the registry remembers; past it, the entries that
@@ -642,24 +646,30 @@ CREATE TABLE IF NOT EXISTS affinity (
     name TEXT PRIMARY KEY,
     key_id TEXT NOT NULL,
     expires INTEGER NOT NULL,
-    client TEXT
+    client TEXT,
+    counted INTEGER NOT NULL DEFAULT 0
 );
 ";
-/// Adds the `client` column to a table made before it existed (its rows
-/// are the proxy key's). Where the column exists it fails with
-/// [`is_duplicate_column`]'s message, which a host ignores.
-pub const ADD_CLIENT_COLUMN: &str = "ALTER TABLE affinity ADD COLUMN client TEXT";
+/// Adds the columns a table made before them lacks: `client` (its rows are
+/// the proxy key's) and `counted`. Where a column exists its statement
+/// fails with [`is_duplicate_column`]'s message, which a host ignores.
+pub const ADD_COLUMNS: [&str; 2] = [
+    "ALTER TABLE affinity ADD COLUMN client TEXT",
+    "ALTER TABLE affinity ADD COLUMN counted INTEGER NOT NULL DEFAULT 0",
+];
 
-/// Whether a failure of [`ADD_CLIENT_COLUMN`] only says the column exists.
+/// Whether a failure of an [`ADD_COLUMNS`] statement only says the column
+/// exists.
 pub fn is_duplicate_column(message: &str) -> bool {
     message.contains("duplicate column")
 }
 
-/// Reads every entry: `name, key_id, expires, client`.
-pub const SELECT: &str = "SELECT name, key_id, expires, client FROM affinity";
+/// Reads every entry: `name, key_id, expires, client, counted`.
+pub const SELECT: &str = "SELECT name, key_id, expires, client, counted FROM affinity";
 /// Writes an entry.
-pub const UPSERT: &str = "INSERT INTO affinity (name, key_id, expires, client) VALUES (?1, ?2, ?3, ?4) \
-     ON CONFLICT(name) DO UPDATE SET key_id = excluded.key_id, expires = excluded.expires, client = excluded.client";
+pub const UPSERT: &str = "INSERT INTO affinity (name, key_id, expires, client, counted) VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT(name) DO UPDATE SET key_id = excluded.key_id, expires = excluded.expires, \
+     client = excluded.client, counted = excluded.counted";
 
 /// The statement that writes `owner` of the resource `name`, or forgets
 /// it (`None`).
@@ -672,6 +682,7 @@ pub fn row_statement(name: &str, owner: Option<&Owner>) -> Statement {
                 SqlValue::Text(o.key.clone()),
                 int(o.expires.0),
                 o.client.clone().map_or(SqlValue::Null, SqlValue::Text),
+                int(u64::from(o.counted)),
             ],
         ),
         None => ("DELETE FROM affinity WHERE name = ?1", vec![SqlValue::Text(name.to_owned())]),
@@ -688,7 +699,8 @@ pub fn from_row(row: &[SqlValue]) -> Result<(Resource, Owner), RowError> {
     let mut c = Columns::new("affinity", row);
     let name = c.text()?;
     let r = Resource::stored(&name).ok_or_else(|| c.err(format!("not a resource name: {name:?}")))?;
-    Ok((r, Owner { key: c.text()?, expires: UnixMillis(c.int()?), client: c.opt_text()? }))
+    let (key, expires, client, counted) = (c.text()?, UnixMillis(c.int()?), c.opt_text()?, c.int()? != 0);
+    Ok((r, Owner { key, expires, client, counted }))
 }
 
 /// What the registry knows of the keys' resources, and which client made
@@ -752,11 +764,11 @@ impl Registry {
             (None, Some(o)) if o.expires.0 >= now.0.saturating_add(ttl / 2) => o.expires,
             (None, _) => renewed,
         };
-        let client = match known {
-            Some(o) => o.client.clone(),
-            None => made_by.map(str::to_owned),
+        let (client, counted) = match known {
+            Some(o) => (o.client.clone(), o.counted),
+            None => (made_by.map(str::to_owned), false),
         };
-        let owner = Owner { key: key.to_owned(), expires, client };
+        let owner = Owner { key: key.to_owned(), expires, client, counted };
         if known == Some(&owner) {
             return None;
         }
@@ -791,6 +803,15 @@ impl Registry {
                 self.per_client.remove(client);
             }
         }
+    }
+
+    /// Marks the tokens of `r`'s finished work counted: its entry to
+    /// persist when this is the first time (count them then), `None` when
+    /// they were counted before or `r` is unknown.
+    pub fn count_once(&mut self, r: &Resource, now: UnixMillis) -> Option<Owner> {
+        let entry = self.entries.get_mut(&r.name).filter(|o| o.expires > now && !o.counted)?;
+        entry.counted = true;
+        Some(entry.clone())
     }
 
     /// The key that owns `r`, unless unknown or expired.
@@ -1152,12 +1173,17 @@ mod tests {
         assert!(restored.may_see(&file, Asker::Client("client-1"), NOW));
         // A row written before clients were told apart has no client: the
         // proxy key's.
-        let old =
-            from_row(&[SqlValue::Text("files/old".into()), SqlValue::Text("k".into()), int(NOW.0 + 9), SqlValue::Null]);
+        let old = from_row(&[
+            SqlValue::Text("files/old".into()),
+            SqlValue::Text("k".into()),
+            int(NOW.0 + 9),
+            SqlValue::Null,
+            int(0),
+        ]);
         assert_eq!(old.expect("row").1.client, None);
         let later = Registry::restore(back, UnixMillis(NOW.0 + 5));
         assert_eq!((later.owner(&file, NOW), later.len()), (Some("k-a"), 1), "the expired upload is not restored");
-        let nonsense = [SqlValue::Text("nonsense".into()), SqlValue::Text("k".into()), int(1), SqlValue::Null];
+        let nonsense = [SqlValue::Text("nonsense".into()), SqlValue::Text("k".into()), int(1), SqlValue::Null, int(0)];
         assert!(from_row(&nonsense).is_err());
     }
 

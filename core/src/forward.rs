@@ -1105,6 +1105,20 @@ impl Exchange {
         // expiry it gives.
         let interaction = relay.fwd.upstream_path.split('/').any(|s| s == "interactions");
         let told = affinity::told_of_head(&seen.head, seen.whole, interaction);
+        // The tokens of a batch's or an interaction's finished work count
+        // once, however often it is read (a batch's: its inline responses',
+        // summed; what the answer's tail reported is one of them).
+        let work = relay
+            .in_path
+            .iter()
+            .chain(told.iter().map(|(r, _)| r))
+            .find(|r| matches!(r.kind(), affinity::Kind::Batch | affinity::Kind::Interaction));
+        if let Some(r) = work {
+            if r.kind() == affinity::Kind::Batch {
+                report.usage = if seen.whole { crate::stream::batch_usage(&seen.head) } else { None };
+            }
+            report.usage_of = Some(r.name().to_owned());
+        }
         for (r, expires) in told {
             report.own(r.name(), expires);
         }
@@ -1800,6 +1814,7 @@ mod tests {
                 owned: Vec::new(),
                 deleted: Vec::new(),
                 listed: false,
+                usage_of: None,
             }]
         );
         assert_eq!(t.streamed.as_ref().map(|(s, _)| *s), Some(200));
@@ -2736,5 +2751,37 @@ mod tests {
         let t = host.run("POST", "/v1beta/models/gemini-2.5-flash:generateContent", a);
         assert_eq!(t.response.as_ref().map(|r| r.status), Some(400));
         assert!(t.sent.is_empty());
+    }
+
+    #[test]
+    fn a_batchs_and_an_interactions_tokens_count_once_however_often_they_are_read() {
+        use crate::clients::ClientSettings;
+        let mut host = Host::new(1, &[]);
+        host.cfg = config(Some("proxy-key-123456"));
+        let now = UnixMillis(1_800_000_000_000);
+        let settings = ClientSettings { name: Some("c".into()), ..ClientSettings::default() };
+        let c = host.pool.clients_mut().create("gpc-batcher-0123456789", settings, now).expect("client");
+        let me = &[("x-goog-api-key", "gpc-batcher-0123456789")][..];
+        const MADE: &str = r#"{"name":"batches/b-9","metadata":{"state":"BATCH_STATE_PENDING"}}"#;
+        const DONE: &str = r#"{"name":"batches/b-9","done":true,"metadata":{"output":{"inlinedResponses":{"inlinedResponses":[
+            {"response":{"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":5}}},
+            {"response":{"usageMetadata":{"promptTokenCount":20,"candidatesTokenCount":7,"thoughtsTokenCount":3}}}]}}}}"#;
+        host.upstream = [Answer::Status(200, MADE)].into_iter().collect();
+        host.body = Ok(br#"{"batch":{"inputConfig":{"requests":{"requests":[]}}}}"#.to_vec());
+        host.run("POST", "/v1beta/models/gemini-2.5-flash:batchGenerateContent", me);
+        for _ in 0..3 {
+            host.upstream = [Answer::Status(200, DONE)].into_iter().collect();
+            let t = host.run("GET", "/v1beta/batches/b-9", me);
+            assert_eq!(t.reports[0].usage_of.as_deref(), Some("batches/b-9"));
+        }
+        assert_eq!(host.pool.clients().today(&c.id, now), (4, 45), "4 requests; 10+5+20+7+3 tokens, once");
+        const IT: &str =
+            r#"{"id":"v1_it-4","status":"completed","usage":{"total_input_tokens":8,"total_output_tokens":2}}"#;
+        host.upstream = [Answer::Status(200, IT)].into_iter().collect();
+        host.body = Ok(br#"{"model":"gemini-2.5-flash","input":"hi"}"#.to_vec());
+        host.run("POST", "/v1beta/interactions", me);
+        host.upstream = [Answer::Status(200, IT)].into_iter().collect();
+        host.run("GET", "/v1beta/interactions/v1_it-4", me);
+        assert_eq!(host.pool.clients().today(&c.id, now), (6, 55));
     }
 }

@@ -215,6 +215,7 @@ mod tests {
             owned: Vec::new(),
             deleted: Vec::new(),
             listed: false,
+            usage_of: None,
         };
         pool.apply(&report, NOW);
         let text = render(&pool.snapshot(NOW));

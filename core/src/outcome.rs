@@ -95,6 +95,11 @@ pub struct Report {
     /// registry is then the proxy's, not the client's who listed it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub listed: bool,
+    /// The resource whose finished work `usage` is (a batch's, an
+    /// interaction's): counted the first time only, however often it is
+    /// read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_of: Option<String>,
 }
 
 impl Report {
@@ -127,6 +132,7 @@ impl Report {
             owned: Vec::new(),
             deleted: Vec::new(),
             listed: false,
+            usage_of: None,
         }
     }
 }

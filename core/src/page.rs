@@ -542,6 +542,7 @@ mod tests {
                     owned: Vec::new(),
                     deleted: Vec::new(),
                     listed: false,
+                    usage_of: None,
                 };
                 p.apply(&r, UnixMillis(now.0 - hours_ago * crate::time::HOUR_MS));
             }
@@ -578,6 +579,7 @@ mod tests {
                     owned: Vec::new(),
                     deleted: Vec::new(),
                     listed: false,
+                    usage_of: None,
                 };
                 p.apply(&r, now);
             }

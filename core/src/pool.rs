@@ -534,11 +534,26 @@ impl KeyPool {
     /// Applies one attempt's report, its token usage included, and counts
     /// a client's request on its last attempt.
     pub fn apply(&mut self, r: &Report, now: UnixMillis) -> Option<Change> {
-        let mut change = self.report_usage(&r.key, &r.model, &r.outcome, r.usage.as_ref(), now);
+        // The resources first: the one whose finished work the usage is
+        // must be known to be counted once.
+        let mut affinity = self.record_owners(r, now);
+        let once = r.usage.and(r.usage_of.as_deref()).and_then(|n| Resource::parse(n).or_else(|| Resource::stored(n)));
+        let usage = match once {
+            Some(resource) => match self.affinity.count_once(&resource, now) {
+                Some(owner) => {
+                    affinity.retain(|(name, _)| name != resource.name());
+                    affinity.push((resource.name().to_owned(), Some(owner)));
+                    r.usage.as_ref()
+                }
+                None => None,
+            },
+            None => r.usage.as_ref(),
+        };
+        let mut change = self.report_usage(&r.key, &r.model, &r.outcome, usage, now);
         let model = if self.models.contains_key(&r.model) { r.model.as_str() } else { UNTRACKED_MODELS };
         let mut names = vec![(Dim::Model, model), (Dim::Key, r.key.as_str())];
         if let Some(client) = &r.client {
-            if let Some(rows) = self.clients.record(client, r.key.as_str(), model, r.usage.as_ref(), now) {
+            if let Some(rows) = self.clients.record(client, r.key.as_str(), model, usage, now) {
                 let change = change.get_or_insert_with(Change::default);
                 change.client = Some(rows.usage);
                 change.client_key = Some(rows.by_key);
@@ -546,8 +561,8 @@ impl KeyPool {
             names.push((Dim::Client, client));
         }
         let mut change = change.unwrap_or_default();
-        change.hourly = self.history.record(now, &names, r.usage.as_ref());
-        change.affinity = self.record_owners(r, now);
+        change.hourly = self.history.record(now, &names, usage);
+        change.affinity = affinity;
         Some(change)
     }
 

@@ -198,6 +198,26 @@ fn gemini_usage(u: &Value) -> Option<TokenUsage> {
     })
 }
 
+/// The tokens a finished batch's answer reports: the sum of its inline
+/// responses' `usageMetadata` (in the operation's `metadata.output` or its
+/// `response`); `None` for a batch not done, or one whose results are in a
+/// file.
+pub fn batch_usage(answer: &[u8]) -> Option<TokenUsage> {
+    let v: Value = serde_json::from_slice(answer).ok()?;
+    if v.get("done") != Some(&Value::Bool(true)) {
+        return None;
+    }
+    let lists = ["/metadata/output/inlinedResponses/inlinedResponses", "/response/inlinedResponses/inlinedResponses"];
+    let items = lists.iter().find_map(|p| v.pointer(p)?.as_array())?;
+    let each = items.iter().filter_map(|i| gemini_usage(i.pointer("/response/usageMetadata")?));
+    Some(each.fold(TokenUsage::default(), |sum, u| TokenUsage {
+        prompt: sum.prompt + u.prompt,
+        output: sum.output + u.output,
+        cached: sum.cached + u.cached,
+        thinking: sum.thinking + u.thinking,
+    }))
+}
+
 /// OpenAI's `usage`, or the Interactions API's (`total_input_tokens`, …).
 fn openai_usage(u: &Value) -> Option<TokenUsage> {
     let details = |k: &str, field: &str| u.get(k).map_or(0, |d| count(d, field));

@@ -539,6 +539,7 @@ fn batch_json(name: &str, b: &Batch, done: bool) -> Value {
         let answer = json!({"response": {
             "candidates": [{"content": {"parts": [{"text": format!("Hello from the fake {model}.")}], "role": "model"}, "finishReason": "STOP"}],
             "modelVersion": model,
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7},
         }});
         let answers = vec![answer; b.requests];
         v["metadata"]["output"] = json!({"inlinedResponses": {"inlinedResponses": answers}});

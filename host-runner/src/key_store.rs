@@ -160,5 +160,6 @@ fn report(r: wit::AttemptReport) -> Report {
         owned,
         deleted: r.deleted,
         listed: r.listed,
+        usage_of: r.usage_of,
     }
 }

@@ -118,10 +118,12 @@ impl SqliteKeyStore {
         conn.execute_batch(clients::SCHEMA)?;
         conn.execute_batch(history::SCHEMA)?;
         conn.execute_batch(affinity::SCHEMA)?;
-        // A registry made before clients were told apart gains its column.
-        match conn.execute_batch(affinity::ADD_CLIENT_COLUMN) {
-            Err(e) if !affinity::is_duplicate_column(&e.to_string()) => return Err(e.into()),
-            _ => {}
+        // A registry made before clients were told apart gains its columns.
+        for column in affinity::ADD_COLUMNS {
+            match conn.execute_batch(column) {
+                Err(e) if !affinity::is_duplicate_column(&e.to_string()) => return Err(e.into()),
+                _ => {}
+            }
         }
         run(&conn, affinity::prune_statement(clock.now()))?;
         let sealed = load(&conn, persist::SELECT_VAULT, VaultRecord::from_row)?;
@@ -454,6 +456,7 @@ mod tests {
                 owned: Vec::new(),
                 deleted: Vec::new(),
                 listed: false,
+                usage_of: None,
             });
         };
         for _ in 0..5 {
@@ -472,5 +475,41 @@ mod tests {
         }
         store.close();
         assert_eq!(requests_on_disk(&path), vec![("a".to_owned(), 1), ("b".to_owned(), 253)]);
+    }
+
+    /// A key store written before clients were told apart: its registry
+    /// gains its columns, and its resources load as the proxy key's.
+    #[test]
+    fn a_registry_of_an_earlier_build_loads_as_the_proxy_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.sqlite3");
+        let key = ApiKey::new("AIzaSySTOREtestKEY000000000000000000002");
+        let now = proxy_core::UnixMillis(1_800_000_000_000);
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE affinity (name TEXT PRIMARY KEY, key_id TEXT NOT NULL, expires INTEGER NOT NULL);",
+            )
+            .expect("the earlier schema");
+            conn.execute(
+                "INSERT INTO affinity (name, key_id, expires) VALUES ('files/old', ?1, ?2)",
+                rusqlite::params![key.id().as_str(), (now.0 + 60_000) as i64],
+            )
+            .expect("an earlier row");
+        }
+        for _ in 0..2 {
+            let clock = Arc::new(ManualClock::new(now));
+            let store = SqliteKeyStore::open(&path, vec![key.clone()], clock, None).expect("opens, twice");
+            let old = Resource::parse("files/old").expect("a name");
+            let lease = store.acquire(None, "m", std::slice::from_ref(&old), &[], None).expect("its owner");
+            assert!(lease.pinned && lease.id == key.id());
+        }
+        let conn = Connection::open(&path).expect("open");
+        let (client, counted): (Option<String>, i64) = conn
+            .query_row("SELECT client, counted FROM affinity WHERE name = 'files/old'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("the row, with its new columns");
+        assert_eq!((client, counted), (None, 0));
     }
 }

@@ -210,11 +210,13 @@ impl DurableObject for ApiKeyManager {
                 worker::console_error!("creating the key store schema failed: {e}");
             }
         }
-        // A registry made before clients were told apart gains its column.
-        if let Err(e) = sql.exec(affinity::ADD_CLIENT_COLUMN, None)
-            && !affinity::is_duplicate_column(&e.to_string())
-        {
-            worker::console_error!("adding the registry's client column failed: {e}");
+        // A registry made before clients were told apart gains its columns.
+        for column in affinity::ADD_COLUMNS {
+            if let Err(e) = sql.exec(column, None)
+                && !affinity::is_duplicate_column(&e.to_string())
+            {
+                worker::console_error!("adding a column to the registry failed: {e}");
+            }
         }
         Self { sql, env, loaded: RefCell::new(None), acquires: Cell::new(0), reports: Cell::new(0) }
     }

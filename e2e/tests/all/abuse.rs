@@ -223,7 +223,13 @@ async fn clients_cannot_see_each_others_files_caches_and_batches() {
             assert_eq!(names(&v, member).contains(name), sees, "{path}: {v}");
         }
     }
-    // Alice reads and deletes her own.
+    // Alice reads and deletes her own; her finished batch's tokens (3 + 4
+    // for its one request) count once, however often she reads it.
+    for _ in 0..2 {
+        assert_eq!(call(&a, reqwest::Method::GET, &format!("/v1beta/{batch}"), None).await.expect("get").status(), 200);
+    }
+    let stats = t.stats_when(|s| crate::clients::client(s, &alice)["today"]["tokens"] == 7).await;
+    assert_eq!(crate::clients::client(&stats, &alice)["today"]["tokens"], 7, "{stats}");
     assert_eq!(call(&a, reqwest::Method::GET, &format!("/v1beta/{file}"), None).await.expect("get").status(), 200);
     assert_eq!(call(&a, reqwest::Method::DELETE, &format!("/v1beta/{cache}"), None).await.expect("del").status(), 200);
     crate::clients::revoke(&t, &alice).await;
