@@ -411,6 +411,9 @@ pub fn classify_check(status: u16, body: &[u8], secret: &ApiKey) -> CheckInfo {
     CheckInfo { status: found.to_owned(), at: 0, reason }
 }
 
+/// The most of a key check's answer read.
+pub const CHECK_BODY_BYTES: usize = 64 * 1024;
+
 /// The check of `lease`: one models list, the cheapest call (no generation
 /// quota spent).
 pub fn check_request(cfg: &crate::config::Config, lease: &Lease) -> crate::forward::UpstreamRequest {

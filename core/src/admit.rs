@@ -91,10 +91,7 @@ pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(S
         }
         // An open proxy grants a preflight only to the origins it serves;
         // once client keys exist, to any (the page must hold one).
-        let open = match web::refusal(cfg, headers) {
-            Some(e) => Admission::Respond(e.to_response(route::fallback_dialect(path, &creds))),
-            None => granted.clone(),
-        };
+        let open = unless_foreign(cfg, headers, route::fallback_dialect(path, &creds), granted.clone());
         return Admission::Gated { open: Box::new(open), closed: Box::new(granted) };
     }
     let routed = route::route(method, path, query, &creds);
@@ -174,9 +171,28 @@ pub fn declared_length(headers: &[(String, Vec<u8>)]) -> Result<Option<u64>, Pro
 /// cross-site form can set neither).
 fn is_admin(cfg: &Config, creds: &Credentials, headers: &[(String, Vec<u8>)]) -> bool {
     let Some(admin) = cfg.admin_key.as_ref() else { return false };
-    let by_header = [&creds.bearer, &creds.goog_api_key].into_iter().flatten().any(|c| admin.matches(c));
     let from_page = session::is_admin(headers, admin) && headers::get(headers, ACTION_HEADER) == Some("admin");
-    by_header || from_page
+    admin_in_header(cfg, creds) || from_page
+}
+
+/// Whether the request carries `ADMIN_API_KEY` in a header.
+fn admin_in_header(cfg: &Config, creds: &Credentials) -> bool {
+    let admin = cfg.admin_key.as_ref();
+    admin.is_some_and(|a| [&creds.bearer, &creds.goog_api_key].into_iter().flatten().any(|c| a.matches(c)))
+}
+
+/// `admission` for an open proxy, unless the request comes from the web
+/// ([`web::refusal`]): then its refusal in `dialect`.
+fn unless_foreign(
+    cfg: &Config,
+    headers: &[(String, Vec<u8>)],
+    dialect: route::Dialect,
+    admission: Admission,
+) -> Admission {
+    match web::refusal(cfg, headers) {
+        Some(e) => Admission::Respond(e.to_response(dialect)),
+        None => admission,
+    }
 }
 
 fn admit_admin(
@@ -212,10 +228,7 @@ fn admit_stat(
     let page = stat == StatRoute::Page;
     let admitted = admit_stat_route(cfg, stat, creds, headers, dialect);
     let admin = cfg.admin_key.as_ref();
-    let by_admin = admin.is_some_and(|a| {
-        [&creds.bearer, &creds.goog_api_key].into_iter().flatten().any(|c| a.matches(c))
-            || session::is_admin(headers, a)
-    });
+    let by_admin = admin_in_header(cfg, creds) || admin.is_some_and(|a| session::is_admin(headers, a));
     if cfg.proxy_key.is_some() || by_admin || !matches!(admitted, Admission::Stats(_) | Admission::Reset) {
         return admitted;
     }
@@ -228,10 +241,7 @@ fn admit_stat(
     } else {
         ProxyError::Unauthorized(why).to_response(dialect)
     };
-    let open = match web::refusal(cfg, headers) {
-        Some(e) => Admission::Respond(e.to_response(dialect)),
-        None => admitted,
-    };
+    let open = unless_foreign(cfg, headers, dialect, admitted);
     Admission::Gated { open: Box::new(open), closed: Box::new(Admission::Respond(closed)) }
 }
 
@@ -244,8 +254,7 @@ fn admit_stat_route(
 ) -> Admission {
     let key = cfg.proxy_key.as_ref();
     let admin = cfg.admin_key.as_ref();
-    let admin_header =
-        admin.is_some_and(|a| [&creds.bearer, &creds.goog_api_key].into_iter().flatten().any(|c| a.matches(c)));
+    let admin_header = admin_in_header(cfg, creds);
     let admin_cookie = admin.is_some_and(|a| session::is_admin(headers, a));
     let by_credential = creds.authorize(key).is_ok() || admin_header;
     let by_cookie = key.is_some_and(|k| session::is_valid(headers, k)) || admin_cookie;

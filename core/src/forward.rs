@@ -905,9 +905,7 @@ impl Exchange {
         if let (true, None, None, Some(client), Some(prefix)) =
             (first, &relay.own, &relay.merge, lease.client.clone(), prefix)
         {
-            relay.pending = Some(Pending::Send(lease));
-            self.waiting = Waiting::Names;
-            return Step::Admin(AdminOp::Names { client, prefix });
+            return self.ask_names(Pending::Send(lease), client, prefix);
         }
         let (from, len) = match relay.piped {
             Some(n) => (BodyFrom::Client(n), n),
@@ -1048,26 +1046,24 @@ impl Exchange {
                 }
             }
         }
-        let concerns = |r: &Resource| match &relay.in_path {
-            Some(in_path) => r == in_path,
-            None => r.name().rsplit('/').next().is_some_and(|id| !id.is_empty() && body.contains(id)),
-        };
-        let concerned: Vec<String> =
-            relay.resources.iter().filter(|r| concerns(r)).map(|r| r.name().to_owned()).collect();
+        let gone = matches!(status, 403 | 404) && !relay.resources.is_empty();
+        if gone && lease.pinned {
+            // The owner no longer sees it (deleted, expired): forgotten, so
+            // that a resource of the same name is looked for again. Only the
+            // one the answer concerns: the path's, else those Google's
+            // answer names.
+            let concerns = |r: &&Resource| match &relay.in_path {
+                Some(in_path) => *r == in_path,
+                None => r.name().rsplit('/').next().is_some_and(|id| !id.is_empty() && body.contains(id)),
+            };
+            report.deleted = relay.resources.iter().filter(concerns).map(|r| r.name().to_owned()).collect();
+        }
         let response = Response { status, headers, body };
         relay.attempts.tried.push(lease.id.clone());
-        if matches!(status, 403 | 404) && !relay.resources.is_empty() {
-            if lease.pinned {
-                // The owner no longer sees it (deleted, expired): forgotten,
-                // so that a resource of the same name is looked for again.
-                // Only the one the answer concerns: the path's, else those
-                // Google's answer names.
-                report.deleted = concerned;
-            } else {
-                // Another key may own it: asked next; this key is fine.
-                relay.not_seen = Some(response);
-                return self.next_attempt(Some(report));
-            }
+        if gone && !lease.pinned {
+            // Another key may own it: asked next; this key is fine.
+            relay.not_seen = Some(response);
+            return self.next_attempt(Some(report));
         }
         report.client = relay.client.clone();
         self.emit([Step::Report(report), Step::Respond(response)])
@@ -1150,9 +1146,7 @@ impl Exchange {
         }
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Walk, &Event::Done) };
         if let (Some(client), None, Some(prefix)) = (client, &relay.own, listed_prefix(&relay.fwd, None)) {
-            relay.pending = Some(Pending::Walk(answer.leases));
-            self.waiting = Waiting::Names;
-            return Step::Admin(AdminOp::Names { client, prefix });
+            return self.ask_names(Pending::Walk(answer.leases), client, prefix);
         }
         self.walk_on(answer.leases)
     }
@@ -1164,6 +1158,15 @@ impl Exchange {
         };
         let next = merge.walked(leases);
         self.list_next(next)
+    }
+
+    /// Asks the key store for a listing client's own names; `pending`
+    /// goes on once they are known ([`Self::names`]).
+    fn ask_names(&mut self, pending: Pending, client: String, prefix: String) -> Step {
+        let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::Names, &Event::Done) };
+        relay.pending = Some(pending);
+        self.waiting = Waiting::Names;
+        Step::Admin(AdminOp::Names { client, prefix })
     }
 
     /// A listing client's own names ([`AdminOp::Names`]): the listing goes
@@ -1223,6 +1226,28 @@ impl Exchange {
         self.list_over(Some(report), response)
     }
 
+    /// A key that cannot list (it is dead, `report` says why): its
+    /// resources are out of reach, and the keys after it are listed.
+    fn list_skip(&mut self, report: Report) -> Step {
+        let Some((merge, reports)) = self.relay.as_mut().and_then(|r| r.merge.as_mut()) else {
+            return self.host_bug(Waiting::ListPage, &Event::Done);
+        };
+        reports.push(report);
+        let next = merge.skip();
+        self.list_next(next)
+    }
+
+    /// Ends a merged listing with `lease`'s error answer (`body`, its status
+    /// and headers in the relay), relayed redacted, as `outcome`.
+    fn list_relay(&mut self, lease: &Lease, body: &[u8], outcome: Outcome) -> Step {
+        let Some(relay) = self.relay.as_ref() else { return self.host_bug(Waiting::ListPage, &Event::Done) };
+        let headers = relayed_headers(&relay.upstream_headers, true, Some(lease));
+        let body = secret::redact(&String::from_utf8_lossy(body), &[&lease.secret]);
+        let response = Response { status: relay.status, headers, body };
+        let report = Report::of(lease, relay.model(), outcome);
+        self.list_over(Some(report), response)
+    }
+
     /// A key's page of a merged listing.
     fn listed(&mut self, body: &[u8]) -> Step {
         let Some(relay) = self.relay.as_mut() else { return self.host_bug(Waiting::ListPage, &Event::Done) };
@@ -1233,28 +1258,17 @@ impl Exchange {
         match upstream::classify(status, body, redact) {
             Verdict::Success => {}
             Verdict::Retry(outcome @ Outcome::KeyRejected { .. }) => {
-                // A dead key's resources are out of reach: the keys after
-                // it are listed.
                 let report = relay.attempts.failed(&lease, &model, outcome, false);
-                let Some((merge, reports)) = relay.merge.as_mut() else {
-                    return self.host_bug(Waiting::ListPage, &Event::Done);
-                };
-                reports.push(report);
-                let next = merge.skip();
-                return self.list_next(next);
+                return self.list_skip(report);
             }
             Verdict::Retry(outcome) => {
                 let report = relay.attempts.failed(&lease, &model, outcome, false);
                 return self.list_failed(report);
             }
             Verdict::Suspect => return self.confirm_key(lease, body.to_vec()),
-            Verdict::Relay(outcome) => {
-                // The caller's own mistake (a malformed filter, say):
-                // Google's answer.
-                let headers = relayed_headers(&relay.upstream_headers, true, Some(&lease));
-                let response = Response { status, headers, body: redact(&String::from_utf8_lossy(body)) };
-                return self.list_over(Some(Report::of(&lease, &model, outcome)), response);
-            }
+            // The caller's own mistake (a malformed filter, say): Google's
+            // answer.
+            Verdict::Relay(outcome) => return self.list_relay(&lease, body, outcome),
         }
         let page = serde_json::from_slice::<serde_json::Value>(body).ok().filter(|p| p.is_object());
         let Some(page) = page.filter(|_| body.len() < listing::MAX_PAGE_BYTES) else {
@@ -1301,7 +1315,7 @@ impl Exchange {
         };
         suspect.check_status = status;
         self.waiting = Waiting::ConfirmBody;
-        Step::ReadErrorBody { limit: 64 * 1024 }
+        Step::ReadErrorBody { limit: admin::CHECK_BODY_BYTES }
     }
 
     /// What a suspect key's check found (`None`: it could not be sent):
@@ -1318,28 +1332,17 @@ impl Exchange {
         let found = check_body.map_or(Confirmation::Unknown, |b| upstream::confirm(check_status, b, redact));
         let status = relay.status;
         let model = relay.model().to_owned();
-        match (found, relay.merge.as_mut()) {
-            (Confirmation::KeyRejected(outcome), None) => {
+        let listing = relay.merge.is_some();
+        match found {
+            Confirmation::KeyRejected(outcome) => {
                 let report = relay.attempts.failed(&lease, &model, outcome, false);
-                self.next_attempt(Some(report))
+                if listing { self.list_skip(report) } else { self.next_attempt(Some(report)) }
             }
-            (Confirmation::KeyRejected(outcome), Some(_)) => {
-                let report = relay.attempts.failed(&lease, &model, outcome, false);
-                let Some((merge, reports)) = relay.merge.as_mut() else {
-                    return self.host_bug(Waiting::ConfirmBody, &Event::Done);
-                };
-                reports.push(report);
-                let next = merge.skip();
-                self.list_next(next)
+            Confirmation::KeyWorks | Confirmation::Unknown if listing => {
+                self.list_relay(&lease, &body, Outcome::ClientError { status })
             }
-            (Confirmation::KeyWorks | Confirmation::Unknown, None) => {
+            Confirmation::KeyWorks | Confirmation::Unknown => {
                 self.answer(lease, public, &body, Outcome::ClientError { status })
-            }
-            (Confirmation::KeyWorks | Confirmation::Unknown, Some(_)) => {
-                let headers = relayed_headers(&relay.upstream_headers, true, Some(&lease));
-                let response = Response { status, headers, body: redact(&String::from_utf8_lossy(&body)) };
-                let report = Report::of(&lease, &model, Outcome::ClientError { status });
-                self.list_over(Some(report), response)
             }
         }
     }
@@ -1394,7 +1397,7 @@ impl Exchange {
         };
         *s = status;
         self.waiting = Waiting::CheckBody;
-        Step::ReadErrorBody { limit: 64 * 1024 }
+        Step::ReadErrorBody { limit: admin::CHECK_BODY_BYTES }
     }
 
     fn check_body(&mut self, body: &[u8]) -> Step {

@@ -420,15 +420,16 @@ impl KeyPool {
         exclude: &[KeyId],
         now: UnixMillis,
     ) -> Result<Lease, Unavailable> {
-        let client = match claim {
-            // A chunk of an upload the registry knows, without a credential:
-            // its upload id is its authority ([`crate::admit`]), and it
-            // counts against the client that started the upload.
-            Some(claim) if claim.hashes.is_empty() && self.knows_upload(resources, now) => {
-                self.upload_of(resources, now).and_then(|o| o.client.clone())
+        // A chunk of an upload the registry knows, without a credential:
+        // its upload id is its authority ([`crate::admit`]), and it counts
+        // against the client that started the upload.
+        let upload = claim.filter(|c| c.hashes.is_empty()).and_then(|_| self.upload_of(resources, now));
+        let client = match (claim, upload) {
+            (Some(_), Some(upload)) => upload.client.clone(),
+            (Some(claim), None) => {
+                self.clients.admit(claim, model, now).map_err(|refusal| Unavailable::Refused { refusal })?
             }
-            Some(claim) => self.clients.admit(claim, model, now).map_err(|refusal| Unavailable::Refused { refusal })?,
-            None => None,
+            (None, _) => None,
         };
         // A client names only what it made; anything else is answered as
         // missing, and nothing is sent.
@@ -439,11 +440,6 @@ impl KeyPool {
         }
         let lease = self.acquire_naming(model, resources, exclude, now)?;
         Ok(Lease { client, ..lease })
-    }
-
-    /// Whether `resources` name an upload in progress the registry knows.
-    fn knows_upload(&self, resources: &[Resource], now: UnixMillis) -> bool {
-        self.upload_of(resources, now).is_some()
     }
 
     /// The registry's entry of the upload in progress `resources` name.

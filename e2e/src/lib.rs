@@ -180,6 +180,14 @@ impl Target {
         Uploaded { name, url, start_headers, final_answer }
     }
 
+    /// Fails unless every credential that reached the upstream was a pool
+    /// key.
+    pub async fn assert_only_pool_keys_upstream(&self) {
+        for k in self.keys_seen().await {
+            assert!(self.keys.contains(&k), "a non-pool credential went upstream");
+        }
+    }
+
     /// An OpenAI chat completion.
     pub async fn chat(&self, model: &str) -> reqwest::Response {
         self.http

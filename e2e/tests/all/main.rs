@@ -32,9 +32,7 @@ async fn native_and_openai_requests_carry_one_pool_key() {
     assert_eq!(reqs[0]["credentials"][0][0], "goog-api-key");
     assert_eq!(reqs[1]["path"], "/v1beta/openai/chat/completions");
     assert_eq!(reqs[1]["credentials"][0][0], "bearer");
-    for k in t.keys_seen().await {
-        assert!(t.keys.contains(&k), "a non-pool credential went upstream");
-    }
+    t.assert_only_pool_keys_upstream().await;
 }
 
 #[tokio::test]
@@ -705,9 +703,7 @@ mod phases {
             .await
             .expect("openai, no credential");
         assert_eq!(r.status(), 200);
-        for k in t.keys_seen().await {
-            assert!(t.keys.contains(&k), "a non-pool credential went upstream");
-        }
+        t.assert_only_pool_keys_upstream().await;
         assert_eq!(t.stats().await["keys"].as_array().map(Vec::len), Some(t.keys.len()));
         let r = t.http.get(format!("{}/admin/keys", t.proxy)).send().await.expect("admin");
         assert_eq!(r.status(), 401);
@@ -1009,9 +1005,7 @@ async fn other_gemini_calls_are_relayed_as_they_are() {
     let deleted_on: std::collections::BTreeSet<String> =
         t.keys_seen().await[2..2 + t.keys.len()].iter().cloned().collect();
     assert_eq!(deleted_on.len(), t.keys.len(), "each key asked once");
-    for k in t.keys_seen().await {
-        assert!(t.keys.contains(&k), "a non-pool credential went upstream");
-    }
+    t.assert_only_pool_keys_upstream().await;
     // The file calls counted under `(files)` (the Worker's reports
     // land a moment later; other scenarios' late reports count under their
     // own models); the 403 disabled no key.
