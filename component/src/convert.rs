@@ -1,10 +1,10 @@
 //! Conversions between the WIT `key-store` types and `core`'s.
 
 use crate::bindings::gemini_proxy::host::key_store as ks;
-use proxy_core::admin::{AdminAnswer, AdminOp};
-use proxy_core::clients::Claim;
-use proxy_core::http::Response;
-use proxy_core::stats::StatsView;
+use proxy_core::wire::http::Response;
+use proxy_core::wire::keystore::Claim;
+use proxy_core::wire::keystore::StatsView;
+use proxy_core::wire::keystore::{AdminAnswer, AdminOp};
 use proxy_core::{ApiKey, KeyId, UnixMillis};
 use proxy_core::{Lease, Outcome, RateLimitScope, Report, Unavailable};
 

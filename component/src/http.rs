@@ -9,9 +9,9 @@ use crate::wasi_http::types::{
     Scheme,
 };
 use proxy_core::config::Scheme as CoreScheme;
-use proxy_core::forward::{BodyError, BodyFrom, Event, UpstreamRequest};
-use proxy_core::http::Response;
-use proxy_core::stream::UsageTail;
+use proxy_core::exchange::{BodyError, BodyFrom, Event, UpstreamRequest};
+use proxy_core::google::stream::UsageTail;
+use proxy_core::wire::http::Response;
 
 /// Most bytes one `blocking-write-and-flush` takes.
 const WRITE_CHUNK: usize = 4096;

@@ -40,8 +40,8 @@ use bindings::wasi::http0_2_12 as wasi_http;
 use bindings::wasi::http0_3_0 as wasi_http;
 
 use bindings::gemini_proxy::host::{key_store, log};
-use proxy_core::forward::{Event, Exchange, Step};
-use proxy_core::http::{Headers, Method, Response};
+use proxy_core::exchange::{Event, Exchange, Step};
+use proxy_core::wire::http::{Headers, Method, Response};
 use proxy_core::{Config, Dialect, ProxyError};
 use std::sync::{Arc, OnceLock};
 
@@ -131,7 +131,7 @@ mod p2 {
     use crate::bindings::gemini_proxy::host::key_store;
     use crate::wasi_http::types::{IncomingRequest, IncomingResponse, ResponseOutparam};
     use crate::{convert, http};
-    use proxy_core::forward::{BodyError, BodyFrom, Event, Exchange, Step};
+    use proxy_core::exchange::{BodyError, BodyFrom, Event, Exchange, Step};
 
     pub(crate) struct Component;
 

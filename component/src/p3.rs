@@ -15,9 +15,9 @@ use crate::wasi_http::client;
 use crate::wasi_http::types::{ErrorCode, Fields, Request, Response, Scheme};
 use futures::channel::oneshot;
 use proxy_core::config::Scheme as CoreScheme;
-use proxy_core::forward::{BodyError, BodyFrom, Event, Exchange, Step, UpstreamRequest};
-use proxy_core::http::Response as CoreResponse;
-use proxy_core::stream::UsageTail;
+use proxy_core::exchange::{BodyError, BodyFrom, Event, Exchange, Step, UpstreamRequest};
+use proxy_core::google::stream::UsageTail;
+use proxy_core::wire::http::Response as CoreResponse;
 use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 
 /// Most bytes asked for by one read.

@@ -3,7 +3,7 @@
 //! world the crate is built for.
 
 use crate::wasi_http::types::{ErrorCode, Fields, Method, Scheme};
-use proxy_core::http::{Method as CoreMethod, Response};
+use proxy_core::wire::http::{Method as CoreMethod, Response};
 
 /// The request's method in core's terms.
 pub fn core_method(m: &Method) -> CoreMethod {

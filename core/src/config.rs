@@ -1,6 +1,6 @@
 //! Configuration, with the same variable names on every host.
 
-use crate::secret::ApiKey;
+use crate::wire::secret::ApiKey;
 use std::collections::HashSet;
 use std::fmt;
 

@@ -1,7 +1,7 @@
 //! Five-field cron schedules (`minute hour day-of-month month day-of-week`)
 //! in UTC, as Cloudflare's cron triggers and the seed's `0 7 * * *` use.
 
-use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, UnixMillis, civil_from_days, weekday};
+use crate::wire::time::{DAY_MS, HOUR_MS, MINUTE_MS, UnixMillis, civil_from_days, weekday};
 use std::fmt;
 use std::str::FromStr;
 
@@ -151,7 +151,7 @@ impl Cron {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::days_from_civil;
+    use crate::wire::time::days_from_civil;
 
     fn at(y: i64, m: u32, d: u32, h: u64, min: u64) -> UnixMillis {
         UnixMillis(days_from_civil(y, m, d) as u64 * DAY_MS + h * HOUR_MS + min * MINUTE_MS)

@@ -3,8 +3,8 @@
 //! builders.
 
 use crate::config::Config;
-use crate::outcome::Lease;
-use crate::secret::ApiKey;
+use crate::wire::keystore::Lease;
+use crate::wire::secret::ApiKey;
 
 /// A fake key of Google's shape: `AIzaSy` and 33 more characters, `tag`
 /// (letters) then `i`, zero-padded.

@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proxy_core::forward::{Event, Exchange, Step};
-use proxy_core::http::Method;
-use proxy_core::stream::UsageTail;
+use proxy_core::exchange::{Event, Exchange, Step};
+use proxy_core::wire::http::Method;
+use proxy_core::google::stream::UsageTail;
 use proxy_core::test_support::{config, fake_keys};
 use proxy_core::{KeyPool, UnixMillis};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     // A client key (`x-goog-api-key: gpc-fuzz`) with a quota of one request
     // a day for one model, for inputs of even length.
     if data.len() % 2 == 0 {
-        let settings = proxy_core::clients::ClientSettings {
+        let settings = proxy_core::wire::keystore::ClientSettings {
             name: Some("fuzz".into()),
             models: Some(vec!["gemini-2.5-flash".into()]),
             daily_requests: Some(Some(1)),
@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
     for _ in 0..64 {
         event = match exchange.resume(event) {
             Step::ReadBody { limit, .. } => {
-                if body.len() as u64 > limit { Event::BodyFailed(proxy_core::forward::BodyError::TooLarge) } else { Event::Body(body.clone()) }
+                if body.len() as u64 > limit { Event::BodyFailed(proxy_core::exchange::BodyError::TooLarge) } else { Event::Body(body.clone()) }
             }
             Step::Acquire { model, exclude, settle, client, resources } => {
                 if let Some(r) = settle {
@@ -75,8 +75,8 @@ fuzz_target!(|data: &[u8]| {
             }
             Step::Admin(op) => {
                 let applied =
-                    proxy_core::admin::apply(&mut pool, None, op, now, &mut || [0; proxy_core::vault::NONCE_BYTES]);
-                Event::Admin(proxy_core::admin::AdminAnswer::from(&applied))
+                    proxy_core::store::admin::apply(&mut pool, None, op, now, &mut || [0; proxy_core::store::vault::NONCE_BYTES]);
+                Event::Admin(proxy_core::wire::keystore::AdminAnswer::from(&applied))
             }
             Step::Reset | Step::Log(_) => Event::Done,
             Step::Done => break,

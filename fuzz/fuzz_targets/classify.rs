@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use proxy_core::ApiKey;
 use proxy_core::Outcome;
-use proxy_core::upstream::{Confirmation, Verdict, classify, confirm, parse_google_error};
+use proxy_core::google::errors::{Confirmation, Verdict, classify, confirm, parse_google_error};
 
 const SECRET: &str = "AIzaSyFUZZsecretKEYfuzzSECRETkey0000001";
 
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let at = text.char_indices().map(|(i, _)| i).nth(body.len() / 2).unwrap_or(text.len());
     let planted = format!("{}{SECRET}{}", &text[..at], &text[at..]);
     let key = ApiKey::new(SECRET);
-    let verdict = classify(status, planted.as_bytes(), |t| proxy_core::secret::redact(t, &[&key]));
+    let verdict = classify(status, planted.as_bytes(), |t| proxy_core::wire::secret::redact(t, &[&key]));
     let reason = match &verdict {
         Verdict::Retry(o) | Verdict::Relay(o) => match o {
             Outcome::RateLimited(rl) => Some(rl.reason.clone()),
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // A suspect key's check: its reason is kept too.
     if let Confirmation::KeyRejected(Outcome::KeyRejected { reason }) =
-        confirm(status, planted.as_bytes(), |t| proxy_core::secret::redact(t, &[&key]))
+        confirm(status, planted.as_bytes(), |t| proxy_core::wire::secret::redact(t, &[&key]))
     {
         assert!(!reason.contains(SECRET), "a secret in a check's reason");
     }

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proxy_core::auth::{Credentials, percent_decode, query_param, strip_key_param};
-use proxy_core::session;
+use proxy_core::request::auth::{Credentials, percent_decode, query_param, strip_key_param};
+use proxy_core::request::session;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

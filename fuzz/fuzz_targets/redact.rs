@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use proxy_core::ApiKey;
-use proxy_core::secret::redact;
+use proxy_core::wire::secret::redact;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data).into_owned();

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         p.report(id, &model, &Outcome::UpstreamError { status: 503, reason: (*piece).to_owned() }, now);
     }
     let snapshot = p.snapshot(now);
-    let html = proxy_core::page::render(&snapshot, false);
+    let html = proxy_core::view::page::render(&snapshot, false);
     assert_eq!(html.matches("<script>").count(), 1, "only the page's own script");
     for (i, piece) in hostile.iter().enumerate() {
         if piece.contains(['<', '>', '"', '\'', '&']) {

@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use proxy_core::stream::{Framing, Splitter, UsageTail, usage_of};
+use proxy_core::google::stream::{Framing, Splitter, UsageTail};
+use proxy_core::wire::usage::usage_of;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, stream)) = data.split_first() else { return };

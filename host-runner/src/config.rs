@@ -3,7 +3,7 @@
 //! Worker uses), so one set of files configures both hosts.
 
 use proxy_core::config::{ConfigError, parse_api_keys};
-use proxy_core::vault::Vault;
+use proxy_core::store::vault::Vault;
 use proxy_core::{ApiKey, Config};
 use std::collections::HashMap;
 use std::path::Path;

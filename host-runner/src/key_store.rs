@@ -5,11 +5,11 @@
 use crate::proxy::bindings::gemini_proxy::host::key_store as wit;
 use crate::proxy::bindings::gemini_proxy::host::log;
 use crate::store::KeyBackend;
-use proxy_core::admin::{AdminAnswer, AdminOp};
-use proxy_core::affinity::Resource;
-use proxy_core::clients::Claim;
-use proxy_core::outcome::Owned;
-use proxy_core::stats::StatsView;
+use proxy_core::wire::keystore::Claim;
+use proxy_core::wire::keystore::Owned;
+use proxy_core::wire::keystore::StatsView;
+use proxy_core::wire::keystore::{AdminAnswer, AdminOp};
+use proxy_core::wire::resource::Resource;
 use proxy_core::{KeyId, Outcome, RateLimit, RateLimitScope, Report, Unavailable, UnixMillis};
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
@@ -144,7 +144,7 @@ fn report(r: wit::AttemptReport) -> Report {
         wit::Outcome::TransportError(reason) => Outcome::TransportError { reason },
         wit::Outcome::BrokenStream(reason) => Outcome::BrokenStream { reason },
     };
-    let usage = r.usage.map(|u| proxy_core::stream::TokenUsage {
+    let usage = r.usage.map(|u| proxy_core::wire::usage::TokenUsage {
         prompt: u.prompt,
         output: u.output,
         cached: u.cached,

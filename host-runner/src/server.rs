@@ -15,9 +15,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use proxy_core::Dialect;
-use proxy_core::admit;
 use proxy_core::cron::Cron;
-use proxy_core::error::{ProxyError, chain};
+use proxy_core::request::admit;
+use proxy_core::wire::error::{ProxyError, chain};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -283,7 +283,7 @@ async fn refuse(mut stream: tokio::net::TcpStream, limit: usize) {
 
 type Answer = hyper::Response<Guarded<HyperOutgoingBody>>;
 
-fn respond(r: &proxy_core::http::Response) -> hyper::Response<HyperOutgoingBody> {
+fn respond(r: &proxy_core::wire::http::Response) -> hyper::Response<HyperOutgoingBody> {
     let body = Full::new(Bytes::from(r.body.clone())).map_err(|never| match never {}).boxed_unsync();
     let mut resp = hyper::Response::new(body);
     *resp.status_mut() = hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
@@ -331,7 +331,7 @@ async fn handle(component: Served, mut req: hyper::Request<Incoming>, in_flight:
             .map_or_else(|| error_response(&ProxyError::internal("", Some(&id))), |r| respond(&r))
     } else {
         if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
-            req.headers_mut().insert(proxy_core::headers::REQUEST_ID, v);
+            req.headers_mut().insert(proxy_core::request::headers::REQUEST_ID, v);
         }
         match component {
             Served::P2(c) => run_component(c, req, &id).await,

@@ -3,17 +3,19 @@
 //! the writer commits the latest state of changed rows every 100 ms.
 
 use crate::clock::Clock;
-use proxy_core::admin::{self, AdminAnswer, AdminOp};
-use proxy_core::affinity::{self, Resource};
-use proxy_core::clients::{self, Claim};
-use proxy_core::clients::{ClientKeyUsage, ClientUsage};
-use proxy_core::history;
-use proxy_core::http::Response;
-use proxy_core::persist::{
-    self, Change, KeyMeta, KeyRecord, Records, RowError, SqlValue, Statement, StoredPool, UsageRecord, VaultRecord,
-};
-use proxy_core::stats::StatsView;
-use proxy_core::vault::Vault;
+use proxy_core::store::registry;
+use proxy_core::store::admin;
+use proxy_core::store::clients;
+use proxy_core::store::clients::{ClientKeyUsage, ClientUsage};
+use proxy_core::store::history;
+use proxy_core::store::persist::{self, Change, KeyMeta, KeyRecord, Records, StoredPool, UsageRecord, VaultRecord};
+use proxy_core::store::sql::{RowError, SqlValue, Statement};
+use proxy_core::store::vault::Vault;
+use proxy_core::wire::http::Response;
+use proxy_core::wire::keystore::Claim;
+use proxy_core::wire::keystore::StatsView;
+use proxy_core::wire::keystore::{AdminAnswer, AdminOp};
+use proxy_core::wire::resource::Resource;
 use proxy_core::{ApiKey, KeyId, KeyPool, Lease, Report, Unavailable};
 use rusqlite::Connection;
 use rusqlite::types::{Value, ValueRef};
@@ -117,17 +119,17 @@ impl SqliteKeyStore {
         conn.execute_batch(persist::ADMIN_SCHEMA)?;
         conn.execute_batch(clients::SCHEMA)?;
         conn.execute_batch(history::SCHEMA)?;
-        conn.execute_batch(affinity::SCHEMA)?;
+        conn.execute_batch(registry::SCHEMA)?;
         // A registry made before clients were told apart gains its columns.
-        for column in affinity::ADD_COLUMNS {
+        for column in registry::ADD_COLUMNS {
             match conn.execute_batch(column) {
-                Err(e) if !affinity::is_duplicate_column(&e.to_string()) => return Err(e.into()),
+                Err(e) if !registry::is_duplicate_column(&e.to_string()) => return Err(e.into()),
                 _ => {}
             }
         }
-        run(&conn, affinity::prune_statement(clock.now()))?;
+        run(&conn, registry::prune_statement(clock.now()))?;
         let sealed = load(&conn, persist::SELECT_VAULT, VaultRecord::from_row)?;
-        let (runtime, unopened) = proxy_core::vault::open_sealed(vault.as_ref(), sealed);
+        let (runtime, unopened) = proxy_core::store::vault::open_sealed(vault.as_ref(), sealed);
         if let Some(why) = unopened {
             tracing::warn!("{why}");
         }
@@ -141,7 +143,7 @@ impl SqliteKeyStore {
             client_usage: load(&conn, clients::SELECT_CLIENT_USAGE, ClientUsage::from_row)?,
             client_key_usage: load(&conn, clients::SELECT_CLIENT_KEY_USAGE, ClientKeyUsage::from_row)?,
             hourly: load(&conn, history::SELECT_HOURLY, history::HourRecord::from_row)?,
-            affinity: load(&conn, affinity::SELECT, affinity::from_row)?,
+            affinity: load(&conn, registry::SELECT, registry::from_row)?,
         };
         let pool = KeyPool::restore(keys, stored);
         Batch { rewrite: Some(pool.records()), ..Batch::default() }.commit(&mut conn)?;
@@ -224,7 +226,7 @@ impl KeyBackend for SqliteKeyStore {
         let now = self.clock.now();
         pool.daily_reset(now);
         self.rewrite_all(&pool);
-        self.send(Write::Statements(vec![affinity::prune_statement(now)]));
+        self.send(Write::Statements(vec![registry::prune_statement(now)]));
     }
 
     fn stats(&self, view: StatsView) -> Response {
@@ -251,11 +253,11 @@ impl KeyBackend for SqliteKeyStore {
 }
 
 /// Fresh random bytes for a seal.
-fn nonce() -> [u8; proxy_core::vault::NONCE_BYTES] {
-    let mut n = [0u8; proxy_core::vault::NONCE_BYTES];
+fn nonce() -> [u8; proxy_core::store::vault::NONCE_BYTES] {
+    let mut n = [0u8; proxy_core::store::vault::NONCE_BYTES];
     if getrandom::getrandom(&mut n).is_err() {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        n = proxy_core::vault::fallback_nonce(t);
+        n = proxy_core::store::vault::fallback_nonce(t);
     }
     n
 }
@@ -314,7 +316,7 @@ struct Batch {
     hourly: HashMap<(u64, history::Dim, String), history::HourRecord>,
     prune_before: Option<u64>,
     /// Resource owners (`None`: forgotten).
-    affinity: HashMap<String, Option<affinity::Owner>>,
+    affinity: HashMap<String, Option<registry::Owner>>,
     statements: Vec<Statement>,
     flushes: Vec<mpsc::Sender<bool>>,
 }
@@ -386,7 +388,7 @@ impl Batch {
             run(&tx, (history::UPSERT_HOURLY, r.to_row()))?;
         }
         for (name, owner) in self.affinity.drain() {
-            run(&tx, affinity::row_statement(&name, owner.as_ref()))?;
+            run(&tx, registry::row_statement(&name, owner.as_ref()))?;
         }
         // After the rows: an admin's removal deletes what they wrote.
         for statement in self.statements.drain(..) {
@@ -413,7 +415,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
         let saved = match batch.commit(&mut conn) {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(error = %proxy_core::error::chain(&e), "persisting key statistics failed");
+                tracing::error!(error = %proxy_core::wire::error::chain(&e), "persisting key statistics failed");
                 // The rows are dropped (the transaction rolled back); the
                 // flushes are still answered, with the failure.
                 batch = Batch { flushes: std::mem::take(&mut batch.flushes), ..Batch::default() };

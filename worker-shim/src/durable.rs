@@ -4,15 +4,16 @@
 //! host-runner's file).
 
 use crate::wire::{AcquireAnswer, AdminReply, StoreRequest};
-use proxy_core::affinity::{self, Resource};
-use proxy_core::clients;
 use proxy_core::config::parse_api_keys;
-use proxy_core::history;
-use proxy_core::persist::{
-    self, KeyMeta, KeyRecord, RowError, SqlValue, Statement, StoredPool, UsageRecord, VaultRecord,
-};
-use proxy_core::stats::{self, StatsView};
-use proxy_core::vault::{NONCE_BYTES, Vault};
+use proxy_core::store::registry;
+use proxy_core::store::clients;
+use proxy_core::store::history;
+use proxy_core::store::persist::{self, KeyMeta, KeyRecord, StoredPool, UsageRecord, VaultRecord};
+use proxy_core::view;
+use proxy_core::store::sql::{RowError, SqlValue, Statement};
+use proxy_core::store::vault::{NONCE_BYTES, Vault};
+use proxy_core::wire::keystore::StatsView;
+use proxy_core::wire::resource::Resource;
 use proxy_core::{KeyPool, UnixMillis};
 use std::cell::{Cell, RefCell};
 use wasm_bindgen::JsCast;
@@ -94,9 +95,9 @@ impl ApiKeyManager {
             Some(secret) => Some(Vault::from_secret(&secret).map_err(|e| e.to_string())?),
             None => None,
         };
-        self.run(affinity::prune_statement(now()))?;
+        self.run(registry::prune_statement(now()))?;
         let sealed = self.load(persist::SELECT_VAULT, VaultRecord::from_row)?;
-        let (runtime, unopened) = proxy_core::vault::open_sealed(vault.as_ref(), sealed);
+        let (runtime, unopened) = proxy_core::store::vault::open_sealed(vault.as_ref(), sealed);
         if let Some(why) = unopened {
             worker::console_warn!("{why}");
         }
@@ -110,7 +111,7 @@ impl ApiKeyManager {
             client_usage: self.load(clients::SELECT_CLIENT_USAGE, clients::ClientUsage::from_row)?,
             client_key_usage: self.load(clients::SELECT_CLIENT_KEY_USAGE, clients::ClientKeyUsage::from_row)?,
             hourly: self.load(history::SELECT_HOURLY, history::HourRecord::from_row)?,
-            affinity: self.load(affinity::SELECT, affinity::from_row)?,
+            affinity: self.load(registry::SELECT, registry::from_row)?,
         };
         let pool = KeyPool::restore(keys, stored);
         self.rewrite(&pool)?;
@@ -166,15 +167,15 @@ impl ApiKeyManager {
                         let mut json = snapshot.to_json();
                         json["durable_object_requests"] =
                             serde_json::json!({"acquire": self.acquires.get(), "report": self.reports.get()});
-                        stats::json_response(&json)
+                        view::json_response(&json)
                     }
                     StatsView::Page | StatsView::AdminPage | StatsView::Metrics => view.render(&snapshot),
                 };
                 crate::io::to_response(&response).map_err(|e| e.to_string())
             }
             StoreRequest::Admin { op } => {
-                let applied = proxy_core::admin::apply(pool, vault, op, now, &mut nonce);
-                proxy_core::admin::statements(&applied).try_for_each(|s| self.run(s))?;
+                let applied = proxy_core::store::admin::apply(pool, vault, op, now, &mut nonce);
+                proxy_core::store::admin::statements(&applied).try_for_each(|s| self.run(s))?;
                 let leases = applied.leases.iter().map(|l| (l.id.clone(), l.secret.expose().to_owned())).collect();
                 let reply = AdminReply { status: applied.status, body: applied.body, leases };
                 Response::from_json(&reply).map_err(|e| e.to_string())
@@ -187,7 +188,7 @@ impl ApiKeyManager {
             StoreRequest::DailyReset => {
                 pool.daily_reset(now);
                 self.rewrite(pool)?;
-                self.run(affinity::prune_statement(now))?;
+                self.run(registry::prune_statement(now))?;
                 done()
             }
         }
@@ -199,21 +200,21 @@ fn nonce() -> [u8; NONCE_BYTES] {
     let mut n = [0u8; NONCE_BYTES];
     let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     let filled = scope.crypto().is_ok_and(|c| c.get_random_values_with_u8_array(&mut n).is_ok());
-    if filled { n } else { proxy_core::vault::fallback_nonce((js_sys::Date::now() * 1e6) as u64) }
+    if filled { n } else { proxy_core::store::vault::fallback_nonce((js_sys::Date::now() * 1e6) as u64) }
 }
 
 impl DurableObject for ApiKeyManager {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        for schema in [persist::SCHEMA, persist::ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA, affinity::SCHEMA] {
+        for schema in [persist::SCHEMA, persist::ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA, registry::SCHEMA] {
             if let Err(e) = sql.exec(schema, None) {
                 worker::console_error!("creating the key store schema failed: {e}");
             }
         }
         // A registry made before clients were told apart gains its columns.
-        for column in affinity::ADD_COLUMNS {
+        for column in registry::ADD_COLUMNS {
             if let Err(e) = sql.exec(column, None)
-                && !affinity::is_duplicate_column(&e.to_string())
+                && !registry::is_duplicate_column(&e.to_string())
             {
                 worker::console_error!("adding a column to the registry failed: {e}");
             }

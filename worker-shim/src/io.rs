@@ -5,9 +5,9 @@
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use proxy_core::config::UpstreamTimeouts;
-use proxy_core::forward::{BodyError, BodyFrom, Event, UpstreamRequest};
-use proxy_core::http::Response as CoreResponse;
-use proxy_core::stream::{Seen, UsageTail};
+use proxy_core::exchange::{BodyError, BodyFrom, Event, UpstreamRequest};
+use proxy_core::google::stream::{Seen, UsageTail};
+use proxy_core::wire::http::Response as CoreResponse;
 use std::pin::pin;
 use std::time::Duration;
 use wasm_bindgen::JsCast;
@@ -183,14 +183,14 @@ impl Piped {
 /// The second branch of a streamed answer, gathered by the runtime itself
 /// (`Response.arrayBuffer()`: no JavaScript or wasm runs per piece, which a
 /// reader loop doubled the CPU time of a long stream with); once it is
-/// over, only its last [`proxy_core::stream::TAIL_BYTES`] are copied into
+/// over, only its last [`proxy_core::google::stream::TAIL_BYTES`] are copied into
 /// wasm and read for the usage.
 struct Tail {
     rest: web_sys::ReadableStream,
     first: js_sys::Uint8Array,
     /// How many of the answer's first bytes to keep ([`Step::Stream`]).
     ///
-    /// [`Step::Stream`]: proxy_core::forward::Step::Stream
+    /// [`Step::Stream`]: proxy_core::exchange::Step::Stream
     head: usize,
 }
 
@@ -211,7 +211,7 @@ impl Tail {
         tail.push(&first);
         // What the head still wants of the rest, then the rest's end: the
         // tail keeps the last bytes pushed, and nothing between is copied.
-        let keep = proxy_core::stream::TAIL_BYTES as u32;
+        let keep = proxy_core::google::stream::TAIL_BYTES as u32;
         let len = rest.length();
         let wanted = (self.head.saturating_sub(first.len()) as u32).min(len);
         if len <= wanted.saturating_add(keep) {

@@ -10,7 +10,7 @@
 //! one Durable Object request, and nothing is lost when traffic stops.
 
 use crate::wire::{AcquireAnswer, StoreRequest};
-use proxy_core::stats::StatsView;
+use proxy_core::wire::keystore::StatsView;
 use proxy_core::{ApiKey, KeyId, Lease, Report, Unavailable};
 use worker::{Env, Method, Request, RequestInit, Response, Stub};
 
@@ -123,8 +123,8 @@ impl KeyStore {
         model: String,
         exclude: Vec<KeyId>,
         settle: Option<Report>,
-        client: Option<proxy_core::clients::Claim>,
-        resources: &[proxy_core::affinity::Resource],
+        client: Option<proxy_core::wire::keystore::Claim>,
+        resources: &[proxy_core::wire::resource::Resource],
     ) -> Result<Result<Lease, Unavailable>, String> {
         let resources = resources.iter().map(|r| r.name().to_owned()).collect();
         let mut resp = self
@@ -155,7 +155,10 @@ impl KeyStore {
         self.call_settling(|settle| StoreRequest::Stats { view, settle }).await
     }
 
-    pub async fn admin(&mut self, op: proxy_core::admin::AdminOp) -> Result<proxy_core::admin::AdminAnswer, String> {
+    pub async fn admin(
+        &mut self,
+        op: proxy_core::wire::keystore::AdminOp,
+    ) -> Result<proxy_core::wire::keystore::AdminAnswer, String> {
         let mut resp = self.call(&StoreRequest::Admin { op }).await?;
         let reply: crate::wire::AdminReply = resp.json().await.map_err(|e| e.to_string())?;
         let leases = reply
@@ -163,7 +166,7 @@ impl KeyStore {
             .into_iter()
             .map(|(id, secret)| Lease { id, secret: ApiKey::new(secret), client: None, pinned: false })
             .collect();
-        Ok(proxy_core::admin::AdminAnswer { status: reply.status, body: reply.body, leases })
+        Ok(proxy_core::wire::keystore::AdminAnswer { status: reply.status, body: reply.body, leases })
     }
 
     pub async fn reset(&mut self) -> Result<(), String> {

@@ -13,9 +13,9 @@ mod wire;
 
 use keys::KeyStore;
 use proxy_core::config::UpstreamTimeouts;
-use proxy_core::forward::{Event, Exchange, Step};
-use proxy_core::http::Method;
-use proxy_core::stream::Seen;
+use proxy_core::exchange::{Event, Exchange, Step};
+use proxy_core::google::stream::Seen;
+use proxy_core::wire::http::Method;
 use proxy_core::{Config, Dialect, ProxyError, Report};
 use std::sync::Arc;
 use worker::{Context, Date, Env, Request, Response, ScheduleContext, ScheduledEvent, event, js_sys};

@@ -1,7 +1,7 @@
 //! The protocol between the Worker and its Durable Object: one JSON
 //! message per request, `POST`ed to the object.
 
-use proxy_core::stats::StatsView;
+use proxy_core::wire::keystore::StatsView;
 use proxy_core::{KeyId, Report, Unavailable};
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,7 @@ pub enum StoreRequest {
         exclude: Vec<KeyId>,
         settle: Vec<Report>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        client: Option<proxy_core::clients::Claim>,
+        client: Option<proxy_core::wire::keystore::Claim>,
         /// The names of the resources the request names.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         resources: Vec<String>,
@@ -28,7 +28,7 @@ pub enum StoreRequest {
     /// with the client's response).
     Stats { view: StatsView, settle: Vec<Report> },
     /// Apply an admin operation.
-    Admin { op: proxy_core::admin::AdminOp },
+    Admin { op: proxy_core::wire::keystore::AdminOp },
     /// Clear every mark and counter.
     Reset,
     /// The daily job.

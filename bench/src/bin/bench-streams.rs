@@ -18,7 +18,7 @@ use bytes::Bytes;
 use gemini_proxy_bench::{now_ns, quantile, stamp_in};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use proxy_core::stream::{Framing, Splitter};
+use proxy_core::google::stream::{Framing, Splitter};
 use serde_json::json;
 use std::io::Write;
 use std::sync::Arc;

@@ -4,7 +4,7 @@ use host_runner::config::HostConfig;
 use host_runner::proxy::WasiHttp;
 use host_runner::server::{Server, ServerOptions};
 use proxy_core::UnixMillis;
-use proxy_core::time::{DAY_MS, HOUR_MS, days_from_civil};
+use proxy_core::wire::time::{DAY_MS, HOUR_MS, days_from_civil};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 use crate::harness::Harness;
 use fake_upstream::Behavior;
 use host_runner::store::KeyBackend;
-use proxy_core::time::HOUR_MS;
+use proxy_core::wire::time::HOUR_MS;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -103,7 +103,7 @@ async fn hourly_buckets_count_calls_and_tokens_per_model_and_key_for_a_week_and_
         drain(h.generate("gemini-2.5-flash").await).await;
     }
     let first_tokens = reported_since(&h, 0);
-    h.clock.advance(proxy_core::time::HOUR_MS);
+    h.clock.advance(proxy_core::wire::time::HOUR_MS);
     let second = hour(h.clock.now());
     drain(h.generate("gemini-2.5-flash").await).await;
     let second_tokens = reported_since(&h, 2);
@@ -117,7 +117,7 @@ async fn hourly_buckets_count_calls_and_tokens_per_model_and_key_for_a_week_and_
     assert_eq!(hourly(&h.stats().await, "model", "gemini-2.5-flash"), want, "kept across a restart");
 
     // A week and a day on, those hours are gone, on disk too.
-    h.clock.advance(8 * 24 * proxy_core::time::HOUR_MS);
+    h.clock.advance(8 * 24 * proxy_core::wire::time::HOUR_MS);
     drain(h.generate("gemini-2.5-flash").await).await;
     let late = hour(h.clock.now());
     let now_only = vec![(late, 1, reported_since(&h, 3))];

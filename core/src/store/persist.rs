@@ -1,0 +1,501 @@
+//! What both hosts persist of the key pool (host-runner's SQLite file, the
+//! Worker's Durable Object), once: the records, the schema, the statements,
+//! and the mapping between a record and its row of SQL values. A host only
+//! converts [`SqlValue`]s to its driver's type and runs the statements.
+//! Secrets are never stored.
+
+use crate::store::clients::{self, Client, ClientKeyUsage, ClientUsage};
+use crate::store::history::{self, HourChange, HourRecord};
+use crate::store::sql::Columns;
+use crate::store::sql::RowError;
+use crate::store::sql::SqlValue;
+use crate::store::sql::Statement;
+use crate::store::sql::int;
+use crate::store::sql::opt_int;
+use crate::store::sql::opt_text;
+use crate::store::sql::token_values;
+use crate::wire::keystore::CheckInfo;
+use crate::wire::usage::TokenUsage;
+use serde::{Deserialize, Serialize};
+
+/// The kind of a per-model mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarkKind {
+    /// Per-minute (or unknown) limit: short cooldown.
+    Cooling,
+    /// Per-day limit: until the next daily reset.
+    Exhausted,
+}
+
+impl MarkKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Cooling => "cooling",
+            Self::Exhausted => "exhausted",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cooling" => Some(Self::Cooling),
+            "exhausted" => Some(Self::Exhausted),
+            _ => None,
+        }
+    }
+}
+
+/// A usage row: one key × model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Key id.
+    pub key_id: String,
+    /// Model.
+    pub model: String,
+    /// Requests made.
+    pub requests: u64,
+    /// 2xx answers.
+    pub successes: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// Errors (5xx, transport, rejection).
+    pub errors: u64,
+    /// Last use.
+    pub last_used: Option<u64>,
+    /// Mark kind, if marked.
+    pub mark_kind: Option<MarkKind>,
+    /// Mark expiry.
+    pub mark_until: Option<u64>,
+    /// Mark reason.
+    pub mark_reason: Option<String>,
+    /// The last error seen.
+    pub last_error: Option<String>,
+    /// The tokens the 2xx answers reported (a row of `usage_tokens`).
+    pub tokens: TokenUsage,
+}
+
+/// A key row. The secret is never persisted: it comes from configuration
+/// on every start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Key id.
+    pub key_id: String,
+    /// Why the key is disabled, if it is.
+    pub disabled_reason: Option<String>,
+    /// Since when.
+    pub disabled_at: Option<u64>,
+}
+
+/// What the admin set on a key: its Google project, a note, and its last
+/// check. One row of `key_meta`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMeta {
+    /// Key id.
+    pub key_id: String,
+    /// The Google project the key belongs to (quotas are per project).
+    pub project: Option<String>,
+    /// A note.
+    pub note: Option<String>,
+    /// The last check.
+    pub check: Option<CheckInfo>,
+    /// The key was disabled by the admin or by a check: a reset of the
+    /// statistics (`POST /stat/reset`) leaves it disabled; only an enable
+    /// undoes it.
+    pub held: bool,
+}
+
+/// A key added at run time, sealed ([`crate::store::vault`]). One row of `vault`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultRecord {
+    /// Key id.
+    pub key_id: String,
+    /// The sealed key.
+    pub sealed: String,
+    /// When it was added.
+    pub added_at: u64,
+}
+
+/// Everything stored of a pool, as read back at start (the keys added at
+/// run time already opened).
+#[derive(Clone, Debug, Default)]
+pub struct StoredPool {
+    /// Key rows.
+    pub keys: Vec<KeyRecord>,
+    /// Usage rows.
+    pub usage: Vec<UsageRecord>,
+    /// Metadata rows.
+    pub meta: Vec<KeyMeta>,
+    /// Keys added at run time.
+    pub runtime: Vec<crate::wire::secret::ApiKey>,
+    /// Ids of `API_KEYS` keys the admin removed.
+    pub removed: Vec<String>,
+    /// Client keys ([`crate::store::clients::SELECT_CLIENTS`]).
+    pub clients: Vec<Client>,
+    /// Their usage ([`crate::store::clients::SELECT_CLIENT_USAGE`]).
+    pub client_usage: Vec<ClientUsage>,
+    /// Their usage per key and model
+    /// ([`crate::store::clients::SELECT_CLIENT_KEY_USAGE`]).
+    pub client_key_usage: Vec<ClientKeyUsage>,
+    /// Hourly rows ([`crate::store::history::SELECT_HOURLY`]).
+    pub hourly: Vec<HourRecord>,
+    /// The resource registry ([`crate::store::registry::SELECT`]).
+    pub affinity: Vec<(crate::wire::resource::Resource, crate::store::registry::Owner)>,
+}
+
+/// Every row a full rewrite writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Records {
+    /// Key rows.
+    pub keys: Vec<KeyRecord>,
+    /// Usage rows.
+    pub usage: Vec<UsageRecord>,
+}
+
+/// What a report changed, for the host to persist.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    /// The key row, when its disabled state changed.
+    pub key: Option<KeyRecord>,
+    /// The usage rows (one, or more when a model became tracked and its
+    /// earlier calls moved to it).
+    pub usage: Vec<UsageRecord>,
+    /// The client's usage row, when the report ended a client's request.
+    pub client: Option<ClientUsage>,
+    /// The client's key × model row, with it.
+    pub client_key: Option<ClientKeyUsage>,
+    /// The hourly rows the call changed.
+    pub hourly: HourChange,
+    /// The resource owners it found (`None`: the resource was deleted).
+    pub affinity: Vec<(String, Option<crate::store::registry::Owner>)>,
+}
+
+/// Creates the tables when missing.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    disabled_reason TEXT,
+    disabled_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS usage (
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    successes INTEGER NOT NULL DEFAULT 0,
+    rate_limited INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    last_used INTEGER,
+    mark_kind TEXT,
+    mark_until INTEGER,
+    mark_reason TEXT,
+    last_error TEXT,
+    PRIMARY KEY (key_id, model)
+);
+CREATE TABLE IF NOT EXISTS usage_tokens (
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt INTEGER NOT NULL DEFAULT 0,
+    output INTEGER NOT NULL DEFAULT 0,
+    cached INTEGER NOT NULL DEFAULT 0,
+    thinking INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, model)
+);
+";
+
+/// The tables of the admin's changes (created when missing).
+pub const ADMIN_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS key_meta (
+    key_id TEXT PRIMARY KEY,
+    project TEXT,
+    note TEXT,
+    check_status TEXT,
+    check_at INTEGER,
+    check_reason TEXT,
+    held INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS vault (
+    key_id TEXT PRIMARY KEY,
+    sealed TEXT NOT NULL,
+    added_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS removed (
+    key_id TEXT PRIMARY KEY,
+    removed_at INTEGER NOT NULL
+);
+";
+
+/// Every metadata row, columns in [`KeyMeta::to_row`] order.
+pub const SELECT_META: &str = "SELECT key_id, project, note, check_status, check_at, check_reason, held FROM key_meta";
+/// Inserts or replaces a metadata row.
+pub const UPSERT_META: &str = "INSERT INTO key_meta (key_id, project, note, check_status, check_at, check_reason, held) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(key_id) DO UPDATE SET project = excluded.project, \
+     note = excluded.note, check_status = excluded.check_status, check_at = excluded.check_at, \
+     check_reason = excluded.check_reason, held = excluded.held";
+/// Every vault row, columns in [`VaultRecord::to_row`] order.
+pub const SELECT_VAULT: &str = "SELECT key_id, sealed, added_at FROM vault";
+/// Inserts or replaces a vault row.
+pub const UPSERT_VAULT: &str = "INSERT INTO vault (key_id, sealed, added_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT(key_id) DO UPDATE SET sealed = excluded.sealed, added_at = excluded.added_at";
+/// Every removed id.
+pub const SELECT_REMOVED: &str = "SELECT key_id FROM removed";
+/// Records a removal: `key_id, removed_at`.
+pub const INSERT_REMOVED: &str =
+    "INSERT INTO removed (key_id, removed_at) VALUES (?1, ?2) ON CONFLICT(key_id) DO NOTHING";
+
+/// The statements that forget one removed key's secret, labels and the
+/// clients' use of it (its own counts go at the next rewrite: the daily
+/// reset, or a start).
+pub fn forget_statements(key_id: &str) -> Vec<Statement> {
+    let id = || vec![SqlValue::Text(key_id.to_owned())];
+    vec![
+        ("DELETE FROM vault WHERE key_id = ?1", id()),
+        ("DELETE FROM key_meta WHERE key_id = ?1", id()),
+        ("DELETE FROM client_key_usage WHERE key = ?1", id()),
+    ]
+}
+
+/// The statement that undoes a removal mark.
+pub fn unremove_statement(key_id: &str) -> Statement {
+    ("DELETE FROM removed WHERE key_id = ?1", vec![SqlValue::Text(key_id.to_owned())])
+}
+
+/// Every key row, columns in [`KeyRecord::to_row`] order.
+pub const SELECT_KEYS: &str = "SELECT key_id, disabled_reason, disabled_at FROM keys";
+
+/// Every usage row, columns in [`UsageRecord::to_row`] order.
+pub const SELECT_USAGE: &str = "SELECT u.key_id, u.model, u.requests, u.successes, u.rate_limited, u.errors, \
+     u.last_used, u.mark_kind, u.mark_until, u.mark_reason, u.last_error, COALESCE(t.prompt, 0), \
+     COALESCE(t.output, 0), COALESCE(t.cached, 0), COALESCE(t.thinking, 0) \
+     FROM usage u LEFT JOIN usage_tokens t ON t.key_id = u.key_id AND t.model = u.model";
+
+/// Inserts or replaces a key row ([`KeyRecord::to_row`]).
+pub const UPSERT_KEY: &str = "INSERT INTO keys (key_id, disabled_reason, disabled_at) VALUES (?1, ?2, ?3) \
+     ON CONFLICT(key_id) DO UPDATE SET disabled_reason = excluded.disabled_reason, disabled_at = excluded.disabled_at";
+
+/// Inserts or replaces a usage row ([`UsageRecord::to_row`]).
+pub const UPSERT_USAGE: &str = "INSERT INTO usage (key_id, model, requests, successes, rate_limited, errors, \
+     last_used, mark_kind, mark_until, mark_reason, last_error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     ON CONFLICT(key_id, model) DO UPDATE SET requests = excluded.requests, successes = excluded.successes, \
+     rate_limited = excluded.rate_limited, errors = excluded.errors, last_used = excluded.last_used, \
+     mark_kind = excluded.mark_kind, mark_until = excluded.mark_until, mark_reason = excluded.mark_reason, \
+     last_error = excluded.last_error";
+
+/// Empties the key table (the first statement of a rewrite).
+pub const DELETE_KEYS: &str = "DELETE FROM keys";
+
+/// Empties the usage table (the second statement of a rewrite).
+pub const DELETE_USAGE: &str = "DELETE FROM usage";
+
+/// Inserts or replaces a token row ([`UsageRecord::tokens_row`]).
+pub const UPSERT_TOKENS: &str = "INSERT INTO usage_tokens (key_id, model, prompt, output, cached, thinking) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(key_id, model) DO UPDATE SET prompt = excluded.prompt, \
+     output = excluded.output, cached = excluded.cached, thinking = excluded.thinking";
+
+/// Empties the token table (the third statement of a rewrite).
+pub const DELETE_TOKENS: &str = "DELETE FROM usage_tokens";
+
+impl KeyRecord {
+    /// The row's values, in [`SELECT_KEYS`] and [`UPSERT_KEY`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        vec![SqlValue::Text(self.key_id.clone()), opt_text(self.disabled_reason.as_deref()), opt_int(self.disabled_at)]
+    }
+
+    /// The record of a row read with [`SELECT_KEYS`].
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns { table: "keys", row: row.iter() };
+        Ok(Self { key_id: c.text()?, disabled_reason: c.opt_text()?, disabled_at: c.opt_int()? })
+    }
+}
+
+impl KeyMeta {
+    /// The row's values, in [`SELECT_META`] and [`UPSERT_META`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        let check = self.check.as_ref();
+        vec![
+            SqlValue::Text(self.key_id.clone()),
+            opt_text(self.project.as_deref()),
+            opt_text(self.note.as_deref()),
+            opt_text(check.map(|c| c.status.as_str())),
+            opt_int(check.map(|c| c.at)),
+            opt_text(check.and_then(|c| c.reason.as_deref())),
+            int(u64::from(self.held)),
+        ]
+    }
+
+    /// The record of a row read with [`SELECT_META`].
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns { table: "key_meta", row: row.iter() };
+        let (key_id, project, note) = (c.text()?, c.opt_text()?, c.opt_text()?);
+        let (status, at, reason) = (c.opt_text()?, c.opt_int()?, c.opt_text()?);
+        let check = status.map(|status| CheckInfo { status, at: at.unwrap_or(0), reason });
+        Ok(Self { key_id, project, note, check, held: c.int()? != 0 })
+    }
+}
+
+impl VaultRecord {
+    /// The row's values, in [`SELECT_VAULT`] and [`UPSERT_VAULT`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        vec![SqlValue::Text(self.key_id.clone()), SqlValue::Text(self.sealed.clone()), int(self.added_at)]
+    }
+
+    /// The record of a row read with [`SELECT_VAULT`].
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns { table: "vault", row: row.iter() };
+        Ok(Self { key_id: c.text()?, sealed: c.text()?, added_at: c.int()? })
+    }
+}
+
+/// The id of a row read with [`SELECT_REMOVED`].
+pub fn removed_from_row(row: &[SqlValue]) -> Result<String, RowError> {
+    Columns { table: "removed", row: row.iter() }.text()
+}
+
+impl UsageRecord {
+    /// The row's values, in [`SELECT_USAGE`] and [`UPSERT_USAGE`] order.
+    pub fn to_row(&self) -> Vec<SqlValue> {
+        vec![
+            SqlValue::Text(self.key_id.clone()),
+            SqlValue::Text(self.model.clone()),
+            int(self.requests),
+            int(self.successes),
+            int(self.rate_limited),
+            int(self.errors),
+            opt_int(self.last_used),
+            opt_text(self.mark_kind.map(MarkKind::as_str)),
+            opt_int(self.mark_until),
+            opt_text(self.mark_reason.as_deref()),
+            opt_text(self.last_error.as_deref()),
+        ]
+    }
+
+    /// The record of a row read with [`SELECT_USAGE`]. An unknown mark kind
+    /// reads as no mark.
+    pub fn from_row(row: &[SqlValue]) -> Result<Self, RowError> {
+        let mut c = Columns { table: "usage", row: row.iter() };
+        Ok(Self {
+            key_id: c.text()?,
+            model: c.text()?,
+            requests: c.int()?,
+            successes: c.int()?,
+            rate_limited: c.int()?,
+            errors: c.int()?,
+            last_used: c.opt_int()?,
+            mark_kind: c.opt_text()?.as_deref().and_then(MarkKind::parse),
+            mark_until: c.opt_int()?,
+            mark_reason: c.opt_text()?,
+            last_error: c.opt_text()?,
+            tokens: c.tokens()?,
+        })
+    }
+
+    /// The token row's values, in [`UPSERT_TOKENS`] order.
+    pub fn tokens_row(&self) -> Vec<SqlValue> {
+        let mut row = vec![SqlValue::Text(self.key_id.clone()), SqlValue::Text(self.model.clone())];
+        row.extend(token_values(&self.tokens));
+        row
+    }
+
+    /// The statements that write this record: its usage row, and its token
+    /// row when it has tokens.
+    pub fn statements(&self) -> impl Iterator<Item = Statement> + '_ {
+        let tokens = (!self.tokens.is_zero()).then(|| (UPSERT_TOKENS, self.tokens_row()));
+        std::iter::once((UPSERT_USAGE, self.to_row())).chain(tokens)
+    }
+}
+
+/// The statements that persist one change.
+pub fn change_statements(change: &Change) -> impl Iterator<Item = Statement> + '_ {
+    let key = change.key.iter().map(|k| (UPSERT_KEY, k.to_row()));
+    let client = change.client.iter().map(|c| (clients::UPSERT_CLIENT_USAGE, c.to_row()));
+    let client_key = change.client_key.iter().map(|c| (clients::UPSERT_CLIENT_KEY_USAGE, c.to_row()));
+    let prune = change.hourly.prune_before.map(history::prune_statement);
+    let hourly = change.hourly.rows.iter().map(|r| (history::UPSERT_HOURLY, r.to_row()));
+    let affinity =
+        change.affinity.iter().map(|(name, owner)| crate::store::registry::row_statement(name, owner.as_ref()));
+    key.chain(change.usage.iter().flat_map(UsageRecord::statements))
+        .chain(client)
+        .chain(client_key)
+        .chain(prune)
+        .chain(hourly)
+        .chain(affinity)
+}
+
+/// The statements that replace every key and usage row with `records` (run
+/// them in one transaction where the host has transactions). The clients'
+/// rows and the hourly rows are not among them: no reset clears them, and
+/// each change keeps them current (upserts, and the prune of old hours), so
+/// a Durable Object waking up does not write them all again.
+pub fn rewrite_statements(records: &Records) -> impl Iterator<Item = Statement> + '_ {
+    let clear = [(DELETE_KEYS, Vec::new()), (DELETE_USAGE, Vec::new()), (DELETE_TOKENS, Vec::new())];
+    let keys = records.keys.iter().map(|k| (UPSERT_KEY, k.to_row()));
+    let usage = records.usage.iter().flat_map(UsageRecord::statements);
+    clear.into_iter().chain(keys).chain(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sql::SqlValue;
+    use crate::wire::keystore::CheckInfo;
+
+    #[test]
+    fn records_round_trip_through_rows() {
+        let k =
+            KeyRecord { key_id: "k-1".into(), disabled_reason: Some("API key not valid".into()), disabled_at: Some(5) };
+        assert_eq!(KeyRecord::from_row(&k.to_row()), Ok(k));
+        let u = UsageRecord {
+            key_id: "k-1".into(),
+            model: "gemini-2.5-flash".into(),
+            requests: 3,
+            successes: 2,
+            rate_limited: 1,
+            errors: 0,
+            last_used: Some(1_800_000_000_000),
+            mark_kind: Some(MarkKind::Exhausted),
+            mark_until: Some(1_800_000_100_000),
+            mark_reason: Some("quota".into()),
+            last_error: None,
+            tokens: TokenUsage { prompt: 7, output: 9, cached: 2, thinking: 4 },
+        };
+        // A row as SELECT_USAGE reads it: the usage row, then the joined tokens.
+        let read = |u: &UsageRecord| {
+            let mut row = u.to_row();
+            row.extend(u.tokens_row().split_off(2));
+            row
+        };
+        assert_eq!(UsageRecord::from_row(&read(&u)), Ok(u.clone()));
+        let plain =
+            UsageRecord { mark_kind: None, mark_until: None, mark_reason: None, tokens: TokenUsage::default(), ..u };
+        assert_eq!(UsageRecord::from_row(&read(&plain)), Ok(plain.clone()));
+        assert_eq!(plain.statements().count(), 1, "no token row without tokens");
+    }
+
+    #[test]
+    fn admin_rows_round_trip() {
+        let m = KeyMeta {
+            key_id: "k-1".into(),
+            project: Some("team-a".into()),
+            note: None,
+            check: Some(CheckInfo { status: "works".into(), at: 9, reason: None }),
+            held: true,
+        };
+        assert_eq!(KeyMeta::from_row(&m.to_row()), Ok(m));
+        let v = VaultRecord { key_id: "k-1".into(), sealed: "v1.abc".into(), added_at: 5 };
+        assert_eq!(VaultRecord::from_row(&v.to_row()), Ok(v));
+        assert_eq!(removed_from_row(&[SqlValue::Text("k-2".into())]), Ok("k-2".into()));
+    }
+
+    #[test]
+    fn malformed_rows_say_what_is_wrong() {
+        let e = KeyRecord::from_row(&[SqlValue::Integer(1)]).expect_err("bad");
+        assert!(e.to_string().contains("keys") && e.to_string().contains("expected text"), "{e}");
+        assert!(UsageRecord::from_row(&[SqlValue::Text("k".into())]).is_err());
+    }
+
+    #[test]
+    fn a_rewrite_clears_both_tables_first() {
+        let k = [KeyRecord { key_id: "k".into(), disabled_reason: None, disabled_at: None }];
+        let records = Records { keys: k.to_vec(), ..Records::default() };
+        let names: Vec<&str> = rewrite_statements(&records).map(|(sql, _)| sql).collect();
+        assert_eq!(names, [DELETE_KEYS, DELETE_USAGE, DELETE_TOKENS, UPSERT_KEY]);
+    }
+}
