@@ -3,12 +3,12 @@
 //! the writer commits the latest state of changed rows every 100 ms.
 
 use crate::clock::Clock;
-use proxy_core::store::registry;
 use proxy_core::store::admin;
 use proxy_core::store::clients;
 use proxy_core::store::clients::{ClientKeyUsage, ClientUsage};
 use proxy_core::store::history;
 use proxy_core::store::persist::{self, Change, KeyMeta, KeyRecord, Records, StoredPool, UsageRecord, VaultRecord};
+use proxy_core::store::registry;
 use proxy_core::store::sql::{RowError, SqlValue, Statement};
 use proxy_core::store::vault::Vault;
 use proxy_core::wire::http::Response;

@@ -5,13 +5,13 @@
 
 use crate::wire::{AcquireAnswer, AdminReply, StoreRequest};
 use proxy_core::config::parse_api_keys;
-use proxy_core::store::registry;
 use proxy_core::store::clients;
 use proxy_core::store::history;
 use proxy_core::store::persist::{self, KeyMeta, KeyRecord, StoredPool, UsageRecord, VaultRecord};
-use proxy_core::view;
+use proxy_core::store::registry;
 use proxy_core::store::sql::{RowError, SqlValue, Statement};
 use proxy_core::store::vault::{NONCE_BYTES, Vault};
+use proxy_core::view;
 use proxy_core::wire::keystore::StatsView;
 use proxy_core::wire::resource::Resource;
 use proxy_core::{KeyPool, UnixMillis};
