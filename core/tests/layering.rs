@@ -317,7 +317,7 @@ fn cycles(modules: &BTreeMap<String, Vec<String>>) -> Vec<Vec<String>> {
             let Some(to) = module_of(path, modules) else { continue };
             let related =
                 to == module || module.starts_with(&format!("{to}::")) || to.starts_with(&format!("{module}::"));
-            if !related && !(module.is_empty() || to.is_empty()) {
+            if !(related || module.is_empty() || to.is_empty()) {
                 out.insert(to);
             }
         }
