@@ -102,6 +102,19 @@ fn key_store_step(step: Step) -> Event {
     }
 }
 
+/// Writes a request's summary to standard output as one JSON line, with the
+/// time since `started`, when the proxy keeps an access log
+/// (`ACCESS_LOG=json`; host-runner passes the component's output on).
+fn summed_up(summary: &proxy_core::exchange::Summary, started: std::time::Instant) -> Event {
+    if config().is_ok_and(|c| c.access_log) {
+        use std::io::Write as _;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // A log line that cannot be written is not the caller's failure.
+        let _ = writeln!(std::io::stdout().lock(), "{}", summary.line(ms));
+    }
+    Event::Done
+}
+
 /// The configuration, read from the environment once per instance (the host
 /// may serve many requests with one instance; its environment never changes).
 fn config() -> Result<&'static Arc<Config>, &'static str> {
@@ -153,6 +166,7 @@ mod p2 {
 
     /// Carries out the exchange's steps until it is over.
     fn drive(mut exchange: Exchange, request: IncomingRequest, out: ResponseOutparam) {
+        let started = std::time::Instant::now();
         let (mut request, mut out) = (Some(request), Some(out));
         let mut upstream: Option<IncomingResponse> = None;
         let mut event = Event::Start;
@@ -195,6 +209,7 @@ mod p2 {
                     }
                     Event::Done
                 }
+                Step::Summary(summary) => crate::summed_up(&summary, started),
                 Step::Done => return,
             };
         }

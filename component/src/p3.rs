@@ -53,6 +53,7 @@ impl Guest for Component {
 /// Carries out the exchange's steps until it is over; its answer goes to
 /// `answer` as soon as there is one.
 async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
+    let started = std::time::Instant::now();
     let mut client_body = Some(ClientBody::of(request));
     let mut answer = Some(answer);
     let mut upstream: Option<Response> = None;
@@ -116,6 +117,7 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
                 }
                 Event::Done
             }
+            Step::Summary(summary) => crate::summed_up(&summary, started),
             Step::Done => return,
         };
     }

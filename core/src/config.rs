@@ -159,6 +159,10 @@ pub struct Config {
     /// The host host-runner listens on (`GEMINI_PROXY_LISTEN`, set by
     /// host-runner for its component, not by users), a `Host` it answers.
     pub listen_host: Option<String>,
+    /// `ACCESS_LOG=json`: each request's summary
+    /// ([`crate::exchange::Step::Summary`]) written as a JSON line to the
+    /// host's standard output (the Worker's log). Off by default.
+    pub access_log: bool,
 }
 
 impl Config {
@@ -229,6 +233,16 @@ impl Config {
             },
             check_host: true,
             listen_host: get("GEMINI_PROXY_LISTEN").map(|l| host_of(l.trim()).to_owned()),
+            access_log: match get("ACCESS_LOG").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+                None | Some("off") => false,
+                Some("json") => true,
+                Some(other) => {
+                    return Err(ConfigError {
+                        var: "ACCESS_LOG",
+                        why: format!("{other:?} is not a log format (`json`, or `off`)"),
+                    });
+                }
+            },
         })
     }
 }

@@ -54,6 +54,7 @@ fn the_checks_see_an_upward_import_and_a_cycle() {
         "exchange".to_owned(),
         module("use crate::request::route;\n#[cfg(test)]\nmod tests {\n    use crate::store::pool::KeyPool;\n}\n"),
     );
+    assert_eq!(test_modules("#[cfg(test)]\nmod tests;\n#[cfg(test)]\nmod inline {}\n"), ["tests"]);
     // A comment or a string that names a path is not an import.
     modules.insert("google::names".to_owned(), module("// crate::store::pool\nconst S: &str = \"crate::store\";\n"));
     let wrong = upward_imports(&modules);
@@ -67,19 +68,40 @@ fn the_checks_see_an_upward_import_and_a_cycle() {
 
 /// Each module of `src` (by path, `a::b`; the crate root is `""`) and the
 /// `crate::` paths its code (not its tests) names.
+/// Modules that are tests (declared `#[cfg(test)] mod name;` in a file of
+/// their own) are left out, as test modules inside a file are.
 fn read_modules(src: &Path) -> BTreeMap<String, Vec<String>> {
     let mut files = Vec::new();
     walk(src, &mut files);
-    files
-        .into_iter()
-        .map(|file| {
-            let rel = file.strip_prefix(src).expect("under src").with_extension("");
-            let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            if matches!(parts.last().map(String::as_str), Some("mod" | "lib")) {
-                parts.pop();
-            }
-            let text = std::fs::read_to_string(&file).expect("a readable source file");
-            (parts.join("::"), parse(&text))
+    let mut modules = BTreeMap::new();
+    let mut tests = BTreeSet::new();
+    for file in files {
+        let rel = file.strip_prefix(src).expect("under src").with_extension("");
+        let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        if matches!(parts.last().map(String::as_str), Some("mod" | "lib")) {
+            parts.pop();
+        }
+        let module = parts.join("::");
+        let text = std::fs::read_to_string(&file).expect("a readable source file");
+        for name in test_modules(&code_only(&text)) {
+            tests.insert(if module.is_empty() { name } else { format!("{module}::{name}") });
+        }
+        modules.insert(module, parse(&text));
+    }
+    modules.retain(|module, _| !tests.iter().any(|t| module == t || module.starts_with(&format!("{t}::"))));
+    modules
+}
+
+/// The names of the modules a file declares, for tests only, in files of
+/// their own (`#[cfg(test)] mod name;`).
+fn test_modules(code: &str) -> Vec<String> {
+    code.split("#[cfg(test)]")
+        .skip(1)
+        .filter_map(|after| {
+            let after = after.trim_start();
+            let after = after.strip_prefix("pub(crate) ").or_else(|| after.strip_prefix("pub ")).unwrap_or(after);
+            let name = after.strip_prefix("mod ")?.split(';').next()?.trim();
+            name.chars().all(|c| c.is_alphanumeric() || c == '_').then(|| name.to_owned())
         })
         .collect()
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The variables the proxy reads.
-pub const VARS: [&str; 12] = [
+pub const VARS: [&str; 13] = [
     "API_KEYS",
     "KEY_ENCRYPTION_SECRET",
     "PROXY_API_KEY",
@@ -22,6 +22,7 @@ pub const VARS: [&str; 12] = [
     "PUBLIC_URL",
     "CORS_ORIGINS",
     "ALLOWED_HOSTS",
+    "ACCESS_LOG",
 ];
 
 /// Everything this host needs to start.

@@ -134,6 +134,11 @@ impl RequestState {
     ) -> Store<Self> {
         let mut wasi = WasiCtx::builder();
         wasi.envs(env);
+        // ACCESS_LOG=json: the component writes each request's summary to
+        // its standard output, which is this process's.
+        if env.iter().any(|(k, v)| k == "ACCESS_LOG" && v.trim().eq_ignore_ascii_case("json")) {
+            wasi.inherit_stdout();
+        }
         let state = Self {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),

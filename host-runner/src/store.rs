@@ -7,7 +7,7 @@ use proxy_core::store::admin;
 use proxy_core::store::clients;
 use proxy_core::store::clients::{ClientKeyUsage, ClientUsage};
 use proxy_core::store::history;
-use proxy_core::store::persist::{self, Change, KeyMeta, KeyRecord, Records, StoredPool, UsageRecord, VaultRecord};
+use proxy_core::store::persist::{self, Change, KeyRecord, Records, Storage, StoredPool, UsageRecord};
 use proxy_core::store::registry;
 use proxy_core::store::sql::{RowError, SqlValue, Statement};
 use proxy_core::store::vault::Vault;
@@ -55,7 +55,7 @@ pub trait KeyBackend: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite failed.
-    #[error("key store database error")]
+    #[error("key store database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// A stored row does not map onto a record.
     #[error(transparent)]
@@ -115,36 +115,12 @@ impl SqliteKeyStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(persist::SCHEMA)?;
-        conn.execute_batch(persist::ADMIN_SCHEMA)?;
-        conn.execute_batch(clients::SCHEMA)?;
-        conn.execute_batch(history::SCHEMA)?;
-        conn.execute_batch(registry::SCHEMA)?;
-        // A registry made before clients were told apart gains its columns.
-        for column in registry::ADD_COLUMNS {
-            match conn.execute_batch(column) {
-                Err(e) if !registry::is_duplicate_column(&e.to_string()) => return Err(e.into()),
-                _ => {}
-            }
-        }
-        run(&conn, registry::prune_statement(clock.now()))?;
-        let sealed = load(&conn, persist::SELECT_VAULT, VaultRecord::from_row)?;
-        let (runtime, unopened) = proxy_core::store::vault::open_sealed(vault.as_ref(), sealed);
+        let sqlite = Sqlite(&conn);
+        persist::create_tables(&sqlite)?;
+        let (stored, unopened) = StoredPool::load(&sqlite, vault.as_ref(), clock.now())?;
         if let Some(why) = unopened {
             tracing::warn!("{why}");
         }
-        let stored = StoredPool {
-            keys: load(&conn, persist::SELECT_KEYS, KeyRecord::from_row)?,
-            usage: load(&conn, persist::SELECT_USAGE, UsageRecord::from_row)?,
-            meta: load(&conn, persist::SELECT_META, KeyMeta::from_row)?,
-            runtime,
-            removed: load(&conn, persist::SELECT_REMOVED, persist::removed_from_row)?,
-            clients: load(&conn, clients::SELECT_CLIENTS, clients::Client::from_row)?,
-            client_usage: load(&conn, clients::SELECT_CLIENT_USAGE, ClientUsage::from_row)?,
-            client_key_usage: load(&conn, clients::SELECT_CLIENT_KEY_USAGE, ClientKeyUsage::from_row)?,
-            hourly: load(&conn, history::SELECT_HOURLY, history::HourRecord::from_row)?,
-            affinity: load(&conn, registry::SELECT, registry::from_row)?,
-        };
         let pool = KeyPool::restore(keys, stored);
         Batch { rewrite: Some(pool.records()), ..Batch::default() }.commit(&mut conn)?;
         let (tx, rx) = mpsc::channel();
@@ -278,21 +254,27 @@ fn from_sql(v: ValueRef<'_>) -> SqlValue {
     }
 }
 
-/// Every row of `select`, as records.
-fn load<R>(
-    conn: &Connection,
-    select: &str,
-    from_row: fn(&[SqlValue]) -> Result<R, RowError>,
-) -> Result<Vec<R>, StoreError> {
-    let mut stmt = conn.prepare(select)?;
-    let columns = stmt.column_count();
-    let rows =
-        stmt.query_map([], |r| (0..columns).map(|i| r.get_ref(i).map(from_sql)).collect::<Result<Vec<_>, _>>())?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(from_row(&row?)?);
+/// SQLite, as core's key store opens and loads it.
+struct Sqlite<'a>(&'a Connection);
+
+impl Storage for Sqlite<'_> {
+    type Error = StoreError;
+
+    fn run(&self, statement: Statement) -> Result<(), StoreError> {
+        Ok(run(self.0, statement)?)
     }
-    Ok(out)
+
+    fn script(&self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.0.execute_batch(sql)?)
+    }
+
+    fn rows(&self, select: &str) -> Result<Vec<Vec<SqlValue>>, StoreError> {
+        let mut stmt = self.0.prepare(select)?;
+        let columns = stmt.column_count();
+        let rows =
+            stmt.query_map([], |r| (0..columns).map(|i| r.get_ref(i).map(from_sql)).collect::<Result<Vec<_>, _>>())?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
 fn run(conn: &Connection, (sql, values): Statement) -> Result<(), rusqlite::Error> {

@@ -5,11 +5,9 @@
 
 use crate::wire::{AcquireAnswer, AdminReply, StoreRequest};
 use proxy_core::config::parse_api_keys;
-use proxy_core::store::clients;
-use proxy_core::store::history;
-use proxy_core::store::persist::{self, KeyMeta, KeyRecord, StoredPool, UsageRecord, VaultRecord};
+use proxy_core::store::persist::{self, Storage, StoredPool};
 use proxy_core::store::registry;
-use proxy_core::store::sql::{RowError, SqlValue, Statement};
+use proxy_core::store::sql::{SqlValue, Statement};
 use proxy_core::store::vault::{NONCE_BYTES, Vault};
 use proxy_core::view;
 use proxy_core::wire::keystore::StatsView;
@@ -63,20 +61,6 @@ fn from_storage(v: SqlStorageValue) -> SqlValue {
 }
 
 impl ApiKeyManager {
-    fn run(&self, (sql, values): Statement) -> Result<(), String> {
-        self.sql.exec(sql, values.into_iter().map(to_storage).collect::<Vec<_>>()).map(drop).map_err(|e| e.to_string())
-    }
-
-    fn load<R>(&self, select: &str, from_row: fn(&[SqlValue]) -> Result<R, RowError>) -> Result<Vec<R>, String> {
-        let cursor = self.sql.exec(select, None).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        for row in cursor.raw() {
-            let row: Vec<SqlValue> = row.map_err(|e| e.to_string())?.into_iter().map(from_storage).collect();
-            out.push(from_row(&row).map_err(|e| e.to_string())?);
-        }
-        Ok(out)
-    }
-
     fn rewrite(&self, pool: &KeyPool) -> Result<(), String> {
         persist::rewrite_statements(&pool.records()).try_for_each(|s| self.run(s))
     }
@@ -95,24 +79,10 @@ impl ApiKeyManager {
             Some(secret) => Some(Vault::from_secret(&secret).map_err(|e| e.to_string())?),
             None => None,
         };
-        self.run(registry::prune_statement(now()))?;
-        let sealed = self.load(persist::SELECT_VAULT, VaultRecord::from_row)?;
-        let (runtime, unopened) = proxy_core::store::vault::open_sealed(vault.as_ref(), sealed);
+        let (stored, unopened) = StoredPool::load(self, vault.as_ref(), now())?;
         if let Some(why) = unopened {
             worker::console_warn!("{why}");
         }
-        let stored = StoredPool {
-            keys: self.load(persist::SELECT_KEYS, KeyRecord::from_row)?,
-            usage: self.load(persist::SELECT_USAGE, UsageRecord::from_row)?,
-            meta: self.load(persist::SELECT_META, KeyMeta::from_row)?,
-            runtime,
-            removed: self.load(persist::SELECT_REMOVED, persist::removed_from_row)?,
-            clients: self.load(clients::SELECT_CLIENTS, clients::Client::from_row)?,
-            client_usage: self.load(clients::SELECT_CLIENT_USAGE, clients::ClientUsage::from_row)?,
-            client_key_usage: self.load(clients::SELECT_CLIENT_KEY_USAGE, clients::ClientKeyUsage::from_row)?,
-            hourly: self.load(history::SELECT_HOURLY, history::HourRecord::from_row)?,
-            affinity: self.load(registry::SELECT, registry::from_row)?,
-        };
         let pool = KeyPool::restore(keys, stored);
         self.rewrite(&pool)?;
         *loaded = Some(Loaded { source, pool, vault });
@@ -195,6 +165,27 @@ impl ApiKeyManager {
     }
 }
 
+impl Storage for ApiKeyManager {
+    type Error = String;
+
+    fn run(&self, (sql, values): Statement) -> Result<(), String> {
+        self.sql.exec(sql, values.into_iter().map(to_storage).collect::<Vec<_>>()).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn script(&self, sql: &str) -> Result<(), String> {
+        self.sql.exec(sql, None).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn rows(&self, select: &str) -> Result<Vec<Vec<SqlValue>>, String> {
+        let cursor = self.sql.exec(select, None).map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        for row in cursor.raw() {
+            rows.push(row.map_err(|e| e.to_string())?.into_iter().map(from_storage).collect());
+        }
+        Ok(rows)
+    }
+}
+
 /// Fresh random bytes for a seal, from the runtime's CSPRNG.
 fn nonce() -> [u8; NONCE_BYTES] {
     let mut n = [0u8; NONCE_BYTES];
@@ -206,20 +197,11 @@ fn nonce() -> [u8; NONCE_BYTES] {
 impl DurableObject for ApiKeyManager {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
-        for schema in [persist::SCHEMA, persist::ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA, registry::SCHEMA] {
-            if let Err(e) = sql.exec(schema, None) {
-                worker::console_error!("creating the key store schema failed: {e}");
-            }
+        let manager = Self { sql, env, loaded: RefCell::new(None), acquires: Cell::new(0), reports: Cell::new(0) };
+        if let Err(e) = persist::create_tables(&manager) {
+            worker::console_error!("creating the key store's tables failed: {e}");
         }
-        // A registry made before clients were told apart gains its columns.
-        for column in registry::ADD_COLUMNS {
-            if let Err(e) = sql.exec(column, None)
-                && !registry::is_duplicate_column(&e.to_string())
-            {
-                worker::console_error!("adding a column to the registry failed: {e}");
-            }
-        }
-        Self { sql, env, loaded: RefCell::new(None), acquires: Cell::new(0), reports: Cell::new(0) }
+        manager
     }
 
     async fn fetch(&self, mut req: Request) -> worker::Result<Response> {

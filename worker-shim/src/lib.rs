@@ -57,15 +57,25 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let path_and_query = url.query().map_or_else(|| url.path().to_owned(), |q| format!("{}?{q}", url.path()));
     let method = Method::parse(req.method().as_ref());
     let headers = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
-    let timeouts = config.timeouts;
+    let (timeouts, access_log) = (config.timeouts, config.access_log);
+    let started = Date::now().as_millis();
     let mut exchange = Exchange::new(config, method, path_and_query, headers).with_request_id(request_id(&req));
     if let Some(host) = url.host_str() {
         let authority = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
         exchange = exchange.with_origin(url.scheme(), &authority);
     }
     let store = KeyStore::new(&env);
-    let mut run =
-        Run { exchange, request: Some(req), store, timeouts, upstream: None, pipe: None, reports: Vec::new() };
+    let mut run = Run {
+        exchange,
+        request: Some(req),
+        store,
+        timeouts,
+        upstream: None,
+        pipe: None,
+        reports: Vec::new(),
+        started,
+        access_log,
+    };
     // Up to the answer on the critical path; the rest (the stream's end,
     // the reports) after it, through `wait_until`.
     let (response, event) = run.until_answer().await;
@@ -92,6 +102,10 @@ struct Run {
     /// The exchange's reports, left for the isolate's next Durable Object
     /// request after the answer.
     reports: Vec<Report>,
+    /// When the request came (ms since the epoch), for its summary.
+    started: u64,
+    /// Whether each request's summary goes to the log (`ACCESS_LOG=json`).
+    access_log: bool,
 }
 
 impl Run {
@@ -181,6 +195,12 @@ impl Run {
                 Event::Done
             }
             Step::Admin(op) => self.store.admin(op).await.map_or_else(Event::StoreFailed, Event::Admin),
+            Step::Summary(summary) => {
+                if self.access_log {
+                    worker::console_log!("{}", summary.line(Date::now().as_millis().saturating_sub(self.started)));
+                }
+                Event::Done
+            }
             Step::Done => return Flow::Over,
         })
     }

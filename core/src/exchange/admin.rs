@@ -1,11 +1,20 @@
-//! A key check: the one cheap upstream call that tells whether a key works,
-//! and what its answer means.
+//! The admin's requests: parsed into an operation the key store applies,
+//! and key checks, each one cheap upstream call that tells whether a key
+//! works, whose findings go back to the key store.
 
+use super::{BodyFrom, Event, Exchange, Phase, Step, UpstreamRequest};
 use crate::google::errors;
+use crate::request::admin::{self, MAX_ADMIN_BODY_BYTES};
+use crate::request::admit;
+use crate::request::route::AdminRoute;
+use crate::wire::error::ProxyError;
 use crate::wire::keystore::CheckInfo;
 use crate::wire::keystore::Lease;
+use crate::wire::keystore::{AdminAnswer, AdminOp};
 use crate::wire::secret;
 use crate::wire::secret::ApiKey;
+use crate::wire::secret::KeyId;
+use std::collections::VecDeque;
 /// What one check found, from the upstream's answer to a models list (the
 /// store stamps it with its time).
 pub fn classify_check(status: u16, body: &[u8], secret: &ApiKey) -> CheckInfo {
@@ -36,14 +45,137 @@ pub const CHECK_BODY_BYTES: usize = 64 * 1024;
 
 /// The check of `lease`: one models list, the cheapest call (no generation
 /// quota spent).
-pub fn check_request(cfg: &crate::config::Config, lease: &Lease) -> crate::exchange::UpstreamRequest {
+pub fn check_request(cfg: &crate::config::Config, lease: &Lease) -> UpstreamRequest {
     let base = &cfg.gemini_upstream;
-    crate::exchange::UpstreamRequest {
+    UpstreamRequest {
         method: crate::wire::http::Method::Get,
         scheme: base.scheme,
         authority: base.authority.clone(),
         path_and_query: format!("{}/models?pageSize=1", base.path),
         headers: vec![("x-goog-api-key".to_owned(), lease.secret.expose().to_owned())],
-        body: crate::exchange::BodyFrom::Read,
+        body: BodyFrom::Read,
+    }
+}
+
+/// An admin request in progress: its route, and the keys a check call has
+/// still to check, with what was found.
+#[derive(Debug)]
+pub(super) struct Checks {
+    route: AdminRoute,
+    pending: VecDeque<Lease>,
+    results: Vec<(KeyId, CheckInfo)>,
+    remaining: usize,
+}
+
+/// What an admin request waits for, with what it waits with.
+#[derive(Debug)]
+pub(super) enum Awaiting {
+    /// The request body.
+    Body,
+    /// The key store's answer; `recording`: to the checks' findings.
+    Answer { recording: bool },
+    /// The head of this key's check.
+    CheckHead(Lease),
+    /// The body of this key's check, after its status.
+    CheckBody(Lease, u16),
+}
+
+impl Awaiting {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Self::Body => "the admin's request body",
+            Self::Answer { .. } => "the key store's admin answer",
+            Self::CheckHead(_) => "a key check's head",
+            Self::CheckBody(..) => "a key check's body",
+        }
+    }
+}
+
+impl Exchange {
+    /// Serves an admin route: reads its body if it has one, then asks the
+    /// key store.
+    pub(super) fn admin(&mut self, route: AdminRoute) -> Step {
+        let reads_body = route.reads_body();
+        let checks = Checks { route, pending: VecDeque::new(), results: Vec::new(), remaining: 0 };
+        if !reads_body {
+            return self.admin_op(checks, &[]);
+        }
+        match admit::declared_length(&self.headers) {
+            Ok(Some(n)) if n > MAX_ADMIN_BODY_BYTES => {
+                self.fail(ProxyError::PayloadTooLarge { limit: MAX_ADMIN_BODY_BYTES })
+            }
+            Ok(declared) => {
+                self.phase = Phase::Admin(checks, Awaiting::Body);
+                Step::ReadBody { limit: MAX_ADMIN_BODY_BYTES, declared }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    pub(super) fn admin_event(&mut self, checks: Checks, awaiting: Awaiting, event: Event) -> Step {
+        match (awaiting, event) {
+            (Awaiting::Body, Event::Body(body)) => self.admin_op(checks, &body),
+            (Awaiting::Body, Event::BodyFailed(e)) => self.body_failed(e, MAX_ADMIN_BODY_BYTES),
+            (Awaiting::Answer { recording }, Event::Admin(answer)) => self.admin_answered(checks, recording, answer),
+            (Awaiting::Answer { .. }, Event::StoreFailed(why)) => self.store_failed(&why),
+            (Awaiting::CheckHead(lease), Event::Head { status, .. }) => {
+                self.phase = Phase::Admin(checks, Awaiting::CheckBody(lease, status));
+                Step::ReadErrorBody { limit: CHECK_BODY_BYTES }
+            }
+            (Awaiting::CheckHead(lease), Event::SendFailed { reason, .. }) => {
+                self.check_found(checks, lease, CheckInfo { status: "error".into(), at: 0, reason: Some(reason) })
+            }
+            (Awaiting::CheckBody(lease, status), Event::ErrorBody(body)) => {
+                let found = classify_check(status, &body, &lease.secret);
+                self.check_found(checks, lease, found)
+            }
+            (awaiting, event) => self.host_bug(awaiting.name(), &event),
+        }
+    }
+
+    fn admin_op(&mut self, checks: Checks, body: &[u8]) -> Step {
+        match admin::parse(&checks.route, body) {
+            Ok(op) => {
+                self.phase = Phase::Admin(checks, Awaiting::Answer { recording: false });
+                Step::Admin(op)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn admin_answered(&mut self, mut checks: Checks, recording: bool, answer: AdminAnswer) -> Step {
+        let is_plan = matches!(checks.route, AdminRoute::Check) && !recording;
+        if is_plan && answer.status == 200 {
+            checks.remaining = serde_json::from_str::<serde_json::Value>(&answer.body)
+                .ok()
+                .and_then(|v| v["remaining"].as_u64())
+                .unwrap_or(0) as usize;
+            checks.pending = answer.leases.into();
+            return self.next_check(checks);
+        }
+        self.emit([Step::Respond(admin::response(answer.status, answer.body))])
+    }
+
+    /// Checks the next key, or records what the checks found.
+    fn next_check(&mut self, mut checks: Checks) -> Step {
+        match checks.pending.pop_front() {
+            Some(lease) => {
+                let request = check_request(&self.cfg, &lease);
+                self.phase = Phase::Admin(checks, Awaiting::CheckHead(lease));
+                Step::Send(request)
+            }
+            None => {
+                let results = std::mem::take(&mut checks.results);
+                let remaining = checks.remaining;
+                self.phase = Phase::Admin(checks, Awaiting::Answer { recording: true });
+                Step::Admin(AdminOp::Checked { results, remaining })
+            }
+        }
+    }
+
+    fn check_found(&mut self, mut checks: Checks, lease: Lease, found: CheckInfo) -> Step {
+        let found = CheckInfo { reason: found.reason.map(|r| secret::redact(&r, &[&lease.secret])), ..found };
+        checks.results.push((lease.id, found));
+        self.next_check(checks)
     }
 }

@@ -15,6 +15,11 @@
 //! spends its [`MAX_FETCHES`] upstream calls on keys that hold nothing can
 //! end with a token it could not check.
 
+use super::outgoing::relayed_headers;
+use super::relay::{Awaiting, Head, Pending, Relay, Suspect, listed_prefix};
+use super::{BodyFrom, Exchange, Phase, Step, upstream_request};
+use crate::google::errors::{self, Verdict};
+use crate::google::names;
 use crate::request::route::Forward;
 use crate::wire::error::ProxyError;
 use crate::wire::http::Dialect;
@@ -22,6 +27,8 @@ use crate::wire::http::{Method, Response};
 use crate::wire::keystore::Lease;
 use crate::wire::keystore::WALK_KEYS;
 use crate::wire::keystore::WalkFrom;
+use crate::wire::keystore::{AdminAnswer, AdminOp, Outcome, Refusal, Report};
+use crate::wire::secret;
 use crate::wire::secret::KeyId;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -341,6 +348,193 @@ impl Merge {
             headers: vec![("content-type".to_owned(), "application/json; charset=utf-8".to_owned())],
             body: Value::Object(body).to_string(),
         })
+    }
+}
+
+/// A merged listing under way: where it is, and the reports of the keys
+/// it asked so far.
+#[derive(Debug)]
+pub(super) struct Merged {
+    pub(super) merge: Merge,
+    pub(super) reports: Vec<Report>,
+}
+
+impl Exchange {
+    /// Starts a merged listing: the key store is asked for the first keys
+    /// (and admits the client).
+    pub(super) fn list(&mut self, mut relay: Box<Relay>, merge: Merge) -> Step {
+        let from = merge.walk_from();
+        let (claim, model) = (relay.claim.take(), relay.model().to_owned());
+        self.phase = Phase::Relay(relay, Awaiting::Walk(Box::new(Merged { merge, reports: Vec::new() })));
+        Step::Admin(AdminOp::Walk { from, count: WALK_KEYS, claim, model })
+    }
+
+    /// The keys of a merged listing, or why there are none.
+    pub(super) fn walked(&mut self, relay: Box<Relay>, merged: Box<Merged>, answer: AdminAnswer) -> Step {
+        let said: Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        if answer.status != 200 {
+            let e = match serde_json::from_value::<Refusal>(said["refused"].clone()) {
+                Ok(refusal) => ProxyError::refused(refusal),
+                Err(_) => ProxyError::NoUsableKey {
+                    model: relay.model().to_owned(),
+                    why: said["unavailable"].as_str().unwrap_or("no key can list").to_owned(),
+                },
+            };
+            return self.fail(e);
+        }
+        // The body names the client (a host may carry leases bare); a
+        // later walk admits no one.
+        if let Some(client) = said["client"].as_str() {
+            self.client = Some(client.to_owned());
+        }
+        let client = self.client.clone();
+        if let Some(e) = self.web_refusal(client.as_deref()) {
+            return self.fail(e);
+        }
+        if let (Some(client), None, Some(prefix)) = (client, &relay.own, listed_prefix(&relay.fwd, None)) {
+            return self.ask_names(relay, Pending::Walk(merged, answer.leases), client, prefix);
+        }
+        self.walk_on(relay, merged, answer.leases)
+    }
+
+    /// Goes on with a merged listing's keys.
+    pub(super) fn walk_on(&mut self, relay: Box<Relay>, mut merged: Box<Merged>, leases: Vec<Lease>) -> Step {
+        let next = merged.merge.walked(leases);
+        self.list_next(relay, merged, next)
+    }
+
+    /// Asks the next key for its page, or answers with the merged page.
+    fn list_next(&mut self, relay: Box<Relay>, merged: Box<Merged>, next: Next) -> Step {
+        match next {
+            Next::Fetch { lease, query } => {
+                let fwd = Forward { upstream_query: query, ..relay.fwd.clone() };
+                let request = upstream_request(&self.cfg, &fwd, &self.headers, &lease, BodyFrom::Read, 0);
+                self.phase = Phase::Relay(relay, Awaiting::ListHead(merged, lease));
+                Step::Send(request)
+            }
+            Next::Walk(from) => {
+                let model = relay.model().to_owned();
+                self.phase = Phase::Relay(relay, Awaiting::Walk(merged));
+                Step::Admin(AdminOp::Walk { from, count: WALK_KEYS, claim: None, model })
+            }
+            Next::Answer(response) => self.list_over(merged.reports, None, response),
+        }
+    }
+
+    /// Ends a merged listing with `response`, after the reports of every
+    /// key it asked (`reports`, and `last`'s).
+    fn list_over(&mut self, mut reports: Vec<Report>, last: Option<Report>, response: Response) -> Step {
+        reports.extend(last);
+        // The request counts against its client once, on its last call.
+        if let Some(report) = reports.last_mut() {
+            report.client.clone_from(&self.client);
+        }
+        self.queue.extend(reports.into_iter().map(Step::Report));
+        self.emit([Step::Respond(response)])
+    }
+
+    /// A key's page could not be had: a merged listing cannot go on past a
+    /// key that failed (its resources would be missing), so the caller
+    /// gets why, and may ask again with the same page token.
+    pub(super) fn list_transport_failed(
+        &mut self,
+        mut relay: Box<Relay>,
+        reports: Vec<Report>,
+        lease: &Lease,
+        reason: &str,
+        timed_out: bool,
+    ) -> Step {
+        let outcome = Outcome::TransportError { reason: secret::redact(reason, &[&lease.secret]) };
+        let model = relay.model().to_owned();
+        let report = relay.attempts.failed(lease, &model, outcome, timed_out);
+        self.list_failed(&relay, reports, report)
+    }
+
+    /// Ends a merged listing with why a key failed (`report`).
+    fn list_failed(&mut self, relay: &Relay, reports: Vec<Report>, report: Report) -> Step {
+        let e = relay.attempts.give_up(relay.model(), None);
+        let response = self.error_response(&e);
+        self.list_over(reports, Some(report), response)
+    }
+
+    /// A key that cannot list (it is dead, `report` says why): its
+    /// resources are out of reach, and the keys after it are listed.
+    pub(super) fn list_skip(&mut self, relay: Box<Relay>, mut merged: Box<Merged>, report: Report) -> Step {
+        merged.reports.push(report);
+        let next = merged.merge.skip();
+        self.list_next(relay, merged, next)
+    }
+
+    /// Ends a merged listing with `lease`'s error answer (`body`, after
+    /// `head`), relayed redacted, as `outcome`.
+    pub(super) fn list_relay(
+        &mut self,
+        relay: &Relay,
+        reports: Vec<Report>,
+        lease: &Lease,
+        head: &Head,
+        body: &[u8],
+        outcome: Outcome,
+    ) -> Step {
+        let headers = relayed_headers(&head.headers, true, Some(lease));
+        let body = secret::redact(&String::from_utf8_lossy(body), &[&lease.secret]);
+        let response = Response { status: head.status, headers, body };
+        let report = Report::of(lease, relay.model(), outcome);
+        self.list_over(reports, Some(report), response)
+    }
+
+    /// A key's page of a merged listing.
+    pub(super) fn listed(
+        &mut self,
+        mut relay: Box<Relay>,
+        mut merged: Box<Merged>,
+        lease: Lease,
+        head: Head,
+        body: &[u8],
+    ) -> Step {
+        let model = relay.model().to_owned();
+        let verdict = errors::classify(head.status, body, |text: &str| secret::redact(text, &[&lease.secret]));
+        match verdict {
+            Verdict::Success => {}
+            Verdict::Retry(outcome @ Outcome::KeyRejected { .. }) => {
+                let report = relay.attempts.failed(&lease, &model, outcome, false);
+                return self.list_skip(relay, merged, report);
+            }
+            Verdict::Retry(outcome) => {
+                let report = relay.attempts.failed(&lease, &model, outcome, false);
+                return self.list_failed(&relay, merged.reports, report);
+            }
+            Verdict::Suspect => {
+                let suspect = Suspect { lease, head, body: body.to_vec(), check_status: 0, merged: Some(merged) };
+                return self.confirm_key(relay, suspect);
+            }
+            // The caller's own mistake (a malformed filter, say): Google's
+            // answer.
+            Verdict::Relay(outcome) => return self.list_relay(&relay, merged.reports, &lease, &head, body, outcome),
+        }
+        let page = serde_json::from_slice::<Value>(body).ok().filter(|p| p.is_object());
+        let Some(mut page) = page.filter(|_| body.len() < MAX_PAGE_BYTES) else {
+            let report = Report::of(&lease, &model, Outcome::Success);
+            let e = ProxyError::UpstreamFailed {
+                attempts: relay.attempts.tried.len() + 1,
+                last: format!(
+                    "a key's page of the listing was not JSON, or over {} MiB: ask for a smaller pageSize",
+                    MAX_PAGE_BYTES >> 20
+                ),
+            };
+            let response = self.error_response(&e);
+            return self.list_over(merged.reports, Some(report), response);
+        };
+        let mut report = Report { listed: true, ..Report::of(&lease, &model, Outcome::Success) };
+        for (r, expires) in names::told_of(&page, false) {
+            report.own(r.name(), expires);
+        }
+        if let Some(own) = &relay.own {
+            names::keep_own(&mut page, own);
+        }
+        merged.reports.push(report);
+        let next = merged.merge.fetched(&page);
+        self.list_next(relay, merged, next)
     }
 }
 

@@ -6,15 +6,11 @@
 
 use crate::store::clients::{self, Client, ClientKeyUsage, ClientUsage};
 use crate::store::history::{self, HourChange, HourRecord};
-use crate::store::sql::Columns;
-use crate::store::sql::RowError;
-use crate::store::sql::SqlValue;
-use crate::store::sql::Statement;
-use crate::store::sql::int;
-use crate::store::sql::opt_int;
-use crate::store::sql::opt_text;
-use crate::store::sql::token_values;
+use crate::store::registry;
+use crate::store::sql::{Columns, RowError, SqlValue, Statement, int, opt_int, opt_text, token_values};
+use crate::store::vault::{Vault, open_sealed};
 use crate::wire::keystore::CheckInfo;
+use crate::wire::time::UnixMillis;
 use crate::wire::usage::TokenUsage;
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +136,77 @@ pub struct StoredPool {
     pub hourly: Vec<HourRecord>,
     /// The resource registry ([`crate::store::registry::SELECT`]).
     pub affinity: Vec<(crate::wire::resource::Resource, crate::store::registry::Owner)>,
+}
+
+/// Every table of the key store, in the order they are created. The SQL is
+/// the same for SQLite (host-runner) and the Durable Object's storage.
+pub const SCHEMAS: [&str; 5] = [SCHEMA, ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA, registry::SCHEMA];
+
+/// A host's SQL storage, as the key store's opening and loading need it:
+/// SQLite for host-runner, the Durable Object's storage for the Worker.
+/// Each host keeps its own way of writing (a batching writer thread;
+/// immediate writes).
+pub trait Storage {
+    /// Why a statement failed (a row that does not map is one).
+    type Error: From<RowError> + std::fmt::Display;
+    /// Runs a statement with its values.
+    fn run(&self, statement: Statement) -> Result<(), Self::Error>;
+    /// Runs SQL without values (a schema, an upgrade).
+    fn script(&self, sql: &str) -> Result<(), Self::Error>;
+    /// The rows a `SELECT` gives.
+    fn rows(&self, select: &str) -> Result<Vec<Vec<SqlValue>>, Self::Error>;
+}
+
+/// Creates the key store's tables where missing ([`SCHEMAS`]) and brings
+/// those an earlier version made up to date.
+pub fn create_tables<S: Storage>(storage: &S) -> Result<(), S::Error> {
+    for schema in SCHEMAS {
+        storage.script(schema)?;
+    }
+    // A registry made before clients were told apart gains its columns.
+    for column in registry::ADD_COLUMNS {
+        match storage.script(column) {
+            Err(e) if !registry::is_duplicate_column(&e.to_string()) => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl StoredPool {
+    /// Reads back everything stored of a pool (after forgetting the
+    /// registry's entries expired by `now`), the keys added at run time
+    /// opened with `vault`. The second value says why some of those stay
+    /// out of the pool, for the host's log.
+    pub fn load<S: Storage>(
+        storage: &S,
+        vault: Option<&Vault>,
+        now: UnixMillis,
+    ) -> Result<(Self, Option<String>), S::Error> {
+        fn all<S: Storage, R>(
+            storage: &S,
+            select: &str,
+            from_row: fn(&[SqlValue]) -> Result<R, RowError>,
+        ) -> Result<Vec<R>, S::Error> {
+            storage.rows(select)?.iter().map(|row| from_row(row).map_err(S::Error::from)).collect()
+        }
+        storage.run(registry::prune_statement(now))?;
+        let sealed = all(storage, SELECT_VAULT, VaultRecord::from_row)?;
+        let (runtime, unopened) = open_sealed(vault, sealed.into_iter().map(|r| (r.key_id, r.sealed)).collect());
+        let stored = Self {
+            keys: all(storage, SELECT_KEYS, KeyRecord::from_row)?,
+            usage: all(storage, SELECT_USAGE, UsageRecord::from_row)?,
+            meta: all(storage, SELECT_META, KeyMeta::from_row)?,
+            runtime,
+            removed: all(storage, SELECT_REMOVED, removed_from_row)?,
+            clients: all(storage, clients::SELECT_CLIENTS, Client::from_row)?,
+            client_usage: all(storage, clients::SELECT_CLIENT_USAGE, ClientUsage::from_row)?,
+            client_key_usage: all(storage, clients::SELECT_CLIENT_KEY_USAGE, ClientKeyUsage::from_row)?,
+            hourly: all(storage, history::SELECT_HOURLY, HourRecord::from_row)?,
+            affinity: all(storage, registry::SELECT, registry::from_row)?,
+        };
+        Ok((stored, unopened))
+    }
 }
 
 /// Every row a full rewrite writes.

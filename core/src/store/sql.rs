@@ -22,6 +22,13 @@ pub struct RowError {
     why: String,
 }
 
+/// For a host whose storage errors are text (the Durable Object's).
+impl From<RowError> for String {
+    fn from(e: RowError) -> Self {
+        e.to_string()
+    }
+}
+
 pub(crate) fn int(v: u64) -> SqlValue {
     SqlValue::Integer(i64::try_from(v).unwrap_or(i64::MAX))
 }

@@ -98,14 +98,13 @@ impl Vault {
     }
 }
 
-/// The keys added at run time, opened from their stored rows. Those that
+/// The keys added at run time, opened from their stored rows (each a key id
+/// and the key sealed, as [`crate::store::persist::VaultRecord`] holds
+/// them). Those that
 /// cannot be opened (no vault: `KEY_ENCRYPTION_SECRET` unset; or another
 /// secret) stay stored and out of the pool: the second value says so, for
 /// the host's log.
-pub fn open_sealed(
-    vault: Option<&Vault>,
-    sealed: Vec<crate::store::persist::VaultRecord>,
-) -> (Vec<ApiKey>, Option<String>) {
+pub fn open_sealed(vault: Option<&Vault>, sealed: Vec<(String, String)>) -> (Vec<ApiKey>, Option<String>) {
     if sealed.is_empty() {
         return (Vec::new(), None);
     }
@@ -116,7 +115,7 @@ pub fn open_sealed(
     };
     let total = sealed.len();
     let keys: Vec<ApiKey> =
-        sealed.into_iter().filter_map(|rec| vault.open(&KeyId::from_string(&rec.key_id), &rec.sealed).ok()).collect();
+        sealed.into_iter().filter_map(|(id, sealed)| vault.open(&KeyId::from_string(&id), &sealed).ok()).collect();
     let failed = total - keys.len();
     let why = (failed > 0).then(|| {
         format!(

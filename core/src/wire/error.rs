@@ -209,6 +209,38 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// The error's kind, for logs: its variant's name in kebab case.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not-found",
+            Self::MethodNotAllowed { .. } => "method-not-allowed",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::BadRequest(_) => "bad-request",
+            Self::ResourceNotFound { .. } => "resource-not-found",
+            Self::NotFoundKey { .. } => "not-found-key",
+            Self::NotFoundClient { .. } => "not-found-client",
+            Self::Conflict(_) => "conflict",
+            Self::Forbidden(_) => "forbidden",
+            Self::MisdirectedHost { .. } => "misdirected-host",
+            Self::ModelNotAllowed { .. } => "model-not-allowed",
+            Self::ClientQuota { .. } => "client-quota",
+            Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::UriTooLong { .. } => "uri-too-long",
+            Self::HeadersTooLarge { .. } => "headers-too-large",
+            Self::AllKeysLimited { .. } => "all-keys-limited",
+            Self::ResourceOwnerLimited { .. } => "resource-owner-limited",
+            Self::ResourceOwnerGone { .. } => "resource-owner-gone",
+            Self::ResourcesOfTwoKeys { .. } => "resources-of-two-keys",
+            Self::NoUsableKey { .. } => "no-usable-key",
+            Self::RateLimitedEverywhere { .. } => "rate-limited-everywhere",
+            Self::UpstreamFailed { .. } => "upstream-failed",
+            Self::UpstreamTimedOut { .. } => "upstream-timed-out",
+            Self::TooManyConnections { .. } => "too-many-connections",
+            Self::KeyStoreUnavailable { .. } => "key-store-unavailable",
+            Self::Internal { .. } => "internal",
+        }
+    }
+
     /// The HTTP status this error maps to.
     pub fn status(&self) -> u16 {
         match self {

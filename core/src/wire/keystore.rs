@@ -104,6 +104,22 @@ pub struct Report {
     pub usage_of: Option<String>,
 }
 
+impl Outcome {
+    /// The outcome's kind, as its serde tag spells it (`success`,
+    /// `rate-limited`, `key-rejected`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::RateLimited(_) => "rate-limited",
+            Self::KeyRejected { .. } => "key-rejected",
+            Self::ClientError { .. } => "client-error",
+            Self::UpstreamError { .. } => "upstream-error",
+            Self::BrokenStream { .. } => "broken-stream",
+            Self::TransportError { .. } => "transport-error",
+        }
+    }
+}
+
 impl Report {
     /// Whether the report makes an upload in progress known: the client's
     /// next request, a chunk (perhaps without a credential, perhaps served

@@ -14,5 +14,6 @@ pub mod http;
 pub mod keystore;
 pub mod resource;
 pub mod secret;
+pub mod summary;
 pub mod time;
 pub mod usage;

@@ -569,6 +569,58 @@ async fn load_and_faults_lose_nothing() {
     assert_eq!(got, want, "/stat.json's counts against the upstream's log");
 }
 
+/// With `ACCESS_LOG=json` (scripts/e2e sets it), each request leaves one
+/// JSON line in the host's log (`E2E_HOST_LOG`): its path without the
+/// query, status, model, each attempt's key by id and outcome, tokens;
+/// never a key.
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn each_request_leaves_one_access_log_line() {
+    let t = Target::fresh_from_env().await;
+    let log = std::env::var("E2E_HOST_LOG").expect("E2E_HOST_LOG: the host's log, which scripts/e2e keeps");
+    // Every key but the last answers 429 per minute: one attempt or more.
+    for key in &t.keys[..t.keys.len() - 1] {
+        t.behave(key, "per-minute").await;
+    }
+    let model = "e2e-access-log";
+    let r = t
+        .http
+        .post(format!("{}/v1beta/models/{model}:generateContent?key={}", t.proxy, t.proxy_key))
+        .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .expect("generate");
+    assert_eq!(r.status(), 200);
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        lines = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l.get(l.find('{')?..)?).ok())
+            .filter(|v| v["model"] == model)
+            .collect();
+        if !lines.is_empty() {
+            for key in t.keys.iter().chain([&t.proxy_key]) {
+                assert!(!text.contains(key.as_str()), "a key in the host's log");
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines.len(), 1, "one line for the request: {lines:?}");
+    let line = &lines[0];
+    assert_eq!(line["path"], format!("/v1beta/models/{model}:generateContent"), "{line}");
+    assert_eq!((line["status"].as_u64(), line["method"].as_str()), (Some(200), Some("POST")), "{line}");
+    let outcomes: Vec<&str> =
+        line["attempts"].as_array().into_iter().flatten().filter_map(|a| a["outcome"].as_str()).collect();
+    let (last, before) = outcomes.split_last().expect("an attempt");
+    assert!(*last == "success" && before.iter().all(|o| *o == "rate-limited"), "{line}");
+    assert!(line["attempts"][0]["key"].as_str().is_some_and(|k| k.starts_with("k-")), "keys by id: {line}");
+    assert!(line["tokens"]["prompt"].as_u64().is_some(), "{line}");
+    assert!(line["ms"].as_u64().is_some() && line.get("error").is_none(), "{line}");
+    t.fresh().await;
+}
+
 /// The restart scenario, one phase per run of the runner: it runs
 /// `before_restart`, restarts the host, runs `after_restart`, and on the
 /// Worker fires the cron trigger and runs `after_cron`.

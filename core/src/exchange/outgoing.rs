@@ -1,0 +1,130 @@
+//! What goes upstream: the request built for a key, and which of the
+//! upstream's headers come back to the client.
+
+use crate::config::{Config, Scheme, UpstreamBase};
+use crate::request::headers;
+use crate::request::route::Forward;
+use crate::wire::http::{Dialect, Method};
+use crate::wire::keystore::Lease;
+use crate::wire::secret;
+
+/// An upstream request, ready to send.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamRequest {
+    /// The method.
+    pub method: Method,
+    /// The upstream's scheme.
+    pub scheme: Scheme,
+    /// The upstream's `host[:port]`.
+    pub authority: String,
+    /// Path and query.
+    pub path_and_query: String,
+    /// Headers, the pool key as the one credential among them; every value
+    /// visible ASCII.
+    pub headers: Vec<(String, String)>,
+    /// Where the body comes from (for a method with one).
+    pub body: BodyFrom,
+}
+
+/// The body of an [`UpstreamRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFrom {
+    /// [`Exchange::body`], read before (empty for a method without one).
+    Read,
+    /// The client's request body, unread, piped upstream as it arrives:
+    /// exactly this many bytes (its declared `content-length`). A client
+    /// body that breaks off or ends short is [`Event::BodyFailed`], not a
+    /// failure of the upstream's.
+    Client(u64),
+}
+
+impl UpstreamRequest {
+    /// The full URL.
+    pub fn url(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        format!("{scheme}://{}{}", self.authority, self.path_and_query)
+    }
+}
+
+impl std::fmt::Debug for UpstreamRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the headers (the pool key) nor the query are shown.
+        f.debug_struct("UpstreamRequest")
+            .field("method", &self.method)
+            .field("authority", &self.authority)
+            .field("path", &self.path_and_query.split('?').next())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the upstream request for `fwd` with the leased key: the client's
+/// headers minus every credential and hop-by-hop header, plus exactly one
+/// credential, the pool key, in the upstream API's own form.
+pub fn upstream_request(
+    cfg: &Config,
+    fwd: &Forward,
+    client_headers: &[(String, Vec<u8>)],
+    lease: &Lease,
+    body: BodyFrom,
+    body_len: u64,
+) -> UpstreamRequest {
+    let (base, credential): (&UpstreamBase, _) = match fwd.dialect {
+        Dialect::Gemini => (&cfg.gemini_upstream, ("x-goog-api-key", lease.secret.expose().to_owned())),
+        Dialect::OpenAi => (&cfg.openai_upstream, ("authorization", format!("Bearer {}", lease.secret.expose()))),
+    };
+    let mut headers = headers::upstream_headers(client_headers);
+    headers.push((credential.0.to_owned(), credential.1));
+    let method = fwd.method.clone();
+    if method.has_body() {
+        headers.push(("content-length".to_owned(), body_len.to_string()));
+        if !headers.iter().any(|(n, _)| n == "content-type") {
+            headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        }
+    }
+    let upload = if fwd.upload { "/upload" } else { "" };
+    let mut path_and_query = format!("{upload}{}{}", versioned(&base.path, fwd.version.as_deref()), fwd.upstream_path);
+    if !fwd.upstream_query.is_empty() {
+        path_and_query.push('?');
+        path_and_query.push_str(&fwd.upstream_query);
+    }
+    UpstreamRequest { method, scheme: base.scheme, authority: base.authority.clone(), path_and_query, headers, body }
+}
+
+/// The header of Google's answer to an upload's start that holds the URL
+/// its chunks go to (lower-case, as [`headers::client_headers`] gives it).
+pub(super) const UPLOAD_URL: &str = "x-goog-upload-url";
+
+/// The header that may hold the URL to cancel or query an upload.
+pub(super) const UPLOAD_CONTROL_URL: &str = "x-goog-upload-control-url";
+
+/// The upstream base's path with its version (its last segment, when
+/// that is one: `/v1beta`) replaced by `version`.
+fn versioned<'a>(base: &'a str, version: Option<&str>) -> std::borrow::Cow<'a, str> {
+    let Some(version) = version else { return base.into() };
+    match base.rsplit_once('/') {
+        Some((head, last)) if crate::request::route::is_version(last) && last != version => {
+            format!("{head}/{version}").into()
+        }
+        _ => base.into(),
+    }
+}
+
+/// The upstream's headers for the client ([`headers::client_headers`]),
+/// with the pool key scrubbed from any value that carries it (an upload
+/// URL with `key=` in its query, say).
+pub(super) fn relayed_headers(
+    upstream: &[(String, Vec<u8>)],
+    drop_length: bool,
+    lease: Option<&Lease>,
+) -> Vec<(String, String)> {
+    let mut out = headers::client_headers(upstream, drop_length);
+    if let Some(lease) = lease {
+        for (_, value) in out.iter_mut().filter(|(_, v)| v.contains(lease.secret.expose())) {
+            *value = secret::redact(value, &[&lease.secret]);
+        }
+    }
+    out
+}
