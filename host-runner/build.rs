@@ -41,6 +41,7 @@ fn main() {
         deps.extend(dependencies(&text));
     }
 
+    println!("cargo:rerun-if-env-changed=GEMINI_PROXY_LINT_COMPONENT");
     for watched in ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml", "component/Cargo.toml", "core/Cargo.toml", "wit"]
     {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
@@ -68,11 +69,14 @@ fn build_component(root: &Path, target_dir: &Path, features: Option<&str>) {
     }
     // A lean guest: no debug info (the host's release profile keeps some).
     cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "true");
-    // The outer build's flags are for the host, not the guest.
-    for var in
-        ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"]
-    {
+    // The outer build's flags are for the host, not the guest; its rustc
+    // wrapper (clippy's, under `cargo clippy`) too, unless scripts/test
+    // asks for the component to be linted as it is built.
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR"] {
         cmd.env_remove(var);
+    }
+    if env::var_os("GEMINI_PROXY_LINT_COMPONENT").is_none() {
+        cmd.env_remove("RUSTC_WORKSPACE_WRAPPER");
     }
     let status = cmd.status().expect("running nested cargo to build the component");
     assert!(status.success(), "building the component (target {TARGET}, features {features:?}) failed");

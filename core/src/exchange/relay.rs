@@ -242,7 +242,7 @@ impl Exchange {
             (Awaiting::Head(lease), Event::Head { status, headers }) => {
                 self.head(relay, lease, Head { status, headers })
             }
-            (Awaiting::Head(lease) | Awaiting::Stream { lease, .. }, Event::SendFailed { reason, timed_out })
+            (Awaiting::Head(lease), Event::SendFailed { reason, timed_out })
             | (Awaiting::Stream { lease, .. }, Event::StreamFailedEarly { reason, timed_out }) => {
                 self.transport_failed(relay, lease, &reason, timed_out)
             }
