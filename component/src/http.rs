@@ -9,8 +9,8 @@ use crate::wasi_http::types::{
     Scheme,
 };
 use proxy_core::config::Scheme as CoreScheme;
+use proxy_core::exchange::Pipe;
 use proxy_core::exchange::{BodyError, BodyFrom, Event, UpstreamRequest};
-use proxy_core::google::stream::UsageTail;
 use proxy_core::wire::http::Response;
 
 /// Most bytes one `blocking-write-and-flush` takes.
@@ -220,7 +220,7 @@ pub fn stream_response(
     out: &mut Option<ResponseOutparam>,
     status: u16,
     headers: &[(String, String)],
-    head: usize,
+    mut pipe: Pipe,
 ) -> Event {
     let early = |reason: String, timed_out| Event::StreamFailedEarly { reason, timed_out };
     let Ok(incoming) = response.consume() else { return early("upstream body unavailable".into(), false) };
@@ -242,26 +242,29 @@ pub fn stream_response(
     ResponseOutparam::set(out, Ok(outgoing_response));
     let Ok(dst) = outgoing.write() else { return Event::Streamed(Err("response body unavailable".into())) };
     // Each piece passes through the guest (rather than a host-side splice)
-    // so that the answer's end, with its token usage, can be read.
-    let mut tail = UsageTail::keeping_head(head);
-    tail.push(&first);
-    if write_stream(&dst, &first).is_err() {
+    // so that the answer's end, with its token usage, can be read, and a
+    // translated answer translated.
+    if write_stream(&dst, &pipe.push(&first)).is_err() {
         return Event::Streamed(Err("the client went away".into()));
     }
     let result = loop {
         match src.blocking_read(READ_CHUNK) {
             Ok(piece) => {
-                tail.push(&piece);
-                if write_stream(&dst, &piece).is_err() {
+                if write_stream(&dst, &pipe.push(&piece)).is_err() {
                     break Err("the client went away".to_owned());
                 }
             }
             Err(StreamError::Closed) => break Ok(()),
             Err(StreamError::LastOperationFailed(e)) => {
+                // The client hears of the break in its API's words, if it
+                // has them, before the answer ends broken.
+                let _ = write_stream(&dst, &pipe.broke());
                 break Err(format!("stream broke off: {}", e.to_debug_string()));
             }
         }
     };
+    let result =
+        result.and_then(|()| write_stream(&dst, &pipe.finish()).map_err(|_| "the client went away".to_owned()));
     drop(src);
     drop(dst);
     match result {
@@ -270,7 +273,7 @@ pub fn stream_response(
         Ok(()) => {
             let _ = dst_finish(outgoing);
             drop(incoming);
-            Event::Streamed(Ok(tail.seen()))
+            Event::Streamed(Ok(pipe.seen()))
         }
         // Dropping the outgoing body unfinished aborts the client's response.
         Err(e) => Event::Streamed(Err(e)),

@@ -193,8 +193,8 @@ mod p2 {
                 Step::ReadErrorBody { limit } => {
                     Event::ErrorBody(upstream.take().map(|r| http::read_body(r, limit)).unwrap_or_default())
                 }
-                Step::Stream { status, headers, head } => match upstream.take() {
-                    Some(response) => http::stream_response(response, &mut out, status, &headers, head),
+                Step::Stream { status, headers, pipe } => match upstream.take() {
+                    Some(response) => http::stream_response(response, &mut out, status, &headers, pipe),
                     None => Event::Streamed(Err("nothing to stream".into())),
                 },
                 Step::Respond(r) => {

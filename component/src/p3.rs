@@ -15,8 +15,8 @@ use crate::wasi_http::client;
 use crate::wasi_http::types::{ErrorCode, Fields, Request, Response, Scheme};
 use futures::channel::oneshot;
 use proxy_core::config::Scheme as CoreScheme;
+use proxy_core::exchange::Pipe;
 use proxy_core::exchange::{BodyError, BodyFrom, Event, Exchange, Step, UpstreamRequest};
-use proxy_core::google::stream::UsageTail;
 use proxy_core::wire::http::Response as CoreResponse;
 use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
 
@@ -94,8 +94,8 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
                 Some(response) => Event::ErrorBody(read_error_body(response, limit).await),
                 None => Event::ErrorBody(Vec::new()),
             },
-            Step::Stream { status, headers, head } => match (upstream.take(), answer.take()) {
-                (Some(response), Some(out)) => match stream_response(response, out, status, &headers, head).await {
+            Step::Stream { status, headers, pipe } => match (upstream.take(), answer.take()) {
+                (Some(response), Some(out)) => match stream_response(response, out, status, &headers, pipe).await {
                     Streaming::Over(event) => event,
                     Streaming::Early(event, out) => {
                         answer = Some(out);
@@ -326,7 +326,7 @@ async fn stream_response(
     out: Answer,
     status: u16,
     headers: &[(String, String)],
-    head: usize,
+    mut pipe: Pipe,
 ) -> Streaming {
     // With a declared length, the body is over once that many bytes are
     // in: no read to learn that it ended.
@@ -358,17 +358,19 @@ async fn stream_response(
         return Streaming::Over(Event::Streamed(Err("the client went away".into())));
     }
     // Each piece passes through the guest so that the answer's end, with
-    // its token usage, can be read.
-    let mut tail = UsageTail::keeping_head(head);
-    tail.push(&first);
-    if !dst.write_all(first).await.is_empty() {
+    // its token usage, can be read, and a translated answer translated.
+    let out = pipe.push(&first).into_owned();
+    if !dst.write_all(out).await.is_empty() {
         return Streaming::Over(Event::Streamed(Err("the client went away".into())));
     }
     let Some(src_end) = src_end else {
         // The body ended (cleanly) with its first piece.
+        if !dst.write_all(pipe.finish()).await.is_empty() {
+            return Streaming::Over(Event::Streamed(Err("the client went away".into())));
+        }
         drop(dst);
         drop(dst_end);
-        return Streaming::Over(Event::Streamed(Ok(tail.seen())));
+        return Streaming::Over(Event::Streamed(Ok(pipe.seen())));
     };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let ended = loop {
@@ -378,12 +380,19 @@ async fn stream_response(
         buf = piece;
         got += buf.len();
         if !buf.is_empty() {
-            tail.push(&buf);
-            let rest = dst.write_all(buf).await;
-            if !rest.is_empty() {
-                break Err("the client went away".to_owned());
+            if pipe.translates() {
+                let out = pipe.push(&buf).into_owned();
+                if !dst.write_all(out).await.is_empty() {
+                    break Err("the client went away".to_owned());
+                }
+            } else {
+                pipe.push(&buf);
+                let rest = dst.write_all(buf).await;
+                if !rest.is_empty() {
+                    break Err("the client went away".to_owned());
+                }
+                buf = rest;
             }
-            buf = rest;
         }
         if declared == Some(got) {
             break Ok(());
@@ -396,11 +405,21 @@ async fn stream_response(
             };
         }
     };
+    let ended = match ended {
+        Ok(()) if !dst.write_all(pipe.finish()).await.is_empty() => Err("the client went away".to_owned()),
+        Ok(()) => Ok(()),
+        Err(why) => {
+            // The client hears of the break in its API's words, if it has
+            // them, before its answer ends broken.
+            let _ = dst.write_all(pipe.broke()).await;
+            Err(why)
+        }
+    };
     drop(dst);
     match ended {
         Ok(()) => {
             drop(dst_end);
-            Streaming::Over(Event::Streamed(Ok(tail.seen())))
+            Streaming::Over(Event::Streamed(Ok(pipe.seen())))
         }
         Err(why) => {
             // The client's answer ends broken, so the client sees the break.

@@ -1,5 +1,7 @@
 //! Configuration, with the same variable names on every host.
 
+pub mod aliases;
+
 use crate::wire::secret::ApiKey;
 use std::collections::HashSet;
 use std::fmt;
@@ -163,6 +165,9 @@ pub struct Config {
     /// ([`crate::exchange::Step::Summary`]) written as a JSON line to the
     /// host's standard output (the Worker's log). Off by default.
     pub access_log: bool,
+    /// `MODEL_ALIASES` before the default table ([`aliases::DEFAULTS`]):
+    /// the Gemini model that serves a client's model name.
+    pub model_aliases: aliases::Aliases,
 }
 
 impl Config {
@@ -242,6 +247,10 @@ impl Config {
                         why: format!("{other:?} is not a log format (`json`, or `off`)"),
                     });
                 }
+            },
+            model_aliases: match get("MODEL_ALIASES") {
+                None => aliases::Aliases::default(),
+                Some(v) => aliases::Aliases::parse(&v).map_err(|why| ConfigError { var: "MODEL_ALIASES", why })?,
             },
         })
     }

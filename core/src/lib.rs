@@ -20,7 +20,8 @@
 //! | [`config`], [`cron`] | configuration, the daily reset's schedule | `wire` |
 //! | [`google`] | Google's formats: error classification, stream framing, resource names | `wire` |
 //! | [`request`] | what a client's request is: routing, credentials, admission, the admin's requests, login | `wire`, `config`, `google` |
-//! | [`exchange`] | the driver: one request from arrival to its last report, one file per flow | `wire`, `config`, `google`, `request` |
+//! | [`translate`] | APIs Google does not offer (Anthropic's Messages), as Gemini calls and back | `wire`, `config`, `google`, `request` |
+//! | [`exchange`] | the driver: one request from arrival to its last report, one file per flow | `wire`, `config`, `google`, `request`, `translate` |
 //! | [`store`] | the key store: pool, clients, registry, history, vault, snapshots, the one persistence mapping | `wire`, `config` |
 //! | [`view`] | a snapshot shown: `/stat.json`, the page, metrics | `wire`, `store` |
 //!
@@ -28,9 +29,9 @@
 //! (`store`, `view`): they meet in `wire`, where the component meets its
 //! host and the Worker its Durable Object.
 //!
-//! Room for what comes next: a protocol translator (a `translate/` folder
-//! between `request` and `exchange`: a request in another API's shape to a
-//! Gemini one, and the answer back, called by the exchange's relay), and a
+//! [`translate`] sits between `request` and `exchange`: a request in
+//! another API's shape becomes a Gemini one, and the answer goes back,
+//! called by the exchange's relay. Room for what comes next: a
 //! second driver for WebSocket sessions (a `live/` folder beside
 //! `exchange`, with its own steps, using `request`'s admission and
 //! `wire`'s key-store protocol). [`exchange::Step::Summary`] is the one
@@ -45,6 +46,7 @@ pub mod request;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+pub mod translate;
 pub mod view;
 pub mod wire;
 

@@ -4,7 +4,8 @@
 //!
 //! The rule is by folder: `wire` imports nothing of core; `config` and `cron`
 //! only `wire`; `google` only `wire`; `request` `wire`, `config` and
-//! `google`; `exchange` those and `request`; `store` only `wire`; `view`
+//! `google`; `translate` the same; `exchange` those, `request` and
+//! `translate`; `store` only `wire`; `view`
 //! `wire` and `store`. So the request side (`request`, `exchange`) and the
 //! key store (`store`, `view`) meet only in `wire`.
 
@@ -18,7 +19,8 @@ const RULE: &[(&str, &[&str])] = &[
     ("cron", &["wire"]),
     ("google", &["wire"]),
     ("request", &["wire", "config", "google"]),
-    ("exchange", &["wire", "config", "google", "request"]),
+    ("translate", &["wire", "config", "google", "request"]),
+    ("exchange", &["wire", "config", "google", "request", "translate"]),
     ("store", &["wire"]),
     ("view", &["wire", "store"]),
 ];

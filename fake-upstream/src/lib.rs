@@ -23,6 +23,7 @@
 pub mod projects;
 mod raw;
 mod responses;
+mod tools;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -147,8 +148,8 @@ pub struct Recorded {
     pub model: Option<String>,
     /// Header names received (lowercase).
     pub header_names: Vec<String>,
-    /// The body.
-    #[serde(skip)]
+    /// The body (shown as JSON when it is JSON, else as `null`).
+    #[serde(serialize_with = "json_or_null")]
     pub body: Vec<u8>,
     /// The token usage the answer reports, for a generation answered by a
     /// key that behaves (`ok`).
@@ -175,6 +176,13 @@ struct State {
     stream_chunks: Mutex<usize>,
     projects: Mutex<projects::Projects>,
     origin: Mutex<String>,
+    /// The thought signatures the fake issued ([`tools`]).
+    signatures: Mutex<std::collections::HashSet<String>>,
+}
+
+fn json_or_null<S: serde::Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    v.serialize(s)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -747,6 +755,9 @@ async fn respond(st: &Arc<State>, req: &Api<'_>, model: Option<String>, usage: &
             _ => json(StatusCode::NOT_FOUND, &wrap(responses::error(404, "Not found", "NOT_FOUND"))),
         };
     }
+    if let Some(answer) = with_tools(&st, action.as_deref(), &model_name, body_json, usage, sse) {
+        return answer;
+    }
     match action.as_deref() {
         Some("generateContent") => json(StatusCode::OK, &responses::generate(&model_name, usage)),
         Some("streamGenerateContent") if sse => {
@@ -785,6 +796,45 @@ async fn respond(st: &Arc<State>, req: &Api<'_>, model: Option<String>, usage: &
         None if path.starts_with("/v1beta/models/") => json(StatusCode::OK, &responses::model(&model_name)),
         _ => json(StatusCode::NOT_FOUND, &responses::error(404, "Requested entity was not found.", "NOT_FOUND")),
     }
+}
+
+/// The answer to a generation that uses tools or asks for thoughts
+/// ([`tools`]), or Google's 400 for a signature that did not come back;
+/// `None`: the plain answer.
+fn with_tools(
+    st: &Arc<State>,
+    action: Option<&str>,
+    model: &str,
+    body: &serde_json::Value,
+    usage: &responses::Usage,
+    sse: bool,
+) -> Option<Response<Body>> {
+    if !matches!(action, Some("generateContent" | "streamGenerateContent")) {
+        return None;
+    }
+    if let Some(refusal) = tools::check_signatures(model, body, &lock(&st.signatures)) {
+        return Some(json(StatusCode::BAD_REQUEST, &refusal));
+    }
+    let parts = tools::answer(model, body, || {
+        let mut issued = lock(&st.signatures);
+        // Base64, with the characters a URL would escape.
+        let signature = format!("EtYDCtMDAdHtim{:06}Xq+/zLp0=", issued.len());
+        issued.insert(signature.clone());
+        signature
+    })?;
+    Some(match action {
+        Some("generateContent") => json(StatusCode::OK, &responses::generate_parts(model, usage, parts)),
+        _ => {
+            let events = responses::stream_parts(model, usage, parts);
+            let chunks = if sse {
+                events.iter().map(|e| format!("data: {e}\r\n\r\n")).collect()
+            } else {
+                vec![serde_json::Value::Array(events).to_string()]
+            };
+            let content_type = if sse { "text/event-stream" } else { "application/json; charset=UTF-8" };
+            stream(st.clone(), content_type, chunks, false)
+        }
+    })
 }
 
 /// Sends `parts` as separate chunks; while streams are held, waits after

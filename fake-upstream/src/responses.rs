@@ -186,6 +186,39 @@ pub fn generate(model: &str, usage: &Usage) -> Value {
     })
 }
 
+/// An answer made of `parts` (a function call, thoughts: [`crate::tools`]).
+pub fn generate_parts(model: &str, usage: &Usage, parts: Vec<Value>) -> Value {
+    json!({
+        "candidates": [{"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": usage.gemini(usage.output),
+        "modelVersion": model,
+        "responseId": "fakeParts"
+    })
+}
+
+/// The events of a streamed answer made of `parts`, one part each; the last
+/// has the finish reason and the usage.
+pub fn stream_parts(model: &str, usage: &Usage, parts: Vec<Value>) -> Vec<Value> {
+    let n = parts.len();
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let so_far = usage.output * (i as u64 + 1) / n.max(1) as u64;
+            let mut c = json!({
+                "candidates": [{"content": {"parts": [part], "role": "model"}, "index": 0}],
+                "usageMetadata": usage.gemini(so_far),
+                "modelVersion": model,
+                "responseId": "fakeStreamParts"
+            });
+            if i + 1 == n {
+                c["candidates"][0]["finishReason"] = json!("STOP");
+            }
+            c
+        })
+        .collect()
+}
+
 /// Event `i` of `n`: its usage counts the output so far, as Google's do; the
 /// last event's is the answer's.
 pub fn generate_chunk(model: &str, i: usize, n: usize, usage: &Usage) -> Value {

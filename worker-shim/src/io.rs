@@ -5,7 +5,7 @@
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use proxy_core::config::UpstreamTimeouts;
-use proxy_core::exchange::{BodyError, BodyFrom, Event, UpstreamRequest};
+use proxy_core::exchange::{BodyError, BodyFrom, Event, Pipe, UpstreamRequest};
 use proxy_core::google::stream::{Seen, UsageTail};
 use proxy_core::wire::http::Response as CoreResponse;
 use std::pin::pin;
@@ -162,21 +162,27 @@ async fn read_up_to(
     }
 }
 
-/// A streamed answer on its way to the client: its pipe settles when the
-/// stream ends (or rejects when it breaks off), and its other branch is read
-/// for the answer's end, which holds the token usage.
-pub struct Piped {
-    pipe: JsFuture,
-    tail: Tail,
-    _abort: AbortController,
+/// A streamed answer on its way to the client.
+pub enum Piped {
+    /// Passed natively: the pipe settles when the stream ends (or rejects
+    /// when it breaks off), and its other branch is read for the answer's
+    /// end, which holds the token usage.
+    Native { pipe: JsFuture, tail: Tail, _abort: AbortController },
+    /// Translated piece by piece in wasm ([`translate_through`]).
+    Translated(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Seen, String>>>>),
 }
 
 impl Piped {
     /// How the stream ended, with what was seen of it (the token usage it
     /// reported, its first bytes when asked for).
     pub async fn ended(self) -> Result<Seen, String> {
-        let (piped, seen) = futures_util::future::join(self.pipe, self.tail.read()).await;
-        piped.map(|_| seen).map_err(|e| format!("stream broke off: {e:?}"))
+        match self {
+            Self::Native { pipe, tail, _abort } => {
+                let (piped, seen) = futures_util::future::join(pipe, tail.read()).await;
+                piped.map(|_| seen).map_err(|e| format!("stream broke off: {e:?}"))
+            }
+            Self::Translated(ended) => ended.await,
+        }
     }
 }
 
@@ -185,7 +191,7 @@ impl Piped {
 /// reader loop doubled the CPU time of a long stream with); once it is
 /// over, only its last [`proxy_core::google::stream::TAIL_BYTES`] are copied into
 /// wasm and read for the usage.
-struct Tail {
+pub struct Tail {
     rest: web_sys::ReadableStream,
     first: js_sys::Uint8Array,
     /// How many of the answer's first bytes to keep ([`Step::Stream`]).
@@ -236,9 +242,10 @@ pub async fn pass_through(
     upstream: Upstream,
     status: u16,
     headers: &[(String, String)],
-    head: usize,
+    pipe: &Pipe,
     timeouts: &UpstreamTimeouts,
 ) -> Result<(worker::Result<Response>, Option<Piped>), (String, bool)> {
+    let head = pipe.head_limit();
     let headers = match headers_of(headers) {
         Ok(h) => h,
         Err(e) => return Ok((Err(e), None)),
@@ -292,7 +299,133 @@ pub async fn pass_through(
     let pipe = JsFuture::from(to_client.pipe_to(&writable));
     let response =
         Response::from_body(ResponseBody::Stream(readable)).map(|r| r.with_status(status).with_headers(headers));
-    Ok((response, Some(Piped { pipe, tail, _abort: abort })))
+    Ok((response, Some(Piped::Native { pipe, tail, _abort: abort })))
+}
+
+/// The first piece of an upstream body, awaited within the idle timeout:
+/// `None` when the body is empty; `Err` (why, timed out) when it breaks
+/// off or stalls first.
+async fn first_piece(
+    reader: &web_sys::ReadableStreamDefaultReader,
+    idle_ms: u64,
+) -> Result<Option<Vec<u8>>, (String, bool)> {
+    let read = JsFuture::from(reader.read());
+    match select(read, pin!(Delay::from(Duration::from_millis(idle_ms)))).await {
+        Either::Left((Ok(chunk), _)) => Ok(piece_of(&chunk)),
+        Either::Left((Err(e), _)) => Err((format!("the answer broke off before its first byte: {e:?}"), false)),
+        Either::Right(((), _)) => Err((format!("the upstream sent no body for {idle_ms} ms"), true)),
+    }
+}
+
+/// The bytes of a stream reader's result; `None` once the stream is done.
+fn piece_of(chunk: &wasm_bindgen::JsValue) -> Option<Vec<u8>> {
+    let field = |name: &str| js_sys::Reflect::get(chunk, &name.into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+    if field("done").as_bool().unwrap_or(true) {
+        return None;
+    }
+    Some(field("value").dyn_into::<js_sys::Uint8Array>().map(|a| a.to_vec()).unwrap_or_default())
+}
+
+/// Hands a 2xx upstream body to the client translated ([`Pipe::push`]):
+/// every piece passes through wasm. As in [`pass_through`], nothing is
+/// sent before the first piece; after it, each read races the idle
+/// timeout, and a break reaches the client as its API's error event
+/// ([`Pipe::broke`]) before its answer is aborted.
+pub async fn translate_through(
+    upstream: Upstream,
+    status: u16,
+    headers: &[(String, String)],
+    mut pipe: Pipe,
+    timeouts: &UpstreamTimeouts,
+) -> Result<(worker::Result<Response>, Option<Piped>), (String, bool)> {
+    let headers = match headers_of(headers) {
+        Ok(h) => h,
+        Err(e) => return Ok((Err(e), None)),
+    };
+    let Upstream { response, abort } = upstream;
+    let (_, body) = response.into_parts();
+    let ResponseBody::Stream(stream) = body else {
+        // A body given whole: translated whole.
+        let bytes = match body {
+            ResponseBody::Body(bytes) => bytes,
+            _ => Vec::new(),
+        };
+        let mut out = pipe.push(&bytes).into_owned();
+        out.extend(pipe.finish());
+        return Ok((Response::from_bytes(out).map(|r| r.with_status(status).with_headers(headers)), None));
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let first = match first_piece(&reader, timeouts.idle_ms).await {
+        Ok(first) => first,
+        Err((why, timed_out)) => {
+            if timed_out {
+                abort.abort();
+            }
+            return Err((why, timed_out));
+        }
+    };
+    let Some(first) = first else {
+        let out = pipe.finish();
+        return Ok((Response::from_bytes(out).map(|r| r.with_status(status).with_headers(headers)), None));
+    };
+    let identity = match identity_stream() {
+        Ok(i) => i,
+        Err(e) => return Ok((Err(worker::Error::from(e)), None)),
+    };
+    let part = |name: &str| js_sys::Reflect::get(&identity, &name.into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+    let writable: web_sys::WritableStream = part("writable").unchecked_into();
+    let readable: web_sys::ReadableStream = part("readable").unchecked_into();
+    let writer = match writable.get_writer() {
+        Ok(w) => w,
+        Err(e) => return Ok((Err(worker::Error::from(e)), None)),
+    };
+    // The first piece is queued (its write settles once the client reads it).
+    let _ = writer.write_with_chunk(&js_sys::Uint8Array::from(&pipe.push(&first)[..]));
+    let idle_ms = timeouts.idle_ms;
+    let ended = async move {
+        let write = |bytes: Vec<u8>| {
+            let chunk = js_sys::Uint8Array::from(&bytes[..]);
+            JsFuture::from(writer.write_with_chunk(&chunk))
+        };
+        let result = loop {
+            let read = JsFuture::from(reader.read());
+            match select(read, pin!(Delay::from(Duration::from_millis(idle_ms)))).await {
+                Either::Left((Ok(chunk), _)) => match piece_of(&chunk) {
+                    None => break Ok(()),
+                    Some(piece) => {
+                        let out = pipe.push(&piece).into_owned();
+                        if !out.is_empty() && write(out).await.is_err() {
+                            break Err(("the client went away".to_owned(), false));
+                        }
+                    }
+                },
+                Either::Left((Err(e), _)) => break Err((format!("stream broke off: {e:?}"), true)),
+                Either::Right(((), _)) => {
+                    abort.abort();
+                    break Err((format!("stream broke off: the upstream sent nothing for {idle_ms} ms"), true));
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                if write(pipe.finish()).await.is_err() {
+                    return Err("the client went away".to_owned());
+                }
+                let _ = JsFuture::from(writer.close()).await;
+                Ok(pipe.seen())
+            }
+            Err((why, upstream_broke)) => {
+                if upstream_broke {
+                    let _ = write(pipe.broke()).await;
+                }
+                let _ = JsFuture::from(writer.abort()).await;
+                Err(why)
+            }
+        }
+    };
+    let response =
+        Response::from_body(ResponseBody::Stream(readable)).map(|r| r.with_status(status).with_headers(headers));
+    Ok((response, Some(Piped::Translated(Box::pin(ended)))))
 }
 
 /// workerd's `IdentityTransformStream` (bytes pass natively), else a

@@ -162,9 +162,13 @@ impl Run {
                 event
             }
             Step::ReadErrorBody { limit } => io::read_error_body(self.upstream.take(), limit, &self.timeouts).await,
-            Step::Stream { status, headers, head } => match self.upstream.take() {
+            Step::Stream { status, headers, pipe } => match self.upstream.take() {
                 // Nothing goes to the client before the first piece.
-                Some(upstream) => match io::pass_through(upstream, status, &headers, head, &self.timeouts).await {
+                Some(upstream) => match if pipe.translates() {
+                    io::translate_through(upstream, status, &headers, pipe, &self.timeouts).await
+                } else {
+                    io::pass_through(upstream, status, &headers, &pipe, &self.timeouts).await
+                } {
                     Ok((response, pipe)) => {
                         self.pipe = pipe;
                         return Flow::Answer(response, Event::Streamed(Ok(Seen::default())));

@@ -560,6 +560,7 @@ mod tests {
             version: None,
             upstream_query: query.into(),
             streaming: false,
+            foreign: None,
         }
     }
 

@@ -18,7 +18,7 @@
 //!         Step::Acquire { .. } => Event::Acquired(store.acquire(..)),
 //!         Step::Send(request) => /* send with exchange.body(), or pipe the client's */ Event::Head { .. },
 //!         Step::ReadErrorBody { limit } => Event::ErrorBody(bytes),
-//!         Step::Stream { .. } => /* pipe the upstream body to the client */ Event::Streamed(result),
+//!         Step::Stream { pipe, .. } => /* each piece through the pipe to the client */ Event::Streamed(result),
 //!         Step::Respond(_) | Step::Report(_) | Step::Stats(_) | Step::Reset | Step::Log(_)
 //!         | Step::Summary(_) => Event::Done,
 //!         Step::Done => break,
@@ -36,6 +36,7 @@
 pub mod admin;
 pub mod listing;
 mod outgoing;
+mod pipe;
 mod relay;
 #[cfg(test)]
 mod tests;
@@ -59,6 +60,7 @@ use crate::wire::resource::Resource;
 use crate::wire::secret::KeyId;
 pub use crate::wire::summary::{Attempt, Summary};
 pub use outgoing::{BodyFrom, UpstreamRequest, upstream_request};
+pub use pipe::Pipe;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -129,10 +131,12 @@ pub enum Step {
         status: u16,
         /// The headers for the client.
         headers: Vec<(String, String)>,
-        /// How many of the answer's first bytes to keep and tell in
-        /// [`Event::Streamed`] ([`crate::google::stream::UsageTail::keeping_head`]):
-        /// 0 for most answers; some for those that may create a resource.
-        head: usize,
+        /// What to do with each piece: note it (the usage, the first bytes
+        /// of an answer that may create a resource) and send the client
+        /// what [`Pipe::push`] gives, then [`Pipe::finish`]'s bytes at a
+        /// clean end, or [`Pipe::broke`]'s before ending broken; tell
+        /// [`Pipe::seen`] in [`Event::Streamed`].
+        pipe: Pipe,
     },
     /// Send the client this answer. Answer [`Event::Done`].
     Respond(Response),
@@ -192,8 +196,8 @@ pub enum Event {
     /// The upstream error body, at most the step's limit.
     ErrorBody(Vec<u8>),
     /// How a streamed answer ended, once its head went to the client: what
-    /// a [`crate::google::stream::UsageTail`] of every piece saw (the token usage,
-    /// the first bytes asked for), or `Err` with why when it broke off.
+    /// its [`Pipe`] saw (the token usage, the first bytes asked for), or
+    /// `Err` with why when it broke off.
     Streamed(Result<Seen, String>),
     /// A 2xx answer failed before its first piece, so before anything went
     /// to the client.
@@ -474,7 +478,7 @@ impl Exchange {
                 Err(e) => self.fail(e),
             },
             Admission::Forward(fwd, claim) => {
-                self.dialect = fwd.dialect;
+                self.dialect = fwd.client_dialect();
                 self.record.model = Some(fwd.model().to_owned());
                 self.relay(fwd, claim)
             }
@@ -590,11 +594,7 @@ impl Exchange {
             request_id: self.request_id.clone(),
             method: self.method.as_str().to_owned(),
             path,
-            dialect: match self.dialect {
-                Dialect::Gemini => "gemini",
-                Dialect::OpenAi => "openai",
-            }
-            .to_owned(),
+            dialect: self.dialect.name().to_owned(),
             client: self.client.clone(),
             model: record.model,
             status: record.status,

@@ -72,10 +72,18 @@ pub fn upstream_request(
     body_len: u64,
 ) -> UpstreamRequest {
     let (base, credential): (&UpstreamBase, _) = match fwd.dialect {
-        Dialect::Gemini => (&cfg.gemini_upstream, ("x-goog-api-key", lease.secret.expose().to_owned())),
+        Dialect::Gemini | Dialect::Anthropic => {
+            (&cfg.gemini_upstream, ("x-goog-api-key", lease.secret.expose().to_owned()))
+        }
         Dialect::OpenAi => (&cfg.openai_upstream, ("authorization", format!("Bearer {}", lease.secret.expose()))),
     };
     let mut headers = headers::upstream_headers(client_headers);
+    if fwd.foreign.is_some() {
+        // A translated request's headers are its own API's (`anthropic-*`,
+        // `x-stainless-*`): none is Google's business.
+        headers.retain(|(name, _)| name == "user-agent");
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+    }
     headers.push((credential.0.to_owned(), credential.1));
     let method = fwd.method.clone();
     if method.has_body() {

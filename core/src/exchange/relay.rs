@@ -8,7 +8,8 @@
 use super::listing::Merged;
 use super::outgoing::{UPLOAD_CONTROL_URL, UPLOAD_URL, relayed_headers};
 use super::{
-    BodyError, BodyFrom, Event, Exchange, MAX_ATTEMPTS, MAX_ERROR_BODY_BYTES, MAX_PROBES, Phase, Step, upstream_request,
+    BodyError, BodyFrom, Event, Exchange, MAX_ATTEMPTS, MAX_ERROR_BODY_BYTES, MAX_PROBES, Phase, Pipe, Step,
+    upstream_request,
 };
 use crate::exchange::admin::{CHECK_BODY_BYTES, check_request};
 use crate::exchange::listing::{self, Merge};
@@ -18,6 +19,7 @@ use crate::google::stream::{HEAD_BYTES, Seen};
 use crate::request::admit;
 use crate::request::headers;
 use crate::request::route::{Forward, MAX_BODY_BYTES, Op, PIPED_UPLOAD_ABOVE};
+use crate::translate::{self, Reply};
 use crate::wire::error::ProxyError;
 use crate::wire::http::{Dialect, Headers, Method, Response};
 use crate::wire::keystore::{AdminAnswer, AdminOp, Claim, Lease, Outcome, Owned, Report, Unavailable};
@@ -116,6 +118,9 @@ pub(super) struct Relay {
     /// ([`names::MAX_NAMED`]): refused to a client, which may name only
     /// its own.
     names_more: bool,
+    /// How the answer goes back to a client of an API Google does not
+    /// offer ([`translate`]).
+    reply: Option<Reply>,
 }
 
 impl Relay {
@@ -222,6 +227,7 @@ impl Exchange {
             piped,
             own: None,
             names_more: false,
+            reply: None,
         });
         if !has_body || piped.is_some() {
             return self.bind(relay, Vec::new());
@@ -279,7 +285,28 @@ impl Exchange {
         }
     }
 
-    fn bind(&mut self, mut relay: Box<Relay>, body: Vec<u8>) -> Step {
+    fn bind(&mut self, mut relay: Box<Relay>, mut body: Vec<u8>) -> Step {
+        if let Some(foreign) = relay.fwd.foreign {
+            // From here on, the Gemini call it is.
+            let translated = match translate::request(foreign, &body, &self.cfg.model_aliases) {
+                Ok(t) => t,
+                Err(e) => return self.fail(e),
+            };
+            let (path, query) = translated.upstream_path();
+            relay.fwd.op = match translated.action {
+                "countTokens" => Op::CountTokens,
+                "streamGenerateContent" => Op::StreamGenerateContent,
+                _ => Op::GenerateContent,
+            };
+            relay.fwd.streaming = translated.streams();
+            relay.fwd.model = Some(translated.model);
+            relay.fwd.upstream_path = path;
+            relay.fwd.upstream_query = query;
+            relay.reply = Some(translated.reply);
+            let notes: Vec<Step> = translated.notes.into_iter().map(|n| self.log(n)).collect();
+            self.queue.extend(notes);
+            body = translated.body;
+        }
         if relay.fwd.upload {
             // An upload's body is the file's bytes (or its metadata, then
             // the bytes): never read for a model or for names. A chunk
@@ -396,6 +423,22 @@ impl Exchange {
         // chunks go to. A client's listing is read whole, to show it only
         // its own.
         let starts_upload = relay.fwd.upload && headers::get(&head.headers, UPLOAD_URL).is_some();
+        if let (true, Some(reply)) = (success, &relay.reply) {
+            // A translated answer: a stream event by event, else read whole
+            // and answered in the client's shape ([`Self::answer`]).
+            if relay.fwd.streaming {
+                let mut headers = vec![
+                    ("content-type".to_owned(), reply.content_type(true).to_owned()),
+                    ("cache-control".to_owned(), "no-cache".to_owned()),
+                ];
+                self.cors(&mut headers);
+                let (status, pipe) = (head.status, Pipe::translating(reply.streamer()));
+                self.phase = Phase::Relay(relay, Awaiting::Stream { lease, status, upload_over: false });
+                return Step::Stream { status, headers, pipe };
+            }
+            self.phase = Phase::Relay(relay, Awaiting::Answer(lease, head));
+            return Step::ReadErrorBody { limit: MAX_BODY_BYTES as usize };
+        }
         if success && !starts_upload && relay.own.is_none() {
             let mut headers = relayed_headers(&head.headers, false, Some(&lease));
             let upload_over = relay.fwd.upload
@@ -408,7 +451,7 @@ impl Exchange {
             self.cors(&mut headers);
             let status = head.status;
             self.phase = Phase::Relay(relay, Awaiting::Stream { lease, status, upload_over });
-            return Step::Stream { status, headers, head: keep };
+            return Step::Stream { status, headers, pipe: Pipe::relay(keep) };
         }
         let limit = if success && relay.own.is_some() { listing::MAX_PAGE_BYTES } else { MAX_ERROR_BODY_BYTES };
         self.phase = Phase::Relay(relay, Awaiting::Answer(lease, head));
@@ -464,7 +507,7 @@ impl Exchange {
         // Only an upload's answer hands out a URL of the proxy's own.
         let public = if relay.fwd.upload { self.public_base() } else { None };
         let model = relay.model().to_owned();
-        let status = head.status;
+        let mut status = head.status;
         let mut body = secret::redact(&String::from_utf8_lossy(body), &[&lease.secret]);
         if let (true, Some(own)) = ((200..300).contains(&status), &relay.own) {
             match serde_json::from_str::<serde_json::Value>(&body) {
@@ -499,6 +542,9 @@ impl Exchange {
                 None => r.name().rsplit('/').next().is_some_and(|id| !id.is_empty() && body.contains(id)),
             };
             report.deleted = relay.resources.iter().filter(concerns).map(|r| r.name().to_owned()).collect();
+        }
+        if let Some(reply) = &relay.reply {
+            (status, headers, body) = self.translated_answer(reply, status, &body, &mut report);
         }
         let response = Response { status, headers, body };
         relay.attempts.tried.push(lease.id.clone());
@@ -620,6 +666,34 @@ impl Exchange {
             }
             (Confirmation::KeyWorks | Confirmation::Unknown, None) => {
                 self.answer(relay, lease, head, &body, Outcome::ClientError { status })
+            }
+        }
+    }
+
+    /// Google's answer (`body`, read whole and redacted) in a translated
+    /// API's shape: the status, headers and body for the client; a 2xx
+    /// answer's token usage goes into `report`.
+    fn translated_answer(
+        &mut self,
+        reply: &Reply,
+        status: u16,
+        body: &str,
+        report: &mut Report,
+    ) -> (u16, Vec<(String, String)>, String) {
+        let mut headers = vec![("content-type".to_owned(), reply.content_type(false).to_owned())];
+        if !(200..300).contains(&status) {
+            if status == 429 {
+                headers.push(("retry-after".to_owned(), crate::wire::error::RATE_LIMIT_RETRY_AFTER_S.to_string()));
+            }
+            return (status, headers, reply.error(status, body));
+        }
+        report.usage = crate::wire::usage::usage_of(body.as_bytes());
+        match reply.answer(body.as_bytes()) {
+            Ok(answer) => (status, headers, answer),
+            Err(why) => {
+                let e = ProxyError::UpstreamFailed { attempts: 1, last: why };
+                let response = self.error_response(&e);
+                (response.status, response.headers, response.body)
             }
         }
     }

@@ -41,6 +41,8 @@ struct Trace {
     reports: Vec<Report>,
     settled: Vec<Report>,
     streamed: Option<(u16, Vec<(String, String)>)>,
+    /// What the client got of a streamed answer.
+    stream_out: Vec<u8>,
     response: Option<Response>,
     logs: Vec<String>,
     body_limits: Vec<u64>,
@@ -168,7 +170,7 @@ impl Host {
                     }
                     _ => panic!("an error body without an error"),
                 },
-                Step::Stream { status, headers, head } => match current.take() {
+                Step::Stream { status, headers, mut pipe } => match current.take() {
                     Some(Answer::EarlyBreak) => {
                         Event::StreamFailedEarly { reason: "closed before the body".into(), timed_out: false }
                     }
@@ -178,11 +180,12 @@ impl Host {
                     }
                     answer => {
                         trace.streamed = Some((status, headers));
-                        let mut tail = crate::google::stream::UsageTail::keeping_head(head);
                         if let Some(Answer::Status(_, body) | Answer::Final(body)) = answer {
-                            tail.push(body.as_bytes());
+                            let out = pipe.push(body.as_bytes()).into_owned();
+                            trace.stream_out.extend(out);
                         }
-                        Event::Streamed(Ok(tail.seen()))
+                        trace.stream_out.extend(pipe.finish());
+                        Event::Streamed(Ok(pipe.seen()))
                     }
                 },
                 Step::Respond(r) => {
@@ -1312,4 +1315,135 @@ fn a_batchs_and_an_interactions_tokens_count_once_however_often_they_are_read() 
     host.upstream = [Answer::Status(200, IT)].into_iter().collect();
     host.run("GET", "/v1beta/interactions/v1_it-4", me);
     assert_eq!(host.pool.clients().today(&c.id, now), (6, 55));
+}
+
+/// A Messages request of Claude Code's kind, on a model it names.
+fn messages_body(stream: bool) -> Vec<u8> {
+    serde_json::json!({
+        "model": "claude-sonnet-4-5-20250929",
+        "max_tokens": 1024,
+        "stream": stream,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "Say hi"}],
+        "metadata": {"user_id": "u"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+const ANTHROPIC_HEADERS: &[(&str, &str)] = &[
+    ("x-api-key", "client"),
+    ("anthropic-version", "2023-06-01"),
+    ("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14"),
+    ("x-app", "cli"),
+    ("user-agent", "claude-cli/2.1.0 (external, cli)"),
+];
+
+const GEMINI_HI: &str = r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hi!"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":2,"totalTokenCount":11},"modelVersion":"gemini-3-flash-preview","responseId":"RESP9"}"#;
+
+#[test]
+fn an_anthropic_message_is_a_gemini_call_counted_under_its_gemini_model() {
+    let mut host = Host::new(2, &[Answer::Status(200, GEMINI_HI)]);
+    host.body = Ok(messages_body(false));
+    let t = host.run("POST", "/v1/messages?beta=true", ANTHROPIC_HEADERS);
+    let (_, sent) = &t.sent[0];
+    assert_eq!(sent.path_and_query, "/v1beta/models/gemini-3-flash-preview:generateContent");
+    let names: Vec<&str> = sent.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["user-agent", "content-type", "x-goog-api-key", "content-length"], "nothing of Anthropic's");
+    let response = t.response.as_ref().expect("an answer");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/json; charset=utf-8"));
+    let message = t.json();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["model"], "claude-sonnet-4-5-20250929", "the model the client asked for");
+    assert_eq!(message["content"], serde_json::json!([{"type": "text", "text": "Hi!"}]));
+    assert_eq!(message["usage"]["input_tokens"], 9);
+    // The pool counts a generateContent of the Gemini model, with its tokens.
+    assert_eq!(t.reports[0].model, "gemini-3-flash-preview");
+    assert_eq!(t.reports[0].usage, Some(TokenUsage { prompt: 9, output: 2, cached: 0, thinking: 0 }));
+    let summary = t.summary.as_ref().expect("summed up");
+    assert_eq!((summary.dialect.as_str(), summary.model.as_deref()), ("anthropic", Some("gemini-3-flash-preview")));
+}
+
+#[test]
+fn an_anthropic_stream_is_translated_event_by_event() {
+    const SSE: &str = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}],\"responseId\":\"R2\"}\r\n\r\ndata: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" there\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":5,\"candidatesTokenCount\":3}}\r\n\r\n";
+    let mut host = Host::new(1, &[Answer::Status(200, SSE)]);
+    host.body = Ok(messages_body(true));
+    let t = host.run("POST", "/v1/messages", &[("authorization", "Bearer client")]);
+    assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models/gemini-3-flash-preview:streamGenerateContent?alt=sse");
+    let (status, headers) = t.streamed.as_ref().expect("streamed");
+    assert_eq!(*status, 200);
+    assert!(headers.contains(&("content-type".into(), "text/event-stream; charset=utf-8".into())));
+    assert!(!headers.iter().any(|(n, _)| n == "content-length"), "{headers:?}");
+    let out = String::from_utf8(t.stream_out.clone()).expect("as expected");
+    let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert!(out.contains(r#""stop_reason":"end_turn""#), "{out}");
+    assert_eq!(t.reports[0].usage, Some(TokenUsage { prompt: 5, output: 3, cached: 0, thinking: 0 }));
+}
+
+#[test]
+fn anthropic_clients_get_errors_in_anthropic_s_shape() {
+    let error = |t: &Trace| {
+        let r = t.response.as_ref().expect("an answer");
+        let v: Value = serde_json::from_str(&r.body).expect("as expected");
+        assert_eq!(v["type"], "error", "{v}");
+        (
+            r.status,
+            v["error"]["type"].as_str().unwrap_or_default().to_owned(),
+            r.header("retry-after").map(str::to_owned),
+        )
+    };
+    // Every key rate-limited: a 429 with a retry-after.
+    let mut host = Host::new(2, &[Answer::Status(429, PER_MINUTE), Answer::Status(429, PER_MINUTE)]);
+    host.body = Ok(messages_body(false));
+    let t = host.run("POST", "/v1/messages", ANTHROPIC_HEADERS);
+    assert_eq!(error(&t), (429, "rate_limit_error".into(), Some("60".into())));
+    // Google's refusal of the request itself, with Google's words.
+    let mut host = Host::new(2, &[Answer::Status(400, LOCATION)]);
+    host.body = Ok(messages_body(false));
+    let t = host.run("POST", "/v1/messages", ANTHROPIC_HEADERS);
+    assert_eq!(error(&t), (400, "invalid_request_error".into(), None));
+    assert!(t.json()["error"]["message"].as_str().expect("as expected").contains("User location"));
+    assert_eq!(t.sent.len(), 1);
+    // A body that is not a Messages request: nothing goes upstream.
+    host.body = Ok(br#"{"model": "claude-x"}"#.to_vec());
+    let t = host.run("POST", "/v1/messages", ANTHROPIC_HEADERS);
+    assert_eq!(error(&t), (400, "invalid_request_error".into(), None));
+    assert!(t.sent.is_empty());
+    // The wrong key, a wrong method, a path that is not there.
+    host.cfg = config(Some("proxy-key-0123456789"));
+    host.body = Ok(messages_body(false));
+    let t = host.run("POST", "/v1/messages", ANTHROPIC_HEADERS);
+    assert_eq!(error(&t), (401, "authentication_error".into(), None));
+    let t = host.run("GET", "/v1/messages", &[("x-api-key", "proxy-key-0123456789")]);
+    assert_eq!(error(&t).0, 405);
+    let t = host.run("POST", "/v1/messages/batches", &[("x-api-key", "proxy-key-0123456789")]);
+    assert_eq!(error(&t), (404, "not_found_error".into(), None));
+    // The proxy key as x-api-key opens the proxy.
+    host.upstream = [Answer::Status(200, GEMINI_HI)].into_iter().collect();
+    let t = host.run("POST", "/v1/messages", &[("x-api-key", "proxy-key-0123456789")]);
+    assert_eq!(t.response.as_ref().map(|r| r.status), Some(200));
+}
+
+#[test]
+fn count_tokens_is_a_gemini_count() {
+    let mut host = Host::new(1, &[Answer::Status(200, r#"{"totalTokens": 31}"#)]);
+    host.body = Ok(br#"{"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}"#.to_vec());
+    let t = host.run("POST", "/v1/messages/count_tokens?beta=true", ANTHROPIC_HEADERS);
+    assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models/gemini-2.5-flash-lite:countTokens");
+    assert_eq!(t.json(), serde_json::json!({"input_tokens": 31}));
 }

@@ -25,7 +25,7 @@ pub enum Framing {
 }
 
 /// Finds the events of a stream as its chunks arrive.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Splitter {
     framing: Framing,
     event: Vec<u8>,
@@ -157,7 +157,7 @@ pub const HEAD_BYTES: usize = 64 * 1024;
 /// when asked for, its first bytes (the resources it tells of). No event
 /// is parsed on the way (each chunk costs one copy of at most
 /// [`TAIL_BYTES`]), and nothing is held back.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UsageTail {
     tail: Vec<u8>,
     head: Vec<u8>,
@@ -188,6 +188,11 @@ impl UsageTail {
     /// A tail with nothing yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many of the answer's first bytes it keeps.
+    pub fn head_limit(&self) -> usize {
+        self.head_limit
     }
 
     /// A tail that also keeps the answer's first `limit` bytes (at most

@@ -276,7 +276,7 @@ fn admit_stat_route(
         StatRoute::Metrics if by_credential || by_cookie => Admission::Stats(StatsView::Metrics),
         StatRoute::Metrics => unauthorized("this proxy needs its access key (PROXY_API_KEY) for /metrics"),
         StatRoute::Reset => {
-            let header_credential = creds.bearer.is_some() || creds.goog_api_key.is_some();
+            let header_credential = creds.bearer.is_some() || creds.goog_api_key.is_some() || creds.x_api_key.is_some();
             let from_page = headers::get(headers, ACTION_HEADER).is_some_and(|v| v == "reset");
             if !(by_credential || by_cookie) {
                 unauthorized("this proxy needs its access key (PROXY_API_KEY) to reset")

@@ -18,6 +18,8 @@ pub struct Credentials {
     pub goog_api_key: Option<String>,
     /// `?key=…` (percent-decoded).
     pub query_key: Option<String>,
+    /// `x-api-key: …` (Anthropic's clients).
+    pub x_api_key: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -26,6 +28,7 @@ impl std::fmt::Debug for Credentials {
             .field("bearer", &self.bearer.is_some())
             .field("goog_api_key", &self.goog_api_key.is_some())
             .field("query_key", &self.query_key.is_some())
+            .field("x_api_key", &self.x_api_key.is_some())
             .finish()
     }
 }
@@ -43,7 +46,8 @@ impl Credentials {
         });
         let goog_api_key = headers::get(headers, "x-goog-api-key").map(|v| v.trim().to_owned()).and_then(present);
         let query_key = query_param(query, "key").map(|v| v.trim().to_owned()).and_then(present);
-        Self { bearer, goog_api_key, query_key }
+        let x_api_key = headers::get(headers, "x-api-key").map(|v| v.trim().to_owned()).and_then(present);
+        Self { bearer, goog_api_key, query_key, x_api_key }
     }
 
     /// Whether the client sent a Gemini-style credential (`x-goog-api-key`
@@ -57,7 +61,7 @@ impl Credentials {
     /// proxy is open and every request passes.
     pub fn authorize(&self, proxy_key: Option<&ApiKey>) -> Result<(), ProxyError> {
         let Some(expected) = proxy_key else { return Ok(()) };
-        let presented = [&self.bearer, &self.goog_api_key, &self.query_key];
+        let presented = [&self.bearer, &self.goog_api_key, &self.query_key, &self.x_api_key];
         let mut any = false;
         let mut ok = false;
         for candidate in presented.into_iter().flatten() {
@@ -68,7 +72,7 @@ impl Credentials {
         match (any, ok) {
             (_, true) => Ok(()),
             (false, _) => Err(ProxyError::Unauthorized(
-                "this proxy needs its access key (PROXY_API_KEY): send it as `Authorization: Bearer <key>`, `x-goog-api-key: <key>` or `?key=<key>`",
+                "this proxy needs its access key (PROXY_API_KEY): send it as `Authorization: Bearer <key>`, `x-goog-api-key: <key>`, `x-api-key: <key>` or `?key=<key>`",
             )),
             (true, false) => Err(ProxyError::Unauthorized(
                 "the key presented is not this proxy's access key (PROXY_API_KEY); check the API key your client is configured with",
@@ -144,7 +148,7 @@ pub fn strip_key_param(query: &str) -> String {
 impl Claim {
     /// The claim of a request's credentials.
     pub fn of(creds: &Credentials, open: bool) -> Self {
-        let presented = [&creds.bearer, &creds.goog_api_key, &creds.query_key];
+        let presented = [&creds.bearer, &creds.goog_api_key, &creds.query_key, &creds.x_api_key];
         let mut hashes: Vec<String> = presented.into_iter().flatten().map(|c| hash_secret(c)).collect();
         hashes.dedup();
         Self { hashes, open }

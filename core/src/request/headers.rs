@@ -33,6 +33,7 @@ const REQUEST_DROP: &[&str] = &[
     REQUEST_ID,
     "authorization",
     "x-goog-api-key",
+    "x-api-key",
     "x-goog-user-project",
     "x-http-method-override",
     "x-http-method",

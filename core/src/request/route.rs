@@ -106,9 +106,36 @@ pub struct Forward {
     pub upstream_query: String,
     /// Whether the client asked for a stream.
     pub streaming: bool,
+    /// The API the client speaks when Google does not offer it: its
+    /// request is translated onto Gemini (`translate`), and it is answered
+    /// in its own API's shape.
+    pub foreign: Option<Foreign>,
+}
+
+/// An API Google does not offer, served from Gemini.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Foreign {
+    /// Anthropic's `POST /v1/messages`.
+    Messages,
+    /// Anthropic's `POST /v1/messages/count_tokens`.
+    MessagesCountTokens,
+}
+
+impl Foreign {
+    /// The dialect its answers and errors speak.
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Self::Messages | Self::MessagesCountTokens => Dialect::Anthropic,
+        }
+    }
 }
 
 impl Forward {
+    /// The dialect the client speaks (and is answered in).
+    pub fn client_dialect(&self) -> Dialect {
+        self.foreign.map_or(self.dialect, Foreign::dialect)
+    }
+
     /// The model for key choice and statistics.
     pub fn model(&self) -> &str {
         self.model.as_deref().unwrap_or(NO_MODEL)
@@ -229,6 +256,8 @@ enum Pattern {
     OpenAiChat,
     OpenAiEmbeddings,
     OpenAiImages,
+    Messages,
+    MessagesCountTokens,
     OpenAiModels,
     OpenAiModel,
     StatsJson,
@@ -259,6 +288,10 @@ fn router() -> &'static Router<Pattern> {
             ("/embeddings", Pattern::OpenAiEmbeddings),
             ("/v1/images/generations", Pattern::OpenAiImages),
             ("/images/generations", Pattern::OpenAiImages),
+            ("/v1/messages", Pattern::Messages),
+            ("/messages", Pattern::Messages),
+            ("/v1/messages/count_tokens", Pattern::MessagesCountTokens),
+            ("/messages/count_tokens", Pattern::MessagesCountTokens),
             ("/models", Pattern::OpenAiModels),
             ("/models/{target}", Pattern::OpenAiModel),
             ("/stat.json", Pattern::StatsJson),
@@ -357,6 +390,7 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
             version,
             upstream_query,
             streaming,
+            foreign: None,
         }))
     };
     let stat = |route: StatRoute, allowed: Method| allow(allowed).map(|()| Route::Stat(route));
@@ -408,6 +442,27 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         Pattern::OpenAiChat => forward(Dialect::OpenAi, Op::ChatCompletions, None, "/chat/completions".into()),
         Pattern::OpenAiEmbeddings => forward(Dialect::OpenAi, Op::Embeddings, None, "/embeddings".into()),
         Pattern::OpenAiImages => forward(Dialect::OpenAi, Op::ImagesGenerations, None, "/images/generations".into()),
+        Pattern::Messages | Pattern::MessagesCountTokens => {
+            let (op, foreign) = match *m.value {
+                Pattern::Messages => (Op::GenerateContent, Foreign::Messages),
+                _ => (Op::CountTokens, Foreign::MessagesCountTokens),
+            };
+            allow(Method::Post)?;
+            // The path is Gemini's once the body names the model; the
+            // query (`?beta=true`) is Anthropic's, not Google's.
+            Ok(Route::Api(Forward {
+                dialect: Dialect::Gemini,
+                op,
+                method: Method::Post,
+                model: None,
+                upstream_path: String::new(),
+                upload: false,
+                version: None,
+                upstream_query: String::new(),
+                streaming: false,
+                foreign: Some(foreign),
+            }))
+        }
         Pattern::OpenAiModels => forward(Dialect::OpenAi, Op::ListModels, None, "/models".into()),
         Pattern::OpenAiModel => {
             let model = m.params.get("target").and_then(normalize_model).ok_or_else(not_found)?;
@@ -501,6 +556,11 @@ fn resource_segment_ok(seg: &str) -> bool {
 /// `files` and `batches` calls. Any other path is a 404.
 fn route_resource(method: &Method, path: &str, query: &str, creds: &Credentials) -> Result<Route, ProxyError> {
     let not_found = || ProxyError::NotFound { method: method.to_string(), path: path.to_owned() };
+    // Anthropic's other Messages calls (batches) are not served, nor
+    // relayed to Google, which does not know them either.
+    if is_messages_path(path) {
+        return Err(not_found());
+    }
     let (upload, rest) = match path.strip_prefix("/upload") {
         Some(rest) if rest.starts_with('/') => (true, rest),
         _ => (false, path),
@@ -573,6 +633,7 @@ fn route_resource(method: &Method, path: &str, query: &str, creds: &Credentials)
         version: (dialect == Dialect::Gemini).then(|| segments[0].to_owned()),
         upstream_query: strip_key_param(query),
         streaming: false,
+        foreign: None,
     }))
 }
 
@@ -589,9 +650,19 @@ fn route_openai(method: &Method, rest: &str, query: &str, creds: &Credentials) -
     }
 }
 
+/// Whether `path` is Anthropic's Messages API's, or below it.
+fn is_messages_path(path: &str) -> bool {
+    ["/v1/messages", "/messages"]
+        .iter()
+        .any(|p| path.strip_prefix(p).is_some_and(|r| r.is_empty() || r.starts_with('/')))
+}
+
 /// The dialect to answer in when routing itself failed.
 pub fn fallback_dialect(path: &str, creds: &Credentials) -> Dialect {
-    if path.starts_with("/v1beta") || creds.is_gemini_style() || (creds.bearer.is_none() && path.contains(':')) {
+    let anthropic_key = creds.x_api_key.is_some() && creds.bearer.is_none() && !creds.is_gemini_style();
+    if is_messages_path(path) || anthropic_key {
+        Dialect::Anthropic
+    } else if path.starts_with("/v1beta") || creds.is_gemini_style() || (creds.bearer.is_none() && path.contains(':')) {
         Dialect::Gemini
     } else {
         Dialect::OpenAi

@@ -341,6 +341,7 @@ impl ProxyError {
                 let (kind, code) = self.openai_type_and_code();
                 json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
             }
+            Dialect::Anthropic => anthropic_error(status, &message),
         };
         let mut response = Response::json(status, body.to_string());
         response.headers.extend(crate::wire::http::CORS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
@@ -358,8 +359,37 @@ impl ProxyError {
             }
             _ => {}
         }
+        // Anthropic's clients wait as long as a 429 tells them.
+        if dialect == Dialect::Anthropic && status == 429 && response.header("retry-after").is_none() {
+            response.headers.push(("retry-after".into(), RATE_LIMIT_RETRY_AFTER_S.to_string()));
+        }
         response
     }
+}
+
+/// The `retry-after` (seconds) of an Anthropic client's 429 when nothing
+/// tells a better one: a per-minute quota is over within a minute.
+pub const RATE_LIMIT_RETRY_AFTER_S: u64 = 60;
+
+/// The type of an Anthropic error answer with `status`, as Anthropic's
+/// own API names it (the SDKs pick their exception by the status).
+pub fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// An error body in Anthropic's shape.
+pub fn anthropic_error(status: u16, message: &str) -> serde_json::Value {
+    json!({ "type": "error", "error": { "type": anthropic_error_type(status), "message": message } })
 }
 
 fn for_request(id: &Option<String>) -> String {
@@ -371,7 +401,7 @@ impl ProxyError {
     pub fn refused(refusal: Refusal) -> Self {
         match refusal {
             Refusal::UnknownKey { presented: false } => Self::Unauthorized(
-                "this proxy needs an access key (PROXY_API_KEY or a client key): send it as `Authorization: Bearer <key>`, `x-goog-api-key: <key>` or `?key=<key>`",
+                "this proxy needs an access key (PROXY_API_KEY or a client key): send it as `Authorization: Bearer <key>`, `x-goog-api-key: <key>`, `x-api-key: <key>` or `?key=<key>`",
             ),
             Refusal::UnknownKey { presented: true } => Self::Unauthorized(
                 "the key presented is neither this proxy's access key (PROXY_API_KEY) nor a client key; check the API key your client is configured with",

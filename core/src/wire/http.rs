@@ -140,6 +140,20 @@ pub enum Dialect {
     Gemini,
     /// OpenAI style: `{"error":{"message","type","code"}}`.
     OpenAi,
+    /// Anthropic's Messages API, served from Gemini:
+    /// `{"type":"error","error":{"type","message"}}`.
+    Anthropic,
+}
+
+impl Dialect {
+    /// The dialect's name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gemini => "gemini",
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
 }
 
 /// CORS headers on every API answer, so browser-based chat apps can call

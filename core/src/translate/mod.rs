@@ -1,0 +1,199 @@
+//! APIs Google does not offer, served from Gemini: a request in another
+//! API's shape becomes a Gemini `generateContent`, `streamGenerateContent`
+//! or `countTokens` of the model it names (through the model aliases), and
+//! Gemini's answer goes back in the caller's shape, a stream event by event
+//! as it arrives. From the pool's side a translated call is the Gemini call
+//! it became: the same retries, key choice, quotas and accounting.
+//!
+//! - [`anthropic`]: Anthropic's Messages API (Claude Code, the `anthropic`
+//!   SDKs, `@ai-sdk/anthropic`).
+//! - [`signature`]: Gemini's thought signatures, carried through what a
+//!   client sends back unchanged, and Google's placeholder where it did not.
+//!
+//! Nothing here does I/O: the exchange calls [`Translated`]'s parts as the
+//! relay goes, and a host calls a [`Streamer`] for each piece of a stream.
+
+pub mod anthropic;
+pub mod signature;
+
+use crate::config::aliases::Aliases;
+use crate::request::route::{Foreign, normalize_model};
+use crate::wire::error::ProxyError;
+
+/// What Gemini is asked, from a request in another API's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Translated {
+    /// The Gemini model that serves it (an alias resolved).
+    pub model: String,
+    /// The Gemini method: `generateContent`, `streamGenerateContent` or
+    /// `countTokens`.
+    pub action: &'static str,
+    /// Gemini's request body.
+    pub body: Vec<u8>,
+    /// How the answer goes back.
+    pub reply: Reply,
+    /// Lines for the host's log (a signature a client dropped, a tool left
+    /// out).
+    pub notes: Vec<String>,
+}
+
+impl Translated {
+    /// The upstream path below the API version, with its query.
+    pub fn upstream_path(&self) -> (String, String) {
+        let path = format!("/models/{}:{}", self.model, self.action);
+        let query = if self.action == "streamGenerateContent" { "alt=sse" } else { "" };
+        (path, query.to_owned())
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn streams(&self) -> bool {
+        self.action == "streamGenerateContent"
+    }
+}
+
+/// How an answer goes back to the client: its API and what the request
+/// said that the answer needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// An Anthropic message (or a token count).
+    Anthropic(anthropic::Reply),
+}
+
+impl Reply {
+    /// Gemini's whole answer (2xx) in the client's shape: the body, or why
+    /// it could not be read.
+    pub fn answer(&self, gemini: &[u8]) -> Result<String, String> {
+        match self {
+            Self::Anthropic(reply) => reply.answer(gemini),
+        }
+    }
+
+    /// Google's error answer (`status`, its body redacted) in the client's
+    /// shape.
+    pub fn error(&self, status: u16, gemini: &str) -> String {
+        let message = google_message(gemini);
+        match self {
+            Self::Anthropic(_) => crate::wire::error::anthropic_error(status, &message).to_string(),
+        }
+    }
+
+    /// The translator of a streamed answer.
+    pub fn streamer(&self) -> Streamer {
+        match self {
+            Self::Anthropic(reply) => Streamer::Anthropic(Box::new(anthropic::Stream::new(reply.clone()))),
+        }
+    }
+
+    /// The content type of the client's answer.
+    pub fn content_type(&self, stream: bool) -> &'static str {
+        if stream { "text/event-stream; charset=utf-8" } else { "application/json; charset=utf-8" }
+    }
+}
+
+/// Translates a streamed Gemini answer (`alt=sse`) piece by piece: each
+/// piece's complete events go out as the client's events at once, nothing
+/// held back but an event's unfinished end.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Streamer {
+    /// Into Anthropic's stream events.
+    Anthropic(Box<anthropic::Stream>),
+}
+
+impl Streamer {
+    /// Translates a piece of the upstream body, appending what goes to the
+    /// client to `out`.
+    pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Self::Anthropic(s) => s.push(piece, out),
+        }
+    }
+
+    /// The upstream body ended cleanly: the client's closing events.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Self::Anthropic(s) => s.finish(out),
+        }
+    }
+
+    /// The upstream body broke off: the client's error event, after which
+    /// the host ends the answer broken.
+    pub fn broke(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Self::Anthropic(s) => s.broke(out),
+        }
+    }
+}
+
+/// Translates a request of `foreign`'s API. `count`: it asks for a token
+/// count.
+pub fn request(foreign: Foreign, body: &[u8], aliases: &Aliases) -> Result<Translated, ProxyError> {
+    match foreign {
+        Foreign::Messages => anthropic::request(body, aliases, false),
+        Foreign::MessagesCountTokens => anthropic::request(body, aliases, true),
+    }
+}
+
+/// The Gemini model a client's model name stands for: an alias, else the
+/// name itself when it is one a model can have.
+pub fn gemini_model(asked: &str, aliases: &Aliases) -> Result<String, ProxyError> {
+    let asked = asked.trim();
+    if let Some(model) = aliases.resolve(asked) {
+        return Ok(model.to_owned());
+    }
+    normalize_model(asked).ok_or_else(|| ProxyError::BadRequest(format!("invalid model name {asked:?}")))
+}
+
+/// The message of Google's error body, else the body itself (cut short).
+fn google_message(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let error = parsed.as_ref().map(|v| v.get("error").or_else(|| v.pointer("/0/error")).unwrap_or(v));
+    match error.and_then(|e| e.get("message")).and_then(|m| m.as_str()) {
+        Some(m) => m.to_owned(),
+        None if body.trim().is_empty() => "the upstream answered with an error and no detail".to_owned(),
+        None => body.chars().take(500).collect(),
+    }
+}
+
+/// Whether `model` is a Gemini 3 model or newer: the ones that ask for a
+/// thinking level rather than a budget and enforce thought signatures.
+pub fn is_gemini_3_or_newer(model: &str) -> bool {
+    let Some(rest) = model.strip_prefix("gemini-") else { return false };
+    let major: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    major.parse::<u32>().is_ok_and(|m| m >= 3)
+}
+
+/// Whether `model` thinks, and so takes a `thinkingConfig` (Gemini 2.5
+/// and newer).
+pub fn thinks(model: &str) -> bool {
+    is_gemini_3_or_newer(model) || model.starts_with("gemini-2.5")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_generations() {
+        assert!(is_gemini_3_or_newer("gemini-3-pro-preview") && is_gemini_3_or_newer("gemini-3.5-flash"));
+        assert!(is_gemini_3_or_newer("gemini-10-ultra"));
+        assert!(!is_gemini_3_or_newer("gemini-2.5-pro") && !is_gemini_3_or_newer("gemma-3-27b-it"));
+        assert!(thinks("gemini-2.5-flash-lite") && !thinks("gemini-2.0-flash"));
+    }
+
+    #[test]
+    fn google_s_message_is_what_a_translated_error_says() {
+        let body = r#"{"error":{"code":400,"message":"bad thing","status":"INVALID_ARGUMENT"}}"#;
+        assert_eq!(google_message(body), "bad thing");
+        assert_eq!(google_message(r#"[{"error":{"message":"wrapped"}}]"#), "wrapped");
+        assert_eq!(google_message("plain"), "plain");
+        assert!(google_message("").contains("no detail"));
+    }
+
+    #[test]
+    fn a_client_s_model_resolves_through_the_aliases() {
+        let aliases = Aliases::default();
+        assert_eq!(gemini_model("claude-sonnet-4-5", &aliases).expect("as expected"), "gemini-3-flash-preview");
+        assert_eq!(gemini_model("models/gemini-2.5-pro", &aliases).expect("as expected"), "gemini-2.5-pro");
+        assert!(matches!(gemini_model("bad model", &aliases), Err(ProxyError::BadRequest(_))));
+    }
+}

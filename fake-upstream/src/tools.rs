@@ -1,0 +1,163 @@
+//! Function calling and thought signatures, as Gemini does them.
+//!
+//! - A user turn whose text holds `CALL <name> <json args>` is answered
+//!   with that function call (when the request declares the function);
+//!   a turn of function responses, with text that quotes the first one.
+//! - Gemini 3 models sign the first call of each answer with a
+//!   `thoughtSignature` the fake remembers, and refuse a request whose
+//!   current turn has a model call without one, or with one they did not
+//!   issue (Google's placeholders excepted), as Google does.
+//! - `includeThoughts` adds a thought part before the answer.
+
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+/// Google's documented stand-ins for a signature a client lost.
+const PLACEHOLDERS: &[&str] = &["skip_thought_signature_validator", "context_engineering_is_the_way_to_go"];
+
+/// Whether `model` enforces thought signatures (Gemini 3 and newer).
+pub fn signs(model: &str) -> bool {
+    model
+        .strip_prefix("gemini-")
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+        .and_then(|major| major.parse::<u32>().ok())
+        .is_some_and(|m| m >= 3)
+}
+
+/// Google's 400 for a request whose current turn has a model call without
+/// a signature it issued; `None` when the request passes.
+pub fn check_signatures(model: &str, body: &Value, issued: &HashSet<String>) -> Option<Value> {
+    if !signs(model) {
+        return None;
+    }
+    let contents = body.get("contents")?.as_array()?;
+    // The current turn starts at the last user turn with text in it.
+    let start =
+        contents.iter().rposition(|c| c["role"] == "user" && parts(c).any(|p| p.get("text").is_some())).unwrap_or(0);
+    for (position, content) in contents.iter().enumerate().skip(start) {
+        if content["role"] != "model" {
+            continue;
+        }
+        let Some(call) = parts(content).find(|p| p.get("functionCall").is_some()) else { continue };
+        let name = call["functionCall"]["name"].as_str().unwrap_or_default();
+        let message = match call.get("thoughtSignature").and_then(Value::as_str) {
+            None => format!(
+                "Function call is missing a thought_signature in functionCall parts. This is required for tools to work correctly, and missing thought_signature may lead to degraded model performance. Additional data, function call `default_api:{name}` , position {}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.",
+                position + 1
+            ),
+            Some(sig) if PLACEHOLDERS.contains(&sig) || issued.contains(sig) => continue,
+            Some(_) => "Corrupted thought signature.".to_owned(),
+        };
+        return Some(json!({"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}));
+    }
+    None
+}
+
+fn parts(content: &Value) -> impl Iterator<Item = &Value> {
+    content["parts"].as_array().into_iter().flatten()
+}
+
+/// The parts of the answer to a generation request that uses tools or asks
+/// for thoughts; `None`: the fake's plain answer. `sign` makes a new
+/// signature (remembered by the caller).
+pub fn answer(model: &str, body: &Value, mut sign: impl FnMut() -> String) -> Option<Vec<Value>> {
+    let thoughts = body.pointer("/generationConfig/thinkingConfig/includeThoughts") == Some(&Value::Bool(true));
+    let last = body.get("contents")?.as_array()?.last()?;
+    let declared: Vec<&str> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|t| t["functionDeclarations"].as_array().into_iter().flatten())
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    let mut out = Vec::new();
+    if thoughts {
+        out.push(json!({"text": "Thinking it over.", "thought": true}));
+    }
+    let response = parts(last).find_map(|p| p.get("functionResponse"));
+    let asked = parts(last).filter_map(|p| p["text"].as_str()).find_map(|t| t.split_once("CALL ").map(|(_, c)| c));
+    if let Some(response) = response {
+        let said = response["response"].to_string();
+        let quoted: String = said.chars().take(200).collect();
+        out.push(json!({"text": format!("The tool {} answered: {quoted}", response["name"].as_str().unwrap_or("?"))}));
+    } else if let Some(call) = asked {
+        let (name, args) = call.split_once(' ').unwrap_or((call, "{}"));
+        let name = name.trim();
+        if !declared.contains(&name) {
+            return None;
+        }
+        let args: Value = serde_json::Deserializer::from_str(args.trim())
+            .into_iter::<Value>()
+            .next()
+            .and_then(Result::ok)
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        let mut part = json!({"functionCall": {"name": name, "args": args}});
+        if signs(model) {
+            part["thoughtSignature"] = json!(sign());
+        }
+        out.push(part);
+    } else if !thoughts {
+        return None;
+    } else {
+        out.push(json!({"text": format!("A fake answer from {model}.")}));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(role: &str, parts: Value) -> Value {
+        json!({"role": role, "parts": parts})
+    }
+
+    #[test]
+    fn a_call_is_answered_and_signed_on_gemini_3() {
+        let body = json!({
+            "contents": [turn("user", json!([{"text": "Please CALL Bash {\"command\": \"echo hi\"}"}]))],
+            "tools": [{"functionDeclarations": [{"name": "Bash"}]}]
+        });
+        let parts = answer("gemini-3-pro-preview", &body, || "c2lnMQ==".into()).expect("a call");
+        assert_eq!(
+            parts,
+            [json!({"functionCall": {"name": "Bash", "args": {"command": "echo hi"}}, "thoughtSignature": "c2lnMQ=="})]
+        );
+        let parts = answer("gemini-2.5-flash", &body, || unreachable!()).expect("a call");
+        assert!(parts[0].get("thoughtSignature").is_none());
+    }
+
+    #[test]
+    fn the_signature_rule_holds_for_the_current_turn() {
+        let issued: HashSet<String> = ["c2lnMQ==".to_owned()].into();
+        let call = |sig: Option<&str>| {
+            let mut p = json!({"functionCall": {"name": "Bash", "args": {}}});
+            if let Some(s) = sig {
+                p["thoughtSignature"] = json!(s);
+            }
+            turn("model", json!([p]))
+        };
+        let body = |sig: Option<&str>| {
+            json!({"contents": [
+                turn("user", json!([{"text": "go"}])),
+                call(sig),
+                turn("user", json!([{"functionResponse": {"name": "Bash", "response": {"output": "hi"}}}]))
+            ]})
+        };
+        assert!(check_signatures("gemini-3-flash-preview", &body(Some("c2lnMQ==")), &issued).is_none());
+        assert!(
+            check_signatures("gemini-3-flash-preview", &body(Some("skip_thought_signature_validator")), &issued)
+                .is_none()
+        );
+        let missing = check_signatures("gemini-3-flash-preview", &body(None), &issued).expect("refused");
+        assert!(missing["error"]["message"].as_str().expect("a message").contains("missing a thought_signature"));
+        assert!(check_signatures("gemini-3-flash-preview", &body(Some("bm90IG1pbmU=")), &issued).is_some());
+        assert!(check_signatures("gemini-2.5-flash", &body(None), &issued).is_none());
+        // An earlier turn is not checked.
+        let mut earlier = body(None);
+        earlier["contents"].as_array_mut().expect("contents").push(turn("user", json!([{"text": "next question"}])));
+        assert!(check_signatures("gemini-3-flash-preview", &earlier, &issued).is_none());
+    }
+}
