@@ -7,7 +7,6 @@
 use libfuzzer_sys::fuzz_target;
 use proxy_core::exchange::{Event, Exchange, Step};
 use proxy_core::wire::http::Method;
-use proxy_core::google::stream::UsageTail;
 use proxy_core::test_support::{config, fake_keys};
 use proxy_core::{KeyPool, UnixMillis};
 use std::sync::Arc;
@@ -58,12 +57,13 @@ fuzz_target!(|data: &[u8]| {
                 Event::Head { status, headers: vec![("content-type".into(), b"application/json".to_vec())] }
             }
             Step::ReadErrorBody { .. } => Event::ErrorBody(body.clone()),
-            Step::Stream { head, .. } => {
+            Step::Stream { mut pipe, .. } => {
                 answers += 1;
-                // The answer's head is read for the resources it tells of.
-                let mut tail = UsageTail::keeping_head(head);
-                tail.push(&body);
-                Event::Streamed(Ok(tail.seen()))
+                // The answer's head is read for the resources it tells of;
+                // a translated answer is translated.
+                pipe.push(&body);
+                pipe.finish();
+                Event::Streamed(Ok(pipe.seen()))
             }
             Step::Respond(_) | Step::Stats(_) => {
                 answers += 1;
