@@ -128,7 +128,8 @@ mod tests {
 
     #[test]
     fn entries_come_before_the_defaults_and_exact_names_before_patterns() {
-        let aliases = Aliases::parse("claude-*=gemini-2.5-pro; claude-sonnet-4-5=models/gemini-2.5-flash").expect("as expected");
+        let aliases =
+            Aliases::parse("claude-*=gemini-2.5-pro; claude-sonnet-4-5=models/gemini-2.5-flash").expect("as expected");
         assert_eq!(aliases.resolve("claude-sonnet-4-5"), Some("gemini-2.5-flash"));
         assert_eq!(aliases.resolve("claude-opus-4-1"), Some("gemini-2.5-pro"));
         assert_eq!(aliases.resolve("gpt-4o"), Some("gemini-3-flash-preview"));

@@ -323,6 +323,9 @@ impl Exchange {
             if let Err(e) = relay.fwd.bind_body(&body) {
                 return self.fail(e);
             }
+            if relay.fwd.foreign.is_none() {
+                relay.fwd.alias(&self.cfg.model_aliases, &mut body);
+            }
             self.record.model = Some(relay.model().to_owned());
             // An OpenAI-style call names Google's resources too (its
             // files and batches, by their Google names); a JSON body (a

@@ -1447,3 +1447,19 @@ fn count_tokens_is_a_gemini_count() {
     assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models/gemini-2.5-flash-lite:countTokens");
     assert_eq!(t.json(), serde_json::json!({"input_tokens": 31}));
 }
+
+#[test]
+fn aliases_hold_for_every_dialect() {
+    let mut host = Host::new(1, &[]);
+    let t =
+        host.run("POST", "/v1beta/models/claude-sonnet-4-5:streamGenerateContent?alt=sse", &[("x-goog-api-key", "c")]);
+    assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models/gemini-3-flash-preview:streamGenerateContent?alt=sse");
+    assert_eq!(t.reports[0].model, "gemini-3-flash-preview");
+    host.body = Ok(br#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}"#.to_vec());
+    let t = host.run("POST", "/v1/chat/completions", &[("authorization", "Bearer c")]);
+    assert_eq!(t.sent[0].1.path_and_query, "/v1beta/openai/chat/completions");
+    assert_eq!(t.reports[0].model, "gemini-3-flash-preview");
+    // A model no alias names goes as it is.
+    let t = generate(&mut host);
+    assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models/gemini-2.5-flash:generateContent");
+}

@@ -1,5 +1,6 @@
 //! Routing and dialect detection: what a request asks for, and where it goes.
 
+use crate::config::aliases::Aliases;
 use crate::request::auth::{Credentials, strip_key_param};
 use crate::wire::error::ProxyError;
 use crate::wire::http::Dialect;
@@ -167,6 +168,37 @@ impl Forward {
         self.model = Some(model);
         self.streaming = obj.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
         Ok(())
+    }
+
+    /// Applies the model aliases to a native or OpenAI-style call: a model
+    /// an alias names is sent upstream (in the path, or the body's
+    /// `model`) and counted as the Gemini model it stands for. Call after
+    /// [`Self::bind_body`].
+    pub fn alias(&mut self, aliases: &Aliases, body: &mut Vec<u8>) {
+        let Some(asked) = self.model.clone() else { return };
+        let Some(target) = aliases.resolve(&asked).and_then(normalize_model) else { return };
+        match (self.dialect, self.op) {
+            (
+                Dialect::Gemini,
+                Op::GenerateContent
+                | Op::StreamGenerateContent
+                | Op::CountTokens
+                | Op::EmbedContent
+                | Op::BatchEmbedContents
+                | Op::Predict,
+            ) => {
+                let from = format!("/models/{asked}:");
+                let Some(rest) = self.upstream_path.strip_prefix(&from) else { return };
+                self.upstream_path = format!("/models/{target}:{rest}");
+            }
+            (Dialect::OpenAi, Op::ChatCompletions | Op::Embeddings | Op::ImagesGenerations) => {
+                let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else { return };
+                value["model"] = serde_json::Value::String(target.clone());
+                *body = value.to_string().into_bytes();
+            }
+            _ => return,
+        }
+        self.model = Some(target);
     }
 
     /// A resource call's body is relayed as it is, whatever it holds; a

@@ -293,7 +293,9 @@ fn gemini_answer() -> Value {
 
 #[test]
 fn an_answer_becomes_a_message() {
-    let m: Value = serde_json::from_str(&reply(true).answer(gemini_answer().to_string().as_bytes()).expect("as expected")).expect("as expected");
+    let m: Value =
+        serde_json::from_str(&reply(true).answer(gemini_answer().to_string().as_bytes()).expect("as expected"))
+            .expect("as expected");
     assert_eq!(m["id"], "msg_abcRESP1");
     assert_eq!(m["model"], "claude-sonnet-4-5", "the model the client asked for");
     assert_eq!(m["stop_reason"], "tool_use");
@@ -309,7 +311,9 @@ fn an_answer_becomes_a_message() {
     assert_eq!(content[3]["input"], json!({"path": "a"}));
     assert_ne!(content[2]["id"], content[3]["id"]);
     // Without thinking asked, no thinking block.
-    let m: Value = serde_json::from_str(&reply(false).answer(gemini_answer().to_string().as_bytes()).expect("as expected")).expect("as expected");
+    let m: Value =
+        serde_json::from_str(&reply(false).answer(gemini_answer().to_string().as_bytes()).expect("as expected"))
+            .expect("as expected");
     assert_eq!(m["content"][0]["type"], "text");
 }
 
@@ -331,7 +335,8 @@ fn events(out: &[u8]) -> Vec<(String, Value)> {
         .map(|e| {
             let (name, data) = e.split_once('\n').expect("as expected");
             let name = name.strip_prefix("event: ").expect("as expected");
-            let data: Value = serde_json::from_str(data.strip_prefix("data: ").expect("as expected")).expect("as expected");
+            let data: Value =
+                serde_json::from_str(data.strip_prefix("data: ").expect("as expected")).expect("as expected");
             assert_eq!(data["type"], name);
             (name.to_owned(), data)
         })
