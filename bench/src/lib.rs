@@ -18,9 +18,14 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank - 1]
 }
 
-/// Finds the stamp `"t":NNN` in one SSE event's data.
+/// Finds the stamp `"t":NNN` (or `@NNN`) in one SSE event's data.
 pub fn stamp_in(event: &[u8]) -> Option<u64> {
-    let at = event.windows(4).position(|w| w == b"\"t\":")? + 4;
+    // `"t":` in bench-upstream's own events; `@` in their text, which is
+    // all a translated event (Anthropic's) keeps of them.
+    let at = match event.windows(4).position(|w| w == b"\"t\":") {
+        Some(at) => at + 4,
+        None => event.windows(2).position(|w| w[0] == b'@' && w[1].is_ascii_digit())? + 1,
+    };
     let digits: Vec<u8> = event[at..].iter().copied().take_while(u8::is_ascii_digit).collect();
     std::str::from_utf8(&digits).ok()?.parse().ok()
 }
@@ -42,5 +47,9 @@ mod tests {
     fn finds_the_stamp() {
         assert_eq!(stamp_in(br#"data: {"candidates":[],"t":1234567}"#), Some(1_234_567));
         assert_eq!(stamp_in(b"data: {}"), None);
+        let translated =
+            br#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"chunk 3 @987654 "}}"#;
+        assert_eq!(stamp_in(translated), Some(987_654));
+        assert_eq!(stamp_in(br#"{"text":"mail@ x"}"#), None);
     }
 }

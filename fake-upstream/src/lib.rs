@@ -815,17 +815,35 @@ fn with_tools(
     if let Some(refusal) = tools::check_signatures(model, body, &lock(&st.signatures)) {
         return Some(json(StatusCode::BAD_REQUEST, &refusal));
     }
-    let parts = tools::answer(model, body, || {
+    let thought = tools::thought(body);
+    let answer = tools::answer(model, body, || {
         let mut issued = lock(&st.signatures);
         // Base64, with the characters a URL would escape.
         let signature = format!("EtYDCtMDAdHtim{:06}Xq+/zLp0=", issued.len());
         issued.insert(signature.clone());
         signature
-    })?;
+    });
+    if thought.is_none() && answer.is_none() {
+        return None;
+    }
+    let chunks = *lock(&st.stream_chunks);
     Some(match action {
-        Some("generateContent") => json(StatusCode::OK, &responses::generate_parts(model, usage, parts)),
+        Some("generateContent") => {
+            let text = serde_json::json!({"text": responses::text(model)});
+            let parts = thought.into_iter().chain([answer.unwrap_or(text)]).collect();
+            json(StatusCode::OK, &responses::generate_parts(model, usage, parts))
+        }
         _ => {
-            let events = responses::stream_parts(model, usage, parts);
+            // A thought, then the answer's part, or the usual chunks.
+            let mut events: Vec<serde_json::Value> =
+                thought.map(|t| responses::stream_parts(model, usage, vec![t])).unwrap_or_default();
+            for e in &mut events {
+                e["candidates"][0].as_object_mut().map(|c| c.remove("finishReason"));
+            }
+            match answer {
+                Some(part) => events.extend(responses::stream_parts(model, usage, vec![part])),
+                None => events.extend((0..chunks).map(|i| responses::generate_chunk(model, i, chunks, usage))),
+            }
             let chunks = if sse {
                 events.iter().map(|e| format!("data: {e}\r\n\r\n")).collect()
             } else {

@@ -7,7 +7,8 @@
 //!   `thoughtSignature` the fake remembers, and refuse a request whose
 //!   current turn has a model call without one, or with one they did not
 //!   issue (Google's placeholders excepted), as Google does.
-//! - `includeThoughts` adds a thought part before the answer.
+//! - `includeThoughts` adds a thought part before the answer, whatever it
+//!   is (the plain answer's text, or its stream's chunks, follow).
 
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -57,11 +58,18 @@ fn parts(content: &Value) -> impl Iterator<Item = &Value> {
     content["parts"].as_array().into_iter().flatten()
 }
 
-/// The parts of the answer to a generation request that uses tools or asks
-/// for thoughts; `None`: the fake's plain answer. `sign` makes a new
-/// signature (remembered by the caller).
-pub fn answer(model: &str, body: &Value, mut sign: impl FnMut() -> String) -> Option<Vec<Value>> {
-    let thoughts = body.pointer("/generationConfig/thinkingConfig/includeThoughts") == Some(&Value::Bool(true));
+/// The thought part an answer starts with when the request asks for
+/// thoughts (`includeThoughts`).
+pub fn thought(body: &Value) -> Option<Value> {
+    let asked = body.pointer("/generationConfig/thinkingConfig/includeThoughts") == Some(&Value::Bool(true));
+    asked.then(|| json!({"text": "Thinking it over.", "thought": true}))
+}
+
+/// The part that answers a generation request's tools: a call when the
+/// last user turn asks for one, text that quotes a function response;
+/// `None` for any other request. `sign` makes a new signature (remembered
+/// by the caller).
+pub fn answer(model: &str, body: &Value, mut sign: impl FnMut() -> String) -> Option<Value> {
     let last = body.get("contents")?.as_array()?.last()?;
     let declared: Vec<&str> = body
         .get("tools")
@@ -71,39 +79,28 @@ pub fn answer(model: &str, body: &Value, mut sign: impl FnMut() -> String) -> Op
         .flat_map(|t| t["functionDeclarations"].as_array().into_iter().flatten())
         .filter_map(|d| d["name"].as_str())
         .collect();
-    let mut out = Vec::new();
-    if thoughts {
-        out.push(json!({"text": "Thinking it over.", "thought": true}));
+    if let Some(response) = parts(last).find_map(|p| p.get("functionResponse")) {
+        let said: String = response["response"].to_string().chars().take(200).collect();
+        let name = response["name"].as_str().unwrap_or("?");
+        return Some(json!({"text": format!("The tool {name} answered: {said}")}));
     }
-    let response = parts(last).find_map(|p| p.get("functionResponse"));
-    let asked = parts(last).filter_map(|p| p["text"].as_str()).find_map(|t| t.split_once("CALL ").map(|(_, c)| c));
-    if let Some(response) = response {
-        let said = response["response"].to_string();
-        let quoted: String = said.chars().take(200).collect();
-        out.push(json!({"text": format!("The tool {} answered: {quoted}", response["name"].as_str().unwrap_or("?"))}));
-    } else if let Some(call) = asked {
-        let (name, args) = call.split_once(' ').unwrap_or((call, "{}"));
-        let name = name.trim();
-        if !declared.contains(&name) {
-            return None;
-        }
-        let args: Value = serde_json::Deserializer::from_str(args.trim())
-            .into_iter::<Value>()
-            .next()
-            .and_then(Result::ok)
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
-        let mut part = json!({"functionCall": {"name": name, "args": args}});
-        if signs(model) {
-            part["thoughtSignature"] = json!(sign());
-        }
-        out.push(part);
-    } else if !thoughts {
+    let asked = parts(last).filter_map(|p| p["text"].as_str()).find_map(|t| t.split_once("CALL ").map(|(_, c)| c))?;
+    let (name, args) = asked.split_once(' ').unwrap_or((asked, "{}"));
+    let name = name.trim();
+    if !declared.contains(&name) {
         return None;
-    } else {
-        out.push(json!({"text": format!("A fake answer from {model}.")}));
     }
-    Some(out)
+    let args: Value = serde_json::Deserializer::from_str(args.trim())
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    let mut part = json!({"functionCall": {"name": name, "args": args}});
+    if signs(model) {
+        part["thoughtSignature"] = json!(sign());
+    }
+    Some(part)
 }
 
 #[cfg(test)]
@@ -120,13 +117,13 @@ mod tests {
             "contents": [turn("user", json!([{"text": "Please CALL Bash {\"command\": \"echo hi\"}"}]))],
             "tools": [{"functionDeclarations": [{"name": "Bash"}]}]
         });
-        let parts = answer("gemini-3-pro-preview", &body, || "c2lnMQ==".into()).expect("a call");
-        assert_eq!(
-            parts,
-            [json!({"functionCall": {"name": "Bash", "args": {"command": "echo hi"}}, "thoughtSignature": "c2lnMQ=="})]
-        );
-        let parts = answer("gemini-2.5-flash", &body, || unreachable!()).expect("a call");
-        assert!(parts[0].get("thoughtSignature").is_none());
+        let part = answer("gemini-3-pro-preview", &body, || "c2lnMQ==".into()).expect("a call");
+        let signed =
+            json!({"functionCall": {"name": "Bash", "args": {"command": "echo hi"}}, "thoughtSignature": "c2lnMQ=="});
+        assert_eq!(part, signed);
+        let part = answer("gemini-2.5-flash", &body, || unreachable!()).expect("a call");
+        assert!(part.get("thoughtSignature").is_none());
+        assert!(thought(&body).is_none());
     }
 
     #[test]

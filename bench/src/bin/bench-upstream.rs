@@ -38,6 +38,13 @@ fn query_u64(query: Option<&str>, name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The number after `before` (and before `after`) in the path's model name.
+fn in_model(path: &str, before: &str, after: &str) -> Option<u64> {
+    let rest = &path[path.find(before)? + before.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    rest[digits.len()..].starts_with(after).then(|| digits.parse().ok()).flatten()
+}
+
 fn fixed(body: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
     r.headers_mut()
@@ -53,8 +60,8 @@ fn sse(chunks: u64, interval: Duration) -> Response<Body> {
                 tokio::time::sleep(interval).await;
             }
             let event = format!(
-                "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"chunk {i} \"}}],\"role\":\"model\"}},\"index\":0}}],\"usageMetadata\":{{\"promptTokenCount\":8,\"candidatesTokenCount\":{n},\"totalTokenCount\":{total}}},\"t\":{}}}\r\n\r\n",
-                now_ns(),
+                "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"chunk {i} @{t} \"}}],\"role\":\"model\"}},\"index\":0}}],\"usageMetadata\":{{\"promptTokenCount\":8,\"candidatesTokenCount\":{n},\"totalTokenCount\":{total}}},\"t\":{t}}}\r\n\r\n",
+                t = now_ns(),
                 n = 2 * (i + 1),
                 total = 8 + 2 * (i + 1)
             );
@@ -86,8 +93,11 @@ async fn handle(req: Request<Incoming>) -> Response<Body> {
     // Read the whole request first, as a server would.
     let _ = req.into_body().collect().await;
     if path.contains(":streamGenerateContent") {
-        let chunks = query_u64(query.as_deref(), "chunks", 20);
-        let interval = Duration::from_millis(query_u64(query.as_deref(), "interval_ms", 20));
+        // A translated call (Anthropic's Messages) has no query of its own:
+        // its model name may say the same (`…-chunks-200-every-0ms`).
+        let chunks = query_u64(query.as_deref(), "chunks", in_model(&path, "-chunks-", "").unwrap_or(20));
+        let every = in_model(&path, "-every-", "ms").unwrap_or(20);
+        let interval = Duration::from_millis(query_u64(query.as_deref(), "interval_ms", every));
         sse(chunks, interval)
     } else if path.ends_with("/chat/completions") {
         fixed(CHAT)

@@ -9,6 +9,7 @@
 mod abuse;
 mod admin;
 mod clients;
+mod translate;
 
 use e2e::Target;
 use serde_json::{Value, json};
