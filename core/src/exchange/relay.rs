@@ -82,6 +82,13 @@ impl Attempts {
     }
 }
 
+/// The headers of a translated answer: its content type and the CORS
+/// headers every API answer carries (then narrowed by the request's grant).
+fn translated_headers(reply: &Reply, stream: bool) -> Vec<(String, String)> {
+    let cors = crate::wire::http::CORS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    std::iter::once(("content-type".to_owned(), reply.content_type(stream).to_owned())).chain(cors).collect()
+}
+
 /// The start of the names a listing of `fwd`'s lists (`files/`,
 /// `models/veo-3/operations/`), when it is a `GET` of a collection that
 /// names no resource (`in_path`: one named was checked to be the asker's,
@@ -430,10 +437,8 @@ impl Exchange {
             // A translated answer: a stream event by event, else read whole
             // and answered in the client's shape ([`Self::answer`]).
             if relay.fwd.streaming {
-                let mut headers = vec![
-                    ("content-type".to_owned(), reply.content_type(true).to_owned()),
-                    ("cache-control".to_owned(), "no-cache".to_owned()),
-                ];
+                let mut headers = translated_headers(reply, true);
+                headers.push(("cache-control".to_owned(), "no-cache".to_owned()));
                 self.cors(&mut headers);
                 let (status, pipe) = (head.status, Pipe::translating(reply.streamer()));
                 self.phase = Phase::Relay(relay, Awaiting::Stream { lease, status, upload_over: false });
@@ -683,7 +688,7 @@ impl Exchange {
         body: &str,
         report: &mut Report,
     ) -> (u16, Vec<(String, String)>, String) {
-        let mut headers = vec![("content-type".to_owned(), reply.content_type(false).to_owned())];
+        let mut headers = translated_headers(reply, false);
         if !(200..300).contains(&status) {
             if status == 429 {
                 headers.push(("retry-after".to_owned(), crate::wire::error::RATE_LIMIT_RETRY_AFTER_S.to_string()));

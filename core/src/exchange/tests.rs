@@ -1463,3 +1463,19 @@ fn aliases_hold_for_every_dialect() {
     let t = generate(&mut host);
     assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models/gemini-2.5-flash:generateContent");
 }
+
+#[test]
+fn translated_answers_carry_cors_on_a_proxy_with_a_key() {
+    const SSE: &str = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}]}\r\n\r\n";
+    let mut host = Host::new(1, &[Answer::Status(200, GEMINI_HI), Answer::Status(200, SSE)]);
+    host.cfg = config(Some("proxy-key-0123456789"));
+    let from_a_page = [("x-api-key", "proxy-key-0123456789"), ("origin", "https://chat.example")];
+    host.body = Ok(messages_body(false));
+    let t = host.run("POST", "/v1/messages", &from_a_page);
+    let response = t.response.as_ref().expect("an answer");
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"), "{:?}", response.headers);
+    host.body = Ok(messages_body(true));
+    let t = host.run("POST", "/v1/messages", &from_a_page);
+    let (_, headers) = t.streamed.as_ref().expect("streamed");
+    assert!(headers.contains(&("access-control-allow-origin".into(), "*".into())), "{headers:?}");
+}
