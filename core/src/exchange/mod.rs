@@ -154,7 +154,7 @@ pub enum Step {
     /// Record this failure in the host's log, once: the caller was (or will
     /// be) answered without the detail. Answer [`Event::Done`].
     Log(String),
-    /// Apply this admin operation in the key store ([`admin::apply`]).
+    /// Apply this admin operation in the key store ([`admin::apply`](crate::store::admin::apply)).
     /// Answer [`Event::Admin`], or [`Event::StoreFailed`].
     Admin(AdminOp),
     /// What the request came to, once, after its last answer and report

@@ -29,11 +29,11 @@ pub struct UpstreamRequest {
 /// The body of an [`UpstreamRequest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFrom {
-    /// [`Exchange::body`], read before (empty for a method without one).
+    /// [`Exchange::body`](super::Exchange::body), read before (empty for a method without one).
     Read,
     /// The client's request body, unread, piped upstream as it arrives:
     /// exactly this many bytes (its declared `content-length`). A client
-    /// body that breaks off or ends short is [`Event::BodyFailed`], not a
+    /// body that breaks off or ends short is [`Event::BodyFailed`](super::Event::BodyFailed), not a
     /// failure of the upstream's.
     Client(u64),
 }

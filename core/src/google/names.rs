@@ -8,7 +8,7 @@
 //! - which resources a request names, in its path ([`in_path`]) or in its
 //!   body ([`in_body`], a scan of the members that hold names, without
 //!   parsing a large body in full);
-//! - which key owns them ([`Registry`]), bounded in size, each entry kept
+//! - which key owns them ([`Registry`](crate::store::registry::Registry)), bounded in size, each entry kept
 //!   until the expiry Google gives (files live 48 hours).
 
 use crate::google::stream::{Framing, Splitter};

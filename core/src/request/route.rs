@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// Pseudo-model of an OpenAI-style batch's creation: its models are named
 /// inside the file it runs, which the proxy does not read, so a client kept
-/// to some models may not create one (it is not in [`OPEN_PSEUDO_MODELS`]).
+/// to some models may not create one (it is not in [`OPEN_PSEUDO_MODELS`](crate::wire::keystore::OPEN_PSEUDO_MODELS)).
 pub const OPENAI_BATCH: &str = "(OpenAI-style batch, whose models the proxy cannot see)";
 
 /// The largest request body the proxy reads (an upload's is piped).

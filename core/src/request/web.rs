@@ -99,7 +99,7 @@ pub fn grant(cfg: &Config, request_headers: &[(String, Vec<u8>)], keyed: bool) -
 }
 
 /// Applies `grant` to an answer's headers (which carry the blanket grant
-/// of [`CORS`], or a preflight's).
+/// of [`CORS`](crate::wire::http::CORS), or a preflight's).
 pub fn apply(grant: &Grant, answer: &mut Vec<(String, String)>) {
     match grant {
         Grant::Any => {}

@@ -423,7 +423,7 @@ pub enum AdminOp {
         /// Its id.
         id: String,
     },
-    /// Not an admin's: the keys a merged listing walks ([`KeyPool::walk`]),
+    /// Not an admin's: the keys a merged listing walks ([`KeyPool::walk`](crate::store::pool::KeyPool::walk)),
     /// after admitting its client (`claim`; none: the proxy key's) for
     /// `model`. Answered 200 with the leases (the body names the client),
     /// or with why not.
