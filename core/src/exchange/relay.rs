@@ -300,11 +300,7 @@ impl Exchange {
                 Err(e) => return self.fail(e),
             };
             let (path, query) = translated.upstream_path();
-            relay.fwd.op = match translated.action {
-                "countTokens" => Op::CountTokens,
-                "streamGenerateContent" => Op::StreamGenerateContent,
-                _ => Op::GenerateContent,
-            };
+            relay.fwd.op = translated.op;
             relay.fwd.streaming = translated.streams();
             relay.fwd.model = Some(translated.model);
             relay.fwd.upstream_path = path;
@@ -690,9 +686,7 @@ impl Exchange {
     ) -> (u16, Vec<(String, String)>, String) {
         let mut headers = translated_headers(reply, false);
         if !(200..300).contains(&status) {
-            if status == 429 {
-                headers.push(("retry-after".to_owned(), crate::wire::error::RATE_LIMIT_RETRY_AFTER_S.to_string()));
-            }
+            crate::wire::error::anthropic_retry_after(status, &mut headers);
             return (status, headers, reply.error(status, body));
         }
         report.usage = crate::wire::usage::usage_of(body.as_bytes());

@@ -175,8 +175,8 @@ impl Forward {
     /// `model`) and counted as the Gemini model it stands for. Call after
     /// [`Self::bind_body`].
     pub fn alias(&mut self, aliases: &Aliases, body: &mut Vec<u8>) {
-        let Some(asked) = self.model.clone() else { return };
-        let Some(target) = aliases.resolve(&asked).and_then(normalize_model) else { return };
+        let Some(asked) = self.model.as_deref() else { return };
+        let Some(target) = aliases.resolve(asked).and_then(normalize_model) else { return };
         match (self.dialect, self.op) {
             (
                 Dialect::Gemini,

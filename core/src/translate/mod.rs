@@ -17,7 +17,7 @@ pub mod anthropic;
 pub mod signature;
 
 use crate::config::aliases::Aliases;
-use crate::request::route::{Foreign, normalize_model};
+use crate::request::route::{Foreign, Op, normalize_model};
 use crate::wire::error::ProxyError;
 
 /// What Gemini is asked, from a request in another API's shape.
@@ -25,9 +25,9 @@ use crate::wire::error::ProxyError;
 pub struct Translated {
     /// The Gemini model that serves it (an alias resolved).
     pub model: String,
-    /// The Gemini method: `generateContent`, `streamGenerateContent` or
-    /// `countTokens`.
-    pub action: &'static str,
+    /// The Gemini method: [`Op::GenerateContent`],
+    /// [`Op::StreamGenerateContent`] or [`Op::CountTokens`].
+    pub op: Op,
     /// Gemini's request body.
     pub body: Vec<u8>,
     /// How the answer goes back.
@@ -40,14 +40,18 @@ pub struct Translated {
 impl Translated {
     /// The upstream path below the API version, with its query.
     pub fn upstream_path(&self) -> (String, String) {
-        let path = format!("/models/{}:{}", self.model, self.action);
-        let query = if self.action == "streamGenerateContent" { "alt=sse" } else { "" };
-        (path, query.to_owned())
+        let action = match self.op {
+            Op::StreamGenerateContent => "streamGenerateContent",
+            Op::CountTokens => "countTokens",
+            _ => "generateContent",
+        };
+        let query = if self.streams() { "alt=sse" } else { "" };
+        (format!("/models/{}:{action}", self.model), query.to_owned())
     }
 
     /// Whether the client asked for a stream.
     pub fn streams(&self) -> bool {
-        self.action == "streamGenerateContent"
+        self.op == Op::StreamGenerateContent
     }
 }
 

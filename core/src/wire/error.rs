@@ -359,9 +359,8 @@ impl ProxyError {
             }
             _ => {}
         }
-        // Anthropic's clients wait as long as a 429 tells them.
-        if dialect == Dialect::Anthropic && status == 429 && response.header("retry-after").is_none() {
-            response.headers.push(("retry-after".into(), RATE_LIMIT_RETRY_AFTER_S.to_string()));
+        if dialect == Dialect::Anthropic {
+            anthropic_retry_after(status, &mut response.headers);
         }
         response
     }
@@ -370,6 +369,14 @@ impl ProxyError {
 /// The `retry-after` (seconds) of an Anthropic client's 429 when nothing
 /// tells a better one: a per-minute quota is over within a minute.
 pub const RATE_LIMIT_RETRY_AFTER_S: u64 = 60;
+
+/// Anthropic's clients wait as long as a 429 tells them: a 429 for one
+/// gets a `retry-after` ([`RATE_LIMIT_RETRY_AFTER_S`]) unless it has one.
+pub fn anthropic_retry_after(status: u16, headers: &mut Vec<(String, String)>) {
+    if status == 429 && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("retry-after")) {
+        headers.push(("retry-after".into(), RATE_LIMIT_RETRY_AFTER_S.to_string()));
+    }
+}
 
 /// The type of an Anthropic error answer with `status`, as Anthropic's
 /// own API names it (the SDKs pick their exception by the status).

@@ -2,6 +2,7 @@
 
 use super::Reply;
 use crate::config::aliases::Aliases;
+use crate::request::route::Op;
 use crate::translate::signature::{self, PLACEHOLDER};
 use crate::translate::{Translated, gemini_model, is_gemini_3_or_newer, thinks};
 use crate::wire::error::ProxyError;
@@ -144,14 +145,14 @@ pub fn request(body: &[u8], aliases: &Aliases, count: bool) -> Result<Translated
     } else {
         Value::Object(out)
     };
-    let action = match (count, stream) {
-        (true, _) => "countTokens",
-        (false, true) => "streamGenerateContent",
-        (false, false) => "generateContent",
+    let op = match (count, stream) {
+        (true, _) => Op::CountTokens,
+        (false, true) => Op::StreamGenerateContent,
+        (false, false) => Op::GenerateContent,
     };
     Ok(Translated {
         model,
-        action,
+        op,
         body: body.to_string().into_bytes(),
         reply: crate::translate::Reply::Anthropic(Reply { model: asked, thinking, count }),
         notes,

@@ -100,7 +100,7 @@ fn media_blocks_become_parts() {
             {"text": "What are these?"}
         ])
     );
-    assert_eq!(t.action, "generateContent");
+    assert_eq!(t.op, crate::request::route::Op::GenerateContent);
 }
 
 #[test]
