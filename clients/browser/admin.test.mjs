@@ -172,3 +172,33 @@ test("an admin creates a client key on /stat, sees its secret once, sets its quo
   assert.equal(await call("gemini-2.5-flash"), 401);
   await page.close();
 });
+
+test("an admin edits the model aliases on /stat; the next request follows them", { timeout: 60_000 }, async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(`${proxy}/stat?key=${encodeURIComponent(ADMIN_KEY)}`);
+  await page.locator("#aliases summary").click();
+  await page.waitForFunction(() => document.getElementById("alias-layers").textContent.includes("claude-opus-*=gemini-3-pro-preview"));
+  assert.equal(await page.inputValue("#alias-table"), "");
+  await page.fill("#alias-table", "team-model=gemini-2.5-flash-lite\nclaude-*=models/gemini-2.5-flash");
+  await page.click("#aliases button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Aliases: "));
+  assert.match(await page.locator("#admin-result").textContent(), /^Aliases: 2 set/);
+  assert.equal(await page.inputValue("#alias-table"), "team-model=gemini-2.5-flash-lite\nclaude-*=gemini-2.5-flash");
+  await page.screenshot({ path: join(shots, "admin-6-aliases.png"), fullPage: true });
+  // The next request with the alias reaches Google as the Gemini model.
+  const r = await fetch(`${proxy}/v1beta/models/team-model:generateContent`, {
+    method: "POST", headers: { "x-goog-api-key": PROXY_KEY, "content-type": "application/json" },
+    body: JSON.stringify({ contents: [{ parts: [{ text: "hi" }] }] }),
+  });
+  assert.equal(r.status, 200);
+  const seen = await (await fetch(`${fake}/_fake/requests`)).json();
+  assert.ok(seen.some((q) => q.path.endsWith("/models/gemini-2.5-flash-lite:generateContent")), JSON.stringify(seen.map((q) => q.path)));
+  // A bad line is refused whole, with why, and the table in force stays.
+  await page.fill("#alias-table", "team-model=gemini 3");
+  await page.click("#aliases button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Aliases failed (400)"));
+  assert.match(await page.locator("#admin-result").textContent(), /not a Gemini model name/);
+  const table = await (await fetch(`${proxy}/admin/aliases`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json();
+  assert.equal(table.aliases.length, 2);
+  await page.close();
+});

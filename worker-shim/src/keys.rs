@@ -11,6 +11,7 @@
 
 use crate::wire::{AcquireAnswer, StoreRequest};
 use proxy_core::wire::keystore::StatsView;
+use proxy_core::wire::keystore::{AdminAnswer, AdminOp};
 use proxy_core::{ApiKey, KeyId, Lease, Report, Unavailable};
 use worker::{Env, Method, Request, RequestInit, Response, Stub};
 
@@ -30,7 +31,16 @@ thread_local! {
     /// Counts deferrals: only the latest one's delayed flush sends, since a
     /// later request carries (or flushes) what the earlier ones left.
     static DEFERRALS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The admin's model aliases as the object last told them, and when
+    /// (ms since the epoch).
+    static ALIASES: std::cell::RefCell<Option<(u64, AdminAnswer)>> = const { std::cell::RefCell::new(None) };
 }
+
+/// How long an isolate answers the exchange's ask for the admin's model
+/// aliases (one per call that names a model) from what the object last
+/// told it: an edit made through another isolate holds everywhere within
+/// this, and the object is spared a request per call.
+pub const ALIASES_FRESH_MS: u64 = 10_000;
 
 /// Reports left for the isolate's next request to the object.
 #[derive(Debug)]
@@ -155,10 +165,24 @@ impl KeyStore {
         self.call_settling(|settle| StoreRequest::Stats { view, settle }).await
     }
 
-    pub async fn admin(
-        &mut self,
-        op: proxy_core::wire::keystore::AdminOp,
-    ) -> Result<proxy_core::wire::keystore::AdminAnswer, String> {
+    pub async fn admin(&mut self, op: AdminOp) -> Result<AdminAnswer, String> {
+        let now = worker::Date::now().as_millis();
+        let about_aliases = matches!(op, AdminOp::Aliases | AdminOp::AliasesSet { .. });
+        if matches!(op, AdminOp::Aliases) {
+            let fresh = ALIASES.with_borrow(|a| a.clone().filter(|(at, _)| now.saturating_sub(*at) < ALIASES_FRESH_MS));
+            if let Some((_, answer)) = fresh {
+                return Ok(answer);
+            }
+        }
+        let answer = self.admin_call(op).await?;
+        // Both answers hold the table in force (a set's, after it).
+        if about_aliases && answer.status == 200 {
+            ALIASES.set(Some((now, answer.clone())));
+        }
+        Ok(answer)
+    }
+
+    async fn admin_call(&mut self, op: AdminOp) -> Result<AdminAnswer, String> {
         let mut resp = self.call(&StoreRequest::Admin { op }).await?;
         let reply: crate::wire::AdminReply = resp.json().await.map_err(|e| e.to_string())?;
         let leases = reply
@@ -166,7 +190,7 @@ impl KeyStore {
             .into_iter()
             .map(|(id, secret)| Lease { id, secret: ApiKey::new(secret), client: None, pinned: false })
             .collect();
-        Ok(proxy_core::wire::keystore::AdminAnswer { status: reply.status, body: reply.body, leases })
+        Ok(AdminAnswer { status: reply.status, body: reply.body, leases })
     }
 
     pub async fn reset(&mut self) -> Result<(), String> {

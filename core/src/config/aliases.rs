@@ -28,6 +28,8 @@ pub const MAX_ALIASES: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Aliases {
     entries: Vec<(String, String)>,
+    /// How many of `entries`, at their start, are not [`DEFAULTS`].
+    own: usize,
 }
 
 impl Default for Aliases {
@@ -39,31 +41,22 @@ impl Default for Aliases {
 impl Aliases {
     /// `entries` (consulted first), then [`DEFAULTS`].
     pub fn with(entries: Vec<(String, String)>) -> Self {
+        let own = entries.len();
         let defaults = DEFAULTS.iter().map(|(from, to)| ((*from).to_owned(), (*to).to_owned()));
-        Self { entries: entries.into_iter().chain(defaults).collect() }
+        Self { entries: entries.into_iter().chain(defaults).collect(), own }
+    }
+
+    /// `runtime` (the admin's table, kept by the key store) consulted
+    /// before every entry of `self`.
+    pub fn under(&self, runtime: &[(String, String)]) -> Self {
+        let entries = runtime.iter().chain(&self.entries).cloned().collect();
+        Self { entries, own: runtime.len() + self.own }
     }
 
     /// Parses `MODEL_ALIASES`: `from=to` pairs separated by commas,
     /// semicolons or new lines (`claude-opus-*=gemini-3-pro-preview`).
     pub fn parse(value: &str) -> Result<Self, String> {
-        let mut entries = Vec::new();
-        for item in value.split([',', ';', '\n']).map(str::trim).filter(|i| !i.is_empty()) {
-            let Some((from, to)) = item.split_once('=') else {
-                return Err(format!("{item:?} is not `client-model=gemini-model`"));
-            };
-            let (from, to) = (from.trim(), to.trim().trim_start_matches("models/"));
-            if !valid_name(from, true) {
-                return Err(format!("{from:?} is not a model name or a `*` pattern"));
-            }
-            if !valid_name(to, false) {
-                return Err(format!("{to:?} is not a Gemini model name"));
-            }
-            entries.push((from.to_owned(), to.to_owned()));
-        }
-        if entries.len() > MAX_ALIASES {
-            return Err(format!("has {} entries; at most {MAX_ALIASES}", entries.len()));
-        }
-        Ok(Self::with(entries))
+        parse_entries(value).map(Self::with)
     }
 
     /// The Gemini model `asked` maps to, if an entry names it.
@@ -77,6 +70,52 @@ impl Aliases {
     pub fn entries(&self) -> &[(String, String)] {
         &self.entries
     }
+
+    /// The entries before [`DEFAULTS`] (`MODEL_ALIASES`'s, and the
+    /// admin's when [`Self::under`] added them).
+    pub fn own(&self) -> &[(String, String)] {
+        &self.entries[..self.own]
+    }
+
+    /// The entries of [`DEFAULTS`], after [`Self::own`].
+    pub fn defaults(&self) -> &[(String, String)] {
+        &self.entries[self.own..]
+    }
+}
+
+/// Parses a table of aliases: `from=to` pairs separated by commas,
+/// semicolons or new lines; a `models/` before the Gemini model is dropped.
+pub fn parse_entries(value: &str) -> Result<Vec<(String, String)>, String> {
+    let pairs = value
+        .split([',', ';', '\n'])
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(|item| item.split_once('=').ok_or_else(|| format!("{item:?} is not `client-model=gemini-model`")));
+    checked(pairs)
+}
+
+/// Checks a table of aliases given as pairs (the admin's JSON): every
+/// client model a name or a `*` pattern, every target a Gemini model name,
+/// at most [`MAX_ALIASES`] entries.
+pub fn checked<'a>(
+    pairs: impl IntoIterator<Item = Result<(&'a str, &'a str), String>>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut entries = Vec::new();
+    for pair in pairs {
+        let (from, to) = pair?;
+        let (from, to) = (from.trim(), to.trim().trim_start_matches("models/"));
+        if !valid_name(from, true) {
+            return Err(format!("{from:?} is not a model name or a `*` pattern"));
+        }
+        if !valid_name(to, false) {
+            return Err(format!("{to:?} is not a Gemini model name"));
+        }
+        entries.push((from.to_owned(), to.to_owned()));
+    }
+    if entries.len() > MAX_ALIASES {
+        return Err(format!("has {} entries; at most {MAX_ALIASES}", entries.len()));
+    }
+    Ok(entries)
 }
 
 fn valid_name(name: &str, pattern: bool) -> bool {

@@ -153,7 +153,25 @@ impl Exchange {
             checks.pending = answer.leases.into();
             return self.next_check(checks);
         }
-        self.emit([Step::Respond(admin::response(answer.status, answer.body))])
+        let body = match checks.route {
+            AdminRoute::Aliases | AdminRoute::AliasesSet if answer.status == 200 => self.alias_table(&answer.body),
+            _ => answer.body,
+        };
+        self.emit([Step::Respond(admin::response(answer.status, body))])
+    }
+
+    /// The admin's view of the model aliases: the key store's (the
+    /// admin's, consulted first), then `MODEL_ALIASES`'s, then the default
+    /// table's.
+    fn alias_table(&self, stored: &str) -> String {
+        let pairs = |entries: &[(String, String)]| -> Vec<serde_json::Value> {
+            entries.iter().map(|(from, to)| serde_json::json!({"from": from, "to": to})).collect()
+        };
+        let mut table: serde_json::Value = serde_json::from_str(stored).unwrap_or_else(|_| serde_json::json!({}));
+        let configured = &self.cfg.model_aliases;
+        table["configured"] = pairs(configured.own()).into();
+        table["defaults"] = pairs(configured.defaults()).into();
+        table.to_string()
     }
 
     /// Checks the next key, or records what the checks found.

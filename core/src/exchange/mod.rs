@@ -294,6 +294,9 @@ pub struct Exchange {
     keyed: bool,
     /// The client the key store admitted the request as.
     client: Option<String>,
+    /// The model aliases, the admin's before the configured ones, once the
+    /// key store told them.
+    aliases: Option<crate::config::aliases::Aliases>,
     record: Record,
 }
 
@@ -317,6 +320,7 @@ impl Exchange {
             origin: None,
             keyed: false,
             client: None,
+            aliases: None,
             record: Record::default(),
         }
     }

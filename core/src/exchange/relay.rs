@@ -148,6 +148,8 @@ pub(super) struct Head {
 pub(super) enum Awaiting {
     /// The request body.
     Body,
+    /// The admin's model aliases, before the body (kept here) is bound.
+    Aliases(Vec<u8>),
     /// A key.
     Lease,
     /// The head of this key's answer.
@@ -181,6 +183,7 @@ impl Awaiting {
     pub(super) fn name(&self) -> &'static str {
         match self {
             Self::Body => "the request body",
+            Self::Aliases(_) => "the model aliases",
             Self::Lease => "a key",
             Self::Head(_) => "an upstream head",
             Self::Answer(..) => "an upstream answer's body",
@@ -249,9 +252,14 @@ impl Exchange {
             (Awaiting::Body, Event::BodyFailed(e)) => self.body_failed(e, MAX_BODY_BYTES),
             (Awaiting::Lease, Event::Acquired(Ok(lease))) => self.send(relay, lease),
             (Awaiting::Lease, Event::Acquired(Err(unavailable))) => self.give_up(relay, None, Some(unavailable)),
-            (Awaiting::Lease | Awaiting::Walk(_) | Awaiting::Names(_), Event::StoreFailed(why)) => {
-                self.store_failed(&why)
+            (Awaiting::Aliases(body), Event::Admin(answer)) => {
+                self.aliases = Some(self.cfg.model_aliases.under(&runtime_aliases(&answer)));
+                self.bind(relay, body)
             }
+            (
+                Awaiting::Aliases(_) | Awaiting::Lease | Awaiting::Walk(_) | Awaiting::Names(_),
+                Event::StoreFailed(why),
+            ) => self.store_failed(&why),
             (Awaiting::Head(lease), Event::Head { status, headers }) => {
                 self.head(relay, lease, Head { status, headers })
             }
@@ -293,9 +301,16 @@ impl Exchange {
     }
 
     fn bind(&mut self, mut relay: Box<Relay>, mut body: Vec<u8>) -> Step {
+        // A call that names a model first learns the admin's aliases (the
+        // key store keeps them: an edit holds from the next request on).
+        if self.aliases.is_none() && relay.fwd.aliasable() {
+            self.phase = Phase::Relay(relay, Awaiting::Aliases(body));
+            return Step::Admin(AdminOp::Aliases);
+        }
+        let aliases = self.aliases.as_ref().unwrap_or(&self.cfg.model_aliases);
         if let Some(foreign) = relay.fwd.foreign {
             // From here on, the Gemini call it is.
-            let translated = match translate::request(foreign, &body, &self.cfg.model_aliases) {
+            let translated = match translate::request(foreign, &body, aliases) {
                 Ok(t) => t,
                 Err(e) => return self.fail(e),
             };
@@ -327,7 +342,8 @@ impl Exchange {
                 return self.fail(e);
             }
             if relay.fwd.foreign.is_none() {
-                relay.fwd.alias(&self.cfg.model_aliases, &mut body);
+                let aliases = self.aliases.as_ref().unwrap_or(&self.cfg.model_aliases);
+                relay.fwd.alias(aliases, &mut body);
             }
             self.record.model = Some(relay.model().to_owned());
             // An OpenAI-style call names Google's resources too (its
@@ -699,4 +715,25 @@ impl Exchange {
             }
         }
     }
+}
+
+/// The admin's model aliases from the key store's answer
+/// ([`AdminOp::Aliases`]); an answer that holds none (or is not one) adds
+/// none.
+fn runtime_aliases(answer: &AdminAnswer) -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        from: String,
+        to: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Table {
+        aliases: Vec<Entry>,
+    }
+    if answer.status != 200 {
+        return Vec::new();
+    }
+    serde_json::from_str::<Table>(&answer.body)
+        .map(|t| t.aliases.into_iter().map(|e| (e.from, e.to)).collect())
+        .unwrap_or_default()
 }

@@ -51,6 +51,10 @@ struct Trace {
     /// `respond`, `summary`).
     order: Vec<&'static str>,
     summary: Option<Summary>,
+    /// The key-store operations asked, in order.
+    admin_ops: Vec<AdminOp>,
+    /// The body each request upstream carried.
+    sent_bodies: Vec<Vec<u8>>,
 }
 
 impl Trace {
@@ -128,6 +132,7 @@ impl Host {
                         .map(|(_, v)| v.trim_start_matches("Bearer ").to_owned())
                         .expect("a credential");
                     let piped = matches!(request.body, BodyFrom::Client(_));
+                    trace.sent_bodies.push(ex.body().to_vec());
                     trace.sent.push((crate::wire::secret::ApiKey::new(&secret).id(), request));
                     if piped && self.piped_body_breaks {
                         event = Event::BodyFailed(BodyError::Broken("the client went away".into()));
@@ -212,6 +217,7 @@ impl Host {
                     Event::Done
                 }
                 Step::Admin(op) => {
+                    trace.admin_ops.push(op.clone());
                     let vault = crate::store::vault::Vault::from_secret("a long random secret for the tests").ok();
                     let applied = crate::store::admin::apply(&mut self.pool, vault.as_ref(), op, now, &mut || [9; 24]);
                     Event::Admin(AdminAnswer::from(&applied))
@@ -1462,6 +1468,59 @@ fn aliases_hold_for_every_dialect() {
     // A model no alias names goes as it is.
     let t = generate(&mut host);
     assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models/gemini-2.5-flash:generateContent");
+}
+
+#[test]
+fn the_admin_s_aliases_come_first_and_hold_from_the_next_request() {
+    let mut host = Host::new(1, &[]);
+    host.cfg = crate::test_support::config_with(None, Some("admin-key-0123456789"));
+    host.cfg.model_aliases = crate::config::aliases::Aliases::parse("claude-opus-*=gemini-2.5-pro").expect("valid");
+    let admin = [("authorization", "Bearer admin-key-0123456789")];
+    let opus = |host: &mut Host| {
+        host.body = Ok(br#"{"model": "claude-opus-4-5", "messages": [{"role": "user", "content": "hi"}]}"#.to_vec());
+        host.run("POST", "/v1/chat/completions", &[("authorization", "Bearer c")])
+    };
+    assert_eq!(opus(&mut host).reports[0].model, "gemini-2.5-pro");
+    // The admin's table, set at run time, comes before MODEL_ALIASES's.
+    host.body =
+        Ok(br#"{"aliases": "claude-opus-4-5=gemini-2.5-flash\nmy-model=models/gemini-2.5-flash-lite"}"#.to_vec());
+    let t = host.run("PUT", "/admin/aliases", &admin);
+    assert_eq!(t.response.as_ref().map(|r| r.status), Some(200), "{:?}", t.response);
+    let t = opus(&mut host);
+    assert_eq!(t.reports[0].model, "gemini-2.5-flash");
+    assert!(String::from_utf8_lossy(&t.sent_bodies[0]).contains(r#""model":"gemini-2.5-flash""#));
+    let t = host.run("POST", "/v1beta/models/my-model:generateContent", &[("x-goog-api-key", "c")]);
+    assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models/gemini-2.5-flash-lite:generateContent");
+    // The admin sees every layer, in the order they are consulted.
+    let v = host.run("GET", "/admin/aliases", &admin).json();
+    assert_eq!(v["aliases"][1], serde_json::json!({"from": "my-model", "to": "gemini-2.5-flash-lite"}));
+    assert_eq!(v["configured"], serde_json::json!([{"from": "claude-opus-*", "to": "gemini-2.5-pro"}]));
+    assert_eq!(v["defaults"][0]["from"], "claude-opus-*");
+    // A bad table is refused whole, and the one in force stays.
+    for bad in [r#"{"aliases": "claude-x=gemini 3"}"#, r#"{"aliases": [{"from": "a"}]}"#, r#"{"aliases": 3}"#] {
+        host.body = Ok(bad.as_bytes().to_vec());
+        let t = host.run("PUT", "/admin/aliases", &admin);
+        assert_eq!(t.response.as_ref().map(|r| r.status), Some(400), "{bad}");
+    }
+    assert_eq!(opus(&mut host).reports[0].model, "gemini-2.5-flash");
+    // Emptied, MODEL_ALIASES holds again; a client cannot touch the table.
+    host.body = Ok(br#"{"aliases": []}"#.to_vec());
+    assert_eq!(host.run("PUT", "/admin/aliases", &admin).response.map(|r| r.status), Some(200));
+    assert_eq!(opus(&mut host).reports[0].model, "gemini-2.5-pro");
+    host.body = Ok(br#"{"aliases": "claude-*=gemini-2.5-flash"}"#.to_vec());
+    let t = host.run("PUT", "/admin/aliases", &[("authorization", "Bearer c")]);
+    assert_eq!(t.response.map(|r| r.status), Some(401));
+    assert!(host.pool.aliases().is_empty());
+}
+
+#[test]
+fn a_call_without_a_model_does_not_ask_for_the_aliases() {
+    let mut host = Host::new(1, &[Answer::Status(200, r#"{"models": []}"#)]);
+    let t = host.run("GET", "/v1beta/models", &[("x-goog-api-key", "c")]);
+    assert!(!t.sent.is_empty());
+    assert!(t.admin_ops.iter().all(|op| !matches!(op, AdminOp::Aliases)), "{:?}", t.admin_ops);
+    let t = generate(&mut host);
+    assert!(t.admin_ops.iter().any(|op| matches!(op, AdminOp::Aliases)), "{:?}", t.admin_ops);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The admin API's requests (`/admin/keys…`, `/admin/clients…`), parsed
 //! into the [`AdminOp`] the key store applies.
 
+use crate::config::aliases;
 use crate::request::route::AdminRoute;
 use crate::wire::error::ProxyError;
 use crate::wire::http::Response;
@@ -160,7 +161,33 @@ pub fn parse(route: &AdminRoute, body: &[u8]) -> Result<AdminOp, ProxyError> {
         AdminRoute::ClientCreate => AdminOp::ClientCreate { settings: client_settings(&json()?)? },
         AdminRoute::ClientUpdate(id) => AdminOp::ClientUpdate { id: id.clone(), settings: client_settings(&json()?)? },
         AdminRoute::ClientRevoke(id) => AdminOp::ClientRevoke { id: id.clone() },
+        AdminRoute::Aliases => AdminOp::Aliases,
+        AdminRoute::AliasesSet => AdminOp::AliasesSet { entries: alias_entries(&json()?)? },
     })
+}
+
+/// The admin's model aliases from a `PUT /admin/aliases` body: `aliases`
+/// as `MODEL_ALIASES` spells them (`from=to`, separated by commas,
+/// semicolons or new lines), or as a list of `{"from", "to"}`; an empty
+/// one clears them.
+fn alias_entries(v: &Value) -> Result<Vec<(String, String)>, ProxyError> {
+    const WANTED: &str = "`aliases` is required: `from=to` lines (as MODEL_ALIASES), or a list of {\"from\", \"to\"}";
+    let bad = |why: String| ProxyError::BadRequest(format!("`aliases` {why}"));
+    match v.get("aliases") {
+        Some(Value::String(text)) => aliases::parse_entries(text).map_err(bad),
+        Some(Value::Array(items)) => {
+            let pair = |item: &Value| -> Result<(String, String), String> {
+                let field = |name: &str| item.get(name).and_then(Value::as_str).map(str::to_owned);
+                match (field("from"), field("to")) {
+                    (Some(from), Some(to)) => Ok((from, to)),
+                    _ => Err(format!("holds {item}, not {{\"from\": \"client-model\", \"to\": \"gemini-model\"}}")),
+                }
+            };
+            let pairs: Vec<(String, String)> = items.iter().map(pair).collect::<Result<_, _>>().map_err(bad)?;
+            aliases::checked(pairs.iter().map(|(f, t)| Ok((f.as_str(), t.as_str())))).map_err(bad)
+        }
+        _ => Err(ProxyError::BadRequest(WANTED.into())),
+    }
 }
 
 /// The JSON answer a store gave, as the client's response.

@@ -61,6 +61,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the call runs the model it names (its name may be an alias).
+    pub fn runs_a_model(self) -> bool {
+        !matches!(self, Self::ListModels | Self::GetModel | Self::Resource)
+    }
+
     /// The HTTP method the operation takes (a [`Op::Resource`] call takes
     /// the request's own).
     pub fn method(self) -> Method {
@@ -170,6 +175,12 @@ impl Forward {
         Ok(())
     }
 
+    /// Whether the call names a model the aliases may map: a translated
+    /// one, or a native or OpenAI-style call that runs a model.
+    pub fn aliasable(&self) -> bool {
+        self.foreign.is_some() || (!self.upload && self.op.runs_a_model())
+    }
+
     /// Applies the model aliases to a native or OpenAI-style call: a model
     /// an alias names is sent upstream (in the path, or the body's
     /// `model`) and counted as the Gemini model it stands for. Call after
@@ -178,20 +189,12 @@ impl Forward {
         let Some(asked) = self.model.as_deref() else { return };
         let Some(target) = aliases.resolve(asked).and_then(normalize_model) else { return };
         match (self.dialect, self.op) {
-            (
-                Dialect::Gemini,
-                Op::GenerateContent
-                | Op::StreamGenerateContent
-                | Op::CountTokens
-                | Op::EmbedContent
-                | Op::BatchEmbedContents
-                | Op::Predict,
-            ) => {
+            (Dialect::Gemini, op) if op.runs_a_model() => {
                 let from = format!("/models/{asked}:");
                 let Some(rest) = self.upstream_path.strip_prefix(&from) else { return };
                 self.upstream_path = format!("/models/{target}:{rest}");
             }
-            (Dialect::OpenAi, Op::ChatCompletions | Op::Embeddings | Op::ImagesGenerations) => {
+            (Dialect::OpenAi, op) if op.runs_a_model() => {
                 let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else { return };
                 value["model"] = serde_json::Value::String(target.clone());
                 *body = value.to_string().into_bytes();
@@ -304,6 +307,7 @@ enum Pattern {
     AdminKeyEnable,
     AdminClients,
     AdminClient,
+    AdminAliases,
 }
 
 fn router() -> &'static Router<Pattern> {
@@ -338,6 +342,7 @@ fn router() -> &'static Router<Pattern> {
             ("/admin/keys/{id}/enable", Pattern::AdminKeyEnable),
             ("/admin/clients", Pattern::AdminClients),
             ("/admin/clients/{id}", Pattern::AdminClient),
+            ("/admin/aliases", Pattern::AdminAliases),
         ];
         for (path, pattern) in routes {
             if r.insert(*path, *pattern).is_err() {
@@ -512,7 +517,8 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         | Pattern::AdminKeyDisable
         | Pattern::AdminKeyEnable
         | Pattern::AdminClients
-        | Pattern::AdminClient => {
+        | Pattern::AdminClient
+        | Pattern::AdminAliases => {
             use crate::request::route::AdminRoute as A;
             let id = || crate::wire::secret::KeyId::from_string(m.params.get("id").unwrap_or_default());
             let pick = |routes: &[(Method, A)], allowed: &str| {
@@ -533,6 +539,7 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
                 Pattern::AdminClients => {
                     pick(&[(Method::Get, A::ClientList), (Method::Post, A::ClientCreate)], "GET, POST")
                 }
+                Pattern::AdminAliases => pick(&[(Method::Get, A::Aliases), (Method::Put, A::AliasesSet)], "GET, PUT"),
                 Pattern::AdminClient => {
                     let id = || m.params.get("id").unwrap_or_default().to_owned();
                     pick(
@@ -726,12 +733,16 @@ pub enum AdminRoute {
     ClientUpdate(String),
     /// `DELETE /admin/clients/{id}`.
     ClientRevoke(String),
+    /// `GET /admin/aliases`.
+    Aliases,
+    /// `PUT /admin/aliases`.
+    AliasesSet,
 }
 
 impl AdminRoute {
     /// Whether the route takes a body.
     pub fn reads_body(&self) -> bool {
-        !matches!(self, Self::List | Self::Remove(_) | Self::ClientList | Self::ClientRevoke(_))
+        !matches!(self, Self::List | Self::Remove(_) | Self::ClientList | Self::ClientRevoke(_) | Self::Aliases)
     }
 }
 

@@ -51,6 +51,12 @@ fn answer(status: u16, body: Value) -> Applied {
     Applied { status, body: body.to_string(), ..Applied::default() }
 }
 
+/// The admin's model aliases, as [`AdminOp::Aliases`] answers them.
+fn aliases(pool: &KeyPool) -> Value {
+    let entries: Vec<Value> = pool.aliases().iter().map(|(from, to)| json!({"from": from, "to": to})).collect();
+    json!({ "aliases": entries })
+}
+
 fn refuse(e: &ProxyError) -> Applied {
     let r = e.to_response(Dialect::Gemini);
     Applied { status: r.status, body: r.body, ..Applied::default() }
@@ -103,6 +109,12 @@ pub fn apply(
             let body =
                 json!({"added": added, "already_present": present, "restored": restored, "key_count": pool.len()});
             Applied { status: 200, body: body.to_string(), ..out }
+        }
+        AdminOp::Aliases => answer(200, aliases(pool)),
+        AdminOp::AliasesSet { entries } => {
+            let write = persist::aliases_statement(&entries);
+            pool.set_aliases(entries);
+            Applied { writes: vec![write], ..answer(200, aliases(pool)) }
         }
         AdminOp::Remove { id } => {
             if !pool.contains(&id) {

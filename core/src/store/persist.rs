@@ -136,6 +136,8 @@ pub struct StoredPool {
     pub hourly: Vec<HourRecord>,
     /// The resource registry ([`crate::store::registry::SELECT`]).
     pub affinity: Vec<(crate::wire::resource::Resource, crate::store::registry::Owner)>,
+    /// The admin's model aliases ([`SELECT_ALIASES`]).
+    pub aliases: Vec<(String, String)>,
 }
 
 /// Every table of the key store, in the order they are created. The SQL is
@@ -204,6 +206,7 @@ impl StoredPool {
             client_key_usage: all(storage, clients::SELECT_CLIENT_KEY_USAGE, ClientKeyUsage::from_row)?,
             hourly: all(storage, history::SELECT_HOURLY, HourRecord::from_row)?,
             affinity: all(storage, registry::SELECT, registry::from_row)?,
+            aliases: aliases_from_rows(&storage.rows(SELECT_ALIASES)?)?,
         };
         Ok((stored, unopened))
     }
@@ -288,7 +291,35 @@ CREATE TABLE IF NOT EXISTS removed (
     key_id TEXT PRIMARY KEY,
     removed_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
+
+/// The setting that holds the admin's model aliases: a JSON list of
+/// `[from, to]` pairs.
+pub const ALIASES_SETTING: &str = "model_aliases";
+/// The admin's model aliases, as stored.
+pub const SELECT_ALIASES: &str = "SELECT value FROM settings WHERE name = 'model_aliases'";
+
+/// The statement that stores the admin's model aliases.
+pub fn aliases_statement(entries: &[(String, String)]) -> Statement {
+    let value = serde_json::to_string(entries).unwrap_or_else(|_| "[]".to_owned());
+    (
+        "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        vec![SqlValue::Text(ALIASES_SETTING.to_owned()), SqlValue::Text(value)],
+    )
+}
+
+/// The admin's model aliases from their stored row (none stored: none).
+pub fn aliases_from_rows(rows: &[Vec<SqlValue>]) -> Result<Vec<(String, String)>, RowError> {
+    let Some(row) = rows.first() else { return Ok(Vec::new()) };
+    let text = Columns { table: "settings", row: row.iter() }.text()?;
+    // Only this proxy writes the row; one edited by hand into something
+    // else is dropped rather than keep the pool from starting.
+    Ok(serde_json::from_str(&text).unwrap_or_default())
+}
 
 /// Every metadata row, columns in [`KeyMeta::to_row`] order.
 pub const SELECT_META: &str = "SELECT key_id, project, note, check_status, check_at, check_reason, held FROM key_meta";

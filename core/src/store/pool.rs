@@ -174,6 +174,9 @@ pub struct KeyPool {
     history: History,
     /// Which key owns each resource it knows of.
     affinity: Registry,
+    /// The admin's model aliases (client model → Gemini model), consulted
+    /// before the configured ones.
+    aliases: Vec<(String, String)>,
 }
 
 /// Whether an outcome shows the upstream knows the model.
@@ -215,6 +218,7 @@ impl KeyPool {
             client_key_usage,
             hourly,
             affinity,
+            aliases,
         } = stored;
         let removed: std::collections::HashSet<String> = removed.into_iter().collect();
         let mut slots: Vec<Slot> = Vec::with_capacity(env.len() + runtime.len());
@@ -261,6 +265,7 @@ impl KeyPool {
             // Expired entries are skipped on lookup, and dropped when the
             // registry is full.
             affinity: Registry::restore(affinity, UnixMillis(0)),
+            aliases,
         };
         // Models the upstream never accepted (rows of an older version, which
         // tracked every name asked for) fold into the untracked bucket, as do
@@ -562,6 +567,16 @@ impl KeyPool {
         change.hourly = self.history.record(now, &names, usage);
         change.affinity = affinity;
         Some(change)
+    }
+
+    /// The admin's model aliases, in the order they are consulted.
+    pub fn aliases(&self) -> &[(String, String)] {
+        &self.aliases
+    }
+
+    /// Replaces the admin's model aliases.
+    pub fn set_aliases(&mut self, entries: Vec<(String, String)>) {
+        self.aliases = entries;
     }
 
     /// The clients of the pool.

@@ -423,6 +423,18 @@ pub enum AdminOp {
         /// Its id.
         id: String,
     },
+    /// The model aliases the admin set at run time (consulted before
+    /// `MODEL_ALIASES` and the default table). Answered 200 with
+    /// `{"aliases": [{"from", "to"}, …]}`, also asked by the exchange of a
+    /// request that names a model.
+    Aliases,
+    /// The admin's model aliases, replaced (already checked): answered as
+    /// [`Self::Aliases`].
+    AliasesSet {
+        /// Client model (a name or a `*` pattern) → Gemini model, in the
+        /// order they are consulted.
+        entries: Vec<(String, String)>,
+    },
     /// Not an admin's: the keys a merged listing walks ([`KeyPool::walk`](crate::store::pool::KeyPool::walk)),
     /// after admitting its client (`claim`; none: the proxy key's) for
     /// `model`. Answered 200 with the leases (the body names the client),

@@ -225,3 +225,52 @@ async fn bad_admin_calls_get_clear_answers_and_lose_nothing() {
     let (_, list) = t.admin(Method::GET, "/admin/keys", None).await;
     assert_eq!(list["keys"].as_array().map(Vec::len), Some(t.keys.len()), "{list}");
 }
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn model_aliases_set_at_run_time_hold_for_every_dialect_and_are_stored() {
+    let t = Target::fresh_from_env().await;
+    let table = "e2e-alias-model=gemini-2.5-flash-lite\ne2e-alias-*=models/gemini-2.5-flash";
+    let (status, set) = t.admin(Method::PUT, "/admin/aliases", Some(json!({ "aliases": table }))).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["aliases"].as_array().map(Vec::len), Some(2), "{set}");
+
+    assert_eq!(t.generate("e2e-alias-model").await.status(), 200);
+    assert_eq!(t.chat("e2e-alias-chat").await.status(), 200);
+    let messages = t
+        .http
+        .post(format!("{}/v1/messages", t.proxy))
+        .header("x-api-key", &t.proxy_key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "e2e-alias-claude", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("messages");
+    assert_eq!(messages.status(), 200);
+    let answer: Value = messages.json().await.expect("json");
+    assert_eq!(answer["model"], "e2e-alias-claude", "the answer names the model asked for");
+    let upstream = t.upstream_requests().await;
+    let paths: Vec<&str> = upstream.iter().filter_map(|r| r["path"].as_str()).collect();
+    assert!(paths[0].ends_with("/models/gemini-2.5-flash-lite:generateContent"), "{paths:?}");
+    assert_eq!(upstream[1]["model"], "gemini-2.5-flash", "{}", upstream[1]);
+    assert!(paths[2].ends_with("/models/gemini-2.5-flash:generateContent"), "{paths:?}");
+    t.assert_only_pool_keys_upstream().await;
+    let stats = t.stats_when(|s| requests_of(s, "gemini-2.5-flash") >= 2).await;
+    assert_eq!(requests_of(&stats, "gemini-2.5-flash-lite"), 1, "{stats}");
+    assert_eq!(requests_of(&stats, "gemini-2.5-flash"), 2, "{stats}");
+    assert!(!stats.to_string().contains("e2e-alias"), "counted under an alias: {stats}");
+
+    // Kept by the store (SQLite, the Durable Object's storage).
+    let stored = t.store_files().iter().any(|(_, bytes)| contains(bytes, "e2e-alias-model"));
+    assert!(stored, "the aliases are not in the key store under {}", t.store_dir.display());
+
+    // Cleared: the name goes to Google as it is.
+    let (status, cleared) = t.admin(Method::PUT, "/admin/aliases", Some(json!({ "aliases": [] }))).await;
+    assert_eq!(status, 200, "{cleared}");
+    let (_, listed) = t.admin(Method::GET, "/admin/aliases", None).await;
+    assert_eq!(listed["aliases"], json!([]), "{listed}");
+    t.fake("reset", json!({})).await;
+    t.generate("e2e-alias-model").await;
+    let upstream = t.upstream_requests().await;
+    assert!(upstream[0]["path"].as_str().is_some_and(|p| p.ends_with("/models/e2e-alias-model:generateContent")));
+}

@@ -348,3 +348,45 @@ async fn without_the_admin_key_set_the_admin_api_is_off_and_adding_needs_the_sec
     assert_eq!(status, 403);
     assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("KEY_ENCRYPTION_SECRET")), "{v}");
 }
+
+#[tokio::test]
+async fn model_aliases_set_at_run_time_hold_at_once_and_survive_a_restart() {
+    let mut h = admin_pool(pool_keys(1)).await;
+    let table = "my-model=gemini-2.5-flash-lite\nclaude-*=models/gemini-2.5-flash";
+    let (status, set) = h.admin(Method::PUT, "/admin/aliases", Some(json!({ "aliases": table }))).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["aliases"][0], json!({"from": "my-model", "to": "gemini-2.5-flash-lite"}), "{set}");
+    assert!(set["defaults"].as_array().is_some_and(|d| !d.is_empty()), "{set}");
+
+    let asked = |h: &Harness| h.fake.requests().iter().map(|r| r.path.clone()).collect::<Vec<_>>();
+    assert_eq!(h.generate("my-model").await.status(), 200);
+    let r = h
+        .openai(
+            "/v1/chat/completions",
+            json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let paths = asked(&h);
+    assert!(paths[0].ends_with("/models/gemini-2.5-flash-lite:generateContent"), "{paths:?}");
+    assert_eq!(h.fake.requests()[1].model.as_deref(), Some("gemini-2.5-flash"));
+
+    // On disk, and in force again after a restart.
+    h.restart().await;
+    let (_, listed) = h.admin(Method::GET, "/admin/aliases", None).await;
+    assert_eq!(listed["aliases"].as_array().map(Vec::len), Some(2), "{listed}");
+    h.fake.clear_requests();
+    assert_eq!(h.generate("my-model").await.status(), 200);
+    assert!(asked(&h)[0].ends_with("/models/gemini-2.5-flash-lite:generateContent"));
+    // Counted under the Gemini model, never the alias.
+    let stats = h.stats().await.to_string();
+    assert!(stats.contains("gemini-2.5-flash-lite") && !stats.contains("my-model"), "{stats}");
+
+    // Cleared, the name goes to Google as it is.
+    let (status, _) = h.admin(Method::PUT, "/admin/aliases", Some(json!({ "aliases": [] }))).await;
+    assert_eq!(status, 200);
+    h.restart().await;
+    h.fake.clear_requests();
+    h.generate("my-model").await;
+    assert!(asked(&h)[0].ends_with("/models/my-model:generateContent"), "{:?}", asked(&h));
+}

@@ -44,6 +44,14 @@ document.getElementById("add-client").addEventListener("submit",function(ev){ev.
  var f=ev.target,models=f.elements.models.value.split(",").map(function(m){return m.trim();}).filter(Boolean);
  var q=quotas(function(){return {daily_requests:quota(f.elements.daily_requests.value),daily_tokens:quota(f.elements.daily_tokens.value)};});if(!q)return;
  call("POST","/admin/clients",{name:f.elements.name.value,models:models.length?models:null,daily_requests:q.daily_requests,daily_tokens:q.daily_tokens}).then(function(r){if(r.ok)f.reset();done("Client")(r);});});
+function lines(list){return (list||[]).map(function(a){return a.from+"="+a.to;}).join("\n");}
+function aliases(j){document.getElementById("alias-table").value=lines(j.aliases);
+ document.getElementById("alias-layers").textContent="MODEL_ALIASES:\n"+(lines(j.configured)||"(none)")+"\n\ndefaults:\n"+lines(j.defaults);}
+call("GET","/admin/aliases").then(function(r){if(r.ok)aliases(r.json);}).catch(function(){});
+document.getElementById("aliases").addEventListener("submit",function(ev){ev.preventDefault();
+ call("PUT","/admin/aliases",{aliases:document.getElementById("alias-table").value}).then(function(r){
+  if(!r.ok){show("Aliases failed ("+r.status+"): "+((r.json.error&&r.json.error.message)||JSON.stringify(r.json)));return;}
+  aliases(r.json);show("Aliases: "+r.json.aliases.length+" set; they hold from the next request on");});});
 document.getElementById("check-keys").addEventListener("click",function(){call("POST","/admin/keys/check",{}).then(done("Check"));});
 document.addEventListener("click",function(ev){var b=ev.target.closest("button[data-act]");if(!b)return;
  var id=b.dataset.id,act=b.dataset.act,path="/admin/keys/"+encodeURIComponent(id);
