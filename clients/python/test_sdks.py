@@ -30,6 +30,17 @@ def test_openai_chat_stream(oai, fake):
     assert_upstream_saw_only_pool_keys(fake, "/v1beta/openai/chat/completions")
 
 
+def test_openai_chat_on_an_aliased_model_names_it_back(oai, fake):
+    # gpt-5-mini goes to gemini-2.5-flash by the default aliases; the answer,
+    # plain or streamed, names the model asked for.
+    r = oai.chat.completions.create(model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}])
+    assert r.model == "gpt-5-mini"
+    assert r.choices[0].message.content == "Hello from the fake gemini-2.5-flash."
+    chunks = list(oai.chat.completions.create(model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert chunks and all(c.model == "gpt-5-mini" for c in chunks)
+    assert [r["model"] for r in fake.requests()] == ["gemini-2.5-flash", "gemini-2.5-flash"]
+
+
 def test_openai_embeddings_float_and_base64(oai, fake):
     r = oai.embeddings.create(model="gemini-embedding-001", input=["a", "b"], encoding_format="float")
     assert len(r.data) == 2 and r.data[0].embedding[1] == -0.5

@@ -561,6 +561,7 @@ mod tests {
             upstream_query: query.into(),
             streaming: false,
             foreign: None,
+            asked: None,
         }
     }
 

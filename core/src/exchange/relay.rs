@@ -19,7 +19,8 @@ use crate::google::stream::{HEAD_BYTES, Seen};
 use crate::request::admit;
 use crate::request::headers;
 use crate::request::route::{Forward, MAX_BODY_BYTES, Op, PIPED_UPLOAD_ABOVE};
-use crate::translate::{self, Reply};
+use crate::translate::rename::Rename;
+use crate::translate::{self, Reply, Streamer};
 use crate::wire::error::ProxyError;
 use crate::wire::http::{Dialect, Headers, Method, Response};
 use crate::wire::keystore::{AdminAnswer, AdminOp, Claim, Lease, Outcome, Owned, Report, Unavailable};
@@ -460,7 +461,9 @@ impl Exchange {
             return Step::ReadErrorBody { limit: MAX_BODY_BYTES as usize };
         }
         if success && !starts_upload && relay.own.is_none() {
-            let mut headers = relayed_headers(&head.headers, false, Some(&lease));
+            // An aliased call's answer names the model as the client asked.
+            let rename = relay.fwd.asked.as_deref().map(|asked| Rename::new(relay.model(), asked));
+            let mut headers = relayed_headers(&head.headers, rename.is_some(), Some(&lease));
             let upload_over = relay.fwd.upload
                 && headers::get(&head.headers, "x-goog-upload-status")
                     .is_some_and(|s| matches!(s.trim(), "final" | "cancelled"));
@@ -471,7 +474,11 @@ impl Exchange {
             self.cors(&mut headers);
             let status = head.status;
             self.phase = Phase::Relay(relay, Awaiting::Stream { lease, status, upload_over });
-            return Step::Stream { status, headers, pipe: Pipe::relay(keep) };
+            let pipe = match rename {
+                Some(rename) => Pipe::translating(Streamer::Rename(rename)),
+                None => Pipe::relay(keep),
+            };
+            return Step::Stream { status, headers, pipe };
         }
         let limit = if success && relay.own.is_some() { listing::MAX_PAGE_BYTES } else { MAX_ERROR_BODY_BYTES };
         self.phase = Phase::Relay(relay, Awaiting::Answer(lease, head));

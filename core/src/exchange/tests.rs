@@ -1514,6 +1514,24 @@ fn the_admin_s_aliases_come_first_and_hold_from_the_next_request() {
 }
 
 #[test]
+fn an_aliased_answer_names_the_model_as_the_client_asked() {
+    const CHAT: &str = r#"{"id":"c1","model":"gemini-3-flash-preview","choices":[{"message":{"content":"the model is gemini-3-flash-preview"}}]}"#;
+    const NATIVE: &str = r#"{"candidates":[],"modelVersion":"gemini-3-flash-preview"}"#;
+    let mut host = Host::new(1, &[Answer::Status(200, CHAT), Answer::Status(200, NATIVE), Answer::Status(200, NATIVE)]);
+    host.body = Ok(br#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}"#.to_vec());
+    let t = host.run("POST", "/v1/chat/completions", &[("authorization", "Bearer c")]);
+    let out = String::from_utf8(t.stream_out.clone()).expect("utf-8");
+    assert_eq!(out, CHAT.replacen(r#""model":"gemini-3-flash-preview""#, r#""model":"gpt-4o""#, 1));
+    let (_, headers) = t.streamed.as_ref().expect("streamed");
+    assert!(headers.iter().all(|(n, _)| n != "content-length"), "{headers:?}");
+    let t = host.run("POST", "/v1beta/models/claude-sonnet-4-5:generateContent", &[("x-goog-api-key", "c")]);
+    assert!(String::from_utf8_lossy(&t.stream_out).contains(r#""modelVersion":"claude-sonnet-4-5""#));
+    // A call by the Gemini name passes as it came.
+    let t = host.run("POST", "/v1beta/models/gemini-3-flash-preview:generateContent", &[("x-goog-api-key", "c")]);
+    assert_eq!(t.stream_out, NATIVE.as_bytes());
+}
+
+#[test]
 fn a_call_without_a_model_does_not_ask_for_the_aliases() {
     let mut host = Host::new(1, &[Answer::Status(200, r#"{"models": []}"#)]);
     let t = host.run("GET", "/v1beta/models", &[("x-goog-api-key", "c")]);

@@ -116,6 +116,9 @@ pub struct Forward {
     /// request is translated onto Gemini (`translate`), and it is answered
     /// in its own API's shape.
     pub foreign: Option<Foreign>,
+    /// The model the client asked for, when an alias sent another
+    /// ([`Self::alias`]): the answer names it back.
+    pub asked: Option<String>,
 }
 
 /// An API Google does not offer, served from Gemini.
@@ -201,7 +204,8 @@ impl Forward {
             }
             _ => return,
         }
-        self.model = Some(target);
+        let asked = self.model.replace(target);
+        self.asked = asked.filter(|a| Some(a) != self.model.as_ref());
     }
 
     /// A resource call's body is relayed as it is, whatever it holds; a
@@ -428,6 +432,7 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
             upstream_query,
             streaming,
             foreign: None,
+            asked: None,
         }))
     };
     let stat = |route: StatRoute, allowed: Method| allow(allowed).map(|()| Route::Stat(route));
@@ -498,6 +503,7 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
                 upstream_query: String::new(),
                 streaming: false,
                 foreign: Some(foreign),
+                asked: None,
             }))
         }
         Pattern::OpenAiModels => forward(Dialect::OpenAi, Op::ListModels, None, "/models".into()),
@@ -673,6 +679,7 @@ fn route_resource(method: &Method, path: &str, query: &str, creds: &Credentials)
         upstream_query: strip_key_param(query),
         streaming: false,
         foreign: None,
+        asked: None,
     }))
 }
 

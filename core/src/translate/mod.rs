@@ -7,6 +7,8 @@
 //!
 //! - [`anthropic`]: Anthropic's Messages API (Claude Code, the `anthropic`
 //!   SDKs, `@ai-sdk/anthropic`).
+//! - [`rename`]: a native or OpenAI-style answer to an aliased call names
+//!   the model as the client asked for it.
 //! - [`signature`]: Gemini's thought signatures, carried through what a
 //!   client sends back unchanged, and Google's placeholder where it did not.
 //!
@@ -14,6 +16,7 @@
 //! relay goes, and a host calls a [`Streamer`] for each piece of a stream.
 
 pub mod anthropic;
+pub mod rename;
 pub mod signature;
 
 use crate::config::aliases::Aliases;
@@ -101,6 +104,8 @@ impl Reply {
 pub enum Streamer {
     /// Into Anthropic's stream events.
     Anthropic(Box<anthropic::Stream>),
+    /// Google's own answer, its model named as the client asked.
+    Rename(rename::Rename),
 }
 
 impl Streamer {
@@ -109,6 +114,7 @@ impl Streamer {
     pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
         match self {
             Self::Anthropic(s) => s.push(piece, out),
+            Self::Rename(r) => r.push(piece, out),
         }
     }
 
@@ -116,6 +122,7 @@ impl Streamer {
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         match self {
             Self::Anthropic(s) => s.finish(out),
+            Self::Rename(r) => r.finish(out),
         }
     }
 
@@ -124,6 +131,8 @@ impl Streamer {
     pub fn broke(&mut self, out: &mut Vec<u8>) {
         match self {
             Self::Anthropic(s) => s.broke(out),
+            // What came whole goes as it is; the host ends the answer broken.
+            Self::Rename(r) => r.finish(out),
         }
     }
 }

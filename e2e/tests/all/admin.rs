@@ -235,8 +235,13 @@ async fn model_aliases_set_at_run_time_hold_for_every_dialect_and_are_stored() {
     assert_eq!(status, 200, "{set}");
     assert_eq!(set["aliases"].as_array().map(Vec::len), Some(2), "{set}");
 
-    assert_eq!(t.generate("e2e-alias-model").await.status(), 200);
-    assert_eq!(t.chat("e2e-alias-chat").await.status(), 200);
+    // Every answer names the model as the client asked for it.
+    let native = t.generate("e2e-alias-model").await;
+    assert_eq!(native.status(), 200);
+    assert_eq!(native.json::<Value>().await.expect("json")["modelVersion"], "e2e-alias-model");
+    let chat = t.chat("e2e-alias-chat").await;
+    assert_eq!(chat.status(), 200);
+    assert_eq!(chat.json::<Value>().await.expect("json")["model"], "e2e-alias-chat");
     let messages = t
         .http
         .post(format!("{}/v1/messages", t.proxy))

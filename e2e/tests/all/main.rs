@@ -659,6 +659,10 @@ mod phases {
         let stats = t.stats_when(|s| crate::clients::client(s, &client)["today"]["requests"] == 1).await;
         assert_eq!(crate::clients::client(&stats, &client)["today"]["requests"], 1, "{stats}");
         std::fs::write(kept_client(&t), format!("{client}\n{secret}")).expect("the client's secret, for phase 2");
+        // A model alias set at run time.
+        let aliases = json!({"aliases": "e2e-kept-alias=gemini-2.5-flash-lite"});
+        let (status, v) = t.admin(Method::PUT, "/admin/aliases", Some(aliases)).await;
+        assert_eq!(status, 200, "{v}");
     }
 
     /// Where phase 1 leaves the client it created for phase 2.
@@ -701,6 +705,15 @@ mod phases {
             assert_eq!(t.generate("e2e-persist-admin").await.status(), 200);
         }
         assert!(t.keys_seen().await.iter().any(|k| k == RESTART_KEY), "the run-time key does not serve");
+        // The model alias holds after the restart.
+        t.fake("reset", json!({})).await;
+        assert_eq!(t.generate("e2e-kept-alias").await.status(), 200);
+        let upstream = t.upstream_requests().await;
+        assert!(
+            upstream[0]["path"].as_str().is_some_and(|p| p.ends_with("/models/gemini-2.5-flash-lite:generateContent"))
+        );
+        let (status, _) = t.admin(Method::PUT, "/admin/aliases", Some(json!({"aliases": ""}))).await;
+        assert_eq!(status, 200);
         // Undone, for the phases that follow.
         let (status, _) = t.admin(Method::DELETE, &format!("/admin/keys/{}", t.key_id(RESTART_KEY).await), None).await;
         assert_eq!(status, 200);
