@@ -383,40 +383,69 @@ pub async fn translate_through(
     let _ = writer.write_with_chunk(&js_sys::Uint8Array::from(&pipe.push(&first)[..]));
     let idle_ms = timeouts.idle_ms;
     let ended = async move {
-        let write = |bytes: Vec<u8>| {
-            let chunk = js_sys::Uint8Array::from(&bytes[..]);
-            JsFuture::from(writer.write_with_chunk(&chunk))
-        };
-        let result = loop {
-            let read = JsFuture::from(reader.read());
-            match select(read, pin!(Delay::from(Duration::from_millis(idle_ms)))).await {
-                Either::Left((Ok(chunk), _)) => match piece_of(&chunk) {
-                    None => break Ok(()),
-                    Some(piece) => {
-                        let out = pipe.push(&piece).into_owned();
-                        if !out.is_empty() && write(out).await.is_err() {
-                            break Err(("the client went away".to_owned(), false));
+        let write = |bytes: &[u8]| JsFuture::from(writer.write_with_chunk(&js_sys::Uint8Array::from(bytes)));
+        // One idle timer for the whole stream, re-armed only when it fires
+        // early (a timer per read cost more CPU than the translation), and
+        // one write in flight while the next piece is read: each costs the
+        // runtime a promise and a callback, the CPU a long stream is
+        // charged for.
+        let mut timer = Box::pin(Delay::from(Duration::from_millis(idle_ms)));
+        let mut last_piece = worker::Date::now().as_millis();
+        let mut in_flight: Option<JsFuture> = None;
+        let result = 'stream: loop {
+            let mut read = JsFuture::from(reader.read());
+            let chunk = loop {
+                match select(&mut read, timer.as_mut()).await {
+                    Either::Left((chunk, _)) => break chunk,
+                    Either::Right(((), _)) => {
+                        let quiet = worker::Date::now().as_millis().saturating_sub(last_piece);
+                        if quiet >= idle_ms {
+                            abort.abort();
+                            break 'stream Err((
+                                format!("stream broke off: the upstream sent nothing for {idle_ms} ms"),
+                                true,
+                            ));
                         }
+                        timer.set(Delay::from(Duration::from_millis(idle_ms - quiet)));
                     }
-                },
-                Either::Left((Err(e), _)) => break Err((format!("stream broke off: {e:?}"), true)),
-                Either::Right(((), _)) => {
-                    abort.abort();
-                    break Err((format!("stream broke off: the upstream sent nothing for {idle_ms} ms"), true));
                 }
+            };
+            let piece = match chunk {
+                Ok(chunk) => piece_of(&chunk),
+                Err(e) => break Err((format!("stream broke off: {e:?}"), true)),
+            };
+            let Some(piece) = piece else { break Ok(()) };
+            last_piece = worker::Date::now().as_millis();
+            let out = pipe.push(&piece);
+            if out.is_empty() {
+                continue;
             }
+            if let Some(previous) = in_flight.take()
+                && previous.await.is_err()
+            {
+                break Err(("the client went away".to_owned(), false));
+            }
+            in_flight = Some(write(&out));
+        };
+        let delivered = match in_flight.take() {
+            Some(previous) => previous.await.is_ok(),
+            None => true,
         };
         match result {
-            Ok(()) => {
-                if write(pipe.finish()).await.is_err() {
+            Ok(()) if delivered => {
+                if write(&pipe.finish()).await.is_err() {
                     return Err("the client went away".to_owned());
                 }
                 let _ = JsFuture::from(writer.close()).await;
                 Ok(pipe.seen())
             }
+            Ok(()) => {
+                let _ = JsFuture::from(writer.abort()).await;
+                Err("the client went away".to_owned())
+            }
             Err((why, upstream_broke)) => {
-                if upstream_broke {
-                    let _ = write(pipe.broke()).await;
+                if upstream_broke && delivered {
+                    let _ = write(&pipe.broke()).await;
                 }
                 let _ = JsFuture::from(writer.abort()).await;
                 Err(why)
