@@ -62,7 +62,9 @@ fn exchange(
             return Err(err.to_response(Dialect::Gemini));
         }
     };
-    let exchange = Exchange::new(config, method, path_and_query, headers);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let exchange =
+        Exchange::new(config, method, path_and_query, headers).with_now(proxy_core::wire::time::UnixMillis(now));
     Ok(match origin {
         Some((scheme, authority)) => exchange.with_origin(scheme, &authority),
         None => exchange,

@@ -59,7 +59,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     let headers = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
     let (timeouts, access_log) = (config.timeouts, config.access_log);
     let started = Date::now().as_millis();
-    let mut exchange = Exchange::new(config, method, path_and_query, headers).with_request_id(request_id(&req));
+    let mut exchange = Exchange::new(config, method, path_and_query, headers)
+        .with_request_id(request_id(&req))
+        .with_now(proxy_core::wire::time::UnixMillis(started));
     if let Some(host) = url.host_str() {
         let authority = url.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}"));
         exchange = exchange.with_origin(url.scheme(), &authority);

@@ -297,6 +297,8 @@ pub struct Exchange {
     /// The model aliases, the admin's before the configured ones, once the
     /// key store told them.
     aliases: Option<crate::config::aliases::Aliases>,
+    /// When the request came, as the host's clock tells it.
+    now: Option<crate::wire::time::UnixMillis>,
     record: Record,
 }
 
@@ -321,8 +323,16 @@ impl Exchange {
             keyed: false,
             client: None,
             aliases: None,
+            now: None,
             record: Record::default(),
         }
+    }
+
+    /// When the request came, by the host's clock (a translated answer
+    /// that tells its time, a Responses `created_at`, tells this one).
+    pub fn with_now(mut self, now: crate::wire::time::UnixMillis) -> Self {
+        self.now = Some(now);
+        self
     }
 
     /// The id the host logs this request under (else the one the host put in

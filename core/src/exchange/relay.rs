@@ -321,7 +321,11 @@ impl Exchange {
             relay.fwd.model = Some(translated.model);
             relay.fwd.upstream_path = path;
             relay.fwd.upstream_query = query;
-            relay.reply = Some(translated.reply);
+            let mut reply = translated.reply;
+            if let (Reply::Responses(r), Some(now)) = (&mut reply, self.now) {
+                r.created_at = now.0 / 1000;
+            }
+            relay.reply = Some(reply);
             let notes: Vec<Step> = translated.notes.into_iter().map(|n| self.log(n)).collect();
             self.queue.extend(notes);
             body = translated.body;

@@ -98,7 +98,7 @@ impl Host {
     fn run(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Trace {
         let cfg = Arc::new(self.cfg.clone());
         let now = UnixMillis(1_800_000_000_000);
-        let mut ex = Exchange::new(cfg, Method::parse(method), path.to_owned(), h(headers));
+        let mut ex = Exchange::new(cfg, Method::parse(method), path.to_owned(), h(headers)).with_now(now);
         let mut trace = Trace::default();
         let mut current: Option<Answer> = None;
         let mut event = Event::Start;
@@ -1539,6 +1539,44 @@ fn a_call_without_a_model_does_not_ask_for_the_aliases() {
     assert!(t.admin_ops.iter().all(|op| !matches!(op, AdminOp::Aliases)), "{:?}", t.admin_ops);
     let t = generate(&mut host);
     assert!(t.admin_ops.iter().any(|op| matches!(op, AdminOp::Aliases)), "{:?}", t.admin_ops);
+}
+
+#[test]
+fn a_responses_call_is_a_gemini_call_answered_as_a_response() {
+    const SSE: &str = "data: {\"responseId\":\"R5\",\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]},\"finishReason\":\"STOP\"}]}\r\n\r\n";
+    let mut host = Host::new(2, &[Answer::Status(200, GEMINI_HI), Answer::Status(200, SSE)]);
+    let codex = [("authorization", "Bearer client"), ("accept", "text/event-stream"), ("originator", "codex_exec")];
+    host.body = Ok(br#"{"model": "gpt-5-codex", "input": "Say hi", "store": false}"#.to_vec());
+    let t = host.run("POST", "/v1/responses", &codex);
+    assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models/gemini-3-flash-preview:generateContent");
+    assert_eq!(t.reports[0].model, "gemini-3-flash-preview");
+    let v = t.json();
+    assert_eq!((v["object"].as_str(), v["model"].as_str()), (Some("response"), Some("gpt-5-codex")));
+    assert_eq!(v["output"][0]["content"][0]["text"], "Hi!");
+    assert_eq!(v["created_at"], 1_800_000_000);
+    // Streamed, below Google's OpenAI base too.
+    host.body = Ok(br#"{"model": "gemini-2.5-flash", "input": "Say hi", "stream": true}"#.to_vec());
+    let t = host.run("POST", "/v1beta/openai/responses", &codex);
+    assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse");
+    let out = String::from_utf8(t.stream_out.clone()).expect("utf-8");
+    assert!(out.starts_with("event: response.created\n") && out.contains("event: response.completed\n"), "{out}");
+    // What the proxy does not keep: OpenAI's shape, never Google's 404.
+    host.body = Ok(br#"{"input": []}"#.to_vec());
+    for (method, path) in
+        [("POST", "/v1/responses/compact"), ("GET", "/v1/responses/resp_1"), ("DELETE", "/responses/resp_1")]
+    {
+        let t = host.run(method, path, &codex);
+        assert!(t.sent.is_empty());
+        let response = t.response.as_ref().expect("answered");
+        assert_eq!(response.status, 404, "{path}");
+        let v = t.json();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("keeps no responses")), "{v}");
+    }
+    host.body = Ok(br#"{"model": "gemini-2.5-flash", "input": "hi", "previous_response_id": "resp_9"}"#.to_vec());
+    let t = host.run("POST", "/v1/responses", &codex);
+    assert_eq!(t.response.as_ref().map(|r| r.status), Some(400));
+    assert!(t.json()["error"]["message"].as_str().is_some_and(|m| m.contains("previous_response_id")));
 }
 
 #[test]

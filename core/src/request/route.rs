@@ -128,6 +128,8 @@ pub enum Foreign {
     Messages,
     /// Anthropic's `POST /v1/messages/count_tokens`.
     MessagesCountTokens,
+    /// OpenAI's `POST /v1/responses`.
+    Responses,
 }
 
 impl Foreign {
@@ -135,6 +137,7 @@ impl Foreign {
     pub fn dialect(self) -> Dialect {
         match self {
             Self::Messages | Self::MessagesCountTokens => Dialect::Anthropic,
+            Self::Responses => Dialect::OpenAi,
         }
     }
 }
@@ -297,6 +300,8 @@ enum Pattern {
     OpenAiImages,
     Messages,
     MessagesCountTokens,
+    Responses,
+    ResponsesBelow,
     OpenAiModels,
     OpenAiModel,
     StatsJson,
@@ -332,6 +337,10 @@ fn router() -> &'static Router<Pattern> {
             ("/messages", Pattern::Messages),
             ("/v1/messages/count_tokens", Pattern::MessagesCountTokens),
             ("/messages/count_tokens", Pattern::MessagesCountTokens),
+            ("/v1/responses", Pattern::Responses),
+            ("/responses", Pattern::Responses),
+            ("/v1/responses/{*rest}", Pattern::ResponsesBelow),
+            ("/responses/{*rest}", Pattern::ResponsesBelow),
             ("/models", Pattern::OpenAiModels),
             ("/models/{target}", Pattern::OpenAiModel),
             ("/stat.json", Pattern::StatsJson),
@@ -484,9 +493,15 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         Pattern::OpenAiChat => forward(Dialect::OpenAi, Op::ChatCompletions, None, "/chat/completions".into()),
         Pattern::OpenAiEmbeddings => forward(Dialect::OpenAi, Op::Embeddings, None, "/embeddings".into()),
         Pattern::OpenAiImages => forward(Dialect::OpenAi, Op::ImagesGenerations, None, "/images/generations".into()),
-        Pattern::Messages | Pattern::MessagesCountTokens => {
+        // The proxy keeps no responses: nothing to retrieve, cancel,
+        // compact or list the items of (and Google has none either).
+        Pattern::ResponsesBelow => Err(ProxyError::NotOffered(format!(
+            "{method} {path} is not served: the proxy keeps no responses, so it has none to retrieve, cancel, compact or list; POST /v1/responses with the whole conversation in `input`"
+        ))),
+        Pattern::Messages | Pattern::MessagesCountTokens | Pattern::Responses => {
             let (op, foreign) = match *m.value {
                 Pattern::Messages => (Op::GenerateContent, Foreign::Messages),
+                Pattern::Responses => (Op::GenerateContent, Foreign::Responses),
                 _ => (Op::CountTokens, Foreign::MessagesCountTokens),
             };
             allow(Method::Post)?;
@@ -687,7 +702,7 @@ fn route_resource(method: &Method, path: &str, query: &str, creds: &Credentials)
 /// OpenAI-style API lives there.
 fn route_openai(method: &Method, rest: &str, query: &str, creds: &Credentials) -> Result<Route, ProxyError> {
     match route(method, rest, query, creds)? {
-        Route::Api(f) if f.dialect == Dialect::OpenAi => Ok(Route::Api(f)),
+        Route::Api(f) if f.dialect == Dialect::OpenAi || f.foreign == Some(Foreign::Responses) => Ok(Route::Api(f)),
         Route::Api(mut f) if f.op == Op::ListModels || f.op == Op::GetModel => {
             f.dialect = Dialect::OpenAi;
             Ok(Route::Api(f))
@@ -1009,8 +1024,8 @@ mod tests {
                 "/files/files%2ff1/content",
                 false,
             ),
-            ("POST", "/v1/responses", bearer(), Dialect::OpenAi, OTHER_RESOURCE, "/responses", false),
-            ("POST", "/v1/responses", goog(), Dialect::Gemini, OTHER_RESOURCE, "/responses", false),
+            ("POST", "/v1/assistants", bearer(), Dialect::OpenAi, OTHER_RESOURCE, "/assistants", false),
+            ("POST", "/v1/assistants", goog(), Dialect::Gemini, OTHER_RESOURCE, "/assistants", false),
         ];
         for (method, path, creds, dialect, model, up, upload) in cases {
             let f = fwd(method, path, "key=secret&pageSize=2", creds);

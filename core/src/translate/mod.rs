@@ -7,6 +7,8 @@
 //!
 //! - [`anthropic`]: Anthropic's Messages API (Claude Code, the `anthropic`
 //!   SDKs, `@ai-sdk/anthropic`).
+//! - [`responses`]: OpenAI's Responses API (Codex, the Agents SDK, the
+//!   `openai` SDKs' `responses`, the AI SDK's `openai(…)`).
 //! - [`rename`]: a native or OpenAI-style answer to an aliased call names
 //!   the model as the client asked for it.
 //! - [`signature`]: Gemini's thought signatures, carried through what a
@@ -17,11 +19,13 @@
 
 pub mod anthropic;
 pub mod rename;
+pub mod responses;
 pub mod signature;
 
 use crate::config::aliases::Aliases;
 use crate::request::route::{Foreign, Op, normalize_model};
 use crate::wire::error::ProxyError;
+use serde_json::{Value, json};
 
 /// What Gemini is asked, from a request in another API's shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +68,8 @@ impl Translated {
 pub enum Reply {
     /// An Anthropic message (or a token count).
     Anthropic(anthropic::Reply),
+    /// An OpenAI `response`.
+    Responses(Box<responses::Reply>),
 }
 
 impl Reply {
@@ -72,6 +78,7 @@ impl Reply {
     pub fn answer(&self, gemini: &[u8]) -> Result<String, String> {
         match self {
             Self::Anthropic(reply) => reply.answer(gemini),
+            Self::Responses(reply) => reply.answer(gemini),
         }
     }
 
@@ -81,6 +88,7 @@ impl Reply {
         let message = google_message(gemini);
         match self {
             Self::Anthropic(_) => crate::wire::error::anthropic_error(status, &message).to_string(),
+            Self::Responses(_) => crate::wire::error::openai_error(status, &message).to_string(),
         }
     }
 
@@ -88,6 +96,7 @@ impl Reply {
     pub fn streamer(&self) -> Streamer {
         match self {
             Self::Anthropic(reply) => Streamer::Anthropic(Box::new(anthropic::Stream::new(reply.clone()))),
+            Self::Responses(reply) => Streamer::Responses(Box::new(responses::Stream::new((**reply).clone()))),
         }
     }
 
@@ -104,6 +113,8 @@ impl Reply {
 pub enum Streamer {
     /// Into Anthropic's stream events.
     Anthropic(Box<anthropic::Stream>),
+    /// Into the Responses API's stream events.
+    Responses(Box<responses::Stream>),
     /// Google's own answer, its model named as the client asked.
     Rename(rename::Rename),
 }
@@ -114,6 +125,7 @@ impl Streamer {
     pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
         match self {
             Self::Anthropic(s) => s.push(piece, out),
+            Self::Responses(s) => s.push(piece, out),
             Self::Rename(r) => r.push(piece, out),
         }
     }
@@ -122,6 +134,7 @@ impl Streamer {
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         match self {
             Self::Anthropic(s) => s.finish(out),
+            Self::Responses(s) => s.finish(out),
             Self::Rename(r) => r.finish(out),
         }
     }
@@ -131,6 +144,7 @@ impl Streamer {
     pub fn broke(&mut self, out: &mut Vec<u8>) {
         match self {
             Self::Anthropic(s) => s.broke(out),
+            Self::Responses(s) => s.broke(out),
             // What came whole goes as it is; the host ends the answer broken.
             Self::Rename(r) => r.finish(out),
         }
@@ -143,6 +157,36 @@ pub fn request(foreign: Foreign, body: &[u8], aliases: &Aliases) -> Result<Trans
     match foreign {
         Foreign::Messages => anthropic::request(body, aliases, false),
         Foreign::MessagesCountTokens => anthropic::request(body, aliases, true),
+        Foreign::Responses => responses::request(body, aliases),
+    }
+}
+
+/// A part of a Gemini answer, as a translation sees it.
+pub(crate) enum Part<'a> {
+    Thought { text: &'a str, signature: Option<&'a str> },
+    Text(&'a str),
+    Call { name: &'a str, args: Value, signature: Option<&'a str> },
+    Other,
+}
+
+impl<'a> Part<'a> {
+    pub(crate) fn of(part: &'a Value) -> Self {
+        let signature = part.get("thoughtSignature").and_then(Value::as_str).filter(|s| !s.is_empty());
+        if let Some(call) = part.get("functionCall") {
+            let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
+            let args = call.get("args").filter(|a| a.is_object()).cloned().unwrap_or_else(|| json!({}));
+            return Self::Call { name, args, signature };
+        }
+        match part.get("text").and_then(Value::as_str) {
+            Some(text) if part.get("thought").and_then(Value::as_bool) == Some(true) => {
+                Self::Thought { text, signature }
+            }
+            // Gemini 3 may sign a text part (most often an empty last
+            // one); Google checks only the signatures of calls, so a text
+            // part's is not carried.
+            Some(text) if !text.is_empty() => Self::Text(text),
+            _ => Self::Other,
+        }
     }
 }
 

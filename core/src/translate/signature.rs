@@ -18,26 +18,30 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 /// the call is accepted, without the model's earlier reasoning.
 pub const PLACEHOLDER: &str = "skip_thought_signature_validator";
 
-/// The start of every call id the proxy makes.
-const CALL_PREFIX: &str = "toolu_";
+/// The start of the call ids the proxy makes for Anthropic's clients.
+pub const ANTHROPIC_CALL: &str = "toolu_";
+
+/// The start of the call ids the proxy makes for OpenAI's clients.
+pub const OPENAI_CALL: &str = "call_";
 
 /// What marks a `thinking` block's signature as one of Google's, carried by
 /// the proxy (a block signed by another provider is not sent to Google).
 const THINKING_MARK: &str = "gemini.";
 
-/// A call id for the `index`th call of an answer whose id is `nonce`
+/// A call id (starting with `prefix`: [`ANTHROPIC_CALL`],
+/// [`OPENAI_CALL`]) for the `index`th call of an answer whose id is `nonce`
 /// (alphanumeric), carrying `signature` when Google sent one:
-/// `toolu_{nonce}_{index}[_s{signature, base64url}]`.
-pub fn call_id(nonce: &str, index: usize, signature: Option<&str>) -> String {
+/// `{prefix}{nonce}_{index}[_s{signature, base64url}]`.
+pub fn call_id(prefix: &str, nonce: &str, index: usize, signature: Option<&str>) -> String {
     match signature {
-        Some(sig) => format!("{CALL_PREFIX}{nonce}_{index}_s{}", URL_SAFE_NO_PAD.encode(sig)),
-        None => format!("{CALL_PREFIX}{nonce}_{index}"),
+        Some(sig) => format!("{prefix}{nonce}_{index}_s{}", URL_SAFE_NO_PAD.encode(sig)),
+        None => format!("{prefix}{nonce}_{index}"),
     }
 }
 
 /// The signature a call id made by [`call_id`] carries, verbatim.
 pub fn of_call_id(id: &str) -> Option<String> {
-    let rest = id.strip_prefix(CALL_PREFIX)?;
+    let rest = id.strip_prefix(ANTHROPIC_CALL).or_else(|| id.strip_prefix(OPENAI_CALL))?;
     let mut parts = rest.splitn(3, '_');
     let (_nonce, index, signed) = (parts.next()?, parts.next()?, parts.next()?);
     if !index.bytes().all(|b| b.is_ascii_digit()) {
@@ -78,8 +82,10 @@ mod tests {
     #[test]
     fn a_signature_survives_a_call_id_verbatim() {
         for sig in ["CiQBjz1rX+/abc==", "EtYDCtMDAdHtim9Y_x-", "a", "ünïcode/+="] {
-            let id = call_id("R3sp0nse", 2, Some(sig));
+            let id = call_id(ANTHROPIC_CALL, "R3sp0nse", 2, Some(sig));
             assert!(id.starts_with("toolu_R3sp0nse_2_s"));
+            let openai = call_id(OPENAI_CALL, "R3sp0nse", 2, Some(sig));
+            assert_eq!(of_call_id(&openai).as_deref(), Some(sig));
             assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'), "{id}");
             assert_eq!(of_call_id(&id).as_deref(), Some(sig));
         }
@@ -87,7 +93,7 @@ mod tests {
 
     #[test]
     fn ids_without_a_signature_carry_none() {
-        assert_eq!(of_call_id(&call_id("n", 0, None)), None);
+        assert_eq!(of_call_id(&call_id(ANTHROPIC_CALL, "n", 0, None)), None);
         assert_eq!(of_call_id("toolu_01A09q90qw90lq917835lq9"), None);
         assert_eq!(of_call_id("call_abc"), None);
         assert_eq!(of_call_id("toolu_n_x_sYWJj"), None);

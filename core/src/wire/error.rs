@@ -13,7 +13,7 @@ use serde_json::json;
 pub enum ProxyError {
     /// The path is not one the proxy serves.
     #[error(
-        "no route for {method} {path}; the proxy serves /v1beta/models/… and /v1/models/… (Gemini) and /v1/chat/completions, /v1/embeddings, /v1/models (OpenAI)"
+        "no route for {method} {path}; the proxy serves /v1beta/models/… and /v1/models/… (Gemini), /v1/chat/completions, /v1/embeddings, /v1/responses, /v1/models (OpenAI) and /v1/messages (Anthropic)"
     )]
     NotFound {
         /// Request method.
@@ -21,6 +21,10 @@ pub enum ProxyError {
         /// Request path, without the query.
         path: String,
     },
+    /// A path of an API the proxy serves in part, below what it serves
+    /// (a Responses API call on a stored response): says what it serves.
+    #[error("{0}")]
+    NotOffered(String),
     /// The route exists but not for this method.
     #[error("method {method} is not allowed here; use {allowed}")]
     MethodNotAllowed {
@@ -213,6 +217,7 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::NotFound { .. } => "not-found",
+            Self::NotOffered(_) => "not-offered",
             Self::MethodNotAllowed { .. } => "method-not-allowed",
             Self::Unauthorized(_) => "unauthorized",
             Self::BadRequest(_) => "bad-request",
@@ -245,6 +250,7 @@ impl ProxyError {
     pub fn status(&self) -> u16 {
         match self {
             Self::NotFound { .. }
+            | Self::NotOffered(_)
             | Self::NotFoundKey { .. }
             | Self::NotFoundClient { .. }
             | Self::ResourceNotFound { .. } => 404,
@@ -272,6 +278,7 @@ impl ProxyError {
     fn gemini_status(&self) -> &'static str {
         match self {
             Self::NotFound { .. }
+            | Self::NotOffered(_)
             | Self::NotFoundKey { .. }
             | Self::NotFoundClient { .. }
             | Self::ResourceNotFound { .. } => "NOT_FOUND",
@@ -301,6 +308,7 @@ impl ProxyError {
     fn openai_type_and_code(&self) -> (&'static str, &'static str) {
         match self {
             Self::NotFound { .. }
+            | Self::NotOffered(_)
             | Self::NotFoundKey { .. }
             | Self::NotFoundClient { .. }
             | Self::ResourceNotFound { .. } => ("invalid_request_error", "not_found"),
@@ -392,6 +400,20 @@ pub fn anthropic_error_type(status: u16) -> &'static str {
         400..=499 => "invalid_request_error",
         _ => "api_error",
     }
+}
+
+/// An error body in OpenAI's shape for an upstream answer of `status`
+/// (the SDKs pick their exception by the status).
+pub fn openai_error(status: u16, message: &str) -> serde_json::Value {
+    let (kind, code) = match status {
+        401 => ("authentication_error", "invalid_api_key"),
+        403 => ("permission_error", "forbidden"),
+        404 => ("invalid_request_error", "not_found"),
+        429 => ("rate_limit_error", "rate_limit_exceeded"),
+        400..=499 => ("invalid_request_error", "invalid_request"),
+        _ => ("server_error", "upstream_error"),
+    };
+    json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
 }
 
 /// An error body in Anthropic's shape.

@@ -18,7 +18,7 @@ mod stream;
 pub use request::request;
 pub use stream::Stream;
 
-use crate::translate::signature;
+use crate::translate::{Part, signature};
 use serde_json::{Value, json};
 
 /// What the answer of a Messages request needs of the request.
@@ -60,7 +60,7 @@ impl Reply {
                     _ => content.push(json!({ "type": "text", "text": text })),
                 },
                 Part::Call { name, args, signature } => {
-                    let id = signature::call_id(&nonce, calls, signature);
+                    let id = signature::call_id(signature::ANTHROPIC_CALL, &nonce, calls, signature);
                     calls += 1;
                     content.push(json!({ "type": "tool_use", "id": id, "name": name, "input": args }));
                 }
@@ -80,35 +80,6 @@ impl Reply {
             "usage": usage(v.get("usageMetadata")),
         });
         Ok(message.to_string())
-    }
-}
-
-/// A Gemini part, as the translation sees it.
-enum Part<'a> {
-    Thought { text: &'a str, signature: Option<&'a str> },
-    Text(&'a str),
-    Call { name: &'a str, args: Value, signature: Option<&'a str> },
-    Other,
-}
-
-impl<'a> Part<'a> {
-    fn of(part: &'a Value) -> Self {
-        let signature = part.get("thoughtSignature").and_then(Value::as_str).filter(|s| !s.is_empty());
-        if let Some(call) = part.get("functionCall") {
-            let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
-            let args = call.get("args").filter(|a| a.is_object()).cloned().unwrap_or_else(|| json!({}));
-            return Self::Call { name, args, signature };
-        }
-        match part.get("text").and_then(Value::as_str) {
-            Some(text) if part.get("thought").and_then(Value::as_bool) == Some(true) => {
-                Self::Thought { text, signature }
-            }
-            // Gemini 3 may sign a text part (most often an empty last
-            // one); Google checks only the signatures of calls, so a text
-            // part's is not carried.
-            Some(text) if !text.is_empty() => Self::Text(text),
-            _ => Self::Other,
-        }
     }
 }
 

@@ -6,8 +6,9 @@
 //! the client nothing (a thought it did not ask to see) is a `ping`, so a
 //! long think keeps the connection alive.
 
-use super::{Part, Reply, stop_reason, usage};
+use super::{Reply, stop_reason, usage};
 use crate::google::stream::{Framing, Splitter};
+use crate::translate::Part;
 use crate::translate::signature;
 use serde_json::{Value, json};
 
@@ -171,7 +172,12 @@ impl Stream {
             }
             Part::Call { name, args, signature } => {
                 self.close(out);
-                let id = signature::call_id(self.nonce.as_deref().unwrap_or_default(), self.calls, signature);
+                let id = signature::call_id(
+                    signature::ANTHROPIC_CALL,
+                    self.nonce.as_deref().unwrap_or_default(),
+                    self.calls,
+                    signature,
+                );
                 self.calls += 1;
                 let block = json!({ "type": "tool_use", "id": id, "name": name, "input": {} });
                 send(

@@ -68,6 +68,7 @@ fn claude_code_s_request_becomes_a_gemini_stream_request() {
     assert!(t.notes.iter().any(|n| n.contains("web_search_20250305")));
     let Reply { model, thinking, count } = match &t.reply {
         crate::translate::Reply::Anthropic(r) => r.clone(),
+        other => panic!("not an Anthropic reply: {other:?}"),
     };
     assert_eq!((model.as_str(), thinking, count), ("claude-sonnet-4-5-20250929", true, false));
     // Nothing of Anthropic's reaches Google.
@@ -105,7 +106,7 @@ fn media_blocks_become_parts() {
 
 #[test]
 fn a_tool_round_trip_carries_the_signature_back_verbatim() {
-    let signed = signature::call_id("resp1", 0, Some("CiQBjz1rX+/sig=="));
+    let signed = signature::call_id(signature::ANTHROPIC_CALL, "resp1", 0, Some("CiQBjz1rX+/sig=="));
     let t = translate(json!({
         "model": "gemini-3-pro-preview",
         "max_tokens": 100,
@@ -116,11 +117,11 @@ fn a_tool_round_trip_carries_the_signature_back_verbatim() {
                 {"type": "thinking", "thinking": "Claude's own.", "signature": "EqQBCkgIARAB"},
                 {"type": "text", "text": "Let me look."},
                 {"type": "tool_use", "id": signed, "name": "Bash", "input": {"command": "ls /tmp"}},
-                {"type": "tool_use", "id": signature::call_id("resp1", 1, None), "name": "Read", "input": {"path": "/tmp/a"}}
+                {"type": "tool_use", "id": signature::call_id(signature::ANTHROPIC_CALL, "resp1", 1, None), "name": "Read", "input": {"path": "/tmp/a"}}
             ]},
             {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": signed, "content": "a\nb"},
-                {"type": "tool_result", "tool_use_id": signature::call_id("resp1", 1, None), "is_error": true,
+                {"type": "tool_result", "tool_use_id": signature::call_id(signature::ANTHROPIC_CALL, "resp1", 1, None), "is_error": true,
                  "content": [{"type": "text", "text": "no such file"}]},
                 {"type": "text", "text": "Go on."}
             ]}
