@@ -18,8 +18,15 @@ pub fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank - 1]
 }
 
-/// Finds the stamp `"t":NNN` (or `@NNN`) in one SSE event's data.
+/// Finds the stamp `"t":NNN` (or `@NNN`) in one SSE event's data. A
+/// Responses API event that closes an item (`….done`, `response.completed`)
+/// repeats the whole text so far, its first stamp included: only the
+/// deltas are timed.
 pub fn stamp_in(event: &[u8]) -> Option<u64> {
+    let responses = event.windows(17).any(|w| w == b"\"type\":\"response.");
+    if responses && !event.windows(7).any(|w| w == b".delta\"") {
+        return None;
+    }
     // `"t":` in bench-upstream's own events; `@` in their text, which is
     // all a translated event (Anthropic's) keeps of them.
     let at = match event.windows(4).position(|w| w == b"\"t\":") {
@@ -33,6 +40,14 @@ pub fn stamp_in(event: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_responses_delta_is_timed() {
+        let delta = br#"{"type":"response.output_text.delta","delta":"x @123 "}"#;
+        assert_eq!(stamp_in(delta), Some(123));
+        assert_eq!(stamp_in(br#"{"type":"response.output_text.done","text":"x @123 y @456"}"#), None);
+        assert_eq!(stamp_in(br#"{"type":"content_block_delta","delta":{"text":"@77"}}"#), Some(77));
+    }
 
     #[test]
     fn quantiles_by_nearest_rank() {

@@ -98,6 +98,10 @@ fn key_store_step(step: Step) -> Event {
             log::failure(&line);
             Event::Done
         }
+        Step::Note(line) => {
+            log::note(&line);
+            Event::Done
+        }
         Step::Admin(op) => Event::Admin(convert::admin_answer(key_store::admin(&convert::admin_op(&op)))),
         // The drivers hand over only the steps above.
         _ => Event::StoreFailed("the proxy took a step for the key store that is not one".into()),
@@ -174,9 +178,12 @@ mod p2 {
         let mut event = Event::Start;
         loop {
             event = match exchange.resume(event) {
-                step @ (Step::Acquire { .. } | Step::Report(_) | Step::Reset | Step::Log(_) | Step::Admin(_)) => {
-                    crate::key_store_step(step)
-                }
+                step @ (Step::Acquire { .. }
+                | Step::Report(_)
+                | Step::Reset
+                | Step::Log(_)
+                | Step::Note(_)
+                | Step::Admin(_)) => crate::key_store_step(step),
                 Step::ReadBody { limit, declared } => match request.take() {
                     Some(r) => http::read_request_body(r, declared, limit).map_or_else(Event::BodyFailed, Event::Body),
                     None => Event::BodyFailed(BodyError::Broken("the body was already read".into())),

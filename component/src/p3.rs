@@ -64,9 +64,12 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
                 Some(body) => body.read_all(declared, limit).await.map_or_else(Event::BodyFailed, Event::Body),
                 None => Event::BodyFailed(BodyError::Broken("the body was already read".into())),
             },
-            step @ (Step::Acquire { .. } | Step::Report(_) | Step::Reset | Step::Log(_) | Step::Admin(_)) => {
-                crate::key_store_step(step)
-            }
+            step @ (Step::Acquire { .. }
+            | Step::Report(_)
+            | Step::Reset
+            | Step::Log(_)
+            | Step::Note(_)
+            | Step::Admin(_)) => crate::key_store_step(step),
             Step::Send(up) => {
                 let piped = match up.body {
                     BodyFrom::Client(len) => match client_body.take() {

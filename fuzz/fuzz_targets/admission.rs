@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
                     proxy_core::store::admin::apply(&mut pool, None, op, now, &mut || [0; proxy_core::store::vault::NONCE_BYTES]);
                 Event::Admin(proxy_core::wire::keystore::AdminAnswer::from(&applied))
             }
-            Step::Reset | Step::Log(_) | Step::Summary(_) => Event::Done,
+            Step::Reset | Step::Log(_) | Step::Note(_) | Step::Summary(_) => Event::Done,
             Step::Done => break,
         };
     }

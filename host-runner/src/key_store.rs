@@ -44,6 +44,10 @@ impl log::Host for KeyStoreCtx {
     fn failure(&mut self, message: String) {
         tracing::error!(%message, "the proxy component answered a failure");
     }
+
+    fn note(&mut self, message: String) {
+        tracing::info!(%message, "the proxy component noted");
+    }
 }
 
 impl wit::Host for KeyStoreCtx {
