@@ -44,7 +44,10 @@ pub fn request(body: &[u8], aliases: &Aliases) -> Result<Translated, ProxyError>
         Some(_) => return Err(bad("instructions: must be a string")),
     }
 
-    let (declarations, custom, search, left_out) = tools(req.get("tools"))?;
+    let (mut declarations, custom, search, left_out) = tools(req.get("tools"))?;
+    if let Some(allowed) = allowed_in_auto(req.get("tool_choice")) {
+        declarations.retain(|d| d["name"].as_str().is_some_and(|n| allowed.contains(&n)));
+    }
     let mut turns = Turns::new(is_gemini_3_or_newer(&model));
     match req.get("input") {
         None | Some(Value::Null) => {}
@@ -62,6 +65,9 @@ pub fn request(body: &[u8], aliases: &Aliases) -> Result<Translated, ProxyError>
             turns.placeholders
         ));
     }
+    if turns.orphans > 0 {
+        notes.push(format!("{} tool output(s) whose call is not in the input sent as text", turns.orphans));
+    }
     if !left_out.is_empty() {
         notes.push(format!("tools with no Gemini meaning left out: {}", left_out.join(", ")));
     }
@@ -77,23 +83,43 @@ pub fn request(body: &[u8], aliases: &Aliases) -> Result<Translated, ProxyError>
     }
     let reasoning = req.get("reasoning").filter(|r| r.is_object());
     let effort = reasoning.and_then(|r| r.get("effort")).and_then(Value::as_str);
-    let summary = reasoning.and_then(|r| r.get("summary")).is_some_and(|s| s.is_string());
+    // A summary of "auto", "concise" or "detailed" shows the thoughts;
+    // "none" (Codex's setting) does not.
+    let summary = reasoning.and_then(|r| r.get("summary")).and_then(Value::as_str).is_some_and(|s| s != "none");
     if thinks(&model)
         && let Some(config) = thinking_config(&model, effort, summary)
     {
         generation.insert("thinkingConfig".into(), config);
     }
+    // Models before Gemini 3 refuse a JSON answer beside tools: there the
+    // format is asked in the instructions instead.
+    let tools_asked = !declarations.is_empty() || search;
+    let in_words = tools_asked && !is_gemini_3_or_newer(&model);
     match req.get("text").and_then(|t| t.get("format")) {
         Some(format) if format.get("type").and_then(Value::as_str) == Some("json_schema") => {
             let schema = format
                 .get("schema")
                 .filter(|s| s.is_object())
                 .ok_or_else(|| bad("text.format.schema: required for a json_schema format, a JSON Schema object"))?;
-            generation.insert("responseMimeType".into(), json!("application/json"));
-            generation.insert("responseJsonSchema".into(), schema.clone());
+            if in_words {
+                system.push(json!({ "text": format!(
+                    "When you give your final answer, answer with a JSON value only, no prose and no code fence, that matches this JSON Schema:\n{schema}"
+                ) }));
+                notes.push(format!(
+                    "{model} takes no JSON schema beside tools: the schema was asked in the instructions"
+                ));
+            } else {
+                generation.insert("responseMimeType".into(), json!("application/json"));
+                generation.insert("responseJsonSchema".into(), schema.clone());
+            }
         }
         Some(format) if format.get("type").and_then(Value::as_str) == Some("json_object") => {
-            generation.insert("responseMimeType".into(), json!("application/json"));
+            if in_words {
+                system.push(json!({ "text": "When you give your final answer, answer with a JSON object only, no prose and no code fence." }));
+                notes.push(format!("{model} takes no JSON answer beside tools: JSON was asked in the instructions"));
+            } else {
+                generation.insert("responseMimeType".into(), json!("application/json"));
+            }
         }
         _ => {}
     }
@@ -156,11 +182,13 @@ struct Turns {
     call_names: HashMap<String, String>,
     gemini_3: bool,
     placeholders: usize,
+    /// Tool outputs whose call is not in the conversation.
+    orphans: usize,
 }
 
 impl Turns {
     fn new(gemini_3: bool) -> Self {
-        Self { contents: Vec::new(), call_names: HashMap::new(), gemini_3, placeholders: 0 }
+        Self { contents: Vec::new(), call_names: HashMap::new(), gemini_3, placeholders: 0, orphans: 0 }
     }
 
     /// Adds `parts` to the conversation as `role`'s: turns of one role in
@@ -234,7 +262,6 @@ impl Turns {
             }
             "function_call_output" | "custom_tool_call_output" => {
                 let call_id = item.get("call_id").and_then(Value::as_str).unwrap_or_default();
-                let name = self.call_names.get(call_id).cloned().unwrap_or_else(|| call_id.to_owned());
                 let (text, media) = match item.get("output") {
                     Some(Value::String(s)) => (s.clone(), Vec::new()),
                     Some(content @ Value::Array(_)) => {
@@ -247,7 +274,17 @@ impl Turns {
                     Some(other) => (other.to_string(), Vec::new()),
                     None => (String::new(), Vec::new()),
                 };
-                let mut parts = vec![json!({ "functionResponse": { "name": name, "response": { "output": text } } })];
+                let mut parts = match self.call_names.get(call_id) {
+                    Some(name) => vec![json!({ "functionResponse": { "name": name, "response": { "output": text } } })],
+                    // The call it answers is not in the conversation (a
+                    // client that trimmed its history): Google takes no
+                    // function response without its call, so it is told
+                    // as text.
+                    None => {
+                        self.orphans += 1;
+                        vec![json!({ "text": format!("The output of the earlier tool call {call_id}:\n{text}") })]
+                    }
+                };
                 parts.extend(media);
                 self.push("user", parts);
             }
@@ -261,8 +298,16 @@ impl Turns {
                     self.push("model", vec![json!({ "text": text, "thought": true, "thoughtSignature": sig })]);
                 }
             }
-            // References to stored items, the outputs of tools Google does
-            // not run, and what OpenAI adds tomorrow: nothing to send.
+            // A reference to an item OpenAI would have stored: this proxy
+            // stores none, so the conversation would silently lose it.
+            "item_reference" => {
+                return Err(
+                    "an item_reference points at an item stored by OpenAI; this proxy keeps none: send the items themselves (`store: false`; with the AI SDK, providerOptions.openai.store = false)"
+                        .into(),
+                );
+            }
+            // The outputs of tools Google does not run, and what OpenAI
+            // adds tomorrow: nothing to send.
             _ => {}
         }
         Ok(())
@@ -424,16 +469,28 @@ fn tool_choice(choice: Option<&Value>) -> Option<Value> {
                     .flatten()
                     .filter_map(|t| t.get("name").and_then(Value::as_str))
                     .collect();
-                let mode = if choice.get("mode").and_then(Value::as_str) == Some("required") { "ANY" } else { "AUTO" };
-                if names.is_empty() {
-                    json!({ "mode": mode })
+                // Google takes allowedFunctionNames with ANY only; with
+                // AUTO the declarations are cut down instead (`request`).
+                if choice.get("mode").and_then(Value::as_str) == Some("required") && !names.is_empty() {
+                    json!({ "mode": "ANY", "allowedFunctionNames": names })
                 } else {
-                    json!({ "mode": mode, "allowedFunctionNames": names })
+                    json!({ "mode": "AUTO" })
                 }
             }
             _ => return None,
         },
     })
+}
+
+/// The tools an `allowed_tools` choice in `auto` mode lets the model
+/// call, if that is the choice.
+fn allowed_in_auto(choice: Option<&Value>) -> Option<Vec<&str>> {
+    let choice = choice.filter(|c| kind(c) == "allowed_tools")?;
+    if choice.get("mode").and_then(Value::as_str) == Some("required") {
+        return None;
+    }
+    let tools = choice.get("tools").and_then(Value::as_array)?;
+    Some(tools.iter().filter_map(|t| t.get("name").and_then(Value::as_str)).collect())
 }
 
 /// `reasoning.effort` as Gemini's `thinkingConfig` (a level on Gemini 3,

@@ -124,7 +124,7 @@ fn what_the_proxy_cannot_keep_is_refused_clearly_and_the_rest_ignored() {
 #[test]
 fn structured_output_media_and_freeform_tools() {
     let t = translate(json!({
-        "model": "gemini-2.5-flash",
+        "model": "gemini-3-flash-preview",
         "input": [{"role": "user", "content": [
             {"type": "input_text", "text": "what is this?"},
             {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="},
@@ -149,7 +149,7 @@ fn structured_output_media_and_freeform_tools() {
     assert_eq!(config["responseMimeType"], "application/json");
     assert_eq!(config["responseJsonSchema"]["required"], json!(["kind"]));
     assert_eq!((config["maxOutputTokens"].clone(), config["temperature"].clone()), (json!(300), json!(0.2)));
-    assert_eq!(config["thinkingConfig"], json!({"includeThoughts": false, "thinkingBudget": 1024}));
+    assert_eq!(config["thinkingConfig"], json!({"includeThoughts": false, "thinkingLevel": "low"}));
     assert_eq!(g["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"]["required"], json!(["input"]));
     assert_eq!(
         g["toolConfig"]["functionCallingConfig"],
@@ -163,6 +163,84 @@ fn structured_output_media_and_freeform_tools() {
             assert!(m.starts_with("input[0]: content[0]") && m.contains("file_id"), "{m}")
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn before_gemini_3_a_json_answer_beside_tools_is_asked_in_words() {
+    let schema = json!({"type": "object", "properties": {"kind": {"type": "string"}}});
+    let body = |model: &str| {
+        json!({"model": model, "input": "go", "instructions": "Be brief.",
+               "tools": [{"type": "function", "name": "look", "parameters": {"type": "object"}}],
+               "text": {"format": {"type": "json_schema", "name": "a", "schema": schema}}})
+    };
+    let t = translate(body("gemini-2.5-flash"));
+    let g = gemini(&t);
+    assert!(g["generationConfig"].get("responseMimeType").is_none(), "{g}");
+    let asked = g["systemInstruction"]["parts"][1]["text"].as_str().expect("the format in words");
+    assert!(asked.contains("JSON") && asked.contains(r#""kind""#), "{asked}");
+    assert!(t.notes.iter().any(|n| n.contains("in the instructions")), "{:?}", t.notes);
+    // Gemini 3 takes both: the schema goes as Google's.
+    let g = gemini(&translate(body("gemini-3-pro-preview")));
+    assert_eq!(g["generationConfig"]["responseJsonSchema"], schema);
+    assert_eq!(g["systemInstruction"]["parts"].as_array().map(Vec::len), Some(1));
+    // No tools, no change before Gemini 3 either.
+    let mut plain = body("gemini-2.5-flash");
+    plain.as_object_mut().expect("object").remove("tools");
+    assert_eq!(gemini(&translate(plain))["generationConfig"]["responseMimeType"], "application/json");
+}
+
+#[test]
+fn allowed_tools_in_auto_mode_cut_the_declarations() {
+    let tools = json!([
+        {"type": "function", "name": "a", "parameters": {"type": "object"}},
+        {"type": "function", "name": "b", "parameters": {"type": "object"}}
+    ]);
+    let choice =
+        |mode: &str| json!({"type": "allowed_tools", "mode": mode, "tools": [{"type": "function", "name": "b"}]});
+    let g = gemini(&translate(
+        json!({"model": "gemini-2.5-flash", "input": "x", "tools": tools, "tool_choice": choice("auto")}),
+    ));
+    assert_eq!(g["tools"][0]["functionDeclarations"].as_array().map(Vec::len), Some(1));
+    assert_eq!(g["tools"][0]["functionDeclarations"][0]["name"], "b");
+    // Google takes allowedFunctionNames with ANY only.
+    assert_eq!(g["toolConfig"]["functionCallingConfig"], json!({"mode": "AUTO"}));
+    let g = gemini(&translate(
+        json!({"model": "gemini-2.5-flash", "input": "x", "tools": tools, "tool_choice": choice("required")}),
+    ));
+    assert_eq!(g["tools"][0]["functionDeclarations"].as_array().map(Vec::len), Some(2));
+    assert_eq!(g["toolConfig"]["functionCallingConfig"], json!({"mode": "ANY", "allowedFunctionNames": ["b"]}));
+}
+
+#[test]
+fn an_item_reference_is_refused_and_an_orphan_output_told_as_text() {
+    let body = json!({"model": "gemini-2.5-flash", "input": [
+        {"role": "user", "content": "hi"}, {"type": "item_reference", "id": "msg_1"}
+    ]});
+    match request(body.to_string().as_bytes(), &Aliases::default()) {
+        Err(ProxyError::BadRequest(m)) => assert!(m.starts_with("input[1]") && m.contains("store"), "{m}"),
+        other => panic!("not refused: {other:?}"),
+    }
+    let t = translate(json!({"model": "gemini-2.5-flash", "input": [
+        {"role": "user", "content": "go on"},
+        {"type": "function_call_output", "call_id": "call_gone", "output": "42 files"}
+    ]}));
+    let g = gemini(&t);
+    assert_eq!(
+        g["contents"],
+        json!([{"role": "user", "parts": [{"text": "go on"}, {"text": "The output of the earlier tool call call_gone:\n42 files"}]}])
+    );
+    assert!(t.notes.iter().any(|n| n.contains("sent as text")), "{:?}", t.notes);
+}
+
+#[test]
+fn a_summary_of_none_shows_no_thoughts() {
+    for (summary, shown) in [("none", false), ("auto", true), ("detailed", true)] {
+        let t = translate(
+            json!({"model": "gemini-2.5-flash", "input": "x", "reasoning": {"effort": "low", "summary": summary}}),
+        );
+        assert_eq!(gemini(&t)["generationConfig"]["thinkingConfig"]["includeThoughts"], json!(shown), "{summary}");
+        assert_eq!(reply(&t).reasoning, shown, "{summary}");
     }
 }
 
