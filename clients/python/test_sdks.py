@@ -1,5 +1,6 @@
 """The official Python SDKs, with only base URL and key changed."""
 import base64
+import json
 import struct
 
 import pytest
@@ -39,6 +40,60 @@ def test_openai_chat_on_an_aliased_model_names_it_back(oai, fake):
     chunks = list(oai.chat.completions.create(model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}], stream=True))
     assert chunks and all(c.model == "gpt-5-mini" for c in chunks)
     assert [r["model"] for r in fake.requests()] == ["gemini-2.5-flash", "gemini-2.5-flash"]
+
+
+CHAT_WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_openai_chat_client_that_drops_extra_content_completes_a_gemini_3_tool_call(oai, fake, stream):
+    # A chat app that knows nothing of Google's extra_content: it keeps a
+    # tool call's id, name and arguments only. Google's layer refuses the
+    # next turn on Gemini 3 without the signature; the proxy puts back the
+    # one it relayed (the fake's model says it got its reasoning back).
+    model = "gemini-3-flash-preview"
+    ask = [{"role": "user", "content": 'Please CALL get_weather {"city": "Paris"}'}]
+
+    def chat(messages):
+        if not stream:
+            return oai.chat.completions.create(model=model, messages=messages, tools=[CHAT_WEATHER]).choices[0].message
+        chunks = list(oai.chat.completions.create(model=model, messages=messages, tools=[CHAT_WEATHER], stream=True))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        calls = [t for d in deltas for t in (d.tool_calls or [])]
+        content = "".join(d.content or "" for d in deltas)
+        return type("Message", (), {"tool_calls": calls, "content": content})
+
+    first = chat(ask)
+    [call] = first.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    dropped = {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": call.function.arguments}}
+    follow_up = ask + [
+        {"role": "assistant", "content": None, "tool_calls": [dropped]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"},
+    ]
+    second = chat(follow_up)
+    assert "sunny, 21 C" in second.content and "(reasoning kept)" in second.content, second.content
+    # Google got the signature it gave, not a placeholder.
+    sent = [r["body"] for r in fake.requests() if r["path"] == "/v1beta/openai/chat/completions"][-1]
+    signature = sent["messages"][1]["tool_calls"][0]["extra_content"]["google"]["thought_signature"]
+    assert signature.startswith("EtYDCtMDAdHtim"), signature
+    assert_upstream_saw_only_pool_keys(fake, "/v1beta/openai/chat/completions")
+
+
+def test_openai_chat_client_that_keeps_extra_content_keeps_control(oai, fake):
+    model = "gemini-3-flash-preview"
+    ask = [{"role": "user", "content": 'Please CALL get_weather {"city": "Oslo"}'}]
+    first = oai.chat.completions.create(model=model, messages=ask, tools=[CHAT_WEATHER]).choices[0].message
+    kept = first.model_dump(exclude_none=True)
+    assert kept["tool_calls"][0]["extra_content"]["google"]["thought_signature"]
+    # A client that sends its own (here Google's placeholder) is left alone.
+    kept["tool_calls"][0]["extra_content"]["google"]["thought_signature"] = "skip_thought_signature_validator"
+    follow_up = ask + [kept, {"role": "tool", "tool_call_id": kept["tool_calls"][0]["id"], "content": "snow"}]
+    second = oai.chat.completions.create(model=model, messages=follow_up, tools=[CHAT_WEATHER]).choices[0].message
+    assert "(reasoning lost)" in second.content, second.content
 
 
 def test_openai_embeddings_float_and_base64(oai, fake):

@@ -741,6 +741,11 @@ async fn respond(st: &Arc<State>, req: &Api<'_>, model: Option<String>, usage: &
     let action = path.rsplit_once(':').map(|(_, a)| a.to_owned());
     if openai {
         let rest = path.trim_start_matches("/v1beta/openai");
+        if rest == "/chat/completions"
+            && let Some(answer) = chat_with_tools(&st, &model_name, body_json, usage)
+        {
+            return answer;
+        }
         return match rest {
             "/chat/completions" if body_json.get("stream").and_then(|s| s.as_bool()) == Some(true) => {
                 let include =
@@ -853,6 +858,74 @@ fn with_tools(
             stream(st.clone(), content_type, chunks, false)
         }
     })
+}
+
+/// A chat completion with tools on Google's OpenAI layer, which checks and
+/// answers the Gemini request it becomes ([`tools::chat_contents`]): a
+/// Gemini 3 turn that sends a call back without the signature the layer
+/// gave it (`extra_content`) is refused as Google refuses it; a call is
+/// answered with its signature in `extra_content`. `None` for a chat with
+/// no tools, or none to call.
+fn chat_with_tools(
+    st: &Arc<State>,
+    model: &str,
+    body: &serde_json::Value,
+    usage: &responses::Usage,
+) -> Option<Response<Body>> {
+    if body.get("tools").and_then(|t| t.as_array()).is_none_or(|t| t.is_empty()) {
+        return None;
+    }
+    let gemini = tools::chat_contents(body);
+    if let Some(refusal) = tools::check_signatures(model, &gemini, &lock(&st.signatures)) {
+        return Some(json(StatusCode::BAD_REQUEST, &serde_json::Value::Array(vec![refusal])));
+    }
+    let mut part = tools::answer(model, &gemini, || {
+        let mut issued = lock(&st.signatures);
+        let signature = format!("EtYDCtMDAdHtim{:06}Xq+/zLp0=", issued.len());
+        issued.insert(signature.clone());
+        signature
+    })?;
+    // What a model that got its earlier reasoning back (the signature it
+    // issued) says apart from one that got Google's placeholder: a test
+    // can tell a signature recalled from one stood in for.
+    let last_call =
+        gemini["contents"].as_array().into_iter().flatten().rev().find_map(|c| {
+            c["parts"].as_array().into_iter().flatten().find(|p| p.get("functionCall").is_some()).cloned()
+        });
+    let signed = last_call.as_ref().and_then(|c| c["thoughtSignature"].as_str());
+    if let (Some(text), Some(sig)) = (part["text"].as_str(), signed) {
+        let kept = if lock(&st.signatures).contains(sig) { "reasoning kept" } else { "reasoning lost" };
+        part["text"] = format!("{text} ({kept})").into();
+    }
+    let id = format!("function-call-{}", 1000 + lock(&st.signatures).len());
+    let message = tools::chat_message(&part, &id);
+    let finish = if part.get("functionCall").is_some() { "tool_calls" } else { "stop" };
+    let base = serde_json::json!({"id": "chatcmpl-fake", "created": 1_764_000_000, "model": model});
+    if body.get("stream").and_then(|s| s.as_bool()) != Some(true) {
+        let mut answer = base;
+        answer["object"] = "chat.completion".into();
+        answer["choices"] = serde_json::json!([{"index": 0, "message": message, "finish_reason": finish}]);
+        answer["usage"] = usage.openai();
+        return Some(json(StatusCode::OK, &answer));
+    }
+    let mut delta = message;
+    if let Some(calls) = delta.get_mut("tool_calls").and_then(|c| c.as_array_mut()) {
+        for (i, call) in calls.iter_mut().enumerate() {
+            call["index"] = i.into();
+        }
+    }
+    let chunk = |choice: serde_json::Value| {
+        let mut c = base.clone();
+        c["object"] = "chat.completion.chunk".into();
+        c["choices"] = serde_json::json!([choice]);
+        format!("data: {c}\n\n")
+    };
+    let events = vec![
+        chunk(serde_json::json!({"index": 0, "delta": delta, "finish_reason": null})),
+        chunk(serde_json::json!({"index": 0, "delta": {}, "finish_reason": finish})),
+        "data: [DONE]\n\n".to_owned(),
+    ];
+    Some(stream(st.clone(), "text/event-stream", events, false))
 }
 
 /// Sends `parts` as separate chunks; while streams are held, waits after

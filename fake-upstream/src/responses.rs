@@ -161,7 +161,7 @@ impl Usage {
     }
 
     /// OpenAI's `usage`.
-    fn openai(&self) -> Value {
+    pub fn openai(&self) -> Value {
         json!({
             "prompt_tokens": self.prompt,
             "completion_tokens": self.output,

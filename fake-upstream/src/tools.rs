@@ -103,6 +103,85 @@ pub fn answer(model: &str, body: &Value, mut sign: impl FnMut() -> String) -> Op
     Some(part)
 }
 
+/// A chat-completions request of Google's OpenAI layer as the Gemini
+/// request it becomes there (the layer checks it, and answers it, as
+/// Gemini does): messages as contents, with each assistant tool call's
+/// `extra_content.google.thought_signature` as its part's signature, tool
+/// results as function responses, function tools as declarations.
+pub fn chat_contents(body: &Value) -> Value {
+    let mut contents: Vec<Value> = Vec::new();
+    let mut names: std::collections::HashMap<String, String> = Default::default();
+    let push = |contents: &mut Vec<Value>, role: &str, part: Value| match contents.last_mut() {
+        Some(last) if last["role"] == role => {
+            if let Some(parts) = last["parts"].as_array_mut() {
+                parts.push(part);
+            }
+        }
+        _ => contents.push(json!({"role": role, "parts": [part]})),
+    };
+    let text_of = |content: &Value| match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"),
+        _ => String::new(),
+    };
+    for message in body["messages"].as_array().into_iter().flatten() {
+        match message["role"].as_str().unwrap_or_default() {
+            "user" => push(&mut contents, "user", json!({"text": text_of(&message["content"])})),
+            "assistant" => {
+                let text = text_of(&message["content"]);
+                if !text.is_empty() {
+                    push(&mut contents, "model", json!({"text": text}));
+                }
+                for call in message["tool_calls"].as_array().into_iter().flatten() {
+                    let name = call["function"]["name"].as_str().unwrap_or_default();
+                    names.insert(call["id"].as_str().unwrap_or_default().to_owned(), name.to_owned());
+                    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or("{}"))
+                        .unwrap_or(json!({}));
+                    let mut part = json!({"functionCall": {"name": name, "args": args}});
+                    if let Some(sig) = call.pointer("/extra_content/google/thought_signature") {
+                        part["thoughtSignature"] = sig.clone();
+                    }
+                    push(&mut contents, "model", part);
+                }
+            }
+            "tool" => {
+                let id = message["tool_call_id"].as_str().unwrap_or_default();
+                let name = names.get(id).cloned().unwrap_or_default();
+                let response = json!({"content": text_of(&message["content"])});
+                push(&mut contents, "user", json!({"functionResponse": {"name": name, "response": response}}));
+            }
+            _ => {}
+        }
+    }
+    let declarations: Vec<Value> = body["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .map(|name| json!({"name": name}))
+        .collect();
+    json!({"contents": contents, "tools": [{"functionDeclarations": declarations}]})
+}
+
+/// A Gemini answer's part as an OpenAI chat message's members: a call as
+/// `tool_calls` (its signature in `extra_content`, as Google's layer puts
+/// it), text as `content`.
+pub fn chat_message(part: &Value, call_id: &str) -> Value {
+    match part.get("functionCall") {
+        Some(call) => {
+            let mut tool_call = json!({
+                "id": call_id, "type": "function",
+                "function": {"name": call["name"], "arguments": call["args"].to_string()},
+            });
+            if let Some(sig) = part.get("thoughtSignature") {
+                tool_call["extra_content"] = json!({"google": {"thought_signature": sig}});
+            }
+            json!({"role": "assistant", "tool_calls": [tool_call]})
+        }
+        None => json!({"role": "assistant", "content": part["text"]}),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +235,29 @@ mod tests {
         let mut earlier = body(None);
         earlier["contents"].as_array_mut().expect("contents").push(turn("user", json!([{"text": "next question"}])));
         assert!(check_signatures("gemini-3-flash-preview", &earlier, &issued).is_none());
+    }
+
+    #[test]
+    fn a_chat_turn_is_checked_as_the_gemini_request_it_becomes() {
+        let issued: HashSet<String> = ["c2lnMQ==".to_owned()].into();
+        let chat = |extra: Option<Value>| {
+            let mut call = json!({"id": "function-call-1", "type": "function",
+                                  "function": {"name": "Bash", "arguments": "{\"command\":\"ls\"}"}});
+            if let Some(e) = extra {
+                call["extra_content"] = e;
+            }
+            json!({"messages": [
+                {"role": "user", "content": "CALL Bash {}"},
+                {"role": "assistant", "content": null, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "function-call-1", "content": "a.txt"}
+            ], "tools": [{"type": "function", "function": {"name": "Bash"}}]})
+        };
+        let dropped = chat_contents(&chat(None));
+        assert!(check_signatures("gemini-3-flash-preview", &dropped, &issued).is_some());
+        let kept = chat_contents(&chat(Some(json!({"google": {"thought_signature": "c2lnMQ=="}}))));
+        assert_eq!(kept["contents"][2]["parts"][0]["functionResponse"]["name"], "Bash");
+        assert!(check_signatures("gemini-3-flash-preview", &kept, &issued).is_none());
+        let part = answer("gemini-3-flash-preview", &kept, || unreachable!()).expect("the tool's answer quoted");
+        assert_eq!(chat_message(&part, "x")["content"].as_str().map(|t| t.contains("a.txt")), Some(true));
     }
 }

@@ -166,7 +166,7 @@ impl Run {
             Step::ReadErrorBody { limit } => io::read_error_body(self.upstream.take(), limit, &self.timeouts).await,
             Step::Stream { status, headers, pipe } => match self.upstream.take() {
                 // Nothing goes to the client before the first piece.
-                Some(upstream) => match if pipe.translates() {
+                Some(upstream) => match if pipe.reads_every_piece() {
                     io::translate_through(upstream, status, &headers, pipe, &self.timeouts).await
                 } else {
                     io::pass_through(upstream, status, &headers, &pipe, &self.timeouts).await
@@ -198,6 +198,10 @@ impl Run {
             Step::Reset => self.store.reset().await.map_or_else(Event::StoreFailed, |()| Event::Done),
             Step::Log(line) => {
                 worker::console_error!("{line}");
+                Event::Done
+            }
+            Step::Note(line) => {
+                worker::console_log!("{line}");
                 Event::Done
             }
             Step::Admin(op) => self.store.admin(op).await.map_or_else(Event::StoreFailed, Event::Admin),

@@ -19,7 +19,7 @@
 //!         Step::Send(request) => /* send with exchange.body(), or pipe the client's */ Event::Head { .. },
 //!         Step::ReadErrorBody { limit } => Event::ErrorBody(bytes),
 //!         Step::Stream { pipe, .. } => /* each piece through the pipe to the client */ Event::Streamed(result),
-//!         Step::Respond(_) | Step::Report(_) | Step::Stats(_) | Step::Reset | Step::Log(_)
+//!         Step::Respond(_) | Step::Report(_) | Step::Stats(_) | Step::Reset | Step::Log(_) | Step::Note(_)
 //!         | Step::Summary(_) => Event::Done,
 //!         Step::Done => break,
 //!     }
@@ -154,6 +154,10 @@ pub enum Step {
     /// Record this failure in the host's log, once: the caller was (or will
     /// be) answered without the detail. Answer [`Event::Done`].
     Log(String),
+    /// Record this note in the host's log: something the operator may want
+    /// to know that is no failure (a tool a translation left out, a
+    /// signature a client dropped). Answer [`Event::Done`].
+    Note(String),
     /// Apply this admin operation in the key store ([`admin::apply`](crate::store::admin::apply)).
     /// Answer [`Event::Admin`], or [`Event::StoreFailed`].
     Admin(AdminOp),
@@ -389,6 +393,13 @@ impl Exchange {
         }
     }
 
+    fn note(&self, line: String) -> Step {
+        match &self.request_id {
+            Some(id) => Step::Note(format!("request {id}: {line}")),
+            None => Step::Note(line),
+        }
+    }
+
     /// The request body, once read (empty before, and for methods without one).
     pub fn body(&self) -> &[u8] {
         &self.body
@@ -424,6 +435,14 @@ impl Exchange {
             }
             (Phase::Reset, Event::Done) => self.emit([Step::Respond(login::reset_done())]),
             (Phase::Queued, Event::Done) => self.next_queued(),
+            // A store write the exchange does not wait on (the signatures
+            // an answer carried): its answer, or why it failed, for the log.
+            (Phase::Queued, Event::Admin(_)) => self.next_queued(),
+            (Phase::Queued, Event::StoreFailed(why)) => {
+                let log = self.log(format!("the key store failed to keep what an answer carried: {why}"));
+                self.queue.push_front(log);
+                self.next_queued()
+            }
             (Phase::Over, Event::Done) => Step::Done,
             (phase, event) => self.host_bug(phase.name(), &event),
         }

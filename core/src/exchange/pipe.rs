@@ -8,6 +8,7 @@
 
 use crate::google::stream::{Seen, UsageTail};
 use crate::translate::Streamer;
+use crate::translate::recall::Watch;
 use std::borrow::Cow;
 
 /// What passes from the upstream to the client of a streamed answer.
@@ -15,24 +16,39 @@ use std::borrow::Cow;
 pub struct Pipe {
     tail: UsageTail,
     translate: Option<Streamer>,
+    watch: Option<Box<Watch>>,
 }
 
 impl Pipe {
     /// The answer passes as it is; its first `head` bytes are kept
     /// ([`UsageTail::keeping_head`]).
     pub fn relay(head: usize) -> Self {
-        Self { tail: UsageTail::keeping_head(head), translate: None }
+        Self { tail: UsageTail::keeping_head(head), translate: None, watch: None }
     }
 
     /// The answer is translated by `streamer`.
     pub fn translating(streamer: Streamer) -> Self {
-        Self { tail: UsageTail::new(), translate: Some(streamer) }
+        Self { tail: UsageTail::new(), translate: Some(streamer), watch: None }
+    }
+
+    /// The answer (a chat completion, streamed or not) is also read for
+    /// the thought signatures of its tool calls ([`Watch`]).
+    pub fn watching(mut self, stream: bool) -> Self {
+        self.watch = Some(Box::new(Watch::new(stream)));
+        self
     }
 
     /// Whether the bytes change on the way (so a host cannot hand the
     /// upstream body to the client as it is).
     pub fn translates(&self) -> bool {
         self.translate.is_some()
+    }
+
+    /// Whether every piece must pass through [`Self::push`] (it is
+    /// translated, or read on the way), so a host cannot let the runtime
+    /// pipe the upstream body to the client natively.
+    pub fn reads_every_piece(&self) -> bool {
+        self.translate.is_some() || self.watch.is_some()
     }
 
     /// How many of the answer's first bytes are kept.
@@ -44,6 +60,9 @@ impl Pipe {
     /// it (maybe nothing yet: an event's unfinished start).
     pub fn push<'a>(&mut self, piece: &'a [u8]) -> Cow<'a, [u8]> {
         self.tail.push(piece);
+        if let Some(w) = &mut self.watch {
+            w.push(piece);
+        }
         match &mut self.translate {
             None => Cow::Borrowed(piece),
             Some(t) => {
@@ -76,6 +95,10 @@ impl Pipe {
 
     /// What was seen of the answer, for [`super::Event::Streamed`].
     pub fn seen(self) -> Seen {
-        self.tail.seen()
+        let mut seen = self.tail.seen();
+        if let Some(w) = self.watch {
+            seen.signatures = w.found();
+        }
+        seen
     }
 }

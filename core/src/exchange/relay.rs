@@ -19,6 +19,7 @@ use crate::google::stream::{HEAD_BYTES, Seen};
 use crate::request::admit;
 use crate::request::headers;
 use crate::request::route::{Forward, MAX_BODY_BYTES, Op, PIPED_UPLOAD_ABOVE};
+use crate::translate::recall;
 use crate::translate::rename::Rename;
 use crate::translate::{self, Reply, Streamer};
 use crate::wire::error::ProxyError;
@@ -129,6 +130,12 @@ pub(super) struct Relay {
     /// How the answer goes back to a client of an API Google does not
     /// offer ([`translate`]).
     reply: Option<Reply>,
+    /// A chat request's tool calls that came back unsigned: their
+    /// signatures are asked of the key store before it goes ([`recall`]).
+    recall: Vec<String>,
+    /// Whether the answer (a chat completion with tools) is read for the
+    /// signatures of its calls, which the key store keeps.
+    watch: bool,
 }
 
 impl Relay {
@@ -151,6 +158,9 @@ pub(super) enum Awaiting {
     Body,
     /// The admin's model aliases, before the body (kept here) is bound.
     Aliases(Vec<u8>),
+    /// The signatures of the unsigned tool calls a chat request sends
+    /// back, before it goes with this key.
+    Recall(Lease),
     /// A key.
     Lease,
     /// The head of this key's answer.
@@ -185,6 +195,7 @@ impl Awaiting {
         match self {
             Self::Body => "the request body",
             Self::Aliases(_) => "the model aliases",
+            Self::Recall(_) => "the tool calls' signatures",
             Self::Lease => "a key",
             Self::Head(_) => "an upstream head",
             Self::Answer(..) => "an upstream answer's body",
@@ -239,6 +250,8 @@ impl Exchange {
             own: None,
             names_more: false,
             reply: None,
+            recall: Vec::new(),
+            watch: false,
         });
         if !has_body || piped.is_some() {
             return self.bind(relay, Vec::new());
@@ -261,6 +274,12 @@ impl Exchange {
                 Awaiting::Aliases(_) | Awaiting::Lease | Awaiting::Walk(_) | Awaiting::Names(_),
                 Event::StoreFailed(why),
             ) => self.store_failed(&why),
+            (Awaiting::Recall(lease), Event::Admin(answer)) => self.recalled(relay, lease, Some(&answer)),
+            (Awaiting::Recall(lease), Event::StoreFailed(why)) => {
+                let log = self.log(format!("the key store failed to recall tool call signatures: {why}"));
+                self.queue.push_back(log);
+                self.recalled(relay, lease, None)
+            }
             (Awaiting::Head(lease), Event::Head { status, headers }) => {
                 self.head(relay, lease, Head { status, headers })
             }
@@ -326,7 +345,7 @@ impl Exchange {
                 r.created_at = now.0 / 1000;
             }
             relay.reply = Some(reply);
-            let notes: Vec<Step> = translated.notes.into_iter().map(|n| self.log(n)).collect();
+            let notes: Vec<Step> = translated.notes.into_iter().map(|n| self.note(n)).collect();
             self.queue.extend(notes);
             body = translated.body;
         }
@@ -363,6 +382,12 @@ impl Exchange {
             relay.resources = in_path.into_iter().chain(in_body).collect();
             relay.resources.dedup();
             relay.names_more = more;
+            // A chat on Google's OpenAI layer: the signatures of its tool
+            // calls are kept, and put back where a client dropped them.
+            if relay.fwd.op == Op::ChatCompletions && relay.fwd.foreign.is_none() {
+                relay.recall = recall::missing(&body);
+                relay.watch = recall::declares_tools(&body);
+            }
         }
         self.body = body;
         self.next_attempt(relay, None)
@@ -422,6 +447,11 @@ impl Exchange {
         if first {
             self.client.clone_from(&lease.client);
         }
+        if first && !relay.recall.is_empty() {
+            let (client, ids) = (lease.client.clone(), relay.recall.clone());
+            self.phase = Phase::Relay(relay, Awaiting::Recall(lease));
+            return Step::Admin(AdminOp::Signatures { client, ids });
+        }
         if first && relay.names_more && lease.client.is_some() {
             let e = ProxyError::BadRequest(format!(
                 "the request names more than {} files, caches or other resources; a client key may name at most that many",
@@ -477,11 +507,17 @@ impl Exchange {
             let keep = if relay.fwd.op == Op::Resource && readable { HEAD_BYTES } else { 0 };
             self.cors(&mut headers);
             let status = head.status;
+            let watch = relay.watch.then_some(relay.fwd.streaming);
             self.phase = Phase::Relay(relay, Awaiting::Stream { lease, status, upload_over });
             let pipe = match rename {
                 Some(rename) => Pipe::translating(Streamer::Rename(rename)),
                 None => Pipe::relay(keep),
             };
+            let pipe = match watch {
+                Some(stream) => pipe.watching(stream),
+                None => pipe,
+            };
+
             return Step::Stream { status, headers, pipe };
         }
         let limit = if success && relay.own.is_some() { listing::MAX_PAGE_BYTES } else { MAX_ERROR_BODY_BYTES };
@@ -607,6 +643,12 @@ impl Exchange {
         };
         let mut report =
             Report { usage: seen.usage, client: self.client.clone(), ..Report::of(lease, relay.model(), outcome) };
+        // The signatures of the calls the answer carried are kept first,
+        // for the client's next turn.
+        if !seen.signatures.is_empty() {
+            let keep = AdminOp::SignaturesKeep { client: self.client.clone(), pairs: seen.signatures };
+            self.queue.push_back(Step::Admin(keep));
+        }
         if relay.fwd.method == Method::Delete {
             // A resource deleted is forgotten.
             report.deleted = relay.resources.iter().map(|r| r.name().to_owned()).collect();
@@ -644,6 +686,35 @@ impl Exchange {
             report.own(r.name(), expires);
         }
         self.emit([Step::Report(report)])
+    }
+
+    /// The key store's answer about the signatures of a chat request's
+    /// unsigned tool calls (none: it failed): those it kept go back in,
+    /// Google's placeholder where none is known on Gemini 3; then the
+    /// request goes with `lease`.
+    fn recalled(&mut self, mut relay: Box<Relay>, lease: Lease, answer: Option<&AdminAnswer>) -> Step {
+        relay.recall.clear();
+        let said: serde_json::Value =
+            answer.filter(|a| a.status == 200).and_then(|a| serde_json::from_str(&a.body).ok()).unwrap_or_default();
+        let found: std::collections::HashMap<String, String> = said["signatures"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, sig)| Some((id.clone(), sig.as_str()?.to_owned())))
+            .collect();
+        let gemini_3 = translate::is_gemini_3_or_newer(relay.model());
+        if let Some((body, done)) = recall::restore(&self.body, &found, gemini_3) {
+            self.body = body;
+            if done.placeholders > 0 {
+                let note = self.note(format!(
+                    "{} tool call turn(s) came back without a thought signature the proxy knows: Google's placeholder stands in",
+                    done.placeholders
+                ));
+                self.queue.push_back(note);
+            }
+        }
+        // Logs and notes queued wait for the exchange's end.
+        self.send(relay, lease)
     }
 
     /// Asks the key store for a listing client's own names; `pending`

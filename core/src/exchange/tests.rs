@@ -212,7 +212,7 @@ impl Host {
                         Event::Done
                     }
                 }
-                Step::Log(line) => {
+                Step::Log(line) | Step::Note(line) => {
                     trace.logs.push(line);
                     Event::Done
                 }
@@ -1593,4 +1593,56 @@ fn translated_answers_carry_cors_on_a_proxy_with_a_key() {
     let t = host.run("POST", "/v1/messages", &from_a_page);
     let (_, headers) = t.streamed.as_ref().expect("streamed");
     assert!(headers.contains(&("access-control-allow-origin".into(), "*".into())), "{headers:?}");
+}
+
+/// A chat answer of Google's OpenAI layer with a signed tool call.
+const SIGNED_CHAT: &str = r#"{"id":"c1","object":"chat.completion","model":"gemini-3-flash-preview","choices":[{"index":0,"message":{"role":"assistant","tool_calls":[{"id":"function-call-11","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"},"extra_content":{"google":{"thought_signature":"Q2lRQmF6+/=="}}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}}"#;
+
+#[test]
+fn a_chat_client_that_drops_signatures_gets_them_back_on_its_next_turn() {
+    let tools = r#""tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]"#;
+    let mut host = Host::new(2, &[Answer::Status(200, SIGNED_CHAT), Answer::Status(200, "{}")]);
+    host.body = Ok(format!(
+        r#"{{"model":"gemini-3-flash-preview","messages":[{{"role":"user","content":"weather?"}}],{tools}}}"#
+    )
+    .into_bytes());
+    let chat =
+        |host: &mut Host| host.run("POST", "/v1beta/openai/chat/completions", &[("authorization", "Bearer client")]);
+    let first = chat(&mut host);
+    assert_eq!(first.stream_out, SIGNED_CHAT.as_bytes(), "the answer passes as it came");
+    let kept =
+        AdminOp::SignaturesKeep { client: None, pairs: vec![("function-call-11".into(), "Q2lRQmF6+/==".into())] };
+    let signature_ops = |t: &Trace| -> Vec<AdminOp> {
+        let ops =
+            t.admin_ops.iter().filter(|op| matches!(op, AdminOp::Signatures { .. } | AdminOp::SignaturesKeep { .. }));
+        ops.cloned().collect()
+    };
+    assert_eq!(signature_ops(&first), [kept]);
+    // The client sends the call back without extra_content.
+    host.body = Ok(format!(
+        r#"{{"model":"gemini-3-flash-preview","messages":[{{"role":"user","content":"weather?"}},{{"role":"assistant","tool_calls":[{{"id":"function-call-11","type":"function","function":{{"name":"get_weather","arguments":"{{}}"}}}}]}},{{"role":"tool","tool_call_id":"function-call-11","content":"sunny"}}],{tools}}}"#
+    )
+    .into_bytes());
+    let second = chat(&mut host);
+    assert!(matches!(&signature_ops(&second)[..], [AdminOp::Signatures { ids, .. }] if ids == &["function-call-11"]));
+    let sent: Value = serde_json::from_slice(&second.sent_bodies[0]).expect("json");
+    assert_eq!(sent["messages"][1]["tool_calls"][0]["extra_content"]["google"]["thought_signature"], "Q2lRQmF6+/==");
+    assert!(second.logs.iter().all(|l| !l.contains("placeholder")), "{:?}", second.logs);
+    // Another client never gets it: a proxy that forgot it (or never saw
+    // it) sends Google's placeholder on Gemini 3, and says so.
+    let mut fresh = Host::new(1, &[Answer::Status(200, "{}")]);
+    fresh.body = host.body.clone();
+    let third = chat(&mut fresh);
+    let sent: Value = serde_json::from_slice(&third.sent_bodies[0]).expect("json");
+    let sig = &sent["messages"][1]["tool_calls"][0]["extra_content"]["google"]["thought_signature"];
+    assert_eq!(sig, crate::translate::signature::PLACEHOLDER);
+    assert!(third.logs.iter().any(|l| l.contains("placeholder")), "{:?}", third.logs);
+}
+
+#[test]
+fn a_chat_without_tools_costs_no_store_call() {
+    let mut host = Host::new(1, &[Answer::Status(200, SIGNED_CHAT)]);
+    host.body = Ok(br#"{"model":"gemini-3-flash-preview","messages":[{"role":"user","content":"hi"}]}"#.to_vec());
+    let t = host.run("POST", "/v1beta/openai/chat/completions", &[("authorization", "Bearer client")]);
+    assert!(t.admin_ops.iter().all(|op| !matches!(op, AdminOp::Signatures { .. } | AdminOp::SignaturesKeep { .. })));
 }

@@ -175,12 +175,15 @@ pub struct Seen {
     pub head: Vec<u8>,
     /// Whether `head` is the whole answer.
     pub whole: bool,
+    /// The signed tool calls of a chat answer that was read for them
+    /// ([`crate::translate::recall::Watch`]): call id → signature.
+    pub signatures: Vec<(String, String)>,
 }
 
 impl Seen {
     /// An answer that reported `usage`, its start unseen.
     pub fn usage(usage: Option<TokenUsage>) -> Self {
-        Self { usage, head: Vec::new(), whole: false }
+        Self { usage, head: Vec::new(), whole: false, signatures: Vec::new() }
     }
 }
 
@@ -224,7 +227,7 @@ impl UsageTail {
     pub fn seen(self) -> Seen {
         let usage = self.usage();
         let whole = self.head_limit > 0 && !self.beyond_head;
-        Seen { usage, head: self.head, whole }
+        Seen { usage, head: self.head, whole, signatures: Vec::new() }
     }
 
     /// The last usage the answer reported, if any: the value of the last
@@ -363,7 +366,7 @@ mod tests {
         let mut tail = UsageTail::keeping_head(64);
         tail.push(&answer[..5]);
         tail.push(&answer[5..]);
-        assert_eq!(tail.seen(), Seen { usage: None, head: answer.to_vec(), whole: true });
+        assert_eq!(tail.seen(), Seen { usage: None, head: answer.to_vec(), whole: true, signatures: Vec::new() });
         let mut tail = UsageTail::keeping_head(8);
         tail.push(answer);
         assert_eq!((tail.clone().seen().head, tail.seen().whole), (answer[..8].to_vec(), false));

@@ -11,6 +11,7 @@
 use crate::store::clients::{self, ClientView};
 use crate::store::persist::{self, KeyRecord, VaultRecord};
 use crate::store::pool::{Added, KeyPool};
+use crate::store::signatures;
 use crate::store::sql::{SqlValue, Statement};
 use crate::store::vault::{NONCE_BYTES, Vault};
 use crate::wire::error::ProxyError;
@@ -159,6 +160,16 @@ pub fn apply(
             None => unknown(&id),
         },
         AdminOp::Open => answer(200, json!({ "open": pool.clients().is_empty() })),
+        AdminOp::SignaturesKeep { client, pairs } => {
+            let writes = pool.signatures_mut().keep(signatures::scope_of(client.as_deref()), pairs, now);
+            let kept = writes.iter().filter(|(sql, _)| sql.starts_with("INSERT")).count();
+            Applied { writes, ..answer(200, json!({ "kept": kept })) }
+        }
+        AdminOp::Signatures { client, ids } => {
+            let found = pool.signatures().find(signatures::scope_of(client.as_deref()), &ids, now);
+            let found: serde_json::Map<String, Value> = found.into_iter().map(|(id, sig)| (id, json!(sig))).collect();
+            answer(200, json!({ "signatures": found }))
+        }
         AdminOp::Names { client, prefix } => answer(200, json!({ "names": pool.names_of(&client, &prefix, now) })),
         AdminOp::Walk { from, count, claim, model } => {
             let client = match claim.map(|c| pool.clients().admit(&c, &model, now)).transpose() {

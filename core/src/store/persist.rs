@@ -7,6 +7,7 @@
 use crate::store::clients::{self, Client, ClientKeyUsage, ClientUsage};
 use crate::store::history::{self, HourChange, HourRecord};
 use crate::store::registry;
+use crate::store::signatures;
 use crate::store::sql::{Columns, RowError, SqlValue, Statement, int, opt_int, opt_text, token_values};
 use crate::store::vault::{Vault, open_sealed};
 use crate::wire::keystore::CheckInfo;
@@ -138,11 +139,14 @@ pub struct StoredPool {
     pub affinity: Vec<(crate::wire::resource::Resource, crate::store::registry::Owner)>,
     /// The admin's model aliases ([`SELECT_ALIASES`]).
     pub aliases: Vec<(String, String)>,
+    /// The tool calls' thought signatures ([`signatures::SELECT`]).
+    pub signatures: Vec<signatures::Stored>,
 }
 
 /// Every table of the key store, in the order they are created. The SQL is
 /// the same for SQLite (host-runner) and the Durable Object's storage.
-pub const SCHEMAS: [&str; 5] = [SCHEMA, ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA, registry::SCHEMA];
+pub const SCHEMAS: [&str; 6] =
+    [SCHEMA, ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA, registry::SCHEMA, signatures::SCHEMA];
 
 /// A host's SQL storage, as the key store's opening and loading need it:
 /// SQLite for host-runner, the Durable Object's storage for the Worker.
@@ -193,6 +197,7 @@ impl StoredPool {
             storage.rows(select)?.iter().map(|row| from_row(row).map_err(S::Error::from)).collect()
         }
         storage.run(registry::prune_statement(now))?;
+        storage.run(signatures::prune_statement(now))?;
         let sealed = all(storage, SELECT_VAULT, VaultRecord::from_row)?;
         let (runtime, unopened) = open_sealed(vault, sealed.into_iter().map(|r| (r.key_id, r.sealed)).collect());
         let stored = Self {
@@ -207,6 +212,7 @@ impl StoredPool {
             hourly: all(storage, history::SELECT_HOURLY, HourRecord::from_row)?,
             affinity: all(storage, registry::SELECT, registry::from_row)?,
             aliases: aliases_from_rows(&storage.rows(SELECT_ALIASES)?)?,
+            signatures: all(storage, signatures::SELECT, signatures::from_row)?,
         };
         Ok((stored, unopened))
     }

@@ -177,6 +177,8 @@ pub struct KeyPool {
     /// The admin's model aliases (client model → Gemini model), consulted
     /// before the configured ones.
     aliases: Vec<(String, String)>,
+    /// The thought signatures of relayed tool calls.
+    signatures: crate::store::signatures::Signatures,
 }
 
 /// Whether an outcome shows the upstream knows the model.
@@ -219,6 +221,7 @@ impl KeyPool {
             hourly,
             affinity,
             aliases,
+            signatures,
         } = stored;
         let removed: std::collections::HashSet<String> = removed.into_iter().collect();
         let mut slots: Vec<Slot> = Vec::with_capacity(env.len() + runtime.len());
@@ -266,6 +269,8 @@ impl KeyPool {
             // registry is full.
             affinity: Registry::restore(affinity, UnixMillis(0)),
             aliases,
+            // Expired ones are never found, and go as new ones come.
+            signatures: crate::store::signatures::Signatures::restore(signatures, UnixMillis(0)),
         };
         // Models the upstream never accepted (rows of an older version, which
         // tracked every name asked for) fold into the untracked bucket, as do
@@ -572,6 +577,16 @@ impl KeyPool {
     /// The admin's model aliases, in the order they are consulted.
     pub fn aliases(&self) -> &[(String, String)] {
         &self.aliases
+    }
+
+    /// The thought signatures of relayed tool calls.
+    pub fn signatures(&self) -> &crate::store::signatures::Signatures {
+        &self.signatures
+    }
+
+    /// The thought signatures of relayed tool calls, to keep more.
+    pub fn signatures_mut(&mut self) -> &mut crate::store::signatures::Signatures {
+        &mut self.signatures
     }
 
     /// Replaces the admin's model aliases.

@@ -18,6 +18,7 @@
 //! relay goes, and a host calls a [`Streamer`] for each piece of a stream.
 
 pub mod anthropic;
+pub mod recall;
 pub mod rename;
 pub mod responses;
 pub mod signature;

@@ -463,6 +463,25 @@ pub enum AdminOp {
         /// The names' start.
         prefix: String,
     },
+    /// Not an admin's: the thought signatures of the tool calls an answer
+    /// relayed from Google's OpenAI layer, to keep for client `client`'s
+    /// follow-up turns ([`crate::store::signatures`]). Answered 200 with
+    /// `{"kept": n}`.
+    SignaturesKeep {
+        /// The client whose call it was (none: the proxy key's).
+        client: Option<String>,
+        /// Call id → signature.
+        pairs: Vec<(String, String)>,
+    },
+    /// Not an admin's: the signatures client `client` kept for these call
+    /// ids. Answered 200 with `{"signatures": {id: signature}}` (ids
+    /// unknown or expired left out).
+    Signatures {
+        /// The client asking (none: the proxy key's).
+        client: Option<String>,
+        /// The call ids.
+        ids: Vec<String>,
+    },
     /// What the checks found, to record.
     Checked {
         /// Key by key.
