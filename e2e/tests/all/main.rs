@@ -659,10 +659,45 @@ mod phases {
         let stats = t.stats_when(|s| crate::clients::client(s, &client)["today"]["requests"] == 1).await;
         assert_eq!(crate::clients::client(&stats, &client)["today"]["requests"], 1, "{stats}");
         std::fs::write(kept_client(&t), format!("{client}\n{secret}")).expect("the client's secret, for phase 2");
+        // A Gemini 3 tool call relayed from Google's OpenAI layer: its
+        // signature is kept for the client's next turn, after the restart.
+        let call = signed_chat_call(&t).await;
+        std::fs::write(t.store_dir.with_extension("call"), call).expect("the call id, for phase 2");
         // A model alias set at run time.
         let aliases = json!({"aliases": "e2e-kept-alias=gemini-2.5-flash-lite"});
         let (status, v) = t.admin(Method::PUT, "/admin/aliases", Some(aliases)).await;
         assert_eq!(status, 200, "{v}");
+    }
+
+    const CHAT_TOOLS: &str =
+        r#"[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]"#;
+
+    /// A chat completion on Gemini 3 that calls a tool; its call id.
+    async fn signed_chat_call(t: &Target) -> String {
+        let tools: Value = serde_json::from_str(CHAT_TOOLS).expect("tools");
+        let body = json!({"model": "gemini-3-flash-preview", "tools": tools,
+                          "messages": [{"role": "user", "content": "CALL get_weather {\"city\": \"Oslo\"}"}]});
+        let r = t.http.post(format!("{}/v1/chat/completions", t.proxy)).bearer_auth(&t.proxy_key).json(&body);
+        let v: Value = r.send().await.expect("chat").json().await.expect("json");
+        let call = &v["choices"][0]["message"]["tool_calls"][0];
+        assert!(call.pointer("/extra_content/google/thought_signature").is_some(), "{v}");
+        call["id"].as_str().expect("a call id").to_owned()
+    }
+
+    /// The follow-up turn of `call` as a client that drops Google's
+    /// `extra_content` sends it: Google's layer answers it only with the
+    /// signature the proxy kept.
+    async fn chat_follow_up(t: &Target, call: &str) -> (u16, Value) {
+        let tools: Value = serde_json::from_str(CHAT_TOOLS).expect("tools");
+        let body = json!({"model": "gemini-3-flash-preview", "tools": tools, "messages": [
+            {"role": "user", "content": "CALL get_weather {\"city\": \"Oslo\"}"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": call, "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": call, "content": "snow"}
+        ]});
+        let r = t.http.post(format!("{}/v1/chat/completions", t.proxy)).bearer_auth(&t.proxy_key).json(&body);
+        let r = r.send().await.expect("chat");
+        (r.status().as_u16(), r.json().await.expect("json"))
     }
 
     /// Where phase 1 leaves the client it created for phase 2.
@@ -675,6 +710,13 @@ mod phases {
     #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
     async fn after_restart() {
         let t = Target::from_env();
+        // The tool call's signature survived: the client's next turn,
+        // without it, is answered with the model's reasoning kept.
+        let call = std::fs::read_to_string(t.store_dir.with_extension("call")).expect("phase 1's call");
+        let (status, v) = chat_follow_up(&t, &call).await;
+        assert_eq!(status, 200, "{v}");
+        let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+        assert!(text.contains("snow") && text.contains("(reasoning kept)"), "{v}");
         let stats = t.stats().await;
         // The client's count and quota survived.
         let kept = std::fs::read_to_string(kept_client(&t)).expect("phase 1's client");
