@@ -908,12 +908,9 @@ fn chat_with_tools(
         answer["usage"] = usage.openai();
         return Some(json(StatusCode::OK, &answer));
     }
-    let mut delta = message;
-    if let Some(calls) = delta.get_mut("tool_calls").and_then(|c| c.as_array_mut()) {
-        for (i, call) in calls.iter_mut().enumerate() {
-            call["index"] = i.into();
-        }
-    }
+    // Google's layer streams each call whole, in one chunk, with no
+    // `index` (the SDKs' accumulators cope; the proxy reads it so).
+    let delta = message;
     let chunk = |choice: serde_json::Value| {
         let mut c = base.clone();
         c["object"] = "chat.completion.chunk".into();

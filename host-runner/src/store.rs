@@ -9,6 +9,7 @@ use proxy_core::store::clients::{ClientKeyUsage, ClientUsage};
 use proxy_core::store::history;
 use proxy_core::store::persist::{self, Change, KeyRecord, Records, Storage, StoredPool, UsageRecord};
 use proxy_core::store::registry;
+use proxy_core::store::signatures;
 use proxy_core::store::sql::{RowError, SqlValue, Statement};
 use proxy_core::store::vault::Vault;
 use proxy_core::wire::http::Response;
@@ -202,7 +203,7 @@ impl KeyBackend for SqliteKeyStore {
         let now = self.clock.now();
         pool.daily_reset(now);
         self.rewrite_all(&pool);
-        self.send(Write::Statements(vec![registry::prune_statement(now)]));
+        self.send(Write::Statements(vec![registry::prune_statement(now), signatures::prune_statement(now)]));
     }
 
     fn stats(&self, view: StatsView) -> Response {
@@ -220,8 +221,9 @@ impl KeyBackend for SqliteKeyStore {
             self.send(Write::Statements(applied.writes.clone()));
         }
         drop(pool);
-        // The admin is answered once the change is on disk, not before.
-        if (!applied.keys.is_empty() || !applied.writes.is_empty()) && !self.flush() {
+        // The admin is answered once the change is on disk, not before
+        // (what an answer carried goes with the writer's next batch).
+        if !applied.batched && (!applied.keys.is_empty() || !applied.writes.is_empty()) && !self.flush() {
             return AdminAnswer::unsaved();
         }
         AdminAnswer::from(&applied)

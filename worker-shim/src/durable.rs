@@ -7,6 +7,7 @@ use crate::wire::{AcquireAnswer, AdminReply, StoreRequest};
 use proxy_core::config::parse_api_keys;
 use proxy_core::store::persist::{self, Storage, StoredPool};
 use proxy_core::store::registry;
+use proxy_core::store::signatures;
 use proxy_core::store::sql::{SqlValue, Statement};
 use proxy_core::store::vault::{NONCE_BYTES, Vault};
 use proxy_core::view;
@@ -159,6 +160,7 @@ impl ApiKeyManager {
                 pool.daily_reset(now);
                 self.rewrite(pool)?;
                 self.run(registry::prune_statement(now))?;
+                self.run(signatures::prune_statement(now))?;
                 done()
             }
         }

@@ -7,6 +7,7 @@ use futures_util::future::{Either, select};
 use proxy_core::config::UpstreamTimeouts;
 use proxy_core::exchange::{BodyError, BodyFrom, Event, Pipe, UpstreamRequest};
 use proxy_core::google::stream::{Seen, UsageTail};
+use proxy_core::translate::recall::Watch;
 use proxy_core::wire::http::Response as CoreResponse;
 use std::pin::pin;
 use std::time::Duration;
@@ -198,6 +199,9 @@ pub struct Tail {
     ///
     /// [`Step::Stream`]: proxy_core::exchange::Step::Stream
     head: usize,
+    /// What reads a chat answer for its calls' signatures: handed the
+    /// whole body, once, at its end (no wasm runs per piece).
+    watch: Option<Watch>,
 }
 
 impl Tail {
@@ -210,11 +214,22 @@ impl Tail {
                 JsFuture::from(gathered.array_buffer().ok()?).await.ok()?.dyn_into().ok()?;
             Some(js_sys::Uint8Array::new(&buffer))
         };
+        let mut watch = self.watch;
+        if let Some(w) = &mut watch {
+            w.push(&first);
+        }
+        let found = |watch: Option<Watch>, mut seen: Seen| {
+            seen.signatures = watch.map(Watch::found).unwrap_or_default();
+            seen
+        };
         let Some(rest) = rest.await else {
             tail.push(&first);
-            return tail.seen();
+            return found(watch, tail.seen());
         };
         tail.push(&first);
+        if let Some(w) = &mut watch {
+            w.push(&rest.to_vec());
+        }
         // What the head still wants of the rest, then the rest's end: the
         // tail keeps the last bytes pushed, and nothing between is copied.
         let keep = proxy_core::google::stream::TAIL_BYTES as u32;
@@ -226,7 +241,7 @@ impl Tail {
             tail.push(&rest.subarray(0, wanted).to_vec());
             tail.push(&rest.subarray(len - keep, len).to_vec());
         }
-        tail.seen()
+        found(watch, tail.seen())
     }
 }
 
@@ -295,7 +310,7 @@ pub async fn pass_through(
     let to_tail: web_sys::ReadableStream = branches.get(1).unchecked_into();
     let first: js_sys::Uint8Array =
         field("value").dyn_into().unwrap_or_else(|_| js_sys::Uint8Array::new_with_length(0));
-    let tail = Tail { rest: to_tail, first, head };
+    let tail = Tail { rest: to_tail, first, head, watch: pipe.watch() };
     let pipe = JsFuture::from(to_client.pipe_to(&writable));
     let response =
         Response::from_body(ResponseBody::Stream(readable)).map(|r| r.with_status(status).with_headers(headers));

@@ -166,7 +166,7 @@ impl Run {
             Step::ReadErrorBody { limit } => io::read_error_body(self.upstream.take(), limit, &self.timeouts).await,
             Step::Stream { status, headers, pipe } => match self.upstream.take() {
                 // Nothing goes to the client before the first piece.
-                Some(upstream) => match if pipe.reads_every_piece() {
+                Some(upstream) => match if pipe.translates() {
                     io::translate_through(upstream, status, &headers, pipe, &self.timeouts).await
                 } else {
                     io::pass_through(upstream, status, &headers, &pipe, &self.timeouts).await

@@ -44,11 +44,12 @@ impl Pipe {
         self.translate.is_some()
     }
 
-    /// Whether every piece must pass through [`Self::push`] (it is
-    /// translated, or read on the way), so a host cannot let the runtime
-    /// pipe the upstream body to the client natively.
-    pub fn reads_every_piece(&self) -> bool {
-        self.translate.is_some() || self.watch.is_some()
+    /// What reads the answer for its tool calls' signatures, if it is
+    /// read so: a host that lets the runtime pipe the body natively (its
+    /// bytes unchanged) hands it the whole body once it is over, and puts
+    /// what it found in [`Seen::signatures`].
+    pub fn watch(&self) -> Option<Watch> {
+        self.watch.as_deref().cloned()
     }
 
     /// How many of the answer's first bytes are kept.

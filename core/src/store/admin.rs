@@ -44,6 +44,9 @@ pub struct Applied {
     pub leases: Vec<Lease>,
     /// Key rows to upsert (coalesced with reports' rows).
     pub keys: Vec<KeyRecord>,
+    /// Whether the writes may land with the host's next batch: the answer
+    /// need not wait for the disk (what an answer carried, kept for later).
+    pub batched: bool,
     /// Statements to run after them, in order (metadata, vault, removals).
     pub writes: Vec<Statement>,
 }
@@ -163,7 +166,7 @@ pub fn apply(
         AdminOp::SignaturesKeep { client, pairs } => {
             let writes = pool.signatures_mut().keep(signatures::scope_of(client.as_deref()), pairs, now);
             let kept = writes.iter().filter(|(sql, _)| sql.starts_with("INSERT")).count();
-            Applied { writes, ..answer(200, json!({ "kept": kept })) }
+            Applied { writes, batched: true, ..answer(200, json!({ "kept": kept })) }
         }
         AdminOp::Signatures { client, ids } => {
             let found = pool.signatures().find(signatures::scope_of(client.as_deref()), &ids, now);

@@ -12,6 +12,7 @@
 
 use crate::google::stream::{Framing, Splitter};
 use crate::translate::signature::PLACEHOLDER;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -22,28 +23,74 @@ fn signature_of(call: &Value) -> Option<&str> {
     call.pointer("/extra_content/google/thought_signature").and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-/// The assistant messages of a chat request that carry tool calls, none of
-/// them signed.
-fn unsigned_calls(req: &Value) -> impl Iterator<Item = &Vec<Value>> {
-    let messages = req.get("messages").and_then(Value::as_array).into_iter().flatten();
-    messages
-        .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
-        .filter_map(|m| m.get("tool_calls").and_then(Value::as_array))
-        .filter(|calls| !calls.is_empty() && !calls.iter().any(|c| signature_of(c).is_some()))
+/// The most call ids one request asks the key store about: the newest,
+/// which the current turn's (the ones Google checks) are among.
+pub const MAX_ASKED: usize = 256;
+
+/// What [`missing`] reads of a chat request: its messages' roles and tool
+/// calls, the rest passed over unread.
+#[derive(Deserialize)]
+struct Request {
+    #[serde(default)]
+    messages: Vec<Message>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Call>>,
+}
+
+#[derive(Deserialize)]
+struct Call {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    extra_content: Option<Extra>,
+}
+
+#[derive(Deserialize)]
+struct Extra {
+    #[serde(default)]
+    google: Option<Google>,
+}
+
+#[derive(Deserialize)]
+struct Google {
+    #[serde(default)]
+    thought_signature: Option<String>,
+}
+
+impl Call {
+    fn signed(&self) -> bool {
+        let sig =
+            self.extra_content.as_ref().and_then(|e| e.google.as_ref()).and_then(|g| g.thought_signature.as_ref());
+        sig.is_some_and(|s| !s.is_empty())
+    }
 }
 
 /// The ids of the tool calls in `body` (a chat request) whose assistant
-/// message came back with no signature at all; empty when there is none
-/// (or the body is no chat request), which costs no parse when the body
-/// has no tool calls.
+/// message came back with no signature at all, the newest [`MAX_ASKED`];
+/// empty when there is none (or the body is no chat request). A body with
+/// no tool calls costs no parse; one with them is read for its calls only.
 pub fn missing(body: &[u8]) -> Vec<String> {
     if !contains(body, b"\"tool_calls\"") {
         return Vec::new();
     }
-    let Ok(req) = serde_json::from_slice::<Value>(body) else { return Vec::new() };
-    let ids = unsigned_calls(&req).flatten().filter_map(|c| c.get("id").and_then(Value::as_str));
-    let mut ids: Vec<String> = ids.filter(|id| !id.is_empty()).map(str::to_owned).collect();
+    let Ok(req) = serde_json::from_slice::<Request>(body) else { return Vec::new() };
+    let unsigned = req
+        .messages
+        .into_iter()
+        .filter(|m| m.role.as_deref() == Some("assistant"))
+        .filter_map(|m| m.tool_calls)
+        .filter(|calls| !calls.is_empty() && !calls.iter().any(Call::signed));
+    let mut ids: Vec<String> = unsigned.flatten().filter_map(|c| c.id).filter(|id| !id.is_empty()).collect();
     ids.dedup();
+    if ids.len() > MAX_ASKED {
+        ids.drain(..ids.len() - MAX_ASKED);
+    }
     ids
 }
 
@@ -106,7 +153,7 @@ fn sign(call: &mut Value, signature: &str) {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// Reads the signed tool calls of a chat answer as it passes (a stream's
@@ -228,6 +275,17 @@ mod tests {
         assert_eq!(calls[0]["extra_content"]["google"]["thought_signature"], "Q2lR+/==");
         assert!(calls[1].get("extra_content").is_none(), "a parallel call stays unsigned, as Google made it");
         assert_eq!(calls[0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+    }
+
+    #[test]
+    fn a_long_session_asks_about_its_newest_calls() {
+        let messages: Vec<Value> = (0..300)
+            .map(|i| json!({"role": "assistant", "tool_calls": [{"id": format!("call-{i}"), "type": "function"}]}))
+            .collect();
+        let ids = missing(json!({"messages": messages}).to_string().as_bytes());
+        assert_eq!(ids.len(), MAX_ASKED);
+        assert_eq!(ids.last().map(String::as_str), Some("call-299"));
+        assert_eq!(ids.first().map(String::as_str), Some("call-44"));
     }
 
     #[test]
