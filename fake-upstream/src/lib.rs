@@ -84,14 +84,18 @@ pub enum Behavior {
     CutJson,
     /// The connection reset (RST) once the request is read.
     Reset,
-    /// Bytes that are not HTTP, then the connection closed.
-    Garbage,
+    /// An answer that is not HTTP, or whose head is malformed, then the
+    /// connection closed.
+    Garbage(raw::Garbage),
 }
 
 impl Behavior {
     /// Parses `ok`, `per-day`, `per-minute[:SECS]`, `bare-429`, `invalid`,
     /// `suspended`, `leaked`, `wrong-type`, `location`, `5xx:STATUS`, `cut`, `slow:MS`, `endless-error`,
-    /// `stall`, `stall-body`, `cut-json`, `cut-at-head`, `reset`, `garbage`.
+    /// `stall`, `stall-body`, `cut-json`, `cut-at-head`, `reset`, `garbage`
+    /// (bytes that are not HTTP), `garbage:status` (`HTTP/1.1 abc OK`),
+    /// `garbage:header` (a header line without a colon), `garbage:length`
+    /// (`content-length: abc`).
     pub fn parse(s: &str) -> Option<Self> {
         let (name, arg) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
         Some(match name {
@@ -113,7 +117,14 @@ impl Behavior {
             "stall-body" => Self::StallBody,
             "cut-json" => Self::CutJson,
             "reset" => Self::Reset,
-            "garbage" => Self::Garbage,
+            "garbage" => Self::Garbage(match arg {
+                None => raw::Garbage::NotHttp,
+                Some("status") => raw::Garbage::Status,
+                Some("header") => raw::Garbage::Header,
+                Some("length") => raw::Garbage::Length,
+                Some("status-open") => raw::Garbage::StatusOpen,
+                Some(_) => return None,
+            }),
             _ => return None,
         })
     }
@@ -337,7 +348,7 @@ async fn serve_inspected(st: Arc<State>, mut stream: tokio::net::TcpStream) {
         [(_, key)] => st.behavior_of(key),
         _ => Behavior::Ok,
     };
-    if !matches!(behavior, Behavior::Reset | Behavior::Garbage) || path.starts_with("/_fake/") {
+    if !matches!(behavior, Behavior::Reset | Behavior::Garbage(_)) || path.starts_with("/_fake/") {
         return serve(st, raw::Prefixed::new(bytes, stream), false).await;
     }
     let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").map_or(bytes.len(), |i| i + 4);
@@ -346,8 +357,8 @@ async fn serve_inspected(st: Arc<State>, mut stream: tokio::net::TcpStream) {
     let header_names = head.headers.iter().map(|(n, _)| n.clone()).collect();
     st.record(head.method.clone(), path, query, creds, header_names, body);
     match behavior {
-        Behavior::Reset => raw::reset(stream),
-        _ => raw::garbage(stream).await,
+        Behavior::Garbage(shape) => raw::garbage(stream, shape).await,
+        _ => raw::reset(stream),
     }
 }
 
@@ -403,7 +414,7 @@ impl State {
 
     /// Whether a misbehaviour below HTTP is scripted for any key.
     fn raw_scripted(&self) -> bool {
-        let raw = |b: &Behavior| matches!(b, Behavior::Reset | Behavior::Garbage);
+        let raw = |b: &Behavior| matches!(b, Behavior::Reset | Behavior::Garbage(_));
         lock(&self.behaviors).values().any(raw) || lock(&self.default).as_ref().is_some_and(raw)
     }
 
@@ -456,7 +467,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>
     let form = if path == "/v1beta/openai/files" { body.clone() } else { Vec::new() };
     st.record(method, path.clone(), query.clone(), creds.clone(), header_names, body);
     if let [(_, key)] = creds.as_slice()
-        && matches!(st.behavior_of(key), Behavior::Reset | Behavior::Garbage)
+        && matches!(st.behavior_of(key), Behavior::Reset | Behavior::Garbage(_))
     {
         // A connection kept alive from before the misbehaviour was
         // scripted: closing it without an answer is the nearest thing.
@@ -715,7 +726,7 @@ async fn respond(st: &Arc<State>, req: &Api<'_>, model: Option<String>, usage: &
         Behavior::StallBody => return stall_body(),
         Behavior::CutJson => return cut_json(&model_name, &key),
         Behavior::CutAtHead => return cut_at_head(),
-        Behavior::Ok | Behavior::CutMidStream | Behavior::Reset | Behavior::Garbage => None,
+        Behavior::Ok | Behavior::CutMidStream | Behavior::Reset | Behavior::Garbage(_) => None,
     };
     if let Some((status, body)) = failure {
         return json(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &wrap(body));

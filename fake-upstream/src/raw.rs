@@ -74,9 +74,36 @@ pub fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-/// Answers with bytes that are not HTTP, then closes.
-pub async fn garbage(mut stream: TcpStream) {
-    let _ = stream.write_all(b"\x16\x03\x01\x00\xa5 this is not HTTP \x00\xff\r\n\r\n").await;
+/// What a broken upstream answers instead of HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Garbage {
+    /// Bytes that are not HTTP at all.
+    NotHttp,
+    /// A status line whose code is not a number (`HTTP/1.1 abc OK`).
+    Status,
+    /// A header line without a colon.
+    Header,
+    /// A `content-length` that is not a number.
+    Length,
+    /// A status line whose code is not a number, the connection then held
+    /// open (no close to end the answer).
+    StatusOpen,
+}
+
+/// Answers with `shape`'s bytes, then closes.
+pub async fn garbage(mut stream: TcpStream, shape: Garbage) {
+    let bytes: &[u8] = match shape {
+        Garbage::NotHttp => b"\x16\x03\x01\x00\xa5 this is not HTTP \x00\xff\r\n\r\n",
+        Garbage::Status => b"HTTP/1.1 abc OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+        Garbage::Header => b"HTTP/1.1 200 OK\r\nthis line is no header\r\ncontent-length: 2\r\n\r\n{}",
+        Garbage::Length => b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: abc\r\n\r\n{}",
+        Garbage::StatusOpen => b"HTTP/1.1 abc OK\r\ncontent-type: application/json\r\n\r\n",
+    };
+    let _ = stream.write_all(bytes).await;
+    if shape == Garbage::StatusOpen {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    }
     let _ = stream.shutdown().await;
 }
 

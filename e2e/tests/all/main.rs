@@ -373,7 +373,18 @@ async fn oversized_heads_are_refused_in_the_callers_dialect() {
 #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn faulty_upstreams_fail_over_or_break_off_in_time() {
     let t = Target::fresh_from_env().await;
-    for fault in ["garbage", "reset", "stall", "5xx:503", "cut-at-head"] {
+    let faults = [
+        "garbage",
+        "garbage:status",
+        "garbage:header",
+        "garbage:length",
+        "garbage:status-open",
+        "reset",
+        "stall",
+        "5xx:503",
+        "cut-at-head",
+    ];
+    for fault in faults {
         t.fresh().await;
         t.behave(&t.keys[0], fault).await;
         let started = std::time::Instant::now();
@@ -387,6 +398,34 @@ async fn faulty_upstreams_fail_over_or_break_off_in_time() {
         #[expect(clippy::print_stderr, reason = "the measured figure, shown with --nocapture")]
         {
             eprintln!("{fault}: answered in {} ms", started.elapsed().as_millis());
+        }
+    }
+    // A malformed answer head fails over the same way for a chat and a
+    // stream, and reaches no client as a hang or a 500.
+    for fault in ["garbage:status", "garbage:header", "garbage:status-open"] {
+        for call in ["chat", "stream"] {
+            t.fresh().await;
+            t.behave(&t.keys[0], fault).await;
+            let sent = async {
+                match call {
+                    "chat" => t.chat("e2e-fault").await,
+                    _ => t
+                        .http
+                        .post(format!("{}/v1beta/models/e2e-fault:streamGenerateContent?alt=sse", t.proxy))
+                        .header("x-goog-api-key", &t.proxy_key)
+                        .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+                        .send()
+                        .await
+                        .expect("stream"),
+                }
+            };
+            let r = tokio::time::timeout(Duration::from_secs(10), sent)
+                .await
+                .unwrap_or_else(|_| panic!("no answer within 10 s to a {call} with a {fault} upstream"));
+            assert_eq!(r.status(), 200, "{call} with {fault}: not failed over");
+            assert!(!r.text().await.expect("a body").is_empty(), "{call} with {fault}");
+            let seen = t.keys_seen().await;
+            assert!(seen.first() == Some(&t.keys[0]) && seen.len() >= 2, "{call} with {fault}: {seen:?}");
         }
     }
     // Every key hangs: a 504, in time.
@@ -455,8 +494,18 @@ async fn load_and_faults_lose_nothing() {
     let chaos = {
         let (t, stop) = (t.clone(), stop.clone());
         tokio::spawn(async move {
-            let faults =
-                ["ok", "5xx:503", "per-minute:1", "reset", "garbage", "stall", "cut", "ok", "cut-json", "bare-429"];
+            let faults = [
+                "ok",
+                "5xx:503",
+                "per-minute:1",
+                "reset",
+                "garbage",
+                "stall",
+                "cut",
+                "garbage:status",
+                "cut-json",
+                "bare-429",
+            ];
             let mut i = 0usize;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 for (k, key) in t.keys.iter().enumerate() {
