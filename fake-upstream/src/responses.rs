@@ -253,7 +253,9 @@ fn model_entry(name: &str) -> Value {
     })
 }
 
-const MODELS: [&str; 3] = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-embedding-001"];
+/// The models listed (the last one no test calls but the outage scenario).
+const MODELS: [&str; 4] =
+    ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-embedding-001", "gemini-2.5-flash-preview-09-2025"];
 
 pub fn models() -> Value {
     json!({"models": MODELS.iter().map(|m| model_entry(m)).collect::<Vec<_>>()})

@@ -504,7 +504,9 @@ impl Exchange {
             // An answer that may create a resource is read for its name.
             let content_type = headers::get(&head.headers, "content-type").unwrap_or_default();
             let readable = ["application/json", "text/event-stream"].iter().any(|t| content_type.starts_with(t));
-            let keep = if relay.fwd.op == Op::Resource && readable { HEAD_BYTES } else { 0 };
+            // So is a models listing, for the names Google serves.
+            let listing = matches!(relay.fwd.op, Op::Resource | Op::ListModels);
+            let keep = if listing && readable { HEAD_BYTES } else { 0 };
             self.cors(&mut headers);
             let status = head.status;
             let watch = relay.watch.then_some(relay.fwd.streaming);
@@ -643,6 +645,14 @@ impl Exchange {
         };
         let mut report =
             Report { usage: seen.usage, client: self.client.clone(), ..Report::of(lease, relay.model(), outcome) };
+        // A listing of Google's models: each is counted under its own name
+        // from its first call on (an outage's failures included).
+        if relay.fwd.op == Op::ListModels && (200..300).contains(&status) {
+            let names = names::listed_models(&seen.head);
+            if !names.is_empty() {
+                self.queue.push_back(Step::Admin(AdminOp::ModelsListed { names }));
+            }
+        }
         // The signatures of the calls the answer carried are kept first,
         // for the client's next turn.
         if !seen.signatures.is_empty() {
@@ -667,7 +677,11 @@ impl Exchange {
         // What the answer created (or listed) is this key's too, until the
         // expiry it gives.
         let interaction = relay.fwd.upstream_path.split('/').any(|s| s == "interactions");
-        let told = names::told_of_head(&seen.head, seen.whole, interaction);
+        // (A models listing names models, no resource of the key's.)
+        let told = match relay.fwd.op {
+            Op::ListModels => Vec::new(),
+            _ => names::told_of_head(&seen.head, seen.whole, interaction),
+        };
         // The tokens of a batch's or an interaction's finished work count
         // once, however often it is read (a batch's: its inline responses',
         // summed; what the answer's tail reported is one of them).

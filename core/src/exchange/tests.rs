@@ -1646,3 +1646,20 @@ fn a_chat_without_tools_costs_no_store_call() {
     let t = host.run("POST", "/v1beta/openai/chat/completions", &[("authorization", "Bearer client")]);
     assert!(t.admin_ops.iter().all(|op| !matches!(op, AdminOp::Signatures { .. } | AdminOp::SignaturesKeep { .. })));
 }
+
+#[test]
+fn a_models_listing_teaches_the_pool_which_names_to_count_during_an_outage() {
+    const LISTING: &str = r#"{"models": [{"name": "models/gemini-9-pro", "displayName": "Gemini 9 Pro"}]}"#;
+    let mut host = Host::new(2, &[Answer::Status(200, LISTING)]);
+    let t = host.run("GET", "/v1beta/models", &[("x-goog-api-key", "client")]);
+    assert_eq!(t.stream_out, LISTING.as_bytes());
+    assert!(t.admin_ops.contains(&AdminOp::ModelsListed { names: vec!["gemini-9-pro".into()] }), "{:?}", t.admin_ops);
+    // Every key fails: the calls count under the model's own name.
+    host.upstream = [Answer::Status(503, OVERLOADED), Answer::Status(503, OVERLOADED)].into_iter().collect();
+    let t = host.run("POST", "/v1beta/models/gemini-9-pro:generateContent", &[("x-goog-api-key", "client")]);
+    assert_eq!(t.response.as_ref().map(|r| r.status), Some(502));
+    let snapshot = host.pool.snapshot(UnixMillis(1_800_000_000_000));
+    let counted: u64 =
+        snapshot.keys.iter().flat_map(|k| &k.models).filter(|m| m.model == "gemini-9-pro").map(|m| m.requests).sum();
+    assert_eq!(counted, 2);
+}

@@ -484,6 +484,33 @@ pub fn proxied_upload_url(google: &str, public: &str) -> Option<(String, Resourc
 /// The most items of one list answer remembered.
 pub const MAX_LISTED: usize = 1_000;
 
+/// The model names a listing of Google's models names (`models/gemini-2.5-flash`
+/// as `gemini-2.5-flash`), from the listing's first bytes (whole or cut
+/// short: every string that starts `models/` and ends within them; the
+/// Gemini list's `name`s and the OpenAI list's `id`s alike). At most 1,000.
+pub fn listed_models(head: &[u8]) -> Vec<String> {
+    const START: &[u8] = b"\"models/";
+    let mut out = Vec::new();
+    let mut rest = head;
+    while let Some(at) = memchr::memmem::find(rest, START) {
+        rest = &rest[at + START.len()..];
+        let Some(end) = memchr::memchr(b'"', rest) else { break };
+        let name = &rest[..end];
+        let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-._".contains(b);
+        if !name.is_empty() && name.len() <= 200 && name.iter().all(plain) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        if out.len() >= 1_000 {
+            break;
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -827,5 +854,15 @@ mod tests {
                 {"video": {"uri": "https://generativelanguage.googleapis.com/v1beta/files/vid-1:download?alt=media"}}]}}});
         let names: Vec<String> = told_of(&op, false).iter().map(|(r, _)| r.name().to_owned()).collect();
         assert_eq!(names, ["models/veo-3.0-generate-001/operations/op1", "files/vid-1"]);
+    }
+
+    #[test]
+    fn a_models_listing_names_its_models_even_cut_short() {
+        let gemini = br#"{"models": [{"name": "models/gemini-2.5-flash", "baseModelId": "gemini-2.5-flash",
+            "description": "Say \"models/x\" here"}, {"name": "models/gemini-3-pro-preview"}, {"name": "models/gemini-embed"#;
+        assert_eq!(listed_models(gemini), ["gemini-2.5-flash", "gemini-3-pro-preview"]);
+        let openai = br#"{"object": "list", "data": [{"id": "models/gemini-2.5-flash-lite", "object": "model"}]}"#;
+        assert_eq!(listed_models(openai), ["gemini-2.5-flash-lite"]);
+        assert!(listed_models(b"{}").is_empty());
     }
 }

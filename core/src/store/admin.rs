@@ -168,6 +168,11 @@ pub fn apply(
             let kept = writes.iter().filter(|(sql, _)| sql.starts_with("INSERT")).count();
             Applied { writes, batched: true, ..answer(200, json!({ "kept": kept })) }
         }
+        AdminOp::ModelsListed { names } => {
+            let writes: Vec<Statement> =
+                pool.list_models(names).iter().map(|all| persist::listed_statement(all)).collect();
+            Applied { writes, batched: true, ..answer(200, json!({ "listed": pool.listed_count() })) }
+        }
         AdminOp::Signatures { client, ids } => {
             let found = pool.signatures().find(signatures::scope_of(client.as_deref()), &ids, now);
             let found: serde_json::Map<String, Value> = found.into_iter().map(|(id, sig)| (id, json!(sig))).collect();

@@ -141,6 +141,8 @@ pub struct StoredPool {
     pub aliases: Vec<(String, String)>,
     /// The tool calls' thought signatures ([`signatures::SELECT`]).
     pub signatures: Vec<signatures::Stored>,
+    /// The models Google's listings named ([`SELECT_LISTED`]).
+    pub listed: Vec<String>,
 }
 
 /// Every table of the key store, in the order they are created. The SQL is
@@ -213,6 +215,7 @@ impl StoredPool {
             affinity: all(storage, registry::SELECT, registry::from_row)?,
             aliases: aliases_from_rows(&storage.rows(SELECT_ALIASES)?)?,
             signatures: all(storage, signatures::SELECT, signatures::from_row)?,
+            listed: listed_from_rows(&storage.rows(SELECT_LISTED)?)?,
         };
         Ok((stored, unopened))
     }
@@ -316,6 +319,25 @@ pub fn aliases_statement(entries: &[(String, String)]) -> Statement {
         "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
         vec![SqlValue::Text(ALIASES_SETTING.to_owned()), SqlValue::Text(value)],
     )
+}
+
+/// The models Google's listings named, as stored (a JSON list of names).
+pub const SELECT_LISTED: &str = "SELECT value FROM settings WHERE name = 'listed_models'";
+
+/// The statement that stores the models Google's listings named.
+pub fn listed_statement(names: &[String]) -> Statement {
+    let value = serde_json::to_string(names).unwrap_or_else(|_| "[]".to_owned());
+    (
+        "INSERT INTO settings (name, value) VALUES ('listed_models', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        vec![SqlValue::Text(value)],
+    )
+}
+
+/// The models Google's listings named, from their stored row.
+pub fn listed_from_rows(rows: &[Vec<SqlValue>]) -> Result<Vec<String>, RowError> {
+    let Some(row) = rows.first() else { return Ok(Vec::new()) };
+    let text = Columns { table: "settings", row: row.iter() }.text()?;
+    Ok(serde_json::from_str(&text).unwrap_or_default())
 }
 
 /// The admin's model aliases from their stored row (none stored: none).

@@ -39,6 +39,9 @@ pub const MAX_PROBATION: usize = 64;
 /// The pseudo-model under which calls for names the upstream has not
 /// accepted (yet) are counted, so that none is lost and junk stays bounded.
 pub const UNTRACKED_MODELS: &str = "(untracked models)";
+
+/// The most model names Google's listings are remembered for.
+pub const MAX_LISTED: usize = 2_000;
 /// Longest reason kept.
 const MAX_REASON: usize = 600;
 
@@ -179,6 +182,9 @@ pub struct KeyPool {
     aliases: Vec<(String, String)>,
     /// The thought signatures of relayed tool calls.
     signatures: crate::store::signatures::Signatures,
+    /// The models Google's own listings named: tracked from their first
+    /// call, even one that failed (an outage), never only once accepted.
+    listed: std::collections::HashSet<String>,
 }
 
 /// Whether an outcome shows the upstream knows the model.
@@ -222,6 +228,7 @@ impl KeyPool {
             affinity,
             aliases,
             signatures,
+            listed,
         } = stored;
         let removed: std::collections::HashSet<String> = removed.into_iter().collect();
         let mut slots: Vec<Slot> = Vec::with_capacity(env.len() + runtime.len());
@@ -271,6 +278,7 @@ impl KeyPool {
             aliases,
             // Expired ones are never found, and go as new ones come.
             signatures: crate::store::signatures::Signatures::restore(signatures, UnixMillis(0)),
+            listed: listed.into_iter().collect(),
         };
         // Models the upstream never accepted (rows of an older version, which
         // tracked every name asked for) fold into the untracked bucket, as do
@@ -579,6 +587,31 @@ impl KeyPool {
         &self.aliases
     }
 
+    /// Notes the models a listing of Google's named (`models/` left off);
+    /// returns the whole set, sorted, when it grew (to persist), else
+    /// `None`. At most [`MAX_LISTED`] are kept.
+    pub fn list_models(&mut self, names: Vec<String>) -> Option<Vec<String>> {
+        let before = self.listed.len();
+        for name in names {
+            if self.listed.len() >= MAX_LISTED {
+                break;
+            }
+            if !name.is_empty() && name.len() <= 200 {
+                self.listed.insert(name);
+            }
+        }
+        (self.listed.len() > before).then(|| {
+            let mut all: Vec<String> = self.listed.iter().cloned().collect();
+            all.sort();
+            all
+        })
+    }
+
+    /// How many model names Google's listings named.
+    pub fn listed_count(&self) -> usize {
+        self.listed.len()
+    }
+
     /// The thought signatures of relayed tool calls.
     pub fn signatures(&self) -> &crate::store::signatures::Signatures {
         &self.signatures
@@ -614,7 +647,8 @@ impl KeyPool {
     ) -> Option<Change> {
         let slot = *self.index.get(id)?;
         let mut rows = Vec::new();
-        let tracked = self.models.contains_key(model) || (accepted(outcome) && self.promote(model, &mut rows));
+        let known = accepted(outcome) || self.listed.contains(model);
+        let tracked = self.models.contains_key(model) || (known && self.promote(model, &mut rows));
         if !tracked && let Some((mp, _)) = self.probation.pools.get_mut(model) {
             // What this name's calls added to the bucket, to move to the name
             // should the upstream accept it later.
@@ -983,6 +1017,22 @@ mod tests {
         let s = p.snapshot(t(0));
         assert_eq!(s.keys[0].models[0].errors, 11);
         assert_eq!(s.keys[0].models[0].state, KeyState::Ok);
+    }
+
+    #[test]
+    fn a_listed_model_is_counted_under_its_name_from_a_first_failure() {
+        let mut p = KeyPool::new(keys(1));
+        let a = p.acquire("gemini-9-pro", &[], t(0)).expect("a").id;
+        let outage = Outcome::UpstreamError { status: 503, reason: "overloaded".into() };
+        p.report(&a, "gemini-9-pro", &outage, t(0));
+        assert_eq!(p.snapshot(t(0)).keys[0].models[0].model, UNTRACKED_MODELS, "an unknown name waits");
+        let grown = p.list_models(vec!["gemini-9-pro".into(), "gemini-9-flash".into()]).expect("the set grew");
+        assert_eq!(grown, ["gemini-9-flash", "gemini-9-pro"]);
+        assert!(p.list_models(vec!["gemini-9-pro".into()]).is_none(), "nothing new, nothing to write");
+        p.report(&a, "gemini-9-flash", &outage, t(0));
+        let s = p.snapshot(t(0));
+        let flash = s.keys[0].models.iter().find(|m| m.model == "gemini-9-flash").expect("counted under its name");
+        assert_eq!((flash.requests, flash.errors), (1, 1));
     }
 
     #[test]

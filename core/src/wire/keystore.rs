@@ -482,6 +482,14 @@ pub enum AdminOp {
         /// The call ids.
         ids: Vec<String>,
     },
+    /// Not an admin's: the models a listing of Google's named (`models/`
+    /// left off), relayed to a client: each is counted under its own name
+    /// from its first call, a failed one included. Answered 200 with
+    /// `{"listed": n}` (how many are known).
+    ModelsListed {
+        /// The names.
+        names: Vec<String>,
+    },
     /// What the checks found, to record.
     Checked {
         /// Key by key.

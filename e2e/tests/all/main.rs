@@ -366,6 +366,26 @@ async fn oversized_heads_are_refused_in_the_callers_dialect() {
     assert!(t.upstream_requests().await.is_empty());
 }
 
+/// During an outage (a 5xx on every key), the calls of a model Google's
+/// listing named count under its own name, not `(untracked models)`.
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn an_outage_counts_under_a_listed_models_own_name() {
+    const LISTED: &str = "gemini-2.5-flash-preview-09-2025";
+    let t = Target::fresh_from_env().await;
+    let r = t.http.get(format!("{}/v1beta/models", t.proxy)).header("x-goog-api-key", &t.proxy_key).send().await;
+    assert_eq!(r.expect("the listing").status(), 200);
+    t.behave("*", "5xx:503").await;
+    for _ in 0..2 {
+        assert!(t.generate(LISTED).await.status().is_server_error());
+    }
+    // An invented name still waits in the bucket.
+    assert!(t.generate("gemini-e2e-never-listed").await.status().is_server_error());
+    let stats = t.stats_when(|s| s["models"][LISTED]["requests"].as_u64().is_some_and(|n| n >= 2)).await;
+    assert!(stats["models"][LISTED]["requests"].as_u64().is_some_and(|n| n >= 2), "{}", stats["models"]);
+    assert!(stats["models"].get("gemini-e2e-never-listed").is_none(), "{}", stats["models"]);
+}
+
 /// Each fault before the response head fails over to another key in
 /// time; a 2xx that breaks off reaches the client as a break. The runner
 /// starts the hosts with 2 s upstream timeouts.
