@@ -221,4 +221,32 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     if let Err(e) = KeyStore::new(&env).daily_reset().await {
         worker::console_error!("daily reset failed: {e}");
     }
+    // Google's models list, with a pool key: each model it names is
+    // counted under its own name from its first call (an outage's too).
+    let config = match Config::from_lookup_with(UpstreamTimeouts::WORKER, |v| env_value(&env, v)) {
+        Ok(c) => Arc::new(c),
+        Err(e) => return worker::console_error!("bad configuration: {e}"),
+    };
+    let started = Date::now().as_millis();
+    let exchange = Exchange::models_listing(config.clone())
+        .with_request_id(format!("cron-models-{started:x}"))
+        .with_now(proxy_core::wire::time::UnixMillis(started));
+    let mut run = Run {
+        exchange,
+        request: None,
+        store: KeyStore::new(&env),
+        timeouts: config.timeouts,
+        upstream: None,
+        pipe: None,
+        reports: Vec::new(),
+        started,
+        access_log: config.access_log,
+    };
+    let (response, event) = run.until_answer().await;
+    // Its answer is read to the end (so that its native pipe ends), then
+    // dropped: the names went to the key store.
+    if let Ok(mut response) = response {
+        let _ = response.bytes().await;
+    }
+    run.finish(event).await;
 }

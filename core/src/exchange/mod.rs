@@ -64,6 +64,12 @@ pub use pipe::Pipe;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+/// The path of the host's own request for Google's models list.
+pub const MODELS_LISTING_PATH: &str = "/v1beta/models";
+
+/// Its query: every model in one page.
+pub const MODELS_LISTING_QUERY: &str = "pageSize=1000";
+
 /// At most this many upstream attempts (so keys) per request.
 pub const MAX_ATTEMPTS: usize = 5;
 
@@ -303,6 +309,8 @@ pub struct Exchange {
     aliases: Option<crate::config::aliases::Aliases>,
     /// When the request came, as the host's clock tells it.
     now: Option<crate::wire::time::UnixMillis>,
+    /// Whether it is the host's own request ([`Exchange::models_listing`]).
+    internal: bool,
     record: Record,
 }
 
@@ -328,6 +336,7 @@ impl Exchange {
             client: None,
             aliases: None,
             now: None,
+            internal: false,
             record: Record::default(),
         }
     }
@@ -450,8 +459,27 @@ impl Exchange {
 
     fn admit(&mut self) -> Step {
         self.keyed = self.cfg.proxy_key.is_some();
+        if self.internal {
+            // The host's own request: Google's models list, with a pool
+            // key, as the proxy key's request (no client's, no quota).
+            return match route::route(&Method::Get, MODELS_LISTING_PATH, MODELS_LISTING_QUERY, &Credentials::default())
+            {
+                Ok(route::Route::Api(fwd)) => self.admitted(Admission::Forward(fwd, None)),
+                _ => self.fail(ProxyError::internal("the models listing has no route", self.request_id.as_deref())),
+            };
+        }
         let admission = admit::decide(&self.cfg, &self.method, &self.path_and_query, &self.headers);
         self.admitted(admission)
+    }
+
+    /// The host's own request for Google's models list, whose names the
+    /// key store keeps ([`crate::wire::keystore::AdminOp::ModelsListed`]):
+    /// the Worker runs it after each daily reset, and drops its answer.
+    pub fn models_listing(cfg: Arc<Config>) -> Self {
+        let path = format!("{MODELS_LISTING_PATH}?{MODELS_LISTING_QUERY}");
+        let mut ex = Self::new(cfg, Method::Get, path, Vec::new());
+        ex.internal = true;
+        ex
     }
 
     /// Whether the proxy is open decided a gated admission.

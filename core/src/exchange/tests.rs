@@ -97,8 +97,13 @@ impl Host {
 
     fn run(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Trace {
         let cfg = Arc::new(self.cfg.clone());
+        let ex = Exchange::new(cfg, Method::parse(method), path.to_owned(), h(headers));
+        self.drive(ex)
+    }
+
+    fn drive(&mut self, ex: Exchange) -> Trace {
         let now = UnixMillis(1_800_000_000_000);
-        let mut ex = Exchange::new(cfg, Method::parse(method), path.to_owned(), h(headers)).with_now(now);
+        let mut ex = ex.with_now(now);
         let mut trace = Trace::default();
         let mut current: Option<Answer> = None;
         let mut event = Event::Start;
@@ -1662,4 +1667,15 @@ fn a_models_listing_teaches_the_pool_which_names_to_count_during_an_outage() {
     let counted: u64 =
         snapshot.keys.iter().flat_map(|k| &k.models).filter(|m| m.model == "gemini-9-pro").map(|m| m.requests).sum();
     assert_eq!(counted, 2);
+}
+
+#[test]
+fn the_workers_own_models_listing_goes_with_a_pool_key_and_teaches_the_names() {
+    const LISTING: &str = r#"{"models": [{"name": "models/gemini-9-pro"}]}"#;
+    let mut host = Host::new(1, &[Answer::Status(200, LISTING)]);
+    // A proxy with a key: the host's own request needs none.
+    host.cfg = config(Some("the-proxy-key"));
+    let t = host.drive(Exchange::models_listing(Arc::new(host.cfg.clone())));
+    assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models?pageSize=1000");
+    assert!(t.admin_ops.contains(&AdminOp::ModelsListed { names: vec!["gemini-9-pro".into()] }));
 }

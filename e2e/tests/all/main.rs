@@ -1010,6 +1010,12 @@ mod phases {
         let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];
         assert_eq!(cell["state"], "exhausted", "{stats}");
         assert_eq!(cell["requests"], 0, "{stats}");
+        // The cron also read Google's models list, with a pool key.
+        let reqs = t.upstream_requests().await;
+        let listed = reqs.iter().find(|r| r["path"] == "/v1beta/models" && r["query"] == "pageSize=1000");
+        let listed = listed.unwrap_or_else(|| panic!("no models listing after the cron: {reqs:?}"));
+        let key = listed["credentials"][0][1].as_str();
+        assert!(key.is_some_and(|k| t.keys.iter().any(|p| p == k)), "{listed}");
     }
 }
 
