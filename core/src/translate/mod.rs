@@ -24,6 +24,7 @@ pub mod responses;
 pub mod signature;
 
 use crate::config::aliases::Aliases;
+use crate::google::stream::{Framing, Splitter};
 use crate::request::route::{Foreign, Op, normalize_model};
 use crate::wire::error::ProxyError;
 use serde_json::{Value, json};
@@ -160,6 +161,81 @@ pub fn request(foreign: Foreign, body: &[u8], aliases: &Aliases) -> Result<Trans
         Foreign::MessagesCountTokens => anthropic::request(body, aliases, true),
         Foreign::Responses => responses::request(body, aliases),
     }
+}
+
+/// A streamed Gemini answer as both translated streams read it: the events
+/// each piece completes, Google's error event, and what the answer told so
+/// far (its last usage, a blocked prompt, the finish reason).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct GeminiStream {
+    splitter: Splitter,
+    /// The last `usageMetadata`.
+    pub(crate) usage: Option<Value>,
+    /// Whether the prompt was blocked (`promptFeedback.blockReason`).
+    pub(crate) blocked: bool,
+    /// The first candidate's `finishReason`, once given.
+    pub(crate) finish: Option<String>,
+}
+
+/// An event of a streamed Gemini answer ([`GeminiStream::read`]).
+pub(crate) enum GeminiEvent {
+    /// A chunk of the answer: its parts are [`parts`].
+    Chunk(Value),
+    /// Google's error mid-answer, with its message.
+    Error(String),
+}
+
+impl GeminiStream {
+    pub(crate) fn new() -> Self {
+        Self { splitter: Splitter::new(Framing::Sse), usage: None, blocked: false, finish: None }
+    }
+
+    /// The events `piece` completes (each event's data).
+    pub(crate) fn events(&mut self, piece: &[u8]) -> Vec<Vec<u8>> {
+        let mut events = Vec::new();
+        self.splitter.push(piece, |event| events.push(event.to_vec()));
+        events
+    }
+
+    /// Reads one event, noting what a chunk tells of the whole answer;
+    /// `None` for one that is no JSON.
+    pub(crate) fn read(&mut self, event: &[u8]) -> Option<GeminiEvent> {
+        let v = serde_json::from_slice::<Value>(event).ok()?;
+        if let Some(error) = v.get("error") {
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("the upstream failed mid-answer");
+            return Some(GeminiEvent::Error(message.to_owned()));
+        }
+        if let Some(u) = v.get("usageMetadata") {
+            self.usage = Some(u.clone());
+        }
+        self.blocked |= v.pointer("/promptFeedback/blockReason").is_some();
+        if let Some(finish) = v.pointer("/candidates/0/finishReason").and_then(Value::as_str) {
+            self.finish = Some(finish.to_owned());
+        }
+        Some(GeminiEvent::Chunk(v))
+    }
+}
+
+/// The parts of an answer's (or a chunk's) first candidate.
+pub(crate) fn parts(answer: &Value) -> impl Iterator<Item = Part<'_>> {
+    let parts = answer.pointer("/candidates/0/content/parts").and_then(Value::as_array);
+    parts.into_iter().flatten().map(Part::of)
+}
+
+/// Whether Gemini's `finishReason` is a safety or policy stop (the answer
+/// refused or cut by Google's filters).
+pub(crate) fn is_safety_stop(finish: &str) -> bool {
+    matches!(
+        finish,
+        "SAFETY"
+            | "RECITATION"
+            | "BLOCKLIST"
+            | "PROHIBITED_CONTENT"
+            | "SPII"
+            | "IMAGE_SAFETY"
+            | "IMAGE_PROHIBITED_CONTENT"
+            | "IMAGE_RECITATION"
+    )
 }
 
 /// A part of a Gemini answer, as a translation sees it.

@@ -45,9 +45,8 @@ impl Reply {
         let mut content: Vec<Value> = Vec::new();
         let mut calls = 0;
         let candidate = v.pointer("/candidates/0");
-        for part in candidate.and_then(|c| c.pointer("/content/parts")).and_then(Value::as_array).into_iter().flatten()
-        {
-            match Part::of(part) {
+        for part in crate::translate::parts(&v) {
+            match part {
                 Part::Thought { text, signature } if self.thinking => {
                     let signature = signature.map(signature::thinking).unwrap_or_default();
                     content.push(json!({ "type": "thinking", "thinking": text, "signature": signature }));
@@ -89,16 +88,7 @@ fn stop_reason(finish: Option<&str>, called: bool, blocked: bool) -> &'static st
     match finish {
         _ if blocked => "refusal",
         Some("MAX_TOKENS") => "max_tokens",
-        Some(
-            "SAFETY"
-            | "RECITATION"
-            | "BLOCKLIST"
-            | "PROHIBITED_CONTENT"
-            | "SPII"
-            | "IMAGE_SAFETY"
-            | "IMAGE_PROHIBITED_CONTENT"
-            | "IMAGE_RECITATION",
-        ) => "refusal",
+        Some(f) if crate::translate::is_safety_stop(f) => "refusal",
         _ if called => "tool_use",
         _ => "end_turn",
     }

@@ -7,9 +7,8 @@
 //! long think keeps the connection alive.
 
 use super::{Reply, stop_reason, usage};
-use crate::google::stream::{Framing, Splitter};
-use crate::translate::Part;
 use crate::translate::signature;
+use crate::translate::{GeminiEvent, GeminiStream, Part, parts};
 use serde_json::{Value, json};
 
 /// The block being written.
@@ -23,16 +22,14 @@ enum Open {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stream {
     reply: Reply,
-    splitter: Splitter,
+    /// Google's stream as read so far.
+    gemini: GeminiStream,
     /// The answer's nonce, once `message_start` went out.
     nonce: Option<String>,
     open: Option<Open>,
     /// The index the next block gets.
     next: usize,
     calls: usize,
-    finish: Option<String>,
-    blocked: bool,
-    usage: Option<Value>,
     /// An `error` event went out: nothing follows it.
     failed: bool,
 }
@@ -40,25 +37,12 @@ pub struct Stream {
 impl Stream {
     /// A translation for `reply`'s request.
     pub fn new(reply: Reply) -> Self {
-        Self {
-            reply,
-            splitter: Splitter::new(Framing::Sse),
-            nonce: None,
-            open: None,
-            next: 0,
-            calls: 0,
-            finish: None,
-            blocked: false,
-            usage: None,
-            failed: false,
-        }
+        Self { reply, gemini: GeminiStream::new(), nonce: None, open: None, next: 0, calls: 0, failed: false }
     }
 
     /// Translates a piece of Gemini's stream into `out`.
     pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.splitter.push(piece, |event| events.push(event.to_vec()));
-        for event in events {
+        for event in self.gemini.events(piece) {
             self.event(&event, out);
         }
     }
@@ -71,11 +55,11 @@ impl Stream {
         }
         self.start(None, b"", out);
         self.close(out);
-        let mut usage = usage(self.usage.as_ref());
+        let mut usage = usage(self.gemini.usage.as_ref());
         if let Some(u) = usage.as_object_mut() {
             u.remove("cache_creation_input_tokens");
         }
-        let stop = stop_reason(self.finish.as_deref(), self.calls > 0, self.blocked);
+        let stop = stop_reason(self.gemini.finish.as_deref(), self.calls > 0, self.gemini.blocked);
         let delta = json!({
             "type": "message_delta",
             "delta": { "stop_reason": stop, "stop_sequence": null },
@@ -104,25 +88,15 @@ impl Stream {
         if self.failed {
             return;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(event) else { return };
-        if let Some(error) = v.get("error") {
-            let message = error.get("message").and_then(Value::as_str).unwrap_or("the upstream failed mid-answer");
-            self.fail(message, out);
-            return;
-        }
+        let v = match self.gemini.read(event) {
+            Some(GeminiEvent::Chunk(v)) => v,
+            Some(GeminiEvent::Error(message)) => return self.fail(&message, out),
+            None => return,
+        };
         self.start(Some(&v), event, out);
         let before = out.len();
-        if let Some(u) = v.get("usageMetadata") {
-            self.usage = Some(u.clone());
-        }
-        self.blocked |= v.pointer("/promptFeedback/blockReason").is_some();
-        let candidate = v.pointer("/candidates/0");
-        let parts = candidate.and_then(|c| c.pointer("/content/parts")).and_then(Value::as_array);
-        for part in parts.into_iter().flatten() {
-            self.part(Part::of(part), out);
-        }
-        if let Some(finish) = candidate.and_then(|c| c.get("finishReason")).and_then(Value::as_str) {
-            self.finish = Some(finish.to_owned());
+        for part in parts(&v) {
+            self.part(part, out);
         }
         if out.len() == before {
             send(out, "ping", &json!({ "type": "ping" }));

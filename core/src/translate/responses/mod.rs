@@ -73,9 +73,8 @@ impl Reply {
         let nonce = signature::nonce(v.get("responseId").and_then(Value::as_str), gemini);
         let mut items = Items::new(self, &nonce);
         let candidate = v.pointer("/candidates/0");
-        for part in candidate.and_then(|c| c.pointer("/content/parts")).and_then(Value::as_array).into_iter().flatten()
-        {
-            items.part(Part::of(part));
+        for part in crate::translate::parts(&v) {
+            items.part(part);
         }
         let output = items.done();
         let finish = candidate.and_then(|c| c.get("finishReason")).and_then(Value::as_str);
@@ -125,16 +124,7 @@ fn incomplete(finish: Option<&str>, blocked: bool) -> Option<&'static str> {
     match finish {
         _ if blocked => Some("content_filter"),
         Some("MAX_TOKENS") => Some("max_output_tokens"),
-        Some(
-            "SAFETY"
-            | "RECITATION"
-            | "BLOCKLIST"
-            | "PROHIBITED_CONTENT"
-            | "SPII"
-            | "IMAGE_SAFETY"
-            | "IMAGE_PROHIBITED_CONTENT"
-            | "IMAGE_RECITATION",
-        ) => Some("content_filter"),
+        Some(f) if crate::translate::is_safety_stop(f) => Some("content_filter"),
         _ => None,
     }
 }

@@ -11,8 +11,7 @@
 //! comment, so a long think keeps the connection alive.
 
 use super::{Reply, call_item, incomplete, message, usage};
-use crate::google::stream::{Framing, Splitter};
-use crate::translate::{Part, signature};
+use crate::translate::{GeminiEvent, GeminiStream, Part, parts, signature};
 use serde_json::{Value, json};
 
 /// The item being written.
@@ -28,7 +27,8 @@ enum Open {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stream {
     reply: Reply,
-    splitter: Splitter,
+    /// Google's stream as read so far.
+    gemini: GeminiStream,
     /// The answer's nonce, once `response.created` went out.
     nonce: Option<String>,
     sequence: u64,
@@ -36,9 +36,6 @@ pub struct Stream {
     /// The items done, for the last event's response.
     output: Vec<Value>,
     calls: usize,
-    finish: Option<String>,
-    blocked: bool,
-    usage: Option<Value>,
     /// `response.failed` went out: nothing follows it.
     failed: bool,
 }
@@ -48,24 +45,19 @@ impl Stream {
     pub fn new(reply: Reply) -> Self {
         Self {
             reply,
-            splitter: Splitter::new(Framing::Sse),
+            gemini: GeminiStream::new(),
             nonce: None,
             sequence: 0,
             open: None,
             output: Vec::new(),
             calls: 0,
-            finish: None,
-            blocked: false,
-            usage: None,
             failed: false,
         }
     }
 
     /// Translates a piece of Gemini's stream into `out`.
     pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.splitter.push(piece, |event| events.push(event.to_vec()));
-        for event in events {
+        for event in self.gemini.events(piece) {
             self.event(&event, out);
         }
     }
@@ -78,13 +70,13 @@ impl Stream {
         }
         self.start(None, b"", out);
         self.close(out);
-        let incomplete = incomplete(self.finish.as_deref(), self.blocked);
+        let incomplete = incomplete(self.gemini.finish.as_deref(), self.gemini.blocked);
         let (kind, status) = match incomplete {
             Some(_) => ("response.incomplete", "incomplete"),
             None => ("response.completed", "completed"),
         };
         let output = std::mem::take(&mut self.output);
-        let usage = Some(usage(self.usage.as_ref()));
+        let usage = Some(usage(self.gemini.usage.as_ref()));
         let response = self.reply.response(self.nonce(), status, output, usage, incomplete, Value::Null);
         self.send(out, kind, json!({ "response": response }));
     }
@@ -102,7 +94,7 @@ impl Stream {
         self.failed = true;
         let error = json!({ "code": "server_error", "message": message });
         let output = std::mem::take(&mut self.output);
-        let usage = self.usage.as_ref().map(|u| usage(Some(u)));
+        let usage = self.gemini.usage.as_ref().map(|u| usage(Some(u)));
         let response = self.reply.response(self.nonce(), "failed", output, usage, None, error);
         self.send(out, "response.failed", json!({ "response": response }));
     }
@@ -115,25 +107,15 @@ impl Stream {
         if self.failed {
             return;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(event) else { return };
-        if let Some(error) = v.get("error") {
-            let message = error.get("message").and_then(Value::as_str).unwrap_or("the upstream failed mid-answer");
-            self.fail(message, out);
-            return;
-        }
+        let v = match self.gemini.read(event) {
+            Some(GeminiEvent::Chunk(v)) => v,
+            Some(GeminiEvent::Error(message)) => return self.fail(&message, out),
+            None => return,
+        };
         self.start(Some(&v), event, out);
         let before = out.len();
-        if let Some(u) = v.get("usageMetadata") {
-            self.usage = Some(u.clone());
-        }
-        self.blocked |= v.pointer("/promptFeedback/blockReason").is_some();
-        let candidate = v.pointer("/candidates/0");
-        let parts = candidate.and_then(|c| c.pointer("/content/parts")).and_then(Value::as_array);
-        for part in parts.into_iter().flatten() {
-            self.part(Part::of(part), out);
-        }
-        if let Some(finish) = candidate.and_then(|c| c.get("finishReason")).and_then(Value::as_str) {
-            self.finish = Some(finish.to_owned());
+        for part in parts(&v) {
+            self.part(part, out);
         }
         if out.len() == before {
             // Nothing to show: a comment keeps the connection alive.
