@@ -8,31 +8,11 @@ import Anthropic from "@anthropic-ai/sdk";
 import { createAnthropic } from "@ai-sdk/anthropic";
 import { generateText, streamText, tool, stepCountIs } from "ai";
 import { z } from "zod";
+import { env, external, skip, fresh, pathStartsWith, upstreamSawOnlyPoolKeys } from "./fake.mjs";
 
-const env = process.env;
-const external = env.E2E_PROXY_URL;
-const skip = external ? false : "E2E_PROXY_URL is unset (scripts/e2e runs this)";
 const SONNET = "claude-sonnet-4-5-20250929";
 const GEMINI_3 = "gemini-3-pro-preview";
 
-async function fake(path, body) {
-  const r = await fetch(`${env.E2E_FAKE_ORIGIN}/_fake/${path}`, body ? { method: "POST", body: JSON.stringify(body) } : {});
-  return r.json();
-}
-
-async function upstream(prefix) {
-  const pool = env.E2E_POOL_KEYS.split(",");
-  const reqs = await fake("requests");
-  assert.ok(reqs.length > 0, "the upstream saw no request");
-  for (const r of reqs) {
-    assert.equal(r.credentials.length, 1, JSON.stringify(r));
-    assert.ok(pool.includes(r.credentials[0][1]), "a non-pool credential went upstream");
-    assert.ok(r.path.startsWith(prefix), r.path);
-  }
-  return reqs;
-}
-
-const fresh = () => fake("reset", {});
 const client = () => new Anthropic({ baseURL: external, apiKey: env.E2E_PROXY_KEY, maxRetries: 0 });
 const weather = {
   name: "get_weather",
@@ -46,7 +26,7 @@ test("@anthropic-ai/sdk: a message, on an aliased model", { skip }, async () => 
   assert.equal(m.content[0].text, "Hello from the fake gemini-3-flash-preview.");
   assert.equal(m.model, SONNET);
   assert.equal(m.stop_reason, "end_turn");
-  await upstream("/v1beta/models/gemini-3-flash-preview:generateContent");
+  await upstreamSawOnlyPoolKeys(pathStartsWith("/v1beta/models/gemini-3-flash-preview:generateContent"));
 });
 
 test("@anthropic-ai/sdk: a stream", { skip }, async () => {
@@ -72,7 +52,7 @@ test("@anthropic-ai/sdk: a tool over two turns on Gemini 3, streamed", { skip },
   messages.push({ role: "user", content: [{ type: "tool_result", tool_use_id: call.id, content: "fog" }] });
   const second = await ask();
   assert.match(second.content[0].text, /fog/);
-  const reqs = await upstream(`/v1beta/models/${GEMINI_3}:streamGenerateContent`);
+  const reqs = await upstreamSawOnlyPoolKeys(pathStartsWith(`/v1beta/models/${GEMINI_3}:streamGenerateContent`));
   assert.match(reqs.at(-1).body.contents[1].parts[0].thoughtSignature, /^EtYDCtMDAdHtim/);
 });
 
@@ -98,7 +78,7 @@ test("@ai-sdk/anthropic: generateText and streamText", { skip }, async () => {
   let streamed = "";
   for await (const part of result.textStream) streamed += part;
   assert.equal(streamed, "chunk 0 chunk 1 chunk 2 ");
-  await upstream("/v1beta/models/gemini-3-flash-preview:");
+  await upstreamSawOnlyPoolKeys(pathStartsWith("/v1beta/models/gemini-3-flash-preview:"));
 });
 
 test("@ai-sdk/anthropic: a tool the SDK runs, on Gemini 3", { skip }, async () => {

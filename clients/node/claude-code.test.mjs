@@ -10,17 +10,10 @@ import { mkdtempSync, existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { env, external, skip, fake, upstreamSawOnlyPoolKeys as poolKeysOnly } from "./fake.mjs";
 
-const env = process.env;
-const external = env.E2E_PROXY_URL;
-const skip = external ? false : "E2E_PROXY_URL is unset (scripts/e2e runs this)";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const claude = join(root, "node_modules", ".bin", "claude");
-
-async function fake(path, body) {
-  const r = await fetch(`${env.E2E_FAKE_ORIGIN}/_fake/${path}`, body ? { method: "POST", body: JSON.stringify(body) } : {});
-  return r.json();
-}
 
 /** Runs `claude -p prompt` in a fresh HOME and working directory. */
 function run(prompt, args = []) {
@@ -44,17 +37,11 @@ function run(prompt, args = []) {
   });
 }
 
-async function upstreamSawOnlyPoolKeys() {
-  const pool = env.E2E_POOL_KEYS.split(",");
-  const reqs = await fake("requests");
-  assert.ok(reqs.length > 0, "the upstream saw no request");
-  for (const r of reqs) {
-    assert.equal(r.credentials.length, 1, JSON.stringify(r));
-    assert.ok(pool.includes(r.credentials[0][1]), "a non-pool credential went upstream");
-    assert.match(r.path, /^\/v1beta\/models\/gemini-[^/]+:(generateContent|streamGenerateContent|countTokens)$/);
-  }
-  return reqs;
-}
+/** The upstream saw only pool keys, each on a Gemini call a Messages call became. */
+const upstreamSawOnlyPoolKeys = () =>
+  poolKeysOnly((r) =>
+    assert.match(r.path, /^\/v1beta\/models\/gemini-[^/]+:(generateContent|streamGenerateContent|countTokens)$/),
+  );
 
 test("claude -p: a prompt", { skip, timeout: 150_000 }, async () => {
   await fake("reset", {});

@@ -10,18 +10,11 @@ import { mkdtempSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { env, external, skip, fake, upstreamSawOnlyPoolKeys as poolKeysOnly } from "./fake.mjs";
 
-const env = process.env;
-const external = env.E2E_PROXY_URL;
-const skip = external ? false : "E2E_PROXY_URL is unset (scripts/e2e runs this)";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const codex = join(root, "node_modules", ".bin", "codex");
 const GEMINI_3 = "gemini-3-pro-preview";
-
-async function fake(path, body) {
-  const r = await fetch(`${env.E2E_FAKE_ORIGIN}/_fake/${path}`, body ? { method: "POST", body: JSON.stringify(body) } : {});
-  return r.json();
-}
 
 /** Runs `codex exec prompt` with a fresh HOME and CODEX_HOME whose config
  * names the proxy as its provider (no retries: a failure shows at once). */
@@ -50,17 +43,9 @@ function run(prompt, args = []) {
   });
 }
 
-async function upstreamSawOnlyPoolKeys() {
-  const pool = env.E2E_POOL_KEYS.split(",");
-  const reqs = await fake("requests");
-  assert.ok(reqs.length > 0, "the upstream saw no request");
-  for (const r of reqs) {
-    assert.equal(r.credentials.length, 1, JSON.stringify(r));
-    assert.ok(pool.includes(r.credentials[0][1]), "a non-pool credential went upstream");
-    assert.equal(r.path, `/v1beta/models/${GEMINI_3}:streamGenerateContent`);
-  }
-  return reqs;
-}
+/** The upstream saw only pool keys, each on the Gemini 3 stream Codex's turns became. */
+const upstreamSawOnlyPoolKeys = () =>
+  poolKeysOnly((r) => assert.equal(r.path, `/v1beta/models/${GEMINI_3}:streamGenerateContent`));
 
 test("codex exec: a prompt", { skip, timeout: 150_000 }, async () => {
   await fake("reset", {});

@@ -8,30 +8,10 @@ import OpenAI from "openai";
 import { createOpenAI } from "@ai-sdk/openai";
 import { generateText, streamText, tool, stepCountIs } from "ai";
 import { z } from "zod";
+import { env, external, skip, fresh, pathStartsWith, upstreamSawOnlyPoolKeys } from "./fake.mjs";
 
-const env = process.env;
-const external = env.E2E_PROXY_URL;
-const skip = external ? false : "E2E_PROXY_URL is unset (scripts/e2e runs this)";
 const GEMINI_3 = "gemini-3-pro-preview";
 
-async function fake(path, body) {
-  const r = await fetch(`${env.E2E_FAKE_ORIGIN}/_fake/${path}`, body ? { method: "POST", body: JSON.stringify(body) } : {});
-  return r.json();
-}
-
-async function upstream(prefix) {
-  const pool = env.E2E_POOL_KEYS.split(",");
-  const reqs = await fake("requests");
-  assert.ok(reqs.length > 0, "the upstream saw no request");
-  for (const r of reqs) {
-    assert.equal(r.credentials.length, 1, JSON.stringify(r));
-    assert.ok(pool.includes(r.credentials[0][1]), "a non-pool credential went upstream");
-    assert.ok(r.path.startsWith(prefix), r.path);
-  }
-  return reqs;
-}
-
-const fresh = () => fake("reset", {});
 const client = () => new OpenAI({ baseURL: `${external}/v1`, apiKey: env.E2E_PROXY_KEY, maxRetries: 0 });
 const weather = {
   type: "function",
@@ -47,7 +27,7 @@ test("openai responses: plain, on an aliased model", { skip }, async () => {
   assert.equal(r.output_text, "Hello from the fake gemini-3-flash-preview.");
   assert.equal(r.model, "gpt-5-codex");
   assert.equal(r.status, "completed");
-  await upstream("/v1beta/models/gemini-3-flash-preview:generateContent");
+  await upstreamSawOnlyPoolKeys(pathStartsWith("/v1beta/models/gemini-3-flash-preview:generateContent"));
 });
 
 test("openai responses: a stream", { skip }, async () => {
@@ -71,7 +51,7 @@ test("openai responses: a function call over two turns on Gemini 3, streamed", {
   input.push(...first.output, { type: "function_call_output", call_id: call.call_id, output: "fog" });
   const second = await ask();
   assert.match(second.output_text, /fog/);
-  const reqs = await upstream(`/v1beta/models/${GEMINI_3}:streamGenerateContent`);
+  const reqs = await upstreamSawOnlyPoolKeys(pathStartsWith(`/v1beta/models/${GEMINI_3}:streamGenerateContent`));
   assert.match(reqs.at(-1).body.contents[1].parts[0].thoughtSignature, /^EtYDCtMDAdHtim/);
 });
 
@@ -98,7 +78,7 @@ test("@ai-sdk/openai: generateText and streamText", { skip }, async () => {
   let streamed = "";
   for await (const part of result.textStream) streamed += part;
   assert.equal(streamed, "chunk 0 chunk 1 chunk 2 ");
-  await upstream("/v1beta/models/gemini-2.5-flash:");
+  await upstreamSawOnlyPoolKeys(pathStartsWith("/v1beta/models/gemini-2.5-flash:"));
 });
 
 test("@ai-sdk/openai: a tool the SDK runs, on Gemini 3", { skip }, async () => {
@@ -118,6 +98,6 @@ test("@ai-sdk/openai: a tool the SDK runs, on Gemini 3", { skip }, async () => {
   });
   assert.equal(steps.length, 2);
   assert.match(text, /Rome: clear/);
-  const reqs = await upstream(`/v1beta/models/${GEMINI_3}:`);
+  const reqs = await upstreamSawOnlyPoolKeys(pathStartsWith(`/v1beta/models/${GEMINI_3}:`));
   assert.match(reqs.at(-1).body.contents[1].parts[0].thoughtSignature, /^EtYDCtMDAdHtim/);
 });

@@ -5,28 +5,16 @@ import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { GoogleGenAI } from "@google/genai";
+import { env, external, skip, fake, fresh, upstreamSawOnlyPoolKeys as poolKeysOnly } from "./fake.mjs";
 
-const env = process.env;
-const external = env.E2E_PROXY_URL;
-const skip = external ? false : "E2E_PROXY_URL is unset (scripts/e2e runs this)";
 const MODEL = "gemini-2.5-flash";
 
-async function fake(path, body) {
-  const r = await fetch(`${env.E2E_FAKE_ORIGIN}/_fake/${path}`, body ? { method: "POST", body: JSON.stringify(body) } : {});
-  return r.json();
-}
-
+/** The upstream saw only pool keys, below `prefix`, each in the mechanism of its API. */
 async function upstreamSawOnlyPoolKeys(prefix) {
-  const pool = env.E2E_POOL_KEYS.split(",");
-  const reqs = await fake("requests");
-  assert.ok(reqs.length > 0, "the upstream saw no request");
-  for (const r of reqs) {
-    assert.equal(r.credentials.length, 1, JSON.stringify(r));
-    const [mechanism, key] = r.credentials[0];
-    assert.ok(pool.includes(key), "a non-pool credential went upstream");
+  await poolKeysOnly((r) => {
     assert.ok(r.path.startsWith(prefix), r.path);
-    assert.equal(mechanism, r.path.startsWith("/v1beta/openai/") ? "bearer" : "goog-api-key");
-  }
+    assert.equal(r.credentials[0][0], r.path.startsWith("/v1beta/openai/") ? "bearer" : "goog-api-key");
+  });
 }
 
 before(async () => {
@@ -34,7 +22,6 @@ before(async () => {
   await fetch(`${external}/stat/reset`, { method: "POST", headers: { authorization: `Bearer ${env.E2E_PROXY_KEY}` } });
 });
 
-const fresh = () => fake("reset", {});
 const oai = () => new OpenAI({ baseURL: `${external}/v1`, apiKey: env.E2E_PROXY_KEY, maxRetries: 0 });
 
 test("openai: chat", { skip }, async () => {
