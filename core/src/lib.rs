@@ -22,6 +22,7 @@
 //! | [`request`] | what a client's request is: routing, credentials, admission, the admin's requests, login | `wire`, `config`, `google` |
 //! | [`translate`] | APIs Google does not offer (Anthropic's Messages), as Gemini calls and back | `wire`, `config`, `google`, `request` |
 //! | [`exchange`] | the driver: one request from arrival to its last report, one file per flow | `wire`, `config`, `google`, `request`, `translate` |
+//! | [`live`] | the second driver: a Live API session (a WebSocket) from its setup to its last report | `wire`, `config`, `google`, `request`, `exchange` |
 //! | [`store`] | the key store: pool, clients, registry, history, vault, snapshots, the one persistence mapping | `wire`, `config` |
 //! | [`view`] | a snapshot shown: `/stat.json`, the page, metrics | `wire`, `store` |
 //!
@@ -31,17 +32,18 @@
 //!
 //! [`translate`] sits between `request` and `exchange`: a request in
 //! another API's shape becomes a Gemini one, and the answer goes back,
-//! called by the exchange's relay. Room for what comes next: a
-//! second driver for WebSocket sessions (a `live/` folder beside
-//! `exchange`, with its own steps, using `request`'s admission and
-//! `wire`'s key-store protocol). [`exchange::Step::Summary`] is the one
-//! record of a request a log hangs on.
+//! called by the exchange's relay. [`live`] is the second driver, for
+//! WebSocket sessions, with its own steps, using `request`'s admission,
+//! the exchange's key check and `wire`'s key-store protocol.
+//! [`exchange::Step::Summary`] is the one record of a request a log hangs
+//! on.
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod cron;
 pub mod exchange;
 pub mod google;
+pub mod live;
 pub mod request;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]

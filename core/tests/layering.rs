@@ -21,6 +21,7 @@ const RULE: &[(&str, &[&str])] = &[
     ("request", &["wire", "config", "google"]),
     ("translate", &["wire", "config", "google", "request"]),
     ("exchange", &["wire", "config", "google", "request", "translate"]),
+    ("live", &["wire", "config", "google", "request", "exchange"]),
     ("store", &["wire"]),
     ("view", &["wire", "store"]),
 ];

@@ -61,6 +61,7 @@ use crate::wire::secret::KeyId;
 pub use crate::wire::summary::{Attempt, Summary};
 pub use outgoing::{BodyFrom, UpstreamRequest, upstream_request};
 pub use pipe::Pipe;
+pub(crate) use relay::runtime_aliases;
 use std::collections::VecDeque;
 use std::sync::Arc;
 

@@ -816,7 +816,7 @@ impl Exchange {
 /// The admin's model aliases from the key store's answer
 /// ([`AdminOp::Aliases`]); an answer that holds none (or is not one) adds
 /// none.
-fn runtime_aliases(answer: &AdminAnswer) -> Vec<(String, String)> {
+pub(crate) fn runtime_aliases(answer: &AdminAnswer) -> Vec<(String, String)> {
     #[derive(serde::Deserialize)]
     struct Entry {
         from: String,

@@ -225,7 +225,10 @@ pub fn told_of(answer: &Value, interaction: bool) -> Vec<(Resource, Option<UnixM
         }
     };
     for (o, is_interaction) in objects {
-        let name = o.get("name").and_then(Value::as_str).and_then(Resource::parse);
+        // An ephemeral token (`auth_tokens/…`) is known by its hash.
+        let name = o.get("name").and_then(Value::as_str).and_then(|n| {
+            Resource::parse(n).or_else(|| n.starts_with("auth_tokens/").then(|| Resource::auth_token(n)))
+        });
         let id = || {
             let id = o.get("id").and_then(Value::as_str).filter(|id| is_id(id))?;
             Resource::parse(&format!("interactions/{id}"))

@@ -11,6 +11,7 @@
 use crate::store::clients::{self, ClientView};
 use crate::store::persist::{self, KeyRecord, VaultRecord};
 use crate::store::pool::{Added, KeyPool};
+use crate::store::registry;
 use crate::store::signatures;
 use crate::store::sql::{SqlValue, Statement};
 use crate::store::vault::{NONCE_BYTES, Vault};
@@ -21,6 +22,7 @@ use crate::wire::keystore::AdminOp;
 use crate::wire::keystore::Lease;
 use crate::wire::keystore::MAX_CHECKS_PER_CALL;
 use crate::wire::keystore::WalkFrom;
+use crate::wire::keystore::{NO_MODEL, Outcome, Report};
 use crate::wire::secret::{ApiKey, KeyId};
 use crate::wire::time::UnixMillis;
 use base64::Engine as _;
@@ -172,6 +174,13 @@ pub fn apply(
             let writes: Vec<Statement> =
                 pool.list_models(names).iter().map(|all| persist::listed_statement(all)).collect();
             Applied { writes, batched: true, ..answer(200, json!({ "listed": pool.listed_count() })) }
+        }
+        AdminOp::Own { key, client, owned } => {
+            let report = Report { owned, client, ..Report::of_key(key, NO_MODEL, Outcome::Success) };
+            let rows = pool.remember_owners(&report, now);
+            let writes: Vec<Statement> =
+                rows.iter().map(|(name, owner)| registry::row_statement(name, owner.as_ref())).collect();
+            Applied { writes, batched: true, ..answer(200, json!({ "owned": rows.len() })) }
         }
         AdminOp::Signatures { client, ids } => {
             let found = pool.signatures().find(signatures::scope_of(client.as_deref()), &ids, now);

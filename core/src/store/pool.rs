@@ -442,7 +442,8 @@ impl KeyPool {
     ) -> Result<Lease, Unavailable> {
         // A chunk of an upload the registry knows, without a credential:
         // its upload id is its authority ([`crate::request::admit`]), and it counts
-        // against the client that started the upload.
+        // against the client that started the upload (so does a Live
+        // session opened with an ephemeral token the proxy minted).
         let upload = claim.filter(|c| c.hashes.is_empty()).and_then(|_| self.upload_of(resources, now));
         let client = match (claim, upload) {
             (Some(_), Some(upload)) => upload.client.clone(),
@@ -462,9 +463,12 @@ impl KeyPool {
         Ok(Lease { client, ..lease })
     }
 
-    /// The registry's entry of the upload in progress `resources` name.
+    /// The registry's entry of the upload in progress `resources` name, or
+    /// of the ephemeral token a constrained Live session presents: each is
+    /// the authority of a request that carries no credential.
     fn upload_of(&self, resources: &[Resource], now: UnixMillis) -> Option<&Owner> {
-        let upload = resources.iter().find(|r| r.kind() == crate::wire::resource::Kind::Upload)?;
+        use crate::wire::resource::Kind;
+        let upload = resources.iter().find(|r| matches!(r.kind(), Kind::Upload | Kind::AuthToken))?;
         self.affinity.entry(upload, now)
     }
 
@@ -520,6 +524,14 @@ impl KeyPool {
             return Err(Unavailable::AllTried);
         }
         Ok(lease)
+    }
+
+    /// Remembers the owners `r` names, and nothing else of it (no call is
+    /// counted): the registry rows to persist ([`AdminOp::Own`]).
+    ///
+    /// [`AdminOp::Own`]: crate::wire::keystore::AdminOp::Own
+    pub fn remember_owners(&mut self, r: &Report, now: UnixMillis) -> Vec<(String, Option<Owner>)> {
+        self.record_owners(r, now)
     }
 
     /// Remembers what a report found of the resources' owners; the

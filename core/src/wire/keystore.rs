@@ -141,8 +141,14 @@ impl Report {
     /// The report of an attempt with `lease` for `model`: no usage, no
     /// client, no resources.
     pub fn of(lease: &Lease, model: &str, outcome: Outcome) -> Self {
+        Self::of_key(lease.id.clone(), model, outcome)
+    }
+
+    /// The report of an attempt with key `key` for `model`: no usage, no
+    /// client, no resources.
+    pub fn of_key(key: KeyId, model: &str, outcome: Outcome) -> Self {
         Report {
-            key: lease.id.clone(),
+            key,
             model: model.to_owned(),
             outcome,
             usage: None,
@@ -489,6 +495,18 @@ pub enum AdminOp {
     ModelsListed {
         /// The names.
         names: Vec<String>,
+    },
+    /// Not an admin's: resources found to be `key`'s in the middle of a
+    /// flow that reports only at its end (a Live session's resumption
+    /// handle: the client may resume before the session's report lands).
+    /// Answered 200 with `{"owned": n}`.
+    Own {
+        /// The key.
+        key: KeyId,
+        /// The client whose session made them (none: the proxy key's).
+        client: Option<String>,
+        /// The resources.
+        owned: Vec<Owned>,
     },
     /// What the checks found, to record.
     Checked {

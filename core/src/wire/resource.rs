@@ -22,6 +22,12 @@ pub enum Kind {
     Interaction,
     /// `fileSearchStores/{id}`.
     FileSearchStore,
+    /// `liveSessions/{hash}`: a Live session's resumption handle (by its
+    /// hash, [`Resource::live_handle`]); Google keeps one valid 2 hours.
+    LiveSession,
+    /// `authTokens/{hash}`: an ephemeral token a key minted (by its hash,
+    /// [`Resource::auth_token`]), which opens a constrained Live session.
+    AuthToken,
 }
 
 impl Kind {
@@ -35,6 +41,10 @@ impl Kind {
             Kind::File | Kind::CachedContent => 48 * HOUR_MS,
             Kind::Upload => 7 * 24 * HOUR_MS,
             Kind::Batch | Kind::Operation | Kind::Interaction | Kind::FileSearchStore => 30 * 24 * HOUR_MS,
+            Kind::LiveSession => 2 * HOUR_MS,
+            // Google's longest (its default is 30 minutes); the answer's
+            // `expireTime` is used when given.
+            Kind::AuthToken => 20 * HOUR_MS,
         }
     }
 }
@@ -109,7 +119,27 @@ impl Resource {
     /// A name as [`Self::name`] gives it: a resource's, or an upload's
     /// (`uploads/{id}`).
     pub fn stored(name: &str) -> Option<Self> {
-        Self::parse(name).or_else(|| name.strip_prefix("uploads/").and_then(Self::upload))
+        Self::parse(name).or_else(|| name.strip_prefix("uploads/").and_then(Self::upload)).or_else(|| {
+            let hashed = |prefix: &str, kind| {
+                let hash = name.strip_prefix(prefix)?;
+                (hash.len() == HASH_LEN && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| Self { name: name.to_owned(), kind })
+            };
+            hashed("liveSessions/", Kind::LiveSession).or_else(|| hashed("authTokens/", Kind::AuthToken))
+        })
+    }
+
+    /// The resource of a Live session's resumption handle. The handle is a
+    /// credential of sorts (it resumes the conversation): only its hash is
+    /// kept.
+    pub fn live_handle(handle: &str) -> Self {
+        Self { name: format!("liveSessions/{}", short_hash(b"live handle\0", handle)), kind: Kind::LiveSession }
+    }
+
+    /// The resource of an ephemeral token (`auth_tokens/…`, as Google names
+    /// it and clients present it): only its hash is kept.
+    pub fn auth_token(token: &str) -> Self {
+        Self { name: format!("authTokens/{}", short_hash(b"auth token\0", token)), kind: Kind::AuthToken }
     }
 
     /// The resource of a resumable upload in progress, by its upload id.
@@ -129,6 +159,18 @@ impl Resource {
     pub fn kind(&self) -> Kind {
         self.kind
     }
+}
+
+/// How many hex digits of a hash name a handle's or a token's resource.
+const HASH_LEN: usize = 32;
+
+/// The first [`HASH_LEN`] hex digits of SHA-256 over `domain` and `value`.
+fn short_hash(domain: &[u8], value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(domain);
+    h.update(value.as_bytes());
+    h.finalize().iter().take(HASH_LEN / 2).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The host of the URIs Google gives its resources
