@@ -20,6 +20,7 @@
 //! prompt that names another project's file or cache gets Google's 403.
 #![deny(missing_docs)]
 
+mod live;
 pub mod projects;
 mod raw;
 mod responses;
@@ -189,6 +190,8 @@ struct State {
     origin: Mutex<String>,
     /// The thought signatures the fake issued ([`tools`]).
     signatures: Mutex<std::collections::HashSet<String>>,
+    /// Live sessions' tokens and handles ([`live`]).
+    live: Mutex<live::LiveState>,
 }
 
 fn json_or_null<S: serde::Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
@@ -331,7 +334,7 @@ where
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(keep_alive);
-    let _ = builder.serve_connection(TokioIo::new(io), svc).await;
+    let _ = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).await;
 }
 
 /// One request per connection, its head read here: a key scripted to
@@ -450,6 +453,9 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>
     let path = req.uri().path().to_owned();
     if path.starts_with("/_fake/") {
         return Ok(control(st, req).await);
+    }
+    if live::is_live(&path) {
+        return Ok(live::upgrade(st, req));
     }
     let method = req.method().to_string();
     let method_name = method.clone();
@@ -742,6 +748,9 @@ async fn respond(st: &Arc<State>, req: &Api<'_>, model: Option<String>, usage: &
             "models/{model_name} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods."
         );
         return json(StatusCode::NOT_FOUND, &wrap(responses::error(404, &message, "NOT_FOUND")));
+    }
+    if req.method == "POST" && path.ends_with("/auth_tokens") {
+        return json(StatusCode::OK, &live::mint(&st, &key, body_json));
     }
     if let Some(answer) = resources(&st, &key, req) {
         return answer;
@@ -1063,6 +1072,7 @@ async fn control(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         "/_fake/reset" => {
             *lock(&st.projects) = projects::Projects::default();
+            *lock(&st.live) = live::LiveState::default();
             lock(&st.requests).clear();
             lock(&st.behaviors).clear();
             *lock(&st.default) = None;

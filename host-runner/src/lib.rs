@@ -10,11 +10,13 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod key_store;
+pub mod live;
 pub mod outbound;
 pub mod p3;
 pub mod proxy;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 /// The component this host serves (on `wasi:http` 0.2), built by `build.rs`.
 pub const COMPONENT_PATH: &str = env!("COMPONENT_PATH");

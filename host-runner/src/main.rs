@@ -47,6 +47,13 @@ struct Args {
     /// closed. Lowered, with a warning, to fit the open-file limit.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Serve TLS with this PEM certificate chain (with --tls-key): the
+    /// Python SDK's Live client always connects with wss://.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn seconds(v: &str) -> Result<Duration, String> {
@@ -121,6 +128,11 @@ async fn run() -> anyhow::Result<()> {
     // after this line sees absolute paths (Wasmtime's cache insists on one).
     let db = absolute(&cwd, &args.db);
     let compile_cache = db.parent().unwrap_or(&cwd).join("compiled");
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(host_runner::tls::server_config(&absolute(&cwd, cert), &absolute(&cwd, key))?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let server = Server::start(ServerOptions {
         listen: args.listen,
         db: db.clone(),
@@ -131,12 +143,13 @@ async fn run() -> anyhow::Result<()> {
         wasi_http: args.wasi_http,
         compile_cache: Some(compile_cache.clone()),
         limits: connection_limits(&args),
+        tls,
     })
     .await?;
     tracing::info!(
         addr = %server.addr(), keys, db = %db.display(), compile_cache = %compile_cache.display(),
         reset_cron = %args.reset_cron, %gemini, %openai, wasi_http = %args.wasi_http,
-        "gemini-proxy listening on http://{}", server.addr()
+        "gemini-proxy listening on {scheme}://{}", server.addr()
     );
     shutdown_signal().await;
     tracing::info!("shutting down");

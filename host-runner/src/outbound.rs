@@ -22,6 +22,7 @@ pub struct Outbound {
     client: Pooled,
     allowed: Arc<Vec<(Scheme, Authority)>>,
     timeouts: UpstreamTimeouts,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -58,8 +59,9 @@ impl Outbound {
             .map_err(|_| OriginError("TLS configuration".into()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let tls = Arc::new(tls);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config((*tls).clone())
             .https_or_http()
             // HTTP/1.1 only, as wasmtime's own sender: wasi-http hands over a
             // `host` header, which HTTP/2 has no place for.
@@ -69,7 +71,44 @@ impl Outbound {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(https);
-        Ok(Self { client, allowed: Arc::new(allowed), timeouts })
+        Ok(Self { client, allowed: Arc::new(allowed), timeouts, tls })
+    }
+
+    /// The TLS configuration to Google (Mozilla's roots, ring), for the
+    /// host's own connections (a Live session's WebSocket).
+    pub fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
+    }
+
+    /// Sends a body-less request the host makes itself (a key's check
+    /// for a Live session): its status and at most
+    /// [`CHECK_BODY_BYTES`](proxy_core::exchange::admin::CHECK_BODY_BYTES)
+    /// of its body; only to a configured upstream.
+    pub async fn check(&self, req: &proxy_core::exchange::UpstreamRequest) -> Result<(u16, Vec<u8>), String> {
+        let uri: http::Uri = req.url().parse().map_err(|e| format!("the check's URL: {e}"))?;
+        if !self.is_allowed(&uri) {
+            return Err("not a configured upstream".into());
+        }
+        let mut request = http::Request::get(uri);
+        for (name, value) in &req.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let empty = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+        let request = request.body(empty).map_err(|e| format!("the check's request: {e}"))?;
+        let first_byte = Duration::from_millis(self.timeouts.first_byte_ms);
+        let response = match tokio::time::timeout(first_byte, self.client.request(request)).await {
+            Err(_) => return Err("no answer in time".into()),
+            Ok(Err(e)) => return Err(format!("could not reach the upstream: {e}")),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status().as_u16();
+        let limit = proxy_core::exchange::admin::CHECK_BODY_BYTES;
+        let body = http_body_util::Limited::new(response.into_body(), limit).collect();
+        let body = match tokio::time::timeout(Duration::from_millis(self.timeouts.idle_ms), body).await {
+            Ok(Ok(b)) => b.to_bytes().to_vec(),
+            _ => Vec::new(),
+        };
+        Ok((status, body))
     }
 
     fn is_allowed(&self, uri: &http::Uri) -> bool {

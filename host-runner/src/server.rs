@@ -4,6 +4,7 @@
 use crate::clock::Clock;
 use crate::config::HostConfig;
 use crate::conn::{Activity, ConnectionLimits, InFlight, Watched};
+use crate::live::{self, LiveHost};
 use crate::outbound::{OriginError, Outbound};
 use crate::p3::P3Proxy;
 use crate::proxy::{ProxyComponent, ProxyError as ComponentError, WasiHttp};
@@ -52,6 +53,8 @@ pub struct ServerOptions {
     pub compile_cache: Option<PathBuf>,
     /// Client connection limits.
     pub limits: ConnectionLimits,
+    /// TLS for the listener (none: plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Errors starting the server.
@@ -104,6 +107,19 @@ impl Server {
         let origins = vec![opts.config.proxy.gemini_upstream.origin(), opts.config.proxy.openai_upstream.origin()];
         let outbound = Outbound::new(&origins, opts.config.proxy.timeouts)?;
         let backend: Arc<dyn KeyBackend> = store.clone();
+        // The Live API's sessions run natively, beside the component, with
+        // the configuration it reads (its own host name included).
+        let mut live_config = opts.config.proxy.clone();
+        if !opts.listen.ip().is_unspecified() {
+            let ip = opts.listen.ip();
+            live_config.listen_host = Some(if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() });
+        }
+        let live = LiveHost {
+            config: Arc::new(live_config),
+            store: backend.clone(),
+            tls: outbound.tls(),
+            outbound: outbound.clone(),
+        };
         let (path, mut env, cache) =
             (&opts.component_path, opts.config.component_env.clone(), opts.compile_cache.as_deref());
         // The address it listens on is a host name an open proxy answers.
@@ -129,7 +145,8 @@ impl Server {
         if let Served::P2(c) = &component {
             tokio::spawn(trim_idle_loop(c.clone(), stopped.clone()));
         }
-        let task = tokio::spawn(accept_loop(listener, component.clone(), opts.limits, stopped));
+        let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let task = tokio::spawn(accept_loop(listener, component.clone(), live, tls, opts.limits, stopped));
         Ok(Self { addr, store, component, stop, task })
     }
 
@@ -207,6 +224,8 @@ impl Served {
 async fn accept_loop(
     listener: TcpListener,
     component: Served,
+    live: LiveHost,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     limits: ConnectionLimits,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -237,17 +256,40 @@ async fn accept_loop(
             continue;
         };
         let activity = Activity::new();
-        let component = component.clone();
+        let (component, live) = (component.clone(), live.clone());
         let watched = activity.clone();
         let service = hyper::service::service_fn(move |req| {
-            let component = component.clone();
+            let (component, live) = (component.clone(), live.clone());
             let in_flight = watched.request_started();
-            async move { Ok::<_, std::convert::Infallible>(handle(component, req, in_flight).await) }
+            async move { Ok::<_, std::convert::Infallible>(handle(component, live, req, in_flight).await) }
         });
-        let io = TokioIo::new(Watched::new(stream, activity.clone()));
-        let conn = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
+        let stream = Watched::new(stream, activity.clone());
+        let Some(tls) = tls.clone() else {
+            let conn =
+                graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+            tokio::spawn(async move {
+                let _permit = permit;
+                tokio::select! {
+                    ended = conn => if let Err(e) = ended {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    },
+                    () = activity.expired(&limits) => tracing::debug!(%peer, "closed a connection that sent no request in time"),
+                }
+            });
+            continue;
+        };
+        // Over TLS: the handshake first (within the header timeout), then
+        // the same service. These connections are not among those a
+        // graceful shutdown waits for.
+        let builder = builder.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let stream = match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "no TLS handshake in time"),
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::select! {
                 ended = conn => if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -316,7 +358,7 @@ fn request_id() -> String {
 /// status, time to the response head). A head over core's limits is
 /// answered here, before the component: Wasmtime's own header limits are
 /// lower than what a client can send.
-async fn handle(component: Served, mut req: hyper::Request<Incoming>, in_flight: InFlight) -> Answer {
+async fn handle(component: Served, live: LiveHost, mut req: hyper::Request<Incoming>, in_flight: InFlight) -> Answer {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -333,9 +375,14 @@ async fn handle(component: Served, mut req: hyper::Request<Incoming>, in_flight:
         if let Ok(v) = hyper::header::HeaderValue::from_str(&id) {
             req.headers_mut().insert(proxy_core::request::headers::REQUEST_ID, v);
         }
-        match component {
-            Served::P2(c) => run_component(c, req, &id).await,
-            Served::P3(c) => run_p3(&c, req, &id).await,
+        if proxy_core::live::is_live_path(&path) {
+            // A Live session: served natively (wasi:http has no WebSocket).
+            respond(&live::serve(&live, req, &id))
+        } else {
+            match component {
+                Served::P2(c) => run_component(c, req, &id).await,
+                Served::P3(c) => run_p3(&c, req, &id).await,
+            }
         }
     };
     tracing::info!(

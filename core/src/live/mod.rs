@@ -131,7 +131,7 @@ pub fn target(path: &str) -> Option<Target> {
     let (version, method) = rest.split_once(".GenerativeService.")?;
     let version_ok = version.len() <= 12
         && version.starts_with('v')
-        && version.bytes().skip(1).next().is_some_and(|b| b.is_ascii_digit())
+        && version.as_bytes().get(1).is_some_and(u8::is_ascii_digit)
         && version.bytes().all(|b| b.is_ascii_alphanumeric());
     let constrained = match method {
         "BidiGenerateContent" => false,
@@ -226,7 +226,7 @@ fn upstream_url(cfg: &Config, target: &Target) -> String {
         Scheme::Http => "ws",
     };
     let root = match base.path.rsplit_once('/') {
-        Some((root, last)) if last.starts_with('v') && last.bytes().nth(1).is_some_and(|b| b.is_ascii_digit()) => root,
+        Some((root, last)) if last.starts_with('v') && last.as_bytes().get(1).is_some_and(u8::is_ascii_digit) => root,
         _ => base.path.as_str(),
     };
     format!("{scheme}://{}{root}{PATH_PREFIX}{}.GenerativeService.{}", base.authority, target.version, target.method())

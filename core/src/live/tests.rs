@@ -101,7 +101,7 @@ fn the_upgrade_is_refused_before_anything_without_the_proxy_key() {
 #[test]
 fn an_open_proxy_refuses_pages_of_other_origins() {
     let open = Arc::new(config(None));
-    let r = admit(open.clone(), PATH, &upgrade(&[("origin", "https://evil.example")])).err().expect("refused");
+    let r = admit(open.clone(), PATH, &upgrade(&[("origin", "https://evil.example")])).expect_err("refused");
     assert_eq!(r.status, 403);
     let r =
         admit(open.clone(), PATH, &h(&[("host", "evil.example"), ("upgrade", "websocket"), ("connection", "upgrade")]));

@@ -657,7 +657,9 @@ fn route_resource(method: &Method, path: &str, query: &str, creds: &Credentials)
     }
     let name = collection(below[0]);
     let well_formed =
-        name.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) && name.bytes().all(|b| b.is_ascii_alphanumeric());
+        // (`auth_tokens`, the ephemeral tokens of the Live API, has an underscore.)
+        name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !well_formed {
         return Err(not_found());
     }
@@ -1007,6 +1009,7 @@ mod tests {
                 false,
             ),
             ("POST", "/v1alpha/somethingNew:run", goog(), Dialect::Gemini, OTHER_RESOURCE, "/somethingNew:run", false),
+            ("POST", "/v1alpha/auth_tokens", goog(), Dialect::Gemini, OTHER_RESOURCE, "/auth_tokens", false),
             // OpenAI-style files and batches: at the root, under /v1 with a
             // bearer, and under Google's /v1beta/openai.
             ("GET", "/v1/files", bearer(), Dialect::OpenAi, "(files)", "/files", false),

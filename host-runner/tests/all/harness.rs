@@ -43,6 +43,8 @@ pub struct Harness {
     pub limits: host_runner::conn::ConnectionLimits,
     /// Extra variables of the proxy's configuration (timeouts, say).
     pub vars: Vec<(String, String)>,
+    /// TLS for the listener.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     _dir: tempfile::TempDir,
     pub http: reqwest::Client,
 }
@@ -65,6 +67,7 @@ impl Harness {
             db,
             limits: host_runner::conn::ConnectionLimits::default(),
             vars: Vec::new(),
+            tls: None,
             _dir: dir,
             http: reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client"),
         };
@@ -93,6 +96,7 @@ impl Harness {
             wasi_http: wasi_http(),
             compile_cache: None,
             limits: self.limits,
+            tls: self.tls.clone(),
         })
         .await
         .expect("server starts");

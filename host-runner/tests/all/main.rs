@@ -6,6 +6,7 @@ mod admin;
 mod clients;
 mod harness;
 mod limits;
+mod live;
 mod memory;
 mod persistence;
 mod proxying;

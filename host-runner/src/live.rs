@@ -1,0 +1,308 @@
+//! The Live API's WebSocket sessions, served natively beside the component:
+//! `wasi:http` has no upgrade, so a component cannot hold a WebSocket. The
+//! host does the I/O here (the client's upgrade, the upstream session with
+//! tokio-tungstenite over rustls) and drives core's [`proxy_core::live`]
+//! session, which decides everything else: who may connect, which key,
+//! what a close means, what is counted. The key store is the same one the
+//! component uses, called directly.
+
+use crate::outbound::Outbound;
+use crate::store::KeyBackend;
+use futures_util::{SinkExt, StreamExt};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use proxy_core::Config;
+use proxy_core::live::{self, Close, End, Event, Session, Step, Upstream};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+/// What a Live session needs of the host.
+#[derive(Clone)]
+pub struct LiveHost {
+    /// The proxy's configuration, as the component reads it.
+    pub config: Arc<Config>,
+    /// The key store.
+    pub store: Arc<dyn KeyBackend>,
+    /// Outgoing HTTP (a key's check).
+    pub outbound: Outbound,
+    /// TLS to Google.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for LiveHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveHost").finish_non_exhaustive()
+    }
+}
+
+/// The largest message relayed either way (Google's own limits are lower).
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE))
+}
+
+type Client = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Google = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Answers a Live upgrade request: a refusal as an HTTP answer, or `101`
+/// and the session run on the upgraded connection.
+pub fn serve(host: &LiveHost, mut req: hyper::Request<Incoming>, id: &str) -> proxy_core::wire::http::Response {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let headers: Vec<(String, Vec<u8>)> =
+        req.headers().iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+    let session = match live::admit(host.config.clone(), &pq, &headers) {
+        Ok(s) => s.with_request_id(id.to_owned()),
+        Err(refused) => return refused,
+    };
+    let Some(accept) = req.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes())) else {
+        let e = proxy_core::ProxyError::BadRequest("a WebSocket upgrade needs its Sec-WebSocket-Key".into());
+        return e.to_response(proxy_core::Dialect::Gemini);
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let host = host.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let client = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
+        run(host, session, client).await;
+    });
+    proxy_core::wire::http::Response {
+        status: 101,
+        headers: vec![
+            ("upgrade".to_owned(), "websocket".to_owned()),
+            ("connection".to_owned(), "Upgrade".to_owned()),
+            ("sec-websocket-accept".to_owned(), accept),
+        ],
+        body: String::new(),
+    }
+}
+
+/// Drives one session to its end.
+async fn run(host: LiveHost, mut session: Session, client: Client) {
+    let mut client = Some(client);
+    let mut upstream: Option<Google> = None;
+    let mut event = Event::Start;
+    loop {
+        event = match session.resume(event) {
+            Step::ReadSetup { limit, timeout_ms } => match client.as_mut() {
+                Some(c) => read_setup(c, limit, timeout_ms).await,
+                None => Event::ClientGone("gone".into()),
+            },
+            Step::Admin(op) => Event::Admin(host.store.admin(op)),
+            Step::Acquire { model, exclude, settle, client: claim, resources } => {
+                Event::Acquired(host.store.acquire(claim.as_ref(), &model, &resources, &exclude, settle))
+            }
+            Step::Open(up) => {
+                let (google, event) = open(&host, &up).await;
+                upstream = google;
+                event
+            }
+            Step::Check(request) => match host.outbound.check(&request).await {
+                Ok((status, body)) => Event::Checked { status, body },
+                Err(reason) => Event::Unreachable { reason },
+            },
+            Step::Relay { first, binary } => match (client.take(), upstream.take()) {
+                (Some(c), Some(google)) => Event::Ended(relay(&host, &mut session, c, google, first, binary).await),
+                _ => Event::Ended(End::UpstreamGone("no upstream session".into())),
+            },
+            Step::Close(close) => {
+                if let Some(c) = client.as_mut() {
+                    let _ = c.close(Some(frame(&close))).await;
+                }
+                Event::Done
+            }
+            Step::Report(r) => {
+                host.store.report(r);
+                Event::Done
+            }
+            Step::Log(line) => {
+                tracing::warn!("{line}");
+                Event::Done
+            }
+            Step::Note(line) => {
+                tracing::info!("{line}");
+                Event::Done
+            }
+            Step::Summary(summary) => {
+                tracing::info!(
+                    request_id = summary.request_id.as_deref().unwrap_or(""),
+                    model = summary.model.as_deref().unwrap_or(""),
+                    status = summary.status,
+                    attempts = summary.attempts.len(),
+                    error = summary.error.as_deref().unwrap_or(""),
+                    "live session ended"
+                );
+                Event::Done
+            }
+            Step::Done => return,
+        };
+    }
+}
+
+fn frame(close: &Close) -> CloseFrame {
+    CloseFrame { code: CloseCode::from(close.code), reason: close.reason.clone().into() }
+}
+
+async fn read_setup(client: &mut Client, limit: usize, timeout_ms: u64) -> Event {
+    let read = async {
+        loop {
+            match client.next().await {
+                Some(Ok(Message::Text(t))) => return Ok(t.as_bytes().to_vec()),
+                Some(Ok(Message::Binary(b))) => return Ok(b.to_vec()),
+                Some(Ok(Message::Close(_))) | None => return Err("closed before its setup".to_owned()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.to_string()),
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), read).await {
+        Ok(Ok(m)) if m.len() > limit => {
+            let close = Close::new(1009, "the setup message is too large");
+            let _ = client.close(Some(frame(&close))).await;
+            Event::ClientGone(format!("a setup of {} bytes", m.len()))
+        }
+        Ok(Ok(m)) => Event::Setup(m),
+        Ok(Err(why)) => Event::ClientGone(why),
+        Err(_) => {
+            let close = Close::new(1008, "no setup message in time");
+            let _ = client.close(Some(frame(&close))).await;
+            Event::ClientGone("no setup in time".into())
+        }
+    }
+}
+
+/// Opens the upstream session, sends the setup, and reads Google's first
+/// message.
+async fn open(host: &LiveHost, up: &Upstream) -> (Option<Google>, Event) {
+    let unreachable = |reason: String| (None, Event::Unreachable { reason });
+    let mut request = match up.url.as_str().into_client_request() {
+        Ok(r) => r,
+        Err(e) => return unreachable(format!("the upstream URL: {e}")),
+    };
+    for (name, value) in &up.headers {
+        if let (Ok(n), Ok(v)) = (http::HeaderName::try_from(name.as_str()), http::HeaderValue::try_from(value.as_str()))
+        {
+            request.headers_mut().insert(n, v);
+        }
+    }
+    let timeout = Duration::from_millis(up.timeout_ms);
+    let connector = Some(Connector::Rustls(host.tls.clone()));
+    let connect = tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config()), true, connector);
+    let mut google = match tokio::time::timeout(timeout, connect).await {
+        Err(_) => return unreachable("no WebSocket upgrade in time".into()),
+        Ok(Err(tungstenite::Error::Http(response))) => {
+            let status = response.status().as_u16();
+            let body = response.into_body().unwrap_or_default();
+            return (None, Event::Rejected { status, body: body[..body.len().min(64 * 1024)].to_vec() });
+        }
+        Ok(Err(e)) => return unreachable(e.to_string()),
+        Ok(Ok((google, _))) => google,
+    };
+    if let Err(e) = google.send(Message::text(up.setup.clone())).await {
+        return unreachable(format!("sending the setup: {e}"));
+    }
+    let first = async {
+        loop {
+            match google.next().await {
+                Some(Ok(Message::Text(t))) => return Event::Opened { message: t.as_bytes().to_vec(), binary: false },
+                Some(Ok(Message::Binary(b))) => return Event::Opened { message: b.to_vec(), binary: true },
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                    return Event::Closed { code, reason };
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Event::Unreachable { reason: e.to_string() },
+                None => return Event::Unreachable { reason: "closed without a word".into() },
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, first).await {
+        Ok(event @ Event::Opened { .. }) => (Some(google), event),
+        Ok(event) => (None, event),
+        Err(_) => unreachable("no setupComplete in time".into()),
+    }
+}
+
+/// Relays frames both ways, unchanged, until one side ends; Google's
+/// messages are shown to the session (usage, resumption handles).
+async fn relay(
+    host: &LiveHost,
+    session: &mut Session,
+    client: Client,
+    google: Google,
+    first: Vec<u8>,
+    binary: bool,
+) -> End {
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_google, mut from_google) = google.split();
+    let first =
+        if binary { Message::binary(first) } else { Message::text(String::from_utf8_lossy(&first).into_owned()) };
+    if let Err(e) = to_client.send(first).await {
+        let _ = to_google.send(Message::Close(None)).await;
+        return End::ClientGone(e.to_string());
+    }
+    loop {
+        tokio::select! {
+            m = from_client.next() => match m {
+                Some(Ok(Message::Close(frame))) => {
+                    let _ = to_google.send(Message::Close(frame)).await;
+                    return End::ClientClosed;
+                }
+                Some(Ok(Message::Frame(_))) => {}
+                Some(Ok(message)) => {
+                    if let Err(e) = to_google.send(message).await {
+                        let close = session.upstream_close(1006, "");
+                        let _ = to_client.send(Message::Close(Some(frame(&close)))).await;
+                        return End::UpstreamGone(e.to_string());
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = to_google.send(Message::Close(None)).await;
+                    return End::ClientGone(e.to_string());
+                }
+                None => {
+                    let _ = to_google.send(Message::Close(None)).await;
+                    return End::ClientGone("the connection closed".into());
+                }
+            },
+            m = from_google.next() => match m {
+                Some(Ok(Message::Close(f))) => {
+                    let (code, reason) = f.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                    let close = session.upstream_close(code, &reason);
+                    let _ = to_client.send(Message::Close(Some(frame(&close)))).await;
+                    return End::UpstreamClosed(code, reason);
+                }
+                Some(Ok(Message::Frame(_))) => {}
+                Some(Ok(message)) => {
+                    let data: Option<&[u8]> = match &message {
+                        Message::Text(t) => Some(t.as_bytes()),
+                        Message::Binary(b) => Some(b),
+                        _ => None,
+                    };
+                    if let Some(op) = data.and_then(|d| session.upstream_message(d)) {
+                        host.store.admin(op);
+                    }
+                    if let Err(e) = to_client.send(message).await {
+                        let _ = to_google.send(Message::Close(None)).await;
+                        return End::ClientGone(e.to_string());
+                    }
+                }
+                Some(Err(e)) => {
+                    let close = session.upstream_close(1006, "");
+                    let _ = to_client.send(Message::Close(Some(frame(&close)))).await;
+                    return End::UpstreamGone(e.to_string());
+                }
+                None => {
+                    let close = session.upstream_close(1006, "");
+                    let _ = to_client.send(Message::Close(Some(frame(&close)))).await;
+                    return End::UpstreamGone("the connection closed".into());
+                }
+            },
+        }
+    }
+}
