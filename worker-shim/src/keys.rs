@@ -92,6 +92,11 @@ impl KeyStore {
         Self { env: env.clone(), stub: None }
     }
 
+    /// Another handle on the same object, for a request sent on its own.
+    pub fn another(&self) -> Self {
+        Self::new(&self.env)
+    }
+
     async fn call(&mut self, message: &StoreRequest) -> Result<Response, String> {
         let stub = match &self.stub {
             Some(s) => s,

@@ -9,6 +9,7 @@
 mod durable;
 mod io;
 mod keys;
+mod live;
 mod wire;
 
 use keys::KeyStore;
@@ -54,6 +55,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         Ok(u) => u,
         Err(e) => return internal(&format!("the request's URL: {e}")),
     };
+    if proxy_core::live::is_live_path(url.path()) {
+        // A Live API session: a WebSocket relay of its own.
+        let id = request_id(&req);
+        return live::serve(&req, &env, config, id).or_else(|e| internal(&format!("a Live session: {e}")));
+    }
     let path_and_query = url.query().map_or_else(|| url.path().to_owned(), |q| format!("{}?{q}", url.path()));
     let method = Method::parse(req.method().as_ref());
     let headers = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();

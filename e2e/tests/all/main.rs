@@ -9,6 +9,7 @@
 mod abuse;
 mod admin;
 mod clients;
+mod live;
 mod translate;
 
 use e2e::Target;

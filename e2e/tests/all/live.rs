@@ -1,0 +1,115 @@
+//! The Live API (a WebSocket) through either host: a text session on a
+//! pool key counted under its key and model with Google's tokens, a
+//! quota close failing over, the upgrade refused without the proxy key,
+//! large frames intact.
+
+use e2e::Target;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const BIDI: &str = "//ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+const MODEL: &str = "gemini-live-e2e";
+
+async fn connect(t: &Target, key: Option<&str>) -> Result<Ws, u16> {
+    let url = format!("{}{BIDI}", t.proxy.replacen("http://", "ws://", 1));
+    let mut req = url.into_client_request().expect("request");
+    if let Some(k) = key {
+        req.headers_mut().insert("x-goog-api-key", k.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+async fn next(ws: &mut Ws) -> Result<Value, (u16, String)> {
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(15), ws.next()).await.expect("a message in time") {
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).expect("JSON")),
+            Some(Ok(Message::Binary(b))) => return Ok(serde_json::from_slice(&b).expect("JSON")),
+            Some(Ok(Message::Close(f))) => {
+                return Err(f.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string())));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err((1006, e.to_string())),
+            None => return Err((1006, "ended".into())),
+        }
+    }
+}
+
+async fn setup(ws: &mut Ws) -> Result<Value, (u16, String)> {
+    let s = json!({"setup": {"model": format!("models/{MODEL}"), "generationConfig": {"responseModalities": ["TEXT"]}}});
+    ws.send(Message::text(s.to_string())).await.expect("setup");
+    next(ws).await
+}
+
+async fn turn(ws: &mut Ws, text: &str) -> (String, Value) {
+    let m = json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}});
+    ws.send(Message::text(m.to_string())).await.expect("turn");
+    let reply = next(ws).await.expect("reply");
+    let text = reply.pointer("/serverContent/modelTurn/parts/0/text").and_then(Value::as_str).expect("text").to_owned();
+    let end = next(ws).await.expect("turn complete");
+    (text, end)
+}
+
+async fn sessions(t: &Target) -> Vec<Value> {
+    t.upstream_requests().await.into_iter().filter(|r| r["method"] == "WS").collect()
+}
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn a_live_session_runs_on_a_pool_key_and_is_counted_with_its_tokens() {
+    let t = Target::fresh_from_env().await;
+    let mut ws = connect(&t, Some(&t.proxy_key)).await.expect("upgraded");
+    assert_eq!(setup(&mut ws).await, Ok(json!({"setupComplete": {}})));
+    let big = "x".repeat(100 * 1024);
+    let (text, end) = turn(&mut ws, &big).await;
+    assert_eq!(text, format!("Echo: {big}"), "a 100 KiB frame each way, intact");
+    let prompt = end.pointer("/usageMetadata/promptTokenCount").and_then(Value::as_u64).expect("usage");
+    ws.close(None).await.expect("close");
+    while ws.next().await.is_some() {}
+    let seen = sessions(&t).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["credentials"][0][0], "goog-api-key", "the key in a header: {}", seen[0]);
+    assert!(seen[0]["query"].is_null(), "no key in the URL");
+    t.assert_only_pool_keys_upstream().await;
+    let key = seen[0]["credentials"][0][1].as_str().expect("key").to_owned();
+    let stats = t.stats_when(|s| !t.key_row(s, &key)["models"][MODEL].is_null()).await;
+    let cell = &t.key_row(&stats, &key)["models"][MODEL];
+    assert_eq!(cell["requests"], 1, "{cell}");
+    assert_eq!(cell["tokens"]["prompt"], prompt, "{cell}");
+}
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn a_live_session_on_a_used_up_key_fails_over_and_marks_it() {
+    let t = Target::fresh_from_env().await;
+    for k in &t.keys[..t.keys.len() - 1] {
+        t.behave(k, "per-day").await;
+    }
+    let mut ws = connect(&t, Some(&t.proxy_key)).await.expect("upgraded");
+    assert_eq!(setup(&mut ws).await, Ok(json!({"setupComplete": {}})));
+    assert_eq!(turn(&mut ws, "hi").await.0, "Echo: hi");
+    ws.close(None).await.expect("close");
+    let seen = sessions(&t).await;
+    let last = t.keys.last().expect("a key");
+    assert_eq!(seen.last().map(|s| s["credentials"][0][1].clone()), Some(json!(last)));
+    let tried: Vec<String> =
+        seen.iter().map(|s| s["credentials"][0][1].as_str().unwrap_or_default().to_owned()).collect();
+    let marked = |s: &Value| {
+        tried.iter().filter(|k| *k != last).all(|k| t.key_row(s, k)["models"][MODEL]["state"] == "cooling")
+    };
+    let stats = t.stats_when(marked).await;
+    assert!(marked(&stats), "{stats}");
+    // Without the proxy key: refused at the upgrade, nothing upstream.
+    t.fake("reset", json!({})).await;
+    if !t.proxy_key.is_empty() {
+        assert_eq!(connect(&t, None).await.err(), Some(401));
+        assert!(t.upstream_requests().await.is_empty());
+    }
+}
