@@ -28,6 +28,7 @@ pub fn serve(req: &Request, env: &Env, config: Arc<Config>, id: String) -> worke
     };
     let pair = WebSocketPair::new()?;
     pair.server.accept()?;
+    binary_as_buffers(&pair.server);
     let store = KeyStore::new(env);
     wasm_bindgen_futures::spawn_local(run(session, pair.server, store));
     Response::from_websocket(pair.client)
@@ -62,6 +63,13 @@ async fn next_within(events: &mut worker::EventStream<'_>, ms: u64) -> Option<Ne
         Either::Left((n, _)) => Some(n),
         Either::Right(_) => None,
     }
+}
+
+/// Binary messages as `ArrayBuffer`s (a `Blob`'s bytes cannot be read at
+/// once).
+fn binary_as_buffers(ws: &WebSocket) {
+    let socket: &web_sys::WebSocket = ws.as_ref();
+    socket.set_binary_type(web_sys::BinaryType::Arraybuffer);
 }
 
 fn send(ws: &WebSocket, data: &[u8], binary: bool) -> worker::Result<()> {
@@ -178,6 +186,7 @@ async fn open(up: &Upstream) -> (Option<WebSocket>, Event) {
     if let Err(e) = ws.accept() {
         return unreachable(format!("accepting the upstream socket: {e}"));
     }
+    binary_as_buffers(&ws);
     let first = {
         let Ok(mut events) = ws.events() else { return unreachable("no events of the upstream socket".into()) };
         if let Err(e) = ws.send_with_str(&up.setup) {
