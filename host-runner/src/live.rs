@@ -43,8 +43,17 @@ impl std::fmt::Debug for LiveHost {
 /// The largest message relayed either way (Google's own limits are lower).
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
+/// The read buffer each socket keeps (tungstenite's default, 128 KiB, made
+/// a session cost 275 KiB; an audio chunk is a few KiB, and a larger
+/// message is read through it in pieces).
+const READ_BUFFER: usize = 8 * 1024;
+
 fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE))
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
 }
 
 type Client = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;

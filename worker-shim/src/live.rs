@@ -113,7 +113,9 @@ async fn run(mut session: Session, client: WebSocket, mut store: KeyStore) {
             }
             Step::Check(request) => check(&request).await,
             Step::Relay { first, binary } => match google.take() {
-                Some(g) => Event::Ended(relay(&mut session, &store, &client, &mut from_client, g, &first, binary).await),
+                Some(g) => {
+                    Event::Ended(relay(&mut session, &store, &client, &mut from_client, g, &first, binary).await)
+                }
                 None => Event::Ended(End::UpstreamGone("no upstream session".into())),
             },
             Step::Close(c) => {

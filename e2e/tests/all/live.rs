@@ -43,7 +43,8 @@ async fn next(ws: &mut Ws) -> Result<Value, (u16, String)> {
 }
 
 async fn setup(ws: &mut Ws) -> Result<Value, (u16, String)> {
-    let s = json!({"setup": {"model": format!("models/{MODEL}"), "generationConfig": {"responseModalities": ["TEXT"]}}});
+    let s =
+        json!({"setup": {"model": format!("models/{MODEL}"), "generationConfig": {"responseModalities": ["TEXT"]}}});
     ws.send(Message::text(s.to_string())).await.expect("setup");
     next(ws).await
 }
@@ -101,9 +102,8 @@ async fn a_live_session_on_a_used_up_key_fails_over_and_marks_it() {
     assert_eq!(seen.last().map(|s| s["credentials"][0][1].clone()), Some(json!(last)));
     let tried: Vec<String> =
         seen.iter().map(|s| s["credentials"][0][1].as_str().unwrap_or_default().to_owned()).collect();
-    let marked = |s: &Value| {
-        tried.iter().filter(|k| *k != last).all(|k| t.key_row(s, k)["models"][MODEL]["state"] == "cooling")
-    };
+    let marked =
+        |s: &Value| tried.iter().filter(|k| *k != last).all(|k| t.key_row(s, k)["models"][MODEL]["state"] == "cooling");
     let stats = t.stats_when(marked).await;
     assert!(marked(&stats), "{stats}");
     // Without the proxy key: refused at the upgrade, nothing upstream.
