@@ -120,5 +120,5 @@ def test_live_session_refused_without_the_proxy_key(stack, fake):
 
     with pytest.raises(Exception) as refused:
         asyncio.run(run())
-    assert "1008" in str(refused.value), refused.value
+    assert "401" in str(refused.value), refused.value
     assert live_sessions(fake) == []

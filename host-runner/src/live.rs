@@ -61,14 +61,37 @@ type Google = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Answers a Live upgrade request: a refusal as an HTTP answer, or `101`
 /// and the session run on the upgraded connection.
-pub fn serve(host: &LiveHost, mut req: hyper::Request<Incoming>, id: &str) -> proxy_core::wire::http::Response {
+pub async fn serve(host: &LiveHost, mut req: hyper::Request<Incoming>, id: &str) -> proxy_core::wire::http::Response {
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let headers: Vec<(String, Vec<u8>)> =
         req.headers().iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
-    let session = match live::admit(host.config.clone(), &pq, &headers) {
+    let mut session = match live::admit(host.config.clone(), &pq, &headers) {
         Ok(s) => s.with_request_id(id.to_owned()),
         Err(refused) => return refused,
     };
+    // Who the caller is, before the upgrade: a stranger gets an HTTP refusal.
+    let mut event = Event::Start;
+    loop {
+        event = match session.resume(event) {
+            Step::Upgrade => break,
+            Step::Refuse(refused) => {
+                let mut event = Event::Done;
+                while !matches!(session.resume(event), Step::Done) {
+                    event = Event::Done;
+                }
+                return refused;
+            }
+            Step::Admin(op) => Event::Admin(host.store.admin(op)),
+            Step::Log(line) => {
+                tracing::warn!("{line}");
+                Event::Done
+            }
+            Step::Done => {
+                return proxy_core::ProxyError::internal("", Some(id)).to_response(proxy_core::Dialect::Gemini);
+            }
+            _ => Event::Done,
+        };
+    }
     let Some(accept) = req.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes())) else {
         let e = proxy_core::ProxyError::BadRequest("a WebSocket upgrade needs its Sec-WebSocket-Key".into());
         return e.to_response(proxy_core::Dialect::Gemini);
@@ -95,7 +118,8 @@ pub fn serve(host: &LiveHost, mut req: hyper::Request<Incoming>, id: &str) -> pr
 async fn run(host: LiveHost, mut session: Session, client: Client) {
     let mut client = Some(client);
     let mut upstream: Option<Google> = None;
-    let mut event = Event::Start;
+    // The upgrade is done.
+    let mut event = Event::Done;
     loop {
         event = match session.resume(event) {
             Step::ReadSetup { limit, timeout_ms } => match client.as_mut() {
@@ -148,6 +172,7 @@ async fn run(host: LiveHost, mut session: Session, client: Client) {
                 );
                 Event::Done
             }
+            Step::Upgrade | Step::Refuse(_) => Event::Done,
             Step::Done => return,
         };
     }

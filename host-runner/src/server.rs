@@ -377,7 +377,7 @@ async fn handle(component: Served, live: LiveHost, mut req: hyper::Request<Incom
         }
         if proxy_core::live::is_live_path(&path) {
             // A Live session: served natively (wasi:http has no WebSocket).
-            respond(&live::serve(&live, req, &id))
+            respond(&live::serve(&live, req, &id).await)
         } else {
             match component {
                 Served::P2(c) => run_component(c, req, &id).await,

@@ -58,7 +58,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     if proxy_core::live::is_live_path(url.path()) {
         // A Live API session: a WebSocket relay of its own.
         let id = request_id(&req);
-        return live::serve(&req, &env, config, id).or_else(|e| internal(&format!("a Live session: {e}")));
+        return live::serve(&req, &env, config, id).await.or_else(|e| internal(&format!("a Live session: {e}")));
     }
     let path_and_query = url.query().map_or_else(|| url.path().to_owned(), |q| format!("{}?{q}", url.path()));
     let method = Method::parse(req.method().as_ref());

@@ -18,18 +18,42 @@ use worker::{Delay, Env, Fetch, Method, Request, RequestInit, Response, WebSocke
 
 /// Answers a Live upgrade: a refusal as an HTTP answer, or `101` with the
 /// client's end of a pair whose other end the session drives.
-pub fn serve(req: &Request, env: &Env, config: Arc<Config>, id: String) -> worker::Result<Response> {
+pub async fn serve(req: &Request, env: &Env, config: Arc<Config>, id: String) -> worker::Result<Response> {
     let url = req.url()?;
     let pq = url.query().map_or_else(|| url.path().to_owned(), |q| format!("{}?{q}", url.path()));
     let headers: Vec<(String, Vec<u8>)> = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
-    let session = match live::admit(config, &pq, &headers) {
+    let mut session = match live::admit(config, &pq, &headers) {
         Ok(s) => s.with_request_id(id),
         Err(refused) => return io::to_response(&refused),
     };
+    let mut store = KeyStore::new(env);
+    // Who the caller is, before the upgrade: a stranger gets an HTTP refusal.
+    let mut event = Event::Start;
+    loop {
+        event = match session.resume(event) {
+            Step::Upgrade => break,
+            Step::Refuse(refused) => {
+                let mut event = Event::Done;
+                while !matches!(session.resume(event), Step::Done) {
+                    event = Event::Done;
+                }
+                return io::to_response(&refused);
+            }
+            Step::Admin(op) => store.admin(op).await.map_or_else(Event::StoreFailed, Event::Admin),
+            Step::Log(line) => {
+                worker::console_error!("{line}");
+                Event::Done
+            }
+            Step::Done => {
+                let e = proxy_core::ProxyError::internal("the Live session ended before its upgrade", None);
+                return io::to_response(&e.to_response(proxy_core::Dialect::Gemini));
+            }
+            _ => Event::Done,
+        };
+    }
     let pair = WebSocketPair::new()?;
     pair.server.accept()?;
     binary_as_buffers(&pair.server);
-    let store = KeyStore::new(env);
     wasm_bindgen_futures::spawn_local(run(session, pair.server, store));
     Response::from_websocket(pair.client)
 }
@@ -83,7 +107,8 @@ fn close(ws: &WebSocket, c: &Close) {
 async fn run(mut session: Session, client: WebSocket, mut store: KeyStore) {
     let Ok(mut from_client) = client.events() else { return };
     let mut google: Option<WebSocket> = None;
-    let mut event = Event::Start;
+    // The upgrade is done.
+    let mut event = Event::Done;
     loop {
         event = match session.resume(event) {
             Step::ReadSetup { limit, timeout_ms } => match next_within(&mut from_client, timeout_ms).await {
@@ -142,6 +167,7 @@ async fn run(mut session: Session, client: WebSocket, mut store: KeyStore) {
                 worker::console_log!("{}", summary.line(0));
                 Event::Done
             }
+            Step::Upgrade | Step::Refuse(_) => Event::Done,
             Step::Done => return,
         };
     }

@@ -8,6 +8,8 @@
 //! let mut event = Event::Start;
 //! loop {
 //!     event = match session.resume(event) {
+//!         Step::Upgrade => /* answer 101 */ Event::Done,
+//!         Step::Refuse(response) => /* answer it, no WebSocket */ Event::Done,
 //!         Step::ReadSetup { limit, timeout_ms } => Event::Setup(first message) | Event::ClientGone(why),
 //!         Step::Admin(op) => Event::Admin(store.admin(op)),
 //!         Step::Acquire { .. } => Event::Acquired(store.acquire(..)),
@@ -65,6 +67,12 @@ impl std::fmt::Debug for Upstream {
 /// What the host does next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
+    /// Answer the upgrade with `101` (the caller may open a session);
+    /// answer [`Event::Done`] once it is a WebSocket.
+    Upgrade,
+    /// Answer the upgrade with this refusal (no WebSocket); answer
+    /// [`Event::Done`].
+    Refuse(crate::wire::http::Response),
     /// Read the client's first message (at most `limit` bytes, within
     /// `timeout_ms`). Answer [`Event::Setup`], or [`Event::ClientGone`].
     ReadSetup {
@@ -194,6 +202,9 @@ pub enum Event {
 #[derive(Debug)]
 enum Phase {
     Start,
+    /// The key store tells who the caller is, before the upgrade.
+    Identify,
+    Upgrading,
     Setup,
     Aliases,
     Lease,
@@ -292,7 +303,46 @@ impl Session {
         }
         let phase = std::mem::replace(&mut self.phase, Phase::Over);
         match (phase, event) {
-            (Phase::Start, Event::Start) => {
+            // The proxy key's: upgraded at once. Any other caller is
+            // known to the key store first (a client key, an ephemeral
+            // token it minted, an open proxy's caller), so that a stranger
+            // is refused before the upgrade.
+            (Phase::Start, Event::Start) => match &self.claim {
+                None => {
+                    self.phase = Phase::Upgrading;
+                    Step::Upgrade
+                }
+                Some(claim) => {
+                    let resources = self.resources.iter().map(|r| r.name().to_owned()).collect();
+                    self.phase = Phase::Identify;
+                    Step::Admin(AdminOp::Identify { claim: claim.clone(), resources })
+                }
+            },
+            (Phase::Identify, Event::Admin(answer)) if answer.status == 200 => {
+                self.phase = Phase::Upgrading;
+                Step::Upgrade
+            }
+            (Phase::Identify, Event::Admin(answer)) => {
+                let refusal = serde_json::from_str::<serde_json::Value>(&answer.body)
+                    .ok()
+                    .and_then(|v| serde_json::from_value::<crate::wire::keystore::Refusal>(v["refused"].clone()).ok());
+                let e = match (refusal, &self.token) {
+                    (_, Some(_)) => ProxyError::Unauthorized(
+                        "the ephemeral token is not one this proxy minted, or it expired: mint one through the proxy (POST /v1alpha/auth_tokens)",
+                    ),
+                    (Some(refusal), None) => ProxyError::refused(refusal),
+                    (None, None) => ProxyError::Unauthorized("the key presented opens no session on this proxy"),
+                };
+                self.error = Some(e.kind());
+                self.finish([Step::Refuse(e.to_response(crate::wire::http::Dialect::Gemini))])
+            }
+            (Phase::Identify, Event::StoreFailed(why)) => {
+                let e = ProxyError::KeyStoreUnavailable { request_id: self.request_id.clone() };
+                self.error = Some(e.kind());
+                let log = self.log(format!("the key store failed: {why}"));
+                self.finish([log, Step::Refuse(e.to_response(crate::wire::http::Dialect::Gemini))])
+            }
+            (Phase::Upgrading, Event::Done) => {
                 self.phase = Phase::Setup;
                 Step::ReadSetup { limit: MAX_SETUP_BYTES, timeout_ms: SETUP_TIMEOUT_MS }
             }

@@ -28,7 +28,8 @@ fn no_aliases() -> Event {
 /// A session with the proxy key, driven to its first `Open`.
 fn opened_session(setup: &str) -> (Session, Upstream) {
     let mut s = admit(keyed(), PATH, &upgrade(&[("x-goog-api-key", PROXY_KEY)])).expect("admitted");
-    assert!(matches!(s.resume(Event::Start), Step::ReadSetup { .. }));
+    assert_eq!(s.resume(Event::Start), Step::Upgrade, "the proxy key is upgraded at once");
+    assert!(matches!(s.resume(Event::Done), Step::ReadSetup { .. }));
     assert_eq!(s.resume(Event::Setup(setup.as_bytes().to_vec())), Step::Admin(AdminOp::Aliases));
     let Step::Acquire { model, exclude, settle, client, resources } = s.resume(no_aliases()) else { panic!() };
     assert_eq!(
@@ -37,6 +38,21 @@ fn opened_session(setup: &str) -> (Session, Upstream) {
     );
     let Step::Open(up) = s.resume(Event::Acquired(Ok(lease(0)))) else { panic!() };
     (s, up)
+}
+
+/// Drives a session to its setup: the caller known (a client, a token's
+/// holder), then the upgrade.
+fn start(s: &mut Session) {
+    let mut step = s.resume(Event::Start);
+    if let Step::Admin(AdminOp::Identify { .. }) = step {
+        step = s.resume(Event::Admin(AdminAnswer {
+            status: 200,
+            body: r#"{"client":null}"#.into(),
+            ..AdminAnswer::unsaved()
+        }));
+    }
+    assert_eq!(step, Step::Upgrade);
+    assert!(matches!(s.resume(Event::Done), Step::ReadSetup { .. }));
 }
 
 /// The steps until `Done`, each answered with `Event::Done`.
@@ -92,7 +108,7 @@ fn the_upgrade_is_refused_before_anything_without_the_proxy_key() {
     assert!(admit(keyed(), &format!("{PATH}?key={PROXY_KEY}"), &upgrade(&[])).is_ok(), "the JS SDK's ?key=");
     // Another key may be a client's: the key store admits it at setup.
     let mut s = admit(keyed(), PATH, &upgrade(&[("x-goog-api-key", "client-key-1")])).expect("a claim");
-    s.resume(Event::Start);
+    start(&mut s);
     s.resume(Event::Setup(SETUP.as_bytes().to_vec()));
     let Step::Acquire { client: Some(claim), .. } = s.resume(no_aliases()) else { panic!() };
     assert_eq!(claim.hashes, vec![crate::wire::keystore::hash_secret("client-key-1")]);
@@ -214,10 +230,10 @@ fn a_policy_close_has_the_key_checked_alone() {
 #[test]
 fn a_first_message_that_is_no_setup_is_refused() {
     let mut s = admit(keyed(), PATH, &upgrade(&[("x-goog-api-key", PROXY_KEY)])).expect("admitted");
-    s.resume(Event::Start);
+    start(&mut s);
     for bad in [&br#"{"clientContent":{}}"#[..], b"not json", br#"{"setup":{"model":"models/a b"}}"#] {
         let mut s2 = admit(keyed(), PATH, &upgrade(&[("x-goog-api-key", PROXY_KEY)])).expect("admitted");
-        s2.resume(Event::Start);
+        start(&mut s2);
         let first = s2.resume(Event::Setup(bad.to_vec()));
         let steps = rest(&mut s2, first);
         assert_eq!(close_of(&steps).code, 1007);
@@ -230,7 +246,7 @@ fn a_first_message_that_is_no_setup_is_refused() {
 #[test]
 fn a_client_refused_by_the_key_store_is_closed_with_why() {
     let mut s = admit(keyed(), PATH, &upgrade(&[("x-goog-api-key", "client-key-1")])).expect("a claim");
-    s.resume(Event::Start);
+    start(&mut s);
     s.resume(Event::Setup(SETUP.as_bytes().to_vec()));
     s.resume(no_aliases());
     let over = Refusal::OverQuota {
@@ -246,7 +262,7 @@ fn a_client_refused_by_the_key_store_is_closed_with_why() {
     assert_eq!(close.code, 1011, "a quota, as Google closes for one");
     assert!(close.reason.contains("app"), "{close:?}");
     let mut s = admit(keyed(), PATH, &upgrade(&[("x-goog-api-key", "client-key-1")])).expect("a claim");
-    s.resume(Event::Start);
+    start(&mut s);
     s.resume(Event::Setup(SETUP.as_bytes().to_vec()));
     s.resume(no_aliases());
     let refusal = Refusal::ModelNotAllowed { client: "app".into(), model: "gemini-live-2.5-flash-preview".into() };
@@ -257,7 +273,7 @@ fn a_client_refused_by_the_key_store_is_closed_with_why() {
 #[test]
 fn an_alias_names_the_model_served_in_the_setup() {
     let mut s = admit(keyed(), PATH, &upgrade(&[("x-goog-api-key", PROXY_KEY)])).expect("admitted");
-    s.resume(Event::Start);
+    start(&mut s);
     s.resume(Event::Setup(br#"{"setup":{"model":"models/live"}}"#.to_vec()));
     let aliases = Event::Admin(AdminAnswer {
         status: 200,
@@ -273,7 +289,7 @@ fn an_alias_names_the_model_served_in_the_setup() {
 #[test]
 fn a_resumed_session_names_its_handle_and_a_constrained_one_its_token() {
     let mut s = admit(keyed(), PATH, &upgrade(&[("x-goog-api-key", PROXY_KEY)])).expect("admitted");
-    s.resume(Event::Start);
+    start(&mut s);
     s.resume(Event::Setup(br#"{"setup":{"model":"models/m","sessionResumption":{"handle":"h-9"}}}"#.to_vec()));
     let Step::Acquire { resources, .. } = s.resume(no_aliases()) else { panic!() };
     assert_eq!(resources, vec![Resource::live_handle("h-9")]);
@@ -286,7 +302,7 @@ fn a_resumed_session_names_its_handle_and_a_constrained_one_its_token() {
         (constrained.to_owned(), upgrade(&[("authorization", &format!("Token {token}")), ("x-goog-api-key", token)])),
     ] {
         let mut s = admit(keyed(), &pq, &headers).expect("the token is the authority");
-        s.resume(Event::Start);
+        start(&mut s);
         s.resume(Event::Setup(SETUP.as_bytes().to_vec()));
         let Step::Acquire { resources, client: Some(claim), .. } = s.resume(no_aliases()) else { panic!() };
         assert_eq!(resources, vec![Resource::auth_token(token)]);
@@ -330,4 +346,29 @@ fn an_auth_token_answer_names_its_token_by_hash() {
     assert_eq!(Resource::stored(Resource::auth_token("x").name()), Some(Resource::auth_token("x")));
     assert_eq!(Resource::stored(Resource::live_handle("x").name()), Some(Resource::live_handle("x")));
     assert_eq!(Resource::parse(Resource::live_handle("x").name()), None, "no path names one");
+}
+
+#[test]
+fn a_stranger_is_refused_before_the_upgrade() {
+    let mut s = admit(keyed(), PATH, &upgrade(&[("x-goog-api-key", "AIzaSyNOTaCLIENTkey0000000000000000000")]))
+        .expect("a claim");
+    let Step::Admin(AdminOp::Identify { claim, .. }) = s.resume(Event::Start) else { panic!() };
+    assert_eq!(claim.hashes.len(), 1);
+    let refused = r#"{"refused":{"why":"unknown-key","presented":true}}"#;
+    let step = s.resume(Event::Admin(AdminAnswer { status: 401, body: refused.into(), ..AdminAnswer::unsaved() }));
+    let Step::Refuse(r) = step else { panic!("{step:?}") };
+    assert_eq!(r.status, 401);
+    let steps = rest(&mut s, Step::Done);
+    assert!(steps.iter().all(|s| !matches!(s, Step::Upgrade | Step::Acquire { .. })));
+    // An unknown token: refused with what to do.
+    let constrained = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained?access_token=auth_tokens/x";
+    let mut s = admit(keyed(), constrained, &upgrade(&[])).expect("a token");
+    let Step::Admin(AdminOp::Identify { resources, .. }) = s.resume(Event::Start) else { panic!() };
+    assert_eq!(resources, vec![Resource::auth_token("auth_tokens/x").name().to_owned()]);
+    let Step::Refuse(r) =
+        s.resume(Event::Admin(AdminAnswer { status: 401, body: "{}".into(), ..AdminAnswer::unsaved() }))
+    else {
+        panic!()
+    };
+    assert!(r.body.contains("minted"), "{}", r.body);
 }

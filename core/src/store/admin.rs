@@ -23,6 +23,7 @@ use crate::wire::keystore::Lease;
 use crate::wire::keystore::MAX_CHECKS_PER_CALL;
 use crate::wire::keystore::WalkFrom;
 use crate::wire::keystore::{NO_MODEL, Outcome, Report};
+use crate::wire::resource::Resource;
 use crate::wire::secret::{ApiKey, KeyId};
 use crate::wire::time::UnixMillis;
 use base64::Engine as _;
@@ -181,6 +182,13 @@ pub fn apply(
             let writes: Vec<Statement> =
                 rows.iter().map(|(name, owner)| registry::row_statement(name, owner.as_ref())).collect();
             Applied { writes, batched: true, ..answer(200, json!({ "owned": rows.len() })) }
+        }
+        AdminOp::Identify { claim, resources } => {
+            let resources: Vec<Resource> = resources.iter().filter_map(|n| Resource::stored(n)).collect();
+            match pool.identify(&claim, &resources, now) {
+                Ok(client) => answer(200, json!({ "client": client })),
+                Err(refusal) => answer(401, json!({ "refused": refusal })),
+            }
         }
         AdminOp::Signatures { client, ids } => {
             let found = pool.signatures().find(signatures::scope_of(client.as_deref()), &ids, now);

@@ -384,6 +384,17 @@ impl ClientBook {
         self.clients.is_empty()
     }
 
+    /// Who `claim` is, whatever it asks for: the client's id (`None`: an
+    /// open proxy's caller), or why no one (its key is no client's).
+    pub fn identify(&self, claim: &Claim) -> Result<Option<String>, Refusal> {
+        let found = claim.hashes.iter().find_map(|h| self.by_hash.get(h)).and_then(|id| self.clients.get(id));
+        match found {
+            Some(client) => Ok(Some(client.id.clone())),
+            None if claim.open && self.clients.is_empty() => Ok(None),
+            None => Err(Refusal::UnknownKey { presented: !claim.hashes.is_empty() }),
+        }
+    }
+
     /// Admits a request of `claim` for `model`: the client's id (`None`:
     /// the proxy key's, or an open proxy's), or why not.
     pub fn admit(&self, claim: &Claim, model: &str, now: UnixMillis) -> Result<Option<String>, Refusal> {

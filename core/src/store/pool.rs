@@ -463,6 +463,24 @@ impl KeyPool {
         Ok(Lease { client, ..lease })
     }
 
+    /// Who `claim` is before it asks for anything (a Live session's
+    /// upgrade, refused before it happens when no one): a client, the
+    /// caller of an open proxy, or the holder of an ephemeral token the
+    /// registry knows (`resources`).
+    pub fn identify(
+        &self,
+        claim: &Claim,
+        resources: &[Resource],
+        now: UnixMillis,
+    ) -> Result<Option<String>, crate::wire::keystore::Refusal> {
+        if claim.hashes.is_empty()
+            && let Some(owner) = self.upload_of(resources, now)
+        {
+            return Ok(owner.client.clone());
+        }
+        self.clients.identify(claim)
+    }
+
     /// The registry's entry of the upload in progress `resources` name, or
     /// of the ephemeral token a constrained Live session presents: each is
     /// the authority of a request that carries no credential.

@@ -508,6 +508,16 @@ pub enum AdminOp {
         /// The resources.
         owned: Vec<Owned>,
     },
+    /// Not an admin's: who `claim` is, before it asks for anything (a
+    /// Live session's upgrade): answered 200 with `{"client": id|null}`, or
+    /// 401 with `{"refused": Refusal}`. `resources` (names) may hold an
+    /// ephemeral token, the authority of a claim without a credential.
+    Identify {
+        /// The claim.
+        claim: Claim,
+        /// Resources the request names.
+        resources: Vec<String>,
+    },
     /// What the checks found, to record.
     Checked {
         /// Key by key.
