@@ -346,6 +346,10 @@ fn an_auth_token_answer_names_its_token_by_hash() {
     assert_eq!(Resource::stored(Resource::auth_token("x").name()), Some(Resource::auth_token("x")));
     assert_eq!(Resource::stored(Resource::live_handle("x").name()), Some(Resource::live_handle("x")));
     assert_eq!(Resource::parse(Resource::live_handle("x").name()), None, "no path names one");
+    // The client opens a session with it next: its report lands before the answer.
+    let mut minted = Report::of(&lease(0), "(models)", Outcome::Success);
+    minted.own(told[0].0.name(), told[0].1);
+    assert!(minted.must_land_first());
 }
 
 #[test]

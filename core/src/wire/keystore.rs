@@ -126,7 +126,9 @@ impl Report {
     /// by another isolate), needs it applied, so a host that holds reports
     /// back sends this one before the answer ([`crate::exchange::Step::Report`]).
     pub fn must_land_first(&self) -> bool {
-        self.owned.iter().any(|o| o.name.starts_with("uploads/"))
+        // (So does an ephemeral token minted: the client's next request
+        // opens a session with it.)
+        self.owned.iter().any(|o| o.name.starts_with("uploads/") || o.name.starts_with("authTokens/"))
     }
 
     /// Notes that the key owns `name`, once: until `expires` when given,
