@@ -156,7 +156,11 @@ fn ephemeral_token(request_headers: &[(String, Vec<u8>)], query: &str) -> Option
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("token").then(|| token.trim().to_owned())
     });
-    from_header.or_else(|| query_param(query, "access_token")).filter(|t| !t.is_empty() && t.len() <= 4096)
+    // Only what a header can carry on (Google's tokens are `auth_tokens/…`
+    // in URL-safe characters).
+    from_header
+        .or_else(|| query_param(query, "access_token"))
+        .filter(|t| !t.is_empty() && t.len() <= 4096 && t.bytes().all(|b| b.is_ascii_graphic()))
 }
 
 /// Decides whether the upgrade request may open a session: the answer to

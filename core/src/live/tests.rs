@@ -296,6 +296,9 @@ fn a_resumed_session_names_its_handle_and_a_constrained_one_its_token() {
 
     let constrained = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained";
     assert_eq!(admit(keyed(), constrained, &upgrade(&[])).err().map(|r| r.status), Some(401));
+    // A token no header can carry (found by fuzzing) is no token.
+    let bad = format!("{constrained}?access_token=auth_tokens/a%0Ab");
+    assert_eq!(admit(keyed(), &bad, &upgrade(&[])).err().map(|r| r.status), Some(401));
     let token = "auth_tokens/abc123";
     for (pq, headers) in [
         (format!("{constrained}?access_token={token}"), upgrade(&[])),
