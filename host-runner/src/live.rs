@@ -219,10 +219,12 @@ async fn open(host: &LiveHost, up: &Upstream) -> (Option<Google>, Event) {
         Err(e) => return unreachable(format!("the upstream URL: {e}")),
     };
     for (name, value) in &up.headers {
-        if let (Ok(n), Ok(v)) = (http::HeaderName::try_from(name.as_str()), http::HeaderValue::try_from(value.as_str()))
-        {
-            request.headers_mut().insert(n, v);
-        }
+        // (Never a session without its credential: core sends only what a
+        // header carries, and a header that cannot go fails the attempt.)
+        match (http::HeaderName::try_from(name.as_str()), http::HeaderValue::try_from(value.as_str())) {
+            (Ok(n), Ok(v)) => request.headers_mut().insert(n, v),
+            _ => return unreachable(format!("a {name} header that cannot be sent")),
+        };
     }
     let timeout = Duration::from_millis(up.timeout_ms);
     let connector = Some(Connector::Rustls(host.tls.clone()));
