@@ -32,6 +32,11 @@ pub struct LiveHost {
     pub outbound: Outbound,
     /// TLS to Google.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Open sessions, at most `--max-connections` (an upgraded connection
+    /// leaves the connection limit's count).
+    pub sessions: Arc<tokio::sync::Semaphore>,
+    /// The limit of `sessions`.
+    pub max_sessions: usize,
 }
 
 impl std::fmt::Debug for LiveHost {
@@ -96,9 +101,14 @@ pub async fn serve(host: &LiveHost, mut req: hyper::Request<Incoming>, id: &str)
         let e = proxy_core::ProxyError::BadRequest("a WebSocket upgrade needs its Sec-WebSocket-Key".into());
         return e.to_response(proxy_core::Dialect::Gemini);
     };
+    let Ok(permit) = host.sessions.clone().try_acquire_owned() else {
+        let e = proxy_core::ProxyError::TooManyConnections { limit: host.max_sessions };
+        return e.to_response(proxy_core::Dialect::Gemini);
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let host = host.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let Ok(upgraded) = on_upgrade.await else { return };
         let client = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
         run(host, session, client).await;
@@ -146,6 +156,10 @@ async fn run(host: LiveHost, mut session: Session, client: Client) {
             Step::Close(close) => {
                 if let Some(c) = client.as_mut() {
                     let _ = c.close(Some(frame(&close))).await;
+                    // Read until the client's answering close, so that
+                    // what it sent meanwhile does not reset the connection
+                    // before it read the reason.
+                    drain(c).await;
                 }
                 Event::Done
             }
@@ -177,6 +191,36 @@ async fn run(host: LiveHost, mut session: Session, client: Client) {
         };
     }
 }
+
+/// Reads (and drops) what a peer still sends after our close, until its
+/// own close or [`DRAIN`].
+async fn drain<S>(peer: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    let _ = tokio::time::timeout(DRAIN, async {
+        while let Some(Ok(m)) = peer.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Sends `m`, within [`SEND_TIMEOUT`]: whether it went.
+async fn send<S>(sink: &mut S, m: Message) -> bool
+where
+    S: futures_util::Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(m)).await, Ok(Ok(())))
+}
+
+/// How long a peer has to answer our close.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// How long one frame may take to reach a peer that has stopped reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn frame(close: &Close) -> CloseFrame {
     CloseFrame { code: CloseCode::from(close.code), reason: close.reason.clone().into() }
@@ -226,10 +270,11 @@ async fn open(host: &LiveHost, up: &Upstream) -> (Option<Google>, Event) {
             _ => return unreachable(format!("a {name} header that cannot be sent")),
         };
     }
-    let timeout = Duration::from_millis(up.timeout_ms);
+    // One deadline for the whole attempt: connecting, then Google's first message.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(up.timeout_ms);
     let connector = Some(Connector::Rustls(host.tls.clone()));
     let connect = tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config()), true, connector);
-    let mut google = match tokio::time::timeout(timeout, connect).await {
+    let mut google = match tokio::time::timeout_at(deadline, connect).await {
         Err(_) => return unreachable("no WebSocket upgrade in time".into()),
         Ok(Err(tungstenite::Error::Http(response))) => {
             let status = response.status().as_u16();
@@ -257,7 +302,7 @@ async fn open(host: &LiveHost, up: &Upstream) -> (Option<Google>, Event) {
             }
         }
     };
-    match tokio::time::timeout(timeout, first).await {
+    match tokio::time::timeout_at(deadline, first).await {
         Ok(event @ Event::Opened { .. }) => (Some(google), event),
         Ok(event) => (None, event),
         Err(_) => unreachable("no setupComplete in time".into()),
@@ -265,7 +310,9 @@ async fn open(host: &LiveHost, up: &Upstream) -> (Option<Google>, Event) {
 }
 
 /// Relays frames both ways, unchanged, until one side ends; Google's
-/// messages are shown to the session (usage, resumption handles).
+/// messages are shown to the session (usage, resumption handles). A side
+/// that takes longer than [`SEND_TIMEOUT`] to take a frame, or a session
+/// silent both ways for [`live::IDLE_TIMEOUT_MS`], ends it.
 async fn relay(
     host: &LiveHost,
     session: &mut Session,
@@ -278,40 +325,48 @@ async fn relay(
     let (mut to_google, mut from_google) = google.split();
     let first =
         if binary { Message::binary(first) } else { Message::text(String::from_utf8_lossy(&first).into_owned()) };
-    if let Err(e) = to_client.send(first).await {
+    let idle = Duration::from_millis(live::IDLE_TIMEOUT_MS);
+    if !send(&mut to_client, first).await {
         let _ = to_google.send(Message::Close(None)).await;
-        return End::ClientGone(e.to_string());
+        return End::ClientGone("the client took no message".into());
     }
-    loop {
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    let end = loop {
         tokio::select! {
             m = from_client.next() => match m {
-                Some(Ok(Message::Close(frame))) => {
-                    let _ = to_google.send(Message::Close(frame)).await;
-                    return End::ClientClosed;
+                Some(Ok(Message::Close(f))) => {
+                    // Google hears the client's close; the client, our answer.
+                    let _ = to_google.send(Message::Close(f)).await;
+                    let _ = to_client.close().await;
+                    drain(&mut from_google).await;
+                    break End::ClientClosed;
                 }
                 Some(Ok(Message::Frame(_))) => {}
                 Some(Ok(message)) => {
-                    if let Err(e) = to_google.send(message).await {
+                    if !send(&mut to_google, message).await {
                         let close = session.upstream_close(1006, "");
                         let _ = to_client.send(Message::Close(Some(frame(&close)))).await;
-                        return End::UpstreamGone(e.to_string());
+                        break End::UpstreamGone("Google took no message".into());
                     }
                 }
                 Some(Err(e)) => {
                     let _ = to_google.send(Message::Close(None)).await;
-                    return End::ClientGone(e.to_string());
+                    break End::ClientGone(e.to_string());
                 }
                 None => {
                     let _ = to_google.send(Message::Close(None)).await;
-                    return End::ClientGone("the connection closed".into());
+                    break End::ClientGone("the connection closed".into());
                 }
             },
             m = from_google.next() => match m {
                 Some(Ok(Message::Close(f))) => {
                     let (code, reason) = f.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
                     let close = session.upstream_close(code, &reason);
+                    let _ = to_google.close().await;
                     let _ = to_client.send(Message::Close(Some(frame(&close)))).await;
-                    return End::UpstreamClosed(code, reason);
+                    drain(&mut from_client).await;
+                    break End::UpstreamClosed(code, reason);
                 }
                 Some(Ok(Message::Frame(_))) => {}
                 Some(Ok(message)) => {
@@ -323,22 +378,32 @@ async fn relay(
                     if let Some(op) = data.and_then(|d| session.upstream_message(d)) {
                         host.store.admin(op);
                     }
-                    if let Err(e) = to_client.send(message).await {
+                    if !send(&mut to_client, message).await {
                         let _ = to_google.send(Message::Close(None)).await;
-                        return End::ClientGone(e.to_string());
+                        break End::ClientGone("the client took no message".into());
                     }
                 }
                 Some(Err(e)) => {
                     let close = session.upstream_close(1006, "");
                     let _ = to_client.send(Message::Close(Some(frame(&close)))).await;
-                    return End::UpstreamGone(e.to_string());
+                    break End::UpstreamGone(e.to_string());
                 }
                 None => {
                     let close = session.upstream_close(1006, "");
                     let _ = to_client.send(Message::Close(Some(frame(&close)))).await;
-                    return End::UpstreamGone("the connection closed".into());
+                    break End::UpstreamGone("the connection closed".into());
                 }
             },
+            () = &mut timer => {
+                let close = live::Close::new(1011, "the session was silent too long");
+                let _ = to_client.send(Message::Close(Some(frame(&close)))).await;
+                let _ = to_google.send(Message::Close(None)).await;
+                break End::UpstreamGone("silent both ways too long".into());
+            }
         }
-    }
+        timer.as_mut().reset(tokio::time::Instant::now() + idle);
+    };
+    let _ = tokio::time::timeout(DRAIN, to_client.close()).await;
+    let _ = tokio::time::timeout(DRAIN, to_google.close()).await;
+    end
 }

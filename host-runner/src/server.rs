@@ -119,6 +119,8 @@ impl Server {
             store: backend.clone(),
             tls: outbound.tls(),
             outbound: outbound.clone(),
+            sessions: Arc::new(Semaphore::new(opts.limits.max_connections)),
+            max_sessions: opts.limits.max_connections,
         };
         let (path, mut env, cache) =
             (&opts.component_path, opts.config.component_env.clone(), opts.compile_cache.as_deref());

@@ -117,7 +117,10 @@ async fn run(mut session: Session, client: WebSocket, mut store: KeyStore) {
                     Event::ClientGone(format!("a setup of {} bytes", m.len()))
                 }
                 Some(Next::Data(m, _)) => Event::Setup(m),
-                Some(Next::Closed(..)) => Event::ClientGone("closed before its setup".into()),
+                Some(Next::Closed(code, _)) => {
+                    close(&client, &Close::new(code, ""));
+                    Event::ClientGone("closed before its setup".into())
+                }
                 Some(Next::Gone(why)) => Event::ClientGone(why),
                 None => {
                     close(&client, &Close::new(1008, "no setup message in time"));
@@ -190,7 +193,8 @@ async fn open(up: &Upstream) -> (Option<WebSocket>, Event) {
     let unreachable = |reason: String| (None, Event::Unreachable { reason });
     let connect = async {
         let mut init = RequestInit::new();
-        init.with_method(Method::Get);
+        // A redirect is never followed with the pool key on it.
+        init.with_method(Method::Get).with_redirect(worker::RequestRedirect::Manual);
         let req = Request::new_with_init(&fetch_url(&up.url), &init)?;
         let headers = req.headers();
         headers.set("upgrade", "websocket")?;
@@ -237,7 +241,7 @@ async fn open(up: &Upstream) -> (Option<WebSocket>, Event) {
 async fn check(request: &UpstreamRequest) -> Event {
     let fetch = async {
         let mut init = RequestInit::new();
-        init.with_method(Method::Get);
+        init.with_method(Method::Get).with_redirect(worker::RequestRedirect::Manual);
         let req = Request::new_with_init(&request.url(), &init)?;
         for (name, value) in &request.headers {
             req.headers().set(name, value)?;
@@ -286,8 +290,10 @@ async fn relay(
                     }
                 }
                 Next::Closed(code, reason) => {
+                    // Google hears the client's close; the client, our answer.
                     let c = session.upstream_close(code, &reason);
                     let _ = google.close(Some(c.code), Some(c.reason.as_str()));
+                    close(client, &c);
                     return End::ClientClosed;
                 }
                 Next::Gone(why) => {
@@ -312,7 +318,9 @@ async fn relay(
                     }
                 }
                 Next::Closed(code, reason) => {
-                    close(client, &session.upstream_close(code, &reason));
+                    let c = session.upstream_close(code, &reason);
+                    let _ = google.close(Some(c.code), Some(c.reason.as_str()));
+                    close(client, &c);
                     return End::UpstreamClosed(code, reason);
                 }
                 Next::Gone(why) => {

@@ -54,9 +54,18 @@ pub const PATH_PREFIX: &str = "/ws/google.ai.generativelanguage.";
 /// included) read.
 pub const MAX_SETUP_BYTES: usize = 4 * 1024 * 1024;
 
-/// How long the client has to send its setup, and Google to answer it
-/// (`setupComplete`), before the attempt is given up.
+/// How long the client has to send its setup.
 pub const SETUP_TIMEOUT_MS: u64 = 30_000;
+
+/// The longest an attempt may take to open Google's session and hear its
+/// `setupComplete` (less when `UPSTREAM_FIRST_BYTE_TIMEOUT` is shorter):
+/// the client waits through every attempt, and Python's websockets gives
+/// up on a peer that answers no ping for 40 s.
+pub const OPEN_TIMEOUT_MS: u64 = 10_000;
+
+/// How long a relayed session may stay silent both ways before it is
+/// ended (a client that stops reading included).
+pub const IDLE_TIMEOUT_MS: u64 = 600_000;
 
 /// The longest close reason a close frame carries (125 bytes of payload,
 /// two of them the code).
@@ -74,7 +83,7 @@ pub struct Close {
 impl Close {
     /// A close with `reason` cut to fit a close frame.
     pub fn new(code: u16, reason: &str) -> Self {
-        Self { code, reason: fit_reason(reason) }
+        Self { code: sendable(code), reason: fit_reason(reason) }
     }
 
     /// The close that tells a client of the proxy's refusal `e`: a policy
@@ -87,6 +96,18 @@ impl Close {
             _ => 1008,
         };
         Self::new(code, &e.to_string())
+    }
+}
+
+/// A close code a close frame may carry: 1005, 1006 and 1015 only tell
+/// that none came (1000 and 1011 in their place), and codes outside the
+/// registered ranges are 1011.
+pub fn sendable(code: u16) -> u16 {
+    match code {
+        1005 => 1000,
+        1006 | 1015 => 1011,
+        1000..=1003 | 1007..=1014 | 3000..=4999 => code,
+        _ => 1011,
     }
 }
 
@@ -141,12 +162,10 @@ pub fn target(path: &str) -> Option<Target> {
     version_ok.then(|| Target { version: version.to_owned(), constrained })
 }
 
-/// Whether the request asks to become a WebSocket.
+/// Whether the request asks to become a WebSocket (`Upgrade: websocket`;
+/// `Connection` is hop-by-hop, which an edge in front may drop).
 fn is_upgrade(request_headers: &[(String, Vec<u8>)]) -> bool {
-    let upgrade = headers::get(request_headers, "upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
-    let connection = headers::get(request_headers, "connection")
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    upgrade && connection
+    headers::get(request_headers, "upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// The ephemeral token a constrained session presents: `?access_token=`
@@ -191,12 +210,19 @@ pub fn admit(
             "the Live API is a WebSocket: connect with `Upgrade: websocket` (wss:// or ws://)".into(),
         )));
     }
-    if cfg.proxy_key.is_none()
-        && let Some(e) = web::refusal(&cfg, request_headers)
-    {
-        return Err(refuse(e));
-    }
     let creds = Credentials::from_request(request_headers, query);
+    // An open proxy serves no page of another origin and no foreign host
+    // name (a WebSocket is not kept from a page by CORS): refused now when
+    // nothing could make the caller a client, else once the key store says
+    // it is none. An ephemeral token is Google's credential upstream: a
+    // page holding one spends no pool key.
+    let foreign =
+        if cfg.proxy_key.is_none() && !target.constrained { web::refusal(&cfg, request_headers) } else { None };
+    if let Some(e) = &foreign
+        && creds == Credentials::default()
+    {
+        return Err(refuse(e.clone()));
+    }
     let token = if target.constrained {
         match ephemeral_token(request_headers, query) {
             Some(t) => Some(ApiKey::new(t)),
@@ -217,7 +243,7 @@ pub fn admit(
         (None, Some(_), Err(_)) => Some(Claim::of(&creds, false)),
         (None, None, _) => Some(Claim::of(&creds, true)),
     };
-    Ok(Session::new(cfg, target, path, claim, token))
+    Ok(Session::new(cfg, target, path, claim, token).with_foreign(foreign))
 }
 
 /// The URL of Google's Live method `target` for `cfg`'s upstream: its
@@ -330,6 +356,11 @@ fn classify_close(code: u16, reason: &str) -> Verdict {
             Verdict::Retry(Outcome::RateLimited(RateLimit { scope, retry_after_ms: None, reason: reason.to_owned() }))
         }
         1011..=1014 => Verdict::Retry(Outcome::UpstreamError { status: 503, reason: reason.to_owned() }),
+        // No close frame (the connection dropped, or TLS failed), or one
+        // without a code: the attempt's transport failed.
+        1005 | 1006 | 1015 => Verdict::Retry(Outcome::TransportError {
+            reason: if reason.is_empty() { format!("closed ({code}) without a word") } else { reason.to_owned() },
+        }),
         1008 => Verdict::Suspect,
         _ => Verdict::Relay(Outcome::ClientError { status: 400 }),
     }

@@ -24,8 +24,8 @@
 //! ```
 
 use super::{
-    Close, MAX_SETUP_BYTES, SETUP_TIMEOUT_MS, Setup, Target, classify_close, read_server_message, read_setup,
-    upstream_url,
+    Close, MAX_SETUP_BYTES, OPEN_TIMEOUT_MS, SETUP_TIMEOUT_MS, Setup, Target, classify_close, read_server_message,
+    read_setup, upstream_url,
 };
 use crate::config::Config;
 use crate::exchange::admin::check_request;
@@ -53,7 +53,8 @@ pub struct Upstream {
     pub headers: Vec<(String, String)>,
     /// The client's setup, its model resolved.
     pub setup: String,
-    /// How long to wait for Google's first message.
+    /// How long the attempt may take, from connecting to Google's first
+    /// message.
     pub timeout_ms: u64,
 }
 
@@ -243,6 +244,9 @@ pub struct Session {
     went_away: bool,
     started: bool,
     error: Option<&'static str>,
+    /// An open proxy's refusal of a foreign page or host, for a caller the
+    /// key store finds to be no client.
+    foreign: Option<ProxyError>,
 }
 
 impl Session {
@@ -277,7 +281,13 @@ impl Session {
             went_away: false,
             started: false,
             error: None,
+            foreign: None,
         }
+    }
+
+    pub(super) fn with_foreign(mut self, foreign: Option<ProxyError>) -> Self {
+        self.foreign = foreign;
+        self
     }
 
     /// The id the host logs this session under.
@@ -319,6 +329,13 @@ impl Session {
                 }
             },
             (Phase::Identify, Event::Admin(answer)) if answer.status == 200 => {
+                let client = serde_json::from_str::<serde_json::Value>(&answer.body)
+                    .ok()
+                    .is_some_and(|v| v["client"].is_string());
+                if !client && let Some(e) = self.foreign.take() {
+                    self.error = Some(e.kind());
+                    return self.finish([Step::Refuse(e.to_response(crate::wire::http::Dialect::Gemini))]);
+                }
                 self.phase = Phase::Upgrading;
                 Step::Upgrade
             }
@@ -427,7 +444,11 @@ impl Session {
             (Phase::Relaying(lease), Event::Ended(end)) => self.ended(lease, end),
             (Phase::Over, _) => Step::Done,
             (phase, event) => {
-                let line = format!("a Live session got {event:?} while waiting in {phase:?}: a host bug");
+                let event = format!("{event:?}");
+                let event = event.split(['(', ' ', '{']).next().unwrap_or_default();
+                let phase = format!("{phase:?}");
+                let phase = phase.split(['(', ' ', '{']).next().unwrap_or_default();
+                let line = format!("a Live session got {event} while waiting in {phase}: a host bug");
                 self.error = Some("internal");
                 let close = Close::new(1011, "the proxy failed on this session");
                 self.finish([self.log(line), Step::Close(close)])
@@ -525,7 +546,7 @@ impl Session {
             url: upstream_url(&self.cfg, &self.target),
             headers: vec![credential],
             setup: self.setup.clone(),
-            timeout_ms: SETUP_TIMEOUT_MS,
+            timeout_ms: OPEN_TIMEOUT_MS.min(self.cfg.timeouts.first_byte_ms),
         };
         self.phase = Phase::Opening(lease);
         Step::Open(upstream)
@@ -535,6 +556,14 @@ impl Session {
     /// same setup goes to the next key (a constrained session's token
     /// opens its own key's project only).
     fn retry(&mut self, lease: Lease, outcome: Outcome) -> Step {
+        // A constrained session's credential upstream is the client's
+        // token, not the key: a refusal of it is the client's to hear.
+        if self.token.is_some()
+            && let Outcome::KeyRejected { reason } = &outcome
+        {
+            let reason = reason.clone();
+            return self.relay_close(lease, Outcome::ClientError { status: 401 }, 1008, &reason);
+        }
         self.all_rate_limited &= matches!(outcome, Outcome::RateLimited(_));
         self.tried.push(lease.id.clone());
         self.attempts.push(Attempt { key: lease.id.clone(), outcome: outcome.kind().to_owned() });
@@ -604,6 +633,7 @@ impl Session {
             End::ClientClosed | End::ClientGone(_) => Outcome::Success,
             End::UpstreamClosed(code, reason) => match (code, classify_close(*code, reason)) {
                 (1000 | 1001 | 1005, _) => Outcome::Success,
+                (1006 | 1015, _) => Outcome::BrokenStream { reason: format!("the connection dropped ({code})") },
                 (_, Verdict::Retry(outcome)) => outcome,
                 // A policy close mid-session: what the client sent.
                 _ => Outcome::ClientError { status: 400 },

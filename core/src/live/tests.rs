@@ -379,3 +379,53 @@ fn a_stranger_is_refused_before_the_upgrade() {
     };
     assert!(r.body.contains("minted"), "{}", r.body);
 }
+
+#[test]
+fn a_dropped_attempt_is_retried_and_no_unsendable_code_reaches_a_client() {
+    assert_eq!(
+        (sendable(1005), sendable(1006), sendable(1015), sendable(1008), sendable(4001)),
+        (1000, 1011, 1011, 1008, 4001)
+    );
+    assert_eq!(Close::new(1006, "").code, 1011);
+    let (mut s, _) = opened_session(SETUP);
+    let Step::Acquire { settle: Some(settle), .. } = s.resume(Event::Closed { code: 1006, reason: String::new() })
+    else {
+        panic!()
+    };
+    assert_eq!(settle.outcome.kind(), "transport-error");
+    // Mid-session, a dropped connection is a broken session, not the client's fault.
+    let (mut s, _) = opened_session(SETUP);
+    s.resume(Event::Opened { message: b"{}".to_vec(), binary: true });
+    let first = s.resume(Event::Ended(End::UpstreamClosed(1006, String::new())));
+    assert_eq!(reports(&rest(&mut s, first))[0].outcome.kind(), "broken-stream");
+}
+
+#[test]
+fn a_refused_token_is_the_clients_not_the_keys() {
+    let constrained = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained?access_token=auth_tokens/t";
+    let mut s = admit(keyed(), constrained, &upgrade(&[])).expect("a token");
+    start(&mut s);
+    s.resume(Event::Setup(SETUP.as_bytes().to_vec()));
+    s.resume(no_aliases());
+    assert!(matches!(s.resume(Event::Acquired(Ok(Lease { pinned: true, ..lease(0) }))), Step::Open(_)));
+    let invalid = br#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
+    let first = s.resume(Event::Rejected { status: 400, body: invalid.to_vec() });
+    let steps = rest(&mut s, first);
+    assert_eq!(reports(&steps)[0].outcome, Outcome::ClientError { status: 401 }, "the key is not disabled");
+    assert_eq!(close_of(&steps).code, 1008);
+}
+
+#[test]
+fn an_open_proxy_lets_a_client_of_another_origin_in_but_no_stranger() {
+    let open = Arc::new(config(None));
+    let page = upgrade(&[("origin", "https://app.example"), ("x-goog-api-key", "client-key-1")]);
+    let identified =
+        |client: &str| Event::Admin(AdminAnswer { status: 200, body: client.into(), ..AdminAnswer::unsaved() });
+    let mut s = admit(open.clone(), PATH, &page).expect("a claim, to identify");
+    assert!(matches!(s.resume(Event::Start), Step::Admin(AdminOp::Identify { .. })));
+    assert_eq!(s.resume(identified(r#"{"client":"c-1"}"#)), Step::Upgrade, "a client's page may use it");
+    let mut s = admit(open, PATH, &page).expect("a claim, to identify");
+    s.resume(Event::Start);
+    let Step::Refuse(r) = s.resume(identified(r#"{"client":null}"#)) else { panic!() };
+    assert_eq!(r.status, 403, "an open proxy's pool, from another origin");
+}

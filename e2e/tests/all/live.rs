@@ -113,3 +113,35 @@ async fn a_live_session_on_a_used_up_key_fails_over_and_marks_it() {
         assert!(t.upstream_requests().await.is_empty());
     }
 }
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn a_client_over_its_quota_is_refused_at_setup_and_a_stranger_at_the_upgrade() {
+    let t = Target::fresh_from_env().await;
+    let name = format!("live-quota-{}", std::process::id());
+    let (status, v) =
+        t.admin(reqwest::Method::POST, "/admin/clients", Some(json!({"name": name, "daily_requests": 1}))).await;
+    assert_eq!(status, 201, "{v}");
+    let secret = v["secret"].as_str().expect("secret").to_owned();
+    let id = v.pointer("/client/id").and_then(Value::as_str).expect("id").to_owned();
+    // Its one request of the day: a session.
+    let mut ws = connect(&t, Some(&secret)).await.expect("a client key is let in");
+    assert_eq!(setup(&mut ws).await, Ok(json!({"setupComplete": {}})));
+    ws.close(None).await.expect("close");
+    while ws.next().await.is_some() {}
+    // Counted (the Worker's report lands a moment later), then refused.
+    let counted = |s: &Value| {
+        s["clients"].as_array().into_iter().flatten().any(|c| c["id"] == id.as_str() && c["today"]["requests"] == 1)
+    };
+    let stats = t.stats_when(counted).await;
+    assert!(counted(&stats), "{stats}");
+    let mut ws = connect(&t, Some(&secret)).await.expect("upgraded");
+    let (code, reason) = setup(&mut ws).await.expect_err("over its quota");
+    assert_eq!(code, 1011, "{reason}");
+    assert!(reason.contains(&name), "{reason}");
+    assert_eq!(sessions(&t).await.len(), 1, "the refused session reached no key");
+    // A key that is no client's: refused before the upgrade.
+    assert_eq!(connect(&t, Some("AIzaSyE2EstrangerKEY00000000000000000000")).await.err(), Some(401));
+    let (status, _) = t.admin(reqwest::Method::DELETE, &format!("/admin/clients/{id}"), None).await;
+    assert_eq!(status, 200);
+}

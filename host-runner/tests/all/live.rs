@@ -88,6 +88,9 @@ async fn a_text_session_runs_on_a_pool_key_and_is_counted_with_its_tokens() {
     let (text2, end2) = turn(&mut ws, "again").await;
     assert_eq!(text2, "Echo: again");
     ws.close(None).await.expect("close");
+    // The proxy answers the close (a clean end, not a dropped connection).
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await.expect("in time");
+    assert!(matches!(answer, Some(Ok(Message::Close(_)))), "{answer:?}");
     while ws.next().await.is_some() {}
     let sessions = live_sessions(&h);
     assert_eq!(sessions.len(), 1);
