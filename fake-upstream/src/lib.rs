@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod live;
+pub mod live_client;
 pub mod projects;
 mod raw;
 mod responses;

@@ -4,58 +4,20 @@
 //! large frames intact.
 
 use e2e::Target;
-use futures_util::{SinkExt, StreamExt};
+use fake_upstream::live_client::{self, BIDI, Ws, turn};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-const BIDI: &str = "//ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
 const MODEL: &str = "gemini-live-e2e";
 
 async fn connect(t: &Target, key: Option<&str>) -> Result<Ws, u16> {
     let url = format!("{}{BIDI}", t.proxy.replacen("http://", "ws://", 1));
-    let mut req = url.into_client_request().expect("request");
-    if let Some(k) = key {
-        req.headers_mut().insert("x-goog-api-key", k.parse().expect("header"));
-    }
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("connect: {e}"),
-    }
-}
-
-async fn next(ws: &mut Ws) -> Result<Value, (u16, String)> {
-    loop {
-        match tokio::time::timeout(std::time::Duration::from_secs(15), ws.next()).await.expect("a message in time") {
-            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).expect("JSON")),
-            Some(Ok(Message::Binary(b))) => return Ok(serde_json::from_slice(&b).expect("JSON")),
-            Some(Ok(Message::Close(f))) => {
-                return Err(f.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string())));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err((1006, e.to_string())),
-            None => return Err((1006, "ended".into())),
-        }
-    }
+    let headers: Vec<(&str, &str)> = key.map(|k| ("x-goog-api-key", k)).into_iter().collect();
+    live_client::connect(&url, &headers).await
 }
 
 async fn setup(ws: &mut Ws) -> Result<Value, (u16, String)> {
-    let s =
-        json!({"setup": {"model": format!("models/{MODEL}"), "generationConfig": {"responseModalities": ["TEXT"]}}});
-    ws.send(Message::text(s.to_string())).await.expect("setup");
-    next(ws).await
-}
-
-async fn turn(ws: &mut Ws, text: &str) -> (String, Value) {
-    let m = json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}});
-    ws.send(Message::text(m.to_string())).await.expect("turn");
-    let reply = next(ws).await.expect("reply");
-    let text = reply.pointer("/serverContent/modelTurn/parts/0/text").and_then(Value::as_str).expect("text").to_owned();
-    let end = next(ws).await.expect("turn complete");
-    (text, end)
+    live_client::setup(ws, MODEL, json!({})).await
 }
 
 async fn sessions(t: &Target) -> Vec<Value> {

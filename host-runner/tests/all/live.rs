@@ -3,6 +3,7 @@
 //! protocol, the key store in its real SQLite file.
 
 use crate::harness::{Harness, PROXY_KEY, pool_keys};
+use fake_upstream::live_client::{self, BIDI, CONSTRAINED, Ws, connect, next, turn};
 use fake_upstream::{Behavior, Mechanism};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
@@ -10,68 +11,15 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 const MODEL: &str = "gemini-live-2.5-flash-preview";
-const BIDI: &str = "//ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
-const CONSTRAINED: &str = "//ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained";
 
 fn ws_url(h: &Harness, path: &str) -> String {
     h.url(path).replacen("http://", "ws://", 1)
 }
 
-/// Connects with `headers`; the HTTP status when the upgrade is refused.
-async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Ws, u16> {
-    let mut req = url.into_client_request().expect("request");
-    for (n, v) in headers {
-        let name = http::HeaderName::from_bytes(n.as_bytes()).expect("name");
-        req.headers_mut().insert(name, v.parse().expect("header"));
-    }
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("connect: {e}"),
-    }
-}
-
-/// The next data message as JSON, or the close (code, reason).
-async fn next(ws: &mut Ws) -> Result<Value, (u16, String)> {
-    loop {
-        let m = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.expect("a message in time");
-        match m {
-            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).expect("JSON")),
-            Some(Ok(Message::Binary(b))) => return Ok(serde_json::from_slice(&b).expect("JSON")),
-            Some(Ok(Message::Close(f))) => {
-                return Err(f.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string())));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err((1006, e.to_string())),
-            None => return Err((1006, "ended".into())),
-        }
-    }
-}
-
 async fn setup(ws: &mut Ws, extra: Value) -> Result<Value, (u16, String)> {
-    let mut s =
-        json!({"setup": {"model": format!("models/{MODEL}"), "generationConfig": {"responseModalities": ["TEXT"]}}});
-    if let (Some(o), Some(e)) = (s["setup"].as_object_mut(), extra.as_object()) {
-        o.extend(e.clone());
-    }
-    ws.send(Message::text(s.to_string())).await.expect("send setup");
-    next(ws).await
-}
-
-/// One text turn: the model's text, and the turn's end.
-async fn turn(ws: &mut Ws, text: &str) -> (String, Value) {
-    let msg = json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": true}});
-    ws.send(Message::text(msg.to_string())).await.expect("send turn");
-    let reply = next(ws).await.expect("a reply");
-    let text = reply.pointer("/serverContent/modelTurn/parts/0/text").and_then(Value::as_str).expect("text").to_owned();
-    let end = next(ws).await.expect("turn complete");
-    assert_eq!(end.pointer("/serverContent/turnComplete"), Some(&json!(true)), "{end}");
-    (text, end)
+    live_client::setup(ws, MODEL, extra).await
 }
 
 fn live_sessions(h: &Harness) -> Vec<fake_upstream::Recorded> {
