@@ -128,6 +128,7 @@ pub async fn serve(host: &LiveHost, mut req: hyper::Request<Incoming>, id: &str)
 async fn run(host: LiveHost, mut session: Session, client: Client) {
     let mut client = Some(client);
     let mut upstream: Option<Google> = None;
+    let started = std::time::Instant::now();
     // The upgrade is done.
     let mut event = Event::Done;
     loop {
@@ -176,14 +177,22 @@ async fn run(host: LiveHost, mut session: Session, client: Client) {
                 Event::Done
             }
             Step::Summary(summary) => {
+                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 tracing::info!(
                     request_id = summary.request_id.as_deref().unwrap_or(""),
                     model = summary.model.as_deref().unwrap_or(""),
                     status = summary.status,
                     attempts = summary.attempts.len(),
                     error = summary.error.as_deref().unwrap_or(""),
+                    elapsed_ms = ms,
                     "live session ended"
                 );
+                // The access log (ACCESS_LOG=json), as the component writes
+                // a request's: one JSON line on standard output.
+                if host.config.access_log {
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stdout().lock(), "{}", summary.line(ms));
+                }
                 Event::Done
             }
             Step::Upgrade | Step::Refuse(_) => Event::Done,

@@ -22,6 +22,7 @@ pub async fn serve(req: &Request, env: &Env, config: Arc<Config>, id: String) ->
     let url = req.url()?;
     let pq = url.query().map_or_else(|| url.path().to_owned(), |q| format!("{}?{q}", url.path()));
     let headers: Vec<(String, Vec<u8>)> = req.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
+    let access_log = config.access_log;
     let mut session = match live::admit(config, &pq, &headers) {
         Ok(s) => s.with_request_id(id),
         Err(refused) => return io::to_response(&refused),
@@ -54,7 +55,7 @@ pub async fn serve(req: &Request, env: &Env, config: Arc<Config>, id: String) ->
     let pair = WebSocketPair::new()?;
     pair.server.accept()?;
     binary_as_buffers(&pair.server);
-    wasm_bindgen_futures::spawn_local(run(session, pair.server, store));
+    wasm_bindgen_futures::spawn_local(run(session, pair.server, store, access_log));
     Response::from_websocket(pair.client)
 }
 
@@ -104,7 +105,8 @@ fn close(ws: &WebSocket, c: &Close) {
     let _ = ws.close(Some(c.code), Some(c.reason.as_str()));
 }
 
-async fn run(mut session: Session, client: WebSocket, mut store: KeyStore) {
+async fn run(mut session: Session, client: WebSocket, mut store: KeyStore, access_log: bool) {
+    let started = worker::Date::now().as_millis();
     let Ok(mut from_client) = client.events() else { return };
     let mut google: Option<WebSocket> = None;
     // The upgrade is done.
@@ -167,7 +169,10 @@ async fn run(mut session: Session, client: WebSocket, mut store: KeyStore) {
                 Event::Done
             }
             Step::Summary(summary) => {
-                worker::console_log!("{}", summary.line(0));
+                if access_log {
+                    let ms = worker::Date::now().as_millis().saturating_sub(started);
+                    worker::console_log!("{}", summary.line(ms));
+                }
                 Event::Done
             }
             Step::Upgrade | Step::Refuse(_) => Event::Done,

@@ -46,6 +46,26 @@ async fn a_live_session_runs_on_a_pool_key_and_is_counted_with_its_tokens() {
     let cell = &t.key_row(&stats, &key)["models"][MODEL];
     assert_eq!(cell["requests"], 1, "{cell}");
     assert_eq!(cell["tokens"]["prompt"], prompt, "{cell}");
+    // The access log (ACCESS_LOG=json) has the session's line: no key in it.
+    let log = std::env::var("E2E_HOST_LOG").expect("E2E_HOST_LOG: the host's log, which scripts/e2e keeps");
+    let mut line = None;
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        line = text
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<Value>(l.get(l.find('{')?..)?).ok())
+            .find(|v| v["dialect"] == "live" && v["model"] == MODEL && v.get("client").is_none());
+        if line.is_some() {
+            assert!(!t.keys.iter().chain([&t.proxy_key]).any(|k| text.contains(k.as_str())), "a key in the log");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let line = line.expect("the session's access-log line");
+    assert_eq!(line["status"], 101, "{line}");
+    assert_eq!(line["tokens"]["prompt"], prompt, "{line}");
+    assert!(line["attempts"][0]["key"].as_str().is_some_and(|k| k.starts_with("k-")), "{line}");
 }
 
 #[tokio::test]
