@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod key_store;
+pub mod listing;
 pub mod live;
 pub mod outbound;
 pub mod p3;

@@ -144,6 +144,7 @@ async fn run() -> anyhow::Result<()> {
         compile_cache: Some(compile_cache.clone()),
         limits: connection_limits(&args),
         tls,
+        list_models: true,
     })
     .await?;
     tracing::info!(

@@ -80,6 +80,39 @@ impl Outbound {
         self.tls.clone()
     }
 
+    /// Sends a body-less request the host makes itself (the models
+    /// listing): its status, headers, and at most `limit` bytes of its body;
+    /// only to a configured upstream.
+    pub async fn fetch(
+        &self,
+        req: &proxy_core::exchange::UpstreamRequest,
+        limit: usize,
+    ) -> Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>), String> {
+        let uri: http::Uri = req.url().parse().map_err(|e| format!("the URL: {e}"))?;
+        if !self.is_allowed(&uri) {
+            return Err("not a configured upstream".into());
+        }
+        let mut request = http::Request::get(uri);
+        for (name, value) in &req.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let empty = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+        let request = request.body(empty).map_err(|e| format!("the request: {e}"))?;
+        let first_byte = Duration::from_millis(self.timeouts.first_byte_ms);
+        let response = match tokio::time::timeout(first_byte, self.client.request(request)).await {
+            Err(_) => return Err("no answer in time".into()),
+            Ok(Err(e)) => return Err(format!("could not reach the upstream: {e}")),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+        let body = http_body_util::Limited::new(response.into_body(), limit).collect();
+        match tokio::time::timeout(Duration::from_millis(self.timeouts.idle_ms), body).await {
+            Ok(Ok(b)) => Ok((status, headers, b.to_bytes().to_vec())),
+            _ => Err("the answer broke off".into()),
+        }
+    }
+
     /// Sends a body-less request the host makes itself (a key's check
     /// for a Live session): its status and at most
     /// [`CHECK_BODY_BYTES`](proxy_core::exchange::admin::CHECK_BODY_BYTES)

@@ -55,6 +55,10 @@ pub struct ServerOptions {
     pub limits: ConnectionLimits,
     /// TLS for the listener (none: plain HTTP).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether to read Google's models list with a pool key at start and
+    /// after each daily reset ([`crate::listing`]); tests that count the
+    /// upstream's requests leave it off.
+    pub list_models: bool,
 }
 
 /// Errors starting the server.
@@ -143,7 +147,24 @@ impl Server {
             TcpListener::bind(opts.listen).await.map_err(|source| StartError::Bind { addr: opts.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: opts.listen, source })?;
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(daily_reset_loop(store.clone(), opts.reset_cron.clone(), opts.clock.clone(), stopped.clone()));
+        let listing = opts.list_models.then(|| Listing {
+            config: live.config.clone(),
+            store: live.store.clone(),
+            outbound: live.outbound.clone(),
+        });
+        if let Some(l) = listing.clone() {
+            // Before the first request when Google answers at once (a
+            // request then sees the names); in the background otherwise.
+            let listed = tokio::spawn(l.run(opts.clock.now().0));
+            let _ = tokio::time::timeout(Duration::from_secs(3), listed).await;
+        }
+        tokio::spawn(daily_reset_loop(
+            store.clone(),
+            opts.reset_cron.clone(),
+            opts.clock.clone(),
+            listing,
+            stopped.clone(),
+        ));
         if let Served::P2(c) = &component {
             tokio::spawn(trim_idle_loop(c.clone(), stopped.clone()));
         }
@@ -520,10 +541,25 @@ async fn trim_idle_loop(component: Arc<ProxyComponent>, mut stopped: watch::Rece
     }
 }
 
+/// The host's models listing ([`crate::listing`]), with what it needs.
+#[derive(Clone)]
+struct Listing {
+    config: Arc<proxy_core::Config>,
+    store: Arc<dyn KeyBackend>,
+    outbound: Outbound,
+}
+
+impl Listing {
+    async fn run(self, now_ms: u64) {
+        crate::listing::list_models(self.config, self.store, self.outbound, now_ms).await;
+    }
+}
+
 async fn daily_reset_loop(
     store: Arc<SqliteKeyStore>,
     cron: Cron,
     clock: Arc<dyn Clock>,
+    listing: Option<Listing>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -540,5 +576,9 @@ async fn daily_reset_loop(
         let store = store.clone();
         let _ = tokio::task::spawn_blocking(move || store.daily_reset()).await;
         tracing::info!(%cron, "daily reset done");
+        // Google's models list, with a pool key: one call a day.
+        if let Some(l) = listing.clone() {
+            l.run(clock.now().0).await;
+        }
     }
 }

@@ -45,6 +45,9 @@ pub struct Harness {
     pub vars: Vec<(String, String)>,
     /// TLS for the listener.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether the host reads Google's models list at start and after its
+    /// daily reset (off: most tests count the upstream's requests).
+    pub list_models: bool,
     _dir: tempfile::TempDir,
     pub http: reqwest::Client,
 }
@@ -68,6 +71,7 @@ impl Harness {
             limits: host_runner::conn::ConnectionLimits::default(),
             vars: Vec::new(),
             tls: None,
+            list_models: false,
             _dir: dir,
             http: reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client"),
         };
@@ -97,6 +101,7 @@ impl Harness {
             compile_cache: None,
             limits: self.limits,
             tls: self.tls.clone(),
+            list_models: self.list_models,
         })
         .await
         .expect("server starts");
