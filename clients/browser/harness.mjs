@@ -32,11 +32,12 @@ function start(cmd, args, env, cwd) {
 }
 
 // The fake upstream, and host-runner in front of it with `vars` (API_KEYS,
-// PROXY_API_KEY, …) and a fresh store: their base URLs.
+// PROXY_API_KEY, …) and a fresh store: their base URLs. (Without the models
+// listing at start, so that the page shows only the tests' own calls.)
 export async function startProxy(vars) {
   const fake = await start(join(target, "debug", "fake-upstream"), ["127.0.0.1:0"], {});
   const dir = mkdtempSync(join(tmpdir(), "stat-"));
-  const proxy = await start(join(target, "debug", "host-runner"), ["--listen", "127.0.0.1:0", "--db", join(dir, "k.sqlite3")], {
+  const proxy = await start(join(target, "debug", "host-runner"), ["--listen", "127.0.0.1:0", "--db", join(dir, "k.sqlite3"), "--no-models-listing"], {
     ...vars, GEMINI_UPSTREAM_URL: `${fake}/v1beta`, OPENAI_UPSTREAM_URL: `${fake}/v1beta/openai`,
   }, dir);
   return { fake, proxy };

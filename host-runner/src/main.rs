@@ -54,6 +54,11 @@ struct Args {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Do not read Google's models list with a pool key at start and after
+    /// each daily reset (one call each; it lets a listed model's outage be
+    /// counted under its own name).
+    #[arg(long)]
+    no_models_listing: bool,
 }
 
 fn seconds(v: &str) -> Result<Duration, String> {
@@ -144,7 +149,7 @@ async fn run() -> anyhow::Result<()> {
         compile_cache: Some(compile_cache.clone()),
         limits: connection_limits(&args),
         tls,
-        list_models: true,
+        list_models: !args.no_models_listing,
     })
     .await?;
     tracing::info!(
