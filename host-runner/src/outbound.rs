@@ -118,30 +118,8 @@ impl Outbound {
     /// [`CHECK_BODY_BYTES`](proxy_core::exchange::admin::CHECK_BODY_BYTES)
     /// of its body; only to a configured upstream.
     pub async fn check(&self, req: &proxy_core::exchange::UpstreamRequest) -> Result<(u16, Vec<u8>), String> {
-        let uri: http::Uri = req.url().parse().map_err(|e| format!("the check's URL: {e}"))?;
-        if !self.is_allowed(&uri) {
-            return Err("not a configured upstream".into());
-        }
-        let mut request = http::Request::get(uri);
-        for (name, value) in &req.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let empty = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
-        let request = request.body(empty).map_err(|e| format!("the check's request: {e}"))?;
-        let first_byte = Duration::from_millis(self.timeouts.first_byte_ms);
-        let response = match tokio::time::timeout(first_byte, self.client.request(request)).await {
-            Err(_) => return Err("no answer in time".into()),
-            Ok(Err(e)) => return Err(format!("could not reach the upstream: {e}")),
-            Ok(Ok(r)) => r,
-        };
-        let status = response.status().as_u16();
         let limit = proxy_core::exchange::admin::CHECK_BODY_BYTES;
-        let body = http_body_util::Limited::new(response.into_body(), limit).collect();
-        let body = match tokio::time::timeout(Duration::from_millis(self.timeouts.idle_ms), body).await {
-            Ok(Ok(b)) => b.to_bytes().to_vec(),
-            _ => Vec::new(),
-        };
-        Ok((status, body))
+        self.fetch(req, limit).await.map(|(status, _, body)| (status, body))
     }
 
     fn is_allowed(&self, uri: &http::Uri) -> bool {
