@@ -240,7 +240,6 @@ pub struct Session {
     last_failure: Option<Outcome>,
     all_rate_limited: bool,
     usage: Option<TokenUsage>,
-    handles: usize,
     went_away: bool,
     started: bool,
     error: Option<&'static str>,
@@ -277,7 +276,6 @@ impl Session {
             last_failure: None,
             all_rate_limited: true,
             usage: None,
-            handles: 0,
             went_away: false,
             started: false,
             error: None,
@@ -294,16 +292,6 @@ impl Session {
     pub fn with_request_id(mut self, id: String) -> Self {
         self.request_id = Some(id);
         self
-    }
-
-    /// The model the session runs (once its setup was read).
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
-    /// The tokens Google reported so far.
-    pub fn usage(&self) -> Option<TokenUsage> {
-        self.usage
     }
 
     /// Advances the session with what happened; what to do next.
@@ -468,7 +456,6 @@ impl Session {
         self.went_away |= told.go_away;
         let Phase::Relaying(lease) = &self.phase else { return None };
         let handle = told.handle?;
-        self.handles += 1;
         let owned = vec![Owned { name: Resource::live_handle(&handle).name().to_owned(), expires: None }];
         Some(AdminOp::Own { key: lease.id.clone(), client: self.client.clone(), owned })
     }
