@@ -3,7 +3,7 @@
 // playwright-core, and where screenshots go. Everything started is stopped by
 // stopAll().
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
@@ -12,6 +12,7 @@ const root = resolve(import.meta.dirname, "..", "..");
 const target = process.env.CARGO_TARGET_DIR ?? join(root, "target");
 export const shots = join(target, "screenshots");
 const procs = [];
+const dirs = [];
 
 function start(cmd, args, env, cwd) {
   const p = spawn(cmd, args, { env: { ...process.env, NO_COLOR: "1", ...env }, cwd, stdio: ["ignore", "pipe", "pipe"] });
@@ -37,6 +38,7 @@ function start(cmd, args, env, cwd) {
 export async function startProxy(vars) {
   const fake = await start(join(target, "debug", "fake-upstream"), ["127.0.0.1:0"], {});
   const dir = mkdtempSync(join(tmpdir(), "stat-"));
+  dirs.push(dir);
   const proxy = await start(join(target, "debug", "host-runner"), ["--listen", "127.0.0.1:0", "--db", join(dir, "k.sqlite3"), "--no-models-listing"], {
     ...vars, GEMINI_UPSTREAM_URL: `${fake}/v1beta`, OPENAI_UPSTREAM_URL: `${fake}/v1beta/openai`,
   }, dir);
@@ -54,4 +56,5 @@ export async function launchBrowser() {
 
 export function stopAll() {
   for (const p of procs) p.kill("SIGTERM");
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 }

@@ -3,22 +3,26 @@
 // its own model names go to Gemini through the default aliases. scripts/e2e
 // runs this against every host with E2E_PROXY_URL, E2E_FAKE_ORIGIN,
 // E2E_POOL_KEYS, E2E_PROXY_KEY set.
-import { test } from "node:test";
+import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, existsSync, readFileSync } from "node:fs";
+import { mkdtempSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { env, external, skip, fake, upstreamSawOnlyPoolKeys as poolKeysOnly } from "./fake.mjs";
+
+// Every run's directories live under one, removed when the file's tests end.
+const scratch = mkdtempSync(join(tmpdir(), "claude-test-"));
+after(() => rmSync(scratch, { recursive: true, force: true }));
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const claude = join(root, "node_modules", ".bin", "claude");
 
 /** Runs `claude -p prompt` in a fresh HOME and working directory. */
 function run(prompt, args = []) {
-  const home = mkdtempSync(join(tmpdir(), "claude-home-"));
-  const cwd = mkdtempSync(join(tmpdir(), "claude-work-"));
+  const home = mkdtempSync(join(scratch, "home-"));
+  const cwd = mkdtempSync(join(scratch, "work-"));
   const childEnv = {
     PATH: env.PATH,
     HOME: home,

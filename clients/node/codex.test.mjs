@@ -3,10 +3,10 @@
 // a prompt, and a prompt that makes it run a command, on a Gemini 3 model.
 // scripts/e2e runs this against every host with E2E_PROXY_URL,
 // E2E_FAKE_ORIGIN, E2E_POOL_KEYS, E2E_PROXY_KEY set.
-import { test } from "node:test";
+import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,12 +16,16 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const codex = join(root, "node_modules", ".bin", "codex");
 const GEMINI_3 = "gemini-3-pro-preview";
 
+// Every run's directories live under one, removed when the file's tests end.
+const scratch = mkdtempSync(join(tmpdir(), "codex-test-"));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
 /** Runs `codex exec prompt` with a fresh HOME and CODEX_HOME whose config
  * names the proxy as its provider (no retries: a failure shows at once). */
 function run(prompt, args = []) {
-  const home = mkdtempSync(join(tmpdir(), "codex-home-"));
-  const codexHome = mkdtempSync(join(tmpdir(), "codex-config-"));
-  const cwd = mkdtempSync(join(tmpdir(), "codex-work-"));
+  const home = mkdtempSync(join(scratch, "home-"));
+  const codexHome = mkdtempSync(join(scratch, "config-"));
+  const cwd = mkdtempSync(join(scratch, "work-"));
   writeFileSync(join(codexHome, "config.toml"), [
     `model = "${GEMINI_3}"`,
     'model_provider = "gemini-proxy"',

@@ -6,13 +6,17 @@
 // key against an open proxy. scripts/e2e runs this against a proxy with a
 // key (E2E_PROXY_KEY set) and against an open one (E2E_PROXY_KEY empty);
 // the tests that do not apply to the running proxy report themselves skipped.
-import { test } from "node:test";
+import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
+
+// Every run's directories live under one, removed when the file's tests end.
+const scratch = mkdtempSync(join(tmpdir(), "gemini-cli-test-"));
+after(() => rmSync(scratch, { recursive: true, force: true }));
 
 const env = process.env;
 const bin = resolve(import.meta.dirname, "..", "..", "node_modules", ".bin", "gemini");
@@ -25,7 +29,7 @@ const needsOpen = unset || (open ? false : "the proxy under test has a PROXY_API
 // environment; returns stdout once the upstream saw only pool keys.
 async function prompt(settings, extraEnv) {
   await fetch(`${env.E2E_FAKE_ORIGIN}/_fake/reset`, { method: "POST", body: "{}" });
-  const home = mkdtempSync(join(tmpdir(), "gemini-cli-"));
+  const home = mkdtempSync(join(scratch, "home-"));
   mkdirSync(join(home, ".gemini"));
   writeFileSync(join(home, ".gemini", "settings.json"), JSON.stringify({
     ...settings,
