@@ -202,3 +202,35 @@ test("an admin edits the model aliases on /stat; the next request follows them",
   assert.equal(table.aliases.length, 2);
   await page.close();
 });
+
+test("an admin finds a failed request in Recent requests on /stat, with its attempts", { timeout: 60_000 }, async () => {
+  const call = (model) => fetch(`${proxy}/v1beta/models/${model}:generateContent`, {
+    method: "POST", headers: { "x-goog-api-key": PROXY_KEY, "content-type": "application/json" },
+    body: JSON.stringify({ contents: [{ parts: [{ text: "hi" }] }] }),
+  });
+  assert.equal((await call("gemini-2.5-flash")).status, 200);
+  await fetch(`${fake}/_fake/behavior`, { method: "POST", body: JSON.stringify({ key: "*", behavior: "5xx:503" }) });
+  const failed = await call("gemini-2.5-pro");
+  await fetch(`${fake}/_fake/behavior`, { method: "POST", body: JSON.stringify({ key: "*", behavior: "ok" }) });
+  assert.ok(failed.status >= 500, `${failed.status}`);
+
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(`${proxy}/stat?key=${encodeURIComponent(ADMIN_KEY)}`);
+  const rows = page.locator("#req-table tbody tr.req");
+  await rows.first().waitFor();
+  // Only the failed ones, by the status filter.
+  await page.selectOption("#req-filter select[name=status]", "failed");
+  await page.click("#req-filter button[type=submit]");
+  await page.waitForFunction(() => [...document.querySelectorAll("#req-table tbody tr.req")].every((tr) => tr.classList.contains("failed")));
+  const failedRow = rows.filter({ hasText: "gemini-2.5-pro" }).first();
+  await failedRow.click();
+  const detail = page.locator("#req-detail");
+  await detail.waitFor();
+  const text = await detail.textContent();
+  // Each usable key tried (the earlier tests left one), each with Google's reason.
+  assert.match(text, /attempt 1: key k-\w+ · upstream-error · 503: The model is overloaded/);
+  assert.match(text, /POST \/v1beta\/models\/gemini-2.5-pro:generateContent · 50\d/);
+  await page.screenshot({ path: join(shots, "admin-7-requests.png"), fullPage: true });
+  await noSecretIn(page);
+  await page.close();
+});

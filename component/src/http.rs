@@ -221,6 +221,7 @@ pub fn stream_response(
     status: u16,
     headers: &[(String, String)],
     mut pipe: Pipe,
+    timing: &crate::Timing,
 ) -> Event {
     let early = |reason: String, timed_out| Event::StreamFailedEarly { reason, timed_out };
     let Ok(incoming) = response.consume() else { return early("upstream body unavailable".into(), false) };
@@ -234,6 +235,7 @@ pub fn stream_response(
         }
     };
     let Some(out) = out.take() else { return Event::Streamed(Err("the answer was already sent".into())) };
+    timing.answered();
     let outgoing_response = OutgoingResponse::new(fields_from(headers));
     let _ = outgoing_response.set_status_code(status);
     let Ok(outgoing) = outgoing_response.body() else {

@@ -63,12 +63,21 @@ fn exchange(
         }
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let exchange =
-        Exchange::new(config, method, path_and_query, headers).with_now(proxy_core::wire::time::UnixMillis(now));
+    let exchange = Exchange::new(config, method, path_and_query, headers)
+        .with_now(proxy_core::wire::time::UnixMillis(now))
+        .with_request_id(request_id(now));
     Ok(match origin {
         Some((scheme, authority)) => exchange.with_origin(scheme, &authority),
         None => exchange,
     })
+}
+
+/// A fresh id for a request's log lines and record: its time, and 32 bits
+/// from the hasher keys std seeds from `wasi:random` (unique per call).
+fn request_id(now: u64) -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("h{now:x}{:08x}", random as u32)
 }
 
 /// Carries out a step that only calls the key store (or its log), the
@@ -108,15 +117,47 @@ fn key_store_step(step: Step) -> Event {
     }
 }
 
-/// Writes a request's summary to standard output as one JSON line, with the
-/// time since `started`, when the proxy keeps an access log
+/// When a request came and when its answer's head went out, for its
+/// summary.
+pub(crate) struct Timing {
+    started: std::time::Instant,
+    /// Ms since the epoch.
+    at: u64,
+    head: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl Timing {
+    pub(crate) fn start() -> Self {
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Self { started: std::time::Instant::now(), at, head: std::cell::Cell::new(None) }
+    }
+
+    /// The answer's head is going out now (the first time counts).
+    pub(crate) fn answered(&self) {
+        if self.head.get().is_none() {
+            self.head.set(Some(std::time::Instant::now()));
+        }
+    }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A request's summary, timed: to the request log (the key store's), and
+/// to standard output as one JSON line when the proxy keeps an access log
 /// (`ACCESS_LOG=json`; host-runner passes the component's output on).
-fn summed_up(summary: &proxy_core::exchange::Summary, started: std::time::Instant) -> Event {
+fn summed_up(summary: proxy_core::exchange::Summary, timing: &Timing) -> Event {
+    let ttfb = timing.head.get().map(|head| ms(head.duration_since(timing.started)));
+    let summary = summary.timed(timing.at, ttfb, ms(timing.started.elapsed()));
     if config().is_ok_and(|c| c.access_log) {
         use std::io::Write as _;
-        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         // A log line that cannot be written is not the caller's failure.
-        let _ = writeln!(std::io::stdout().lock(), "{}", summary.line(ms));
+        let _ = writeln!(std::io::stdout().lock(), "{}", summary.line());
+    }
+    if !summary.own {
+        let op = proxy_core::wire::keystore::AdminOp::Log { summary: Box::new(summary) };
+        key_store::admin(&convert::admin_op(&op));
     }
     Event::Done
 }
@@ -172,7 +213,7 @@ mod p2 {
 
     /// Carries out the exchange's steps until it is over.
     fn drive(mut exchange: Exchange, request: IncomingRequest, out: ResponseOutparam) {
-        let started = std::time::Instant::now();
+        let timing = crate::Timing::start();
         let (mut request, mut out) = (Some(request), Some(out));
         let mut upstream: Option<IncomingResponse> = None;
         let mut event = Event::Start;
@@ -203,22 +244,24 @@ mod p2 {
                     Event::ErrorBody(upstream.take().map(|r| http::read_body(r, limit)).unwrap_or_default())
                 }
                 Step::Stream { status, headers, pipe } => match upstream.take() {
-                    Some(response) => http::stream_response(response, &mut out, status, &headers, pipe),
+                    Some(response) => http::stream_response(response, &mut out, status, &headers, pipe, &timing),
                     None => Event::Streamed(Err("nothing to stream".into())),
                 },
                 Step::Respond(r) => {
                     if let Some(out) = out.take() {
+                        timing.answered();
                         http::respond(out, &r);
                     }
                     Event::Done
                 }
                 Step::Stats(view) => {
                     if let Some(out) = out.take() {
+                        timing.answered();
                         http::respond(out, &convert::rendered(key_store::stats(convert::stats_view(view))));
                     }
                     Event::Done
                 }
-                Step::Summary(summary) => crate::summed_up(&summary, started),
+                Step::Summary(summary) => crate::summed_up(*summary, &timing),
                 Step::Done => return,
             };
         }

@@ -53,7 +53,7 @@ impl Guest for Component {
 /// Carries out the exchange's steps until it is over; its answer goes to
 /// `answer` as soon as there is one.
 async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
-    let started = std::time::Instant::now();
+    let timing = crate::Timing::start();
     let mut client_body = Some(ClientBody::of(request));
     let mut answer = Some(answer);
     let mut upstream: Option<Response> = None;
@@ -98,29 +98,33 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
                 None => Event::ErrorBody(Vec::new()),
             },
             Step::Stream { status, headers, pipe } => match (upstream.take(), answer.take()) {
-                (Some(response), Some(out)) => match stream_response(response, out, status, &headers, pipe).await {
-                    Streaming::Over(event) => event,
-                    Streaming::Early(event, out) => {
-                        answer = Some(out);
-                        event
+                (Some(response), Some(out)) => {
+                    match stream_response(response, out, status, &headers, pipe, &timing).await {
+                        Streaming::Over(event) => event,
+                        Streaming::Early(event, out) => {
+                            answer = Some(out);
+                            event
+                        }
                     }
-                },
+                }
                 _ => Event::Streamed(Err("nothing to stream".into())),
             },
             Step::Respond(r) => {
                 if let Some(out) = answer.take() {
+                    timing.answered();
                     let _ = out.send(buffered(&r));
                 }
                 Event::Done
             }
             Step::Stats(view) => {
                 if let Some(out) = answer.take() {
+                    timing.answered();
                     let rendered = convert::rendered(key_store::stats(convert::stats_view(view)));
                     let _ = out.send(buffered(&rendered));
                 }
                 Event::Done
             }
-            Step::Summary(summary) => crate::summed_up(&summary, started),
+            Step::Summary(summary) => crate::summed_up(*summary, &timing),
             Step::Done => return,
         };
     }
@@ -330,6 +334,7 @@ async fn stream_response(
     status: u16,
     headers: &[(String, String)],
     mut pipe: Pipe,
+    timing: &crate::Timing,
 ) -> Streaming {
     // With a declared length, the body is over once that many bytes are
     // in: no read to learn that it ended.
@@ -357,6 +362,7 @@ async fn stream_response(
     let (dst_end, dst_end_rx) = wit_future::new(|| Ok(None));
     let (answer, _) = Response::new(fields_from(headers), Some(rx), dst_end_rx);
     let _ = answer.set_status_code(status);
+    timing.answered();
     if out.send(answer).is_err() {
         return Streaming::Over(Event::Streamed(Err("the client went away".into())));
     }

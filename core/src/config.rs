@@ -165,9 +165,31 @@ pub struct Config {
     /// ([`crate::exchange::Step::Summary`]) written as a JSON line to the
     /// host's standard output (the Worker's log). Off by default.
     pub access_log: bool,
+    /// `REQUEST_LOG_SIZE`: how many requests the request log keeps
+    /// ([`crate::store::requests`]; 0: none). 10,000 by default.
+    pub request_log_size: usize,
     /// `MODEL_ALIASES` before the default table ([`aliases::DEFAULTS`]):
     /// the Gemini model that serves a client's model name.
     pub model_aliases: aliases::Aliases,
+}
+
+/// How many requests the request log keeps unless `REQUEST_LOG_SIZE` says.
+pub const DEFAULT_REQUEST_LOG_SIZE: usize = crate::wire::summary::DEFAULT_LOG_SIZE;
+
+/// The most requests `REQUEST_LOG_SIZE` may ask the request log to keep.
+pub const MAX_REQUEST_LOG_SIZE: usize = 1_000_000;
+
+/// `REQUEST_LOG_SIZE` (a whole number up to [`MAX_REQUEST_LOG_SIZE`]; 0
+/// turns the request log off), read alone: the key store needs nothing
+/// else of the configuration.
+pub fn request_log_size(lookup: impl Fn(&str) -> Option<String>) -> Result<usize, ConfigError> {
+    match lookup("REQUEST_LOG_SIZE").map(|v| v.trim().replace(['_', ','], "")).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_REQUEST_LOG_SIZE),
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n <= MAX_REQUEST_LOG_SIZE).ok_or_else(|| ConfigError {
+            var: "REQUEST_LOG_SIZE",
+            why: format!("{v:?} is not a number of requests from 0 to {MAX_REQUEST_LOG_SIZE}"),
+        }),
+    }
 }
 
 impl Config {
@@ -179,6 +201,8 @@ impl Config {
     }
 
     /// [`Config::from_lookup`] with a host's own default timeouts.
+    ///
+    /// (The key store reads `REQUEST_LOG_SIZE` alone: [`request_log_size`].)
     pub fn from_lookup_with(
         defaults: UpstreamTimeouts,
         lookup: impl Fn(&str) -> Option<String>,
@@ -248,6 +272,7 @@ impl Config {
                     });
                 }
             },
+            request_log_size: request_log_size(&lookup)?,
             model_aliases: match get("MODEL_ALIASES") {
                 None => aliases::Aliases::default(),
                 Some(v) => aliases::Aliases::parse(&v).map_err(|why| ConfigError { var: "MODEL_ALIASES", why })?,

@@ -14,7 +14,7 @@ use std::time::Instant;
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let keys = vec![ApiKey::new("AIzaSyBENCHbenchBENCHbenchBENCHbench0001")];
-    let store = Arc::new(SqliteKeyStore::open(&dir.path().join("k.sqlite3"), keys, Arc::new(SystemClock), None)?);
+    let store = Arc::new(SqliteKeyStore::open(&dir.path().join("k.sqlite3"), keys, Arc::new(SystemClock), None, 100)?);
     let outbound =
         Outbound::new(&["http://127.0.0.1:9".to_owned()], proxy_core::config::UpstreamTimeouts::HOST_RUNNER)?;
     let started = Instant::now();

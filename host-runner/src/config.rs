@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The variables the proxy reads.
-pub const VARS: [&str; 13] = [
+pub const VARS: [&str; 15] = [
     "API_KEYS",
     "KEY_ENCRYPTION_SECRET",
     "PROXY_API_KEY",
@@ -23,6 +23,8 @@ pub const VARS: [&str; 13] = [
     "CORS_ORIGINS",
     "ALLOWED_HOSTS",
     "ACCESS_LOG",
+    "MODEL_ALIASES",
+    "REQUEST_LOG_SIZE",
 ];
 
 /// Everything this host needs to start.

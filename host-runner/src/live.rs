@@ -81,7 +81,12 @@ pub async fn serve(host: &LiveHost, mut req: hyper::Request<Incoming>, id: &str)
             Step::Upgrade => break,
             Step::Refuse(refused) => {
                 let mut event = Event::Done;
-                while !matches!(session.resume(event), Step::Done) {
+                loop {
+                    match session.resume(event) {
+                        Step::Done => break,
+                        Step::Summary(summary) => summed_up(host, summary, &Timing::start()),
+                        _ => {}
+                    }
                     event = Event::Done;
                 }
                 return refused;
@@ -124,11 +129,52 @@ pub async fn serve(host: &LiveHost, mut req: hyper::Request<Incoming>, id: &str)
     }
 }
 
+/// When a session began (ms since the epoch, and the instant), and when
+/// Google's `setupComplete` went to the client: its first byte.
+struct Timing {
+    at: u64,
+    started: std::time::Instant,
+    answered: Option<std::time::Instant>,
+}
+
+impl Timing {
+    fn start() -> Self {
+        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Self { at, started: std::time::Instant::now(), answered: None }
+    }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A session's summary, timed: to the host's log, the request log, and the
+/// access log (`ACCESS_LOG=json`: one JSON line on standard output, as the
+/// component writes a request's).
+fn summed_up(host: &LiveHost, summary: proxy_core::wire::summary::Summary, timing: &Timing) {
+    let ttfb = timing.answered.map(|at| ms(at.duration_since(timing.started)));
+    let summary = summary.timed(timing.at, ttfb, ms(timing.started.elapsed()));
+    tracing::info!(
+        request_id = summary.request_id.as_deref().unwrap_or(""),
+        model = summary.model.as_deref().unwrap_or(""),
+        status = summary.status,
+        attempts = summary.attempts.len(),
+        error = summary.error.as_deref().unwrap_or(""),
+        elapsed_ms = summary.ms.unwrap_or(0),
+        "live session ended"
+    );
+    if host.config.access_log {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), "{}", summary.line());
+    }
+    host.store.admin(proxy_core::wire::keystore::AdminOp::Log { summary: Box::new(summary) });
+}
+
 /// Drives one session to its end.
 async fn run(host: LiveHost, mut session: Session, client: Client) {
     let mut client = Some(client);
     let mut upstream: Option<Google> = None;
-    let started = std::time::Instant::now();
+    let mut timing = Timing::start();
     // The upgrade is done.
     let mut event = Event::Done;
     loop {
@@ -151,7 +197,10 @@ async fn run(host: LiveHost, mut session: Session, client: Client) {
                 Err(reason) => Event::Unreachable { reason },
             },
             Step::Relay { first, binary } => match (client.take(), upstream.take()) {
-                (Some(c), Some(google)) => Event::Ended(relay(&host, &mut session, c, google, first, binary).await),
+                (Some(c), Some(google)) => {
+                    timing.answered = Some(std::time::Instant::now());
+                    Event::Ended(relay(&host, &mut session, c, google, first, binary).await)
+                }
                 _ => Event::Ended(End::UpstreamGone("no upstream session".into())),
             },
             Step::Close(close) => {
@@ -177,22 +226,7 @@ async fn run(host: LiveHost, mut session: Session, client: Client) {
                 Event::Done
             }
             Step::Summary(summary) => {
-                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                tracing::info!(
-                    request_id = summary.request_id.as_deref().unwrap_or(""),
-                    model = summary.model.as_deref().unwrap_or(""),
-                    status = summary.status,
-                    attempts = summary.attempts.len(),
-                    error = summary.error.as_deref().unwrap_or(""),
-                    elapsed_ms = ms,
-                    "live session ended"
-                );
-                // The access log (ACCESS_LOG=json), as the component writes
-                // a request's: one JSON line on standard output.
-                if host.config.access_log {
-                    use std::io::Write as _;
-                    let _ = writeln!(std::io::stdout().lock(), "{}", summary.line(ms));
-                }
+                summed_up(&host, summary, &timing);
                 Event::Done
             }
             Step::Upgrade | Step::Refuse(_) => Event::Done,

@@ -59,6 +59,10 @@ struct Args {
     /// counted under its own name).
     #[arg(long)]
     no_models_listing: bool,
+    /// Write each request's record (the request log's) to standard output
+    /// as one JSON line: `json`, or `off`. Overrides ACCESS_LOG.
+    #[arg(long, value_parser = ["json", "off"])]
+    access_log: Option<String>,
 }
 
 fn seconds(v: &str) -> Result<Duration, String> {
@@ -121,7 +125,10 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    if let Some(format) = &args.access_log {
+        env.insert("ACCESS_LOG".to_owned(), format.clone());
+    }
     let cwd = std::env::current_dir().context("reading the working directory")?;
     let config = HostConfig::load(&env, &cwd)?;
     if config.proxy.proxy_key.is_none() {

@@ -395,7 +395,7 @@ mod tests {
     fn parts(dir: &Path) -> (Arc<dyn KeyBackend>, Outbound) {
         let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
         let store: Arc<dyn KeyBackend> =
-            Arc::new(SqliteKeyStore::open(&dir.join("k.sqlite3"), Vec::new(), clock, None).expect("store"));
+            Arc::new(SqliteKeyStore::open(&dir.join("k.sqlite3"), Vec::new(), clock, None, 100).expect("store"));
         let outbound =
             Outbound::new(&["http://127.0.0.1:9".to_owned()], proxy_core::config::UpstreamTimeouts::HOST_RUNNER)
                 .expect("outbound");

@@ -107,6 +107,7 @@ impl Server {
             opts.config.api_keys.clone(),
             opts.clock.clone(),
             opts.config.vault.clone(),
+            opts.config.proxy.request_log_size,
         )?);
         let origins = vec![opts.config.proxy.gemini_upstream.origin(), opts.config.proxy.openai_upstream.origin()];
         let outbound = Outbound::new(&origins, opts.config.proxy.timeouts)?;

@@ -107,6 +107,7 @@ impl SqliteKeyStore {
         keys: Vec<ApiKey>,
         clock: Arc<dyn Clock>,
         vault: Option<Vault>,
+        request_log_size: usize,
     ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -122,7 +123,9 @@ impl SqliteKeyStore {
         if let Some(why) = unopened {
             tracing::warn!("{why}");
         }
-        let pool = KeyPool::restore(keys, stored);
+        let mut pool = KeyPool::restore(keys, stored);
+        pool.requests_mut().resize(request_log_size);
+        pool.load_requests(&sqlite)?;
         Batch { rewrite: Some(pool.records()), ..Batch::default() }.commit(&mut conn)?;
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -430,7 +433,7 @@ mod tests {
         let path = dir.path().join("k.sqlite3");
         let keys = vec![ApiKey::new("AIzaSySTOREtestKEY000000000000000000001")];
         let clock = Arc::new(ManualClock::new(proxy_core::UnixMillis(1_800_000_000_000)));
-        let store = SqliteKeyStore::open(&path, keys, clock, None).expect("open");
+        let store = SqliteKeyStore::open(&path, keys, clock, None, 100).expect("open");
         let success = |model: &str| {
             let lease = store.acquire(None, model, &[], &[], None).expect("a key");
             store.report(Report {
@@ -485,7 +488,7 @@ mod tests {
         }
         for _ in 0..2 {
             let clock = Arc::new(ManualClock::new(now));
-            let store = SqliteKeyStore::open(&path, vec![key.clone()], clock, None).expect("opens, twice");
+            let store = SqliteKeyStore::open(&path, vec![key.clone()], clock, None, 100).expect("opens, twice");
             let old = Resource::parse("files/old").expect("a name");
             let lease = store.acquire(None, "m", std::slice::from_ref(&old), &[], None).expect("its owner");
             assert!(lease.pinned && lease.id == key.id());

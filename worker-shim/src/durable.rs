@@ -13,6 +13,7 @@ use proxy_core::store::vault::{NONCE_BYTES, Vault};
 use proxy_core::view;
 use proxy_core::wire::keystore::StatsView;
 use proxy_core::wire::resource::Resource;
+use proxy_core::wire::summary::Summary;
 use proxy_core::{KeyPool, UnixMillis};
 use std::cell::{Cell, RefCell};
 use wasm_bindgen::JsCast;
@@ -84,18 +85,36 @@ impl ApiKeyManager {
         if let Some(why) = unopened {
             worker::console_warn!("{why}");
         }
-        let pool = KeyPool::restore(keys, stored);
+        let mut pool = KeyPool::restore(keys, stored);
+        pool.requests_mut().resize(self.request_log_size());
         self.rewrite(&pool)?;
         *loaded = Some(Loaded { source, pool, vault });
         Ok(())
     }
 
     /// Applies reports, in order, and persists what they changed.
-    fn apply(&self, pool: &mut KeyPool, reports: Vec<proxy_core::Report>, now: UnixMillis) -> Result<(), String> {
+    /// `REQUEST_LOG_SIZE` (a bad value is logged, and the default kept).
+    fn request_log_size(&self) -> usize {
+        proxy_core::config::request_log_size(|v| crate::env_value(&self.env, v)).unwrap_or_else(|e| {
+            worker::console_error!("{e}");
+            proxy_core::config::DEFAULT_REQUEST_LOG_SIZE
+        })
+    }
+
+    fn apply(
+        &self,
+        pool: &mut KeyPool,
+        reports: Vec<proxy_core::Report>,
+        logged: Vec<Summary>,
+        now: UnixMillis,
+    ) -> Result<(), String> {
         for r in reports {
             if let Some(change) = pool.apply(&r, now) {
                 persist::change_statements(&change).try_for_each(|s| self.run(s))?;
             }
+        }
+        for summary in logged {
+            pool.log_request(summary).into_iter().try_for_each(|s| self.run(s))?;
         }
         Ok(())
     }
@@ -110,9 +129,9 @@ impl ApiKeyManager {
         let (pool, vault) = (&mut loaded.pool, loaded.vault.as_ref());
         let done = || Response::ok("").map_err(|e| e.to_string());
         match request {
-            StoreRequest::Acquire { model, exclude, settle, client, resources } => {
+            StoreRequest::Acquire { model, exclude, settle, logged, client, resources } => {
                 self.acquires.set(self.acquires.get() + 1);
-                self.apply(pool, settle, now)?;
+                self.apply(pool, settle, logged, now)?;
                 let resources: Vec<Resource> = resources.iter().filter_map(|n| Resource::stored(n)).collect();
                 let answer = match pool.acquire_for(client.as_ref(), &model, &resources, &exclude, now) {
                     Ok(lease) => AcquireAnswer::Lease {
@@ -125,13 +144,13 @@ impl ApiKeyManager {
                 };
                 Response::from_json(&answer).map_err(|e| e.to_string())
             }
-            StoreRequest::Report { reports } => {
+            StoreRequest::Report { reports, logged } => {
                 self.reports.set(self.reports.get() + 1);
-                self.apply(pool, reports, now)?;
+                self.apply(pool, reports, logged, now)?;
                 done()
             }
-            StoreRequest::Stats { view, settle } => {
-                self.apply(pool, settle, now)?;
+            StoreRequest::Stats { view, settle, logged } => {
+                self.apply(pool, settle, logged, now)?;
                 let snapshot = pool.snapshot(now);
                 let response = match view {
                     StatsView::Json => {
@@ -144,7 +163,13 @@ impl ApiKeyManager {
                 };
                 crate::io::to_response(&response).map_err(|e| e.to_string())
             }
-            StoreRequest::Admin { op } => {
+            StoreRequest::Admin { op, settle, logged } => {
+                self.apply(pool, settle, logged, now)?;
+                // The request log's rows are read back at its first look,
+                // not at each wake-up.
+                if matches!(op, proxy_core::wire::keystore::AdminOp::Requests { .. }) {
+                    pool.load_requests(self)?;
+                }
                 let applied = proxy_core::store::admin::apply(pool, vault, op, now, &mut nonce);
                 proxy_core::store::admin::statements(&applied).try_for_each(|s| self.run(s))?;
                 let leases = applied.leases.iter().map(|l| (l.id.clone(), l.secret.expose().to_owned())).collect();

@@ -8,10 +8,12 @@
 //! an acquire most often; a request's last step waits [`FLUSH_DELAY`] and
 //! sends what is still waiting. So at steady state a proxied request costs
 //! one Durable Object request, and nothing is lost when traffic stops.
+//! Requests' summaries for the request log ride the same way.
 
 use crate::wire::{AcquireAnswer, StoreRequest};
 use proxy_core::wire::keystore::StatsView;
 use proxy_core::wire::keystore::{AdminAnswer, AdminOp};
+use proxy_core::wire::summary::Summary;
 use proxy_core::{ApiKey, KeyId, Lease, Report, Unavailable};
 use worker::{Env, Method, Request, RequestInit, Response, Stub};
 
@@ -28,6 +30,8 @@ pub const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 thread_local! {
     /// Reports waiting for the isolate's next request to the object.
     static PENDING: std::cell::RefCell<Vec<Report>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Requests' summaries for the request log, waiting the same way.
+    static LOGGED: std::cell::RefCell<Vec<Summary>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Counts deferrals: only the latest one's delayed flush sends, since a
     /// later request carries (or flushes) what the earlier ones left.
     static DEFERRALS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
@@ -56,10 +60,23 @@ pub fn defer(reports: Vec<Report>) -> Deferred {
     let full = PENDING.with_borrow_mut(|p| {
         p.extend(reports);
         p.len() >= MAX_PENDING
-    });
+    }) || LOGGED.with_borrow(|l| l.len() >= MAX_PENDING);
     let n = DEFERRALS.get() + 1;
     DEFERRALS.set(n);
     if full { Deferred::Full } else { Deferred::Waiting(n) }
+}
+
+/// Leaves a request's summary for the request log with the reports (its
+/// request's own, when it had any, are left with [`defer`] after it).
+pub fn log(summary: Summary) {
+    LOGGED.with_borrow_mut(|l| {
+        // Past twice the reports' bound, the oldest summaries give way: a
+        // key store out of reach must not grow the isolate's memory.
+        if l.len() >= MAX_PENDING * 2 {
+            l.remove(0);
+        }
+        l.push(summary);
+    });
 }
 
 /// Whether deferral `n` is still the latest.
@@ -67,16 +84,32 @@ pub fn latest(n: u64) -> bool {
     DEFERRALS.get() == n
 }
 
-fn take_pending() -> Vec<Report> {
-    PENDING.with_borrow_mut(std::mem::take)
+/// What waits in the isolate for the object: reports, and summaries.
+struct Pending {
+    reports: Vec<Report>,
+    logged: Vec<Summary>,
 }
 
-/// Puts reports that could not be sent back in front of the buffer.
-fn restore_pending(mut reports: Vec<Report>) {
+fn take_pending() -> Pending {
+    Pending { reports: PENDING.with_borrow_mut(std::mem::take), logged: LOGGED.with_borrow_mut(std::mem::take) }
+}
+
+fn nothing_pending() -> bool {
+    PENDING.with_borrow(Vec::is_empty) && LOGGED.with_borrow(Vec::is_empty)
+}
+
+/// Puts what could not be sent back in front of the buffers.
+fn restore_pending(mut pending: Pending) {
     PENDING.with_borrow_mut(|p| {
-        reports.append(p);
-        reports.truncate(MAX_PENDING * 2);
-        *p = reports;
+        pending.reports.append(p);
+        pending.reports.truncate(MAX_PENDING * 2);
+        *p = pending.reports;
+    });
+    LOGGED.with_borrow_mut(|l| {
+        pending.logged.append(l);
+        let over = pending.logged.len().saturating_sub(MAX_PENDING * 2);
+        pending.logged.drain(..over);
+        *l = pending.logged;
     });
 }
 
@@ -121,12 +154,15 @@ impl KeyStore {
         Ok(resp)
     }
 
-    /// Sends `message` with the reports waiting in this isolate (put back
-    /// if the object cannot be reached).
-    async fn call_settling(&mut self, message: impl FnOnce(Vec<Report>) -> StoreRequest) -> Result<Response, String> {
-        let settle = take_pending();
-        let kept = settle.clone();
-        let answer = self.call(&message(settle)).await;
+    /// Sends `message` with the reports and summaries waiting in this
+    /// isolate (put back if the object cannot be reached).
+    async fn call_settling(
+        &mut self,
+        message: impl FnOnce(Vec<Report>, Vec<Summary>) -> StoreRequest,
+    ) -> Result<Response, String> {
+        let pending = take_pending();
+        let kept = Pending { reports: pending.reports.clone(), logged: pending.logged.clone() };
+        let answer = self.call(&message(pending.reports, pending.logged)).await;
         if answer.is_err() {
             restore_pending(kept);
         }
@@ -143,9 +179,9 @@ impl KeyStore {
     ) -> Result<Result<Lease, Unavailable>, String> {
         let resources = resources.iter().map(|r| r.name().to_owned()).collect();
         let mut resp = self
-            .call_settling(|mut pending| {
+            .call_settling(|mut pending, logged| {
                 pending.extend(settle);
-                StoreRequest::Acquire { model, exclude, settle: pending, client, resources }
+                StoreRequest::Acquire { model, exclude, settle: pending, logged, client, resources }
             })
             .await?;
         match resp.json::<AcquireAnswer>().await.map_err(|e| e.to_string())? {
@@ -158,16 +194,16 @@ impl KeyStore {
 
     /// Sends the reports still waiting in this isolate, if any.
     pub async fn flush(&mut self) -> Result<(), String> {
-        if PENDING.with_borrow(Vec::is_empty) {
+        if nothing_pending() {
             return Ok(());
         }
-        self.call_settling(|reports| StoreRequest::Report { reports }).await.map(drop)
+        self.call_settling(|reports, logged| StoreRequest::Report { reports, logged }).await.map(drop)
     }
 
     /// The client's response showing the statistics, rendered by the
     /// object (after this isolate's waiting reports).
     pub async fn stats(&mut self, view: StatsView) -> Result<Response, String> {
-        self.call_settling(|settle| StoreRequest::Stats { view, settle }).await
+        self.call_settling(|settle, logged| StoreRequest::Stats { view, settle, logged }).await
     }
 
     pub async fn admin(&mut self, op: AdminOp) -> Result<AdminAnswer, String> {
@@ -188,7 +224,11 @@ impl KeyStore {
     }
 
     async fn admin_call(&mut self, op: AdminOp) -> Result<AdminAnswer, String> {
-        let mut resp = self.call(&StoreRequest::Admin { op }).await?;
+        let mut resp = if matches!(op, AdminOp::Requests { .. }) {
+            self.call_settling(|settle, logged| StoreRequest::Admin { op, settle, logged }).await?
+        } else {
+            self.call(&StoreRequest::Admin { op, settle: Vec::new(), logged: Vec::new() }).await?
+        };
         let reply: crate::wire::AdminReply = resp.json().await.map_err(|e| e.to_string())?;
         let leases = reply
             .leases

@@ -83,6 +83,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         reports: Vec::new(),
         started,
         access_log,
+        answered: None,
+        logged: false,
     };
     // Up to the answer on the critical path; the rest (the stream's end,
     // the reports) after it, through `wait_until`.
@@ -114,6 +116,11 @@ struct Run {
     started: u64,
     /// Whether each request's summary goes to the log (`ACCESS_LOG=json`).
     access_log: bool,
+    /// When the answer's head was handed to the runtime (ms since the
+    /// epoch).
+    answered: Option<u64>,
+    /// Whether the request's summary waits for the request log.
+    logged: bool,
 }
 
 impl Run {
@@ -134,7 +141,7 @@ impl Run {
         while let Flow::Next(e) | Flow::Answer(_, e) = self.step(event).await {
             event = e;
         }
-        if self.reports.is_empty() {
+        if self.reports.is_empty() && !self.logged {
             return;
         }
         if let keys::Deferred::Waiting(n) = keys::defer(std::mem::take(&mut self.reports)) {
@@ -179,15 +186,22 @@ impl Run {
                 } {
                     Ok((response, pipe)) => {
                         self.pipe = pipe;
+                        self.answered = Some(Date::now().as_millis());
                         return Flow::Answer(response, Event::Streamed(Ok(Seen::default())));
                     }
                     Err((reason, timed_out)) => Event::StreamFailedEarly { reason, timed_out },
                 },
                 None => Event::Streamed(Err("nothing to stream".into())),
             },
-            Step::Respond(r) => return Flow::Answer(io::to_response(&r), Event::Done),
+            Step::Respond(r) => {
+                self.answered = Some(Date::now().as_millis());
+                return Flow::Answer(io::to_response(&r), Event::Done);
+            }
             Step::Stats(view) => match self.store.stats(view).await {
-                Ok(response) => return Flow::Answer(Ok(response), Event::Done),
+                Ok(response) => {
+                    self.answered = Some(Date::now().as_millis());
+                    return Flow::Answer(Ok(response), Event::Done);
+                }
                 Err(why) => Event::StoreFailed(why),
             },
             Step::Report(r) => {
@@ -212,8 +226,15 @@ impl Run {
             }
             Step::Admin(op) => self.store.admin(op).await.map_or_else(Event::StoreFailed, Event::Admin),
             Step::Summary(summary) => {
+                let ms = Date::now().as_millis().saturating_sub(self.started);
+                let ttfb = self.answered.map(|at| at.saturating_sub(self.started));
+                let summary = summary.timed(self.started, ttfb, ms);
                 if self.access_log {
-                    worker::console_log!("{}", summary.line(Date::now().as_millis().saturating_sub(self.started)));
+                    worker::console_log!("{}", summary.line());
+                }
+                if !summary.own {
+                    keys::log(summary);
+                    self.logged = true;
                 }
                 Event::Done
             }
@@ -247,6 +268,8 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         reports: Vec::new(),
         started,
         access_log: config.access_log,
+        answered: None,
+        logged: false,
     };
     let (response, event) = run.until_answer().await;
     // Its answer is read to the end (so that its native pipe ends), then

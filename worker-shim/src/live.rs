@@ -34,8 +34,22 @@ pub async fn serve(req: &Request, env: &Env, config: Arc<Config>, id: String) ->
         event = match session.resume(event) {
             Step::Upgrade => break,
             Step::Refuse(refused) => {
+                // The refusal's summary rides with this isolate's next
+                // request to the key store.
+                let now = worker::Date::now().as_millis();
                 let mut event = Event::Done;
-                while !matches!(session.resume(event), Step::Done) {
+                loop {
+                    match session.resume(event) {
+                        Step::Done => break,
+                        Step::Summary(summary) => {
+                            let summary = summary.timed(now, Some(0), 0);
+                            if access_log {
+                                worker::console_log!("{}", summary.line());
+                            }
+                            keys::log(summary);
+                        }
+                        _ => {}
+                    }
                     event = Event::Done;
                 }
                 return io::to_response(&refused);
@@ -109,6 +123,9 @@ async fn run(mut session: Session, client: WebSocket, mut store: KeyStore, acces
     let started = worker::Date::now().as_millis();
     let Ok(mut from_client) = client.events() else { return };
     let mut google: Option<WebSocket> = None;
+    // When Google's setupComplete went to the client: the session's first
+    // byte.
+    let mut answered: Option<u64> = None;
     // The upgrade is done.
     let mut event = Event::Done;
     loop {
@@ -144,6 +161,7 @@ async fn run(mut session: Session, client: WebSocket, mut store: KeyStore, acces
             Step::Check(request) => check(&request).await,
             Step::Relay { first, binary } => match google.take() {
                 Some(g) => {
+                    answered = Some(worker::Date::now().as_millis());
                     Event::Ended(relay(&mut session, &store, &client, &mut from_client, g, &first, binary).await)
                 }
                 None => Event::Ended(End::UpstreamGone("no upstream session".into())),
@@ -153,11 +171,8 @@ async fn run(mut session: Session, client: WebSocket, mut store: KeyStore, acces
                 Event::Done
             }
             Step::Report(r) => {
-                // A session's report goes at once: no answer follows it.
+                // Sent at once with the session's summary, which follows.
                 keys::defer(vec![r]);
-                if let Err(e) = store.flush().await {
-                    worker::console_error!("reporting a Live session to the key store failed: {e}");
-                }
                 Event::Done
             }
             Step::Log(line) => {
@@ -169,9 +184,16 @@ async fn run(mut session: Session, client: WebSocket, mut store: KeyStore, acces
                 Event::Done
             }
             Step::Summary(summary) => {
+                let ms = worker::Date::now().as_millis().saturating_sub(started);
+                let summary = summary.timed(started, answered.map(|at| at.saturating_sub(started)), ms);
                 if access_log {
-                    let ms = worker::Date::now().as_millis().saturating_sub(started);
-                    worker::console_log!("{}", summary.line(ms));
+                    worker::console_log!("{}", summary.line());
+                }
+                // The session's report and summary go at once: no answer
+                // follows them.
+                keys::log(summary);
+                if let Err(e) = store.flush().await {
+                    worker::console_error!("reporting a Live session to the key store failed: {e}");
                 }
                 Event::Done
             }

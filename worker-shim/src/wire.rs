@@ -2,6 +2,7 @@
 //! message per request, `POST`ed to the object.
 
 use proxy_core::wire::keystore::StatsView;
+use proxy_core::wire::summary::Summary;
 use proxy_core::{KeyId, Report, Unavailable};
 use serde::{Deserialize, Serialize};
 
@@ -16,19 +17,38 @@ pub enum StoreRequest {
         model: String,
         exclude: Vec<KeyId>,
         settle: Vec<Report>,
+        /// Requests' summaries for the request log, after `settle`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logged: Vec<Summary>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<proxy_core::wire::keystore::Claim>,
         /// The names of the resources the request names.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         resources: Vec<String>,
     },
-    /// Apply these reports, in order.
-    Report { reports: Vec<Report> },
-    /// Apply `settle`, then the statistics, rendered (the object answers
-    /// with the client's response).
-    Stats { view: StatsView, settle: Vec<Report> },
-    /// Apply an admin operation.
-    Admin { op: proxy_core::wire::keystore::AdminOp },
+    /// Apply these reports, in order, and log these summaries.
+    Report {
+        reports: Vec<Report>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logged: Vec<Summary>,
+    },
+    /// Apply `settle` and log `logged`, then the statistics, rendered (the
+    /// object answers with the client's response).
+    Stats {
+        view: StatsView,
+        settle: Vec<Report>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logged: Vec<Summary>,
+    },
+    /// Apply an admin operation (after `settle` and `logged`, which a
+    /// look at the request log carries: the isolate's latest are in it).
+    Admin {
+        op: proxy_core::wire::keystore::AdminOp,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        settle: Vec<Report>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logged: Vec<Summary>,
+    },
     /// Clear every mark and counter.
     Reset,
     /// The daily job.

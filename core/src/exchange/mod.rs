@@ -276,12 +276,18 @@ impl Phase {
 /// What the summary of a request is made of, gathered as its steps go by.
 #[derive(Debug, Default)]
 struct Record {
+    /// The model the caller named.
+    model_asked: Option<String>,
     model: Option<String>,
     status: u16,
     streamed: bool,
     attempts: Vec<Attempt>,
     tokens: Option<crate::wire::usage::TokenUsage>,
     error: Option<&'static str>,
+    /// The proxy's own error message, when it answered with one.
+    reason: Option<String>,
+    /// Whether the request was for the proxy's own pages or API.
+    own: bool,
     summed_up: bool,
 }
 
@@ -427,6 +433,16 @@ impl Exchange {
 
     /// Feeds what happened; returns what to do next.
     pub fn resume(&mut self, event: Event) -> Step {
+        let step = self.advance(event);
+        // Every attempt's report, for the summary: those that settle with
+        // the next acquire as well as those sent alone.
+        if let Step::Report(report) | Step::Acquire { settle: Some(report), .. } = &step {
+            self.recorded(report);
+        }
+        step
+    }
+
+    fn advance(&mut self, event: Event) -> Step {
         match (std::mem::replace(&mut self.phase, Phase::Over), event) {
             (Phase::Start, Event::Start) => self.admit(),
             (Phase::Gate { open, closed }, Event::Admin(answer)) => self.gated(&answer, *open, *closed),
@@ -480,6 +496,8 @@ impl Exchange {
         let path = format!("{MODELS_LISTING_PATH}?{MODELS_LISTING_QUERY}");
         let mut ex = Self::new(cfg, Method::Get, path, Vec::new());
         ex.internal = true;
+        // The proxy's own call: counted on /stat, not a client's request.
+        ex.record.own = true;
         ex
     }
 
@@ -510,21 +528,29 @@ impl Exchange {
     }
 
     fn admitted(&mut self, admission: Admission) -> Step {
+        self.record.own |= matches!(admission, Admission::Login);
         match admission {
             Admission::Gated { open, closed } => {
                 self.phase = Phase::Gate { open, closed };
                 Step::Admin(AdminOp::Open)
             }
-            Admission::Respond(r) => self.emit([Step::Respond(r)]),
+            Admission::Respond(r) => {
+                // A refusal is the log's; a preflight, a page is not.
+                self.record.own = r.status < 400;
+                self.emit([Step::Respond(r)])
+            }
             Admission::Stats(view) => {
+                self.record.own = true;
                 self.phase = Phase::Stats;
                 Step::Stats(view)
             }
             Admission::Reset => {
+                self.record.own = true;
                 self.phase = Phase::Reset;
                 Step::Reset
             }
             Admission::Admin(route) => {
+                self.record.own = true;
                 self.dialect = Dialect::Gemini;
                 self.keyed = true;
                 self.admin(route)
@@ -542,6 +568,7 @@ impl Exchange {
             Admission::Forward(fwd, claim) => {
                 self.dialect = fwd.client_dialect();
                 self.record.model = Some(fwd.model().to_owned());
+                self.record.model_asked = Some(fwd.model().to_owned());
                 self.relay(fwd, claim)
             }
         }
@@ -568,6 +595,7 @@ impl Exchange {
     /// summary.
     fn error_response(&mut self, e: &ProxyError) -> Response {
         self.record.error = Some(e.kind());
+        self.record.reason = Some(crate::wire::secret::redact(&e.to_string(), &[]));
         e.to_response(self.dialect)
     }
 
@@ -615,14 +643,10 @@ impl Exchange {
     fn next_queued(&mut self) -> Step {
         match self.queue.pop_front() {
             Some(mut step) => {
-                match &mut step {
-                    Step::Respond(response) => {
-                        self.answered = true;
-                        self.record.status = response.status;
-                        self.cors(&mut response.headers);
-                    }
-                    Step::Report(report) => self.recorded(report),
-                    _ => {}
+                if let Step::Respond(response) = &mut step {
+                    self.answered = true;
+                    self.record.status = response.status;
+                    self.cors(&mut response.headers);
                 }
                 self.phase = Phase::Queued;
                 step
@@ -633,7 +657,7 @@ impl Exchange {
 
     /// Keeps what a report tells of its attempt for the summary.
     fn recorded(&mut self, report: &Report) {
-        self.record.attempts.push(Attempt { key: report.key.clone(), outcome: report.outcome.kind().to_owned() });
+        self.record.attempts.push(Attempt::of(&report.key, &report.outcome));
         if let Some(usage) = report.usage {
             self.record.tokens.get_or_insert_default().add(&usage);
         }
@@ -651,6 +675,9 @@ impl Exchange {
             let last = record.attempts.last().map(|a| a.outcome.clone());
             failed.then(|| last.unwrap_or_else(|| "refused".to_owned()))
         });
+        let reason = record.reason.or_else(|| failed.then(|| record.attempts.last()?.reason.clone()).flatten());
+        // The model asked for shows only where an alias served another.
+        let model_asked = record.model_asked.filter(|asked| record.model.as_ref() != Some(asked));
         let path = self.path_and_query.split('?').next().unwrap_or_default().to_owned();
         let summary = Summary {
             request_id: self.request_id.clone(),
@@ -658,12 +685,16 @@ impl Exchange {
             path,
             dialect: self.dialect.name().to_owned(),
             client: self.client.clone(),
+            model_asked,
             model: record.model,
             status: record.status,
             streamed: record.streamed,
             attempts: record.attempts,
             tokens: record.tokens,
             error,
+            reason,
+            own: record.own,
+            ..Summary::default()
         };
         self.record.summed_up = true;
         self.phase = Phase::Queued;

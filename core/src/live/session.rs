@@ -243,6 +243,10 @@ pub struct Session {
     went_away: bool,
     started: bool,
     error: Option<&'static str>,
+    /// The proxy's own refusal, in words.
+    reason: Option<String>,
+    /// The status of an HTTP refusal, before the upgrade.
+    refused: Option<u16>,
     /// An open proxy's refusal of a foreign page or host, for a caller the
     /// key store finds to be no client.
     foreign: Option<ProxyError>,
@@ -279,6 +283,8 @@ impl Session {
             went_away: false,
             started: false,
             error: None,
+            reason: None,
+            refused: None,
             foreign: None,
         }
     }
@@ -374,7 +380,7 @@ impl Session {
             }
             (Phase::Opening(lease), Event::Opened { message, binary }) => {
                 self.started = true;
-                self.attempts.push(Attempt { key: lease.id.clone(), outcome: "success".to_owned() });
+                self.attempts.push(Attempt::of(&lease.id, &Outcome::Success));
                 self.phase = Phase::Relaying(lease);
                 Step::Relay { first: message, binary }
             }
@@ -553,7 +559,7 @@ impl Session {
         }
         self.all_rate_limited &= matches!(outcome, Outcome::RateLimited(_));
         self.tried.push(lease.id.clone());
-        self.attempts.push(Attempt { key: lease.id.clone(), outcome: outcome.kind().to_owned() });
+        self.attempts.push(Attempt::of(&lease.id, &outcome));
         self.last_failure = Some(outcome.clone());
         let report = Report::of(&lease, &self.model, outcome);
         if self.tried.len() >= MAX_ATTEMPTS || self.token.is_some() {
@@ -565,7 +571,7 @@ impl Session {
     /// Google's close of the attempt is the client's to see (its setup,
     /// its model): reported as `outcome`, and relayed.
     fn relay_close(&mut self, lease: Lease, outcome: Outcome, code: u16, reason: &str) -> Step {
-        self.attempts.push(Attempt { key: lease.id.clone(), outcome: outcome.kind().to_owned() });
+        self.attempts.push(Attempt::of(&lease.id, &outcome));
         self.error = Some("refused-upstream");
         let report = Report { client: self.client.clone(), ..Report::of(&lease, &self.model, outcome) };
         self.finish([Step::Report(report), Step::Close(Close::new(code, reason))])
@@ -609,6 +615,7 @@ impl Session {
     /// `before`.
     fn refuse(&mut self, e: &ProxyError, before: impl IntoIterator<Item = Step>) -> Step {
         self.error = Some(e.kind());
+        self.reason = Some(secret::redact(&e.to_string(), &[]));
         let close = Close::refusal(e);
         let steps: Vec<Step> = before.into_iter().chain([Step::Close(close)]).collect();
         self.finish(steps)
@@ -628,7 +635,7 @@ impl Session {
             End::UpstreamGone(reason) => Outcome::BrokenStream { reason: secret::redact(reason, &[&lease.secret]) },
         };
         if let Some(last) = self.attempts.last_mut() {
-            last.outcome = outcome.kind().to_owned();
+            *last = Attempt::of(&lease.id, &outcome);
         }
         if !matches!(outcome, Outcome::Success) {
             self.error = Some(outcome.kind());
@@ -645,7 +652,12 @@ impl Session {
     /// Queues `steps`, then the summary and the end.
     fn finish(&mut self, steps: impl IntoIterator<Item = Step>) -> Step {
         self.phase = Phase::Over;
-        self.queue.extend(steps);
+        for step in steps {
+            if let Step::Refuse(r) = &step {
+                self.refused = Some(r.status);
+            }
+            self.queue.push_back(step);
+        }
         let summary = self.summary();
         self.queue.push_back(Step::Summary(summary));
         self.queue.push_back(Step::Done);
@@ -659,12 +671,21 @@ impl Session {
             path: self.path.clone(),
             dialect: "live".to_owned(),
             client: self.client.clone(),
+            model_asked: self.setup_read.as_ref().map(|s| s.model.clone()).filter(|asked| *asked != self.model),
             model: (!self.model.is_empty()).then(|| self.model.clone()),
-            status: if self.started { 101 } else { 0 },
+            status: match (self.started, self.refused) {
+                (true, _) => 101,
+                (false, refused) => refused.unwrap_or(0),
+            },
             streamed: true,
             attempts: self.attempts.clone(),
             tokens: self.usage,
             error: self.error.map(str::to_owned),
+            reason: self.reason.clone().or_else(|| {
+                let failed = self.error.is_some();
+                failed.then(|| self.attempts.last()?.reason.clone()).flatten()
+            }),
+            ..Summary::default()
         }
     }
 

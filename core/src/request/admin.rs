@@ -2,6 +2,7 @@
 //! into the [`AdminOp`] the key store applies.
 
 use crate::config::aliases;
+use crate::request::auth::percent_decode;
 use crate::request::route::AdminRoute;
 use crate::wire::error::ProxyError;
 use crate::wire::http::Response;
@@ -9,7 +10,41 @@ use crate::wire::keystore::AdminOp;
 use crate::wire::keystore::ClientSettings;
 use crate::wire::keystore::MAX_CHECKS_PER_CALL;
 use crate::wire::secret::KeyId;
+use crate::wire::summary::RequestQuery;
 use serde_json::{Value, json};
+/// The query of `GET /admin/requests?…` (`status`, `model`, `key`,
+/// `client`, `id`, `before`, `limit`); says what is wrong with it.
+pub fn requests_query(query: &str) -> Result<RequestQuery, ProxyError> {
+    let mut q = RequestQuery::default();
+    let bad = |why: String| ProxyError::BadRequest(why);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value).trim().to_owned();
+        let text = Some(value.clone()).filter(|v| !v.is_empty());
+        let number = |what: &str| {
+            value.parse::<u64>().map_err(|_| bad(format!("`{what}` must be a whole number, not {value:?}")))
+        };
+        match percent_decode(name).as_str() {
+            "status" => {
+                if let Some(s) = &text
+                    && !matches!(s.as_str(), "2xx" | "3xx" | "4xx" | "5xx" | "failed")
+                {
+                    return Err(bad(format!("`status` is one of 2xx, 3xx, 4xx, 5xx, failed, not {s:?}")));
+                }
+                q.status = text;
+            }
+            "model" => q.model = text,
+            "key" => q.key = text,
+            "client" => q.client = text,
+            "id" => q.id = text,
+            "before" => q.before = Some(number("before")?),
+            "limit" => q.limit = Some(usize::try_from(number("limit")?).unwrap_or(usize::MAX)),
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
 /// The largest admin request body read (a paste of 10,000 keys is ~400 KB).
 pub const MAX_ADMIN_BODY_BYTES: u64 = 2 * 1024 * 1024;
 
@@ -162,6 +197,7 @@ pub fn parse(route: &AdminRoute, body: &[u8]) -> Result<AdminOp, ProxyError> {
         AdminRoute::ClientUpdate(id) => AdminOp::ClientUpdate { id: id.clone(), settings: client_settings(&json()?)? },
         AdminRoute::ClientRevoke(id) => AdminOp::ClientRevoke { id: id.clone() },
         AdminRoute::Aliases => AdminOp::Aliases,
+        AdminRoute::Requests(query) => AdminOp::Requests { query: requests_query(query)? },
         AdminRoute::AliasesSet => AdminOp::AliasesSet { entries: alias_entries(&json()?)? },
     })
 }

@@ -317,6 +317,7 @@ enum Pattern {
     AdminClients,
     AdminClient,
     AdminAliases,
+    AdminRequests,
 }
 
 fn router() -> &'static Router<Pattern> {
@@ -356,6 +357,7 @@ fn router() -> &'static Router<Pattern> {
             ("/admin/clients", Pattern::AdminClients),
             ("/admin/clients/{id}", Pattern::AdminClient),
             ("/admin/aliases", Pattern::AdminAliases),
+            ("/admin/requests", Pattern::AdminRequests),
         ];
         for (path, pattern) in routes {
             if r.insert(*path, *pattern).is_err() {
@@ -539,7 +541,8 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         | Pattern::AdminKeyEnable
         | Pattern::AdminClients
         | Pattern::AdminClient
-        | Pattern::AdminAliases => {
+        | Pattern::AdminAliases
+        | Pattern::AdminRequests => {
             use crate::request::route::AdminRoute as A;
             let id = || crate::wire::secret::KeyId::from_string(m.params.get("id").unwrap_or_default());
             let pick = |routes: &[(Method, A)], allowed: &str| {
@@ -561,6 +564,7 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
                     pick(&[(Method::Get, A::ClientList), (Method::Post, A::ClientCreate)], "GET, POST")
                 }
                 Pattern::AdminAliases => pick(&[(Method::Get, A::Aliases), (Method::Put, A::AliasesSet)], "GET, PUT"),
+                Pattern::AdminRequests => pick(&[(Method::Get, A::Requests(query.to_owned()))], "GET"),
                 Pattern::AdminClient => {
                     let id = || m.params.get("id").unwrap_or_default().to_owned();
                     pick(
@@ -761,12 +765,17 @@ pub enum AdminRoute {
     Aliases,
     /// `PUT /admin/aliases`.
     AliasesSet,
+    /// `GET /admin/requests?…` (its query): the request log.
+    Requests(String),
 }
 
 impl AdminRoute {
     /// Whether the route takes a body.
     pub fn reads_body(&self) -> bool {
-        !matches!(self, Self::List | Self::Remove(_) | Self::ClientList | Self::ClientRevoke(_) | Self::Aliases)
+        !matches!(
+            self,
+            Self::List | Self::Remove(_) | Self::ClientList | Self::ClientRevoke(_) | Self::Aliases | Self::Requests(_)
+        )
     }
 }
 

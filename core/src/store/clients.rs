@@ -379,6 +379,11 @@ impl ClientBook {
         book
     }
 
+    /// The name of client `id`, if it is one.
+    pub fn name_of(&self, id: &str) -> Option<String> {
+        self.clients.get(id).map(|c| c.name.clone())
+    }
+
     /// Whether there is no client.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()

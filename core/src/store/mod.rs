@@ -13,6 +13,7 @@ pub mod history;
 pub mod persist;
 pub mod pool;
 pub mod registry;
+pub mod requests;
 pub mod signatures;
 pub mod snapshot;
 pub mod sql;

@@ -7,6 +7,7 @@
 use crate::store::clients::{self, Client, ClientKeyUsage, ClientUsage};
 use crate::store::history::{self, HourChange, HourRecord};
 use crate::store::registry;
+use crate::store::requests;
 use crate::store::signatures;
 use crate::store::sql::{Columns, RowError, SqlValue, Statement, int, opt_int, opt_text, token_values};
 use crate::store::vault::{Vault, open_sealed};
@@ -143,12 +144,16 @@ pub struct StoredPool {
     pub signatures: Vec<signatures::Stored>,
     /// The models Google's listings named ([`SELECT_LISTED`]).
     pub listed: Vec<String>,
+    /// The request log's last number ([`requests::SELECT_LAST`]); its rows
+    /// are read when someone looks
+    /// ([`crate::store::pool::KeyPool::load_requests`]).
+    pub requests_last: u64,
 }
 
 /// Every table of the key store, in the order they are created. The SQL is
 /// the same for SQLite (host-runner) and the Durable Object's storage.
-pub const SCHEMAS: [&str; 6] =
-    [SCHEMA, ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA, registry::SCHEMA, signatures::SCHEMA];
+pub const SCHEMAS: [&str; 7] =
+    [SCHEMA, ADMIN_SCHEMA, clients::SCHEMA, history::SCHEMA, registry::SCHEMA, signatures::SCHEMA, requests::SCHEMA];
 
 /// A host's SQL storage, as the key store's opening and loading need it:
 /// SQLite for host-runner, the Durable Object's storage for the Worker.
@@ -216,6 +221,10 @@ impl StoredPool {
             aliases: aliases_from_rows(&storage.rows(SELECT_ALIASES)?)?,
             signatures: all(storage, signatures::SELECT, signatures::from_row)?,
             listed: listed_from_rows(&storage.rows(SELECT_LISTED)?)?,
+            requests_last: match storage.rows(requests::SELECT_LAST)?.first().map(Vec::as_slice) {
+                Some([SqlValue::Integer(n)]) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            },
         };
         Ok((stored, unopened))
     }

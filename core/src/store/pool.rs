@@ -185,6 +185,8 @@ pub struct KeyPool {
     /// The models Google's own listings named: tracked from their first
     /// call, even one that failed (an outage), never only once accepted.
     listed: std::collections::HashSet<String>,
+    /// The last requests, for the admin to look up.
+    requests: crate::store::requests::RequestLog,
 }
 
 /// Whether an outcome shows the upstream knows the model.
@@ -229,6 +231,7 @@ impl KeyPool {
             aliases,
             signatures,
             listed,
+            requests_last,
         } = stored;
         let removed: std::collections::HashSet<String> = removed.into_iter().collect();
         let mut slots: Vec<Slot> = Vec::with_capacity(env.len() + runtime.len());
@@ -279,6 +282,7 @@ impl KeyPool {
             // Expired ones are never found, and go as new ones come.
             signatures: crate::store::signatures::Signatures::restore(signatures, UnixMillis(0)),
             listed: listed.into_iter().collect(),
+            requests: crate::store::requests::RequestLog::resume(crate::store::requests::DEFAULT_SIZE, requests_last),
         };
         // Models the upstream never accepted (rows of an older version, which
         // tracked every name asked for) fold into the untracked bucket, as do
@@ -640,6 +644,35 @@ impl KeyPool {
     /// How many model names Google's listings named.
     pub fn listed_count(&self) -> usize {
         self.listed.len()
+    }
+
+    /// The request log.
+    pub fn requests(&self) -> &crate::store::requests::RequestLog {
+        &self.requests
+    }
+
+    /// The request log, to resize or read back.
+    pub fn requests_mut(&mut self) -> &mut crate::store::requests::RequestLog {
+        &mut self.requests
+    }
+
+    /// Reads the request log's stored rows back, if it has not yet (a host
+    /// does before the log is looked at).
+    pub fn load_requests<S: crate::store::persist::Storage>(&mut self, storage: &S) -> Result<(), S::Error> {
+        if self.requests.needs_loading() {
+            let rows = storage.rows(crate::store::requests::SELECT)?;
+            self.requests.load(&rows)?;
+        }
+        Ok(())
+    }
+
+    /// Logs a request's summary (its client's name filled in): the
+    /// statements that store it.
+    pub fn log_request(&mut self, mut summary: crate::wire::summary::Summary) -> Vec<crate::store::sql::Statement> {
+        if let Some(id) = &summary.client {
+            summary.client_name = self.clients.name_of(id);
+        }
+        self.requests.push(summary)
     }
 
     /// The thought signatures of relayed tool calls.

@@ -70,6 +70,10 @@ const ADMIN_PANEL: &str = r#"<section id="admin"><h2>Manage keys</h2><form id="a
 /// admin's actions when the page is the admin's), inlined into the page.
 const SCRIPT: &str = include_str!("page/stat.js");
 
+/// The admin's request log: filters, the table (filled by the script from
+/// `/admin/requests`), older pages, and one request's attempts.
+const REQUESTS_PANEL: &str = r#"<section id="requests"><h2>Recent requests</h2><form id="req-filter"><label>Status <select name="status"><option value="">all</option><option value="failed">failed</option><option>2xx</option><option>4xx</option><option>5xx</option></select></label> <label>Model <input name="model" autocomplete="off"></label> <label>Key <input name="key" autocomplete="off" placeholder="key id"></label> <label>Client <input name="client" autocomplete="off" placeholder="name or id"></label> <button type="submit">Filter</button></form><div class="wrap"><table id="req-table"><thead><tr><th class="key">time</th><th>status</th><th>API</th><th>model</th><th>client</th><th>attempts</th><th>first byte</th><th>total</th><th>tokens</th><th>error</th></tr></thead><tbody></tbody></table></div><p class="note" id="req-empty" hidden>No request matches.</p><button type="button" id="req-more" hidden>Older requests</button><pre id="req-detail" hidden></pre></section>"#;
+
 fn until_span(out: &mut String, now: UnixMillis, until: UnixMillis) {
     let _ = write!(out, r#"<span data-until="{}">in {}</span>"#, until.0, duration(now.until(until)));
 }
@@ -260,6 +264,7 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
     clients_table(s, admin, &mut out);
     out.push_str(r#"</main><div id="reason" hidden></div><p class="legend"><span class="badge b-day">day</span> exhausted until the daily reset · <span class="badge b-min">min</span> cooling after a per-minute limit · click a marked cell for Google's reason · cells count today's calls</p>"#);
     if admin {
+        out.push_str(REQUESTS_PANEL);
         out.push_str(ADMIN_PANEL);
     } else {
         out.push_str(r#"<form class="admin-login" method="post" action="/stat/login"><label for="admin-key">Admin (ADMIN_API_KEY)</label> <input id="admin-key" name="key" type="password" autocomplete="current-password"> <button type="submit">Sign in</button></form>"#);

@@ -118,6 +118,27 @@ impl Outcome {
             Self::TransportError { .. } => "transport-error",
         }
     }
+
+    /// What the outcome says beyond its kind (already redacted): Google's
+    /// reason, the status; none for a success.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::Success => None,
+            Self::RateLimited(r) => Some(r.reason.clone()),
+            Self::KeyRejected { reason } | Self::BrokenStream { reason } | Self::TransportError { reason } => {
+                Some(reason.clone())
+            }
+            Self::ClientError { status } => Some(format!("status {status}")),
+            Self::UpstreamError { status, reason } => Some(format!("{status}: {reason}")),
+        }
+    }
+}
+
+impl crate::wire::summary::Attempt {
+    /// An attempt of `key` that came to `outcome`.
+    pub fn of(key: &KeyId, outcome: &Outcome) -> Self {
+        Self { key: key.clone(), outcome: outcome.kind().to_owned(), reason: outcome.detail() }
+    }
 }
 
 impl Report {
@@ -519,6 +540,18 @@ pub enum AdminOp {
         claim: Claim,
         /// Resources the request names.
         resources: Vec<String>,
+    },
+    /// Not an admin's: a request's summary, for the request log
+    /// ([`crate::exchange::Step::Summary`]). Answered 200 with `{}`.
+    Log {
+        /// What the request came to.
+        summary: Box<crate::wire::summary::Summary>,
+    },
+    /// The request log's records the query asks for, newest first
+    /// (`GET /admin/requests`).
+    Requests {
+        /// Which.
+        query: crate::wire::summary::RequestQuery,
     },
     /// What the checks found, to record.
     Checked {

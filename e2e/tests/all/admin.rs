@@ -279,3 +279,69 @@ async fn model_aliases_set_at_run_time_hold_for_every_dialect_and_are_stored() {
     let upstream = t.upstream_requests().await;
     assert!(upstream[0]["path"].as_str().is_some_and(|p| p.ends_with("/models/e2e-alias-model:generateContent")));
 }
+
+/// The request log's records for `query`, once `n` are there (a record
+/// lands after its answer; on the Worker with the isolate's next key-store
+/// request, or a second later).
+async fn logged(t: &Target, query: &str, n: usize) -> Vec<Value> {
+    let mut last = Value::Null;
+    for _ in 0..60 {
+        let (status, page) = t.admin(Method::GET, &format!("/admin/requests?{query}"), None).await;
+        assert_eq!(status, 200, "{page}");
+        if page["requests"].as_array().is_some_and(|r| r.len() >= n) {
+            return page["requests"].as_array().cloned().unwrap_or_default();
+        }
+        last = page;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {n} records for {query:?}: {last}");
+}
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn a_failed_request_is_found_in_the_request_log_with_its_attempts_and_reasons() {
+    let t = Target::fresh_from_env().await;
+    let model = "e2e-request-log";
+    assert_eq!(t.generate(model).await.status(), 200);
+    t.behave("*", "5xx:503").await;
+    let failed = t.generate(model).await;
+    assert!(failed.status().is_server_error(), "{}", failed.status());
+    t.behave("*", "ok").await;
+
+    let records = logged(&t, &format!("model={model}&status=5xx"), 1).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!((r["method"].as_str(), r["dialect"].as_str()), (Some("POST"), Some("gemini")), "{r}");
+    assert_eq!(r["path"], format!("/v1beta/models/{model}:generateContent"));
+    assert_eq!(r["status"].as_u64(), Some(u64::from(failed.status().as_u16())));
+    assert!(r["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{r}");
+    let attempts = r["attempts"].as_array().unwrap_or_else(|| panic!("no attempts: {r}"));
+    assert!(attempts.len() >= 2, "a failover on every key: {r}");
+    let mut ids = Vec::new();
+    for key in &t.keys {
+        ids.push(t.key_id(key).await);
+    }
+    for a in attempts {
+        assert!(ids.iter().any(|id| a["key"] == id.as_str()), "an attempt by a pool key's id: {a}");
+        assert_eq!(a["outcome"], "upstream-error", "{a}");
+        assert!(a["reason"].as_str().is_some_and(|why| why.starts_with("503")), "{a}");
+    }
+    assert!(r["error"].is_string() && r["reason"].is_string(), "{r}");
+    assert!(r["ms"].as_u64().is_some() && r["at"].as_u64().is_some_and(|at| at > 1_700_000_000_000), "{r}");
+    // The success before it, by the same filters' other class.
+    let ok = logged(&t, &format!("model={model}&status=2xx"), 1).await;
+    assert_eq!(ok[0]["attempts"][0]["outcome"], "success", "{ok:?}");
+    let by_key = logged(&t, &format!("model={model}&key={}", attempts[0]["key"].as_str().unwrap_or_default()), 1).await;
+    assert!(by_key.iter().any(|x| x["seq"] == r["seq"]), "{by_key:?}");
+    let (status, v) = t.admin(Method::GET, "/admin/requests?status=6xx", None).await;
+    assert_eq!(status, 400, "{v}");
+
+    // No secret in any record; the admin's only.
+    let (_, all) = t.admin(Method::GET, "/admin/requests?limit=200", None).await;
+    let text = all.to_string();
+    for secret in t.keys.iter().chain([&t.proxy_key, &t.admin_key]).filter(|s| !s.is_empty()) {
+        assert!(!text.contains(secret.as_str()), "a secret in the request log");
+    }
+    let stranger = t.http.get(format!("{}/admin/requests", t.proxy)).send().await.expect("sent");
+    assert_eq!(stranger.status(), 401);
+}

@@ -802,6 +802,18 @@ mod phases {
         let cell = &t.key_row(&stats, &t.keys[0])["models"]["e2e-persist"];
         assert_eq!(cell["state"], "exhausted", "{stats}");
         assert_eq!(cell["requests"], 1);
+        // The request log kept phase 1's calls, the per-day 429 among them.
+        let (status, log) = t.admin(Method::GET, "/admin/requests?model=e2e-persist", None).await;
+        assert_eq!(status, 200, "{log}");
+        let records = log["requests"].as_array().cloned().unwrap_or_default();
+        assert_eq!(records.len(), 3, "{log}");
+        assert!(
+            records
+                .iter()
+                .flat_map(|r| r["attempts"].as_array().cloned().unwrap_or_default())
+                .any(|a| a["outcome"] == "rate-limited"),
+            "{log}"
+        );
         // The admin changes survived, and the run-time key serves.
         let (_, list) = t.admin(Method::GET, "/admin/keys", None).await;
         let row = |key: &str| {

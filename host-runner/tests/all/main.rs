@@ -10,6 +10,7 @@ mod live;
 mod memory;
 mod persistence;
 mod proxying;
+mod requests;
 mod resources;
 mod rotation;
 mod tokens;

@@ -65,3 +65,29 @@ document.addEventListener("click",function(ev){var b=ev.target.closest("button[d
   call("PATCH","/admin/clients/"+encodeURIComponent(id),q).then(done("Quotas"));}
  else if(act==="remove"){if(!confirm("Remove this key from the pool?"))return;call("DELETE",path).then(done("Remove"));}});
 })();
+(function(){
+if(!document.body.dataset.admin)return;
+var body=document.querySelector("#req-table tbody"),more=document.getElementById("req-more"),detail=document.getElementById("req-detail"),empty=document.getElementById("req-empty");
+var next=null,shown={};
+function query(){var f=document.getElementById("req-filter").elements,q=[];["status","model","key","client"].forEach(function(n){var v=f[n].value.trim();if(v)q.push(n+"="+encodeURIComponent(v));});return q;}
+function cell(tr,text,cls){var td=document.createElement("td");td.textContent=text==null?"":String(text);if(cls)td.className=cls;tr.appendChild(td);return td;}
+function ms(v){return v==null?"":v<1000?v+" ms":(v/1000).toFixed(1)+" s";}
+function tokens(t){return t?(t.prompt||0)+(t.output||0)+(t.thinking||0):"";}
+function row(r){shown[r.seq]=r;var tr=document.createElement("tr");tr.dataset.seq=r.seq;tr.className="req"+(r.status>=400||r.status===0?" failed":"");
+ cell(tr,r.at?new Date(r.at).toISOString().replace("T"," ").replace(/\.\d+Z$/,""):"","key");cell(tr,r.status||"none",r.status>=500||r.status===0?"over":"");cell(tr,r.dialect);
+ cell(tr,(r.model||"")+(r.model_asked?" ← "+r.model_asked:""));cell(tr,r.client_name||r.client||"");
+ cell(tr,(r.attempts||[]).map(function(a){return a.key+" "+a.outcome;}).join(", "));cell(tr,ms(r.ttfb_ms));cell(tr,ms(r.ms));cell(tr,tokens(r.tokens));cell(tr,r.error||"");body.appendChild(tr);}
+function load(reset){var q=query();if(!reset&&next)q.push("before="+next);q.push("limit=50");
+ fetch("/admin/requests?"+q.join("&"),{credentials:"same-origin",headers:{"x-gemini-proxy-action":"admin"}}).then(function(r){return r.json();}).then(function(j){
+  if(reset){body.textContent="";shown={};detail.hidden=true;}(j.requests||[]).forEach(row);next=j.next;more.hidden=!next;empty.hidden=body.children.length>0;}).catch(function(){});}
+function show(r){detail.hidden=false;var lines=[(r.request_id?"request "+r.request_id+" · ":"")+r.method+" "+r.path+" · "+(r.status||"no answer")+(r.streamed?" · streamed":"")];
+ if(r.client)lines.push("client: "+(r.client_name||"")+" ("+r.client+")");if(r.model)lines.push("model: "+r.model+(r.model_asked?" (asked for "+r.model_asked+")":""));
+ (r.attempts||[]).forEach(function(a,i){lines.push("attempt "+(i+1)+": key "+a.key+" · "+a.outcome+(a.reason?" · "+a.reason:""));});
+ if(r.error)lines.push("error: "+r.error+(r.reason?" · "+r.reason:""));if(r.tokens)lines.push("tokens: "+JSON.stringify(r.tokens));
+ lines.push("first byte "+ms(r.ttfb_ms)+" · total "+ms(r.ms));detail.textContent=lines.join("\n");}
+body.addEventListener("click",function(ev){var tr=ev.target.closest("tr.req");if(!tr)return;document.querySelectorAll("tr.req.sel").forEach(function(t){t.classList.remove("sel");});tr.classList.add("sel");show(shown[tr.dataset.seq]);});
+document.getElementById("req-filter").addEventListener("submit",function(ev){ev.preventDefault();next=null;load(true);});
+more.addEventListener("click",function(){load(false);});
+document.getElementById("refresh").addEventListener("click",function(){next=null;load(true);});
+load(true);
+})();

@@ -1,0 +1,243 @@
+//! The request log: the last requests' summaries ([`Summary`]), newest
+//! first, for the admin to find one (`GET /admin/requests`, the "Recent
+//! requests" table of `/stat`). Bounded ([`DEFAULT_SIZE`], or
+//! `REQUEST_LOG_SIZE`), and kept across restarts: one row per request,
+//! written with the host's batch of reports, the oldest pruned in bulk.
+//!
+//! A record holds no body, no query, no credential: the client by name and
+//! id, keys by id, errors by kind and redacted reason.
+
+use crate::store::sql::{Columns, RowError, SqlValue, Statement, int};
+use crate::wire::summary::{RequestQuery, Summary};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+
+/// The table.
+pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS requests (seq INTEGER PRIMARY KEY, record TEXT NOT NULL)";
+const INSERT: &str = "INSERT OR REPLACE INTO requests (seq, record) VALUES (?1, ?2)";
+const PRUNE: &str = "DELETE FROM requests WHERE seq <= ?1";
+/// Every row, oldest first.
+pub const SELECT: &str = "SELECT seq, record FROM requests ORDER BY seq";
+/// The newest row's number (a log resumes after it).
+pub const SELECT_LAST: &str = "SELECT COALESCE(MAX(seq), 0) FROM requests";
+
+/// How many requests the log keeps unless `REQUEST_LOG_SIZE` says.
+pub const DEFAULT_SIZE: usize = crate::wire::summary::DEFAULT_LOG_SIZE;
+/// The most records one page of `GET /admin/requests` holds.
+pub const MAX_PAGE: usize = 200;
+/// A page's records unless `limit` says.
+pub const DEFAULT_PAGE: usize = 50;
+/// Rows past the size are deleted once this many have piled up (one
+/// statement, not one per request).
+const PRUNE_EVERY: u64 = 64;
+
+/// One request of the log: its number (rising; a page's cursor) and its
+/// summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logged {
+    /// Its number.
+    pub seq: u64,
+    /// What it came to.
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// The log a key store keeps.
+#[derive(Clone, Debug)]
+pub struct RequestLog {
+    size: usize,
+    /// Newest last.
+    ring: VecDeque<Logged>,
+    /// The last number given.
+    last: u64,
+    /// Whether the stored rows were read back (a Durable Object reads them
+    /// at the first look, not at each wake-up).
+    loaded: bool,
+}
+
+impl Default for RequestLog {
+    fn default() -> Self {
+        Self::new(DEFAULT_SIZE)
+    }
+}
+
+impl RequestLog {
+    /// An empty log of `size` records (0: none kept).
+    pub fn new(size: usize) -> Self {
+        Self { size, ring: VecDeque::new(), last: 0, loaded: true }
+    }
+
+    /// A log that goes on after stored rows up to `last`, which are read
+    /// back only when someone looks ([`Self::load`]).
+    pub fn resume(size: usize, last: u64) -> Self {
+        Self { size, ring: VecDeque::new(), last, loaded: last == 0 }
+    }
+
+    /// How many records it keeps.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Keeps `size` records from now on.
+    pub fn resize(&mut self, size: usize) {
+        self.size = size;
+        self.trim();
+    }
+
+    /// Whether the stored rows still need reading back before a look.
+    pub fn needs_loading(&self) -> bool {
+        !self.loaded
+    }
+
+    /// Reads back the stored rows ([`SELECT`]) in front of what was logged
+    /// since.
+    pub fn load(&mut self, rows: &[Vec<SqlValue>]) -> Result<(), RowError> {
+        let mut older = VecDeque::with_capacity(rows.len().min(self.size));
+        for row in rows {
+            let mut c = Columns::new("requests", row);
+            let seq = c.int()?;
+            let record = c.text()?;
+            // A record a later version wrote and this one cannot read is
+            // skipped, not fatal: the log is a convenience.
+            let Ok(summary) = serde_json::from_str::<Summary>(&record) else { continue };
+            if self.ring.front().is_none_or(|first| seq < first.seq) {
+                older.push_back(Logged { seq, summary });
+            }
+        }
+        older.extend(self.ring.drain(..));
+        self.ring = older;
+        self.last = self.last.max(self.ring.back().map_or(0, |l| l.seq));
+        self.loaded = true;
+        self.trim();
+        Ok(())
+    }
+
+    fn trim(&mut self) {
+        while self.ring.len() > self.size {
+            self.ring.pop_front();
+        }
+    }
+
+    /// Logs `summary`: the statements that store it (and, now and then,
+    /// forget what fell out of the log).
+    pub fn push(&mut self, summary: Summary) -> Vec<Statement> {
+        if self.size == 0 {
+            return Vec::new();
+        }
+        self.last += 1;
+        let seq = self.last;
+        let record = serde_json::to_string(&summary).unwrap_or_default();
+        self.ring.push_back(Logged { seq, summary });
+        self.trim();
+        let mut writes = vec![(INSERT, vec![int(seq), SqlValue::Text(record)])];
+        if seq.is_multiple_of(PRUNE_EVERY) && seq > self.size as u64 {
+            writes.push((PRUNE, vec![int(seq - self.size as u64)]));
+        }
+        writes
+    }
+
+    /// The records `query` asks for, newest first, as `GET /admin/requests`
+    /// answers: `{"requests": [...], "next": cursor|null, "size": n}`.
+    pub fn page(&self, query: &RequestQuery) -> Value {
+        let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+        let mut found: Vec<&Logged> = Vec::with_capacity(limit + 1);
+        for logged in self.ring.iter().rev() {
+            if query.before.is_some_and(|before| logged.seq >= before) || !query.matches(&logged.summary) {
+                continue;
+            }
+            found.push(logged);
+            if found.len() > limit {
+                break;
+            }
+        }
+        let next = (found.len() > limit).then(|| found[limit - 1].seq.to_string());
+        found.truncate(limit);
+        json!({ "requests": found, "next": next, "size": self.size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::secret::KeyId;
+    use crate::wire::summary::Attempt;
+
+    fn summary(status: u16, model: &str, key: &str) -> Summary {
+        Summary {
+            method: "POST".into(),
+            path: format!("/v1beta/models/{model}:generateContent"),
+            dialect: "gemini".into(),
+            model: Some(model.into()),
+            status,
+            attempts: vec![Attempt { key: KeyId::from_string(key), outcome: "success".into(), reason: None }],
+            ..Summary::default()
+        }
+    }
+
+    fn seqs(page: &Value) -> Vec<u64> {
+        page["requests"].as_array().expect("records").iter().map(|r| r["seq"].as_u64().expect("seq")).collect()
+    }
+
+    #[test]
+    fn keeps_the_last_size_records_newest_first_and_pages_with_a_cursor() {
+        let mut log = RequestLog::new(5);
+        for i in 0..8 {
+            log.push(summary(200 + i, "m", "k1"));
+        }
+        let page = log.page(&RequestQuery { limit: Some(2), ..RequestQuery::default() });
+        assert_eq!(seqs(&page), [8, 7]);
+        assert_eq!(page["next"], "7");
+        let page = log.page(&RequestQuery { limit: Some(2), before: Some(7), ..RequestQuery::default() });
+        assert_eq!(seqs(&page), [6, 5]);
+        let last = log.page(&RequestQuery { limit: Some(2), before: Some(5), ..RequestQuery::default() });
+        assert_eq!(seqs(&last), [4]);
+        assert!(last["next"].is_null());
+    }
+
+    #[test]
+    fn filters_by_status_class_model_key_and_client() {
+        let mut log = RequestLog::new(100);
+        log.push(summary(200, "gemini-2.5-flash", "k1"));
+        log.push(summary(503, "gemini-2.5-pro", "k2"));
+        log.push(Summary { client: Some("c1".into()), client_name: Some("team".into()), ..summary(429, "m", "k1") });
+        log.push(Summary { status: 0, ..summary(0, "m", "k3") });
+        let q = |q: &str| seqs(&log.page(&crate::request::admin::requests_query(q).expect("a query")));
+        assert_eq!(q("status=5xx"), [2]);
+        assert_eq!(q("status=failed"), [4, 3, 2]);
+        assert_eq!(q("status=2xx"), [1]);
+        assert_eq!(q("model=gemini-2.5-pro"), [2]);
+        assert_eq!(q("key=k1"), [3, 1]);
+        assert_eq!(q("client=team"), [3]);
+        assert_eq!(q("client=c1&status=4xx"), [3]);
+    }
+
+    #[test]
+    fn stores_each_record_and_prunes_in_bulk() {
+        let mut log = RequestLog::new(10);
+        let mut prunes = Vec::new();
+        for i in 0..PRUNE_EVERY {
+            let writes = log.push(summary(200, "m", "k"));
+            assert_eq!(writes[0].0, INSERT);
+            if writes.len() == 2 {
+                prunes.push((i, writes[1].1.clone()));
+            }
+        }
+        assert_eq!(prunes, [(PRUNE_EVERY - 1, vec![int(PRUNE_EVERY - 10)])]);
+        assert!(RequestLog::new(0).push(summary(200, "m", "k")).is_empty());
+    }
+
+    #[test]
+    fn a_resumed_log_reads_its_rows_back_before_what_came_since() {
+        let mut first = RequestLog::new(3);
+        let rows: Vec<Vec<SqlValue>> =
+            (0..4).flat_map(|_| first.push(summary(200, "m", "k"))).map(|(_, values)| values).collect();
+        let mut log = RequestLog::resume(3, 4);
+        assert!(log.needs_loading());
+        log.push(summary(500, "m", "k"));
+        log.load(&rows).expect("rows");
+        assert!(!log.needs_loading());
+        assert_eq!(seqs(&log.page(&RequestQuery::default())), [5, 4, 3]);
+        assert!(log.load(&[vec![SqlValue::Text("x".into())]]).is_err());
+    }
+}
