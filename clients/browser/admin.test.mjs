@@ -234,3 +234,22 @@ test("an admin finds a failed request in Recent requests on /stat, with its atte
   await noSecretIn(page);
   await page.close();
 });
+
+test("the admin's page in Chinese: the actions, Recent requests and a request's attempts", { timeout: 60_000 }, async () => {
+  const context = await browser.newContext({ locale: "zh-CN", viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  await page.goto(`${proxy}/stat?key=${encodeURIComponent(ADMIN_KEY)}`);
+  assert.equal(await page.locator("html").getAttribute("lang"), "zh-CN");
+  assert.equal(await page.locator("#admin h2").textContent(), "管理密钥");
+  assert.equal(await page.locator("#requests h2").textContent(), "最近的请求");
+  assert.equal(await page.locator("#add-keys button[type=submit]").textContent(), "添加密钥");
+  const row = page.locator("#req-table tbody tr.req").first();
+  await row.waitFor();
+  await row.click();
+  await page.locator("#req-detail").waitFor();
+  assert.match(await page.locator("#req-detail").textContent(), /尝试 1: 密钥 k-\w+ · /);
+  assert.match(await page.locator("#req-detail").textContent(), /首字节 .* · 总耗时 /);
+  await page.screenshot({ path: join(shots, "admin-8-zh.png"), fullPage: true });
+  await noSecretIn(page);
+  await context.close();
+});

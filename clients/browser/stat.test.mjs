@@ -102,3 +102,41 @@ test("a cross-site form cannot reset", async () => {
   const r = await page.request.post(`${proxy}/stat/reset`, { headers: { cookie: "gp_session=forged" }, form: { a: "b" } });
   assert.equal(r.status(), 401);
 });
+
+test("the page follows Accept-Language (Chinese) and its switch, which is remembered", async () => {
+  const context = await browser.newContext({ locale: "zh-CN", viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  // The sign-in form speaks the browser's language too.
+  let r = await page.goto(`${proxy}/stat`);
+  assert.equal(r.status(), 401);
+  assert.equal(await page.locator("html").getAttribute("lang"), "zh-CN");
+  assert.equal(await page.locator("label[for=key]").textContent(), "代理密钥（PROXY_API_KEY）");
+  await page.fill("#key", PROXY_KEY);
+  await Promise.all([page.waitForURL(`${proxy}/stat`), page.click("button[type=submit]")]);
+  assert.equal(await page.locator("html").getAttribute("lang"), "zh-CN");
+  assert.equal(await page.title(), "gemini-proxy · 密钥");
+  assert.equal(await page.locator("#refresh").textContent(), "刷新");
+  assert.equal(await page.locator("#history h2").textContent(), "每小时调用次数与 token 数");
+  assert.deepEqual((await page.locator("figure.chart figcaption").allTextContents()).map((t) => t.split("：")[0]), ["最近 24 小时", "最近 7 天"]);
+  assert.match(await page.locator("#meta").textContent(), /个密钥 · .* 每日配额重置于 /);
+  // The script's countdowns speak it as well.
+  await page.waitForFunction(() => /^\d/.test(document.querySelector("#meta [data-until]").textContent));
+  await page.screenshot({ path: join(shots, "stat-zh.png"), fullPage: true });
+
+  // The switch: English, and it stays English on the next visit (a cookie),
+  // though the browser still prefers Chinese.
+  await Promise.all([page.waitForURL(/lang=en/), page.click("#lang")]);
+  assert.equal(await page.locator("html").getAttribute("lang"), "en");
+  assert.equal(await page.locator("#refresh").textContent(), "Refresh");
+  const again = await context.newPage();
+  await again.goto(`${proxy}/stat`);
+  assert.equal(await again.locator("html").getAttribute("lang"), "en");
+  assert.equal(await again.locator("#history h2").textContent(), "Calls and tokens per hour");
+  await again.screenshot({ path: join(shots, "stat-en-switched.png"), fullPage: true });
+  // And back to Chinese.
+  await Promise.all([again.waitForURL(/lang=zh-CN/), again.click("#lang")]);
+  const third = await context.newPage();
+  await third.goto(`${proxy}/stat`);
+  assert.equal(await third.locator("html").getAttribute("lang"), "zh-CN");
+  await context.close();
+});

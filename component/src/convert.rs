@@ -86,9 +86,16 @@ pub fn report(r: &Report) -> ks::AttemptReport {
 pub fn stats_view(v: StatsView) -> ks::StatsView {
     match v {
         StatsView::Json => ks::StatsView::Json,
-        StatsView::Page => ks::StatsView::Page,
-        StatsView::AdminPage => ks::StatsView::AdminPage,
+        StatsView::Page(lang) => ks::StatsView::Page(page_lang(lang)),
+        StatsView::AdminPage(lang) => ks::StatsView::AdminPage(page_lang(lang)),
         StatsView::Metrics => ks::StatsView::Metrics,
+    }
+}
+
+fn page_lang(lang: proxy_core::wire::http::Lang) -> ks::PageLang {
+    match lang {
+        proxy_core::wire::http::Lang::En => ks::PageLang::En,
+        proxy_core::wire::http::Lang::Zh => ks::PageLang::Zh,
     }
 }
 

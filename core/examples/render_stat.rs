@@ -30,7 +30,9 @@ fn main() {
     let mut bytes = 0;
     let t = Instant::now();
     for _ in 0..runs {
-        bytes = std::hint::black_box(proxy_core::view::page::render(&snapshot, false)).len();
+        bytes =
+            std::hint::black_box(proxy_core::view::page::render(&snapshot, false, proxy_core::wire::http::Lang::En))
+                .len();
     }
     let per = t.elapsed().as_secs_f64() * 1e6 / runs as f64;
     let t = Instant::now();

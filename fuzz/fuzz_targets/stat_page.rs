@@ -21,11 +21,13 @@ fuzz_target!(|data: &[u8]| {
         p.report(id, &model, &Outcome::UpstreamError { status: 503, reason: (*piece).to_owned() }, now);
     }
     let snapshot = p.snapshot(now);
-    let html = proxy_core::view::page::render(&snapshot, false);
-    assert_eq!(html.matches("<script>").count(), 1, "only the page's own script");
-    for (i, piece) in hostile.iter().enumerate() {
-        if piece.contains(['<', '>', '"', '\'', '&']) {
-            assert!(!html.contains(&format!("zq{i}{piece}qz")), "unescaped model name: {piece:?}");
+    for lang in [proxy_core::wire::http::Lang::En, proxy_core::wire::http::Lang::Zh] {
+        let html = proxy_core::view::page::render(&snapshot, false, lang);
+        assert_eq!(html.matches("<script>").count(), 1, "only the page's own script");
+        for (i, piece) in hostile.iter().enumerate() {
+            if piece.contains(['<', '>', '"', '\'', '&']) {
+                assert!(!html.contains(&format!("zq{i}{piece}qz")), "unescaped model name: {piece:?}");
+            }
         }
     }
     let json = snapshot.to_json().to_string();

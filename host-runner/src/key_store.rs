@@ -98,8 +98,8 @@ impl wit::Host for KeyStoreCtx {
     fn stats(&mut self, view: wit::StatsView) -> wit::Rendered {
         let view = match view {
             wit::StatsView::Json => StatsView::Json,
-            wit::StatsView::Page => StatsView::Page,
-            wit::StatsView::AdminPage => StatsView::AdminPage,
+            wit::StatsView::Page(lang) => StatsView::Page(page_lang(lang)),
+            wit::StatsView::AdminPage(lang) => StatsView::AdminPage(page_lang(lang)),
             wit::StatsView::Metrics => StatsView::Metrics,
         };
         let r = self.backend.stats(view);
@@ -165,5 +165,12 @@ fn report(r: wit::AttemptReport) -> Report {
         deleted: r.deleted,
         listed: r.listed,
         usage_of: r.usage_of,
+    }
+}
+
+fn page_lang(lang: wit::PageLang) -> proxy_core::wire::http::Lang {
+    match lang {
+        wit::PageLang::En => proxy_core::wire::http::Lang::En,
+        wit::PageLang::Zh => proxy_core::wire::http::Lang::Zh,
     }
 }

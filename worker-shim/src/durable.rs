@@ -159,7 +159,7 @@ impl ApiKeyManager {
                             serde_json::json!({"acquire": self.acquires.get(), "report": self.reports.get()});
                         view::json_response(&json)
                     }
-                    StatsView::Page | StatsView::AdminPage | StatsView::Metrics => view.render(&snapshot),
+                    StatsView::Page(_) | StatsView::AdminPage(_) | StatsView::Metrics => view.render(&snapshot),
                 };
                 crate::io::to_response(&response).map_err(|e| e.to_string())
             }

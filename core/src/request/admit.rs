@@ -6,11 +6,12 @@
 use crate::config::Config;
 use crate::request::auth::Credentials;
 use crate::request::headers;
+use crate::request::login::Why;
 use crate::request::route::{self, Forward, MAX_BODY_BYTES, MAX_UPLOAD_BYTES, Route, StatRoute};
 use crate::request::session;
 use crate::request::web;
 use crate::wire::error::ProxyError;
-use crate::wire::http::Dialect;
+use crate::wire::http::{Dialect, Lang};
 use crate::wire::http::{Method, Response};
 use crate::wire::keystore::Claim;
 use crate::wire::keystore::StatsView;
@@ -102,7 +103,7 @@ pub fn decide(cfg: &Config, method: &Method, path_and_query: &str, headers: &[(S
     };
     let respond = |e: ProxyError| Admission::Respond(e.to_response(dialect));
     match routed {
-        Ok(Route::Stat(stat)) => admit_stat(cfg, stat, &creds, headers, dialect),
+        Ok(Route::Stat(stat)) => admit_stat(cfg, stat, &creds, headers, dialect, session::lang(query, headers)),
         Ok(Route::Admin(route)) => admit_admin(cfg, route, &creds, headers),
         // A routing error under /admin answers the admin (a wrong method
         // or path, with the admin key, is a 405 or 404, not a 401).
@@ -220,22 +221,23 @@ fn admit_stat(
     creds: &Credentials,
     headers: &[(String, Vec<u8>)],
     dialect: Dialect,
+    lang: Lang,
 ) -> Admission {
     let page = stat == StatRoute::Page;
-    let admitted = admit_stat_route(cfg, stat, creds, headers, dialect);
+    let admitted = admit_stat_route(cfg, stat, creds, headers, dialect, lang);
     let admin = cfg.admin_key.as_ref();
     let by_admin = admin_in_header(cfg, creds) || admin.is_some_and(|a| session::is_admin(headers, a));
     if cfg.proxy_key.is_some() || by_admin || !matches!(admitted, Admission::Stats(_) | Admission::Reset) {
         return admitted;
     }
     let why = match admin {
-        Some(_) => "client keys exist, so the statistics need the admin key (ADMIN_API_KEY)",
-        None => "client keys exist, so the statistics need the admin key: set ADMIN_API_KEY",
+        Some(_) => Why::NeedAdminKey,
+        None => Why::SetAdminKey,
     };
     let closed = if page {
-        Response::html(401, crate::request::login::page(Some(why)))
+        Response::html(401, crate::request::login::page(Some(why), lang))
     } else {
-        ProxyError::Unauthorized(why).to_response(dialect)
+        ProxyError::Unauthorized(why.text(Lang::En)).to_response(dialect)
     };
     let open = unless_foreign(cfg, headers, dialect, admitted);
     Admission::Gated { open: Box::new(open), closed: Box::new(Admission::Respond(closed)) }
@@ -247,6 +249,7 @@ fn admit_stat_route(
     creds: &Credentials,
     headers: &[(String, Vec<u8>)],
     dialect: Dialect,
+    lang: Lang,
 ) -> Admission {
     let key = cfg.proxy_key.as_ref();
     let admin = cfg.admin_key.as_ref();
@@ -264,11 +267,11 @@ fn admit_stat_route(
             (_, Some(a), Some(q)) if a.matches(q) => Admission::Respond(
                 Response::redirect("/stat").with_header("set-cookie", session::set_admin_cookie(a, https)),
             ),
-            _ if admin_cookie || admin_header => Admission::Stats(StatsView::AdminPage),
-            _ if by_credential || by_cookie => Admission::Stats(StatsView::Page),
+            _ if admin_cookie || admin_header => Admission::Stats(StatsView::AdminPage(lang)),
+            _ if by_credential || by_cookie => Admission::Stats(StatsView::Page(lang)),
             _ => {
-                let error = creds.query_key.is_some().then_some("That is not this proxy's key.");
-                Admission::Respond(Response::html(401, crate::request::login::page(error)))
+                let error = creds.query_key.is_some().then_some(Why::WrongKey);
+                Admission::Respond(Response::html(401, crate::request::login::page(error, lang)))
             }
         },
         StatRoute::Json if by_credential || by_cookie => Admission::Stats(StatsView::Json),
@@ -300,7 +303,7 @@ mod tests {
     use super::*;
     use crate::request::login::login;
     use crate::test_support::{config, h};
-    use crate::wire::http::Dialect;
+    use crate::wire::http::{Dialect, Lang};
 
     fn decide(c: &Config, method: &str, pq: &str, headers: &[(String, Vec<u8>)]) -> Admission {
         super::decide(c, &Method::parse(method), pq, headers)
@@ -400,16 +403,16 @@ mod tests {
             d => panic!("{d:?}"),
         }
         let session = h(&[("cookie", &format!("gp_session={}", session::token(&key)))]);
-        assert_eq!(decide(&c, "GET", "/stat", &session), Admission::Stats(StatsView::Page));
+        assert_eq!(decide(&c, "GET", "/stat", &session), Admission::Stats(StatsView::Page(Lang::En)));
         assert_eq!(decide(&c, "GET", "/stat.json", &session), Admission::Stats(StatsView::Json));
         let bearer = h(&[("authorization", "Bearer proxy-key-123456")]);
-        assert_eq!(decide(&c, "GET", "/stat", &bearer), Admission::Stats(StatsView::Page));
+        assert_eq!(decide(&c, "GET", "/stat", &bearer), Admission::Stats(StatsView::Page(Lang::En)));
         assert_eq!(decide(&c, "GET", "/metrics", &bearer), Admission::Stats(StatsView::Metrics));
         assert_eq!(error(decide(&c, "GET", "/metrics", &[])).0, 401);
         assert_eq!(error(decide(&c, "POST", "/metrics", &bearer)).0, 405);
         assert_eq!(
             decide(&c, "GET", "/stat", &h(&[("x-goog-api-key", "proxy-key-123456")])),
-            Admission::Stats(StatsView::Page)
+            Admission::Stats(StatsView::Page(Lang::En))
         );
         // Reset: a cookie alone is not enough (cross-site forms carry none of the header).
         assert_eq!(error(decide(&c, "POST", "/stat/reset", &session)).0, 403);

@@ -38,6 +38,19 @@ fn cookie_named(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// The language a `/stat` page request asks for
+/// ([`crate::wire::http::Lang::of_request`]): `?lang=`, the switch's cookie,
+/// `Accept-Language`.
+pub fn lang(query: &str, headers: &[(String, Vec<u8>)]) -> crate::wire::http::Lang {
+    let asked = crate::request::auth::query_param(query, "lang");
+    let cookie = cookie_named(headers, crate::wire::http::LANG_COOKIE);
+    let accept = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("accept-language"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok());
+    crate::wire::http::Lang::of_request(asked.as_deref(), cookie.as_deref(), accept)
+}
+
 /// The session cookie's value in a request, if any.
 pub fn cookie(headers: &[(String, Vec<u8>)]) -> Option<String> {
     cookie_named(headers, SESSION_COOKIE)

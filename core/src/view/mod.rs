@@ -14,8 +14,8 @@ impl StatsView {
     pub fn render(self, snapshot: &Snapshot) -> Response {
         match self {
             Self::Json => json_response(&snapshot.to_json()),
-            Self::Page => Response::html(200, crate::view::page::render(snapshot, false)),
-            Self::AdminPage => Response::html(200, crate::view::page::render(snapshot, true)),
+            Self::Page(lang) => Response::html(200, crate::view::page::render(snapshot, false, lang)),
+            Self::AdminPage(lang) => Response::html(200, crate::view::page::render(snapshot, true, lang)),
             Self::Metrics => {
                 Response::text(200, crate::view::metrics::CONTENT_TYPE, crate::view::metrics::render(snapshot))
                     .with_header("cache-control", "no-store")

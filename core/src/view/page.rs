@@ -5,8 +5,12 @@
 
 use crate::store::history::Dim;
 use crate::store::snapshot::{KeyState, Snapshot};
+use crate::wire::http::Lang;
 use crate::wire::time::UnixMillis;
 use std::collections::BTreeMap;
+pub use words::Words;
+
+pub mod words;
 use std::fmt::Write;
 
 /// Escapes text for HTML element content and attribute values.
@@ -62,27 +66,19 @@ pub fn duration(ms: u64) -> String {
 /// The page's style sheet, inlined into every page.
 const STYLE: &str = include_str!("page/stat.css");
 
-/// The admin's panel: add keys (pasted, any separator, with a project) and
-/// check them; the per-key actions sit in the table.
-const ADMIN_PANEL: &str = r#"<section id="admin"><h2>Manage keys</h2><form id="add-keys"><label for="new-keys">Add keys (paste them, any separator)</label><textarea id="new-keys" name="keys" rows="4" spellcheck="false" autocomplete="off"></textarea><label for="new-project">Google project (optional)</label><input id="new-project" name="project" autocomplete="off"><div><button type="submit">Add keys</button> <button type="button" id="check-keys">Check keys</button></div></form><form id="add-client"><label for="client-name">New client key: name</label><input id="client-name" name="name" autocomplete="off" required><label for="client-models">Models it may use (comma-separated; empty: all)</label><input id="client-models" name="models" autocomplete="off"><label for="client-requests">Requests a day (empty: no quota)</label><input id="client-requests" name="daily_requests" inputmode="numeric" autocomplete="off"><label for="client-tokens">Tokens a day (empty: no quota)</label><input id="client-tokens" name="daily_tokens" inputmode="numeric" autocomplete="off"><div><button type="submit">Create client key</button></div></form><form id="aliases"><label for="alias-table">Model aliases: client model = Gemini model, one a line (<code>*</code> matches any run of characters); consulted before MODEL_ALIASES and the defaults below</label><textarea id="alias-table" name="aliases" rows="4" spellcheck="false" autocomplete="off" placeholder="claude-opus-*=gemini-2.5-pro"></textarea><div><button type="submit">Save aliases</button></div><details><summary>MODEL_ALIASES and the default table</summary><pre id="alias-layers"></pre></details></form><pre id="admin-result" hidden></pre></section>"#;
-
 /// The page's script (countdowns, the reason box, refresh and reset; the
 /// admin's actions when the page is the admin's), inlined into the page.
 const SCRIPT: &str = include_str!("page/stat.js");
 
-/// The admin's request log: filters, the table (filled by the script from
-/// `/admin/requests`), older pages, and one request's attempts.
-const REQUESTS_PANEL: &str = r#"<section id="requests"><h2>Recent requests</h2><form id="req-filter"><label>Status <select name="status"><option value="">all</option><option value="failed">failed</option><option>2xx</option><option>4xx</option><option>5xx</option></select></label> <label>Model <input name="model" autocomplete="off"></label> <label>Key <input name="key" autocomplete="off" placeholder="key id"></label> <label>Client <input name="client" autocomplete="off" placeholder="name or id"></label> <button type="submit">Filter</button></form><div class="wrap"><table id="req-table"><thead><tr><th class="key">time</th><th>status</th><th>API</th><th>model</th><th>client</th><th>attempts</th><th>first byte</th><th>total</th><th>tokens</th><th>error</th></tr></thead><tbody></tbody></table></div><p class="note" id="req-empty" hidden>No request matches.</p><button type="button" id="req-more" hidden>Older requests</button><pre id="req-detail" hidden></pre></section>"#;
-
-fn until_span(out: &mut String, now: UnixMillis, until: UnixMillis) {
-    let _ = write!(out, r#"<span data-until="{}">in {}</span>"#, until.0, duration(now.until(until)));
+fn until_span(out: &mut String, now: UnixMillis, until: UnixMillis, w: &Words) {
+    let _ = write!(out, r#"<span data-until="{}">{}{}</span>"#, until.0, w.in_, duration(now.until(until)));
 }
 
-/// Renders the `/stat` page.
-/// Renders the `/stat` page; `admin` adds the admin's actions (add, check,
+/// Renders the `/stat` page in `lang`; `admin` adds the admin's actions (add, check,
 /// disable and enable, label with a project, remove), which the page's
 /// script sends to `/admin/keys…` with its action header.
-pub fn render(s: &Snapshot, admin: bool) -> String {
+pub fn render(s: &Snapshot, admin: bool, lang: Lang) -> String {
+    let w = Words::of(lang);
     let mut models: BTreeMap<&str, [u64; 2]> = BTreeMap::new();
     for k in &s.keys {
         for m in &k.models {
@@ -93,10 +89,14 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
     }
     let model_names: Vec<&str> = models.keys().copied().collect();
     let mut out = String::with_capacity(4096 + s.keys.len() * (200 + 60 * model_names.len()));
-    out.push_str(r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>gemini-proxy · keys</title><style>"#);
+    let _ = write!(
+        out,
+        r#"<!doctype html><html lang="{}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>{}</title><style>"#,
+        w.lang, w.title
+    );
     out.push_str(STYLE);
     out.push_str(if admin { r#"</style></head><body data-admin="1">"# } else { "</style></head><body>" });
-    out.push_str("<header><div><h1>gemini-proxy keys</h1>");
+    let _ = write!(out, "<header><div><h1>{}</h1>", w.heading);
     let disabled = s.keys.iter().filter(|k| k.disabled.is_some()).count();
     let (mut exhausted, mut cooling) = (0, 0);
     let mut soonest: Option<UnixMillis> = None;
@@ -114,28 +114,42 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
     }
     let _ = write!(
         out,
-        r#"<div class="meta" id="meta"><b>{}</b> keys · <b>{disabled}</b> disabled · <b>{exhausted}</b> exhausted · <b>{cooling}</b> cooling · daily quotas reset "#,
-        s.keys.len()
+        r#"<div class="meta" id="meta"><b>{}</b> {} · <b>{disabled}</b> {} · <b>{exhausted}</b> {} · <b>{cooling}</b> {} · {} "#,
+        s.keys.len(),
+        w.keys,
+        w.disabled,
+        w.exhausted,
+        w.cooling,
+        w.reset_at
     );
-    until_span(&mut out, s.now, s.next_quota_reset);
+    until_span(&mut out, s.now, s.next_quota_reset, w);
     let _ = write!(out, r#" ({}) · "#, s.next_quota_reset.to_rfc3339());
     if let Some(t) = soonest {
-        out.push_str("next cooling key frees up ");
-        until_span(&mut out, s.now, t);
+        out.push_str(w.next_cooling);
+        out.push(' ');
+        until_span(&mut out, s.now, t, w);
         out.push_str(" · ");
     }
-    let _ = write!(out, r#"rendered <time datetime="{0}">{0}</time></div></div>"#, s.now.to_rfc3339());
-    out.push_str(r#"<div><button id="refresh" type="button">Refresh</button> <button id="reset" class="danger" type="button">Reset now</button></div></header>"#);
+    let _ = write!(out, r#"{} <time datetime="{1}">{1}</time></div></div>"#, w.rendered, s.now.to_rfc3339());
+    let _ = write!(
+        out,
+        r#"<div><a id="lang" href="?lang={0}" hreflang="{0}" data-lang="{0}">{1}</a> <button id="refresh" type="button">{2}</button> <button id="reset" class="danger" type="button">{3}</button></div></header>"#,
+        w.switch_to, w.switch, w.refresh, w.reset_now
+    );
 
-    out.push_str(r#"<main id="data"><div class="wrap"><table><thead><tr><th class="key" scope="col">key</th>"#);
+    let _ = write!(
+        out,
+        r#"<main id="data"><div class="wrap"><table><thead><tr><th class="key" scope="col">{}</th>"#,
+        w.key
+    );
     for m in &model_names {
         out.push_str(r#"<th scope="col">"#);
         escape(m, &mut out);
         out.push_str("</th>");
     }
-    out.push_str("<th scope=\"col\">total</th>");
+    let _ = write!(out, r#"<th scope="col">{}</th>"#, w.total);
     if admin {
-        out.push_str(r#"<th scope="col">actions</th>"#);
+        let _ = write!(out, r#"<th scope="col">{}</th>"#, w.actions);
     }
     out.push_str("</tr></thead><tbody>");
     // Keys grouped by their Google project (quotas are per project), the
@@ -152,12 +166,13 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
             let _ = write!(out, r#"<tr class="project"><th colspan="{columns}" scope="rowgroup">"#);
             match &k.project {
                 Some(p) => {
-                    out.push_str("project ");
+                    out.push_str(w.project);
+                    out.push(' ');
                     escape(p, &mut out);
                 }
-                None => out.push_str("no project"),
+                None => out.push_str(w.no_project),
             }
-            let _ = write!(out, " · {n} key{}</th></tr>", if n == 1 { "" } else { "s" });
+            let _ = write!(out, " · {n} {}</th></tr>", if n == 1 { w.key_count_one } else { w.key_count_many });
         }
         let row_class = if k.disabled.is_some() { r#" class="disabled""# } else { "" };
         let _ = write!(
@@ -167,16 +182,18 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
             esc(k.id.as_str())
         );
         if let Some(d) = &k.disabled {
-            let _ = write!(out, r#"<span class="badge b-off" title="{}">disabled</span>"#, esc(&d.reason));
+            let _ = write!(out, r#"<span class="badge b-off" title="{}">{}</span>"#, esc(&d.reason), w.badge_disabled);
         }
         if k.source != crate::store::snapshot::KeySource::Env {
-            out.push_str(r#"<span class="badge b-src" title="added at run time">runtime</span>"#);
+            let _ =
+                write!(out, r#"<span class="badge b-src" title="{}">{}</span>"#, w.added_at_run_time, w.badge_runtime);
         }
         if let Some(c) = &k.check {
             let class = if c.status == "works" { "b-ok" } else { "b-day" };
             let _ = write!(
                 out,
-                r#"<span class="badge {class}" title="checked {}{}">{}</span>"#,
+                r#"<span class="badge {class}" title="{} {}{}">{}</span>"#,
+                w.checked,
                 UnixMillis(c.at).to_rfc3339(),
                 c.reason.as_deref().map(|r| format!(": {}", esc(r))).unwrap_or_default(),
                 esc(&c.status)
@@ -197,8 +214,8 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
             };
             total += m.requests;
             let (class, badge) = match m.state {
-                KeyState::Exhausted { until } => ("exhausted", (r#"<span class="badge b-day">day</span>"#, until)),
-                KeyState::Cooling { until } => ("cooling", (r#"<span class="badge b-min">min</span>"#, until)),
+                KeyState::Exhausted { until } => ("exhausted", ("b-day", w.badge_day, until)),
+                KeyState::Cooling { until } => ("cooling", ("b-min", w.badge_min, until)),
                 KeyState::Ok | KeyState::Disabled => {
                     out.push_str("<td>");
                     push_u64(&mut out, m.requests);
@@ -213,27 +230,30 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
             out.push('/');
             escape(&m.model, &mut out);
             out.push_str(r#"" data-free=""#);
-            push_u64(&mut out, badge.1.0);
+            push_u64(&mut out, badge.2.0);
             out.push_str(r#"" data-reason=""#);
-            escape(m.reason.as_deref().unwrap_or("no reason given"), &mut out);
+            escape(m.reason.as_deref().unwrap_or(w.no_reason), &mut out);
             out.push_str(r#"">"#);
             push_u64(&mut out, m.requests);
-            out.push_str(badge.0);
-            out.push_str("</td>");
+            let _ = write!(out, r#"<span class="badge {}">{}</span></td>"#, badge.0, badge.1);
         }
         let _ = write!(out, "<td>{total}</td>");
         if admin {
             let id = esc(k.id.as_str());
-            let toggle = if k.disabled.is_some() { "enable" } else { "disable" };
+            let (toggle, label) =
+                if k.disabled.is_some() { ("enable", w.act_enable) } else { ("disable", w.act_disable) };
             let _ = write!(
                 out,
-                r#"<td class="actions"><button type="button" data-act="check" data-id="{id}">check</button> <button type="button" data-act="{toggle}" data-id="{id}">{toggle}</button> <button type="button" data-act="project" data-id="{id}" data-project="{}">project…</button> <button type="button" class="danger" data-act="remove" data-id="{id}">remove</button></td>"#,
-                esc(k.project.as_deref().unwrap_or_default())
+                r#"<td class="actions"><button type="button" data-act="check" data-id="{id}">{}</button> <button type="button" data-act="{toggle}" data-id="{id}">{label}</button> <button type="button" data-act="project" data-id="{id}" data-project="{}">{}</button> <button type="button" class="danger" data-act="remove" data-id="{id}">{}</button></td>"#,
+                w.act_check,
+                esc(k.project.as_deref().unwrap_or_default()),
+                w.act_project,
+                w.act_remove
             );
         }
         out.push_str("</tr>");
     }
-    out.push_str(r#"</tbody><tfoot><tr><td class="key">total</td>"#);
+    let _ = write!(out, r#"</tbody><tfoot><tr><td class="key">{}</td>"#, w.total);
     let mut grand = 0;
     for name in &model_names {
         let t = models[name][0];
@@ -243,33 +263,43 @@ pub fn render(s: &Snapshot, admin: bool) -> String {
     let _ = write!(out, "<td>{grand}</td>{}</tr></tfoot></table></div>", if admin { "<td></td>" } else { "" });
     let disabled_list: Vec<_> = s.keys.iter().filter_map(|k| k.disabled.as_ref().map(|d| (k, d))).collect();
     if !disabled_list.is_empty() {
-        out.push_str("<h2 style=\"font-size:15px;margin:16px 0 4px\">Disabled keys</h2><ul>");
+        let _ = write!(out, r#"<h2 style="font-size:15px;margin:16px 0 4px">{}</h2><ul>"#, w.disabled_keys);
         for (k, d) in disabled_list {
             let _ = write!(
                 out,
-                "<li><code>{}</code> since {}: {}</li>",
+                "<li><code>{}</code> {} {}: {}</li>",
                 esc(&k.masked),
+                w.since,
                 d.since.to_rfc3339(),
                 esc(&d.reason)
             );
         }
         out.push_str("</ul>");
     }
-    out.push_str(
-        r#"<section id="history"><h2 style="font-size:15px;margin:16px 0 4px">Calls and tokens per hour</h2>"#,
-    );
-    chart(s, 24, "Last 24 hours", &mut out);
-    chart(s, 7 * 24, "Last 7 days", &mut out);
+    let _ = write!(out, r#"<section id="history"><h2 style="font-size:15px;margin:16px 0 4px">{}</h2>"#, w.history);
+    chart(s, 24, w.last_24_hours, w, &mut out);
+    chart(s, 7 * 24, w.last_7_days, w, &mut out);
     out.push_str("</section>");
-    clients_table(s, admin, &mut out);
-    out.push_str(r#"</main><div id="reason" hidden></div><p class="legend"><span class="badge b-day">day</span> exhausted until the daily reset · <span class="badge b-min">min</span> cooling after a per-minute limit · click a marked cell for Google's reason · cells count today's calls</p>"#);
+    clients_table(s, admin, w, &mut out);
+    let _ = write!(
+        out,
+        r#"</main><div id="reason" hidden></div><p class="legend"><span class="badge b-day">{}</span> {}</p>"#,
+        w.badge_day,
+        w.legend.replace("{min}", &format!(r#"<span class="badge b-min">{}</span>"#, w.badge_min))
+    );
     if admin {
-        out.push_str(REQUESTS_PANEL);
-        out.push_str(ADMIN_PANEL);
+        out.push_str(w.requests_panel);
+        out.push_str(w.admin_panel);
     } else {
-        out.push_str(r#"<form class="admin-login" method="post" action="/stat/login"><label for="admin-key">Admin (ADMIN_API_KEY)</label> <input id="admin-key" name="key" type="password" autocomplete="current-password"> <button type="submit">Sign in</button></form>"#);
+        let _ = write!(
+            out,
+            r#"<form class="admin-login" method="post" action="/stat/login"><label for="admin-key">{}</label> <input id="admin-key" name="key" type="password" autocomplete="current-password"> <button type="submit">{}</button></form>"#,
+            w.admin_sign_in, w.sign_in
+        );
     }
-    out.push_str("<script>");
+    out.push_str("<script>var L=");
+    out.push_str(w.script);
+    out.push_str(";\n");
     out.push_str(SCRIPT);
     out.push_str("</script></body></html>");
     out
@@ -284,7 +314,7 @@ const PALETTE: [&str; 6] = ["#1a73e8", "#e8710a", "#188038", "#a142f4", "#d01884
 /// An inline SVG of calls per hour (bars stacked by model) and tokens per
 /// hour (a line on its own scale) over the last `hours` hours: no script,
 /// every bar titled with its numbers.
-fn chart(s: &Snapshot, hours: u64, title: &str, out: &mut String) {
+fn chart(s: &Snapshot, hours: u64, title: &str, words: &Words, out: &mut String) {
     let series = s.history.series(Dim::Model, s.now, hours);
     let (w, h, left, right, bottom) = (720.0_f64, 160.0_f64, 44.0_f64, 64.0_f64, 18.0_f64);
     let plot_h = h - bottom - 8.0;
@@ -302,7 +332,10 @@ fn chart(s: &Snapshot, hours: u64, title: &str, out: &mut String) {
     let slot = (w - left - right) / n as f64;
     let _ = write!(
         out,
-        r#"<figure class="chart"><figcaption>{title}: calls per hour by model (bars, left axis), tokens per hour (line, right axis)</figcaption><svg viewBox="0 0 {w} {h}" width="100%" role="img" aria-label="{title}"><line x1="{left}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="currentColor" stroke-opacity=".3"/><text x="{tx}" y="14" font-size="10" text-anchor="end">{max_calls}</text><text x="{tx}" y="{y0}" font-size="10" text-anchor="end">0</text><text x="{tr}" y="14" font-size="10" text-anchor="end" fill="{TOKENS_COLOUR}">{max_tokens} tok</text>"#,
+        r#"<figure class="chart"><figcaption>{title}{colon}{caption}</figcaption><svg viewBox="0 0 {w} {h}" width="100%" role="img" aria-label="{title}"><line x1="{left}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="currentColor" stroke-opacity=".3"/><text x="{tx}" y="14" font-size="10" text-anchor="end">{max_calls}</text><text x="{tx}" y="{y0}" font-size="10" text-anchor="end">0</text><text x="{tr}" y="14" font-size="10" text-anchor="end" fill="{TOKENS_COLOUR}">{max_tokens} {tok}</text>"#,
+        caption = words.chart_caption,
+        colon = words.colon,
+        tok = words.tok,
         tr = w - 2.0,
         y0 = h - bottom,
         x1 = w - right,
@@ -319,7 +352,7 @@ fn chart(s: &Snapshot, hours: u64, title: &str, out: &mut String) {
             let hour = UnixMillis((first_hour + i as u64) * crate::wire::time::HOUR_MS).to_rfc3339();
             let _ = write!(
                 out,
-                r#"<rect class="bar" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{} {}: {} calls, {} tokens</title></rect>"#,
+                r#"<rect class="bar" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{} {}: {} {calls}, {} {tokens}</title></rect>"#,
                 left + slot * i as f64 + slot * 0.1,
                 h - bottom - y_top,
                 (slot * 0.8).max(0.5),
@@ -328,6 +361,8 @@ fn chart(s: &Snapshot, hours: u64, title: &str, out: &mut String) {
                 &hour[..13],
                 b.calls,
                 crate::wire::usage::quota_tokens(&b.tokens),
+                calls = words.calls,
+                tokens = words.tokens,
             );
         }
     }
@@ -362,13 +397,17 @@ fn chart(s: &Snapshot, hours: u64, title: &str, out: &mut String) {
 
 /// Per-client use against quota (a client's tokens: prompt, output and
 /// thinking), when there are client keys.
-fn clients_table(s: &Snapshot, admin: bool, out: &mut String) {
+fn clients_table(s: &Snapshot, admin: bool, w: &Words, out: &mut String) {
     if s.clients.is_empty() {
         return;
     }
-    out.push_str(r#"<h2 style="font-size:15px;margin:16px 0 4px">Clients</h2><div class="wrap"><table id="clients"><thead><tr><th class="key" scope="col">client</th><th scope="col">models</th><th scope="col">requests today</th><th scope="col">tokens today</th><th scope="col">requests</th><th scope="col">prompt / output / cached / thinking tokens</th><th scope="col">quota resets</th>"#);
+    let _ = write!(
+        out,
+        r#"<h2 style="font-size:15px;margin:16px 0 4px">{}</h2><div class="wrap"><table id="clients"><thead><tr><th class="key" scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th>"#,
+        w.clients, w.client, w.models, w.requests_today, w.tokens_today, w.requests, w.token_kinds, w.quota_resets
+    );
     if admin {
-        out.push_str(r#"<th scope="col">actions</th>"#);
+        let _ = write!(out, r#"<th scope="col">{}</th>"#, w.actions);
     }
     out.push_str("</tr></thead><tbody>");
     let against = |out: &mut String, used: u64, limit: Option<u64>| match limit {
@@ -382,7 +421,7 @@ fn clients_table(s: &Snapshot, admin: bool, out: &mut String) {
     };
     for v in &s.clients {
         let c = &v.client;
-        let models = if c.models.is_empty() { "all".to_owned() } else { esc(&c.models.join(", ")) };
+        let models = if c.models.is_empty() { w.all_models.to_owned() } else { esc(&c.models.join(", ")) };
         let _ =
             write!(out, r#"<tr><td class="key">{} <small>{}</small></td><td>{models}</td>"#, esc(&c.name), esc(&c.id));
         against(out, v.today.0, c.daily_requests);
@@ -394,16 +433,18 @@ fn clients_table(s: &Snapshot, admin: bool, out: &mut String) {
             let quota = |q: Option<u64>| q.map(|n| n.to_string()).unwrap_or_default();
             let _ = write!(
                 out,
-                r#"<td class="actions"><button type="button" data-act="client-quota" data-id="{id}" data-requests="{}" data-tokens="{}">quotas…</button> <button type="button" class="danger" data-act="client-revoke" data-id="{id}">revoke</button></td>"#,
+                r#"<td class="actions"><button type="button" data-act="client-quota" data-id="{id}" data-requests="{}" data-tokens="{}">{}</button> <button type="button" class="danger" data-act="client-revoke" data-id="{id}">{}</button></td>"#,
                 quota(c.daily_requests),
                 quota(c.daily_tokens),
+                w.act_quotas,
+                w.act_revoke,
                 id = esc(&c.id),
             );
         }
         out.push_str("</tr>");
     }
     out.push_str("</tbody></table></div>");
-    client_keys_table(s, out);
+    client_keys_table(s, w, out);
 }
 
 /// The most key × model × client rows the page lists (the busiest);
@@ -412,7 +453,7 @@ const MAX_CLIENT_KEY_ROWS: usize = 500;
 
 /// Each client's use per upstream key and model, folded (a `<details>`,
 /// which needs no script).
-fn client_keys_table(s: &Snapshot, out: &mut String) {
+fn client_keys_table(s: &Snapshot, w: &Words, out: &mut String) {
     let mut rows: Vec<(&str, &crate::store::clients::ClientKeyUsage)> =
         s.clients.iter().flat_map(|v| v.by_key.iter().map(move |u| (v.client.name.as_str(), u))).collect();
     if rows.is_empty() {
@@ -423,10 +464,11 @@ fn client_keys_table(s: &Snapshot, out: &mut String) {
         b.1.requests.cmp(&a.1.requests).then_with(|| (a.0, &a.1.key, &a.1.model).cmp(&(b.0, &b.1.key, &b.1.model)))
     });
     rows.truncate(MAX_CLIENT_KEY_ROWS);
-    let shown = if all > rows.len() { format!("the busiest {} of {all}", rows.len()) } else { all.to_string() };
+    let shown = if all > rows.len() { format!("{} {} {} {all}", w.busiest, rows.len(), w.of) } else { all.to_string() };
     let _ = write!(
         out,
-        r#"<details id="client-keys"><summary>Per client × key × model ({shown} rows)</summary><div class="wrap"><table><thead><tr><th class="key" scope="col">client</th><th scope="col">key</th><th scope="col">model</th><th scope="col">requests</th><th scope="col">prompt / output / cached / thinking tokens</th></tr></thead><tbody>"#
+        r#"<details id="client-keys"><summary>{} ({shown} {})</summary><div class="wrap"><table><thead><tr><th class="key" scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th><th scope="col">{}</th></tr></thead><tbody>"#,
+        w.per_client_key, w.rows, w.client, w.key, w.model, w.requests, w.token_kinds
     );
     for (name, u) in rows {
         let _ = write!(
@@ -486,7 +528,7 @@ mod tests {
             now,
         );
         p.report(&ids[2], "gemini-2.5-flash", &Outcome::KeyRejected { reason: "API key not valid".into() }, now);
-        let html = render(&p.snapshot(now), false);
+        let html = render(&p.snapshot(now), false, Lang::En);
         assert!(html.contains("AIza…0000"));
         assert!(!html.contains("AIzaSyPAGEkey"), "a secret in the page");
         assert!(html.contains(r#"class="mark exhausted""#) && html.contains(r#"data-reason="daily quota""#));
@@ -503,15 +545,65 @@ mod tests {
         let ids: Vec<_> = p.ids().cloned().collect();
         p.label(&ids[2], Some(Some("<team>".into())), None);
         p.report(&ids[0], "gemini-2.5-flash", &Outcome::Success, now);
-        let viewer = render(&p.snapshot(now), false);
+        let viewer = render(&p.snapshot(now), false, Lang::En);
         assert!(!viewer.contains("data-act=") && viewer.contains(r#"action="/stat/login""#));
-        let admin = render(&p.snapshot(now), true);
+        let admin = render(&p.snapshot(now), true, Lang::En);
         assert!(admin.contains(r#"data-admin="1""#) && admin.contains(r#"id="add-keys""#));
         assert_eq!(admin.matches(r#"data-act="remove""#).count(), 3);
         let team = admin.find("project &lt;team&gt;").expect("the project's group, escaped");
         let none = admin.find("no project").expect("the unlabelled group");
         assert!(team < none, "labelled projects first");
         assert_eq!(admin.matches("<script>").count(), 1);
+    }
+
+    #[test]
+    fn the_page_speaks_chinese_when_asked_with_the_same_elements() {
+        let mut p = pool(3);
+        let now = UnixMillis(1_800_000_000_000);
+        let ids: Vec<_> = p.ids().cloned().collect();
+        p.label(&ids[0], Some(Some("team".into())), None);
+        p.report(&ids[0], "gemini-2.5-flash", &Outcome::Success, now);
+        let limit = RateLimit { scope: RateLimitScope::PerDay, retry_after_ms: None, reason: "daily quota".into() };
+        p.report(&ids[1], "gemini-2.5-flash", &Outcome::RateLimited(limit), now);
+        p.report(&ids[2], "gemini-2.5-flash", &Outcome::KeyRejected { reason: "API key not valid".into() }, now);
+        let snapshot = p.snapshot(now);
+        for admin in [false, true] {
+            let (en, zh) = (render(&snapshot, admin, Lang::En), render(&snapshot, admin, Lang::Zh));
+            assert!(zh.starts_with(r#"<!doctype html><html lang="zh-CN">"#) && en.contains(r#"<html lang="en">"#));
+            for label in [
+                "刷新",
+                "立即重置",
+                "已停用的密钥",
+                "每小时调用次数与 token 数",
+                "最近 24 小时",
+                "最近 7 天",
+                "项目 team",
+            ] {
+                assert!(zh.contains(label), "{label} missing from the Chinese page");
+            }
+            // No English label is left (Google's reasons and names stay as they are).
+            for english in [
+                "Refresh",
+                "Reset now",
+                "Disabled keys",
+                "Calls and tokens per hour",
+                "Last 24 hours",
+                ">total<",
+                "no project",
+            ] {
+                assert!(!zh.contains(english), "{english} left on the Chinese page");
+            }
+            assert!(zh.contains(r#"href="?lang=en""#) && en.contains(r#"href="?lang=zh-CN""#), "the switch");
+            let ids = |html: &str| -> Vec<String> {
+                html.split(" id=\"").skip(1).filter_map(|s| s.split('"').next()).map(str::to_owned).collect()
+            };
+            assert_eq!(ids(&en), ids(&zh), "both pages hold the same elements");
+        }
+        let admin = render(&snapshot, true, Lang::Zh);
+        for label in ["管理密钥", "最近的请求", "筛选", "创建客户端密钥", "保存别名"] {
+            assert!(admin.contains(label), "{label} missing from the admin's Chinese page");
+        }
+        assert!(admin.contains(r#"var L={"now":"现在""#), "the script's messages in Chinese");
     }
 
     #[test]
@@ -537,7 +629,7 @@ mod tests {
                 p.apply(&r, UnixMillis(now.0 - hours_ago * crate::wire::time::HOUR_MS));
             }
         }
-        let html = render(&p.snapshot(now), false);
+        let html = render(&p.snapshot(now), false, Lang::En);
         let (day, week) = html.split_once("Last 7 days").expect("two charts");
         let day = day.split_once("Last 24 hours").expect("the day's chart").1;
         assert_eq!(day.matches(r#"class="bar""#).count(), 2, "two hours with calls in the last day");
@@ -574,7 +666,7 @@ mod tests {
                 p.apply(&r, now);
             }
         }
-        let html = render(&p.snapshot(now), false);
+        let html = render(&p.snapshot(now), false, Lang::En);
         let folded = html.split_once(r#"<details id="client-keys">"#).expect("the folded table").1;
         let folded = folded.split_once("</details>").expect("closed").0;
         assert!(folded.contains("(3 rows)"), "{folded}");
@@ -603,7 +695,7 @@ mod tests {
             }),
             now,
         );
-        let html = render(&p.snapshot(now), false);
+        let html = render(&p.snapshot(now), false, Lang::En);
         assert!(!html.contains("<script>alert(1)"));
         assert!(!html.contains("m<script>x"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
@@ -641,7 +733,7 @@ mod tests {
                 }
             }
         }
-        let html = render(&p.snapshot(now), false);
+        let html = render(&p.snapshot(now), false, Lang::En);
         assert_eq!(html.matches("<tr").count(), 1 + 200 + 1);
     }
 }

@@ -173,3 +173,78 @@ mod tests {
         assert!(Method::Post.has_body() && !Method::Get.has_body());
     }
 }
+
+/// A language the `/stat` page and its sign-in form speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Lang {
+    /// English.
+    #[default]
+    #[serde(rename = "en")]
+    En,
+    /// Simplified Chinese.
+    #[serde(rename = "zh-CN")]
+    Zh,
+}
+
+/// The cookie the page's language switch leaves.
+pub const LANG_COOKIE: &str = "stat_lang";
+
+impl Lang {
+    /// `zh`, `zh-CN`, `zh-Hans`… or `en…`; none for any other tag.
+    pub fn parse(tag: &str) -> Option<Self> {
+        let primary = tag.trim().split(['-', '_']).next().unwrap_or_default().to_ascii_lowercase();
+        match primary.as_str() {
+            "zh" => Some(Self::Zh),
+            "en" => Some(Self::En),
+            _ => None,
+        }
+    }
+
+    /// The language a page request asks for: its `lang` query, else the
+    /// switch's cookie, else the first of English and Chinese its
+    /// `Accept-Language` prefers (by weight, then order); English if none.
+    pub fn of_request(query: Option<&str>, cookie: Option<&str>, accept_language: Option<&str>) -> Self {
+        if let Some(lang) = query.and_then(Self::parse).or_else(|| cookie.and_then(Self::parse)) {
+            return lang;
+        }
+        let mut best: Option<(u16, usize, Self)> = None;
+        for (i, range) in accept_language.unwrap_or_default().split(',').enumerate() {
+            let mut parts = range.split(';');
+            let Some(lang) = parts.next().and_then(Self::parse) else { continue };
+            let q = parts
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0) as u16);
+            if q > 0 && best.is_none_or(|(bq, bi, _)| (q, std::cmp::Reverse(i)) > (bq, std::cmp::Reverse(bi))) {
+                best = Some((q, i, lang));
+            }
+        }
+        best.map_or(Self::En, |(_, _, lang)| lang)
+    }
+
+    /// Its tag, as a `lang` attribute writes it.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::Zh => "zh-CN",
+        }
+    }
+}
+
+#[cfg(test)]
+mod lang_tests {
+    use super::Lang;
+
+    #[test]
+    fn the_query_then_the_cookie_then_accept_language_choose() {
+        assert_eq!(Lang::of_request(None, None, None), Lang::En);
+        assert_eq!(Lang::of_request(None, None, Some("zh-CN,zh;q=0.9,en;q=0.8")), Lang::Zh);
+        assert_eq!(Lang::of_request(None, None, Some("en-US,en;q=0.9,zh-CN;q=0.8")), Lang::En);
+        assert_eq!(Lang::of_request(None, None, Some("fr-FR, zh-TW;q=0.5, en;q=0.4")), Lang::Zh);
+        assert_eq!(Lang::of_request(None, None, Some("de, fr;q=0.5")), Lang::En);
+        assert_eq!(Lang::of_request(None, None, Some("zh;q=0, en;q=0.1")), Lang::En);
+        assert_eq!(Lang::of_request(None, Some("zh-CN"), Some("en")), Lang::Zh);
+        assert_eq!(Lang::of_request(Some("en"), Some("zh-CN"), Some("zh")), Lang::En);
+        assert_eq!(Lang::of_request(Some("xx"), Some("zh-CN"), None), Lang::Zh);
+    }
+}

@@ -588,10 +588,10 @@ impl AdminAnswer {
 pub enum StatsView {
     /// `GET /stat.json`.
     Json,
-    /// `GET /stat`, the HTML page.
-    Page,
+    /// `GET /stat`, the HTML page, in a language.
+    Page(crate::wire::http::Lang),
     /// `GET /stat` for the admin: the page with its admin actions.
-    AdminPage,
+    AdminPage(crate::wire::http::Lang),
     /// `GET /metrics`, the Prometheus text format.
     Metrics,
 }

@@ -162,6 +162,38 @@ async fn the_proxy_key_is_required() {
 
 #[tokio::test]
 #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn the_stat_page_speaks_chinese_by_accept_language_query_or_cookie() {
+    let t = Target::fresh_from_env().await;
+    let page = |lang: &'static str, extra: Option<(&'static str, &'static str)>, path: &'static str| {
+        let mut r = t.http.get(format!("{}{path}", t.proxy)).header("accept-language", lang);
+        if let Some((name, value)) = extra {
+            r = r.header(name, value);
+        }
+        if !t.proxy_key.is_empty() {
+            r = r.bearer_auth(&t.proxy_key);
+        }
+        r
+    };
+    let zh = page("zh-CN,zh;q=0.9,en;q=0.8", None, "/stat").send().await.expect("page").text().await.expect("html");
+    assert!(zh.contains(r#"<html lang="zh-CN">"#) && zh.contains("刷新") && zh.contains("每小时调用次数"), "{zh}");
+    assert!(!zh.contains(">Refresh<"));
+    let en = page("en-US,en;q=0.9", None, "/stat").send().await.expect("page").text().await.expect("html");
+    assert!(en.contains(r#"<html lang="en">"#) && en.contains(">Refresh<"));
+    // The switch's cookie, and the query, win over the browser's wish.
+    let kept = page("zh-CN", Some(("cookie", "stat_lang=en")), "/stat").send().await.expect("page");
+    assert!(kept.text().await.expect("html").contains(r#"<html lang="en">"#));
+    let asked = page("en", None, "/stat?lang=zh-CN").send().await.expect("page");
+    assert!(asked.text().await.expect("html").contains(r#"<html lang="zh-CN">"#));
+    // The sign-in form too.
+    let login = t.http.get(format!("{}/stat", t.proxy)).header("accept-language", "zh-CN").send().await.expect("form");
+    if !t.proxy_key.is_empty() {
+        assert_eq!(login.status(), 401);
+        assert!(login.text().await.expect("html").contains("代理密钥"));
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
 async fn the_stat_page_shows_marks_and_reasons_without_secrets() {
     let t = Target::fresh_from_env().await;
     t.behave(&t.keys[0], "per-day").await;
