@@ -40,6 +40,33 @@ pub fn unavailable(u: ks::Unavailable) -> Unavailable {
     }
 }
 
+pub fn summary(s: proxy_core::wire::summary::Summary) -> ks::RequestSummary {
+    let tokens =
+        s.tokens.map(|u| ks::TokenUsage { prompt: u.prompt, output: u.output, cached: u.cached, thinking: u.thinking });
+    ks::RequestSummary {
+        at: s.at,
+        request_id: s.request_id,
+        method: s.method,
+        path: s.path,
+        dialect: s.dialect,
+        client: s.client,
+        model_asked: s.model_asked,
+        model: s.model,
+        status: s.status,
+        streamed: s.streamed,
+        attempts: s
+            .attempts
+            .into_iter()
+            .map(|a| ks::RequestAttempt { key: a.key.as_str().to_owned(), outcome: a.outcome, reason: a.reason })
+            .collect(),
+        tokens,
+        error: s.error,
+        reason: s.reason,
+        ttfb_ms: s.ttfb_ms,
+        ms: s.ms,
+    }
+}
+
 pub fn claim(c: &Claim) -> ks::ClientClaim {
     ks::ClientClaim { hashes: c.hashes.clone(), open: c.open }
 }

@@ -63,21 +63,12 @@ fn exchange(
         }
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let exchange = Exchange::new(config, method, path_and_query, headers)
-        .with_now(proxy_core::wire::time::UnixMillis(now))
-        .with_request_id(request_id(now));
+    let exchange =
+        Exchange::new(config, method, path_and_query, headers).with_now(proxy_core::wire::time::UnixMillis(now));
     Ok(match origin {
         Some((scheme, authority)) => exchange.with_origin(scheme, &authority),
         None => exchange,
     })
-}
-
-/// A fresh id for a request's log lines and record: its time, and 32 bits
-/// from the hasher keys std seeds from `wasi:random` (unique per call).
-fn request_id(now: u64) -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    format!("h{now:x}{:08x}", random as u32)
 }
 
 /// Carries out a step that only calls the key store (or its log), the
@@ -156,8 +147,7 @@ fn summed_up(summary: proxy_core::exchange::Summary, timing: &Timing) -> Event {
         let _ = writeln!(std::io::stdout().lock(), "{}", summary.line());
     }
     if !summary.own {
-        let op = proxy_core::wire::keystore::AdminOp::Log { summary: Box::new(summary) };
-        key_store::admin(&convert::admin_op(&op));
+        key_store::log_request(&convert::summary(summary));
     }
     Event::Done
 }

@@ -95,6 +95,43 @@ impl wit::Host for KeyStoreCtx {
         self.backend.reset();
     }
 
+    fn log_request(&mut self, s: wit::RequestSummary) {
+        let tokens = s.tokens.map(|u| proxy_core::wire::usage::TokenUsage {
+            prompt: u.prompt,
+            output: u.output,
+            cached: u.cached,
+            thinking: u.thinking,
+        });
+        let attempts = s
+            .attempts
+            .into_iter()
+            .map(|a| proxy_core::wire::summary::Attempt {
+                key: KeyId::from_string(a.key),
+                outcome: a.outcome,
+                reason: a.reason,
+            })
+            .collect();
+        self.backend.log_request(proxy_core::wire::summary::Summary {
+            at: s.at,
+            request_id: s.request_id,
+            method: s.method,
+            path: s.path,
+            dialect: s.dialect,
+            client: s.client,
+            model_asked: s.model_asked,
+            model: s.model,
+            status: s.status,
+            streamed: s.streamed,
+            attempts,
+            tokens,
+            error: s.error,
+            reason: s.reason,
+            ttfb_ms: s.ttfb_ms,
+            ms: s.ms,
+            ..proxy_core::wire::summary::Summary::default()
+        });
+    }
+
     fn stats(&mut self, view: wit::StatsView) -> wit::Rendered {
         let view = match view {
             wit::StatsView::Json => StatsView::Json,

@@ -167,7 +167,7 @@ fn summed_up(host: &LiveHost, summary: proxy_core::wire::summary::Summary, timin
         use std::io::Write as _;
         let _ = writeln!(std::io::stdout().lock(), "{}", summary.line());
     }
-    host.store.admin(proxy_core::wire::keystore::AdminOp::Log { summary: Box::new(summary) });
+    host.store.log_request(summary);
 }
 
 /// Drives one session to its end.

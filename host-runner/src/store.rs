@@ -50,6 +50,8 @@ pub trait KeyBackend: Send + Sync + 'static {
     fn stats(&self, view: StatsView) -> Response;
     /// Applies an admin operation.
     fn admin(&self, op: AdminOp) -> AdminAnswer;
+    /// Keeps a request's summary in the request log.
+    fn log_request(&self, summary: proxy_core::wire::summary::Summary);
 }
 
 /// Errors opening or writing the store.
@@ -125,6 +127,8 @@ impl SqliteKeyStore {
         }
         let mut pool = KeyPool::restore(keys, stored);
         pool.requests_mut().resize(request_log_size);
+        // The writer batches: a row per chunk of requests, not per request.
+        pool.requests_mut().chunked(REQUEST_LOG_CHUNK);
         pool.load_requests(&sqlite)?;
         Batch { rewrite: Some(pool.records()), ..Batch::default() }.commit(&mut conn)?;
         let (tx, rx) = mpsc::channel();
@@ -163,8 +167,13 @@ impl SqliteKeyStore {
         rx.recv().unwrap_or(false)
     }
 
-    /// Flushes and stops the writer.
+    /// Flushes and stops the writer (the request log's unfinished chunk
+    /// written first).
     pub fn close(&self) {
+        let waiting = self.pool().requests_mut().flush();
+        if !waiting.is_empty() {
+            self.send(Write::Statements(waiting));
+        }
         self.flush();
         let (dead, _) = mpsc::channel();
         *self.writes.lock().unwrap_or_else(|p| p.into_inner()) = dead;
@@ -231,6 +240,18 @@ impl KeyBackend for SqliteKeyStore {
         }
         AdminAnswer::from(&applied)
     }
+
+    fn log_request(&self, mut summary: proxy_core::wire::summary::Summary) {
+        // Its JSON is made outside the store's lock.
+        if let Some(id) = &summary.client {
+            summary.client_name = self.pool().clients().name_of(id);
+        }
+        let json = serde_json::to_string(&summary).unwrap_or_default();
+        let writes = self.pool().requests_mut().push_json(summary, &json);
+        if !writes.is_empty() {
+            self.send(Write::Statements(writes));
+        }
+    }
 }
 
 /// Fresh random bytes for a seal.
@@ -286,6 +307,9 @@ fn run(conn: &Connection, (sql, values): Statement) -> Result<(), rusqlite::Erro
     conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(values.into_iter().map(to_sql)))?;
     Ok(())
 }
+
+/// Requests the request log keeps in one row of its table.
+const REQUEST_LOG_CHUNK: usize = 64;
 
 /// How long the writer lets changes gather before one transaction commits
 /// them: at most this much of the counters is lost if the process is

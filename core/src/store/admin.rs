@@ -183,10 +183,6 @@ pub fn apply(
                 rows.iter().map(|(name, owner)| registry::row_statement(name, owner.as_ref())).collect();
             Applied { writes, batched: true, ..answer(200, json!({ "owned": rows.len() })) }
         }
-        AdminOp::Log { summary } => {
-            let writes = pool.log_request(*summary);
-            Applied { writes, batched: true, ..answer(200, json!({})) }
-        }
         AdminOp::Requests { query } => answer(200, pool.requests().page(&query)),
         AdminOp::Identify { claim, resources } => {
             let resources: Vec<Resource> = resources.iter().filter_map(|n| Resource::stored(n)).collect();

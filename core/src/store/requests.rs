@@ -6,6 +6,13 @@
 //!
 //! A record holds no body, no query, no credential: the client by name and
 //! id, keys by id, errors by kind and redacted reason.
+//!
+//! A host that writes in batches (host-runner) keeps records in chunks of
+//! [`RequestLog::chunked`]: one row holds a chunk's records (a JSON list),
+//! written when the chunk is full, when it has waited a second, and at
+//! shutdown ([`RequestLog::flush`]), so that a busy proxy writes a row per
+//! chunk, not per request. The Durable Object writes a row per request, with
+//! the reports it already writes.
 
 use crate::store::sql::{Columns, RowError, SqlValue, Statement, int};
 use crate::wire::summary::{RequestQuery, Summary};
@@ -32,6 +39,9 @@ pub const DEFAULT_PAGE: usize = 50;
 /// statement, not one per request).
 const PRUNE_EVERY: u64 = 64;
 
+/// How long a record may wait in an unfinished chunk when another comes.
+const CHUNK_WAIT_MS: u64 = 1_000;
+
 /// One request of the log: its number (rising; a page's cursor) and its
 /// summary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +64,12 @@ pub struct RequestLog {
     /// Whether the stored rows were read back (a Durable Object reads them
     /// at the first look, not at each wake-up).
     loaded: bool,
+    /// Records a row holds (1: a row per record).
+    chunk: usize,
+    /// Records not yet written (as their rows' JSON), with the time of the
+    /// first.
+    pending: Vec<String>,
+    pending_since: u64,
 }
 
 impl Default for RequestLog {
@@ -65,13 +81,33 @@ impl Default for RequestLog {
 impl RequestLog {
     /// An empty log of `size` records (0: none kept).
     pub fn new(size: usize) -> Self {
-        Self { size, ring: VecDeque::new(), last: 0, loaded: true }
+        Self { size, ring: VecDeque::new(), last: 0, loaded: true, chunk: 1, pending: Vec::new(), pending_since: 0 }
     }
 
     /// A log that goes on after stored rows up to `last`, which are read
     /// back only when someone looks ([`Self::load`]).
     pub fn resume(size: usize, last: u64) -> Self {
-        Self { size, ring: VecDeque::new(), last, loaded: last == 0 }
+        Self { last, loaded: last == 0, ..Self::new(size) }
+    }
+
+    /// Writes a row per `chunk` records from now on (see the
+    /// [module](self)); [`Self::flush`] writes what waits.
+    pub fn chunked(&mut self, chunk: usize) {
+        self.chunk = chunk.max(1);
+    }
+
+    /// The statement that writes the records still waiting in an
+    /// unfinished chunk, if any (at shutdown).
+    pub fn flush(&mut self) -> Vec<Statement> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let rows = std::mem::take(&mut self.pending);
+        let mut text = String::with_capacity(rows.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+        text.push('[');
+        text.push_str(&rows.join(","));
+        text.push(']');
+        vec![(INSERT, vec![int(self.last), SqlValue::Text(text)])]
     }
 
     /// How many records it keeps.
@@ -94,16 +130,23 @@ impl RequestLog {
     /// since.
     pub fn load(&mut self, rows: &[Vec<SqlValue>]) -> Result<(), RowError> {
         let mut older = VecDeque::with_capacity(rows.len().min(self.size));
+        let first = self.ring.front().map(|l| l.seq);
         for row in rows {
             let mut c = Columns::new("requests", row);
             let seq = c.int()?;
             let record = c.text()?;
-            // A record a later version wrote and this one cannot read is
-            // skipped, not fatal: the log is a convenience.
-            let Ok(summary) = serde_json::from_str::<Summary>(&record) else { continue };
-            if self.ring.front().is_none_or(|first| seq < first.seq) {
-                older.push_back(Logged { seq, summary });
-            }
+            // A chunk's row holds its records with their numbers; a single
+            // record's row, its summary. A record a later version wrote and
+            // this one cannot read is skipped, not fatal: the log is a
+            // convenience.
+            let records = if record.starts_with('[') {
+                serde_json::from_str::<Vec<Logged>>(&record).unwrap_or_default()
+            } else {
+                serde_json::from_str::<Summary>(&record)
+                    .map(|summary| vec![Logged { seq, summary }])
+                    .unwrap_or_default()
+            };
+            older.extend(records.into_iter().filter(|l| first.is_none_or(|first| l.seq < first)));
         }
         older.extend(self.ring.drain(..));
         self.ring = older;
@@ -125,12 +168,33 @@ impl RequestLog {
         if self.size == 0 {
             return Vec::new();
         }
+        let json = serde_json::to_string(&summary).unwrap_or_default();
+        self.push_json(summary, &json)
+    }
+
+    /// [`Self::push`] with the summary's JSON made by the caller (a host
+    /// makes it before it takes the store's lock).
+    pub fn push_json(&mut self, summary: Summary, json: &str) -> Vec<Statement> {
+        if self.size == 0 {
+            return Vec::new();
+        }
         self.last += 1;
         let seq = self.last;
-        let record = serde_json::to_string(&summary).unwrap_or_default();
+        let at = summary.at;
+        let mut writes = if self.chunk <= 1 {
+            vec![(INSERT, vec![int(seq), SqlValue::Text(json.to_owned())])]
+        } else {
+            if self.pending.is_empty() {
+                self.pending_since = at;
+            }
+            // The record with its number: `{"seq":n,` and the summary's
+            // fields (a summary's JSON is an object with fields).
+            self.pending.push(format!("{{\"seq\":{seq},{}", json.strip_prefix('{').unwrap_or("}")));
+            let waited = at.saturating_sub(self.pending_since) >= CHUNK_WAIT_MS;
+            if self.pending.len() >= self.chunk || waited { self.flush() } else { Vec::new() }
+        };
         self.ring.push_back(Logged { seq, summary });
         self.trim();
-        let mut writes = vec![(INSERT, vec![int(seq), SqlValue::Text(record)])];
         if seq.is_multiple_of(PRUNE_EVERY) && seq > self.size as u64 {
             writes.push((PRUNE, vec![int(seq - self.size as u64)]));
         }
@@ -225,6 +289,28 @@ mod tests {
         }
         assert_eq!(prunes, [(PRUNE_EVERY - 1, vec![int(PRUNE_EVERY - 10)])]);
         assert!(RequestLog::new(0).push(summary(200, "m", "k")).is_empty());
+    }
+
+    #[test]
+    fn a_chunked_log_writes_a_row_per_chunk_a_second_or_a_flush_and_reads_them_back() {
+        let mut log = RequestLog::new(100);
+        log.chunked(4);
+        let at = |ms: u64| Summary { at: 1_000_000 + ms, ..summary(200, "m", "k") };
+        let mut rows = Vec::new();
+        for i in 0..6 {
+            rows.extend(log.push(at(i)));
+        }
+        assert_eq!(rows.len(), 1, "one row for the first four");
+        // The fifth and sixth wait; a record a second later writes them.
+        rows.extend(log.push(at(1_010)));
+        assert_eq!(rows.len(), 2);
+        log.push(at(1_011));
+        rows.extend(log.flush());
+        assert_eq!(rows.len(), 3);
+        assert!(log.flush().is_empty());
+        let mut back = RequestLog::resume(100, 8);
+        back.load(&rows.into_iter().map(|(_, values)| values).collect::<Vec<_>>()).expect("rows");
+        assert_eq!(seqs(&back.page(&RequestQuery::default())), [8, 7, 6, 5, 4, 3, 2, 1]);
     }
 
     #[test]

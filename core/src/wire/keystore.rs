@@ -541,12 +541,6 @@ pub enum AdminOp {
         /// Resources the request names.
         resources: Vec<String>,
     },
-    /// Not an admin's: a request's summary, for the request log
-    /// ([`crate::exchange::Step::Summary`]). Answered 200 with `{}`.
-    Log {
-        /// What the request came to.
-        summary: Box<crate::wire::summary::Summary>,
-    },
     /// The request log's records the query asks for, newest first
     /// (`GET /admin/requests`).
     Requests {
