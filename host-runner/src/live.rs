@@ -75,6 +75,7 @@ pub async fn serve(host: &LiveHost, mut req: hyper::Request<Incoming>, id: &str)
         Err(refused) => return refused,
     };
     // Who the caller is, before the upgrade: a stranger gets an HTTP refusal.
+    let asked = Timing::start();
     let mut event = Event::Start;
     loop {
         event = match session.resume(event) {
@@ -84,7 +85,7 @@ pub async fn serve(host: &LiveHost, mut req: hyper::Request<Incoming>, id: &str)
                 loop {
                     match session.resume(event) {
                         Step::Done => break,
-                        Step::Summary(summary) => summed_up(host, summary, &Timing::start()),
+                        Step::Summary(summary) => summed_up(host, summary, &asked),
                         _ => {}
                     }
                     event = Event::Done;

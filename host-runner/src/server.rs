@@ -169,6 +169,7 @@ impl Server {
         if let Served::P2(c) = &component {
             tokio::spawn(trim_idle_loop(c.clone(), stopped.clone()));
         }
+        tokio::spawn(request_log_loop(store.clone(), stopped.clone()));
         let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let task = tokio::spawn(accept_loop(listener, component.clone(), live, tls, opts.limits, stopped));
         Ok(Self { addr, store, component, stop, task })
@@ -525,6 +526,17 @@ impl<B: http_body::Body + Unpin> http_body::Body for Guarded<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Writes the request log's unfinished chunk every two seconds.
+async fn request_log_loop(store: Arc<SqliteKeyStore>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stopped.changed() => return,
+        }
+        store.write_waiting_requests();
     }
 }
 

@@ -167,13 +167,20 @@ impl SqliteKeyStore {
         rx.recv().unwrap_or(false)
     }
 
-    /// Flushes and stops the writer (the request log's unfinished chunk
-    /// written first).
-    pub fn close(&self) {
+    /// Hands the request log's unfinished chunk to the writer (the server
+    /// does every two seconds, and at shutdown): a crash loses at most the
+    /// last moments' records.
+    pub fn write_waiting_requests(&self) {
         let waiting = self.pool().requests_mut().flush();
         if !waiting.is_empty() {
             self.send(Write::Statements(waiting));
         }
+    }
+
+    /// Flushes and stops the writer (the request log's unfinished chunk
+    /// written first).
+    pub fn close(&self) {
+        self.write_waiting_requests();
         self.flush();
         let (dead, _) = mpsc::channel();
         *self.writes.lock().unwrap_or_else(|p| p.into_inner()) = dead;

@@ -19,6 +19,10 @@ use std::cell::{Cell, RefCell};
 use wasm_bindgen::JsCast;
 use worker::{Date, DurableObject, Env, Request, Response, SqlStorage, SqlStorageValue, State, durable_object};
 
+/// The most requests the Durable Object's log keeps (its memory is about
+/// 128 MB).
+const MAX_LOG_SIZE: usize = 50_000;
+
 struct Loaded {
     /// The `API_KEYS` value the pool was built from.
     source: String,
@@ -93,12 +97,17 @@ impl ApiKeyManager {
     }
 
     /// Applies reports, in order, and persists what they changed.
-    /// `REQUEST_LOG_SIZE` (a bad value is logged, and the default kept).
+    /// `REQUEST_LOG_SIZE` (a bad value is logged, and the default kept), at
+    /// most [`MAX_LOG_SIZE`]: the object reads the log into its memory.
     fn request_log_size(&self) -> usize {
-        proxy_core::config::request_log_size(|v| crate::env_value(&self.env, v)).unwrap_or_else(|e| {
+        let size = proxy_core::config::request_log_size(|v| crate::env_value(&self.env, v)).unwrap_or_else(|e| {
             worker::console_error!("{e}");
             proxy_core::config::DEFAULT_REQUEST_LOG_SIZE
-        })
+        });
+        if size > MAX_LOG_SIZE {
+            worker::console_warn!("REQUEST_LOG_SIZE {size} is more than the Durable Object keeps: {MAX_LOG_SIZE}");
+        }
+        size.min(MAX_LOG_SIZE)
     }
 
     fn apply(

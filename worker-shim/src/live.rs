@@ -34,8 +34,6 @@ pub async fn serve(req: &Request, env: &Env, config: Arc<Config>, id: String) ->
         event = match session.resume(event) {
             Step::Upgrade => break,
             Step::Refuse(refused) => {
-                // The refusal's summary rides with this isolate's next
-                // request to the key store.
                 let now = worker::Date::now().as_millis();
                 let mut event = Event::Done;
                 loop {
@@ -51,6 +49,11 @@ pub async fn serve(req: &Request, env: &Env, config: Arc<Config>, id: String) ->
                         _ => {}
                     }
                     event = Event::Done;
+                }
+                // Sent before the answer: nothing of this isolate may carry
+                // it later.
+                if let Err(e) = store.flush().await {
+                    worker::console_error!("logging a refused Live session failed: {e}");
                 }
                 return io::to_response(&refused);
             }

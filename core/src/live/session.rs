@@ -328,6 +328,7 @@ impl Session {
                     .is_some_and(|v| v["client"].is_string());
                 if !client && let Some(e) = self.foreign.take() {
                     self.error = Some(e.kind());
+                    self.reason = Some(e.to_string());
                     return self.finish([Step::Refuse(e.to_response(crate::wire::http::Dialect::Gemini))]);
                 }
                 self.phase = Phase::Upgrading;
@@ -345,6 +346,7 @@ impl Session {
                     (None, None) => ProxyError::Unauthorized("the key presented opens no session on this proxy"),
                 };
                 self.error = Some(e.kind());
+                self.reason = Some(e.to_string());
                 self.finish([Step::Refuse(e.to_response(crate::wire::http::Dialect::Gemini))])
             }
             (Phase::Identify, Event::StoreFailed(why)) => {
@@ -625,7 +627,12 @@ impl Session {
     fn ended(&mut self, lease: Lease, end: End) -> Step {
         let outcome = match &end {
             End::ClientClosed | End::ClientGone(_) => Outcome::Success,
-            End::UpstreamClosed(code, reason) => match (code, classify_close(*code, reason)) {
+            End::UpstreamClosed(code, reason) => match (code, {
+                // Google's words are redacted before they go anywhere (the
+                // report, the request log).
+                let known: Vec<&ApiKey> = std::iter::once(&lease.secret).chain(self.token.as_ref()).collect();
+                classify_close(*code, &secret::redact(reason, &known))
+            }) {
                 (1000 | 1001 | 1005, _) => Outcome::Success,
                 (1006 | 1015, _) => Outcome::BrokenStream { reason: format!("the connection dropped ({code})") },
                 (_, Verdict::Retry(outcome)) => outcome,

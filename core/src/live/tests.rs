@@ -429,3 +429,17 @@ fn an_open_proxy_lets_a_client_of_another_origin_in_but_no_stranger() {
     let Step::Refuse(r) = s.resume(identified(r#"{"client":null}"#)) else { panic!() };
     assert_eq!(r.status, 403, "an open proxy's pool, from another origin");
 }
+
+#[test]
+fn a_close_mid_session_reaches_the_report_and_the_summary_redacted() {
+    let (mut s, _) = opened_session(SETUP);
+    s.resume(Event::Opened { message: b"{}".to_vec(), binary: true });
+    let why = format!("Internal error encountered for key {}", fake_key("POOL", 0));
+    let first = s.resume(Event::Ended(End::UpstreamClosed(1011, why)));
+    let steps = rest(&mut s, first);
+    let report = format!("{:?}", reports(&steps)[0].outcome);
+    assert!(report.contains("Internal error") && !report.contains(&fake_key("POOL", 0)), "{report}");
+    let Some(Step::Summary(summary)) = steps.iter().find(|s| matches!(s, Step::Summary(_))) else { panic!() };
+    let line = summary.line();
+    assert!(line.contains("Internal error") && !line.contains(&fake_key("POOL", 0)), "{line}");
+}

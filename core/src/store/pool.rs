@@ -660,7 +660,7 @@ impl KeyPool {
     /// does before the log is looked at).
     pub fn load_requests<S: crate::store::persist::Storage>(&mut self, storage: &S) -> Result<(), S::Error> {
         if self.requests.needs_loading() {
-            let rows = storage.rows(crate::store::requests::SELECT)?;
+            let rows = storage.rows(&crate::store::requests::select_newest(self.requests.size()))?;
             self.requests.load(&rows)?;
         }
         Ok(())

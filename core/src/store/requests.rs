@@ -24,8 +24,11 @@ use std::collections::VecDeque;
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS requests (seq INTEGER PRIMARY KEY, record TEXT NOT NULL)";
 const INSERT: &str = "INSERT OR REPLACE INTO requests (seq, record) VALUES (?1, ?2)";
 const PRUNE: &str = "DELETE FROM requests WHERE seq <= ?1";
-/// Every row, oldest first.
-pub const SELECT: &str = "SELECT seq, record FROM requests ORDER BY seq";
+/// The newest `rows` rows (newest first): a log of `n` records needs at
+/// most `n` of them.
+pub fn select_newest(rows: usize) -> String {
+    format!("SELECT seq, record FROM requests ORDER BY seq DESC LIMIT {rows}")
+}
 /// The newest row's number (a log resumes after it).
 pub const SELECT_LAST: &str = "SELECT COALESCE(MAX(seq), 0) FROM requests";
 
@@ -126,8 +129,8 @@ impl RequestLog {
         !self.loaded
     }
 
-    /// Reads back the stored rows ([`SELECT`]) in front of what was logged
-    /// since.
+    /// Reads back the stored rows ([`select_newest`], in any order) in
+    /// front of what was logged since.
     pub fn load(&mut self, rows: &[Vec<SqlValue>]) -> Result<(), RowError> {
         let mut older = VecDeque::with_capacity(rows.len().min(self.size));
         let first = self.ring.front().map(|l| l.seq);
@@ -148,6 +151,7 @@ impl RequestLog {
             };
             older.extend(records.into_iter().filter(|l| first.is_none_or(|first| l.seq < first)));
         }
+        older.make_contiguous().sort_by_key(|l| l.seq);
         older.extend(self.ring.drain(..));
         self.ring = older;
         self.last = self.last.max(self.ring.back().map_or(0, |l| l.seq));

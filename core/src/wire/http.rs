@@ -212,7 +212,9 @@ impl Lang {
             let mut parts = range.split(';');
             let Some(lang) = parts.next().and_then(Self::parse) else { continue };
             let q = parts
-                .find_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|p| {
+                    p.split_once('=').filter(|(name, _)| name.trim().eq_ignore_ascii_case("q")).map(|(_, q)| q)
+                })
                 .and_then(|q| q.trim().parse::<f32>().ok())
                 .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0) as u16);
             if q > 0 && best.is_none_or(|(bq, bi, _)| (q, std::cmp::Reverse(i)) > (bq, std::cmp::Reverse(bi))) {
@@ -243,6 +245,7 @@ mod lang_tests {
         assert_eq!(Lang::of_request(None, None, Some("fr-FR, zh-TW;q=0.5, en;q=0.4")), Lang::Zh);
         assert_eq!(Lang::of_request(None, None, Some("de, fr;q=0.5")), Lang::En);
         assert_eq!(Lang::of_request(None, None, Some("zh;q=0, en;q=0.1")), Lang::En);
+        assert_eq!(Lang::of_request(None, None, Some("en; Q = 0.2, zh-CN; q=0.9")), Lang::Zh);
         assert_eq!(Lang::of_request(None, Some("zh-CN"), Some("en")), Lang::Zh);
         assert_eq!(Lang::of_request(Some("en"), Some("zh-CN"), Some("zh")), Lang::En);
         assert_eq!(Lang::of_request(Some("xx"), Some("zh-CN"), None), Lang::Zh);

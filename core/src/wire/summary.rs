@@ -140,7 +140,9 @@ impl RequestQuery {
         let status = match self.status.as_deref() {
             None => true,
             Some("failed") => s.failed(),
-            Some(class) => class.as_bytes().first().is_some_and(|d| u16::from(d - b'0') == s.status / 100),
+            Some(class) => {
+                class.chars().next().and_then(|d| d.to_digit(10)).is_some_and(|d| d == u32::from(s.status / 100))
+            }
         };
         let model =
             self.model.as_ref().is_none_or(|m| s.model.as_ref() == Some(m) || s.model_asked.as_ref() == Some(m));
