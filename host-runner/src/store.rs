@@ -248,13 +248,8 @@ impl KeyBackend for SqliteKeyStore {
         AdminAnswer::from(&applied)
     }
 
-    fn log_request(&self, mut summary: proxy_core::wire::summary::Summary) {
-        // Its JSON is made outside the store's lock.
-        if let Some(id) = &summary.client {
-            summary.client_name = self.pool().clients().name_of(id);
-        }
-        let json = serde_json::to_string(&summary).unwrap_or_default();
-        let writes = self.pool().requests_mut().push_json(summary, &json);
+    fn log_request(&self, summary: proxy_core::wire::summary::Summary) {
+        let writes = self.pool().log_request(summary);
         if !writes.is_empty() {
             self.send(Write::Statements(writes));
         }

@@ -176,12 +176,8 @@ impl RequestLog {
         self.push_json(summary, &json)
     }
 
-    /// [`Self::push`] with the summary's JSON made by the caller (a host
-    /// makes it before it takes the store's lock).
-    pub fn push_json(&mut self, summary: Summary, json: &str) -> Vec<Statement> {
-        if self.size == 0 {
-            return Vec::new();
-        }
+    /// [`Self::push`] with the summary's JSON made.
+    fn push_json(&mut self, summary: Summary, json: &str) -> Vec<Statement> {
         self.last += 1;
         let seq = self.last;
         let at = summary.at;
