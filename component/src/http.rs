@@ -1,6 +1,8 @@
 //! Moving requests and bodies through `wasi:http`.
 
-use crate::bindings::wasi::io::streams::StreamError;
+use crate::bindings::wasi::clocks0_2_12::monotonic_clock;
+use crate::bindings::wasi::io::poll;
+use crate::bindings::wasi::io::streams::{OutputStream, StreamError};
 use crate::wasi::{answer_fields, describe, fields_from, wasi_method};
 use crate::wasi_http::outgoing_handler;
 use crate::wasi_http::types;
@@ -10,11 +12,15 @@ use crate::wasi_http::types::{
 };
 use proxy_core::config::Scheme as CoreScheme;
 use proxy_core::exchange::Pipe;
-use proxy_core::exchange::{BodyError, BodyFrom, Event, UpstreamRequest};
+use proxy_core::exchange::{BodyError, BodyFrom, Event, KeepAlive, UpstreamRequest};
 use proxy_core::wire::http::Response;
 
 /// Most bytes one `blocking-write-and-flush` takes.
 const WRITE_CHUNK: usize = 4096;
+/// How long a failed answer's last bytes are given to leave before its
+/// connection is cut.
+const CUT_AFTER_NS: u64 = 100_000_000;
+
 /// Most bytes moved per read or splice.
 const READ_CHUNK: u64 = 64 * 1024;
 
@@ -26,6 +32,48 @@ pub fn respond(out: ResponseOutparam, r: &Response) {
     ResponseOutparam::set(out, Ok(response));
     if write_all(&outgoing, r.body.as_bytes()).is_ok() {
         let _ = OutgoingBody::finish(outgoing, None);
+    }
+}
+
+/// A client's answer a keep-alive committed: its head went, its body is
+/// open (whitespace so far).
+pub struct Committed {
+    stream: OutputStream,
+    body: OutgoingBody,
+}
+
+impl Committed {
+    /// Sends the client `status` and `headers`: its answer is committed.
+    pub fn new(out: ResponseOutparam, status: u16, headers: &[(String, String)]) -> Option<Self> {
+        let response = OutgoingResponse::new(fields_from(headers));
+        let _ = response.set_status_code(status);
+        let body = response.body().ok()?;
+        ResponseOutparam::set(out, Ok(response));
+        let stream = body.write().ok()?;
+        Some(Self { stream, body })
+    }
+
+    /// One whitespace byte, which every JSON parser skips. A client that
+    /// went away is not the upstream's failure: the answer is still
+    /// waited for, and counted.
+    pub fn keep_alive(&self) {
+        let _ = self.stream.blocking_write_and_flush(b" ");
+    }
+
+    /// Ends the answer with `bytes`: cleanly, or broken (the body
+    /// dropped unfinished, which aborts the client's response), a moment
+    /// after `bytes` went, so that the connection carries them before it
+    /// is cut.
+    pub fn end(self, bytes: &[u8], clean: bool) {
+        let Self { stream, body } = self;
+        let written = write_stream(&stream, bytes).is_ok();
+        if written && clean {
+            drop(stream);
+            let _ = OutgoingBody::finish(body, None);
+            return;
+        }
+        monotonic_clock::subscribe_duration(CUT_AFTER_NS).block();
+        drop(stream);
     }
 }
 
@@ -70,20 +118,43 @@ pub fn read_request_body(request: IncomingRequest, declared: Option<u64>, limit:
     Ok(buf)
 }
 
+/// An upstream request sent, its head still to come.
+pub struct Sent {
+    pending: outgoing_handler::FutureIncomingResponse,
+    keep_alive: Option<KeepAlive>,
+    at: std::time::Instant,
+}
+
+/// Where an upstream request stands.
+pub enum Head {
+    /// Its head came.
+    Came(IncomingResponse),
+    /// Its keep-alive interval passed without one ([`Event::Waiting`]):
+    /// waited on again with [`wait`].
+    Waiting(Sent),
+    /// It failed: the event that tells it.
+    Failed(Event),
+}
+
 /// Sends an upstream request, its body `body` or, for
 /// [`BodyFrom::Client`], the `client`'s own piped through, and waits for
-/// its response head. On failure, the event that tells it: the upstream's
-/// ([`Event::SendFailed`]), or the client body's ([`Event::BodyFailed`]).
-pub fn send(up: &UpstreamRequest, body: &[u8], client: Option<IncomingRequest>) -> Result<IncomingResponse, Event> {
+/// its response head ([`wait`]). On failure, the event that tells it: the
+/// upstream's ([`Event::SendFailed`]), or the client body's
+/// ([`Event::BodyFailed`]).
+pub fn send(up: &UpstreamRequest, body: &[u8], client: Option<IncomingRequest>) -> Head {
+    let at = std::time::Instant::now();
     let piped = match (up.body, client) {
         (BodyFrom::Client(len), Some(client)) => Some((client, len)),
         (BodyFrom::Client(_), None) => {
-            return Err(Event::BodyFailed(BodyError::Broken("the request body was already read".into())));
+            return Head::Failed(Event::BodyFailed(BodyError::Broken("the request body was already read".into())));
         }
         (BodyFrom::Read, _) => None,
     };
-    let failed = |(reason, timed_out)| Event::SendFailed { reason, timed_out };
-    let (outgoing, pending) = start(up).map_err(failed)?;
+    let failed = |(reason, timed_out)| Head::Failed(Event::SendFailed { reason, timed_out });
+    let (outgoing, pending) = match start(up) {
+        Ok(started) => started,
+        Err(e) => return failed(e),
+    };
     let sent = match piped {
         Some((client, len)) => pipe(client, &outgoing, len),
         None if up.method.has_body() => {
@@ -92,17 +163,48 @@ pub fn send(up: &UpstreamRequest, body: &[u8], client: Option<IncomingRequest>) 
         None => Ok(()),
     };
     match sent {
-        Ok(()) => OutgoingBody::finish(outgoing, None).map_err(|e| failed(describe(&e)))?,
+        Ok(()) => {
+            if let Err(e) = OutgoingBody::finish(outgoing, None) {
+                return failed(describe(&e));
+            }
+        }
         // The upstream request is aborted (its body dropped unfinished).
-        Err(Piping::Client(why)) => return Err(Event::BodyFailed(BodyError::Broken(why))),
+        Err(Piping::Client(why)) => return Head::Failed(Event::BodyFailed(BodyError::Broken(why))),
         // The upstream may have answered (refused the body) before it took
         // it all: its answer, if one came, else the failure.
         Err(Piping::Upstream(why)) => {
             drop(outgoing);
-            return head(&pending).map_err(|_| failed((why.to_owned(), false)));
+            return match head(&pending) {
+                Ok(response) => Head::Came(response),
+                Err(_) => failed((why.to_owned(), false)),
+            };
         }
     }
-    head(&pending).map_err(failed)
+    wait(Sent { pending, keep_alive: up.keep_alive, at }, false)
+}
+
+/// Waits for a sent request's head: at most its keep-alive interval when
+/// it has one, and, once the client's answer is `committed`, no longer
+/// than the keep-alive's wait from sending.
+pub fn wait(sent: Sent, committed: bool) -> Head {
+    let failed = |(reason, timed_out)| Head::Failed(Event::SendFailed { reason, timed_out });
+    let Some(keep) = sent.keep_alive else {
+        return head(&sent.pending).map_or_else(failed, Head::Came);
+    };
+    let waited = sent.at.elapsed();
+    let wait_for = std::time::Duration::from_millis(keep.wait_ms);
+    if committed && waited >= wait_for {
+        return failed((format!("no response head within {} ms", keep.wait_ms), true));
+    }
+    let mut interval = std::time::Duration::from_millis(keep.every_ms);
+    if committed {
+        interval = interval.min(wait_for - waited);
+    }
+    let ready = sent.pending.subscribe();
+    let timer = monotonic_clock::subscribe_duration(u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX));
+    let woke = poll::poll(&[&ready, &timer]);
+    drop((ready, timer));
+    if woke.contains(&0) { head(&sent.pending).map_or_else(failed, Head::Came) } else { Head::Waiting(sent) }
 }
 
 /// Why piping a body upstream stopped.
@@ -215,9 +317,11 @@ pub fn read_body(response: IncomingResponse, limit: usize) -> Vec<u8> {
 /// stalls past the host's idle timeout) before it, the client's `out` is
 /// left for another attempt. On an upstream failure later on, the client's
 /// response is aborted (not ended cleanly), so the client sees the break.
+/// An answer a keep-alive `committed` gets only the body.
 pub fn stream_response(
     response: IncomingResponse,
     out: &mut Option<ResponseOutparam>,
+    committed: &mut Option<Committed>,
     status: u16,
     headers: &[(String, String)],
     mut pipe: Pipe,
@@ -234,15 +338,21 @@ pub fn stream_response(
             return early(format!("the answer broke off before its first byte: {}", e.to_debug_string()), timed_out);
         }
     };
-    let Some(out) = out.take() else { return Event::Streamed(Err("the answer was already sent".into())) };
-    timing.answered();
-    let outgoing_response = OutgoingResponse::new(fields_from(headers));
-    let _ = outgoing_response.set_status_code(status);
-    let Ok(outgoing) = outgoing_response.body() else {
-        return Event::Streamed(Err("response body unavailable".into()));
+    let (outgoing, dst) = match committed.take() {
+        Some(Committed { stream, body }) => (body, stream),
+        None => {
+            let Some(out) = out.take() else { return Event::Streamed(Err("the answer was already sent".into())) };
+            timing.answered();
+            let outgoing_response = OutgoingResponse::new(fields_from(headers));
+            let _ = outgoing_response.set_status_code(status);
+            let Ok(outgoing) = outgoing_response.body() else {
+                return Event::Streamed(Err("response body unavailable".into()));
+            };
+            ResponseOutparam::set(out, Ok(outgoing_response));
+            let Ok(dst) = outgoing.write() else { return Event::Streamed(Err("response body unavailable".into())) };
+            (outgoing, dst)
+        }
     };
-    ResponseOutparam::set(out, Ok(outgoing_response));
-    let Ok(dst) = outgoing.write() else { return Event::Streamed(Err("response body unavailable".into())) };
     // Each piece passes through the guest (rather than a host-side splice)
     // so that the answer's end, with its token usage, can be read, and a
     // translated answer translated.

@@ -206,6 +206,10 @@ mod p2 {
         let timing = crate::Timing::start();
         let (mut request, mut out) = (Some(request), Some(out));
         let mut upstream: Option<IncomingResponse> = None;
+        // A request whose head is slow to come, and the client's answer a
+        // keep-alive committed.
+        let mut waiting: Option<http::Sent> = None;
+        let mut committed: Option<http::Committed> = None;
         let mut event = Event::Start;
         loop {
             event = match exchange.resume(event) {
@@ -221,22 +225,38 @@ mod p2 {
                 },
                 Step::Send(up) => {
                     let client = matches!(up.body, BodyFrom::Client(_)).then(|| request.take()).flatten();
-                    match http::send(&up, exchange.body(), client) {
-                        Ok(response) => {
-                            let head = Event::Head { status: response.status(), headers: response.headers().entries() };
-                            upstream = Some(response);
-                            head
-                        }
-                        Err(failed) => failed,
+                    head(http::send(&up, exchange.body(), client), &mut upstream, &mut waiting)
+                }
+                Step::KeepAlive { status, headers } => {
+                    if committed.is_none()
+                        && let Some(out) = out.take()
+                    {
+                        timing.answered();
+                        committed = http::Committed::new(out, status, &headers);
+                    }
+                    if let Some(c) = &committed {
+                        c.keep_alive();
+                    }
+                    match waiting.take() {
+                        Some(sent) => head(http::wait(sent, true), &mut upstream, &mut waiting),
+                        None => Event::SendFailed { reason: "no request was waiting".into(), timed_out: false },
                     }
                 }
                 Step::ReadErrorBody { limit } => {
                     Event::ErrorBody(upstream.take().map(|r| http::read_body(r, limit)).unwrap_or_default())
                 }
                 Step::Stream { status, headers, pipe } => match upstream.take() {
-                    Some(response) => http::stream_response(response, &mut out, status, &headers, pipe, &timing),
+                    Some(response) => {
+                        http::stream_response(response, &mut out, &mut committed, status, &headers, pipe, &timing)
+                    }
                     None => Event::Streamed(Err("nothing to stream".into())),
                 },
+                Step::EndCommitted { body, clean } => {
+                    if let Some(answer) = committed.take() {
+                        answer.end(body.as_bytes(), clean);
+                    }
+                    Event::Done
+                }
                 Step::Respond(r) => {
                     if let Some(out) = out.take() {
                         timing.answered();
@@ -254,6 +274,23 @@ mod p2 {
                 Step::Summary(summary) => crate::summed_up(*summary, &timing),
                 Step::Done => return,
             };
+        }
+    }
+
+    /// The event of where a sent request stands; its response, or the
+    /// request itself while it waits, kept for the next step.
+    fn head(head: http::Head, upstream: &mut Option<IncomingResponse>, waiting: &mut Option<http::Sent>) -> Event {
+        match head {
+            http::Head::Came(response) => {
+                let event = Event::Head { status: response.status(), headers: response.headers().entries() };
+                *upstream = Some(response);
+                event
+            }
+            http::Head::Waiting(sent) => {
+                *waiting = Some(sent);
+                Event::Waiting
+            }
+            http::Head::Failed(event) => event,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::bindings::exports::wasi::http0_3_0::handler::Guest;
 use crate::bindings::gemini_proxy::host::key_store;
+use crate::bindings::wasi::clocks0_3_0::monotonic_clock;
 use crate::bindings::{wit_future, wit_stream};
 use crate::convert;
 use crate::wasi::{answer_fields, core_method, describe, fields_from, scheme_name, wasi_method};
@@ -19,6 +20,10 @@ use proxy_core::exchange::Pipe;
 use proxy_core::exchange::{BodyError, BodyFrom, Event, Exchange, Step, UpstreamRequest};
 use proxy_core::wire::http::Response as CoreResponse;
 use wit_bindgen::{FutureReader, StreamReader, StreamResult, StreamWriter};
+
+/// How long a failed answer's last bytes are given to leave before its
+/// connection is cut (as the 0.2 build's).
+const CUT_AFTER_NS: u64 = 100_000_000;
 
 /// Most bytes asked for by one read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -57,6 +62,10 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
     let mut client_body = Some(ClientBody::of(request));
     let mut answer = Some(answer);
     let mut upstream: Option<Response> = None;
+    // A request whose head is slow to come, and the client's answer a
+    // keep-alive committed.
+    let mut waiting: Option<Waiting> = None;
+    let mut committed: Option<Committed> = None;
     let mut event = Event::Start;
     loop {
         event = match exchange.resume(event) {
@@ -81,34 +90,64 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
                     },
                     BodyFrom::Read => None,
                 };
-                match send(&up, exchange.body(), piped).await {
-                    Ok(response) => {
-                        let head = Event::Head {
-                            status: response.get_status_code(),
-                            headers: response.get_headers().copy_all(),
-                        };
-                        upstream = Some(response);
-                        head
+                let sent = match up.keep_alive {
+                    // Waited on across steps: it holds what it sends.
+                    Some(keep) => {
+                        let body = exchange.body().to_vec();
+                        let sending: Sending = Box::pin(async move { send(&up, &body, piped).await });
+                        Waiting { sending, keep, at: std::time::Instant::now() }.wait(false).await
                     }
-                    Err(failed) => failed,
+                    None => Waited::Came(send(&up, exchange.body(), piped).await),
+                };
+                head(sent, &mut upstream, &mut waiting)
+            }
+            Step::KeepAlive { status, headers } => {
+                if committed.is_none()
+                    && let Some(out) = answer.take()
+                {
+                    timing.answered();
+                    committed = Committed::new(out, status, &headers);
                 }
+                if let Some(c) = &mut committed {
+                    c.keep_alive().await;
+                }
+                match waiting.take() {
+                    Some(w) => head(w.wait(true).await, &mut upstream, &mut waiting),
+                    None => Event::SendFailed { reason: "no request was waiting".into(), timed_out: false },
+                }
+            }
+            Step::EndCommitted { body, clean } => {
+                if let Some(c) = committed.take() {
+                    c.end(body.into_bytes(), clean).await;
+                }
+                Event::Done
             }
             Step::ReadErrorBody { limit } => match upstream.take() {
                 Some(response) => Event::ErrorBody(read_error_body(response, limit).await),
                 None => Event::ErrorBody(Vec::new()),
             },
-            Step::Stream { status, headers, pipe } => match (upstream.take(), answer.take()) {
-                (Some(response), Some(out)) => {
-                    match stream_response(response, out, status, &headers, pipe, &timing).await {
-                        Streaming::Over(event) => event,
-                        Streaming::Early(event, out) => {
-                            answer = Some(out);
-                            event
+            Step::Stream { status, headers, pipe } => {
+                let target = match committed.take() {
+                    Some(c) => Some(Target::Committed(c)),
+                    None => answer.take().map(Target::Fresh),
+                };
+                match (upstream.take(), target) {
+                    (Some(response), Some(target)) => {
+                        match stream_response(response, target, status, &headers, pipe, &timing).await {
+                            Streaming::Over(event) => event,
+                            Streaming::Early(event, Target::Fresh(out)) => {
+                                answer = Some(out);
+                                event
+                            }
+                            Streaming::Early(event, Target::Committed(c)) => {
+                                committed = Some(c);
+                                event
+                            }
                         }
                     }
+                    _ => Event::Streamed(Err("nothing to stream".into())),
                 }
-                _ => Event::Streamed(Err("nothing to stream".into())),
-            },
+            }
             Step::Respond(r) => {
                 if let Some(out) = answer.take() {
                     timing.answered();
@@ -128,6 +167,110 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
             Step::Done => return,
         };
     }
+}
+
+/// The event of where a sent request stands; its response, or the request
+/// itself while it waits, kept for the next step.
+fn head(waited: Waited, upstream: &mut Option<Response>, waiting: &mut Option<Waiting>) -> Event {
+    match waited {
+        Waited::Came(Ok(response)) => {
+            let event = Event::Head { status: response.get_status_code(), headers: response.get_headers().copy_all() };
+            *upstream = Some(response);
+            event
+        }
+        Waited::Came(Err(failed)) => failed,
+        Waited::Waiting(w) => {
+            *waiting = Some(w);
+            Event::Waiting
+        }
+    }
+}
+
+/// An upstream request on its way, owning what it sends.
+type Sending = std::pin::Pin<Box<dyn Future<Output = Result<Response, Event>>>>;
+
+/// Where a request kept alive stands.
+enum Waited {
+    /// Its head came, or it failed.
+    Came(Result<Response, Event>),
+    /// Its keep-alive interval passed first.
+    Waiting(Waiting),
+}
+
+/// A request kept alive ([`proxy_core::exchange::KeepAlive`]), its head
+/// still to come.
+struct Waiting {
+    sending: Sending,
+    keep: proxy_core::exchange::KeepAlive,
+    at: std::time::Instant,
+}
+
+impl Waiting {
+    /// Waits for the head at most the keep-alive's interval; once the
+    /// client's answer is `committed`, no longer than its wait from sending.
+    async fn wait(mut self, committed: bool) -> Waited {
+        let wait_for = std::time::Duration::from_millis(self.keep.wait_ms);
+        let waited = self.at.elapsed();
+        if committed && waited >= wait_for {
+            let reason = format!("no response head within {} ms", self.keep.wait_ms);
+            return Waited::Came(Err(Event::SendFailed { reason, timed_out: true }));
+        }
+        let mut interval = std::time::Duration::from_millis(self.keep.every_ms);
+        if committed {
+            interval = interval.min(wait_for - waited);
+        }
+        let ns = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        let timer = std::pin::pin!(monotonic_clock::wait_for(ns));
+        match futures::future::select(self.sending.as_mut(), timer).await {
+            futures::future::Either::Left((sent, _)) => Waited::Came(sent),
+            futures::future::Either::Right(((), _)) => Waited::Waiting(self),
+        }
+    }
+}
+
+/// A client's answer a keep-alive committed: its head went, its body is
+/// written as it comes, and its end told.
+struct Committed {
+    dst: StreamWriter<u8>,
+    end: wit_bindgen::FutureWriter<Result<Option<Fields>, ErrorCode>>,
+}
+
+impl Committed {
+    /// Gives the client `status` and `headers`: its answer is committed.
+    fn new(out: Answer, status: u16, headers: &[(String, String)]) -> Option<Self> {
+        let (dst, rx) = wit_stream::new::<u8>();
+        let (end, end_rx) = wit_future::new(|| Ok(None));
+        let (response, _) = Response::new(fields_from(headers), Some(rx), end_rx);
+        let _ = response.set_status_code(status);
+        out.send(response).ok()?;
+        Some(Self { dst, end })
+    }
+
+    /// One whitespace byte, which every JSON parser skips. A client that
+    /// went away is no failure of the upstream's: the answer is still
+    /// waited for, and counted.
+    async fn keep_alive(&mut self) {
+        let _ = self.dst.write_all(vec![b' ']).await;
+    }
+
+    /// Ends the answer with `body`: cleanly, or broken, a moment after
+    /// `body` went, so that the connection carries it before it is cut.
+    async fn end(mut self, body: Vec<u8>, clean: bool) {
+        let written = self.dst.write_all(body).await.is_empty();
+        if !(written && clean) {
+            monotonic_clock::wait_for(CUT_AFTER_NS).await;
+            drop(self.dst);
+            let _ = self.end.write(Err(ErrorCode::InternalError(Some("the answer failed".into())))).await;
+        }
+    }
+}
+
+/// Where a streamed answer goes.
+enum Target {
+    /// An answer not given yet.
+    Fresh(Answer),
+    /// The answer a keep-alive committed.
+    Committed(Committed),
 }
 
 /// An answer held whole: its body is written once the host reads it.
@@ -322,7 +465,7 @@ enum Streaming {
     Over(Event),
     /// The upstream body failed before its first byte: nothing was given,
     /// and the answer is handed back for another attempt.
-    Early(Event, Answer),
+    Early(Event, Target),
 }
 
 /// Streams a 2xx upstream answer to the client as it arrives. Nothing is
@@ -330,7 +473,7 @@ enum Streaming {
 /// failure later on, the client's answer ends broken, not cleanly.
 async fn stream_response(
     response: Response,
-    out: Answer,
+    out: Target,
     status: u16,
     headers: &[(String, String)],
     mut pipe: Pipe,
@@ -358,14 +501,20 @@ async fn stream_response(
         let reason = format!("the answer broke off before its first byte: {}", describe(&e).0);
         return Streaming::Early(Event::StreamFailedEarly { reason, timed_out }, out);
     }
-    let (mut dst, rx) = wit_stream::new::<u8>();
-    let (dst_end, dst_end_rx) = wit_future::new(|| Ok(None));
-    let (answer, _) = Response::new(fields_from(headers), Some(rx), dst_end_rx);
-    let _ = answer.set_status_code(status);
-    timing.answered();
-    if out.send(answer).is_err() {
-        return Streaming::Over(Event::Streamed(Err("the client went away".into())));
-    }
+    let (mut dst, dst_end) = match out {
+        Target::Committed(Committed { dst, end }) => (dst, end),
+        Target::Fresh(out) => {
+            let (dst, rx) = wit_stream::new::<u8>();
+            let (dst_end, dst_end_rx) = wit_future::new(|| Ok(None));
+            let (answer, _) = Response::new(fields_from(headers), Some(rx), dst_end_rx);
+            let _ = answer.set_status_code(status);
+            timing.answered();
+            if out.send(answer).is_err() {
+                return Streaming::Over(Event::Streamed(Err("the client went away".into())));
+            }
+            (dst, dst_end)
+        }
+    };
     // Each piece passes through the guest so that the answer's end, with
     // its token usage, can be read, and a translated answer translated.
     let out = pipe.push(&first).into_owned();

@@ -114,15 +114,22 @@ pub struct UpstreamTimeouts {
     pub first_byte_ms: u64,
     /// Between two pieces of the response body.
     pub idle_ms: u64,
+    /// `NONSTREAM_KEEPALIVE_SECONDS`: how long a non-streamed call waits
+    /// for its answer's head before the proxy commits a `200` and sends a
+    /// whitespace byte, and again at each such interval until the answer
+    /// comes ([`crate::exchange::KeepAlive`]); 0: never.
+    pub keepalive_ms: u64,
 }
 
 impl UpstreamTimeouts {
     /// host-runner's defaults: a long non-streamed generation may take
     /// minutes before its first byte.
-    pub const HOST_RUNNER: Self = Self { connect_ms: 10_000, first_byte_ms: 300_000, idle_ms: 120_000 };
+    pub const HOST_RUNNER: Self =
+        Self { connect_ms: 10_000, first_byte_ms: 300_000, idle_ms: 120_000, keepalive_ms: 0 };
     /// The Worker's defaults: below the 100 s after which Cloudflare itself
-    /// would answer 524, so that the proxy fails over or answers first.
-    pub const WORKER: Self = Self { connect_ms: 10_000, first_byte_ms: 90_000, idle_ms: 90_000 };
+    /// would answer 524, so that the proxy fails over or answers first; a
+    /// non-streamed answer slower than 50 s is kept alive with whitespace.
+    pub const WORKER: Self = Self { connect_ms: 10_000, first_byte_ms: 90_000, idle_ms: 90_000, keepalive_ms: 50_000 };
 }
 
 /// What the request handler needs: everything but the key pool itself
@@ -251,6 +258,10 @@ impl Config {
                 connect_ms: seconds("UPSTREAM_CONNECT_TIMEOUT", defaults.connect_ms)?,
                 first_byte_ms: seconds("UPSTREAM_FIRST_BYTE_TIMEOUT", defaults.first_byte_ms)?,
                 idle_ms: seconds("UPSTREAM_IDLE_TIMEOUT", defaults.idle_ms)?,
+                keepalive_ms: match get("NONSTREAM_KEEPALIVE_SECONDS").map(|v| v.trim().to_ascii_lowercase()) {
+                    Some(v) if v == "0" || v == "off" => 0,
+                    _ => seconds("NONSTREAM_KEEPALIVE_SECONDS", defaults.keepalive_ms)?,
+                },
             },
             cors_origins: match get("CORS_ORIGINS") {
                 None => Vec::new(),

@@ -73,6 +73,8 @@ pub enum Behavior {
     CutAtHead,
     /// Headers only after this many milliseconds.
     SlowHeaders(u64),
+    /// After this many milliseconds, a 503 (a slow answer that fails).
+    SlowServerError(u64),
     /// A 500 whose body never ends (a proxy that reads error bodies whole
     /// never answers).
     EndlessError,
@@ -93,7 +95,7 @@ pub enum Behavior {
 
 impl Behavior {
     /// Parses `ok`, `per-day`, `per-minute[:SECS]`, `bare-429`, `invalid`,
-    /// `suspended`, `leaked`, `wrong-type`, `location`, `5xx:STATUS`, `cut`, `slow:MS`, `endless-error`,
+    /// `suspended`, `leaked`, `wrong-type`, `location`, `5xx:STATUS`, `cut`, `slow:MS`, `slow-5xx:MS`, `endless-error`,
     /// `stall`, `stall-body`, `cut-json`, `cut-at-head`, `reset`, `garbage`
     /// (bytes that are not HTTP), `garbage:status` (`HTTP/1.1 abc OK`),
     /// `garbage:header` (a header line without a colon), `garbage:length`
@@ -114,6 +116,7 @@ impl Behavior {
             "cut" => Self::CutMidStream,
             "cut-at-head" => Self::CutAtHead,
             "slow" => Self::SlowHeaders(arg?.parse().ok()?),
+            "slow-5xx" => Self::SlowServerError(arg?.parse().ok()?),
             "endless-error" => Self::EndlessError,
             "stall" => Self::Stall,
             "stall-body" => Self::StallBody,
@@ -724,6 +727,10 @@ async fn respond(st: &Arc<State>, req: &Api<'_>, model: Option<String>, usage: &
         Behavior::SlowHeaders(ms) => {
             tokio::time::sleep(Duration::from_millis(*ms)).await;
             None
+        }
+        Behavior::SlowServerError(ms) => {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            Some((503, responses::error(503, "The model is overloaded. Please try again later.", "UNAVAILABLE")))
         }
         Behavior::EndlessError => return endless_error(),
         Behavior::Stall => {

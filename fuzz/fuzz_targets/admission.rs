@@ -65,7 +65,10 @@ fuzz_target!(|data: &[u8]| {
                 pipe.finish();
                 Event::Streamed(Ok(pipe.seen()))
             }
-            Step::Respond(_) | Step::Stats(_) => {
+            Step::KeepAlive { .. } => {
+                Event::Head { status, headers: vec![("content-type".into(), b"application/json".to_vec())] }
+            }
+            Step::Respond(_) | Step::Stats(_) | Step::EndCommitted { .. } => {
                 answers += 1;
                 Event::Done
             }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The variables the proxy reads.
-pub const VARS: [&str; 15] = [
+pub const VARS: [&str; 16] = [
     "API_KEYS",
     "KEY_ENCRYPTION_SECRET",
     "PROXY_API_KEY",
@@ -25,6 +25,7 @@ pub const VARS: [&str; 15] = [
     "ACCESS_LOG",
     "MODEL_ALIASES",
     "REQUEST_LOG_SIZE",
+    "NONSTREAM_KEEPALIVE_SECONDS",
 ];
 
 /// Everything this host needs to start.

@@ -58,6 +58,9 @@ pub async fn list_models(config: Arc<Config>, store: Arc<dyn KeyBackend>, outbou
             }
             Step::Admin(op) => Event::Admin(store.admin(op)),
             Step::Stats(_) | Step::Reset => Event::StoreFailed("not a listing's step".into()),
+            // A listing is never kept alive.
+            Step::KeepAlive { .. } => Event::SendFailed { reason: "not a listing's step".into(), timed_out: false },
+            Step::EndCommitted { .. } => Event::Done,
             Step::Log(line) => {
                 tracing::warn!("{line}");
                 Event::Done

@@ -446,11 +446,14 @@ async fn run_component(
             return error_response(&ProxyError::BadRequest("the request's head could not be read".into()));
         }
     };
+    let request_id = id.to_owned();
     let task = tokio::spawn(async move {
         let handled = warm.proxy.wasi_http0_2_12_incoming_handler().call_handle(&mut warm.store, request, out).await;
         // A trapped instance is dropped; a clean one serves again.
-        if handled.is_ok() {
-            component.checkin(warm);
+        match &handled {
+            Ok(()) => component.checkin(warm),
+            // A trap after the answer's head went is told nowhere else.
+            Err(e) => tracing::error!(request_id, error = %format!("{e:#}"), "the proxy component trapped"),
         }
         handled
     });

@@ -5,7 +5,7 @@
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use proxy_core::config::UpstreamTimeouts;
-use proxy_core::exchange::{BodyError, BodyFrom, Event, Pipe, UpstreamRequest};
+use proxy_core::exchange::{BodyError, BodyFrom, Event, KeepAlive, Pipe, UpstreamRequest};
 use proxy_core::google::stream::{Seen, UsageTail};
 use proxy_core::translate::recall::Watch;
 use proxy_core::wire::http::Response as CoreResponse;
@@ -52,39 +52,75 @@ pub struct Upstream {
     abort: AbortController,
 }
 
+/// An upstream request sent, its head still to come.
+pub struct Sending {
+    fetch: std::pin::Pin<Box<dyn Future<Output = worker::Result<Response>>>>,
+    abort: AbortController,
+    keep_alive: Option<KeepAlive>,
+    /// When it went (ms since the epoch).
+    at: u64,
+}
+
 /// Sends an upstream request, its body `body` or, for
-/// [`BodyFrom::Client`], the `client`'s own piped through, waiting for its
-/// head no longer than the first-byte timeout.
+/// [`BodyFrom::Client`], the `client`'s own piped through, and waits for
+/// its head ([`wait`]).
 pub async fn send(
     up: &UpstreamRequest,
     body: &[u8],
     client: Option<&Request>,
     timeouts: &UpstreamTimeouts,
-) -> (Option<Upstream>, Event) {
+) -> (Option<Upstream>, Option<Sending>, Event) {
     let abort = AbortController::default();
-    let sent = pin!(fetch(up, body, client, abort.signal()));
-    let first_byte = pin!(Delay::from(Duration::from_millis(timeouts.first_byte_ms)));
-    match select(sent, first_byte).await {
+    let request = match outgoing(up, body, client) {
+        Ok(r) => r,
+        Err(e) => return (None, None, Event::SendFailed { reason: e.to_string(), timed_out: false }),
+    };
+    let signal = abort.signal();
+    let fetch = Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await });
+    let sending = Sending { fetch, abort, keep_alive: up.keep_alive, at: worker::Date::now().as_millis() };
+    wait(sending, false, timeouts).await
+}
+
+/// Waits for a sent request's head: within the first-byte timeout, or,
+/// once the client's answer is `committed` by a keep-alive, within the
+/// keep-alive's wait; with a keep-alive, at most its interval at a time
+/// ([`Event::Waiting`], the request handed back to wait on again).
+pub async fn wait(
+    mut sending: Sending,
+    committed: bool,
+    timeouts: &UpstreamTimeouts,
+) -> (Option<Upstream>, Option<Sending>, Event) {
+    let deadline = match sending.keep_alive {
+        Some(keep) if committed => keep.wait_ms,
+        _ => timeouts.first_byte_ms,
+    };
+    let waited = worker::Date::now().as_millis().saturating_sub(sending.at);
+    let mut interval = deadline.saturating_sub(waited);
+    if let Some(keep) = sending.keep_alive {
+        interval = interval.min(keep.every_ms);
+    }
+    let timer = pin!(Delay::from(Duration::from_millis(interval)));
+    match select(sending.fetch.as_mut(), timer).await {
         Either::Left((Ok(r), _)) => {
             let headers = r.headers().entries().map(|(k, v)| (k, v.into_bytes())).collect();
             let status = r.status_code();
-            (Some(Upstream { response: r, abort }), Event::Head { status, headers })
+            (Some(Upstream { response: r, abort: sending.abort }), None, Event::Head { status, headers })
         }
-        Either::Left((Err(e), _)) => (None, Event::SendFailed { reason: e.to_string(), timed_out: false }),
+        Either::Left((Err(e), _)) => (None, None, Event::SendFailed { reason: e.to_string(), timed_out: false }),
         Either::Right(((), _)) => {
-            abort.abort();
-            let reason = format!("no response head within {} ms", timeouts.first_byte_ms);
-            (None, Event::SendFailed { reason, timed_out: true })
+            let waited = worker::Date::now().as_millis().saturating_sub(sending.at);
+            if sending.keep_alive.is_some() && waited < deadline {
+                return (None, Some(sending), Event::Waiting);
+            }
+            sending.abort.abort();
+            let reason = format!("no response head within {deadline} ms");
+            (None, None, Event::SendFailed { reason, timed_out: true })
         }
     }
 }
 
-async fn fetch(
-    up: &UpstreamRequest,
-    body: &[u8],
-    client: Option<&Request>,
-    signal: worker::AbortSignal,
-) -> worker::Result<Response> {
+/// The runtime's request for `up`.
+fn outgoing(up: &UpstreamRequest, body: &[u8], client: Option<&Request>) -> worker::Result<Request> {
     let mut init = RequestInit::new();
     // A redirect is never followed with the pool key on it: the client
     // gets the 3xx (its headers scrubbed of the key, as every answer's).
@@ -99,7 +135,110 @@ async fn fetch(
         };
         init.with_body(Some(body));
     }
-    Fetch::Request(Request::new_with_init(&up.url(), &init)?).send_with_signal(&signal).await
+    Request::new_with_init(&up.url(), &init)
+}
+
+/// A client's answer a keep-alive committed: its head went (the
+/// runtime's response, whose body this writes), its body still to come.
+pub struct Committed {
+    writer: web_sys::WritableStreamDefaultWriter,
+}
+
+impl Committed {
+    /// The answer to hand the runtime (`status`, `headers`, a body written
+    /// as it comes), and its writer.
+    pub fn new(status: u16, headers: &[(String, String)]) -> worker::Result<(Response, Self)> {
+        let identity = identity_stream().map_err(worker::Error::from)?;
+        let part =
+            |name: &str| js_sys::Reflect::get(&identity, &name.into()).unwrap_or(wasm_bindgen::JsValue::UNDEFINED);
+        let writable: web_sys::WritableStream = part("writable").unchecked_into();
+        let readable: web_sys::ReadableStream = part("readable").unchecked_into();
+        let writer = writable.get_writer().map_err(worker::Error::from)?;
+        let response =
+            Response::from_body(ResponseBody::Stream(readable))?.with_status(status).with_headers(headers_of(headers)?);
+        Ok((response, Self { writer }))
+    }
+
+    /// One whitespace byte, which every JSON parser skips; not waited on
+    /// (a client that went away is no failure of the upstream's: the
+    /// answer is still waited for, and counted).
+    pub fn keep_alive(&self) {
+        let write = JsFuture::from(self.writer.write_with_chunk(&js_sys::Uint8Array::from(&b" "[..])));
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = write.await;
+        });
+    }
+
+    /// Ends the answer with `bytes`: cleanly, or broken (the stream
+    /// aborted once they are read, which cuts the client's answer).
+    pub async fn end(self, bytes: &[u8], clean: bool) {
+        let written = JsFuture::from(self.writer.write_with_chunk(&js_sys::Uint8Array::from(bytes))).await.is_ok();
+        let _ = JsFuture::from(if written && clean { self.writer.close() } else { self.writer.abort() }).await;
+    }
+
+    /// Streams a 2xx upstream body into the answer, through `pipe`, each
+    /// piece within the idle timeout. Before its first piece, nothing is
+    /// written, and a failure hands the answer back
+    /// ([`Event::StreamFailedEarly`]: the exchange then ends it with its
+    /// error); after it, a failure ends the answer broken.
+    pub async fn stream(
+        self,
+        upstream: Upstream,
+        mut pipe: Pipe,
+        timeouts: &UpstreamTimeouts,
+    ) -> (Option<Self>, Event) {
+        let Upstream { response, abort } = upstream;
+        let (_, body) = response.into_parts();
+        let stream = match body {
+            ResponseBody::Stream(stream) => stream,
+            ResponseBody::Body(bytes) => {
+                let mut out = pipe.push(&bytes).into_owned();
+                out.extend(pipe.finish());
+                self.end(&out, true).await;
+                return (None, Event::Streamed(Ok(pipe.seen())));
+            }
+            ResponseBody::Empty => {
+                self.end(&pipe.finish(), true).await;
+                return (None, Event::Streamed(Ok(pipe.seen())));
+            }
+        };
+        let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+        let write = |bytes: &[u8]| JsFuture::from(self.writer.write_with_chunk(&js_sys::Uint8Array::from(bytes)));
+        let mut first = true;
+        let result = loop {
+            let piece = match first_piece(&reader, timeouts.idle_ms).await {
+                Ok(piece) => piece,
+                Err((reason, timed_out)) if first => {
+                    abort.abort();
+                    return (Some(self), Event::StreamFailedEarly { reason, timed_out });
+                }
+                Err((why, _)) => break Err(why),
+            };
+            first = false;
+            let Some(piece) = piece else { break Ok(()) };
+            if write(&pipe.push(&piece)).await.is_err() {
+                abort.abort();
+                let _ = JsFuture::from(self.writer.abort()).await;
+                return (None, Event::Streamed(Err("the client went away".into())));
+            }
+        };
+        match result {
+            Ok(()) => {
+                let delivered = write(&pipe.finish()).await.is_ok();
+                if delivered && JsFuture::from(self.writer.close()).await.is_ok() {
+                    (None, Event::Streamed(Ok(pipe.seen())))
+                } else {
+                    (None, Event::Streamed(Err("the client went away".into())))
+                }
+            }
+            Err(why) => {
+                abort.abort();
+                let _ = write(&pipe.broke()).await;
+                let _ = JsFuture::from(self.writer.abort()).await;
+                (None, Event::Streamed(Err(why)))
+            }
+        }
+    }
 }
 
 /// The client's request body as a stream of exactly `len` bytes, so that

@@ -79,6 +79,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         store,
         timeouts,
         upstream: None,
+        sending: None,
+        committed: None,
+        resume: None,
         pipe: None,
         reports: Vec::new(),
         started,
@@ -107,6 +110,13 @@ struct Run {
     store: KeyStore,
     timeouts: UpstreamTimeouts,
     upstream: Option<io::Upstream>,
+    /// An upstream request whose head is slow to come ([`Event::Waiting`]).
+    sending: Option<io::Sending>,
+    /// The client's answer a keep-alive committed (its head went).
+    committed: Option<io::Committed>,
+    /// The request to wait on at the next step, once the committed
+    /// answer went to the runtime.
+    resume: Option<io::Sending>,
     /// A streamed answer on its way.
     pipe: Option<io::Piped>,
     /// The exchange's reports, left for the isolate's next Durable Object
@@ -157,10 +167,21 @@ impl Run {
         }
     }
 
+    /// Waits on for a slow head (the answer committed or not).
+    async fn wait(&mut self, sending: io::Sending) -> Event {
+        let (response, sending, event) = io::wait(sending, self.committed.is_some(), &self.timeouts).await;
+        self.upstream = response;
+        self.sending = sending;
+        event
+    }
+
     async fn step(&mut self, event: Event) -> Flow {
-        let event = match self.pipe.take() {
-            Some(pipe) => Event::Streamed(pipe.ended().await),
-            None => event,
+        let event = match (self.pipe.take(), self.resume.take()) {
+            (Some(pipe), _) => Event::Streamed(pipe.ended().await),
+            // The answer a keep-alive committed went: the head is waited
+            // for again.
+            (None, Some(sending)) => self.wait(sending).await,
+            (None, None) => event,
         };
         Flow::Next(match self.exchange.resume(event) {
             Step::ReadBody { limit, .. } => io::read_request_body(self.request.as_mut(), limit).await,
@@ -172,11 +193,51 @@ impl Run {
             }
             Step::Send(up) => {
                 let client = self.request.as_ref();
-                let (response, event) = io::send(&up, self.exchange.body(), client, &self.timeouts).await;
+                let (response, sending, event) = io::send(&up, self.exchange.body(), client, &self.timeouts).await;
                 self.upstream = response;
+                self.sending = sending;
                 event
             }
+            Step::KeepAlive { status, headers } => {
+                if let Some(answer) = &self.committed {
+                    answer.keep_alive();
+                    return match self.sending.take() {
+                        Some(sending) => Flow::Next(self.wait(sending).await),
+                        None => {
+                            Flow::Next(Event::SendFailed { reason: "no request was waiting".into(), timed_out: false })
+                        }
+                    };
+                }
+                // The head goes now, with the first byte; the head is waited
+                // for again at the next step, after the answer (`sending`).
+                match io::Committed::new(status, &headers) {
+                    Ok((response, answer)) => {
+                        answer.keep_alive();
+                        self.committed = Some(answer);
+                        self.resume = self.sending.take();
+                        self.answered = Some(Date::now().as_millis());
+                        return Flow::Answer(Ok(response), Event::Done);
+                    }
+                    Err(e) => {
+                        worker::console_error!("committing a kept-alive answer failed: {e}");
+                        match self.sending.take() {
+                            Some(sending) => self.wait(sending).await,
+                            None => Event::SendFailed { reason: "no request was waiting".into(), timed_out: false },
+                        }
+                    }
+                }
+            }
             Step::ReadErrorBody { limit } => io::read_error_body(self.upstream.take(), limit, &self.timeouts).await,
+            Step::Stream { pipe, .. } if self.committed.is_some() => {
+                match (self.upstream.take(), self.committed.take()) {
+                    (Some(upstream), Some(answer)) => {
+                        let (answer, event) = answer.stream(upstream, pipe, &self.timeouts).await;
+                        self.committed = answer;
+                        event
+                    }
+                    _ => Event::Streamed(Err("nothing to stream".into())),
+                }
+            }
             Step::Stream { status, headers, pipe } => match self.upstream.take() {
                 // Nothing goes to the client before the first piece.
                 Some(upstream) => match if pipe.translates() {
@@ -193,6 +254,12 @@ impl Run {
                 },
                 None => Event::Streamed(Err("nothing to stream".into())),
             },
+            Step::EndCommitted { body, clean } => {
+                if let Some(answer) = self.committed.take() {
+                    answer.end(body.as_bytes(), clean).await;
+                }
+                Event::Done
+            }
             Step::Respond(r) => {
                 self.answered = Some(Date::now().as_millis());
                 return Flow::Answer(io::to_response(&r), Event::Done);
@@ -264,6 +331,9 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         store: KeyStore::new(&env),
         timeouts: config.timeouts,
         upstream: None,
+        sending: None,
+        committed: None,
+        resume: None,
         pipe: None,
         reports: Vec::new(),
         started,

@@ -54,6 +54,7 @@ pub fn check_request(cfg: &crate::config::Config, lease: &Lease) -> UpstreamRequ
         path_and_query: format!("{}/models?pageSize=1", base.path),
         headers: vec![("x-goog-api-key".to_owned(), lease.secret.expose().to_owned())],
         body: BodyFrom::Read,
+        keep_alive: None,
     }
 }
 

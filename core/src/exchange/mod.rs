@@ -59,7 +59,7 @@ use crate::wire::keystore::{Lease, Report, Unavailable};
 use crate::wire::resource::Resource;
 use crate::wire::secret::KeyId;
 pub use crate::wire::summary::{Attempt, Summary};
-pub use outgoing::{BodyFrom, UpstreamRequest, upstream_request};
+pub use outgoing::{BodyFrom, COMMITTED_WAIT_MS, KeepAlive, UpstreamRequest, upstream_request};
 pub use pipe::Pipe;
 pub(crate) use relay::runtime_aliases;
 use std::collections::VecDeque;
@@ -126,7 +126,8 @@ pub enum Step {
         limit: usize,
     },
     /// Stream the upstream's 2xx answer to the client. First wait (within
-    /// the idle timeout) for the first piece of its body, sending nothing:
+    /// the idle timeout) for the first piece of its body, sending nothing
+    /// (of a committed answer, [`Step::KeepAlive`], only the body goes):
     /// if the body fails or stalls before it, answer
     /// [`Event::StreamFailedEarly`] (another key is tried, the client never
     /// knew). Then send this head and that piece, and the rest as it
@@ -145,8 +146,33 @@ pub enum Step {
         /// [`Pipe::seen`] in [`Event::Streamed`].
         pipe: Pipe,
     },
+    /// The upstream's head is slow to come ([`Event::Waiting`]): keep the
+    /// client's connection alive. The first time, send the client this
+    /// head (the answer is committed: from now on [`Step::Respond`] and
+    /// [`Step::Stream`] send only their bodies, into this answer); each
+    /// time, one whitespace byte (every JSON parser skips it). Then go on
+    /// waiting for the same upstream head, as [`KeepAlive`] says, and
+    /// answer as for [`Step::Send`].
+    KeepAlive {
+        /// The committed answer's status.
+        status: u16,
+        /// Its headers.
+        headers: Vec<(String, String)>,
+    },
     /// Send the client this answer. Answer [`Event::Done`].
     Respond(Response),
+    /// End the answer a [`Step::KeepAlive`] committed with this body (in
+    /// place of [`Step::Respond`]): cleanly when it is the answer, broken
+    /// (the connection cut rather than the body ended) when it is an
+    /// error, which a client then reads as one, since no SDK takes a `200`
+    /// for a failure; a lenient reader still has the error's JSON. Answer
+    /// [`Event::Done`].
+    EndCommitted {
+        /// The body.
+        body: String,
+        /// Whether the answer ends cleanly.
+        clean: bool,
+    },
     /// Apply this report to the key store (a host may batch reports, but
     /// loses none, and holds back none that [`Report::must_land_first`]).
     /// Answer [`Event::Done`].
@@ -197,6 +223,9 @@ pub enum Event {
         /// Headers.
         headers: Headers,
     },
+    /// A request sent with a [`KeepAlive`] has no response head after its
+    /// interval: answered by [`Step::KeepAlive`].
+    Waiting,
     /// The upstream request failed before a response head arrived.
     SendFailed {
         /// Why (for the key's statistics; redacted).
@@ -302,6 +331,9 @@ pub struct Exchange {
     phase: Phase,
     queue: VecDeque<Step>,
     answered: bool,
+    /// Whether a [`Step::KeepAlive`] committed the client's answer (a `200`
+    /// whose body is still to come): no other key is tried after that.
+    committed: bool,
     body: Vec<u8>,
     request_id: Option<String>,
     /// The request's own scheme and authority, as the host received it.
@@ -336,6 +368,7 @@ impl Exchange {
             phase: Phase::Start,
             queue: VecDeque::new(),
             answered: false,
+            committed: false,
             body: Vec::new(),
             request_id,
             origin: None,
@@ -618,6 +651,7 @@ impl Exchange {
             Event::StoreFailed(_) => "a key-store failure",
             Event::Head { .. } => "a response head",
             Event::SendFailed { .. } => "a send failure",
+            Event::Waiting => "a wait for a head",
             Event::ErrorBody(_) => "an error body",
             Event::Streamed(_) => "a stream's end",
             Event::Admin(_) => "an admin answer",
@@ -647,6 +681,10 @@ impl Exchange {
                     self.answered = true;
                     self.record.status = response.status;
                     self.cors(&mut response.headers);
+                    if self.committed {
+                        let clean = (200..300).contains(&response.status);
+                        step = Step::EndCommitted { body: std::mem::take(&mut response.body), clean };
+                    }
                 }
                 self.phase = Phase::Queued;
                 step

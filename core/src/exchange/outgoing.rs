@@ -24,7 +24,32 @@ pub struct UpstreamRequest {
     pub headers: Vec<(String, String)>,
     /// Where the body comes from (for a method with one).
     pub body: BodyFrom,
+    /// For a non-streamed call that may take long: how the host keeps the
+    /// client's connection alive while it waits for the answer's head.
+    pub keep_alive: Option<KeepAlive>,
 }
+
+/// Keeping a slow non-streamed answer alive (`NONSTREAM_KEEPALIVE_SECONDS`),
+/// for an edge that ends a response silent for too long (Cloudflare's,
+/// after about 100 s).
+///
+/// The host waits for the answer's head at most `every_ms` at a time, and
+/// each time that passes without one tells [`Event::Waiting`](super::Event::Waiting);
+/// the exchange answers [`Step::KeepAlive`](super::Step::KeepAlive). Once the host sent a keep-alive
+/// byte it waits for the head until `wait_ms` after sending (its own
+/// first-byte timeout no longer holds: the client has its answer's head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// How long to wait for the head before each keep-alive byte.
+    pub every_ms: u64,
+    /// How long, from sending, the head is waited for once the client's
+    /// answer is committed.
+    pub wait_ms: u64,
+}
+
+/// How long a committed answer waits for Google's head at most (Google
+/// itself gives up on a generation after about ten minutes).
+pub const COMMITTED_WAIT_MS: u64 = 600_000;
 
 /// The body of an [`UpstreamRequest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +123,15 @@ pub fn upstream_request(
         path_and_query.push('?');
         path_and_query.push_str(&fwd.upstream_query);
     }
-    UpstreamRequest { method, scheme: base.scheme, authority: base.authority.clone(), path_and_query, headers, body }
+    UpstreamRequest {
+        method,
+        scheme: base.scheme,
+        authority: base.authority.clone(),
+        path_and_query,
+        headers,
+        body,
+        keep_alive: None,
+    }
 }
 
 /// The header of Google's answer to an upload's start that holds the URL

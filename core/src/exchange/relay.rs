@@ -8,8 +8,8 @@
 use super::listing::Merged;
 use super::outgoing::{UPLOAD_CONTROL_URL, UPLOAD_URL, relayed_headers};
 use super::{
-    BodyError, BodyFrom, Event, Exchange, MAX_ATTEMPTS, MAX_ERROR_BODY_BYTES, MAX_PROBES, Phase, Pipe, Step,
-    upstream_request,
+    BodyError, BodyFrom, COMMITTED_WAIT_MS, Event, Exchange, KeepAlive, MAX_ATTEMPTS, MAX_ERROR_BODY_BYTES, MAX_PROBES,
+    Phase, Pipe, Step, upstream_request,
 };
 use crate::exchange::admin::{CHECK_BODY_BYTES, check_request};
 use crate::exchange::listing::{self, Merge};
@@ -288,6 +288,7 @@ impl Exchange {
                 self.transport_failed(relay, lease, &reason, timed_out)
             }
             (Awaiting::Head(lease), Event::BodyFailed(e)) => self.piped_body_failed(&relay, &lease, e),
+            (Awaiting::Head(lease), Event::Waiting) => self.keep_alive(relay, lease),
             (Awaiting::Answer(lease, head), Event::ErrorBody(body)) => self.classify(relay, lease, head, &body),
             (Awaiting::Stream { lease, status, upload_over }, Event::Streamed(result)) => {
                 self.streamed(&relay, &lease, status, upload_over, result)
@@ -396,6 +397,10 @@ impl Exchange {
     /// Asks for the next key, or gives up once [`MAX_ATTEMPTS`] were made
     /// (applying the last attempt's report first).
     fn next_attempt(&mut self, mut relay: Box<Relay>, settle: Option<Report>) -> Step {
+        if self.committed {
+            // The client has its answer's head: what failed is its answer.
+            return self.give_up(relay, settle, None);
+        }
         let limit = match (relay.piped, &relay.not_seen) {
             // A piped body went with the first attempt.
             (Some(_), _) => 1,
@@ -468,9 +473,40 @@ impl Exchange {
             Some(n) => (BodyFrom::Client(n), n),
             None => (BodyFrom::Read, self.body.len() as u64),
         };
-        let request = upstream_request(&self.cfg, &relay.fwd, &self.headers, &lease, from, len);
+        let mut request = upstream_request(&self.cfg, &relay.fwd, &self.headers, &lease, from, len);
+        request.keep_alive = self.keep_alive_of(&relay);
         self.phase = Phase::Relay(relay, Awaiting::Head(lease));
         Step::Send(request)
+    }
+
+    /// Whether (and how) the host keeps the client's connection alive
+    /// while `relay`'s answer is slow to come: a non-streamed generation
+    /// (Gemini's, OpenAI's chat, an image's, and the translated APIs') when
+    /// `NONSTREAM_KEEPALIVE_SECONDS` is set. Never a listing shown in part,
+    /// nor an upload.
+    fn keep_alive_of(&self, relay: &Relay) -> Option<KeepAlive> {
+        let every_ms = self.cfg.timeouts.keepalive_ms;
+        let slow =
+            matches!(relay.fwd.op, Op::GenerateContent | Op::ChatCompletions | Op::Predict | Op::ImagesGenerations);
+        let whole = !relay.fwd.streaming && !relay.fwd.upload && relay.own.is_none() && relay.piped.is_none();
+        (every_ms > 0 && slow && whole && !self.answered)
+            .then(|| KeepAlive { every_ms, wait_ms: self.cfg.timeouts.first_byte_ms.max(COMMITTED_WAIT_MS) })
+    }
+
+    /// The head is slow to come: the client's answer is committed (a `200`
+    /// with the JSON type of its API), kept alive, and waited on.
+    fn keep_alive(&mut self, relay: Box<Relay>, lease: Lease) -> Step {
+        let content_type = relay.reply.as_ref().map_or("application/json; charset=UTF-8", |r| r.content_type(false));
+        let cors = crate::wire::http::CORS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        let mut headers: Vec<(String, String)> =
+            std::iter::once(("content-type".to_owned(), content_type.to_owned())).chain(cors).collect();
+        headers.push(("cache-control".to_owned(), "no-store".to_owned()));
+        self.cors(&mut headers);
+        self.committed = true;
+        self.answered = true;
+        self.record.status = 200;
+        self.phase = Phase::Relay(relay, Awaiting::Head(lease));
+        Step::KeepAlive { status: 200, headers }
     }
 
     fn head(&mut self, relay: Box<Relay>, lease: Lease, head: Head) -> Step {

@@ -28,6 +28,9 @@ enum Answer {
     /// An upload's last chunk answered: 200, this body, and
     /// `x-goog-upload-status: final`.
     Final(&'static str),
+    /// No head for this many keep-alive intervals ([`Event::Waiting`],
+    /// when the request is kept alive), then this answer.
+    Slow(u8, &'static Answer),
 }
 
 const PER_MINUTE: &str = r#"{"error":{"code":429,"message":"slow down","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]}]}}"#;
@@ -55,6 +58,10 @@ struct Trace {
     admin_ops: Vec<AdminOp>,
     /// The body each request upstream carried.
     sent_bodies: Vec<Vec<u8>>,
+    /// The keep-alive steps taken: the committed head each carried.
+    kept_alive: Vec<(u16, Vec<(String, String)>)>,
+    /// How a committed answer ended: cleanly or broken.
+    ended_clean: Option<bool>,
 }
 
 impl Trace {
@@ -106,6 +113,7 @@ impl Host {
         let mut ex = ex.with_now(now);
         let mut trace = Trace::default();
         let mut current: Option<Answer> = None;
+        let mut waits = 0u8;
         let mut event = Event::Start;
         loop {
             trace.steps += 1;
@@ -137,42 +145,41 @@ impl Host {
                         .map(|(_, v)| v.trim_start_matches("Bearer ").to_owned())
                         .expect("a credential");
                     let piped = matches!(request.body, BodyFrom::Client(_));
+                    let kept_alive = request.keep_alive.is_some();
                     trace.sent_bodies.push(ex.body().to_vec());
                     trace.sent.push((crate::wire::secret::ApiKey::new(&secret).id(), request));
                     if piped && self.piped_body_breaks {
                         event = Event::BodyFailed(BodyError::Broken("the client went away".into()));
                         continue;
                     }
-                    let answer = self.upstream.pop_front().unwrap_or(Answer::Status(200, "{}"));
-                    let upload_url = format!("https://up.example/upload/v1beta/files?key={secret}&upload_id=u1");
-                    let head = |pairs: &[(&str, &str)]| {
-                        let mut headers = h(pairs);
-                        if self.key_in_upload_url {
-                            headers.push(("X-Goog-Upload-URL".into(), upload_url.clone().into_bytes()));
-                        }
-                        headers
-                    };
-                    let event = match &answer {
-                        Answer::Status(s, _) => Event::Head {
-                            status: *s,
-                            headers: head(&[("content-type", "application/json"), ("content-length", "99")]),
-                        },
-                        Answer::Final(_) => Event::Head {
-                            status: 200,
-                            headers: head(&[("content-type", "application/json"), ("x-goog-upload-status", "final")]),
-                        },
-                        Answer::Stream(_) | Answer::EarlyBreak => {
-                            Event::Head { status: 200, headers: head(&[("content-type", "text/event-stream")]) }
-                        }
-                        Answer::Unreachable => {
-                            Event::SendFailed { reason: "connection refused".into(), timed_out: false }
-                        }
-                        Answer::Stalled => {
-                            Event::SendFailed { reason: "no response head in time".into(), timed_out: true }
-                        }
-                    };
+                    let mut answer = self.upstream.pop_front().unwrap_or(Answer::Status(200, "{}"));
+                    waits = 0;
+                    if let Answer::Slow(n, then) = answer {
+                        answer = *then;
+                        waits = if kept_alive { n } else { 0 };
+                    }
                     current = Some(answer);
-                    event
+                    if waits > 0 {
+                        waits -= 1;
+                        Event::Waiting
+                    } else {
+                        self.head_event(&answer, &secret)
+                    }
+                }
+                Step::KeepAlive { status, headers } => {
+                    trace.kept_alive.push((status, headers));
+                    if waits > 0 {
+                        waits -= 1;
+                        Event::Waiting
+                    } else {
+                        let answer = current.expect("an answer waited for");
+                        let secret = trace.sent.last().and_then(|(_, r)| {
+                            r.headers.iter().find(|(n, _)| n == "x-goog-api-key" || n == "authorization")
+                        });
+                        let secret =
+                            secret.map(|(_, v)| v.trim_start_matches("Bearer ").to_owned()).unwrap_or_default();
+                        self.head_event(&answer, &secret)
+                    }
                 }
                 Step::ReadErrorBody { limit } => match current.take() {
                     Some(Answer::Status(_, body)) => {
@@ -198,8 +205,18 @@ impl Host {
                         Event::Streamed(Ok(pipe.seen()))
                     }
                 },
+                Step::EndCommitted { body, clean } => {
+                    trace.order.push("respond");
+                    assert!(trace.response.is_none(), "answered twice");
+                    assert!(!trace.kept_alive.is_empty(), "an end without a commit");
+                    trace.ended_clean = Some(clean);
+                    trace.response =
+                        Some(Response { status: if clean { 200 } else { 500 }, headers: Vec::new(), body });
+                    Event::Done
+                }
                 Step::Respond(r) => {
                     trace.order.push("respond");
+                    assert!(trace.kept_alive.is_empty(), "a whole answer after a commit");
                     assert!(trace.response.is_none(), "answered twice");
                     trace.response = Some(r);
                     Event::Done
@@ -239,6 +256,37 @@ impl Host {
         // One summary, after every answer and report.
         assert_eq!(trace.order.last(), Some(&"summary"), "{:?}", trace.order);
         trace
+    }
+}
+
+impl Host {
+    /// The event that tells the upstream's `answer` to a request with the
+    /// key `secret`.
+    fn head_event(&self, answer: &Answer, secret: &str) -> Event {
+        let upload_url = format!("https://up.example/upload/v1beta/files?key={secret}&upload_id=u1");
+        let head = |pairs: &[(&str, &str)]| {
+            let mut headers = h(pairs);
+            if self.key_in_upload_url {
+                headers.push(("X-Goog-Upload-URL".into(), upload_url.clone().into_bytes()));
+            }
+            headers
+        };
+        match answer {
+            Answer::Status(s, _) => Event::Head {
+                status: *s,
+                headers: head(&[("content-type", "application/json"), ("content-length", "99")]),
+            },
+            Answer::Final(_) => Event::Head {
+                status: 200,
+                headers: head(&[("content-type", "application/json"), ("x-goog-upload-status", "final")]),
+            },
+            Answer::Stream(_) | Answer::EarlyBreak => {
+                Event::Head { status: 200, headers: head(&[("content-type", "text/event-stream")]) }
+            }
+            Answer::Unreachable => Event::SendFailed { reason: "connection refused".into(), timed_out: false },
+            Answer::Stalled => Event::SendFailed { reason: "no response head in time".into(), timed_out: true },
+            Answer::Slow(_, then) => self.head_event(then, secret),
+        }
     }
 }
 
@@ -1678,4 +1726,111 @@ fn the_workers_own_models_listing_goes_with_a_pool_key_and_teaches_the_names() {
     let t = host.drive(Exchange::models_listing(Arc::new(host.cfg.clone())));
     assert_eq!(t.sent[0].1.path_and_query, "/v1beta/models?pageSize=1000");
     assert!(t.admin_ops.contains(&AdminOp::ModelsListed { names: vec!["gemini-9-pro".into()] }));
+}
+
+/// A host whose proxy keeps slow non-streamed answers alive every second.
+fn keeping_alive(keys: usize, upstream: &[Answer]) -> Host {
+    let mut host = Host::new(keys, upstream);
+    host.cfg.timeouts.keepalive_ms = 1_000;
+    host
+}
+
+const ANSWER: &str = r#"{"candidates":[{"content":{"parts":[{"text":"slow"}]}}]}"#;
+
+#[test]
+fn a_slow_non_streamed_answer_is_committed_kept_alive_and_then_sent_whole() {
+    let mut host = keeping_alive(3, &[Answer::Slow(3, &Answer::Status(200, ANSWER))]);
+    let t = generate(&mut host);
+    assert_eq!(t.sent.len(), 1);
+    let keep = t.sent[0].1.keep_alive.expect("kept alive");
+    assert_eq!(keep.every_ms, 1_000);
+    assert!(keep.wait_ms >= COMMITTED_WAIT_MS, "a committed answer waits longer than the first-byte timeout");
+    // Three intervals without a head: three keep-alive bytes, each with
+    // the same committed head (the host sends it once).
+    assert_eq!(t.kept_alive.len(), 3);
+    let (status, headers) = &t.kept_alive[0];
+    assert_eq!(*status, 200);
+    assert!(headers.iter().any(|(n, v)| n == "content-type" && v.starts_with("application/json")), "{headers:?}");
+    assert_eq!(t.stream_out, ANSWER.as_bytes(), "the answer's body follows the whitespace");
+    assert!(t.response.is_none());
+    assert!(matches!(t.reports.as_slice(), [r] if r.outcome == Outcome::Success));
+    assert_eq!(t.summary.as_ref().map(|s| s.status), Some(200));
+}
+
+#[test]
+fn once_committed_a_failure_is_the_answers_error_in_the_callers_dialect_and_no_other_key_is_tried() {
+    for failure in [Answer::Status(503, OVERLOADED), Answer::Unreachable, Answer::Stalled] {
+        let failure: &'static Answer = Box::leak(Box::new(failure));
+        let mut host = keeping_alive(3, &[Answer::Slow(1, failure)]);
+        let t = generate(&mut host);
+        assert_eq!(t.sent.len(), 1, "no other key after the commit");
+        assert_eq!(t.kept_alive.len(), 1);
+        assert_eq!(t.ended_clean, Some(false), "an error ends the committed answer broken");
+        let error = t.json();
+        assert!(error["error"]["message"].is_string(), "{error}");
+        // Counted as the failure it is, against the key that failed.
+        let outcomes: Vec<&Outcome> = t.settled.iter().chain(&t.reports).map(|r| &r.outcome).collect();
+        assert!(
+            matches!(
+                outcomes.as_slice(),
+                [Outcome::UpstreamError { status: 503, .. } | Outcome::TransportError { .. }]
+            ),
+            "{outcomes:?}"
+        );
+        assert!(t.summary.as_ref().is_some_and(|s| s.status >= 500 && s.error.is_some()));
+    }
+    // A 429 after the commit marks the key, and the client reads the error.
+    let mut host = keeping_alive(3, &[Answer::Slow(2, &Answer::Status(429, PER_MINUTE))]);
+    let t = generate(&mut host);
+    assert_eq!(t.sent.len(), 1);
+    assert_eq!(t.json()["error"]["code"], 429, "{}", t.json());
+    assert_eq!(t.summary.as_ref().map(|s| s.status), Some(429));
+    assert!(matches!(t.reports.as_slice(), [r] if matches!(r.outcome, Outcome::RateLimited(_))), "{:?}", t.reports);
+}
+
+#[test]
+fn before_the_first_keep_alive_byte_failures_move_on_to_another_key() {
+    let mut host = keeping_alive(3, &[Answer::Status(503, OVERLOADED), Answer::Slow(1, &Answer::Status(200, ANSWER))]);
+    let t = generate(&mut host);
+    assert_eq!(t.sent.len(), 2);
+    assert_eq!(t.kept_alive.len(), 1);
+    assert_eq!(t.stream_out, ANSWER.as_bytes());
+}
+
+#[test]
+fn only_non_streamed_generations_are_kept_alive_and_only_when_set() {
+    let mut host = keeping_alive(2, &[]);
+    let streamed = host.run(
+        "POST",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        &[("x-goog-api-key", "client")],
+    );
+    assert!(streamed.sent[0].1.keep_alive.is_none(), "a stream sends its own bytes");
+    let listing = host.run("GET", "/v1beta/models", &[("x-goog-api-key", "client")]);
+    assert!(listing.sent.iter().all(|(_, r)| r.keep_alive.is_none()));
+    host.body = Ok(br#"{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"hi"}]}"#.to_vec());
+    let chat = host.run("POST", "/v1beta/openai/chat/completions", &[("authorization", "Bearer client")]);
+    assert!(chat.sent[0].1.keep_alive.is_some(), "an OpenAI chat is");
+    let mut off = Host::new(2, &[Answer::Slow(2, &Answer::Status(200, ANSWER))]);
+    let t = generate(&mut off);
+    assert!(t.sent[0].1.keep_alive.is_none() && t.kept_alive.is_empty(), "off unless set");
+}
+
+#[test]
+fn a_committed_anthropic_answer_fails_in_anthropic_s_shape() {
+    let mut host = keeping_alive(2, &[Answer::Slow(1, &Answer::Status(503, OVERLOADED))]);
+    host.body = Ok(messages_body(false));
+    let t = host.run("POST", "/v1/messages", &[("x-api-key", "client"), ("anthropic-version", "2023-06-01")]);
+    assert_eq!(t.sent.len(), 1);
+    let (_, headers) = &t.kept_alive[0];
+    assert!(headers.iter().any(|(n, v)| n == "content-type" && v.starts_with("application/json")));
+    assert_eq!(t.json()["type"], "error", "{}", t.json());
+    assert_eq!(t.ended_clean, Some(false));
+    // A translated answer is read whole, then ends the committed answer.
+    let mut host = keeping_alive(2, &[Answer::Slow(2, &Answer::Status(200, ANSWER))]);
+    host.body = Ok(messages_body(false));
+    let t = host.run("POST", "/v1/messages", &[("x-api-key", "client"), ("anthropic-version", "2023-06-01")]);
+    assert_eq!((t.kept_alive.len(), t.ended_clean), (2, Some(true)));
+    assert_eq!(t.json()["type"], "message", "{}", t.json());
+    assert_eq!(t.json()["content"][0]["text"], "slow");
 }

@@ -369,3 +369,88 @@ async fn a_burst_leaves_its_instances_until_they_are_trimmed() {
     assert_eq!(server.idle_instances(), host_runner::proxy::MIN_IDLE_INSTANCES);
     assert_eq!(h.generate("gemini-2.5-flash").await.status(), 200);
 }
+
+/// A proxy that keeps non-streamed answers alive after a second.
+async fn keeping_alive(keys: usize) -> Harness {
+    let mut h = Harness::new(keys).await;
+    h.vars.push(("NONSTREAM_KEEPALIVE_SECONDS".into(), "1".into()));
+    h.vars.push(("UPSTREAM_FIRST_BYTE_TIMEOUT".into(), "30".into()));
+    h.restart().await;
+    h
+}
+
+/// Reads a response's body piece by piece: the bytes, when the first came,
+/// and whether it ended cleanly.
+async fn read_timed(mut r: reqwest::Response, sent: std::time::Instant) -> (Vec<u8>, Duration, bool) {
+    let mut body = Vec::new();
+    let mut first = None;
+    loop {
+        match r.chunk().await {
+            Ok(Some(piece)) => {
+                first.get_or_insert_with(|| sent.elapsed());
+                body.extend_from_slice(&piece);
+            }
+            Ok(None) => return (body, first.unwrap_or_default(), true),
+            Err(_) => return (body, first.unwrap_or_default(), false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_sends_whitespace_while_a_slow_non_streamed_answer_comes() {
+    let h = keeping_alive(2).await;
+    h.fake.set_default(fake_upstream::Behavior::SlowHeaders(2_600));
+    let sent = std::time::Instant::now();
+    let r = h.generate("gemini-2.5-pro").await;
+    let head = sent.elapsed();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap_or_default().starts_with("application/json"));
+    assert!(head < Duration::from_millis(2_400), "the head waited for the answer: {head:?}");
+    let (body, first, clean) = read_timed(r, sent).await;
+    assert!(clean);
+    assert!(first < Duration::from_millis(2_400), "no keep-alive byte before the answer: {first:?}");
+    let text = String::from_utf8(body).expect("utf-8");
+    let spaces = text.len() - text.trim_start().len();
+    assert!((2..=3).contains(&spaces), "one space a second: {spaces} in {text:?}");
+    let v: Value = serde_json::from_str(&text).expect("JSON after whitespace");
+    assert_eq!(v["candidates"][0]["content"]["parts"][0]["text"], "Hello from the fake gemini-2.5-pro.");
+    assert_eq!(h.fake.requests().len(), 1);
+    // OpenAI's chat too.
+    let r = h
+        .openai(
+            "/chat/completions",
+            json!({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    let (body, first, clean) = read_timed(r, std::time::Instant::now()).await;
+    assert!(clean && first < Duration::from_millis(2_400));
+    let v: Value = serde_json::from_slice(&body).expect("JSON");
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+}
+
+#[tokio::test]
+async fn keep_alive_then_a_failure_ends_the_answer_broken_with_the_error_and_counts_it() {
+    let h = keeping_alive(3).await;
+    h.fake.set_default(fake_upstream::Behavior::SlowServerError(1_600));
+    let sent = std::time::Instant::now();
+    let r = h.generate("gemini-2.5-pro").await;
+    assert_eq!(r.status(), 200, "committed before the failure");
+    let (body, _, clean) = read_timed(r, sent).await;
+    assert!(!clean, "the answer ends broken, so that a client sees a failure");
+    let v: Value = serde_json::from_slice(&body).expect("the error's JSON after the whitespace");
+    assert_eq!(v["error"]["code"], 502, "{v}");
+    assert_eq!(h.fake.requests().len(), 1, "no other key after the commit");
+    // Counted as the failure it was (under the untracked names: Google
+    // never answered for this model).
+    let stats = h.stats().await;
+    let counted = &stats["models"]["(untracked models)"];
+    assert_eq!((counted["requests"].as_u64(), counted["errors"].as_u64()), (Some(1), Some(1)), "{stats}");
+    // A quick failure, before any keep-alive byte, still moves on.
+    h.fake.set_default(fake_upstream::Behavior::Ok);
+    h.fake.set(&h.keys[0], fake_upstream::Behavior::ServerError(503));
+    h.fake.set(&h.keys[1], fake_upstream::Behavior::ServerError(503));
+    let r = h.generate("gemini-2.5-flash").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert!(v["candidates"].is_array());
+}
