@@ -1062,6 +1062,79 @@ mod phases {
         let key = listed["credentials"][0][1].as_str();
         assert!(key.is_some_and(|k| t.keys.iter().any(|p| p == k)), "{listed}");
     }
+
+    /// Reads an answer piece by piece: its bytes, when the first came, and
+    /// whether it ended cleanly.
+    async fn read_timed(mut r: reqwest::Response, sent: std::time::Instant) -> (Vec<u8>, std::time::Duration, bool) {
+        let (mut body, mut first) = (Vec::new(), None);
+        loop {
+            match r.chunk().await {
+                Ok(Some(piece)) => {
+                    first.get_or_insert_with(|| sent.elapsed());
+                    body.extend_from_slice(&piece);
+                }
+                Ok(None) => return (body, first.unwrap_or_default(), true),
+                Err(_) => return (body, first.unwrap_or_default(), false),
+            }
+        }
+    }
+
+    /// With NONSTREAM_KEEPALIVE_SECONDS=1 (scripts/e2e's keep-alive
+    /// phase): a slow non-streamed answer is committed after a second and
+    /// kept alive with a space a second, then sent; a failure after that
+    /// is its JSON error in the body, the answer cut, on one key only, and
+    /// counted; a stream is never kept alive.
+    #[tokio::test]
+    #[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+    async fn keep_alive() {
+        use std::time::{Duration, Instant};
+        let t = Target::fresh_from_env().await;
+        t.behave("*", "slow:2600").await;
+        let sent = Instant::now();
+        let r = t.generate("e2e-slow").await;
+        let head = sent.elapsed();
+        assert_eq!(r.status(), 200);
+        assert!(head < Duration::from_millis(2_400), "the head waited for the answer: {head:?}");
+        let (body, first, clean) = read_timed(r, sent).await;
+        assert!(clean && first < Duration::from_millis(2_400), "a keep-alive byte before the answer: {first:?}");
+        let text = String::from_utf8(body).expect("utf-8");
+        let spaces = text.len() - text.trim_start().len();
+        assert!((2..=3).contains(&spaces), "a space a second: {text:?}");
+        let v: Value = serde_json::from_str(&text).expect("JSON after the whitespace");
+        assert_eq!(v["candidates"][0]["content"]["parts"][0]["text"], "Hello from the fake e2e-slow.");
+        // A failure after the commit (the fake's record cleared, the
+        // model's counts kept: Google served it once).
+        t.fake("reset", json!({})).await;
+        t.behave("*", "slow-5xx:1600").await;
+        let sent = Instant::now();
+        let r = t.generate("e2e-slow").await;
+        assert_eq!(r.status(), 200, "committed before the failure");
+        let (body, _, clean) = read_timed(r, sent).await;
+        // host-runner cuts the answer, so that a client sees a failure; the
+        // Worker aborts its stream, which `wrangler dev`'s local proxy
+        // ends cleanly (the error's JSON is there either way).
+        let worker = std::env::var("E2E_HOST").as_deref() == Ok("wrangler");
+        assert_eq!(clean, worker, "a failure after the keep-alive ends the answer cut (host-runner)");
+        let v: Value = serde_json::from_slice(&body).expect("the error's JSON after the whitespace");
+        assert_eq!(v["error"]["code"], 502, "{v}");
+        assert_eq!(t.upstream_requests().await.len(), 1, "no other key after the commit");
+        let stats = t.stats_when(|s| s["models"]["e2e-slow"]["errors"] == 1).await;
+        assert_eq!(stats["models"]["e2e-slow"]["errors"], 1, "counted as the failure it was: {stats}");
+        // A stream sends its own bytes: never kept alive.
+        t.behave("*", "slow:1500").await;
+        let sent = Instant::now();
+        let r = t
+            .http
+            .post(format!("{}/v1beta/models/e2e-slow:streamGenerateContent?alt=sse", t.proxy))
+            .header("x-goog-api-key", &t.proxy_key)
+            .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+            .send()
+            .await
+            .expect("stream");
+        assert!(sent.elapsed() >= Duration::from_millis(1_400), "a stream's head is Google's");
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        t.behave("*", "ok").await;
+    }
 }
 
 /// Scenarios that apply to the Worker only; `scripts/e2e host-runner`
