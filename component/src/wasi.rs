@@ -72,6 +72,8 @@ pub fn describe(e: &ErrorCode) -> (String, bool) {
         ErrorCode::HttpRequestDenied => "the host refused the upstream request (origin not allowed)".into(),
         ErrorCode::DnsError(_) => "DNS lookup failed".into(),
         ErrorCode::TlsCertificateError | ErrorCode::TlsProtocolError => "TLS handshake failed".into(),
+        // The host's own words (an outbound proxy's failure, say).
+        ErrorCode::InternalError(Some(why)) => why.clone(),
         other => format!("{other:?}"),
     };
     (why, timed_out)

@@ -168,6 +168,10 @@ pub struct Config {
     /// The host host-runner listens on (`GEMINI_PROXY_LISTEN`, set by
     /// host-runner for its component, not by users), a `Host` it answers.
     pub listen_host: Option<String>,
+    /// Whether the host sends upstream calls through outbound proxies
+    /// (`GEMINI_PROXY_OUTBOUND_PROXIES`, set by host-runner for its
+    /// component): a project's proxy can be set only then.
+    pub outbound_proxies: bool,
     /// `ACCESS_LOG=json`: each request's summary
     /// ([`crate::exchange::Step::Summary`]) written as a JSON line to the
     /// host's standard output (the Worker's log). Off by default.
@@ -273,6 +277,7 @@ impl Config {
             },
             check_host: true,
             listen_host: get("GEMINI_PROXY_LISTEN").map(|l| host_of(l.trim()).to_owned()),
+            outbound_proxies: get("GEMINI_PROXY_OUTBOUND_PROXIES").is_some(),
             access_log: match get("ACCESS_LOG").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
                 None | Some("off") => false,
                 Some("json") => true,

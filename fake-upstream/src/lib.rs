@@ -23,6 +23,7 @@
 mod live;
 pub mod live_client;
 pub mod projects;
+pub mod proxies;
 mod raw;
 mod responses;
 mod tools;

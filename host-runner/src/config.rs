@@ -4,6 +4,7 @@
 
 use proxy_core::config::{ConfigError, parse_api_keys};
 use proxy_core::store::vault::Vault;
+use proxy_core::wire::proxy::ProxyUrl;
 use proxy_core::{ApiKey, Config};
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,6 +43,78 @@ pub struct HostConfig {
     /// Seals the keys added at run time (`KEY_ENCRYPTION_SECRET`); none:
     /// adding keys at run time is off.
     pub vault: Option<Vault>,
+    /// Where upstream calls leave through (`UPSTREAM_PROXY`, else the
+    /// environment's proxies); never handed to the component.
+    pub egress: Egress,
+}
+
+/// The outbound proxies of the configuration: `UPSTREAM_PROXY` for every
+/// upstream call, else the standard `HTTPS_PROXY`, `HTTP_PROXY` and
+/// `ALL_PROXY` (either case) less the hosts `NO_PROXY` names (and
+/// loopback hosts). A project's own proxy, which the admin sets, comes
+/// before all of these.
+#[derive(Clone, Debug, Default)]
+pub struct Egress {
+    /// `UPSTREAM_PROXY`.
+    pub upstream: Option<ProxyUrl>,
+    /// `HTTPS_PROXY` (else `ALL_PROXY`), for `https://` upstreams.
+    pub https: Option<ProxyUrl>,
+    /// `HTTP_PROXY` (else `ALL_PROXY`), for `http://` upstreams.
+    pub http: Option<ProxyUrl>,
+    /// `NO_PROXY`.
+    pub no_proxy: String,
+}
+
+/// The variables of [`Egress`], read beside [`VARS`] (and never handed to
+/// the component: a proxy's URL may hold its password).
+pub const EGRESS_VARS: [&str; 9] = [
+    "UPSTREAM_PROXY",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+impl Egress {
+    /// Reads the variables of [`EGRESS_VARS`]; a malformed URL is an error
+    /// that names its variable (never its password).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |names: &[&'static str]| -> Result<Option<ProxyUrl>, ConfigError> {
+            for &var in names {
+                if let Some(v) = vars.get(var).filter(|v| !v.trim().is_empty()) {
+                    return ProxyUrl::parse(v).map(Some).map_err(|why| ConfigError { var, why });
+                }
+            }
+            Ok(None)
+        };
+        let all = get(&["ALL_PROXY", "all_proxy"])?;
+        Ok(Self {
+            upstream: get(&["UPSTREAM_PROXY"])?,
+            https: get(&["HTTPS_PROXY", "https_proxy"])?.or_else(|| all.clone()),
+            http: get(&["HTTP_PROXY", "http_proxy"])?.or(all),
+            no_proxy: ["NO_PROXY", "no_proxy"].iter().find_map(|v| vars.get(*v).cloned()).unwrap_or_default(),
+        })
+    }
+
+    /// Whether no proxy is configured at all.
+    pub fn is_empty(&self) -> bool {
+        self.upstream.is_none() && self.https.is_none() && self.http.is_none()
+    }
+
+    /// The proxy a call to `host` (over TLS or not) leaves through, if any.
+    pub fn route(&self, https: bool, host: &str) -> Option<&ProxyUrl> {
+        if let Some(p) = &self.upstream {
+            return Some(p);
+        }
+        if proxy_core::wire::proxy::no_proxy(&self.no_proxy, host) {
+            return None;
+        }
+        if https { self.https.as_ref() } else { self.http.as_ref() }
+    }
 }
 
 /// Errors reading configuration files.
@@ -66,9 +139,9 @@ impl HostConfig {
         if let Ok(text) = std::fs::read_to_string(dir.join(".dev.vars")) {
             vars.extend(parse_dotenv(&text));
         }
-        for var in VARS {
-            if let Some(v) = env.get(var) {
-                vars.insert(var.to_owned(), v.clone());
+        for var in VARS.iter().chain(&EGRESS_VARS) {
+            if let Some(v) = env.get(*var) {
+                vars.insert((*var).to_owned(), v.clone());
             }
         }
         Self::from_vars(&vars)
@@ -87,7 +160,8 @@ impl HostConfig {
                     .map_err(|e| ConfigError { var: "KEY_ENCRYPTION_SECRET", why: e.to_string() })?,
             ),
         };
-        Ok(Self { api_keys, proxy, component_env, vault })
+        let egress = Egress::from_vars(vars)?;
+        Ok(Self { api_keys, proxy, component_env, vault, egress })
     }
 }
 

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod via;
 
 /// The component this host serves (on `wasi:http` 0.2), built by `build.rs`.
 pub const COMPONENT_PATH: &str = env!("COMPONENT_PATH");

@@ -8,6 +8,7 @@
 
 use crate::outbound::Outbound;
 use crate::store::KeyBackend;
+use crate::via::ProxiedStream;
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -62,7 +63,7 @@ fn ws_config() -> WebSocketConfig {
 }
 
 type Client = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-type Google = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+type Google = WebSocketStream<MaybeTlsStream<ProxiedStream>>;
 
 /// Answers a Live upgrade request: a refusal as an HTTP answer, or `101`
 /// and the session run on the upgraded connection.
@@ -298,6 +299,20 @@ async fn read_setup(client: &mut Client, limit: usize, timeout_ms: u64) -> Event
     }
 }
 
+/// Why opening an upstream session failed.
+enum Opening {
+    /// Google refused the upgrade: its answer.
+    Rejected(Box<tungstenite::http::Response<Option<Vec<u8>>>>),
+    /// The connection (or the proxy) failed: why.
+    Failed(String),
+}
+
+impl From<std::io::Error> for Opening {
+    fn from(e: std::io::Error) -> Self {
+        Self::Failed(e.to_string())
+    }
+}
+
 /// Opens the upstream session, sends the setup, and reads Google's first
 /// message.
 async fn open(host: &LiveHost, up: &Upstream) -> (Option<Google>, Event) {
@@ -317,15 +332,36 @@ async fn open(host: &LiveHost, up: &Upstream) -> (Option<Google>, Event) {
     // One deadline for the whole attempt: connecting, then Google's first message.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(up.timeout_ms);
     let connector = Some(Connector::Rustls(host.tls.clone()));
-    let connect = tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config()), true, connector);
+    // Straight, or through the key's project's proxy (else the
+    // configuration's), as every upstream call.
+    let proxy = host.outbound.route(request.uri(), request.headers());
+    let (name, port) = (request.uri().host().unwrap_or_default().to_owned(), request.uri().port_u16());
+    let port = port.unwrap_or(if request.uri().scheme_str() == Some("wss") { 443 } else { 80 });
+    let timeout = Duration::from_millis(up.timeout_ms);
+    let connect = async {
+        let stream = match &proxy {
+            Some(proxy) => crate::via::tunnel(proxy, &name, port, timeout, &host.tls).await?,
+            None => {
+                let tcp = tokio::net::TcpStream::connect((name.as_str(), port)).await?;
+                let _ = tcp.set_nodelay(true);
+                ProxiedStream::Plain(tcp)
+            }
+        };
+        tokio_tungstenite::client_async_tls_with_config(request, stream, Some(ws_config()), connector).await.map_err(
+            |e| match e {
+                tungstenite::Error::Http(response) => Opening::Rejected(response),
+                e => Opening::Failed(e.to_string()),
+            },
+        )
+    };
     let mut google = match tokio::time::timeout_at(deadline, connect).await {
         Err(_) => return unreachable("no WebSocket upgrade in time".into()),
-        Ok(Err(tungstenite::Error::Http(response))) => {
+        Ok(Err(Opening::Rejected(response))) => {
             let status = response.status().as_u16();
             let body = response.into_body().unwrap_or_default();
             return (None, Event::Rejected { status, body: body[..body.len().min(64 * 1024)].to_vec() });
         }
-        Ok(Err(e)) => return unreachable(e.to_string()),
+        Ok(Err(Opening::Failed(why))) => return unreachable(why),
         Ok(Ok((google, _))) => google,
     };
     if let Err(e) = google.send(Message::text(up.setup.clone())).await {

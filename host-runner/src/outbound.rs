@@ -1,7 +1,13 @@
 //! The component's outgoing HTTP: a pooled client (rustls for Google,
 //! `TCP_NODELAY`), allowed to reach only the two configured upstream
-//! origins.
+//! origins, straight or through an outbound proxy: the project's of the
+//! key a call carries (the admin's), else `UPSTREAM_PROXY`, else the
+//! environment's ([`Egress`]). Each proxy has a pool of its own, so that
+//! no connection made through one serves a call meant for another.
 
+use crate::config::Egress;
+use crate::store::KeyBackend;
+use crate::via::ViaConnector;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http_body_util::BodyExt;
@@ -10,16 +16,23 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use proxy_core::config::UpstreamTimeouts;
-use std::sync::Arc;
+use proxy_core::wire::proxy::{PROXY_FAILED, ProxyUrl};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-type Pooled = Client<HttpsConnector<HttpConnector>, WasiBody>;
+type Pooled = Client<HttpsConnector<ViaConnector>, WasiBody>;
 
 /// Outgoing HTTP for the component.
 #[derive(Clone)]
 pub struct Outbound {
     client: Pooled,
+    /// A pool per outbound proxy, made at its first call.
+    proxied: Arc<Mutex<HashMap<ProxyUrl, Pooled>>>,
+    egress: Arc<Egress>,
+    /// Where a key's project proxy is asked.
+    keys: Option<Arc<dyn KeyBackend>>,
     allowed: Arc<Vec<(Scheme, Authority)>>,
     timeouts: UpstreamTimeouts,
     tls: Arc<rustls::ClientConfig>,
@@ -40,6 +53,11 @@ impl Outbound {
     /// A client that may reach only `origins` (`scheme://authority`),
     /// waiting on them no longer than `timeouts`.
     pub fn new(origins: &[String], timeouts: UpstreamTimeouts) -> Result<Self, OriginError> {
+        Self::with_egress(origins, timeouts, Egress::default())
+    }
+
+    /// [`Outbound::new`], sending through `egress`'s proxies.
+    pub fn with_egress(origins: &[String], timeouts: UpstreamTimeouts, egress: Egress) -> Result<Self, OriginError> {
         let mut allowed = Vec::new();
         for o in origins {
             let uri: http::Uri = o.parse().map_err(|_| OriginError(o.clone()))?;
@@ -48,11 +66,6 @@ impl Outbound {
             };
             allowed.push((s, a));
         }
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        http.set_connect_timeout(Some(Duration::from_millis(timeouts.connect_ms)));
         let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -60,18 +73,50 @@ impl Outbound {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let tls = Arc::new(tls);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http()
-            // HTTP/1.1 only, as wasmtime's own sender: wasi-http hands over a
-            // `host` header, which HTTP/2 has no place for.
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(https);
-        Ok(Self { client, allowed: Arc::new(allowed), timeouts, tls })
+        let client = pooled(None, timeouts, &tls);
+        Ok(Self {
+            client,
+            proxied: Arc::default(),
+            egress: Arc::new(egress),
+            keys: None,
+            allowed: Arc::new(allowed),
+            timeouts,
+            tls,
+        })
+    }
+
+    /// Sends a key's calls through its project's proxy, as `keys` tells.
+    #[must_use]
+    pub fn with_key_proxies(self, keys: Arc<dyn KeyBackend>) -> Self {
+        Self { keys: Some(keys), ..self }
+    }
+
+    /// The proxy a call leaves through: its key's project's, else the
+    /// configuration's for its host.
+    pub fn route(&self, uri: &http::Uri, headers: &http::HeaderMap) -> Option<ProxyUrl> {
+        let key = || {
+            let goog = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok());
+            goog.or_else(|| {
+                let bearer = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+                bearer.strip_prefix("Bearer ")
+            })
+        };
+        if let (Some(keys), Some(secret)) = (&self.keys, key())
+            && let Some(proxy) = keys.proxy_for_key(secret.trim())
+        {
+            return Some(proxy);
+        }
+        if self.egress.is_empty() {
+            return None;
+        }
+        self.egress.route(uri.scheme() == Some(&Scheme::HTTPS), uri.host().unwrap_or_default()).cloned()
+    }
+
+    /// The pool for calls through `proxy` (none: straight).
+    fn client_for(&self, proxy: Option<ProxyUrl>) -> Pooled {
+        let Some(proxy) = proxy else { return self.client.clone() };
+        let mut proxied = self.proxied.lock().unwrap_or_else(|p| p.into_inner());
+        proxied.entry(proxy).or_insert_with_key(|p| pooled(Some(p.clone()), self.timeouts, &self.tls)).clone()
     }
 
     /// The TLS configuration to Google (Mozilla's roots, ring), for the
@@ -98,9 +143,11 @@ impl Outbound {
         }
         let empty = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
         let request = request.body(empty).map_err(|e| format!("the request: {e}"))?;
+        let client = self.client_for(self.route(request.uri(), request.headers()));
         let first_byte = Duration::from_millis(self.timeouts.first_byte_ms);
-        let response = match tokio::time::timeout(first_byte, self.client.request(request)).await {
+        let response = match tokio::time::timeout(first_byte, client.request(request)).await {
             Err(_) => return Err("no answer in time".into()),
+            Ok(Err(e)) if let Some(why) = proxy_failure(&e) => return Err(why),
             Ok(Err(e)) => return Err(format!("could not reach the upstream: {e}")),
             Ok(Ok(r)) => r,
         };
@@ -155,13 +202,16 @@ impl WasiHttpHooks for Outbound {
             );
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        let client = self.client.clone();
+        let client = self.client_for(self.route(request.uri(), request.headers()));
         let first_byte =
             options.and_then(|o| o.first_byte_timeout).unwrap_or(Duration::from_millis(self.timeouts.first_byte_ms));
         let idle = Duration::from_millis(self.timeouts.idle_ms);
         Box::new(async move {
             let response = match tokio::time::timeout(first_byte, client.request(request)).await {
                 Err(_) => return Err(HttpError::HttpResponseTimeout),
+                // A proxy's failure in its own words: the exchange tells it
+                // from Google's (the call never reached Google).
+                Ok(Err(e)) if let Some(why) = proxy_failure(&e) => return Err(HttpError::InternalError(Some(why))),
                 Ok(Err(e)) if e.is_connect() && timed_out(&e) => return Err(HttpError::ConnectionTimeout),
                 Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
                 Ok(Err(_)) => return Err(HttpError::ConnectionTerminated),
@@ -175,6 +225,41 @@ impl WasiHttpHooks for Outbound {
             Ok((response, done))
         })
     }
+}
+
+/// A client's pool: straight, or through `proxy`.
+fn pooled(proxy: Option<ProxyUrl>, timeouts: UpstreamTimeouts, tls: &Arc<rustls::ClientConfig>) -> Pooled {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http.set_connect_timeout(Some(Duration::from_millis(timeouts.connect_ms)));
+    let via = ViaConnector::new(proxy, http, Duration::from_millis(timeouts.connect_ms), tls.clone());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((**tls).clone())
+        .https_or_http()
+        // HTTP/1.1 only, as wasmtime's own sender: wasi-http hands over a
+        // `host` header, which HTTP/2 has no place for.
+        .enable_http1()
+        .wrap_connector(via);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https)
+}
+
+/// An outbound proxy's failure ([`PROXY_FAILED`]) down a client error's
+/// chain, in its words (the proxy's URL masked).
+fn proxy_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if text.starts_with(PROXY_FAILED) {
+            return Some(text);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Whether a client error was a timeout somewhere down its chain.

@@ -110,8 +110,9 @@ impl Server {
             opts.config.proxy.request_log_size,
         )?);
         let origins = vec![opts.config.proxy.gemini_upstream.origin(), opts.config.proxy.openai_upstream.origin()];
-        let outbound = Outbound::new(&origins, opts.config.proxy.timeouts)?;
         let backend: Arc<dyn KeyBackend> = store.clone();
+        let outbound = Outbound::with_egress(&origins, opts.config.proxy.timeouts, opts.config.egress.clone())?
+            .with_key_proxies(backend.clone());
         // The Live API's sessions run natively, beside the component, with
         // the configuration it reads (its own host name included).
         let mut live_config = opts.config.proxy.clone();
@@ -135,6 +136,8 @@ impl Server {
             let host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
             env.push(("GEMINI_PROXY_LISTEN".to_owned(), host));
         }
+        // This host sends upstream calls through outbound proxies.
+        env.push(("GEMINI_PROXY_OUTBOUND_PROXIES".to_owned(), "1".to_owned()));
         let component = match opts.wasi_http {
             WasiHttp::V0_2 => Served::P2(Arc::new(ProxyComponent::new(path, env, backend, outbound, cache)?)),
             WasiHttp::V0_3 => Served::P3(P3Proxy::new(path, env, backend, outbound, cache)?),

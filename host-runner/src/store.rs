@@ -16,6 +16,7 @@ use proxy_core::wire::http::Response;
 use proxy_core::wire::keystore::Claim;
 use proxy_core::wire::keystore::StatsView;
 use proxy_core::wire::keystore::{AdminAnswer, AdminOp};
+use proxy_core::wire::proxy::ProxyUrl;
 use proxy_core::wire::resource::Resource;
 use proxy_core::{ApiKey, KeyId, KeyPool, Lease, Report, Unavailable};
 use rusqlite::Connection;
@@ -52,6 +53,11 @@ pub trait KeyBackend: Send + Sync + 'static {
     fn admin(&self, op: AdminOp) -> AdminAnswer;
     /// Keeps a request's summary in the request log.
     fn log_request(&self, summary: proxy_core::wire::summary::Summary);
+    /// The outbound proxy the calls of the pool key `secret` leave through
+    /// (its project's), if the admin set one.
+    fn proxy_for_key(&self, _secret: &str) -> Option<ProxyUrl> {
+        None
+    }
 }
 
 /// Errors opening or writing the store.
@@ -86,6 +92,9 @@ enum Write {
 /// `core`'s key pool, persisted in SQLite.
 pub struct SqliteKeyStore {
     pool: Mutex<KeyPool>,
+    /// Whether any project has a proxy: most pools have none, and their
+    /// calls then ask nothing of the pool.
+    proxied: std::sync::atomic::AtomicBool,
     vault: Option<Vault>,
     clock: Arc<dyn Clock>,
     writes: Mutex<mpsc::Sender<Write>>,
@@ -136,7 +145,15 @@ impl SqliteKeyStore {
             .name("key-store-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|source| StoreError::Path { path: path.display().to_string(), source })?;
-        Ok(Self { pool: Mutex::new(pool), vault, clock, writes: Mutex::new(tx), writer: Mutex::new(Some(writer)) })
+        let proxied = std::sync::atomic::AtomicBool::new(!pool.proxies().is_empty());
+        Ok(Self {
+            pool: Mutex::new(pool),
+            proxied,
+            vault,
+            clock,
+            writes: Mutex::new(tx),
+            writer: Mutex::new(Some(writer)),
+        })
     }
 
     fn pool(&self) -> MutexGuard<'_, KeyPool> {
@@ -233,6 +250,7 @@ impl KeyBackend for SqliteKeyStore {
     fn admin(&self, op: AdminOp) -> AdminAnswer {
         let mut pool = self.pool();
         let applied = admin::apply(&mut pool, self.vault.as_ref(), op, self.clock.now(), &mut nonce);
+        self.proxied.store(!pool.proxies().is_empty(), std::sync::atomic::Ordering::Relaxed);
         for key in applied.keys.iter().cloned() {
             self.send(Write::Change(Box::new(Change { key: Some(key), ..Change::default() })));
         }
@@ -253,6 +271,14 @@ impl KeyBackend for SqliteKeyStore {
         if !writes.is_empty() {
             self.send(Write::Statements(writes));
         }
+    }
+
+    fn proxy_for_key(&self, secret: &str) -> Option<ProxyUrl> {
+        if !self.proxied.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let id = ApiKey::new(secret).id();
+        self.pool().proxy_for(&id).cloned()
     }
 }
 

@@ -135,6 +135,11 @@ impl Exchange {
     }
 
     fn admin_op(&mut self, checks: Checks, body: &[u8]) -> Step {
+        if checks.route == AdminRoute::ProxySet && !self.cfg.outbound_proxies {
+            return self.fail(ProxyError::BadRequest(
+                "this host cannot send through an outbound proxy (a Cloudflare Worker's fetch leaves from Cloudflare); set projects' proxies on host-runner".into(),
+            ));
+        }
         match admin::parse(&checks.route, body) {
             Ok(op) => {
                 self.phase = Phase::Admin(checks, Awaiting::Answer { recording: false });

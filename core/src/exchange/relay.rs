@@ -52,6 +52,16 @@ impl Attempts {
         Report::of(lease, model, outcome)
     }
 
+    /// Records an attempt that never reached the upstream (its outbound
+    /// proxy failed): tried, and told if nothing else is, but no report:
+    /// the key is not held to it.
+    pub(super) fn unreached(&mut self, lease: &Lease, reason: &str) {
+        self.all_rate_limited = false;
+        self.all_timed_out = false;
+        self.tried.push(lease.id.clone());
+        self.last_failure = Some(Outcome::TransportError { reason: reason.to_owned() });
+    }
+
     /// The error to answer with once no further attempt is possible:
     /// `unavailable` is why the pool had no key (or `None` when the
     /// attempt limit was hit).
@@ -564,7 +574,16 @@ impl Exchange {
     }
 
     fn transport_failed(&mut self, mut relay: Box<Relay>, lease: Lease, reason: &str, timed_out: bool) -> Step {
-        let outcome = Outcome::TransportError { reason: secret::redact(reason, &[&lease.secret]) };
+        let reason = secret::redact(reason, &[&lease.secret]);
+        if reason.starts_with(crate::wire::proxy::PROXY_FAILED) {
+            // Never reached Google: another key goes (through its own
+            // project's proxy, or none), and this one is not held to it.
+            relay.attempts.unreached(&lease, &reason);
+            let outcome = "proxy-failed".to_owned();
+            self.record.attempts.push(crate::wire::summary::Attempt { key: lease.id, outcome, reason: Some(reason) });
+            return self.next_attempt(relay, None);
+        }
+        let outcome = Outcome::TransportError { reason };
         let model = relay.model().to_owned();
         let report = relay.attempts.failed(&lease, &model, outcome, timed_out);
         self.next_attempt(relay, Some(report))

@@ -28,6 +28,8 @@ enum Answer {
     /// An upload's last chunk answered: 200, this body, and
     /// `x-goog-upload-status: final`.
     Final(&'static str),
+    /// The key's outbound proxy failed (as a host words it).
+    ProxyDown,
     /// No head for this many keep-alive intervals ([`Event::Waiting`],
     /// when the request is kept alive), then this answer.
     Slow(u8, &'static Answer),
@@ -284,6 +286,11 @@ impl Host {
                 Event::Head { status: 200, headers: head(&[("content-type", "text/event-stream")]) }
             }
             Answer::Unreachable => Event::SendFailed { reason: "connection refused".into(), timed_out: false },
+            Answer::ProxyDown => Event::SendFailed {
+                reason: "the outbound proxy socks5://me:***@10.0.0.9:1080 could not be reached: connection refused"
+                    .into(),
+                timed_out: false,
+            },
             Answer::Stalled => Event::SendFailed { reason: "no response head in time".into(), timed_out: true },
             Answer::Slow(_, then) => self.head_event(then, secret),
         }
@@ -1833,4 +1840,41 @@ fn a_committed_anthropic_answer_fails_in_anthropic_s_shape() {
     assert_eq!((t.kept_alive.len(), t.ended_clean), (2, Some(true)));
     assert_eq!(t.json()["type"], "message", "{}", t.json());
     assert_eq!(t.json()["content"][0]["text"], "slow");
+}
+
+#[test]
+fn a_proxy_that_fails_moves_on_to_another_key_and_is_never_held_against_the_key() {
+    let mut host = Host::new(3, &[Answer::ProxyDown, Answer::Status(200, ANSWER)]);
+    let t = generate(&mut host);
+    assert_eq!(t.sent.len(), 2, "another key after the proxy failed");
+    // No report for the first key: its call never reached Google.
+    assert!(t.settled.is_empty(), "{:?}", t.settled);
+    assert!(matches!(t.reports.as_slice(), [r] if r.key == t.sent[1].0 && r.outcome == Outcome::Success));
+    let s = host.pool.snapshot(UnixMillis(0));
+    assert!(s.keys.iter().all(|k| k.models.iter().all(|m| m.errors == 0)), "no key counted an error");
+    let summary = t.summary.expect("summary");
+    assert_eq!(summary.attempts[0].outcome, "proxy-failed");
+    assert!(summary.attempts[0].reason.as_deref().is_some_and(|r| r.contains("***")));
+    // Every proxy down: a 502 that says so.
+    let mut host = Host::new(2, &[Answer::ProxyDown, Answer::ProxyDown]);
+    let t = generate(&mut host);
+    assert_eq!(t.response.as_ref().map(|r| r.status), Some(502));
+    assert!(t.json()["error"]["message"].as_str().is_some_and(|m| m.contains("the outbound proxy")), "{}", t.json());
+}
+
+#[test]
+fn a_projects_proxy_is_set_only_on_a_host_that_sends_through_proxies() {
+    let mut host = Host::new(1, &[]);
+    host.cfg = crate::test_support::config_with(None, Some("admin-key-0123456789"));
+    host.body = Ok(br#"{"project": "p1", "proxy": "http://10.0.0.9:3128"}"#.to_vec());
+    let admin = [("authorization", "Bearer admin-key-0123456789")];
+    let t = host.run("PUT", "/admin/proxies", &admin);
+    assert_eq!(t.response.as_ref().map(|r| r.status), Some(400));
+    assert!(t.json()["error"]["message"].as_str().is_some_and(|m| m.contains("host-runner")), "{}", t.json());
+    assert!(t.admin_ops.is_empty(), "nothing reached the key store");
+    host.cfg.outbound_proxies = true;
+    let t = host.run("PUT", "/admin/proxies", &admin);
+    assert_eq!(t.response.as_ref().map(|r| r.status), Some(200), "{}", t.json());
+    let t = host.run("GET", "/admin/proxies", &admin);
+    assert_eq!(t.json()["projects"][0]["proxy"], "http://10.0.0.9:3128");
 }

@@ -424,6 +424,9 @@ impl Session {
             }
             (Phase::Opening(lease), Event::Unreachable { reason }) => {
                 let reason = secret::redact(&reason, &[&lease.secret]);
+                if reason.starts_with(crate::wire::proxy::PROXY_FAILED) {
+                    return self.unreached(lease, reason);
+                }
                 self.retry(lease, Outcome::TransportError { reason })
             }
             (Phase::Checking(lease, close), Event::Checked { status, body }) => {
@@ -550,6 +553,20 @@ impl Session {
     /// The attempt with `lease` failed as `outcome`: reported, and the
     /// same setup goes to the next key (a constrained session's token
     /// opens its own key's project only).
+    /// The attempt never reached Google (its outbound proxy failed): the
+    /// next key is tried, and this one is not held to it (no report).
+    fn unreached(&mut self, lease: Lease, reason: String) -> Step {
+        self.all_rate_limited = false;
+        self.tried.push(lease.id.clone());
+        let outcome = "proxy-failed".to_owned();
+        self.attempts.push(Attempt { key: lease.id, outcome, reason: Some(reason.clone()) });
+        self.last_failure = Some(Outcome::TransportError { reason });
+        if self.tried.len() >= MAX_ATTEMPTS || self.token.is_some() {
+            return self.give_up(None, None);
+        }
+        self.acquire(None)
+    }
+
     fn retry(&mut self, lease: Lease, outcome: Outcome) -> Step {
         // A constrained session's credential upstream is the client's
         // token, not the key: a refusal of it is the client's to hear.

@@ -199,7 +199,38 @@ pub fn parse(route: &AdminRoute, body: &[u8]) -> Result<AdminOp, ProxyError> {
         AdminRoute::Aliases => AdminOp::Aliases,
         AdminRoute::Requests(query) => AdminOp::Requests { query: requests_query(query)? },
         AdminRoute::AliasesSet => AdminOp::AliasesSet { entries: alias_entries(&json()?)? },
+        AdminRoute::Proxies => AdminOp::Proxies,
+        AdminRoute::ProxySet => proxy_set(&json()?)?,
     })
+}
+
+/// A project's proxy from a `PUT /admin/proxies` body: `project`, and
+/// `proxy` (`scheme://[user:password@]host[:port]`; null or empty clears
+/// it).
+fn proxy_set(v: &Value) -> Result<AdminOp, ProxyError> {
+    let project = match v.get("project").and_then(Value::as_str).map(str::trim) {
+        Some(p) if !p.is_empty() && p.chars().count() <= 200 => p.to_owned(),
+        _ => {
+            return Err(ProxyError::BadRequest(
+                "`project` is required: the project's name, as its keys carry it".into(),
+            ));
+        }
+    };
+    let proxy = match v.get("proxy") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(url)) if url.trim().is_empty() => None,
+        Some(Value::String(url)) => {
+            crate::wire::proxy::ProxyUrl::parse(url)
+                .map_err(|why| ProxyError::BadRequest(format!("`proxy`: {why}")))?;
+            Some(url.trim().to_owned())
+        }
+        Some(_) => {
+            return Err(ProxyError::BadRequest(
+                "`proxy` is the proxy's URL (http://, https://, socks5:// or socks5h://), or null to clear it".into(),
+            ));
+        }
+    };
+    Ok(AdminOp::ProxySet { project, proxy })
 }
 
 /// The admin's model aliases from a `PUT /admin/aliases` body: `aliases`

@@ -318,6 +318,7 @@ enum Pattern {
     AdminClient,
     AdminAliases,
     AdminRequests,
+    AdminProxies,
 }
 
 fn router() -> &'static Router<Pattern> {
@@ -358,6 +359,7 @@ fn router() -> &'static Router<Pattern> {
             ("/admin/clients/{id}", Pattern::AdminClient),
             ("/admin/aliases", Pattern::AdminAliases),
             ("/admin/requests", Pattern::AdminRequests),
+            ("/admin/proxies", Pattern::AdminProxies),
         ];
         for (path, pattern) in routes {
             if r.insert(*path, *pattern).is_err() {
@@ -542,7 +544,8 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
         | Pattern::AdminClients
         | Pattern::AdminClient
         | Pattern::AdminAliases
-        | Pattern::AdminRequests => {
+        | Pattern::AdminRequests
+        | Pattern::AdminProxies => {
             use crate::request::route::AdminRoute as A;
             let id = || crate::wire::secret::KeyId::from_string(m.params.get("id").unwrap_or_default());
             let pick = |routes: &[(Method, A)], allowed: &str| {
@@ -565,6 +568,7 @@ pub fn route(method: &Method, path: &str, query: &str, creds: &Credentials) -> R
                 }
                 Pattern::AdminAliases => pick(&[(Method::Get, A::Aliases), (Method::Put, A::AliasesSet)], "GET, PUT"),
                 Pattern::AdminRequests => pick(&[(Method::Get, A::Requests(query.to_owned()))], "GET"),
+                Pattern::AdminProxies => pick(&[(Method::Get, A::Proxies), (Method::Put, A::ProxySet)], "GET, PUT"),
                 Pattern::AdminClient => {
                     let id = || m.params.get("id").unwrap_or_default().to_owned();
                     pick(
@@ -767,6 +771,10 @@ pub enum AdminRoute {
     AliasesSet,
     /// `GET /admin/requests?…` (its query): the request log.
     Requests(String),
+    /// `GET /admin/proxies`: the projects and their outbound proxies.
+    Proxies,
+    /// `PUT /admin/proxies`: a project's outbound proxy set or cleared.
+    ProxySet,
 }
 
 impl AdminRoute {
@@ -774,7 +782,13 @@ impl AdminRoute {
     pub fn reads_body(&self) -> bool {
         !matches!(
             self,
-            Self::List | Self::Remove(_) | Self::ClientList | Self::ClientRevoke(_) | Self::Aliases | Self::Requests(_)
+            Self::List
+                | Self::Remove(_)
+                | Self::ClientList
+                | Self::ClientRevoke(_)
+                | Self::Aliases
+                | Self::Requests(_)
+                | Self::Proxies
         )
     }
 }

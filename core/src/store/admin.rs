@@ -58,6 +58,20 @@ fn answer(status: u16, body: Value) -> Applied {
     Applied { status, body: body.to_string(), ..Applied::default() }
 }
 
+/// The projects and their proxies, as [`AdminOp::Proxies`] answers them:
+/// every project a key names or a proxy is set for, the proxy masked.
+fn proxies(pool: &KeyPool) -> Value {
+    let keys = pool.projects();
+    let mut names: Vec<&str> = keys.keys().copied().collect();
+    names.extend(pool.proxies().keys().map(String::as_str).filter(|p| !keys.contains_key(p)));
+    names.sort_unstable();
+    let entries: Vec<Value> = names
+        .into_iter()
+        .map(|p| json!({"project": p, "keys": keys.get(p).copied().unwrap_or(0), "proxy": pool.proxies().get(p).map(|u| u.masked())}))
+        .collect();
+    json!({ "projects": entries })
+}
+
 /// The admin's model aliases, as [`AdminOp::Aliases`] answers them.
 fn aliases(pool: &KeyPool) -> Value {
     let entries: Vec<Value> = pool.aliases().iter().map(|(from, to)| json!({"from": from, "to": to})).collect();
@@ -116,6 +130,21 @@ pub fn apply(
             let body =
                 json!({"added": added, "already_present": present, "restored": restored, "key_count": pool.len()});
             Applied { status: 200, body: body.to_string(), ..out }
+        }
+        AdminOp::Proxies => answer(200, proxies(pool)),
+        AdminOp::ProxySet { project, proxy } => {
+            let Some(vault) = vault else {
+                return refuse(&ProxyError::Forbidden(
+                    "a project's proxy needs KEY_ENCRYPTION_SECRET (its address, password included, is stored encrypted with a key derived from it)",
+                ));
+            };
+            let proxy = match proxy.as_deref().map(crate::wire::proxy::ProxyUrl::parse).transpose() {
+                Ok(p) => p,
+                Err(why) => return refuse(&ProxyError::BadRequest(format!("`proxy`: {why}"))),
+            };
+            pool.set_proxy(project, proxy);
+            let write = persist::proxies_statement(vault, pool.proxies(), nonce);
+            Applied { writes: vec![write], ..answer(200, proxies(pool)) }
         }
         AdminOp::Aliases => answer(200, aliases(pool)),
         AdminOp::AliasesSet { entries } => {
@@ -373,6 +402,45 @@ mod tests {
         assert_eq!(applied.status, 200);
         assert_eq!(run(&mut pool, AdminOp::ClientRevoke { id }).0.status, 404);
         assert!(pool.clients().is_empty());
+    }
+
+    #[test]
+    fn a_projects_proxy_is_kept_sealed_shown_masked_and_names_its_keys_route() {
+        let mut pool = KeyPool::new(fake_keys("PROXY", 3));
+        let ids: Vec<KeyId> = pool.ids().cloned().collect();
+        pool.label(&ids[0], Some(Some("p1".into())), None);
+        pool.label(&ids[1], Some(Some("p1".into())), None);
+        let body = br#"{"project": "p1", "proxy": "socks5h://me:s3cret-pw@10.0.0.9:1080"}"#;
+        let op = parse(&AdminRoute::ProxySet, body).expect("op");
+        // The op crosses to the key store as JSON (WIT, the Durable Object).
+        let op: AdminOp = serde_json::from_str(&serde_json::to_string(&op).expect("json")).expect("back");
+        let (applied, v) = run(&mut pool, op);
+        assert_eq!(applied.status, 200, "{v}");
+        assert_eq!(v["projects"], json!([{"project": "p1", "keys": 2, "proxy": "socks5h://me:***@10.0.0.9:1080"}]));
+        assert!(!applied.body.contains("s3cret-pw"));
+        let stored = format!("{:?}", applied.writes);
+        assert!(!stored.contains("s3cret-pw") && !stored.contains("10.0.0.9"), "sealed at rest: {stored}");
+        // The calls of p1's keys leave through it; the third key's do not.
+        assert_eq!(pool.proxy_for(&ids[0]).map(|p| p.port), Some(1080));
+        assert!(pool.proxy_for(&ids[2]).is_none());
+        // Read back with the vault (and not without it).
+        let (_, values) = applied.writes[0].clone();
+        let rows = vec![values];
+        let (opened, closed) = persist::proxies_from_rows(&rows, Some(&vault())).expect("rows");
+        assert_eq!((opened.len(), closed), (1, 0));
+        assert_eq!(opened[0].1.auth, Some(("me".into(), "s3cret-pw".into())));
+        assert_eq!(persist::proxies_from_rows(&rows, None).expect("rows").1, 1);
+        // A bad URL is refused in words without its password; null clears.
+        let bad = parse(&AdminRoute::ProxySet, br#"{"project": "p1", "proxy": "ftp://u:pw-x@h"}"#).expect_err("bad");
+        assert!(bad.to_string().contains("proxy") && !bad.to_string().contains("pw-x"), "{bad}");
+        assert!(parse(&AdminRoute::ProxySet, br#"{"proxy": "http://h"}"#).is_err(), "a project is named");
+        let op = parse(&AdminRoute::ProxySet, br#"{"project": "p1", "proxy": null}"#).expect("op");
+        let (_, v) = run(&mut pool, op);
+        assert_eq!(v["projects"][0]["proxy"], Value::Null);
+        assert!(pool.proxy_for(&ids[0]).is_none());
+        // Without the vault, nothing is set.
+        let op = AdminOp::ProxySet { project: "p1".into(), proxy: Some("http://h:3128".into()) };
+        assert_eq!(apply(&mut pool, None, op, NOW, &mut || [0; NONCE_BYTES]).status, 403);
     }
 
     #[test]

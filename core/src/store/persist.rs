@@ -144,6 +144,9 @@ pub struct StoredPool {
     pub signatures: Vec<signatures::Stored>,
     /// The models Google's listings named ([`SELECT_LISTED`]).
     pub listed: Vec<String>,
+    /// The projects' outbound proxies ([`SELECT_PROXIES`]), opened with the
+    /// vault.
+    pub proxies: Vec<(String, crate::wire::proxy::ProxyUrl)>,
     /// The request log's last number ([`requests::SELECT_LAST`]); its rows
     /// are read when someone looks
     /// ([`crate::store::pool::KeyPool::load_requests`]).
@@ -206,7 +209,12 @@ impl StoredPool {
         storage.run(registry::prune_statement(now))?;
         storage.run(signatures::prune_statement(now))?;
         let sealed = all(storage, SELECT_VAULT, VaultRecord::from_row)?;
-        let (runtime, unopened) = open_sealed(vault, sealed.into_iter().map(|r| (r.key_id, r.sealed)).collect());
+        let (runtime, mut unopened) = open_sealed(vault, sealed.into_iter().map(|r| (r.key_id, r.sealed)).collect());
+        let (proxies, closed) = proxies_from_rows(&storage.rows(SELECT_PROXIES)?, vault)?;
+        if closed > 0 {
+            let why = format!("{closed} projects' proxies stay unused: KEY_ENCRYPTION_SECRET does not open them");
+            unopened = Some(unopened.map_or(why.clone(), |u| format!("{u}; {why}")));
+        }
         let stored = Self {
             keys: all(storage, SELECT_KEYS, KeyRecord::from_row)?,
             usage: all(storage, SELECT_USAGE, UsageRecord::from_row)?,
@@ -221,6 +229,7 @@ impl StoredPool {
             aliases: aliases_from_rows(&storage.rows(SELECT_ALIASES)?)?,
             signatures: all(storage, signatures::SELECT, signatures::from_row)?,
             listed: listed_from_rows(&storage.rows(SELECT_LISTED)?)?,
+            proxies,
             requests_last: match storage.rows(requests::SELECT_LAST)?.first().map(Vec::as_slice) {
                 Some([SqlValue::Integer(n)]) => u64::try_from(*n).unwrap_or(0),
                 _ => 0,
@@ -328,6 +337,54 @@ pub fn aliases_statement(entries: &[(String, String)]) -> Statement {
         "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
         vec![SqlValue::Text(ALIASES_SETTING.to_owned()), SqlValue::Text(value)],
     )
+}
+
+/// The projects' outbound proxies, as stored: a JSON list of `[project,
+/// id, sealed]`, each URL (its password with it) sealed by the vault as a
+/// key is.
+pub const SELECT_PROXIES: &str = "SELECT value FROM settings WHERE name = 'project_proxies'";
+
+/// The statement that stores the projects' outbound proxies, each sealed.
+pub fn proxies_statement(
+    vault: &Vault,
+    proxies: &std::collections::BTreeMap<String, crate::wire::proxy::ProxyUrl>,
+    nonce: &mut dyn FnMut() -> [u8; crate::store::vault::NONCE_BYTES],
+) -> Statement {
+    let rows: Vec<[String; 3]> = proxies
+        .iter()
+        .map(|(project, url)| {
+            let url = crate::wire::secret::ApiKey::new(url.expose());
+            [project.clone(), url.id().as_str().to_owned(), vault.seal(&url, nonce())]
+        })
+        .collect();
+    let value = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());
+    (
+        "INSERT INTO settings (name, value) VALUES ('project_proxies', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        vec![SqlValue::Text(value)],
+    )
+}
+
+/// The projects' outbound proxies from their stored row, opened with
+/// `vault`; and how many could not be (no vault, another secret).
+pub fn proxies_from_rows(
+    rows: &[Vec<SqlValue>],
+    vault: Option<&Vault>,
+) -> Result<(Vec<(String, crate::wire::proxy::ProxyUrl)>, usize), RowError> {
+    let Some(row) = rows.first() else { return Ok((Vec::new(), 0)) };
+    let text = Columns { table: "settings", row: row.iter() }.text()?;
+    let stored: Vec<[String; 3]> = serde_json::from_str(&text).unwrap_or_default();
+    let mut closed = 0;
+    let mut out = Vec::with_capacity(stored.len());
+    for [project, id, sealed] in stored {
+        let url = vault
+            .and_then(|v| v.open(&crate::wire::secret::KeyId::from_string(&id), &sealed).ok())
+            .and_then(|url| crate::wire::proxy::ProxyUrl::parse(url.expose()).ok());
+        match url {
+            Some(url) => out.push((project, url)),
+            None => closed += 1,
+        }
+    }
+    Ok((out, closed))
 }
 
 /// The models Google's listings named, as stored (a JSON list of names).

@@ -187,6 +187,8 @@ pub struct KeyPool {
     listed: std::collections::HashSet<String>,
     /// The last requests, for the admin to look up.
     requests: crate::store::requests::RequestLog,
+    /// The outbound proxy each project's calls leave through (host-runner).
+    proxies: BTreeMap<String, crate::wire::proxy::ProxyUrl>,
 }
 
 /// Whether an outcome shows the upstream knows the model.
@@ -231,6 +233,7 @@ impl KeyPool {
             aliases,
             signatures,
             listed,
+            proxies,
             requests_last,
         } = stored;
         let removed: std::collections::HashSet<String> = removed.into_iter().collect();
@@ -283,6 +286,7 @@ impl KeyPool {
             signatures: crate::store::signatures::Signatures::restore(signatures, UnixMillis(0)),
             listed: listed.into_iter().collect(),
             requests: crate::store::requests::RequestLog::resume(crate::store::requests::DEFAULT_SIZE, requests_last),
+            proxies: proxies.into_iter().collect(),
         };
         // Models the upstream never accepted (rows of an older version, which
         // tracked every name asked for) fold into the untracked bucket, as do
@@ -614,6 +618,41 @@ impl KeyPool {
         change.hourly = self.history.record(now, &names, usage);
         change.affinity = affinity;
         Some(change)
+    }
+
+    /// The projects' outbound proxies.
+    pub fn proxies(&self) -> &BTreeMap<String, crate::wire::proxy::ProxyUrl> {
+        &self.proxies
+    }
+
+    /// Sets (or, with `None`, clears) the outbound proxy of `project`'s
+    /// keys.
+    pub fn set_proxy(&mut self, project: String, proxy: Option<crate::wire::proxy::ProxyUrl>) {
+        match proxy {
+            Some(p) => self.proxies.insert(project, p),
+            None => self.proxies.remove(&project),
+        };
+    }
+
+    /// The outbound proxy the calls of key `id` leave through: its
+    /// project's, if the admin set one.
+    pub fn proxy_for(&self, id: &KeyId) -> Option<&crate::wire::proxy::ProxyUrl> {
+        if self.proxies.is_empty() {
+            return None;
+        }
+        let slot = &self.keys[*self.index.get(id)? as usize];
+        self.proxies.get(slot.meta.project.as_deref()?)
+    }
+
+    /// The projects the keys name, each with how many keys it has.
+    pub fn projects(&self) -> BTreeMap<&str, usize> {
+        let mut projects = BTreeMap::new();
+        for s in self.keys.iter().filter(|s| !s.removed) {
+            if let Some(p) = s.meta.project.as_deref() {
+                *projects.entry(p).or_insert(0) += 1;
+            }
+        }
+        projects
     }
 
     /// The admin's model aliases, in the order they are consulted.

@@ -464,6 +464,17 @@ pub enum AdminOp {
         /// order they are consulted.
         entries: Vec<(String, String)>,
     },
+    /// The projects, their keys and outbound proxies (masked). Answered
+    /// 200 with `{"projects": [{"project", "keys", "proxy"}, …]}`.
+    Proxies,
+    /// A project's outbound proxy set (a URL, already checked) or cleared:
+    /// answered as [`Self::Proxies`].
+    ProxySet {
+        /// The project.
+        project: String,
+        /// `scheme://[user:password@]host[:port]`, or none to clear it.
+        proxy: Option<String>,
+    },
     /// Not an admin's: the keys a merged listing walks ([`KeyPool::walk`](crate::store::pool::KeyPool::walk)),
     /// after admitting its client (`claim`; none: the proxy key's) for
     /// `model`. Answered 200 with the leases (the body names the client),

@@ -12,6 +12,7 @@
 pub mod error;
 pub mod http;
 pub mod keystore;
+pub mod proxy;
 pub mod resource;
 pub mod secret;
 pub mod summary;

@@ -4,6 +4,7 @@
 
 mod admin;
 mod clients;
+mod egress;
 mod harness;
 mod limits;
 mod live;

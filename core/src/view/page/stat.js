@@ -54,6 +54,14 @@ document.getElementById("aliases").addEventListener("submit",function(ev){ev.pre
  call("PUT","/admin/aliases",{aliases:document.getElementById("alias-table").value}).then(function(r){
   if(!r.ok){show(L.Aliases+" "+L.failed+" ("+r.status+"): "+((r.json.error&&r.json.error.message)||JSON.stringify(r.json)));return;}
   aliases(r.json);show(L.Aliases+": "+r.json.aliases.length+" "+L.aliases_set);});});
+function proxies(j){var list=j.projects||[],names=document.getElementById("proxy-projects");
+ document.getElementById("proxy-list").textContent=list.map(function(p){return p.project+" ("+p.keys+" "+L.keys_word+"): "+(p.proxy||L.direct);}).join("\n")||L.none;
+ names.textContent="";list.forEach(function(p){var o=document.createElement("option");o.value=p.project;names.appendChild(o);});}
+call("GET","/admin/proxies").then(function(r){if(r.ok)proxies(r.json);}).catch(function(){});
+document.getElementById("proxies").addEventListener("submit",function(ev){ev.preventDefault();var f=ev.target;
+ call("PUT","/admin/proxies",{project:f.elements.project.value.trim(),proxy:f.elements.proxy.value.trim()||null}).then(function(r){
+  if(!r.ok){show(L.Proxy+" "+L.failed+" ("+r.status+"): "+((r.json.error&&r.json.error.message)||JSON.stringify(r.json)));return;}
+  f.elements.proxy.value="";proxies(r.json);show(L.Proxy+": "+L.proxy_set);});});
 document.getElementById("check-keys").addEventListener("click",function(){call("POST","/admin/keys/check",{}).then(done("Check"));});
 document.addEventListener("click",function(ev){var b=ev.target.closest("button[data-act]");if(!b)return;
  var id=b.dataset.id,act=b.dataset.act,path="/admin/keys/"+encodeURIComponent(id);
