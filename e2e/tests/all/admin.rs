@@ -345,3 +345,43 @@ async fn a_failed_request_is_found_in_the_request_log_with_its_attempts_and_reas
     let stranger = t.http.get(format!("{}/admin/requests", t.proxy)).send().await.expect("sent");
     assert_eq!(stranger.status(), 401);
 }
+
+/// A project's outbound proxy: on host-runner its keys' calls go through
+/// it (a small CONNECT proxy this scenario starts, whose password shows
+/// nowhere); the Worker, whose calls leave from Cloudflare, refuses one.
+#[tokio::test]
+#[ignore = "needs a running proxy and fake upstream: scripts/e2e runs it"]
+async fn a_projects_outbound_proxy_carries_its_keys_calls_on_host_runner_and_is_refused_on_the_worker() {
+    use fake_upstream::proxies::{Kind, TestProxy};
+    const PASSWORD: &str = "e2e-Pr0xy-pw-7Kq";
+    let t = Target::fresh_from_env().await;
+    let proxy = TestProxy::start(Kind::Connect, Some(("e2e", PASSWORD))).await.expect("proxy");
+    let id = t.key_id(&t.keys[0]).await;
+    let (status, _) = t.admin(Method::PATCH, &format!("/admin/keys/{id}"), Some(json!({"project": "proxied"}))).await;
+    assert_eq!(status, 200);
+    let body = json!({"project": "proxied", "proxy": proxy.url("http", Some(("e2e", PASSWORD)))});
+    let (status, v) = t.admin(Method::PUT, "/admin/proxies", Some(body)).await;
+    if std::env::var("E2E_HOST").as_deref() == Ok("wrangler") {
+        assert_eq!(status, 400, "{v}");
+        assert!(error_of(&v).contains("host-runner"), "{v}");
+    } else {
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["projects"][0]["proxy"], format!("http://e2e:***@127.0.0.1:{}", proxy.port), "{v}");
+        for k in &t.keys[1..] {
+            t.behave(k, "5xx:503").await;
+        }
+        assert_eq!(t.generate("e2e-proxied").await.status(), 200);
+        assert_eq!(t.keys_seen().await.last(), Some(&t.keys[0]));
+        assert!(proxy.tunnels().iter().any(|tunnel| tunnel.admitted), "the call went through the proxy");
+        let (_, listed) = t.admin(Method::GET, "/admin/proxies", None).await;
+        let stats = t.stats().await;
+        assert!(!listed.to_string().contains(PASSWORD) && !stats.to_string().contains(PASSWORD));
+        let (status, _) =
+            t.admin(Method::PUT, "/admin/proxies", Some(json!({"project": "proxied", "proxy": null}))).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = t.admin(Method::PATCH, &format!("/admin/keys/{id}"), Some(json!({"project": null}))).await;
+    assert_eq!(status, 200);
+    let log = std::fs::read(std::env::var("E2E_HOST_LOG").expect("the host's log")).unwrap_or_default();
+    assert!(!contains(&log, PASSWORD), "the password in the host's log");
+}
