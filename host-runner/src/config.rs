@@ -274,6 +274,29 @@ pub fn wrangler_vars(text: &str) -> Result<HashMap<String, String>, String> {
 mod tests {
     use super::*;
 
+    fn egress(pairs: &[(&str, &str)]) -> Result<Egress, ConfigError> {
+        Egress::from_vars(&pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+
+    #[test]
+    fn upstream_proxy_comes_first_then_the_environments_less_no_proxy_and_loopback() {
+        let google = "generativelanguage.googleapis.com";
+        let e = egress(&[("HTTPS_PROXY", "http://10.0.0.1:3128"), ("NO_PROXY", "internal.example")]).expect("vars");
+        assert_eq!(e.route(true, google).map(|p| p.port), Some(3128));
+        assert!(e.route(false, google).is_none(), "HTTPS_PROXY is for https:// upstreams");
+        assert!(e.route(true, "api.internal.example").is_none() && e.route(true, "127.0.0.1").is_none());
+        let e = egress(&[("https_proxy", "socks5h://10.0.0.2:1080"), ("ALL_PROXY", "http://10.0.0.3")]).expect("vars");
+        assert_eq!(e.route(true, google).map(|p| p.port), Some(1080));
+        assert_eq!(e.route(false, google).map(|p| p.port), Some(80), "ALL_PROXY for the rest");
+        // UPSTREAM_PROXY carries every call, loopback included (a test's upstream).
+        let e = egress(&[("UPSTREAM_PROXY", "socks5://u:pw@10.0.0.4:9050"), ("NO_PROXY", "*")]).expect("vars");
+        assert_eq!(e.route(false, "127.0.0.1").map(|p| p.port), Some(9050));
+        assert!(egress(&[]).expect("none").is_empty());
+        let bad = egress(&[("UPSTREAM_PROXY", "ftp://u:hunter2@h")]).expect_err("refused");
+        assert_eq!(bad.var, "UPSTREAM_PROXY");
+        assert!(!bad.to_string().contains("hunter2"), "{bad}");
+    }
+
     #[test]
     fn jsonc_vars() {
         let text = r#"{

@@ -413,14 +413,16 @@ async fn handle(component: Served, live: LiveHost, mut req: hyper::Request<Incom
             }
         }
     };
-    tracing::info!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        elapsed_us = started.elapsed().as_micros() as u64,
-        request_id = %id,
-        "answered"
-    );
+    // Each request's record is the request log's (and, with
+    // `--access-log json`, a line on standard output): a line here only at
+    // debug level, and for the proxy's own failures.
+    let status = response.status().as_u16();
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    if status >= 500 {
+        tracing::info!(%method, path, status, elapsed_us, request_id = %id, "answered");
+    } else {
+        tracing::debug!(%method, path, status, elapsed_us, request_id = %id, "answered");
+    }
     response.map(|body| Guarded { body, _in_flight: in_flight })
 }
 

@@ -56,12 +56,28 @@ pub struct Logged {
     pub summary: Summary,
 }
 
+/// One record as the log holds it: its number, and its JSON (a [`Logged`]:
+/// `{"seq":n,` and the summary's fields), made once, when it is logged.
+/// A record is read back into a [`Summary`] only when someone looks.
+#[derive(Clone, Debug)]
+struct Entry {
+    seq: u64,
+    json: String,
+    /// Whether it is a stranger's refusal ([`Summary::refused_stranger`]).
+    stranger: bool,
+}
+
+/// At most this share of the log (1 in N records) holds strangers'
+/// refusals, so that a flood of them cannot push out the requests the
+/// admin looks for.
+const STRANGERS_SHARE: usize = 10;
+
 /// The log a key store keeps.
 #[derive(Clone, Debug)]
 pub struct RequestLog {
     size: usize,
     /// Newest last.
-    ring: VecDeque<Logged>,
+    ring: VecDeque<Entry>,
     /// The last number given.
     last: u64,
     /// Whether the stored rows were read back (a Durable Object reads them
@@ -69,10 +85,14 @@ pub struct RequestLog {
     loaded: bool,
     /// Records a row holds (1: a row per record).
     chunk: usize,
-    /// Records not yet written (as their rows' JSON), with the time of the
-    /// first.
-    pending: Vec<String>,
+    /// How many of the newest records are not written yet, and the time of
+    /// the first of them.
+    pending: usize,
     pending_since: u64,
+    /// How many records of the ring are strangers' refusals.
+    strangers: usize,
+    /// Strangers' refusals left out since the start (their share was full).
+    strangers_left_out: u64,
 }
 
 impl Default for RequestLog {
@@ -84,7 +104,17 @@ impl Default for RequestLog {
 impl RequestLog {
     /// An empty log of `size` records (0: none kept).
     pub fn new(size: usize) -> Self {
-        Self { size, ring: VecDeque::new(), last: 0, loaded: true, chunk: 1, pending: Vec::new(), pending_since: 0 }
+        Self {
+            size,
+            ring: VecDeque::new(),
+            last: 0,
+            loaded: true,
+            chunk: 1,
+            pending: 0,
+            pending_since: 0,
+            strangers: 0,
+            strangers_left_out: 0,
+        }
     }
 
     /// A log that goes on after stored rows up to `last`, which are read
@@ -102,13 +132,19 @@ impl RequestLog {
     /// The statement that writes the records still waiting in an
     /// unfinished chunk, if any (at shutdown).
     pub fn flush(&mut self) -> Vec<Statement> {
-        if self.pending.is_empty() {
+        let waiting = std::mem::take(&mut self.pending).min(self.ring.len());
+        if waiting == 0 {
             return Vec::new();
         }
-        let rows = std::mem::take(&mut self.pending);
-        let mut text = String::with_capacity(rows.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+        let rows = self.ring.range(self.ring.len() - waiting..);
+        let mut text = String::with_capacity(rows.clone().map(|e| e.json.len() + 1).sum::<usize>() + 2);
         text.push('[');
-        text.push_str(&rows.join(","));
+        for (i, entry) in rows.enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&entry.json);
+        }
         text.push(']');
         vec![(INSERT, vec![int(self.last), SqlValue::Text(text)])]
     }
@@ -132,8 +168,8 @@ impl RequestLog {
     /// Reads back the stored rows ([`select_newest`], in any order) in
     /// front of what was logged since.
     pub fn load(&mut self, rows: &[Vec<SqlValue>]) -> Result<(), RowError> {
-        let mut older = VecDeque::with_capacity(rows.len().min(self.size));
-        let first = self.ring.front().map(|l| l.seq);
+        let mut older: Vec<Logged> = Vec::with_capacity(rows.len().min(self.size));
+        let first = self.ring.front().map(|e| e.seq);
         for row in rows {
             let mut c = Columns::new("requests", row);
             let seq = c.int()?;
@@ -151,10 +187,12 @@ impl RequestLog {
             };
             older.extend(records.into_iter().filter(|l| first.is_none_or(|first| l.seq < first)));
         }
-        older.make_contiguous().sort_by_key(|l| l.seq);
-        older.extend(self.ring.drain(..));
-        self.ring = older;
-        self.last = self.last.max(self.ring.back().map_or(0, |l| l.seq));
+        older.sort_by_key(|l| l.seq);
+        let mut ring: VecDeque<Entry> = older.iter().map(|l| entry(l.seq, &l.summary)).collect();
+        self.strangers += ring.iter().filter(|e| e.stranger).count();
+        ring.extend(self.ring.drain(..));
+        self.ring = ring;
+        self.last = self.last.max(self.ring.back().map_or(0, |e| e.seq));
         self.loaded = true;
         self.trim();
         Ok(())
@@ -162,7 +200,9 @@ impl RequestLog {
 
     fn trim(&mut self) {
         while self.ring.len() > self.size {
-            self.ring.pop_front();
+            if self.ring.pop_front().is_some_and(|e| e.stranger) {
+                self.strangers -= 1;
+            }
         }
     }
 
@@ -172,29 +212,35 @@ impl RequestLog {
         if self.size == 0 {
             return Vec::new();
         }
-        let json = serde_json::to_string(&summary).unwrap_or_default();
-        self.push_json(summary, &json)
-    }
-
-    /// [`Self::push`] with the summary's JSON made.
-    fn push_json(&mut self, summary: Summary, json: &str) -> Vec<Statement> {
+        if summary.refused_stranger() {
+            if self.strangers >= (self.size / STRANGERS_SHARE).max(1) {
+                self.strangers_left_out += 1;
+                return Vec::new();
+            }
+            self.strangers += 1;
+        }
         self.last += 1;
         let seq = self.last;
         let at = summary.at;
+        let record = entry(seq, &summary);
+        drop(summary);
         let mut writes = if self.chunk <= 1 {
-            vec![(INSERT, vec![int(seq), SqlValue::Text(json.to_owned())])]
+            vec![(INSERT, vec![int(seq), SqlValue::Text(record.json.clone())])]
         } else {
-            if self.pending.is_empty() {
+            Vec::new()
+        };
+        self.ring.push_back(record);
+        self.trim();
+        if self.chunk > 1 {
+            if self.pending == 0 {
                 self.pending_since = at;
             }
-            // The record with its number: `{"seq":n,` and the summary's
-            // fields (a summary's JSON is an object with fields).
-            self.pending.push(format!("{{\"seq\":{seq},{}", json.strip_prefix('{').unwrap_or("}")));
+            self.pending += 1;
             let waited = at.saturating_sub(self.pending_since) >= CHUNK_WAIT_MS;
-            if self.pending.len() >= self.chunk || waited { self.flush() } else { Vec::new() }
-        };
-        self.ring.push_back(Logged { seq, summary });
-        self.trim();
+            if self.pending >= self.chunk || waited {
+                writes = self.flush();
+            }
+        }
         if seq.is_multiple_of(PRUNE_EVERY) && seq > self.size as u64 {
             writes.push((PRUNE, vec![int(seq - self.size as u64)]));
         }
@@ -205,9 +251,14 @@ impl RequestLog {
     /// answers: `{"requests": [...], "next": cursor|null, "size": n}`.
     pub fn page(&self, query: &RequestQuery) -> Value {
         let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-        let mut found: Vec<&Logged> = Vec::with_capacity(limit + 1);
-        for logged in self.ring.iter().rev() {
-            if query.before.is_some_and(|before| logged.seq >= before) || !query.matches(&logged.summary) {
+        let mut found: Vec<Logged> = Vec::with_capacity(limit + 1);
+        for entry in self.ring.iter().rev() {
+            if query.before.is_some_and(|before| entry.seq >= before) {
+                continue;
+            }
+            // Read back only now, when someone looks.
+            let Ok(logged) = serde_json::from_str::<Logged>(&entry.json) else { continue };
+            if !query.matches(&logged.summary) {
                 continue;
             }
             found.push(logged);
@@ -217,8 +268,24 @@ impl RequestLog {
         }
         let next = (found.len() > limit).then(|| found[limit - 1].seq.to_string());
         found.truncate(limit);
-        json!({ "requests": found, "next": next, "size": self.size })
+        json!({ "requests": found, "next": next, "size": self.size, "strangers_left_out": self.strangers_left_out })
     }
+}
+
+/// A record's entry: its JSON made once, `{"seq":n,` and the summary's
+/// fields (a summary's JSON is an object with fields), in one buffer.
+fn entry(seq: u64, summary: &Summary) -> Entry {
+    use std::io::Write as _;
+    let mut buf: Vec<u8> = Vec::with_capacity(512);
+    // Writing to a Vec cannot fail.
+    let _ = write!(buf, "{{\"seq\":{seq},");
+    let fields = buf.len();
+    let _ = serde_json::to_writer(&mut buf, summary);
+    // The summary's own `{` goes: its fields follow the number.
+    if buf.get(fields) == Some(&b'{') {
+        buf.remove(fields);
+    }
+    Entry { seq, json: String::from_utf8(buf).unwrap_or_default(), stranger: summary.refused_stranger() }
 }
 
 #[cfg(test)]
@@ -274,6 +341,32 @@ mod tests {
         assert_eq!(q("key=k1"), [3, 1]);
         assert_eq!(q("client=team"), [3]);
         assert_eq!(q("client=c1&status=4xx"), [3]);
+    }
+
+    #[test]
+    fn a_flood_of_strangers_refusals_keeps_to_its_share_and_pushes_out_no_request() {
+        let mut log = RequestLog::new(50);
+        for _ in 0..10 {
+            log.push(summary(200, "m", "k1"));
+        }
+        let stranger = || Summary { status: 401, attempts: Vec::new(), model: None, ..summary(401, "m", "k") };
+        for _ in 0..1_000 {
+            log.push(stranger());
+        }
+        let page = log.page(&RequestQuery { limit: Some(200), ..RequestQuery::default() });
+        assert_eq!(page["requests"].as_array().map(Vec::len), Some(15), "the ten requests and five refusals");
+        assert_eq!(page["strangers_left_out"], 995);
+        assert_eq!(seqs(&log.page(&crate::request::admin::requests_query("status=2xx").expect("q"))).len(), 10);
+        // Refusals of a known client, or of a request that reached a key,
+        // are kept like any request.
+        log.push(Summary { client: Some("c1".into()), ..stranger() });
+        assert_eq!(seqs(&log.page(&crate::request::admin::requests_query("client=c1").expect("q"))).len(), 1);
+        // As records fall out, the share frees up again.
+        for _ in 0..50 {
+            log.push(summary(200, "m", "k1"));
+        }
+        log.push(stranger());
+        assert_eq!(seqs(&log.page(&crate::request::admin::requests_query("status=4xx").expect("q"))).len(), 1);
     }
 
     #[test]
