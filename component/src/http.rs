@@ -141,7 +141,12 @@ pub enum Head {
 /// its response head ([`wait`]). On failure, the event that tells it: the
 /// upstream's ([`Event::SendFailed`]), or the client body's
 /// ([`Event::BodyFailed`]).
-pub fn send(up: &UpstreamRequest, body: &[u8], client: Option<IncomingRequest>) -> Head {
+pub fn send(
+    up: &UpstreamRequest,
+    body: &[u8],
+    client: Option<IncomingRequest>,
+    quiet_since: std::time::Instant,
+) -> Head {
     let at = std::time::Instant::now();
     let piped = match (up.body, client) {
         (BodyFrom::Client(len), Some(client)) => Some((client, len)),
@@ -180,13 +185,15 @@ pub fn send(up: &UpstreamRequest, body: &[u8], client: Option<IncomingRequest>) 
             };
         }
     }
-    wait(Sent { pending, keep_alive: up.keep_alive, at }, false)
+    wait(Sent { pending, keep_alive: up.keep_alive, at }, false, quiet_since)
 }
 
-/// Waits for a sent request's head: at most its keep-alive interval when
-/// it has one, and, once the client's answer is `committed`, no longer
-/// than the keep-alive's wait from sending.
-pub fn wait(sent: Sent, committed: bool) -> Head {
+/// Waits for a sent request's head: with a keep-alive, until its interval
+/// has passed since the client last got a byte (`quiet_since`: the
+/// request's arrival, or the last keep-alive byte), whatever attempt it
+/// is; once the client's answer is `committed`, no longer than the
+/// keep-alive's wait from sending.
+pub fn wait(sent: Sent, committed: bool, quiet_since: std::time::Instant) -> Head {
     let failed = |(reason, timed_out)| Head::Failed(Event::SendFailed { reason, timed_out });
     let Some(keep) = sent.keep_alive else {
         return head(&sent.pending).map_or_else(failed, Head::Came);
@@ -196,7 +203,7 @@ pub fn wait(sent: Sent, committed: bool) -> Head {
     if committed && waited >= wait_for {
         return failed((format!("no response head within {} ms", keep.wait_ms), true));
     }
-    let mut interval = std::time::Duration::from_millis(keep.every_ms);
+    let mut interval = std::time::Duration::from_millis(keep.every_ms).saturating_sub(quiet_since.elapsed());
     if committed {
         interval = interval.min(wait_for - waited);
     }

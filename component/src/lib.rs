@@ -111,7 +111,7 @@ fn key_store_step(step: Step) -> Event {
 /// When a request came and when its answer's head went out, for its
 /// summary.
 pub(crate) struct Timing {
-    started: std::time::Instant,
+    pub(crate) started: std::time::Instant,
     /// Ms since the epoch.
     at: u64,
     head: std::cell::Cell<Option<std::time::Instant>>,
@@ -210,6 +210,9 @@ mod p2 {
         // keep-alive committed.
         let mut waiting: Option<http::Sent> = None;
         let mut committed: Option<http::Committed> = None;
+        // When the client last got a byte (a keep-alive's interval runs
+        // from it, across attempts).
+        let mut quiet_since = timing.started;
         let mut event = Event::Start;
         loop {
             event = match exchange.resume(event) {
@@ -225,7 +228,7 @@ mod p2 {
                 },
                 Step::Send(up) => {
                     let client = matches!(up.body, BodyFrom::Client(_)).then(|| request.take()).flatten();
-                    head(http::send(&up, exchange.body(), client), &mut upstream, &mut waiting)
+                    head(http::send(&up, exchange.body(), client, quiet_since), &mut upstream, &mut waiting)
                 }
                 Step::KeepAlive { status, headers } => {
                     if committed.is_none()
@@ -237,8 +240,9 @@ mod p2 {
                     if let Some(c) = &committed {
                         c.keep_alive();
                     }
+                    quiet_since = std::time::Instant::now();
                     match waiting.take() {
-                        Some(sent) => head(http::wait(sent, true), &mut upstream, &mut waiting),
+                        Some(sent) => head(http::wait(sent, true, quiet_since), &mut upstream, &mut waiting),
                         None => Event::SendFailed { reason: "no request was waiting".into(), timed_out: false },
                     }
                 }

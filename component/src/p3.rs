@@ -66,6 +66,9 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
     // keep-alive committed.
     let mut waiting: Option<Waiting> = None;
     let mut committed: Option<Committed> = None;
+    // When the client last got a byte (a keep-alive's interval runs from
+    // it, across attempts).
+    let mut quiet_since = timing.started;
     let mut event = Event::Start;
     loop {
         event = match exchange.resume(event) {
@@ -95,7 +98,7 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
                     Some(keep) => {
                         let body = exchange.body().to_vec();
                         let sending: Sending = Box::pin(async move { send(&up, &body, piped).await });
-                        Waiting { sending, keep, at: std::time::Instant::now() }.wait(false).await
+                        Waiting { sending, keep, at: std::time::Instant::now() }.wait(false, quiet_since).await
                     }
                     None => Waited::Came(send(&up, exchange.body(), piped).await),
                 };
@@ -111,8 +114,9 @@ async fn drive(mut exchange: Exchange, request: Request, answer: Answer) {
                 if let Some(c) = &mut committed {
                     c.keep_alive().await;
                 }
+                quiet_since = std::time::Instant::now();
                 match waiting.take() {
-                    Some(w) => head(w.wait(true).await, &mut upstream, &mut waiting),
+                    Some(w) => head(w.wait(true, quiet_since).await, &mut upstream, &mut waiting),
                     None => Event::SendFailed { reason: "no request was waiting".into(), timed_out: false },
                 }
             }
@@ -206,16 +210,17 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// Waits for the head at most the keep-alive's interval; once the
-    /// client's answer is `committed`, no longer than its wait from sending.
-    async fn wait(mut self, committed: bool) -> Waited {
+    /// Waits for the head until the keep-alive's interval has passed since
+    /// the client last got a byte (`quiet_since`); once the client's answer
+    /// is `committed`, no longer than its wait from sending.
+    async fn wait(mut self, committed: bool, quiet_since: std::time::Instant) -> Waited {
         let wait_for = std::time::Duration::from_millis(self.keep.wait_ms);
         let waited = self.at.elapsed();
         if committed && waited >= wait_for {
             let reason = format!("no response head within {} ms", self.keep.wait_ms);
             return Waited::Came(Err(Event::SendFailed { reason, timed_out: true }));
         }
-        let mut interval = std::time::Duration::from_millis(self.keep.every_ms);
+        let mut interval = std::time::Duration::from_millis(self.keep.every_ms).saturating_sub(quiet_since.elapsed());
         if committed {
             interval = interval.min(wait_for - waited);
         }

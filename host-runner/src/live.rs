@@ -334,10 +334,14 @@ async fn open(host: &LiveHost, up: &Upstream) -> (Option<Google>, Event) {
     let connector = Some(Connector::Rustls(host.tls.clone()));
     // Straight, or through the key's project's proxy (else the
     // configuration's), as every upstream call.
-    let proxy = host.outbound.route(request.uri(), request.headers());
-    let (name, port) = (request.uri().host().unwrap_or_default().to_owned(), request.uri().port_u16());
-    let port = port.unwrap_or(if request.uri().scheme_str() == Some("wss") { 443 } else { 80 });
-    let timeout = Duration::from_millis(up.timeout_ms);
+    // By the attempt's key (a token's session carries no key of its own).
+    let proxy = host.store.proxy_for_id(&up.key).or_else(|| host.outbound.egress_route(request.uri()));
+    let host_name = request.uri().host().unwrap_or_default();
+    let name = host_name.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = request.uri().port_u16().unwrap_or(if request.uri().scheme_str() == Some("wss") { 443 } else { 80 });
+    // The tunnel gets most of the attempt's time: a proxy that stalls is
+    // told as the proxy's failure, not the key's.
+    let timeout = Duration::from_millis(up.timeout_ms.saturating_mul(4) / 5);
     let connect = async {
         let stream = match &proxy {
             Some(proxy) => crate::via::tunnel(proxy, &name, port, timeout, &host.tls).await?,

@@ -106,10 +106,17 @@ impl Outbound {
         {
             return Some(proxy);
         }
+        self.egress_route(uri)
+    }
+
+    /// The configuration's proxy for a call to `uri` (`https://` and
+    /// `wss://` go over TLS), if any.
+    pub fn egress_route(&self, uri: &http::Uri) -> Option<ProxyUrl> {
         if self.egress.is_empty() {
             return None;
         }
-        self.egress.route(uri.scheme() == Some(&Scheme::HTTPS), uri.host().unwrap_or_default()).cloned()
+        let tls = matches!(uri.scheme_str(), Some("https" | "wss"));
+        self.egress.route(tls, uri.host().unwrap_or_default()).cloned()
     }
 
     /// The pool for calls through `proxy` (none: straight).

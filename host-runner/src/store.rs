@@ -55,7 +55,11 @@ pub trait KeyBackend: Send + Sync + 'static {
     fn log_request(&self, summary: proxy_core::wire::summary::Summary);
     /// The outbound proxy the calls of the pool key `secret` leave through
     /// (its project's), if the admin set one.
-    fn proxy_for_key(&self, _secret: &str) -> Option<ProxyUrl> {
+    fn proxy_for_key(&self, secret: &str) -> Option<ProxyUrl> {
+        self.proxy_for_id(&ApiKey::new(secret).id())
+    }
+    /// [`Self::proxy_for_key`] by the key's id.
+    fn proxy_for_id(&self, _id: &KeyId) -> Option<ProxyUrl> {
         None
     }
 }
@@ -274,11 +278,18 @@ impl KeyBackend for SqliteKeyStore {
     }
 
     fn proxy_for_key(&self, secret: &str) -> Option<ProxyUrl> {
+        // Most pools have no project proxy: no hash, no lock.
         if !self.proxied.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        let id = ApiKey::new(secret).id();
-        self.pool().proxy_for(&id).cloned()
+        self.proxy_for_id(&ApiKey::new(secret).id())
+    }
+
+    fn proxy_for_id(&self, id: &KeyId) -> Option<ProxyUrl> {
+        if !self.proxied.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.pool().proxy_for(id).cloned()
     }
 }
 

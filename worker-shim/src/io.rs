@@ -69,6 +69,7 @@ pub async fn send(
     body: &[u8],
     client: Option<&Request>,
     timeouts: &UpstreamTimeouts,
+    quiet_since: u64,
 ) -> (Option<Upstream>, Option<Sending>, Event) {
     let abort = AbortController::default();
     let request = match outgoing(up, body, client) {
@@ -78,26 +79,30 @@ pub async fn send(
     let signal = abort.signal();
     let fetch = Box::pin(async move { Fetch::Request(request).send_with_signal(&signal).await });
     let sending = Sending { fetch, abort, keep_alive: up.keep_alive, at: worker::Date::now().as_millis() };
-    wait(sending, false, timeouts).await
+    wait(sending, false, timeouts, quiet_since).await
 }
 
 /// Waits for a sent request's head: within the first-byte timeout, or,
 /// once the client's answer is `committed` by a keep-alive, within the
-/// keep-alive's wait; with a keep-alive, at most its interval at a time
+/// keep-alive's wait; with a keep-alive, until its interval has passed since
+/// the client last got a byte (`quiet_since`, ms since the epoch: the
+/// request's arrival, or the last keep-alive byte), whatever attempt it is
 /// ([`Event::Waiting`], the request handed back to wait on again).
 pub async fn wait(
     mut sending: Sending,
     committed: bool,
     timeouts: &UpstreamTimeouts,
+    quiet_since: u64,
 ) -> (Option<Upstream>, Option<Sending>, Event) {
     let deadline = match sending.keep_alive {
         Some(keep) if committed => keep.wait_ms,
         _ => timeouts.first_byte_ms,
     };
-    let waited = worker::Date::now().as_millis().saturating_sub(sending.at);
+    let now = worker::Date::now().as_millis();
+    let waited = now.saturating_sub(sending.at);
     let mut interval = deadline.saturating_sub(waited);
     if let Some(keep) = sending.keep_alive {
-        interval = interval.min(keep.every_ms);
+        interval = interval.min(keep.every_ms.saturating_sub(now.saturating_sub(quiet_since)));
     }
     let timer = pin!(Delay::from(Duration::from_millis(interval)));
     match select(sending.fetch.as_mut(), timer).await {
@@ -110,6 +115,7 @@ pub async fn wait(
         Either::Right(((), _)) => {
             let waited = worker::Date::now().as_millis().saturating_sub(sending.at);
             if sending.keep_alive.is_some() && waited < deadline {
+                // The interval passed (since the client's last byte).
                 return (None, Some(sending), Event::Waiting);
             }
             sending.abort.abort();

@@ -82,6 +82,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         sending: None,
         committed: None,
         resume: None,
+        quiet_since: started,
         pipe: None,
         reports: Vec::new(),
         started,
@@ -117,6 +118,9 @@ struct Run {
     /// The request to wait on at the next step, once the committed
     /// answer went to the runtime.
     resume: Option<io::Sending>,
+    /// When the client last got a byte (ms since the epoch): a keep-alive's
+    /// interval runs from it, across attempts.
+    quiet_since: u64,
     /// A streamed answer on its way.
     pipe: Option<io::Piped>,
     /// The exchange's reports, left for the isolate's next Durable Object
@@ -169,7 +173,8 @@ impl Run {
 
     /// Waits on for a slow head (the answer committed or not).
     async fn wait(&mut self, sending: io::Sending) -> Event {
-        let (response, sending, event) = io::wait(sending, self.committed.is_some(), &self.timeouts).await;
+        let (response, sending, event) =
+            io::wait(sending, self.committed.is_some(), &self.timeouts, self.quiet_since).await;
         self.upstream = response;
         self.sending = sending;
         event
@@ -193,7 +198,9 @@ impl Run {
             }
             Step::Send(up) => {
                 let client = self.request.as_ref();
-                let (response, sending, event) = io::send(&up, self.exchange.body(), client, &self.timeouts).await;
+                let quiet_since = self.quiet_since;
+                let (response, sending, event) =
+                    io::send(&up, self.exchange.body(), client, &self.timeouts, quiet_since).await;
                 self.upstream = response;
                 self.sending = sending;
                 event
@@ -201,6 +208,7 @@ impl Run {
             Step::KeepAlive { status, headers } => {
                 if let Some(answer) = &self.committed {
                     answer.keep_alive();
+                    self.quiet_since = Date::now().as_millis();
                     return match self.sending.take() {
                         Some(sending) => Flow::Next(self.wait(sending).await),
                         None => {
@@ -213,6 +221,7 @@ impl Run {
                 match io::Committed::new(status, &headers) {
                     Ok((response, answer)) => {
                         answer.keep_alive();
+                        self.quiet_since = Date::now().as_millis();
                         self.committed = Some(answer);
                         self.resume = self.sending.take();
                         self.answered = Some(Date::now().as_millis());
@@ -334,6 +343,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         sending: None,
         committed: None,
         resume: None,
+        quiet_since: started,
         pipe: None,
         reports: Vec::new(),
         started,

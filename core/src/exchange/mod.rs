@@ -659,7 +659,8 @@ impl Exchange {
             Event::Done => "done",
         };
         let log = self.log(format!("host bug: the exchange got {what} while waiting for {awaited}"));
-        if self.answered {
+        // A committed answer still ends (cut, with the error).
+        if self.answered && !self.committed {
             self.emit([log])
         } else {
             let e = ProxyError::internal("the proxy lost track of this request", self.request_id.as_deref());

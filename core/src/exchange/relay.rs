@@ -59,7 +59,10 @@ impl Attempts {
         self.all_rate_limited = false;
         self.all_timed_out = false;
         self.tried.push(lease.id.clone());
-        self.last_failure = Some(Outcome::TransportError { reason: reason.to_owned() });
+        // The caller hears that a proxy failed, not which (the request log,
+        // the admin's, names it, masked).
+        let _ = reason;
+        self.last_failure = Some(Outcome::TransportError { reason: "an outbound proxy failed".to_owned() });
     }
 
     /// The error to answer with once no further attempt is possible:

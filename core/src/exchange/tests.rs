@@ -1859,7 +1859,8 @@ fn a_proxy_that_fails_moves_on_to_another_key_and_is_never_held_against_the_key(
     let mut host = Host::new(2, &[Answer::ProxyDown, Answer::ProxyDown]);
     let t = generate(&mut host);
     assert_eq!(t.response.as_ref().map(|r| r.status), Some(502));
-    assert!(t.json()["error"]["message"].as_str().is_some_and(|m| m.contains("the outbound proxy")), "{}", t.json());
+    let message = t.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("an outbound proxy failed") && !message.contains("10.0.0.9"), "{message}");
 }
 
 #[test]

@@ -56,6 +56,9 @@ pub struct Upstream {
     /// How long the attempt may take, from connecting to Google's first
     /// message.
     pub timeout_ms: u64,
+    /// The key the attempt is on (a token's session: the key that minted
+    /// it), whose project's outbound proxy the host goes through.
+    pub key: crate::wire::secret::KeyId,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -545,6 +548,7 @@ impl Session {
             headers: vec![credential],
             setup: self.setup.clone(),
             timeout_ms: OPEN_TIMEOUT_MS.min(self.cfg.timeouts.first_byte_ms),
+            key: lease.id.clone(),
         };
         self.phase = Phase::Opening(lease);
         Step::Open(upstream)

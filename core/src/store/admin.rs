@@ -420,6 +420,8 @@ mod tests {
         assert!(!applied.body.contains("s3cret-pw"));
         let stored = format!("{:?}", applied.writes);
         assert!(!stored.contains("s3cret-pw") && !stored.contains("10.0.0.9"), "sealed at rest: {stored}");
+        let fingerprint = crate::wire::secret::ApiKey::new("socks5h://me:s3cret-pw@10.0.0.9:1080").id();
+        assert!(!stored.contains(fingerprint.as_str()), "no hash of the URL to test guesses against");
         // The calls of p1's keys leave through it; the third key's do not.
         assert_eq!(pool.proxy_for(&ids[0]).map(|p| p.port), Some(1080));
         assert!(pool.proxy_for(&ids[2]).is_none());

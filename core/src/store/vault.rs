@@ -72,8 +72,13 @@ impl Vault {
 
     /// `key` sealed with `nonce` (fresh random bytes from the host).
     pub fn seal(&self, key: &ApiKey, nonce: [u8; NONCE_BYTES]) -> String {
-        let id = key.id();
-        let payload = Payload { msg: key.expose().as_bytes(), aad: id.as_str().as_bytes() };
+        self.seal_with(key, &key.id(), nonce)
+    }
+
+    /// `secret` sealed with `nonce`, `aad` bound in as associated data (a
+    /// key's id, or a random id of its own for a secret that is no key).
+    pub fn seal_with(&self, secret: &ApiKey, aad: &KeyId, nonce: [u8; NONCE_BYTES]) -> String {
+        let payload = Payload { msg: secret.expose().as_bytes(), aad: aad.as_str().as_bytes() };
         let sealed = self.cipher.encrypt(XNonce::from_slice(&nonce), payload).unwrap_or_default();
         let mut bytes = nonce.to_vec();
         bytes.extend_from_slice(&sealed);
@@ -82,19 +87,24 @@ impl Vault {
 
     /// Opens what [`Vault::seal`] sealed for the key with id `id`.
     pub fn open(&self, id: &KeyId, sealed: &str) -> Result<ApiKey, VaultError> {
+        let key = self.open_with(id, sealed)?;
+        if key.id() != *id {
+            return Err(VaultError::Unopenable);
+        }
+        Ok(key)
+    }
+
+    /// Opens what [`Vault::seal_with`] sealed under `aad`.
+    pub fn open_with(&self, aad: &KeyId, sealed: &str) -> Result<ApiKey, VaultError> {
         let b64 = sealed.strip_prefix(VERSION).ok_or(VaultError::Unopenable)?;
         let bytes = URL_SAFE_NO_PAD.decode(b64).map_err(|_| VaultError::Unopenable)?;
         if bytes.len() <= NONCE_BYTES {
             return Err(VaultError::Unopenable);
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_BYTES);
-        let payload = Payload { msg: ciphertext, aad: id.as_str().as_bytes() };
+        let payload = Payload { msg: ciphertext, aad: aad.as_str().as_bytes() };
         let plain = self.cipher.decrypt(XNonce::from_slice(nonce), payload).map_err(|_| VaultError::Unopenable)?;
-        let key = ApiKey::new(String::from_utf8(plain).map_err(|_| VaultError::Unopenable)?);
-        if key.id() != *id {
-            return Err(VaultError::Unopenable);
-        }
-        Ok(key)
+        Ok(ApiKey::new(String::from_utf8(plain).map_err(|_| VaultError::Unopenable)?))
     }
 }
 

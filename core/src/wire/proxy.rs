@@ -58,7 +58,7 @@ impl ProxyUrl {
             "https" => ProxyScheme::Https,
             "socks5" => ProxyScheme::Socks5,
             "socks5h" => ProxyScheme::Socks5h,
-            other => return Err(format!("{other:?} is not a proxy scheme (http, https, socks5 or socks5h)")),
+            _ => return Err("a proxy URL's scheme is http, https, socks5 or socks5h".into()),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -79,13 +79,13 @@ impl ProxyUrl {
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let (host, after) = v6.split_once(']').ok_or("an IPv6 proxy address needs its closing ]")?;
             match after.strip_prefix(':') {
-                Some(p) => (host, p.parse().map_err(|_| format!("{p:?} is not a port"))?),
+                Some(p) => (host, p.parse().map_err(|_| "a proxy URL's port is a number".to_owned())?),
                 None if after.is_empty() => (host, default_port),
                 None => return Err("a proxy URL has scheme://[user:password@]host[:port]".into()),
             }
         } else {
             match hostport.rsplit_once(':') {
-                Some((h, p)) => (h, p.parse().map_err(|_| format!("{p:?} is not a port"))?),
+                Some((h, p)) => (h, p.parse().map_err(|_| "a proxy URL's port is a number".to_owned())?),
                 None => (hostport, default_port),
             }
         };

@@ -85,11 +85,11 @@ pub struct Attempt {
 }
 
 impl Summary {
-    /// Whether it is a refusal of a caller without a valid credential (a
-    /// stranger's 401): no client admitted, no key tried. A flood of them
-    /// is kept to a share of the request log.
+    /// Whether it is a refusal before admission (a stranger's 401, a bad
+    /// head, a body too large): no client admitted, no key tried. A flood of
+    /// them is kept to a share of the request log.
     pub fn refused_stranger(&self) -> bool {
-        self.status == 401 && self.client.is_none() && self.attempts.is_empty()
+        (400..500).contains(&self.status) && self.client.is_none() && self.attempts.is_empty()
     }
 
     /// The summary with the times the host measured: when the request came

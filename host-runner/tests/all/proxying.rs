@@ -454,3 +454,27 @@ async fn keep_alive_then_a_failure_ends_the_answer_broken_with_the_error_and_cou
     let v: Value = r.json().await.expect("json");
     assert!(v["candidates"].is_array());
 }
+
+#[tokio::test]
+async fn keep_alive_counts_its_interval_from_the_clients_last_byte_across_attempts() {
+    let mut h = Harness::new(3).await;
+    h.vars.push(("NONSTREAM_KEEPALIVE_SECONDS".into(), "2".into()));
+    h.vars.push(("UPSTREAM_FIRST_BYTE_TIMEOUT".into(), "30".into()));
+    h.restart().await;
+    // Two keys fail after 1.5 s each, the third answers after 3 s: whatever
+    // the order, the client gets its first byte two seconds after asking,
+    // not two seconds after the last attempt began.
+    h.fake.set(&h.keys[0], fake_upstream::Behavior::SlowServerError(1_500));
+    h.fake.set(&h.keys[1], fake_upstream::Behavior::SlowServerError(1_500));
+    h.fake.set(&h.keys[2], fake_upstream::Behavior::SlowHeaders(3_000));
+    let sent = std::time::Instant::now();
+    let r = h.generate("gemini-2.5-pro").await;
+    let head = sent.elapsed();
+    assert_eq!(r.status(), 200);
+    assert!(head < Duration::from_millis(2_800), "the first byte waited for the attempt: {head:?}");
+    let (body, _, clean) = read_timed(r, sent).await;
+    let v: Value = serde_json::from_slice(&body).expect("JSON");
+    // Committed at 2 s, on the key that was waited on then: the answer is
+    // that key's (an error if it was a failing one), never another's.
+    assert!(v["candidates"].is_array() || (!clean && v["error"].is_object()), "{v}");
+}
