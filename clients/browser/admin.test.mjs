@@ -203,6 +203,34 @@ test("an admin edits the model aliases on /stat; the next request follows them",
   await page.close();
 });
 
+test("an admin sets a project's outbound proxy on /stat; it shows masked, its password nowhere", { timeout: 60_000 }, async () => {
+  const PASSWORD = "Br0wser-proxy-pw";
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(`${proxy}/stat?key=${encodeURIComponent(ADMIN_KEY)}`);
+  await page.fill("#proxy-project", "team-proxy");
+  await page.fill("#proxy-url", `socks5h://me:${PASSWORD}@127.0.0.1:1080`);
+  await page.click("#proxies button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Proxy: "));
+  await page.waitForFunction(() => document.getElementById("proxy-list").textContent.includes("team-proxy"));
+  assert.match(await page.locator("#proxy-list").textContent(), /team-proxy \(0 keys\): socks5h:\/\/me:\*\*\*@127\.0\.0\.1:1080/);
+  assert.equal(await page.inputValue("#proxy-url"), "", "the URL typed is cleared");
+  assert.ok(!(await page.content()).includes(PASSWORD), "the password in the page");
+  await page.screenshot({ path: join(shots, "admin-9-proxy.png"), fullPage: true });
+  const listed = await (await fetch(`${proxy}/admin/proxies`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json();
+  assert.deepEqual(listed.projects.find((p) => p.project === "team-proxy"), { project: "team-proxy", keys: 0, proxy: "socks5h://me:***@127.0.0.1:1080" });
+  // A URL that is no proxy's is refused, with why, and the proxy stays.
+  await page.fill("#proxy-project", "team-proxy");
+  await page.fill("#proxy-url", "ftp://me:x@h");
+  await page.click("#proxies button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("admin-result").textContent.startsWith("Proxy failed (400)"));
+  // Cleared: the project goes straight again.
+  await page.fill("#proxy-url", "");
+  await page.click("#proxies button[type=submit]");
+  // (A project with no key and no proxy leaves the list.)
+  await page.waitForFunction(() => !document.getElementById("proxy-list").textContent.includes("team-proxy"));
+  await page.close();
+});
+
 test("an admin finds a failed request in Recent requests on /stat, with its attempts", { timeout: 60_000 }, async () => {
   const call = (model) => fetch(`${proxy}/v1beta/models/${model}:generateContent`, {
     method: "POST", headers: { "x-goog-api-key": PROXY_KEY, "content-type": "application/json" },
