@@ -171,6 +171,14 @@ impl Run {
         }
     }
 
+    /// Waits on for the slow head of the request sent last.
+    async fn wait_on(&mut self) -> Event {
+        match self.sending.take() {
+            Some(sending) => self.wait(sending).await,
+            None => Event::SendFailed { reason: "no request was waiting".into(), timed_out: false },
+        }
+    }
+
     /// Waits on for a slow head (the answer committed or not).
     async fn wait(&mut self, sending: io::Sending) -> Event {
         let (response, sending, event) =
@@ -209,12 +217,7 @@ impl Run {
                 if let Some(answer) = &self.committed {
                     answer.keep_alive();
                     self.quiet_since = Date::now().as_millis();
-                    return match self.sending.take() {
-                        Some(sending) => Flow::Next(self.wait(sending).await),
-                        None => {
-                            Flow::Next(Event::SendFailed { reason: "no request was waiting".into(), timed_out: false })
-                        }
-                    };
+                    return Flow::Next(self.wait_on().await);
                 }
                 // The head goes now, with the first byte; the head is waited
                 // for again at the next step, after the answer (`sending`).
@@ -229,10 +232,7 @@ impl Run {
                     }
                     Err(e) => {
                         worker::console_error!("committing a kept-alive answer failed: {e}");
-                        match self.sending.take() {
-                            Some(sending) => self.wait(sending).await,
-                            None => Event::SendFailed { reason: "no request was waiting".into(), timed_out: false },
-                        }
+                        self.wait_on().await
                     }
                 }
             }

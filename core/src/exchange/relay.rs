@@ -55,14 +55,12 @@ impl Attempts {
     /// Records an attempt that never reached the upstream (its outbound
     /// proxy failed): tried, and told if nothing else is, but no report:
     /// the key is not held to it.
-    pub(super) fn unreached(&mut self, lease: &Lease, reason: &str) {
+    pub(super) fn unreached(&mut self, lease: &Lease) {
         self.all_rate_limited = false;
         self.all_timed_out = false;
         self.tried.push(lease.id.clone());
-        // The caller hears that a proxy failed, not which (the request log,
-        // the admin's, names it, masked).
-        let _ = reason;
-        self.last_failure = Some(Outcome::TransportError { reason: "an outbound proxy failed".to_owned() });
+        let reason = crate::wire::proxy::PROXY_FAILED_TO_CALLER.to_owned();
+        self.last_failure = Some(Outcome::TransportError { reason });
     }
 
     /// The error to answer with once no further attempt is possible:
@@ -581,7 +579,7 @@ impl Exchange {
         if reason.starts_with(crate::wire::proxy::PROXY_FAILED) {
             // Never reached Google: another key goes (through its own
             // project's proxy, or none), and this one is not held to it.
-            relay.attempts.unreached(&lease, &reason);
+            relay.attempts.unreached(&lease);
             let outcome = "proxy-failed".to_owned();
             self.record.attempts.push(crate::wire::summary::Attempt { key: lease.id, outcome, reason: Some(reason) });
             return self.next_attempt(relay, None);

@@ -563,7 +563,10 @@ impl Session {
         self.all_rate_limited = false;
         self.tried.push(lease.id.clone());
         let outcome = "proxy-failed".to_owned();
-        self.attempts.push(Attempt { key: lease.id, outcome, reason: Some(reason.clone()) });
+        // The request log names the proxy (masked); the client hears only
+        // that one failed, as a relayed request's caller does.
+        self.attempts.push(Attempt { key: lease.id, outcome, reason: Some(reason) });
+        let reason = crate::wire::proxy::PROXY_FAILED_TO_CALLER.to_owned();
         self.last_failure = Some(Outcome::TransportError { reason });
         if self.tried.len() >= MAX_ATTEMPTS || self.token.is_some() {
             return self.give_up(None, None);

@@ -443,3 +443,23 @@ fn a_close_mid_session_reaches_the_report_and_the_summary_redacted() {
     let line = summary.line();
     assert!(line.contains("Internal error") && !line.contains(&fake_key("POOL", 0)), "{line}");
 }
+
+#[test]
+fn a_failed_proxy_passes_the_setup_to_the_next_key_unreported_and_tells_the_client_no_address() {
+    let proxy_down = || Event::Unreachable {
+        reason: "the outbound proxy socks5://me:***@10.0.0.9:1080 could not be reached: connection refused".into(),
+    };
+    let (mut s, up) = opened_session(SETUP);
+    assert_eq!(up.key, lease(0).id, "the host routes by the attempt's key");
+    let Step::Acquire { settle, exclude, .. } = s.resume(proxy_down()) else { panic!() };
+    assert_eq!((settle, exclude), (None, vec![lease(0).id]), "no report: the key is not held to it");
+    let mut step = Step::Done;
+    for i in 1..MAX_ATTEMPTS {
+        assert!(matches!(s.resume(Event::Acquired(Ok(lease(i)))), Step::Open(_)));
+        step = s.resume(proxy_down());
+    }
+    let steps = rest(&mut s, step);
+    assert!(reports(&steps).is_empty(), "{steps:?}");
+    let close = close_of(&steps);
+    assert!(close.reason.contains("an outbound proxy failed") && !close.reason.contains("10.0.0.9"), "{close:?}");
+}

@@ -10,6 +10,10 @@ use base64::Engine as _;
 /// key is not held to it.
 pub const PROXY_FAILED: &str = "the outbound proxy ";
 
+/// What a caller hears of a proxy's failure: that one failed, not which
+/// (the request log, the admin's, names it, masked).
+pub const PROXY_FAILED_TO_CALLER: &str = "an outbound proxy failed";
+
 /// How the proxy is spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProxyScheme {
